@@ -1,0 +1,1 @@
+"""Bob, on Mars: decodes the bits with an identical model and keeps it in lockstep."""

@@ -1,0 +1,1 @@
+"""Alice, on Earth: reads the text, predicts it, codes it, sends the bits."""

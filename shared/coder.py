@@ -1,0 +1,163 @@
+"""Arithmetic coding with integer frequencies, spelled out after Nayuki's reference coder.
+
+The coder keeps an interval [low, high] of STATE_BITS-bit integers. Coding a symbol whose
+cumulative frequencies are [cum_lo, cum_hi) out of `total` narrows the interval to that slice;
+whenever the top bit of low and high agree it is final and is shifted out (`_shift`); when the
+interval straddles the middle but has become narrow, an "underflow" bit is deferred.
+With 48-bit state and 24-bit totals the rounding loss per symbol is ~2**-22 bits.
+
+Probabilities become integer frequencies in `quantize` (float64 arithmetic on the float32
+model output: exactly reproducible), every symbol at least 1, so any byte is codable.
+
+The decoder pulls bits from a `ByteSource`; on a live link its `refill` blocks until the next
+frame arrives, so Bob's decoder simply waits for Alice's bytes.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .config import FREQ_BITS, VOCAB
+
+STATE_BITS = 48
+FULL = 1 << STATE_BITS
+HALF = FULL >> 1
+QUARTER = FULL >> 2
+MASK = FULL - 1
+MAX_TOTAL = QUARTER + 2          # the interval never gets narrower than this
+_SCALE = float((1 << FREQ_BITS) - VOCAB)
+
+
+def quantize(probs: np.ndarray) -> np.ndarray:
+    """float32 probabilities (n, VOCAB) -> cumulative integer frequencies (n, VOCAB + 1)."""
+    freqs = np.floor(probs.astype(np.float64) * _SCALE).astype(np.int64) + 1
+    cdf = np.zeros((probs.shape[0], VOCAB + 1), dtype=np.int64)
+    np.cumsum(freqs, axis=1, out=cdf[:, 1:])
+    return cdf
+
+
+class ArithmeticEncoder:
+    def __init__(self):
+        self.low, self.high = 0, MASK
+        self.pending = 0                  # deferred underflow bits
+        self._acc, self._nacc = 0, 0      # bits not yet making a whole byte
+        self.out = bytearray()            # whole bytes not yet taken
+        self.bytes_taken = 0
+
+    def _bit(self, bit: int):
+        self._acc = (self._acc << 1) | bit
+        self._nacc += 1
+        if self._nacc == 8:
+            self.out.append(self._acc)
+            self._acc, self._nacc = 0, 0
+
+    def encode(self, cum_lo: int, cum_hi: int, total: int):
+        low, high = self.low, self.high
+        rng = high - low + 1
+        high = low + rng * cum_hi // total - 1
+        low = low + rng * cum_lo // total
+        while not ((low ^ high) & HALF):          # top bits agree: emit them
+            bit = low >> (STATE_BITS - 1)
+            self._bit(bit)
+            for _ in range(self.pending):
+                self._bit(bit ^ 1)
+            self.pending = 0
+            low = (low << 1) & MASK
+            high = ((high << 1) & MASK) | 1
+        while low & ~high & QUARTER:              # straddling the middle, narrow: defer
+            self.pending += 1
+            low = (low << 1) ^ HALF
+            high = ((high ^ HALF) << 1) | HALF | 1
+        self.low, self.high = low, high
+
+    def code(self, cdf: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+        """Encode symbols[i] with the distribution cdf[i]; return the symbols (the engine's contract)."""
+        rows = np.arange(len(symbols))
+        los = cdf[rows, symbols].tolist()
+        his = cdf[rows, symbols + 1].tolist()
+        totals = cdf[:, -1].tolist()
+        for lo, hi, total in zip(los, his, totals):
+            self.encode(lo, hi, total)
+        return symbols
+
+    def take(self) -> bytes:
+        """The whole bytes produced since the last take (for streaming)."""
+        chunk = bytes(self.out)
+        self.bytes_taken += len(chunk)
+        self.out.clear()
+        return chunk
+
+    def finish(self) -> bytes:
+        """Emit the final '1' bit and pad: the decoder reads zeros past the end."""
+        self._bit(1)
+        while self._nacc:
+            self._bit(0)
+        return self.take()
+
+
+class ByteSource:
+    """Coded bytes for the decoder. `refill()` must append more or return False (end of stream)."""
+
+    def __init__(self, data: bytes = b"", refill: Callable[["ByteSource"], bool] | None = None):
+        self.buf = bytearray(data)
+        self.pos = 0                      # next byte to read
+        self.refill = refill
+        self.ended = refill is None
+        self.past_end = 0                 # bytes of zeros read beyond the real stream
+
+    def feed(self, data: bytes):
+        if self.pos > 65536:              # drop what was consumed, keep memory flat
+            del self.buf[:self.pos]
+            self.pos = 0
+        self.buf += data
+
+    def next_byte(self) -> int:
+        while self.pos >= len(self.buf):
+            if self.ended or not self.refill(self):
+                self.ended = True
+                self.past_end += 1
+                return 0
+        b = self.buf[self.pos]
+        self.pos += 1
+        return b
+
+
+class ArithmeticDecoder:
+    def __init__(self, source: ByteSource):
+        self.src = source
+        self.low, self.high = 0, MASK
+        self._acc, self._nacc = 0, 0
+        self.code_value = 0
+        for _ in range(STATE_BITS):
+            self.code_value = (self.code_value << 1) | self._bit()
+
+    def _bit(self) -> int:
+        if self._nacc == 0:
+            self._acc, self._nacc = self.src.next_byte(), 8
+        self._nacc -= 1
+        return (self._acc >> self._nacc) & 1
+
+    def decode_row(self, cdf_row: np.ndarray) -> int:
+        low, high, code = self.low, self.high, self.code_value
+        total = int(cdf_row[-1])
+        rng = high - low + 1
+        value = ((code - low + 1) * total - 1) // rng
+        sym = int(np.searchsorted(cdf_row, value, side="right")) - 1
+        cum_lo, cum_hi = int(cdf_row[sym]), int(cdf_row[sym + 1])
+        high = low + rng * cum_hi // total - 1
+        low = low + rng * cum_lo // total
+        while not ((low ^ high) & HALF):
+            low = (low << 1) & MASK
+            high = ((high << 1) & MASK) | 1
+            code = ((code << 1) & MASK) | self._bit()
+        while low & ~high & QUARTER:
+            low = (low << 1) ^ HALF
+            high = ((high ^ HALF) << 1) | HALF | 1
+            code = (code & HALF) | ((code << 1) & (MASK >> 1)) | self._bit()
+        self.low, self.high, self.code_value = low, high, code
+        return sym
+
+    def code(self, cdf: np.ndarray, symbols=None) -> np.ndarray:
+        """Decode one symbol per row of cdf (the `symbols` argument is the encoder's and is ignored)."""
+        return np.array([self.decode_row(row) for row in cdf], dtype=np.int64)

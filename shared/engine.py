@@ -1,0 +1,197 @@
+"""The lockstep engine: the one object Alice and Bob both drive.
+
+Training a model *is* compression. Alice and Bob each build a `Twin` from the same RunConfig
+and the same seed, so their models start bit-identical. Then, chunk by chunk:
+
+  1. predict  the twin re-reads the last `context` tokens of each stream (`prime`) and predicts
+              the chunk one token at a time (`extend`), exactly as a decoder must;
+  2. code     each prediction becomes integer frequencies; Alice's coder *encodes* the true
+              token with them, Bob's coder *decodes* the token from the bits. That call is the
+              only place the two sides differ;
+  3. learn    the twin takes a training step on the chunk just coded, which both sides now
+              know, so both models change identically.
+
+The input is cut into `streams` contiguous sub-streams coded side by side (one batch row
+each), which is what makes a CPU fast enough. Every shape depends only on the config and the
+input length, both of which Bob learns from the header before the first bit.
+
+Every `sync_every` steps the twin hashes its weights; comparing those digests is how a
+divergence (corrupted bits, a different CPU, one flipped weight) is caught at the step where it
+happens instead of as garbage at the end.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import PAD, RunConfig
+from .model import GPT, loss_on, make_optimizer, torch
+from .coder import quantize
+
+
+@dataclass
+class StepReport:
+    step: int                 # steps completed (1-based after the first chunk)
+    tokens_done: int          # tokens coded so far, all streams
+    chunk_tokens: int         # tokens coded in this step
+    chunk_bits: float         # ideal bits for them: sum of -log2 p(true token)
+    loss: float               # training loss after coding (nats, over the training window)
+    digest: str | None        # weight digest after this step, on sync steps
+
+
+class Layout:
+    """How a byte string of `length` maps onto `streams` rows of `chunk`-token steps."""
+
+    def __init__(self, length: int, streams: int, chunk: int):
+        self.length = length
+        self.streams = streams
+        self.row_len = -(-length // streams) if length else 0
+        self.n_steps = -(-self.row_len // chunk)
+        self.width = self.n_steps * chunk
+        starts = np.arange(streams) * self.row_len
+        self.lens = np.clip(length - starts, 0, self.row_len)
+        self.active = np.arange(self.width)[None, :] < self.lens[:, None]   # (streams, width)
+
+    def to_rows(self, data: bytes) -> np.ndarray:
+        rows = np.full((self.streams, self.width), PAD, dtype=np.int64)
+        flat = np.frombuffer(data, dtype=np.uint8)
+        for b in range(self.streams):
+            s = b * self.row_len
+            rows[b, :self.lens[b]] = flat[s:s + self.lens[b]]
+        return rows
+
+    def from_rows(self, rows: np.ndarray) -> bytes:
+        return b"".join(rows[b, :self.lens[b]].astype(np.uint8).tobytes() for b in range(self.streams))
+
+
+class Twin:
+    """One of the two identical machines. Build it, then call `advance(coder)` once per step."""
+
+    def __init__(self, config: RunConfig, length: int, data: bytes | None = None):
+        self.config = config.validate()
+        m = config.model
+        self.layout = Layout(length, config.streams, m.chunk)
+        self.model = GPT(m, config.seed)
+        self.opt = make_optimizer(self.model, config.train)
+        # Alice starts with the text; Bob starts with PADs and fills them in as he decodes.
+        self.tokens = self.layout.to_rows(data) if data is not None else \
+            np.full((config.streams, self.layout.width), PAD, dtype=np.int64)
+        self.step = 0
+        self.tokens_done = 0
+        self.ideal_bits = 0.0
+        self.observer = None      # optional callable(step, t, rows, probs, symbols) for lectures
+
+    @property
+    def n_steps(self) -> int:
+        return self.layout.n_steps
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.layout.n_steps
+
+    def _window(self, start: int, stop: int) -> np.ndarray:
+        """tokens[:, start:stop] with PAD standing in for positions before the stream starts."""
+        out = np.full((self.config.streams, stop - start), PAD, dtype=np.int64)
+        lo = max(start, 0)
+        out[:, lo - start:] = self.tokens[:, lo:stop]
+        return out
+
+    def advance(self, coder) -> StepReport:
+        """Predict, code and learn one chunk. `coder` is an ArithmeticEncoder or -Decoder."""
+        C, T = self.config.model.context, self.config.model.chunk
+        t0 = self.step * T
+        chunk_bits, chunk_tokens = 0.0, 0
+
+        # 1-2. predict and code, token by token, identically on both sides
+        probs = self.model.prime(torch.from_numpy(self._window(t0 - C, t0)))
+        for t in range(T):
+            pos = t0 + t
+            rows = self.layout.active[:, pos]
+            if rows.any():
+                p = probs.numpy()[rows]
+                symbols = coder.code(quantize(p), self.tokens[rows, pos])
+                self.tokens[rows, pos] = symbols
+                chunk_bits -= float(np.log2(p[np.arange(len(symbols)), symbols].astype(np.float64)).sum())
+                chunk_tokens += len(symbols)
+                if self.observer is not None:
+                    self.observer(self.step, t, rows, p, symbols)
+            if t < T - 1:
+                probs = self.model.extend(torch.from_numpy(self.tokens[:, pos]))
+
+        # 3. learn from the chunk both sides now know
+        loss = self._learn(t0)
+        self.step += 1
+        self.tokens_done += chunk_tokens
+        self.ideal_bits += chunk_bits
+        sync = self.step % self.config.sync_every == 0 or self.finished
+        return StepReport(self.step, self.tokens_done, chunk_tokens, chunk_bits, loss,
+                          self.model.digest() if sync else None)
+
+    def _learn(self, t0: int) -> float:
+        C, T = self.config.model.context, self.config.model.chunk
+        window = self._window(t0 - C, t0 + T)
+        targets = window[:, 1:].copy()
+        inputs = window[:, :-1]
+        valid = self.layout.active[:, max(t0 - C + 1, 0):t0 + T]
+        mask = np.zeros_like(targets, dtype=bool)
+        mask[:, targets.shape[1] - valid.shape[1]:] = valid
+        if not self.config.train.loss_on_context:
+            mask[:, :C - 1] = False
+        targets[~mask] = -1
+        if not mask.any():
+            return math.nan
+        x, y = torch.from_numpy(inputs), torch.from_numpy(targets)
+        tc = self.config.train
+        for _ in range(tc.steps_per_chunk):
+            loss = loss_on(self.model, x, y)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip, foreach=False)
+            self.opt.step()
+        return float(loss.detach())
+
+    def output(self) -> bytes:
+        return self.layout.from_rows(self.tokens)
+
+    def digest(self) -> str:
+        return self.model.digest()
+
+
+class SyncLedger:
+    """Matches the sender's digests against ours, whichever arrives first.
+
+    On a link, Alice's digest for step s can arrive before or after Bob finishes step s; in a
+    file, all of them are known up front. Either way the first disagreement names its step.
+    """
+
+    def __init__(self, what: str = "sender"):
+        self.what = what
+        self.theirs: dict[int, str] = {}
+        self.ours: dict[int, str] = {}
+        self.checked = 0
+        self.last_step, self.last_digest = 0, None
+
+    def _check(self, step: int):
+        from .errors import DivergenceError
+        a, b = self.ours.pop(step), self.theirs.pop(step)
+        n = min(len(a), len(b))        # files keep a 16-hex prefix, links the whole digest
+        if a[:n] != b[:n]:
+            raise DivergenceError(step, a, b, self.what)
+        self.checked += 1
+        self.last_step, self.last_digest = step, a
+
+    def sender(self, step: int, digest: str):
+        self.theirs[step] = digest
+        if step in self.ours:
+            self._check(step)
+
+    def receiver(self, step: int, digest: str):
+        self.ours[step] = digest
+        if step in self.theirs:
+            self._check(step)
+
+    def unmatched(self) -> list[int]:
+        return sorted(set(self.theirs) | set(self.ours))

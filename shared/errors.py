@@ -1,0 +1,39 @@
+"""One exception family, each with a one-line message that says what is wrong and what to do.
+
+The CLIs print `str(error)` and exit non-zero; nothing else is ever shown to a user.
+"""
+
+
+class MarslinkError(Exception):
+    """Base of every error a user can cause or meet. Exit code 2 unless a subclass says."""
+    exit_code = 2
+
+
+class UsageError(MarslinkError):
+    """Bad command line, missing input, unwritable output."""
+
+
+class FormatError(MarslinkError):
+    """Not a marslink file, wrong version, truncated or corrupted container."""
+
+
+class ProfileError(MarslinkError):
+    """The numeric environment differs between the two sides, or cannot be set up."""
+
+
+class ConfigMismatch(MarslinkError):
+    """The two sides were started with different run configurations."""
+
+
+class DivergenceError(MarslinkError):
+    """The two models stopped being identical: named with the first step where it showed."""
+
+    def __init__(self, step: int, ours: str, theirs: str, what: str = "sender"):
+        self.step = step
+        super().__init__(
+            f"weights diverged at step {step}: {what} digest {theirs[:16]}, ours {ours[:16]}; "
+            f"the stream is corrupted or the two machines do not compute identically (nothing was written)")
+
+
+class ChecksumError(MarslinkError):
+    """Decoded output does not match the original's checksum."""

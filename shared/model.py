@@ -1,0 +1,183 @@
+"""A complete byte-level GPT in one file, in the spirit of nanoGPT's model.py.
+
+Two ways to run it, and the lockstep engine uses each for one purpose only:
+  * `forward(idx)`          full causal pass over a window, for *training*;
+  * `prime(ctx)` + `extend(tok)`  incremental prediction with a KV cache, for *coding*.
+They give slightly different floats (determinism.md: a prefix forward and a full forward
+disagree at most positions), which is why both sides code with prime/extend only, with the
+same shapes in the same order.
+
+Determinism choices: explicit matmul+softmax attention (no fused SDPA), tanh GELU (exact GELU
+runs through oneDNN), weights initialised from numpy's PCG64 (torch.randn depends on the CPU's
+vector unit), plain non-foreach, non-fused Adam.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+
+from . import numeric
+
+numeric.active()  # pin threads/dispatch before torch loads, whoever imports us first
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from .config import PAD, VOCAB, ModelConfig, TrainConfig  # noqa: E402
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.head_dim = cfg.n_embd // cfg.n_head
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        mask = torch.tril(torch.ones(cfg.block_size, cfg.block_size, dtype=torch.bool))
+        self.register_buffer("mask", mask, persistent=False)
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+
+    def _heads(self, x):  # (B, S, C) -> 3 x (B, H, S, hd)
+        B, S, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        return [t.view(B, S, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v)]
+
+    def _merge(self, y):
+        B, H, S, hd = y.shape
+        return self.c_proj(y.transpose(1, 2).reshape(B, S, H * hd))
+
+    def forward(self, x, cache=None):
+        """Full causal attention over x; if `cache` is given, keep k and v for later `step`s."""
+        S = x.shape[1]
+        q, k, v = self._heads(x)
+        if cache is not None:
+            cache[0][:, :, :S] = k
+            cache[1][:, :, :S] = v
+        att = (q @ k.transpose(-2, -1)) * self.scale
+        att = att.masked_fill(~self.mask[:S, :S], float("-inf"))
+        return self._merge(F.softmax(att, dim=-1) @ v)
+
+    def step(self, x, cache, pos: int):
+        """One new position (x is (B, 1, C)) attending over the cached positions 0..pos."""
+        q, k, v = self._heads(x)
+        cache[0][:, :, pos:pos + 1] = k
+        cache[1][:, :, pos:pos + 1] = v
+        keys, values = cache[0][:, :, :pos + 1], cache[1][:, :, :pos + 1]
+        att = (q @ keys.transpose(-2, -1)) * self.scale
+        return self._merge(F.softmax(att, dim=-1) @ values)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+
+    def forward(self, x):
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)
+        return x + self.mlp(self.ln_2(x))
+
+    def step(self, x, cache, pos):
+        x = x + self.attn.step(self.ln_1(x), cache, pos)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig, seed: int):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(VOCAB + 1, cfg.n_embd)       # +1: the PAD token
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, VOCAB, bias=False)
+        self._init_portably(seed)
+        self._cache = None
+        self._pos = 0
+
+    @torch.no_grad()
+    def _init_portably(self, seed: int):
+        """GPT-2 style init drawn from numpy PCG64: same numbers on every CPU."""
+        rng = np.random.Generator(np.random.PCG64(seed))
+        resid_std = 0.02 / math.sqrt(2 * self.cfg.n_layer)
+        for name, p in self.named_parameters():  # a fixed order: module definition order
+            if name.endswith("bias"):
+                p.zero_()
+            elif ".ln_" in name or name.startswith("ln_"):
+                p.fill_(1.0)
+            else:
+                std = resid_std if name.endswith("c_proj.weight") else 0.02
+                p.copy_(torch.from_numpy((rng.standard_normal(p.shape) * std).astype(np.float32)))
+
+    def forward(self, idx):
+        """Logits (B, S, VOCAB) for every position of idx (B, S): the training path."""
+        S = idx.shape[1]
+        x = self.wte(idx) + self.wpe.weight[:S]
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+    # --- incremental prediction: the coding path -------------------------------------------
+    @torch.no_grad()
+    def prime(self, ctx):
+        """Read a (B, C) context into a fresh KV cache; return next-token probabilities (B, VOCAB)."""
+        B, S = ctx.shape
+        hd = self.cfg.n_embd // self.cfg.n_head
+        self._cache = [(torch.zeros(B, self.cfg.n_head, self.cfg.block_size, hd),
+                        torch.zeros(B, self.cfg.n_head, self.cfg.block_size, hd)) for _ in self.blocks]
+        x = self.wte(ctx) + self.wpe.weight[:S]
+        for block, cache in zip(self.blocks, self._cache):
+            x = block(x, cache)
+        self._pos = S
+        return F.softmax(self.lm_head(self.ln_f(x[:, -1])), dim=-1)
+
+    @torch.no_grad()
+    def extend(self, tok):
+        """Append one token per row (B,) to the cache; return next-token probabilities (B, VOCAB)."""
+        pos = self._pos
+        if pos >= self.cfg.block_size:
+            raise RuntimeError("KV cache full: prime() again")
+        x = (self.wte(tok) + self.wpe.weight[pos]).unsqueeze(1)
+        for block, cache in zip(self.blocks, self._cache):
+            x = block.step(x, cache, pos)
+        self._pos = pos + 1
+        return F.softmax(self.lm_head(self.ln_f(x[:, 0])), dim=-1)
+
+    # --- identity ----------------------------------------------------------------------------
+    def digest(self) -> str:
+        """SHA-256 of every parameter's bytes in a fixed order: the proof of lockstep."""
+        h = hashlib.sha256()
+        for p in self.parameters():
+            h.update(p.detach().numpy().tobytes())
+        return h.hexdigest()
+
+
+def make_optimizer(model: GPT, train: TrainConfig) -> torch.optim.Optimizer:
+    """Plain Adam(W): no foreach, no fused kernels (their summation order is not ours to fix)."""
+    return torch.optim.AdamW(model.parameters(), lr=train.lr, betas=(train.beta1, train.beta2),
+                             eps=train.eps, weight_decay=train.weight_decay,
+                             foreach=False, fused=False)
+
+
+def loss_on(model: GPT, window, targets):
+    """Mean cross-entropy in nats over the targets that are not -1."""
+    logits = model(window)
+    return F.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1), ignore_index=-1)
+
+
+__all__ = ["GPT", "make_optimizer", "loss_on", "PAD"]

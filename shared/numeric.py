@@ -1,0 +1,190 @@
+"""The numeric profile: everything that decides the bits of a float computation.
+
+Arithmetic decoding fails *silently* if the receiver's probabilities differ from the
+sender's by a single rounding step (../shared/handbook/determinism.md). Thread counts, the
+CPU dispatch level, MKL's code branch and oneDNN all change those bits, and most of them
+are read by torch only once, at import. So this module is the single place that pins them:
+`activate()` writes the environment *before* torch is imported, then checks that torch
+really runs the way the profile says. The caller's environment never decides.
+
+`fingerprint()` describes the result (library builds, settings, and a hash of a canary
+forward+backward pass); both sides compare fingerprints before any bit is coded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+
+from .errors import ProfileError
+
+
+@dataclass(frozen=True)
+class NumericProfile:
+    """Settings that must be equal on both sides for bit-identical floats."""
+    name: str
+    cpu_capability: str      # ATen kernel dispatch level: "avx2", "avx512", "default"
+    mkl_cbwr: str            # MKL conditional numerical reproducibility branch ("" = MKL decides)
+    onednn_max_isa: str      # oneDNN ISA cap (oneDNN is also disabled; belt and braces)
+    threads: int = 1         # intra-op threads; inter-op is always 1
+
+    def environment(self) -> dict[str, str]:
+        n = str(self.threads)
+        env = {
+            "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
+            "MKL_DYNAMIC": "FALSE", "OMP_DYNAMIC": "FALSE",
+            "ATEN_CPU_CAPABILITY": self.cpu_capability,
+            "ONEDNN_MAX_CPU_ISA": self.onednn_max_isa,
+            "MKL_CBWR": self.mkl_cbwr,
+        }
+        return env
+
+
+PROFILES = {
+    # Portable: MKL's COMPATIBLE branch gives the same GEMM bits on any x86-64 CPU (Intel or
+    # AMD); AVX2 dispatch is on every x86-64 CPU of the last decade. Slower GEMMs (~3x), but
+    # Earth and Mars need not own the same hardware. The default.
+    "portable": NumericProfile("portable", "avx2", "COMPATIBLE", "AVX2"),
+    # Native: let MKL pick its branch for this CPU. Faster; both sides must run the same CPU
+    # family, which the canary hash in the fingerprint checks.
+    "native": NumericProfile("native", "avx2", "", "AVX2"),
+}
+DEFAULT_PROFILE = "portable"
+
+_active: NumericProfile | None = None
+
+
+def resolve(profile: NumericProfile | str | None = None, threads: int | None = None) -> NumericProfile:
+    """A profile by name (default: $MARSLINK_PROFILE or 'portable'), optionally with other threads."""
+    if profile is None:
+        profile = os.environ.get("MARSLINK_PROFILE", DEFAULT_PROFILE)
+    if isinstance(profile, str):
+        if profile not in PROFILES:
+            raise ProfileError(f"unknown numeric profile {profile!r}; choose one of {', '.join(PROFILES)}")
+        profile = PROFILES[profile]
+    if threads is not None:
+        if not 1 <= threads <= 256:
+            raise ProfileError(f"threads must be between 1 and 256 (got {threads})")
+        profile = dataclasses.replace(profile, threads=threads)
+    return profile
+
+
+def activate(profile: NumericProfile | str | None = None, threads: int | None = None) -> NumericProfile:
+    """Pin the numeric environment for this process. Must run before torch is imported."""
+    global _active
+    profile = resolve(profile, threads)
+    if _active is not None:
+        if _active != profile:
+            raise ProfileError(f"numeric profile {_active.name!r} is already active in this process; "
+                               f"cannot switch to {profile.name!r} (start a new process)")
+        return _active
+    if "torch" in sys.modules:
+        raise ProfileError("torch was imported before the numeric profile was applied; "
+                           "import shared.numeric and call activate() first")
+    for key, value in profile.environment().items():
+        if value:
+            os.environ[key] = value
+        else:
+            os.environ.pop(key, None)
+    import torch  # noqa: E402  (the whole point: only after the environment is pinned)
+
+    torch.set_num_threads(profile.threads)
+    torch.set_num_interop_threads(1)
+    torch.use_deterministic_algorithms(True)
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.mkldnn.enabled = False
+    got = torch.backends.cpu.get_cpu_capability().lower()
+    if got != profile.cpu_capability:
+        raise ProfileError(f"numeric profile {profile.name!r} needs CPU capability "
+                           f"{profile.cpu_capability!r} but torch runs {got!r} on this CPU")
+    _active = profile
+    return profile
+
+
+def active() -> NumericProfile:
+    """The profile in force, activating the default one if nobody chose."""
+    return _active if _active is not None else activate()
+
+
+def _library_versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    show = torch.__config__.show()
+
+    def after(marker: str) -> str:
+        for line in show.splitlines():
+            if marker in line:
+                return line.split(marker, 1)[1].strip().split(" (")[0]
+        return "absent"
+
+    return {
+        "torch": torch.__version__,
+        "torch_commit": torch.version.git_version[:12],
+        "mkl": after("Math Kernel Library Version"),
+        "onednn": after("MKL-DNN v"),
+        "numpy": numpy.__version__,
+    }
+
+
+_fingerprint: dict | None = None
+
+
+def fingerprint() -> dict:
+    """What both sides must share, field by field. Cached: the canary costs ~0.1 s."""
+    global _fingerprint
+    if _fingerprint is None:
+        profile = active()
+        import torch
+        fp = {"profile": profile.name, "threads": str(profile.threads)}
+        fp.update({k: str(v) for k, v in dataclasses.asdict(profile).items() if k not in fp and k != "name"})
+        fp.update(_library_versions())
+        fp["capability_in_use"] = torch.backends.cpu.get_cpu_capability().lower()
+        fp["canary"] = canary_hash()
+        _fingerprint = fp
+    return dict(_fingerprint)
+
+
+def canary_hash() -> str:
+    """Hash of a small forward+backward pass through the real model code.
+
+    Two machines that disagree anywhere in GEMM, softmax, LayerNorm or Adam will very likely
+    disagree here, so the mismatch is reported before the first token rather than as garbage.
+    """
+    import torch
+
+    from .config import ModelConfig, TrainConfig
+    from .model import GPT, make_optimizer
+
+    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=64, context=24, chunk=8)
+    model = GPT(cfg, seed=12345)
+    opt = make_optimizer(model, TrainConfig())
+    import numpy as np
+    rng = np.random.Generator(np.random.PCG64(7))
+    x = torch.from_numpy(rng.integers(0, 256, size=(4, cfg.context + cfg.chunk - 1)).astype("int64"))
+    h = hashlib.sha256()
+    for _ in range(2):
+        logits = model(x)
+        h.update(torch.softmax(logits, -1).detach().numpy().tobytes())
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 256), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        probs = model.prime(x[:, : cfg.context])
+        for t in range(3):
+            h.update(probs.numpy().tobytes())
+            probs = model.extend(x[:, cfg.context + t])
+    h.update(model.digest().encode())
+    return h.hexdigest()[:16]
+
+
+def compare(ours: dict, theirs: dict, what: str = "peer") -> None:
+    """Raise a ProfileError naming the first field that differs (settings before the canary)."""
+    for key in list(ours) + [k for k in theirs if k not in ours]:
+        a, b = ours.get(key, "<missing>"), theirs.get(key, "<missing>")
+        if a != b:
+            raise ProfileError(f"numeric profile mismatch in {key!r}: {what} has {b!r}, this machine has {a!r}; "
+                               f"both sides need the same profile and library build")
