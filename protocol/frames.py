@@ -161,7 +161,7 @@ class _Reader:
     def end(self) -> None:
         extra = len(self.buf) - self.pos
         if extra:
-            raise FrameError(f"{self.kind.name} frame has {extra} trailing bytes")
+            raise FrameError(f"{self.kind.name} frame has {extra} bytes of trailing garbage")
 
 
 def _no_constants(name: str):

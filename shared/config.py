@@ -113,7 +113,7 @@ PRESETS: dict[str, RunConfig] = {
                         train=TrainConfig(lr=1.5e-3), streams=16, preset="strong"),
     # Tiny and quick: for tests and lectures, where speed of a run matters more than ratio.
     "tiny": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=16, chunk=16),
-                      train=TrainConfig(lr=3e-3), streams=4, sync_every=4, preset="tiny"),
+                      train=TrainConfig(lr=3e-3), streams=16, sync_every=4, preset="tiny"),
 }
 
 

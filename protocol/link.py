@@ -1,0 +1,583 @@
+"""Marslink transport: reliable, flow-controlled, in-order frames over ZeroMQ.
+
+Bob (Mars, receiver) binds a ROUTER; Alice (Earth, sender) connects a DEALER.
+Either may start first: ZeroMQ connects/reconnects in the background. Each
+side is a single-threaded zmq.Poller loop that only runs inside its own calls,
+built from small named pieces of the ZeroMQ Guide's reliability patterns:
+
+  credit flow     Alice has at most min(window, credit) sequenced frames
+                  (DATA/SYNC/END) past Bob's acked_seq; Bob's ACK carries
+                  next-expected seq + credit (window minus frames his caller
+                  has not consumed yet), so a slow decoder throttles Alice.
+  heartbeats      Each side sends HEARTBEAT after heartbeat_s without sending;
+                  silence from the peer for timeout_s raises PeerLost.
+  retransmission  Alice keeps unacked frames and resends them all when ACKs
+                  make no progress for retransmit_s. Bob drops duplicates,
+                  buffers out-of-order frames (up to window), delivers in order.
+  error frames    abort(code, message) sends ERROR then closes; receiving
+                  ERROR raises PeerError(code, message).
+
+API (the whole of it):
+
+    settings = LinkSettings(window=16, heartbeat_s=1.0, timeout_s=10.0, retransmit_s=2.0,
+                            handshake_timeout_s=30.0, linger_ms=500, fault=None)
+
+    alice = AliceLink("tcp://mars:5555", settings, log=None)
+    welcome = alice.handshake(hello)    # -> Welcome; PeerError if refused, HandshakeTimeout
+    alice.send(frame)                   # Data/Sync/End with frame.seq == alice.next_seq; blocks on credit
+    done = alice.wait_done()            # -> Done after END
+    alice.poll(timeout_s=0)             # pump: acks, heartbeats, resends
+    alice.abort(code, message); alice.close();  alice.stats: AliceStats
+
+    bob = BobLink("tcp://*:5555", settings, log=None);  bob.endpoint  # actual bound address
+    hello = bob.accept()                # -> Hello; HandshakeTimeout
+    bob.welcome(Welcome(hello.stream_id, next_seq=0))   or   bob.refuse(code, message)
+    frame = bob.next_frame()            # next in-order Data/Sync/End; blocks
+    bob.poll(timeout_s=0)               # pump without taking a frame
+    bob.done(done); bob.abort(code, message); bob.close();  bob.stats: BobStats
+
+Every blocking call may raise PeerLost (peer silent for timeout_s), PeerError
+(peer sent ERROR) or, on Alice, FrameError (Mars sent an undecodable message).
+
+Liveness caveat: a side only talks (ACKs, heartbeats) while one of its methods
+runs. Bob's decoder must call next_frame() or poll() at least every
+heartbeat_s or so; if one decoding step can take longer than Alice's
+timeout_s, raise timeout_s on Alice. Messages that arrive meanwhile queue up
+and are drained (and counted as signs of life) before any timeout is judged,
+so a busy side never declares its peer lost just because it was busy itself.
+
+Both sides own their zmq.Context; close() closes the socket with bounded
+linger and terminates the context, so no background threads survive it.
+Links are context managers. No threads are created by this module.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import zmq
+
+from .frames import (
+    MAX_MESSAGE_BYTES,
+    SEQUENCED,
+    Ack,
+    Data,
+    Done,
+    End,
+    Error,
+    Frame,
+    FrameError,
+    Heartbeat,
+    Hello,
+    Sync,
+    Welcome,
+    decode,
+    encode,
+    one_line,
+)
+
+WIRE_SLACK = 64 * 1024  # socket-level cap is a bit above ours, so oversize gets a clear FrameError
+LogFn = Optional[Callable[[str], None]]
+
+
+@dataclass
+class FaultPlan:
+    """Test hook: corrupt the sending path (Alice: DATA/SYNC/END; Bob: ACK) on purpose."""
+
+    drop: float = 0.0
+    dup: float = 0.0
+    reorder: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class LinkSettings:
+    window: int = 16  # max sequenced frames in flight (Alice) / buffered (Bob)
+    heartbeat_s: float = 1.0  # send HEARTBEAT after this long without sending
+    timeout_s: float = 10.0  # peer silent this long -> PeerLost
+    retransmit_s: float = 2.0  # no ACK progress this long -> resend unacked (and HELLO)
+    handshake_timeout_s: float = 30.0  # waiting for WELCOME / HELLO
+    linger_ms: int = 500  # how long close() may spend flushing
+    fault: Optional[FaultPlan] = None
+
+
+class LinkError(Exception):
+    """Base class for transport failures."""
+
+
+class PeerLost(LinkError):
+    """The peer went silent for longer than the timeout."""
+
+
+class HandshakeTimeout(PeerLost):
+    """No HELLO (Bob) / WELCOME (Alice) within handshake_timeout_s."""
+
+
+class PeerError(LinkError):
+    """The peer sent an ERROR frame: it gave up, and says why."""
+
+    def __init__(self, code: str, message: str, who: str = "peer"):
+        super().__init__(f"{who} reported {code}: {message}")
+        self.code, self.message = code, message
+
+
+@dataclass
+class AliceStats:
+    frames_sent: int = 0  # sequenced frames, first transmissions
+    frames_resent: int = 0  # sequenced frames, retransmissions
+    bytes_sent: int = 0  # every byte written to the socket, all kinds
+    in_flight: int = 0  # sequenced frames sent but not yet acked
+    acked_seq: int = 0  # Bob's next expected seq
+    unexpected: int = 0  # well-formed frames that make no sense here (ignored)
+
+
+@dataclass
+class BobStats:
+    frames_received: int = 0  # distinct sequenced frames accepted
+    duplicates: int = 0  # sequenced frames seen before (dropped)
+    out_of_order: int = 0  # arrived ahead of a gap (buffered)
+    beyond_window: int = 0  # arrived too far ahead (dropped; Alice resends)
+    strangers: int = 0  # messages from anyone but the accepted peer (ignored)
+    bad_frames: int = 0  # undecodable messages (answered with ERROR bad-frame)
+    unexpected: int = 0  # well-formed frames that make no sense here (ignored)
+
+
+class _FaultyPath:
+    """Drops, duplicates or delays (past the next message) outgoing messages, seeded."""
+
+    def __init__(self, plan: FaultPlan, send: Callable[[bytes], None], hold_s: float):
+        self.plan, self.send, self.hold_s = plan, send, hold_s
+        self.rng = random.Random(plan.seed)
+        self.held: Optional[bytes] = None
+        self.held_since = 0.0
+
+    def __call__(self, wire: bytes) -> None:
+        r, p = self.rng.random(), self.plan
+        if r < p.drop:
+            return
+        r -= p.drop
+        if r < p.reorder:
+            if self.held is None:
+                self.held, self.held_since = wire, time.monotonic()
+                return
+        elif r < p.reorder + p.dup:
+            self.send(wire)
+        self.send(wire)
+        self.flush(force=True)
+
+    def flush(self, force: bool = False) -> None:
+        if self.held is not None and (force or time.monotonic() - self.held_since >= self.hold_s):
+            held, self.held = self.held, None
+            self.send(held)
+
+
+class _Link:
+    """What both ends share: socket setup, the poll loop, liveness, close."""
+
+    ME = PEER = "?"
+
+    def __init__(self, socket_type: int, settings: LinkSettings, log: LogFn):
+        if settings.window < 1:
+            raise ValueError("window must be >= 1")
+        self.settings, self._log_fn = settings, log
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(socket_type)
+        hwm = 4 * settings.window + 64
+        for opt, value in (
+            (zmq.LINGER, settings.linger_ms),
+            (zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES + WIRE_SLACK),
+            (zmq.SNDHWM, hwm),
+            (zmq.RCVHWM, hwm),
+        ):
+            self._sock.setsockopt(opt, value)
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._slice = max(0.001, min(settings.heartbeat_s, settings.retransmit_s, settings.timeout_s) / 4)
+        self._last_heard = self._last_sent = time.monotonic()
+        self._live = False  # liveness is judged only once the handshake is done
+        self._closed = False
+        self._faults: Optional[_FaultyPath] = None
+        if settings.fault is not None:
+            self._faults = _FaultyPath(settings.fault, self._send_raw, settings.retransmit_s / 2)
+
+    # subclasses provide: _send_raw(wire), _handle(parts), _tick(now), _lost_message()
+
+    def _log(self, msg: str) -> None:
+        if self._log_fn is not None:
+            self._log_fn(msg)
+
+    def _pump(self, timeout_s: float) -> None:
+        """Wait up to timeout_s for traffic, handle everything queued, then run timers."""
+        if self._closed:
+            raise LinkError("link is closed")
+        if self._poller.poll(math.ceil(max(0.0, timeout_s) * 1000)):
+            for _ in range(10_000):  # bounded, so a flood cannot starve the timers forever
+                try:
+                    parts = self._sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._handle(parts)
+        now = time.monotonic()
+        if self._live and now - self._last_heard > self.settings.timeout_s:
+            raise PeerLost(self._lost_message())
+        if self._faults is not None:
+            self._faults.flush()
+        self._tick(now)
+
+    def _wait(self, ready: Callable[[], bool], deadline: Optional[float] = None, on_timeout=None) -> None:
+        """Pump until ready() (or raise on_timeout() at deadline)."""
+        self._pump(0)
+        while not ready():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise on_timeout()
+            self._pump(self._slice if deadline is None else min(self._slice, deadline - now))
+
+    def poll(self, timeout_s: float = 0.0) -> None:
+        """Process incoming traffic and timers for up to timeout_s. Call this often while busy."""
+        self._pump(timeout_s)
+
+    def close(self) -> None:
+        """Close the socket (flushing for at most linger_ms) and terminate the context. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._sock.close(linger=self.settings.linger_ms)
+            self._ctx.term()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AliceLink(_Link):
+    """Sender side (Earth): a DEALER that connects to Bob's ROUTER."""
+
+    ME, PEER = "Earth", "Mars"
+
+    def __init__(self, endpoint: str, settings: Optional[LinkSettings] = None, log: LogFn = None):
+        super().__init__(zmq.DEALER, settings or LinkSettings(), log)
+        self.endpoint = endpoint
+        # A fixed identity survives reconnects, so Bob still recognises us afterwards.
+        self._sock.setsockopt(zmq.ROUTING_ID, b"alice-" + os.urandom(8).hex().encode())
+        self._sock.connect(endpoint)
+        self.stats = AliceStats()
+        self._hello: Optional[Hello] = None
+        self._hello_wire = b""
+        self._welcome: Optional[Welcome] = None
+        self._done: Optional[Done] = None
+        self._unacked: dict[int, bytes] = {}  # seq -> wire, in send order
+        self._next_seq = self._acked = 0
+        self._credit = settings.window
+        self._last_progress = time.monotonic()  # last ACK progress (or HELLO send, before WELCOME)
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next send() must carry."""
+        return self._next_seq
+
+    # -- public API
+
+    def handshake(self, hello: Hello) -> Welcome:
+        """Send HELLO (again every retransmit_s) until Bob answers WELCOME."""
+        self._hello, self._hello_wire = hello, encode(hello)
+        self._send_raw(self._hello_wire)
+        self._last_progress = time.monotonic()
+        t = self.settings.handshake_timeout_s
+        self._wait(
+            lambda: self._welcome is not None,
+            time.monotonic() + t,
+            lambda: HandshakeTimeout(
+                f"no answer from Mars ({self.endpoint}) within {t:.1f} s of HELLO; "
+                "is the receiver running and bound there?"
+            ),
+        )
+        return self._welcome
+
+    def send(self, frame: Frame) -> None:
+        """Queue one DATA/SYNC/END (frame.seq must be next_seq); blocks while out of credit."""
+        if not isinstance(frame, SEQUENCED):
+            raise TypeError(f"send() takes Data, Sync or End, not {type(frame).__name__}")
+        if self._welcome is None:
+            raise LinkError("send() before handshake()")
+        if frame.seq != self._next_seq:
+            raise ValueError(f"expected seq {self._next_seq}, got {frame.seq}")
+        wire = encode(frame)
+        self._wait(lambda: self._next_seq < self._acked + min(self.settings.window, self._credit))
+        if not self._unacked:
+            self._last_progress = time.monotonic()  # the retransmit clock starts with the first frame out
+        self._unacked[frame.seq] = wire
+        self._next_seq += 1
+        self.stats.frames_sent += 1
+        self.stats.in_flight = len(self._unacked)
+        self._send_seq(wire)
+
+    def wait_done(self) -> Done:
+        """After END: pump (resending as needed) until Bob's DONE arrives."""
+        self._wait(lambda: self._done is not None)
+        return self._done
+
+    def abort(self, code: str, message: str) -> None:
+        """Tell Mars we give up (ERROR), then close."""
+        if not self._closed:
+            try:
+                self._send_raw(encode(Error(code, one_line(message))))
+            finally:
+                self.close()
+
+    # -- plumbing
+
+    def _send_raw(self, wire: bytes) -> None:
+        try:
+            self._sock.send(wire, zmq.NOBLOCK)
+        except zmq.Again:  # queue full: the message is lost like any other; resends recover
+            self._log("send queue full; message dropped")
+        self._last_sent = time.monotonic()
+        self.stats.bytes_sent += len(wire)
+
+    def _send_seq(self, wire: bytes) -> None:
+        (self._faults or self._send_raw)(wire)
+
+    def _lost_message(self) -> str:
+        return f"no word from Mars ({self.endpoint}) for {self.settings.timeout_s:.1f} s; is the receiver running?"
+
+    def _handle(self, parts: list) -> None:
+        try:
+            if len(parts) != 1:
+                raise FrameError(f"expected a 1-part message, got {len(parts)} parts")
+            frame = decode(parts[0])
+        except FrameError as e:
+            # Our DEALER only ever talks to Mars, so this is fatal: say so both ways.
+            self._send_raw(encode(Error("bad-frame", one_line(e))))
+            raise
+        self._last_heard = time.monotonic()
+        if isinstance(frame, Ack):
+            self._on_ack(frame)
+        elif isinstance(frame, Welcome):
+            if self._welcome is None and self._hello is not None:
+                if frame.stream_id != self._hello.stream_id:
+                    raise LinkError(f"Mars welcomed stream {frame.stream_id!r}, not ours ({self._hello.stream_id!r})")
+                self._welcome, self._live = frame, True
+                self._next_seq = self._acked = self.stats.acked_seq = frame.next_seq
+                self._last_progress = time.monotonic()
+        elif isinstance(frame, Done):
+            self._done = frame  # Bob verified everything: all is acked
+            self._unacked.clear()
+            self._acked = self.stats.acked_seq = self._next_seq
+            self.stats.in_flight = 0
+        elif isinstance(frame, Error):
+            raise PeerError(frame.code, frame.message, "Mars")
+        elif not isinstance(frame, Heartbeat):
+            self.stats.unexpected += 1
+            self._log(f"ignoring unexpected {frame.KIND.name} from Mars")
+
+    def _on_ack(self, ack: Ack) -> None:
+        if self._welcome is None or ack.acked_seq < self._acked or ack.acked_seq > self._next_seq:
+            return  # stale (reordered) or nonsensical
+        if ack.acked_seq > self._acked:
+            for seq in range(self._acked, ack.acked_seq):
+                self._unacked.pop(seq, None)
+            self._acked = self.stats.acked_seq = ack.acked_seq
+            self.stats.in_flight = len(self._unacked)
+            self._last_progress = time.monotonic()
+        self._credit = ack.credit
+
+    def _tick(self, now: float) -> None:
+        if now - self._last_progress >= self.settings.retransmit_s:
+            if self._welcome is None and self._hello is not None:
+                self._send_raw(self._hello_wire)
+                self._last_progress = now
+            elif self._unacked:
+                self._log(f"no ACK progress for {self.settings.retransmit_s} s; resending {len(self._unacked)} frames")
+                for wire in self._unacked.values():
+                    self._send_seq(wire)
+                self.stats.frames_resent += len(self._unacked)
+                self._last_progress = now
+        if self._live and now - self._last_sent >= self.settings.heartbeat_s:
+            self._send_raw(encode(Heartbeat(now)))
+
+
+class BobLink(_Link):
+    """Receiver side (Mars): a ROUTER that binds and serves one sender."""
+
+    ME, PEER = "Mars", "Earth"
+
+    def __init__(self, bind: str, settings: Optional[LinkSettings] = None, log: LogFn = None):
+        super().__init__(zmq.ROUTER, settings or LinkSettings(), log)
+        self._sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting Alice takes over her identity
+        self._sock.bind(bind)
+        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.stats = BobStats()
+        self.last_bad_frame: Optional[str] = None  # FrameError text of the latest undecodable message
+        self._reset()
+
+    def _reset(self) -> None:
+        self._peer: Optional[bytes] = None
+        self._hello: Optional[Hello] = None
+        self._welcome: Optional[Welcome] = None
+        self._done: Optional[Done] = None
+        self._expected = 0
+        self._ready: deque = deque()  # in-order frames not yet handed to the caller
+        self._ahead: dict[int, Frame] = {}  # out-of-order frames waiting for a gap to fill
+        self._advertised: Optional[tuple] = None
+        self._ack_due = False
+        self._live = False
+        if self._faults is not None:
+            self._faults.held = None
+
+    # -- public API
+
+    def accept(self) -> Hello:
+        """Wait for a sender's HELLO; its identity becomes our one peer. Call welcome() or refuse() next."""
+        self._reset()
+        t = self.settings.handshake_timeout_s
+
+        def timeout():
+            why = f" (last rejected message: {self.last_bad_frame})" if self.last_bad_frame else ""
+            return HandshakeTimeout(
+                f"no HELLO from Earth on {self.endpoint} within {t:.1f} s; is the sender running and pointed here?{why}"
+            )
+
+        self._wait(lambda: self._hello is not None, time.monotonic() + t, timeout)
+        return self._hello
+
+    def welcome(self, welcome: Welcome) -> None:
+        """Accept the stream; in-order delivery starts at welcome.next_seq."""
+        if self._hello is None:
+            raise LinkError("welcome() before accept()")
+        self._welcome, self._expected = welcome, welcome.next_seq
+        self._live, self._last_heard = True, time.monotonic()  # the silence clock starts now
+        self._send(encode(welcome))
+        self._send_ack()
+
+    def refuse(self, code: str, message: str) -> None:
+        """Turn the sender away (ERROR), then close."""
+        self.abort(code, message)
+
+    def next_frame(self) -> Frame:
+        """The next in-order DATA/SYNC/END; blocks (pumping acks/heartbeats) until there is one."""
+        if self._welcome is None:
+            raise LinkError("next_frame() before welcome()")
+        self._wait(lambda: bool(self._ready))
+        frame = self._ready.popleft()
+        self._maybe_ack()  # consuming frees credit: tell Alice right away
+        return frame
+
+    def done(self, done: Done) -> None:
+        """Report the verified result; re-sent if a duplicate END shows Alice missed it."""
+        self._done = done
+        self._send(encode(done))
+
+    def abort(self, code: str, message: str) -> None:
+        """Tell Earth we give up (ERROR, if we have a peer), then close."""
+        if not self._closed:
+            try:
+                if self._peer is not None:
+                    self._send(encode(Error(code, one_line(message))))
+            finally:
+                self.close()
+
+    # -- plumbing
+
+    def _send_to(self, identity: bytes, wire: bytes) -> None:
+        try:
+            self._sock.send_multipart([identity, wire], zmq.NOBLOCK)
+        except zmq.ZMQError as e:  # peer's queue full or gone: lost like any message
+            self._log(f"send failed ({e}); message dropped")
+        self._last_sent = time.monotonic()
+
+    def _send(self, wire: bytes) -> None:
+        self._send_to(self._peer, wire)
+
+    def _send_raw(self, wire: bytes) -> None:  # the fault path's sink (ACKs only)
+        self._send(wire)
+
+    def _credit(self) -> int:
+        return max(0, self.settings.window - len(self._ready))
+
+    def _send_ack(self) -> None:
+        self._advertised, self._ack_due = (self._expected, self._credit()), False
+        wire = encode(Ack(*self._advertised))
+        (self._faults or self._send_raw)(wire)
+
+    def _maybe_ack(self) -> None:
+        if self._welcome is not None and (self._ack_due or self._advertised != (self._expected, self._credit())):
+            self._send_ack()
+
+    def _lost_message(self) -> str:
+        return (
+            f"no word from Earth (sender of stream {self._hello.stream_id!r} on {self.endpoint}) "
+            f"for {self.settings.timeout_s:.1f} s; is the sender running?"
+        )
+
+    def _handle(self, parts: list) -> None:
+        identity, body = parts[0], parts[1:]
+        try:
+            if len(body) != 1:
+                raise FrameError(f"expected a 1-part message, got {len(body)} parts")
+            frame = decode(body[0])
+        except FrameError as e:
+            self.stats.bad_frames += 1
+            self.last_bad_frame = str(e)
+            self._log(f"rejected message: {e}")
+            self._send_to(identity, encode(Error("bad-frame", one_line(e))))
+            return
+        if self._peer is None:  # still waiting for a HELLO
+            if isinstance(frame, Hello):
+                self._peer, self._hello = identity, frame
+            elif isinstance(frame, Error):
+                raise PeerError(frame.code, frame.message, "Earth")
+            else:
+                self.stats.strangers += 1
+            return
+        if identity != self._peer:
+            self.stats.strangers += 1
+            self._log(f"ignoring {frame.KIND.name} from a stranger")
+            return
+        self._last_heard = time.monotonic()
+        if isinstance(frame, SEQUENCED) and self._welcome is not None:
+            self._on_sequenced(frame)
+        elif isinstance(frame, Hello):
+            if self._welcome is not None:  # Alice missed our WELCOME: say it again
+                self._send(encode(self._welcome))
+                self._ack_due = True
+        elif isinstance(frame, Error):
+            raise PeerError(frame.code, frame.message, "Earth")
+        elif not isinstance(frame, Heartbeat):
+            self.stats.unexpected += 1
+            self._log(f"ignoring unexpected {frame.KIND.name} from Earth")
+
+    def _on_sequenced(self, frame: Frame) -> None:
+        seq = frame.seq
+        if seq < self._expected or seq in self._ahead:
+            self.stats.duplicates += 1
+            self._ack_due = True  # Alice resent, so she may have missed an ACK
+            if self._done is not None and isinstance(frame, End):
+                self._send(encode(self._done))
+        elif seq == self._expected:
+            self._ready.append(frame)
+            self._expected += 1
+            self.stats.frames_received += 1
+            while self._expected in self._ahead:
+                self._ready.append(self._ahead.pop(self._expected))
+                self._expected += 1
+                self.stats.frames_received += 1
+        elif seq < self._expected + self.settings.window:
+            self._ahead[seq] = frame
+            self.stats.out_of_order += 1
+            self._ack_due = True  # a gap: the repeated ACK tells Alice where it is
+        else:
+            self.stats.beyond_window += 1
+
+    def _tick(self, now: float) -> None:
+        self._maybe_ack()
+        if self._live and now - self._last_sent >= self.settings.heartbeat_s:
+            self._send(encode(Heartbeat(now)))
+            self._send_ack()  # repeated, so a lost credit update can never stall Alice

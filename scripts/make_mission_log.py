@@ -1,0 +1,58 @@
+"""Generate shared/texts/mission_log.txt: the built-in demo text (no network needed).
+
+A deterministic, English-like log of a Mars mission, with the mix of repetition and novelty
+that makes online learning visible: names, numbers and phrases recur, sentences vary. It is
+generated once and committed, so golden digests never depend on this script's randomness.
+Run: python scripts/make_mission_log.py [BYTES]
+"""
+import random
+import sys
+from pathlib import Path
+
+CREW = ["Commander Okafor", "Dr. Lindqvist", "Engineer Tanaka", "Pilot Moreau", "Dr. Haddad", "Specialist Rivera"]
+PLACES = ["Jezero crater", "the northern dune field", "Hab Module 2", "the greenhouse", "the airlock",
+          "Olympus ridge", "the ice cliff at Arcadia", "the rover garage", "Valles Marineris rim", "the landing pad"]
+THINGS = ["the oxygen generator", "the water reclaimer", "rover Perseverance II", "the main antenna",
+          "the solar array", "the drill rig", "the spectrometer", "the battery bank", "the seed trays",
+          "the dust filters", "the comms laser", "the pressure seals"]
+VERBS = ["inspected", "repaired", "recalibrated", "cleaned", "tested", "replaced a fuse in",
+         "logged readings from", "restarted", "upgraded the firmware of", "photographed"]
+WEATHER = ["Clear skies, light dust.", "A dust devil passed two kilometres east.", "Haze thickening at dusk.",
+           "Wind from the west at 14 m/s.", "Frost on the panels this morning.", "Global dust storm warning lifted."]
+NOTES = ["All systems nominal.", "Morale is good.", "Earth relay delayed by conjunction.",
+         "We watched Phobos cross the sun.", "Potatoes in tray 4 have sprouted.", "Water reserve at 92 percent.",
+         "Message from Houston received and decoded without error.", "The model on both ends agrees, digest for digest."]
+
+
+def sentence(r: random.Random) -> str:
+    kind = r.randrange(6)
+    who, what, where = r.choice(CREW), r.choice(THINGS), r.choice(PLACES)
+    if kind == 0:
+        return f"{who} {r.choice(VERBS)} {what} in {where}."
+    if kind == 1:
+        return f"Temperature at {where}: {r.randint(-95, -5)} C at {r.randint(0, 23):02d}:{r.randint(0, 59):02d}."
+    if kind == 2:
+        return r.choice(WEATHER)
+    if kind == 3:
+        return f"{who} reports that {what} is {r.choice(['stable', 'drifting', 'back online', 'running hot', 'fine'])}."
+    if kind == 4:
+        return f"Drove {r.randint(1, 40) / 10:.1f} km toward {where}; {r.randint(2, 30)} samples collected."
+    return r.choice(NOTES)
+
+
+def mission_log(size: int, seed: int = 2026) -> str:
+    r = random.Random(seed)
+    out, sol = [], 1
+    while sum(map(len, out)) < size:
+        lines = [sentence(r) for _ in range(r.randint(3, 7))]
+        out.append(f"Sol {sol}.\n" + "\n".join(lines) + "\n\n")
+        sol += 1
+    return "".join(out)[:size]
+
+
+if __name__ == "__main__":
+    size = int(sys.argv[1]) if len(sys.argv) > 1 else 120_000
+    path = Path(__file__).resolve().parent.parent / "shared" / "texts" / "mission_log.txt"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(mission_log(size), encoding="ascii")
+    print(f"wrote {path} ({size} bytes)")

@@ -1,0 +1,94 @@
+"""The arithmetic coder: exact round trips and the entropy bound."""
+import numpy as np
+import pytest
+
+from shared.coder import ArithmeticDecoder, ArithmeticEncoder, ByteSource, quantize
+from shared.config import FREQ_BITS, VOCAB
+
+
+def random_probs(rng, n, sharpness):
+    logits = rng.standard_normal((n, VOCAB)) * sharpness
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    return (p / p.sum(1, keepdims=True)).astype(np.float32)
+
+
+def test_quantize_gives_every_symbol_a_nonzero_frequency():
+    rng = np.random.default_rng(0)
+    p = random_probs(rng, 64, 20.0)           # extremely peaked rows
+    cdf = quantize(p)
+    freqs = np.diff(cdf, axis=1)
+    assert freqs.min() >= 1
+    assert cdf[:, 0].tolist() == [0] * 64
+    assert cdf[:, -1].max() <= (1 << FREQ_BITS) + VOCAB   # float32 sums may exceed 1 by ~1e-6
+
+
+def test_quantize_of_a_certain_symbol_costs_almost_nothing():
+    p = np.zeros((1, VOCAB), dtype=np.float32)
+    p[0, 7] = 1.0
+    cdf = quantize(p)
+    f = cdf[0, 8] - cdf[0, 7]
+    assert -np.log2(f / cdf[0, -1]) < 3e-5     # the 1-per-symbol floor is tiny at 24 bits
+
+
+@pytest.mark.parametrize("sharpness", [0.5, 3.0, 8.0])
+def test_round_trip_and_entropy_bound(sharpness):
+    rng = np.random.default_rng(int(sharpness * 10))
+    n = 4000
+    p = random_probs(rng, n, sharpness)
+    cdf = quantize(p)
+    symbols = np.array([rng.choice(VOCAB, p=row / row.sum()) for row in p.astype(np.float64)])
+    enc = ArithmeticEncoder()
+    for i in range(0, n, 16):
+        enc.code(cdf[i:i + 16], symbols[i:i + 16])
+    data = enc.finish()
+
+    ideal = -np.log2(p[np.arange(n), symbols].astype(np.float64)).sum()
+    assert len(data) * 8 >= ideal - 1                      # nothing beats the entropy bound
+    assert len(data) * 8 <= ideal * 1.0005 + 16            # and the coder wastes almost nothing
+
+    dec = ArithmeticDecoder(ByteSource(data))
+    out = np.concatenate([dec.code(cdf[i:i + 16]) for i in range(0, n, 16)])
+    assert np.array_equal(out, symbols)
+
+
+def test_empty_stream_finishes_in_one_byte():
+    assert ArithmeticEncoder().finish() == b"\x80"
+
+
+def test_streaming_take_equals_one_shot_output():
+    rng = np.random.default_rng(5)
+    p = random_probs(rng, 500, 2.0)
+    cdf = quantize(p)
+    symbols = rng.integers(0, VOCAB, 500)
+    one = ArithmeticEncoder()
+    one.code(cdf, symbols)
+    whole = one.finish()
+    parts, enc = [], ArithmeticEncoder()
+    for i in range(0, 500, 50):
+        enc.code(cdf[i:i + 50], symbols[i:i + 50])
+        parts.append(enc.take())
+    parts.append(enc.finish())
+    assert b"".join(parts) == whole
+
+
+def test_decoder_pulls_bytes_on_demand():
+    """On a link, Bob's decoder asks for more bytes only when it needs them."""
+    rng = np.random.default_rng(9)
+    p = random_probs(rng, 300, 2.0)
+    cdf = quantize(p)
+    symbols = rng.integers(0, VOCAB, 300)
+    enc = ArithmeticEncoder()
+    enc.code(cdf, symbols)
+    data = enc.finish()
+    pieces = [data[i:i + 7] for i in range(0, len(data), 7)]
+    calls = []
+
+    def refill(src):
+        if not pieces:
+            return False
+        calls.append(1)
+        src.feed(pieces.pop(0))
+        return True
+    dec = ArithmeticDecoder(ByteSource(refill=refill))
+    assert np.array_equal(dec.code(cdf), symbols)
+    assert len(calls) == -(-len(data) // 7)

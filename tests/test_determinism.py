@@ -1,0 +1,118 @@
+"""Bit-exact lockstep across processes and environments, and loud failure when it breaks."""
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared import numeric
+from shared.codec import compress, decompress
+from shared.config import preset
+from shared.container import parse
+from shared.errors import ChecksumError, DivergenceError, FormatError, ProfileError
+from shared.texts import mission_log
+
+HERE = Path(__file__).resolve().parent
+GOLDEN = json.loads((HERE / "golden.json").read_text())
+
+
+def golden_input() -> bytes:
+    return mission_log(GOLDEN["input_bytes"])
+
+
+def test_two_processes_have_identical_per_step_digests(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(mission_log(8000))
+    tracer = [sys.executable, str(HERE / "trace_steps.py")]
+    enc = subprocess.run(tracer + ["encode", src, tmp_path / "c.mrs", tmp_path / "enc.json"], capture_output=True)
+    assert enc.returncode == 0, enc.stderr.decode()
+    dec = subprocess.run(tracer + ["decode", tmp_path / "c.mrs", tmp_path / "out", tmp_path / "dec.json"],
+                         capture_output=True)
+    assert dec.returncode == 0, dec.stderr.decode()
+    a = json.loads((tmp_path / "enc.json").read_text())
+    b = json.loads((tmp_path / "dec.json").read_text())
+    assert len(a) == len(b) > 10
+    assert a == b
+    assert len(set(a)) == len(a)                     # the weights really change every step
+    assert (tmp_path / "out").read_bytes() == src.read_bytes()
+
+
+def test_golden_digests_in_this_process():
+    blob, stats = compress(golden_input(), preset(GOLDEN["preset"]))
+    assert hashlib.sha256(blob).hexdigest() == GOLDEN["container_sha256"]
+    assert stats["final_digest"] == GOLDEN["final_digest"]
+    blob2, _ = compress(golden_input(), preset(GOLDEN["preset"]))
+    assert blob2 == blob
+
+
+# The caller's environment must not matter: the numeric profile decides.
+HOSTILE_ENVIRONMENTS = [
+    {},
+    {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"},
+    {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO"},
+    {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AVX2", "OMP_NUM_THREADS": "3", "ONEDNN_MAX_CPU_ISA": "ALL"},
+]
+
+
+@pytest.mark.parametrize("env", HOSTILE_ENVIRONMENTS, ids=lambda e: ",".join(e) or "clean")
+def test_golden_digests_in_fresh_process_whatever_the_environment(tmp_path, cli, env):
+    src = tmp_path / "golden.txt"
+    src.write_bytes(golden_input())
+    r = cli("sender", "compress", str(src), str(tmp_path / "g.mrs"), "--preset", GOLDEN["preset"],
+            "--stats-json", str(tmp_path / "s.json"), "-q", env=env)
+    assert r.returncode == 0, r.stderr.decode()
+    assert hashlib.sha256((tmp_path / "g.mrs").read_bytes()).hexdigest() == GOLDEN["container_sha256"]
+    assert json.loads((tmp_path / "s.json").read_text())["final_digest"] == GOLDEN["final_digest"]
+
+
+def test_decoder_with_other_thread_count_is_refused(tmp_path, cli):
+    blob, _ = compress(mission_log(2000), preset("tiny"))
+    (tmp_path / "c.mrs").write_bytes(blob)
+    r = cli("receiver", "decompress", str(tmp_path / "c.mrs"), str(tmp_path / "out"), "--threads", "2")
+    assert r.returncode == 2
+    assert r.stderr.decode().strip() == (
+        "bob: error: numeric profile mismatch in 'threads': the file has '1', this machine has '2'; "
+        "both sides need the same profile and library build")
+    assert not (tmp_path / "out").exists()
+
+
+def test_fingerprint_mismatch_names_the_field():
+    fp = numeric.fingerprint()
+    with pytest.raises(ProfileError, match=r"^numeric profile mismatch in 'mkl_cbwr': peer has '', "
+                                           r"this machine has 'COMPATIBLE'"):
+        numeric.compare(fp, dict(fp, mkl_cbwr=""))
+    with pytest.raises(ProfileError, match="mismatch in 'canary'"):
+        numeric.compare(fp, dict(fp, canary="0" * 16))
+
+
+def test_one_changed_weight_is_caught_at_the_next_sync_step():
+    blob, _ = compress(mission_log(6000), preset("tiny"))  # tiny: a digest every 4 steps
+
+    def perturb(twin, report):
+        if report.step == 6:
+            with numeric_torch().no_grad():
+                next(twin.model.parameters()).view(-1)[0] += 1e-6
+    with pytest.raises(DivergenceError, match=r"^weights diverged at step 8: file digest [0-9a-f]{8}, ours [0-9a-f]{16}"):
+        decompress(parse(blob), perturb)
+
+
+def numeric_torch():
+    import torch
+    return torch
+
+
+def test_corruption_that_slips_past_the_crc_is_still_caught():
+    """Flip a payload bit and forge the CRC: decoding must fail loudly, never return wrong data."""
+    import struct
+    import zlib
+    data = mission_log(6000)
+    blob, _ = compress(data, preset("tiny"))
+    c = parse(blob)
+    for bit in (8 * 10 + 3, 8 * (len(c.payload) // 2), 8 * (len(c.payload) - 3)):
+        payload = bytearray(c.payload)
+        payload[bit // 8] ^= 1 << (bit % 8)
+        forged = type(c)(dict(c.header), c.digests, bytes(payload))
+        with pytest.raises((DivergenceError, ChecksumError, FormatError)):
+            decompress(parse(forged.to_bytes()))

@@ -1,0 +1,371 @@
+"""Transport: handshake, ordered exactly-once delivery, credit, errors, liveness, lossy paths.
+
+Both ends run in one process; Bob (or a fake peer) runs in a helper thread. Each link's
+socket is only ever touched by the thread that uses it.
+"""
+
+import socket
+import threading
+import time
+
+import pytest
+import zmq
+
+from protocol.frames import MAX_MESSAGE_BYTES, Data, Done, End, Error, FrameError, Hello, Sync, Welcome, decode, encode
+from protocol.link import AliceLink, BobLink, FaultPlan, HandshakeTimeout, LinkSettings, PeerError, PeerLost
+
+SHA = bytes(range(32))
+FAST = dict(heartbeat_s=0.05, retransmit_s=0.1, timeout_s=1.0, handshake_timeout_s=3.0, linger_ms=100)
+
+
+def settings(**kw) -> LinkSettings:
+    return LinkSettings(**{**FAST, **kw})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def hello(stream_id: str = "s1") -> Hello:
+    return Hello(stream_id, {"n_layer": 2}, {"torch": "x"}, 1000, SHA)
+
+
+def data(seq: int) -> Data:
+    return Data(seq, seq * 4, seq * 4 + 4, seq * 10, f"payload-{seq}".encode())
+
+
+class Background(threading.Thread):
+    """Run fn in a thread; .result() re-raises its exception here."""
+
+    def __init__(self, fn):
+        super().__init__(daemon=True)
+        self.fn, self.value, self.error = fn, None, None
+        self.start()
+
+    def run(self):
+        try:
+            self.value = self.fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            self.error = e
+
+    def result(self, timeout: float = 10.0):
+        self.join(timeout)
+        assert not self.is_alive(), "background side hung"
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@pytest.fixture
+def closing():
+    """Register links/sockets to close at teardown, even if the test fails."""
+    things = []
+    yield lambda x: things.append(x) or x
+    for x in reversed(things):
+        x.close()
+
+
+def bob_receiver(bob: BobLink, next_seq: int = 0, linger_s: float = 0.3):
+    """The receiver loop Bob's CLI will run: accept, welcome, read to END, report DONE."""
+    h = bob.accept()
+    bob.welcome(Welcome(h.stream_id, next_seq))
+    frames = []
+    while True:
+        frames.append(bob.next_frame())
+        if isinstance(frames[-1], End):
+            break
+    bob.done(Done(frames[-1].sha256, "ab" * 32))
+    bob.poll(linger_s)  # answer a resent END if DONE went missing
+    return frames
+
+
+def stream(alice: AliceLink, n: int, start: int = 0) -> list:
+    sent = [data(start + i) if i % 10 else Sync(start + i, i, b"d" * 32) for i in range(n)]
+    sent.append(End(start + n, 1234, SHA))
+    for f in sent:
+        alice.send(f)
+    return sent
+
+
+# ---------------------------------------------------------------- handshake
+
+
+def test_handshake_bob_first(closing):
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
+    side = Background(lambda: (bob.accept(), bob.welcome(Welcome("s1", 0)), bob.poll(0.2))[0])
+    alice = closing(AliceLink(bob.endpoint, settings()))
+    assert alice.handshake(hello()) == Welcome("s1", 0)
+    assert side.result() == hello()
+
+
+def test_handshake_alice_first(closing):
+    port = free_port()
+    alice = closing(AliceLink(f"tcp://127.0.0.1:{port}", settings()))
+    side = Background(lambda: alice.handshake(hello()))
+    time.sleep(0.3)  # Alice is already knocking
+    bob = closing(BobLink(f"tcp://127.0.0.1:{port}", settings()))
+    assert bob.accept() == hello()
+    bob.welcome(Welcome("s1", 0))
+    assert side.result() == Welcome("s1", 0)
+
+
+def test_handshake_timeout_alice_names_endpoint(closing):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    alice = closing(AliceLink(endpoint, settings(handshake_timeout_s=0.3)))
+    with pytest.raises(HandshakeTimeout) as e:
+        alice.handshake(hello())
+    assert str(e.value) == (
+        f"no answer from Mars ({endpoint}) within 0.3 s of HELLO; is the receiver running and bound there?"
+    )
+
+
+def test_handshake_timeout_bob_names_endpoint(closing):
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings(handshake_timeout_s=0.3)))
+    with pytest.raises(HandshakeTimeout) as e:
+        bob.accept()
+    assert str(e.value) == (
+        f"no HELLO from Earth on {bob.endpoint} within 0.3 s; is the sender running and pointed here?"
+    )
+
+
+def test_refuse_raises_peer_error_on_alice(closing):
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
+    side = Background(lambda: (bob.accept(), bob.refuse("config-mismatch", "Mars has n_layer=4\nEarth has 2")))
+    alice = closing(AliceLink(bob.endpoint, settings()))
+    with pytest.raises(PeerError) as e:
+        alice.handshake(hello())
+    side.result()
+    assert (e.value.code, e.value.message) == ("config-mismatch", "Mars has n_layer=4 Earth has 2")
+    assert str(e.value) == "Mars reported config-mismatch: Mars has n_layer=4 Earth has 2"
+
+
+# ---------------------------------------------------------------- delivery
+
+
+def test_200_frames_exactly_once_in_order(closing):
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
+    side = Background(lambda: bob_receiver(bob))
+    alice = closing(AliceLink(bob.endpoint, settings()))
+    alice.handshake(hello())
+    sent = stream(alice, 200)
+    done = alice.wait_done()
+    assert side.result() == sent
+    assert done == Done(SHA, "ab" * 32)
+    assert (alice.stats.frames_sent, alice.stats.in_flight, alice.stats.acked_seq) == (201, 0, 201)
+    assert (bob.stats.frames_received, bob.stats.duplicates, bob.stats.bad_frames) == (201, 0, 0)
+
+
+def test_resume_starts_at_welcome_next_seq(closing):
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
+    side = Background(lambda: bob_receiver(bob, next_seq=50))
+    alice = closing(AliceLink(bob.endpoint, settings()))
+    assert alice.handshake(hello()).next_seq == 50 and alice.next_seq == 50
+    with pytest.raises(ValueError, match="expected seq 50, got 0"):
+        alice.send(data(0))
+    sent = stream(alice, 20, start=50)
+    alice.wait_done()
+    assert side.result() == sent
+
+
+def test_credit_blocks_sender_until_receiver_consumes(closing):
+    s = settings(window=4)
+    bob = closing(BobLink("tcp://127.0.0.1:*", s))
+    alice = closing(AliceLink(bob.endpoint, s))
+    shake = Background(lambda: alice.handshake(hello()))
+    bob.welcome(Welcome(bob.accept().stream_id, 0))
+    shake.result()
+
+    sender = Background(lambda: [alice.send(data(i)) for i in range(6)])
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 0.5:  # Bob pumps (acks) but his caller consumes nothing
+        bob.poll(0.05)
+    assert sender.is_alive(), "sender ignored credit"
+    assert bob.stats.frames_received == 4
+    assert [bob.next_frame().seq for _ in range(6)] == list(range(6))
+    sender.result()
+    assert bob.stats.duplicates == 0
+
+
+def test_lossy_duplicating_reordering_path_delivers_exactly_once_in_order(closing):
+    # Faults on Alice's DATA/SYNC/END *and* on Bob's ACKs.
+    s = settings(retransmit_s=0.05, fault=FaultPlan(drop=0.1, dup=0.1, reorder=0.1, seed=1))
+    bob = closing(BobLink("tcp://127.0.0.1:*", s))
+    side = Background(lambda: bob_receiver(bob))
+    alice = closing(AliceLink(bob.endpoint, s))
+    alice.handshake(hello())
+    sent = stream(alice, 200)
+    alice.wait_done()
+    assert side.result() == sent
+    assert alice.stats.frames_resent > 0
+    assert bob.stats.duplicates > 0 and bob.stats.out_of_order > 0
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_alice_abort_raises_peer_error_on_bob(closing):
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
+    side = Background(lambda: bob_receiver(bob))
+    alice = closing(AliceLink(bob.endpoint, settings()))
+    alice.handshake(hello())
+    alice.send(data(0))
+    alice.abort("disk-full", "cannot read input")
+    with pytest.raises(PeerError) as e:
+        side.result()
+    assert (e.value.code, e.value.message) == ("disk-full", "cannot read input")
+    assert str(e.value) == "Earth reported disk-full: cannot read input"
+
+
+def test_bob_abort_raises_peer_error_on_alice(closing):
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
+
+    def receiver():
+        bob.welcome(Welcome(bob.accept().stream_id, 0))
+        bob.next_frame()
+        bob.abort("desync", "weights digest differs at step 3")
+
+    side = Background(receiver)
+    alice = closing(AliceLink(bob.endpoint, settings()))
+    alice.handshake(hello())
+    alice.send(data(0))
+    with pytest.raises(PeerError) as e:
+        alice.wait_done()
+    side.result()
+    assert str(e.value) == "Mars reported desync: weights digest differs at step 3"
+
+
+def test_alice_raises_frame_error_when_mars_talks_nonsense(closing):
+    # A fake Mars that answers HELLO with a message from a future protocol version.
+    router = closing(zmq.Context.instance().socket(zmq.ROUTER))
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    alice = closing(AliceLink(f"tcp://127.0.0.1:{port}", settings()))
+
+    def fake_mars():
+        identity, _ = router.recv_multipart()
+        future = bytearray(encode(Welcome("s1", 0)))
+        future[2] = 2
+        router.send_multipart([identity, bytes(future)])
+        return decode(router.recv_multipart()[1])  # Alice's complaint
+
+    side = Background(fake_mars)
+    with pytest.raises(FrameError, match="^peer speaks protocol version 2; this build speaks 1$"):
+        alice.handshake(hello())
+    assert side.result() == Error("bad-frame", "peer speaks protocol version 2; this build speaks 1")
+
+
+# ---------------------------------------------------------------- liveness
+
+
+def test_peer_lost_on_alice_when_bob_closes(closing):
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
+
+    def receiver():
+        bob.welcome(Welcome(bob.accept().stream_id, 0))
+        bob.next_frame()
+        bob.close()  # vanish without a word
+
+    side = Background(receiver)
+    alice = closing(AliceLink(bob.endpoint, settings()))
+    alice.handshake(hello())
+    alice.send(data(0))
+    side.result()
+    t0 = time.monotonic()
+    with pytest.raises(PeerLost) as e:
+        alice.wait_done()
+    assert time.monotonic() - t0 < FAST["timeout_s"] + 0.5
+    assert str(e.value) == f"no word from Mars ({bob.endpoint}) for 1.0 s; is the receiver running?"
+
+
+def test_peer_lost_on_bob_when_alice_closes(closing):
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
+    side = Background(lambda: bob_receiver(bob))
+    alice = AliceLink(bob.endpoint, settings())
+    alice.handshake(hello())
+    alice.send(data(0))
+    alice.close()
+    t0 = time.monotonic()
+    with pytest.raises(PeerLost) as e:
+        side.result()
+    assert time.monotonic() - t0 < FAST["timeout_s"] + 0.5
+    assert str(e.value) == f"no word from Earth (sender of stream 's1' on {bob.endpoint}) for 1.0 s; is the sender running?"
+
+
+def test_heartbeats_keep_an_idle_link_alive(closing):
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
+    side = Background(lambda: bob_receiver(bob))
+    alice = closing(AliceLink(bob.endpoint, settings()))
+    alice.handshake(hello())
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.5 * FAST["timeout_s"]:  # idle, but pumping
+        alice.poll(0.05)
+    sent = stream(alice, 3)
+    alice.wait_done()
+    assert side.result() == sent
+
+
+# ---------------------------------------------------------------- hostile input
+
+
+def raw_dealer(closing, endpoint: str) -> zmq.Socket:
+    s = closing(zmq.Context.instance().socket(zmq.DEALER))
+    s.linger = 0
+    s.connect(endpoint)
+    return s
+
+
+def recv(sock: zmq.Socket, timeout_s: float = 3.0):
+    assert sock.poll(int(timeout_s * 1000)), "no reply"
+    return decode(sock.recv())
+
+
+def test_oversized_message_rejected_and_receiver_keeps_working(closing):
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
+    side = Background(lambda: bob_receiver(bob))
+    alice = closing(AliceLink(bob.endpoint, settings()))
+    alice.handshake(hello())
+    alice.send(data(0))
+
+    rogue = raw_dealer(closing, bob.endpoint)
+    rogue.send(b"ML\x01\x03" + bytes(MAX_MESSAGE_BYTES + 96))
+    expected = f"message of {MAX_MESSAGE_BYTES + 100} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit"
+    assert recv(rogue) == Error("bad-frame", expected)
+    rogue.send(b"GET / HTTP/1.1\r\n\r\n")
+    assert recv(rogue) == Error("bad-frame", "not a marslink message")
+
+    sent = [data(0)] + stream(alice, 10, start=1)
+    alice.wait_done()
+    assert side.result() == sent
+    assert bob.stats.bad_frames == 2 and bob.last_bad_frame == "not a marslink message"
+
+
+def test_strangers_are_ignored_and_counted(closing):
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
+    side = Background(lambda: bob_receiver(bob))
+    alice = closing(AliceLink(bob.endpoint, settings()))
+    alice.handshake(hello())
+
+    intruder = closing(AliceLink(bob.endpoint, settings(handshake_timeout_s=0.3)))
+    with pytest.raises(HandshakeTimeout):
+        intruder.handshake(hello("intruder"))
+    rogue = raw_dealer(closing, bob.endpoint)
+    rogue.send(encode(data(0)))
+
+    sent = stream(alice, 10)
+    alice.wait_done()
+    assert side.result() == sent
+    assert bob.stats.strangers >= 2
+
+
+def test_close_is_idempotent_and_terminates_context():
+    before = threading.active_count()
+    bob = BobLink("tcp://127.0.0.1:*", settings())
+    alice = AliceLink(bob.endpoint, settings())
+    for link in (alice, bob):
+        with link:
+            pass
+        link.close()
+        assert link._ctx.closed
+    assert threading.active_count() == before
