@@ -45,6 +45,8 @@ heartbeat_s or so; if one decoding step can take longer than Alice's
 timeout_s, raise timeout_s on Alice. Messages that arrive meanwhile queue up
 and are drained (and counted as signs of life) before any timeout is judged,
 so a busy side never declares its peer lost just because it was busy itself.
+Bob judges silence only once he has handed out every frame he holds, so a
+sender that dies after its last frame still gets its stream decoded.
 
 Both sides own their zmq.Context; close() closes the socket with bounded
 linger and terminates the context, so no background threads survive it.
@@ -67,7 +69,6 @@ from .frames import (
     MAX_MESSAGE_BYTES,
     SEQUENCED,
     Ack,
-    Data,
     Done,
     End,
     Error,
@@ -75,7 +76,6 @@ from .frames import (
     FrameError,
     Heartbeat,
     Hello,
-    Sync,
     Welcome,
     decode,
     encode,
@@ -180,8 +180,6 @@ class _FaultyPath:
 class _Link:
     """What both ends share: socket setup, the poll loop, liveness, close."""
 
-    ME = PEER = "?"
-
     def __init__(self, socket_type: int, settings: LinkSettings, log: LogFn):
         if settings.window < 1:
             raise ValueError("window must be >= 1")
@@ -208,6 +206,18 @@ class _Link:
 
     # subclasses provide: _send_raw(wire), _handle(parts), _tick(now), _lost_message()
 
+    def _has_backlog(self) -> bool:
+        """True while we still hold frames to deliver: silence is not judged until they are out."""
+        return False
+
+    def _attach(self, how: Callable[[str], None], endpoint: str, what: str) -> None:
+        """bind/connect, turning a ZMQError into a clear LinkError without leaking the context."""
+        try:
+            how(endpoint)
+        except zmq.ZMQError as e:
+            self.close()
+            raise LinkError(f"{what} {endpoint}: {zmq.strerror(e.errno)}") from None
+
     def _log(self, msg: str) -> None:
         if self._log_fn is not None:
             self._log_fn(msg)
@@ -224,7 +234,7 @@ class _Link:
                     break
                 self._handle(parts)
         now = time.monotonic()
-        if self._live and now - self._last_heard > self.settings.timeout_s:
+        if self._live and not self._has_backlog() and now - self._last_heard > self.settings.timeout_s:
             raise PeerLost(self._lost_message())
         if self._faults is not None:
             self._faults.flush()
@@ -260,14 +270,12 @@ class _Link:
 class AliceLink(_Link):
     """Sender side (Earth): a DEALER that connects to Bob's ROUTER."""
 
-    ME, PEER = "Earth", "Mars"
-
     def __init__(self, endpoint: str, settings: Optional[LinkSettings] = None, log: LogFn = None):
         super().__init__(zmq.DEALER, settings or LinkSettings(), log)
         self.endpoint = endpoint
         # A fixed identity survives reconnects, so Bob still recognises us afterwards.
         self._sock.setsockopt(zmq.ROUTING_ID, b"alice-" + os.urandom(8).hex().encode())
-        self._sock.connect(endpoint)
+        self._attach(self._sock.connect, endpoint, "Earth cannot connect to")
         self.stats = AliceStats()
         self._hello: Optional[Hello] = None
         self._hello_wire = b""
@@ -275,7 +283,7 @@ class AliceLink(_Link):
         self._done: Optional[Done] = None
         self._unacked: dict[int, bytes] = {}  # seq -> wire, in send order
         self._next_seq = self._acked = 0
-        self._credit = settings.window
+        self._credit = self.settings.window
         self._last_progress = time.monotonic()  # last ACK progress (or HELLO send, before WELCOME)
 
     @property
@@ -407,12 +415,10 @@ class AliceLink(_Link):
 class BobLink(_Link):
     """Receiver side (Mars): a ROUTER that binds and serves one sender."""
 
-    ME, PEER = "Mars", "Earth"
-
     def __init__(self, bind: str, settings: Optional[LinkSettings] = None, log: LogFn = None):
         super().__init__(zmq.ROUTER, settings or LinkSettings(), log)
         self._sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting Alice takes over her identity
-        self._sock.bind(bind)
+        self._attach(self._sock.bind, bind, "Mars cannot listen on")
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.stats = BobStats()
         self.last_bad_frame: Optional[str] = None  # FrameError text of the latest undecodable message
@@ -498,6 +504,9 @@ class BobLink(_Link):
 
     def _send_raw(self, wire: bytes) -> None:  # the fault path's sink (ACKs only)
         self._send(wire)
+
+    def _has_backlog(self) -> bool:
+        return bool(self._ready)  # a dead sender's last frames still get decoded
 
     def _credit(self) -> int:
         return max(0, self.settings.window - len(self._ready))

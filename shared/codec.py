@@ -6,7 +6,7 @@ import time
 from typing import Callable
 
 from . import numeric
-from .coder import ArithmeticDecoder, ArithmeticEncoder, ByteSource
+from .coder import ByteSource, ChunkDecoder, ChunkEncoder
 from .config import RunConfig, require_same
 from .container import Container, sync_steps
 from .engine import StepReport, SyncLedger, Twin
@@ -19,7 +19,7 @@ MAX_READ_PAST_END = 8     # the decoder may look a few bytes beyond the last cod
 def compress(data: bytes, config: RunConfig, on_step: OnStep | None = None) -> tuple[bytes, dict]:
     started = time.perf_counter()
     twin = Twin(config, len(data), data)
-    encoder = ArithmeticEncoder()
+    encoder = ChunkEncoder()
     digests = [twin.digest()]
     while not twin.finished:
         report = twin.advance(encoder)
@@ -35,7 +35,9 @@ def compress(data: bytes, config: RunConfig, on_step: OnStep | None = None) -> t
         digests=[d[:8] for d in digests], payload=payload)
     blob = container.to_bytes()
     assert len(digests) == len(sync_steps(twin.n_steps, config.sync_every))
-    return blob, _stats(len(data), blob, payload, twin, final_digest, started)
+    stats = _stats(len(data), blob, payload, twin, final_digest, started)
+    stats["stored_chunks"] = encoder.stored_chunks
+    return blob, stats
 
 
 def decompress(container: Container, on_step: OnStep | None = None,
@@ -55,7 +57,7 @@ def decompress(container: Container, on_step: OnStep | None = None,
     twin = Twin(config, header["length"])
     ledger.receiver(0, twin.digest())
     source = ByteSource(container.payload)
-    decoder = ArithmeticDecoder(source)
+    decoder = ChunkDecoder(source)
     while not twin.finished:
         report = twin.advance(decoder)
         if report.digest is not None:

@@ -72,12 +72,8 @@ class ArithmeticEncoder:
         self.low, self.high = low, high
 
     def code(self, cdf: np.ndarray, symbols: np.ndarray) -> np.ndarray:
-        """Encode symbols[i] with the distribution cdf[i]; return the symbols (the engine's contract)."""
-        rows = np.arange(len(symbols))
-        los = cdf[rows, symbols].tolist()
-        his = cdf[rows, symbols + 1].tolist()
-        totals = cdf[:, -1].tolist()
-        for lo, hi, total in zip(los, his, totals):
+        """Encode symbols[i] with the distribution cdf[i]; return the symbols."""
+        for lo, hi, total in _slices(cdf, symbols):
             self.encode(lo, hi, total)
         return symbols
 
@@ -94,6 +90,11 @@ class ArithmeticEncoder:
         while self._nacc:
             self._bit(0)
         return self.take()
+
+
+def _slices(cdf: np.ndarray, symbols: np.ndarray):
+    rows = np.arange(len(symbols))
+    return zip(cdf[rows, symbols].tolist(), cdf[rows, symbols + 1].tolist(), cdf[:, -1].tolist())
 
 
 class ByteSource:
@@ -161,3 +162,77 @@ class ArithmeticDecoder:
     def code(self, cdf: np.ndarray, symbols=None) -> np.ndarray:
         """Decode one symbol per row of cdf (the `symbols` argument is the encoder's and is ignored)."""
         return np.array([self.decode_row(row) for row in cdf], dtype=np.int64)
+
+
+# --- the engine's coders: one chunk at a time, with a stored-chunk escape -------------------
+#
+# Before each chunk's symbols the stream carries one flag, "model" (probability 255/256) or
+# "stored" (1/256). A stored chunk codes every byte as uniform, exactly 8 bits: on random or
+# already-compressed data this caps the expansion at 8 bits per chunk. The twins learn from
+# the chunk either way, so the escape changes only which distribution codes it.
+FLAG_MODEL, FLAG_STORED = (0, 255), (255, 256)
+FLAG_TOTAL = 256
+UNIFORM_CDF = np.arange(VOCAB + 1, dtype=np.int64)
+
+
+class ChunkEncoder:
+    """Alice's side: buffers a chunk's coding intervals, then emits flag + the cheaper coding."""
+
+    def __init__(self):
+        self.ac = ArithmeticEncoder()
+        self.stored_chunks = 0
+        self._pending: list[tuple[int, int, int]] = []
+        self._symbols: list[int] = []
+        self._model_bits = 0.0
+
+    def begin_chunk(self):
+        self._pending.clear()
+        self._symbols.clear()
+        self._model_bits = 0.0
+
+    def code(self, cdf: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+        rows = np.arange(len(symbols))
+        self._model_bits += float(np.log2(cdf[:, -1] / (cdf[rows, symbols + 1] - cdf[rows, symbols])).sum())
+        self._pending.extend(_slices(cdf, symbols))
+        self._symbols.extend(symbols.tolist())
+        return symbols
+
+    def end_chunk(self):
+        if self._model_bits > 8 * len(self._symbols) + 8:
+            self.stored_chunks += 1
+            self.ac.encode(*FLAG_STORED, FLAG_TOTAL)
+            for s in self._symbols:
+                self.ac.encode(s, s + 1, VOCAB)
+        else:
+            self.ac.encode(*FLAG_MODEL, FLAG_TOTAL)
+            for lo, hi, total in self._pending:
+                self.ac.encode(lo, hi, total)
+
+    def take(self) -> bytes:
+        return self.ac.take()
+
+    def finish(self) -> bytes:
+        return self.ac.finish()
+
+
+class ChunkDecoder:
+    """Bob's side: reads the chunk's flag first, then decodes with the model or uniformly."""
+
+    def __init__(self, source: ByteSource):
+        self.ad = ArithmeticDecoder(source)
+        self.stored = False
+        self.stored_chunks = 0
+
+    def begin_chunk(self):
+        flag = self.ad.decode_row(np.array([0, FLAG_MODEL[1], FLAG_TOTAL], dtype=np.int64))
+        self.stored = flag == 1
+        self.stored_chunks += self.stored
+
+    def code(self, cdf: np.ndarray, symbols=None) -> np.ndarray:
+        """Decode one symbol per row (the `symbols` argument is the encoder's and is ignored)."""
+        if self.stored:
+            return np.array([self.ad.decode_row(UNIFORM_CDF) for _ in range(len(cdf))], dtype=np.int64)
+        return self.ad.code(cdf)
+
+    def end_chunk(self):
+        pass

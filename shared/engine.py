@@ -99,13 +99,14 @@ class Twin:
         return out
 
     def advance(self, coder) -> StepReport:
-        """Predict, code and learn one chunk. `coder` is an ArithmeticEncoder or -Decoder."""
+        """Predict, code and learn one chunk. `coder` is a ChunkEncoder (Alice) or ChunkDecoder (Bob)."""
         C, T = self.config.model.context, self.config.model.chunk
         t0 = self.step * T
         chunk_bits, chunk_tokens = 0.0, 0
 
         # 1-2. predict and code, token by token, identically on both sides
         probs = self.model.prime(torch.from_numpy(self._window(t0 - C, t0)))
+        coder.begin_chunk()
         for t in range(T):
             pos = t0 + t
             rows = self.layout.active[:, pos]
@@ -119,6 +120,7 @@ class Twin:
                     self.observer(self.step, t, rows, p, symbols)
             if t < T - 1:
                 probs = self.model.extend(torch.from_numpy(self.tokens[:, pos]))
+        coder.end_chunk()
 
         # 3. learn from the chunk both sides now know
         loss = self._learn(t0)

@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from protocol.frames import MAX_MESSAGE_BYTES, Data, Done, End, Error, FrameError, Hello, Sync, Welcome, decode, encode
-from protocol.link import AliceLink, BobLink, FaultPlan, HandshakeTimeout, LinkSettings, PeerError, PeerLost
+from protocol.link import AliceLink, BobLink, FaultPlan, HandshakeTimeout, LinkError, LinkSettings, PeerError, PeerLost
 
 SHA = bytes(range(32))
 FAST = dict(heartbeat_s=0.05, retransmit_s=0.1, timeout_s=1.0, handshake_timeout_s=3.0, linger_ms=100)
@@ -293,6 +293,23 @@ def test_peer_lost_on_bob_when_alice_closes(closing):
     assert str(e.value) == f"no word from Earth (sender of stream 's1' on {bob.endpoint}) for 1.0 s; is the sender running?"
 
 
+def test_bob_delivers_backlog_before_reporting_peer_lost(closing):
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
+    alice = AliceLink(bob.endpoint, settings())
+    shake = Background(lambda: alice.handshake(hello()))
+    bob.welcome(Welcome(bob.accept().stream_id, 0))
+    shake.result()
+    for i in range(5):
+        alice.send(data(i))
+    while bob.stats.frames_received < 5:
+        bob.poll(0.05)
+    alice.close()
+    time.sleep(FAST["timeout_s"] + 0.2)  # Earth is gone, Mars was busy
+    assert [bob.next_frame() for _ in range(5)] == [data(i) for i in range(5)]
+    with pytest.raises(PeerLost):
+        bob.next_frame()
+
+
 def test_heartbeats_keep_an_idle_link_alive(closing):
     bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
     side = Background(lambda: bob_receiver(bob))
@@ -357,6 +374,14 @@ def test_strangers_are_ignored_and_counted(closing):
     alice.wait_done()
     assert side.result() == sent
     assert bob.stats.strangers >= 2
+
+
+def test_bind_conflict_is_a_clear_link_error(closing):
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
+    with pytest.raises(LinkError, match=f"^Mars cannot listen on {bob.endpoint}: Address already in use$"):
+        BobLink(bob.endpoint, settings())
+    with pytest.raises(LinkError, match="^Earth cannot connect to nonsense: Invalid argument$"):
+        AliceLink("nonsense", settings())
 
 
 def test_close_is_idempotent_and_terminates_context():

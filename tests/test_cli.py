@@ -1,0 +1,142 @@
+"""The command lines as a user runs them: round trips, stats, and one-line errors with no debris."""
+import json
+import struct
+import zlib
+
+import pytest
+
+from shared.texts import mission_log
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """One real compressed file, made once through the CLI."""
+    d = tmp_path_factory.mktemp("made")
+    (d / "in.txt").write_bytes(mission_log(3000))
+    from tests.conftest import run_cli
+    r = run_cli("sender", "compress", str(d / "in.txt"), str(d / "c.mrs"), "--preset", "tiny",
+                "--stats-json", str(d / "stats.json"), "-q")
+    assert r.returncode == 0, r.stderr.decode()
+    return d
+
+
+def test_stats_json_has_the_promised_fields(made):
+    stats = json.loads((made / "stats.json").read_text())
+    for key in ("input_bytes", "compressed_bytes", "ideal_bits", "seconds", "steps", "final_digest"):
+        assert key in stats
+    assert stats["input_bytes"] == 3000
+    assert stats["compressed_bytes"] == (made / "c.mrs").stat().st_size
+    assert len(stats["final_digest"]) == 64
+
+
+def test_decompress_round_trip_and_same_final_digest(made, cli, tmp_path):
+    r = cli("receiver", "decompress", str(made / "c.mrs"), str(tmp_path / "out.txt"),
+            "--stats-json", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr.decode()
+    assert (tmp_path / "out.txt").read_bytes() == (made / "in.txt").read_bytes()
+    assert json.loads((tmp_path / "s.json").read_text())["final_digest"] == \
+        json.loads((made / "stats.json").read_text())["final_digest"]
+    assert "bob: verified 3,000 bytes" in r.stderr.decode()
+
+
+def test_stdin_to_stdout_pipeline(cli):
+    data = "Sol 1. Ünïcödé ✓\n".encode() * 30
+    c = cli("sender", "compress", "-", "-", "--preset", "tiny", input_bytes=data)
+    assert c.returncode == 0, c.stderr.decode()
+    d = cli("receiver", "decompress", "-", "-", input_bytes=c.stdout)
+    assert d.returncode == 0, d.stderr.decode()
+    assert d.stdout == data
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def expect_error(r, message, folder=None, before=None):
+    assert r.returncode == 2
+    assert r.stderr.decode().strip() == message
+    if folder is not None:
+        assert leftovers(folder) == before          # nothing written, no temporary files left
+
+
+def test_missing_input(cli, tmp_path):
+    r = cli("sender", "compress", str(tmp_path / "nope.txt"), str(tmp_path / "o.mrs"))
+    expect_error(r, f"alice: error: input file {str(tmp_path / 'nope.txt')!r} not found; check the path",
+                 tmp_path, [])
+
+
+def test_input_is_a_folder(cli, tmp_path):
+    r = cli("sender", "compress", str(tmp_path), str(tmp_path / "o.mrs"))
+    expect_error(r, f"alice: error: input {str(tmp_path)!r} is a folder, not a file", tmp_path, [])
+
+
+def test_output_in_missing_folder(cli, tmp_path, made):
+    r = cli("sender", "compress", str(made / "in.txt"), str(tmp_path / "no" / "o.mrs"))
+    expect_error(r, f"alice: error: output folder {str(tmp_path / 'no')!r} does not exist; create it first",
+                 tmp_path, [])
+
+
+def test_not_a_marslink_file(cli, tmp_path):
+    (tmp_path / "x.txt").write_bytes(b"just some text, not compressed")
+    r = cli("receiver", "decompress", str(tmp_path / "x.txt"), str(tmp_path / "out"))
+    expect_error(r, f"bob: error: {str(tmp_path / 'x.txt')!r} is not a marslink file (no MRSL signature); "
+                    "was it made by 'alice compress'?", tmp_path, ["x.txt"])
+
+
+def test_empty_file_is_not_a_marslink_file(cli, tmp_path):
+    (tmp_path / "e").write_bytes(b"")
+    r = cli("receiver", "decompress", str(tmp_path / "e"), str(tmp_path / "out"))
+    expect_error(r, f"bob: error: {str(tmp_path / 'e')!r} is not a marslink file (no MRSL signature); "
+                    "was it made by 'alice compress'?", tmp_path, ["e"])
+
+
+def test_wrong_format_version(cli, tmp_path, made):
+    blob = bytearray((made / "c.mrs").read_bytes())
+    blob[4] = 9
+    (tmp_path / "v.mrs").write_bytes(blob)
+    r = cli("receiver", "decompress", str(tmp_path / "v.mrs"), str(tmp_path / "out"))
+    expect_error(r, f"bob: error: {str(tmp_path / 'v.mrs')!r} is marslink format version 9; this build reads "
+                    "version 1 (use a matching marslink release)", tmp_path, ["v.mrs"])
+
+
+def test_truncated_file(cli, tmp_path, made):
+    blob = (made / "c.mrs").read_bytes()
+    (tmp_path / "t.mrs").write_bytes(blob[:-100])
+    r = cli("receiver", "decompress", str(tmp_path / "t.mrs"), str(tmp_path / "out"))
+    (hlen,) = struct.unpack_from("<I", blob, 5)
+    assert r.returncode == 2
+    assert r.stderr.decode().startswith(f"bob: error: {str(tmp_path / 't.mrs')!r} is truncated: payload has ")
+    assert leftovers(tmp_path) == ["t.mrs"]
+
+
+def test_flipped_bit_in_payload(cli, tmp_path, made):
+    blob = bytearray((made / "c.mrs").read_bytes())
+    blob[-20] ^= 0x10
+    (tmp_path / "f.mrs").write_bytes(blob)
+    r = cli("receiver", "decompress", str(tmp_path / "f.mrs"), str(tmp_path / "out"))
+    expect_error(r, f"bob: error: {str(tmp_path / 'f.mrs')!r} is corrupted: payload checksum mismatch "
+                    "(bit flip or damaged copy)", tmp_path, ["f.mrs"])
+
+
+def test_flipped_bit_in_header(cli, tmp_path, made):
+    blob = bytearray((made / "c.mrs").read_bytes())
+    blob[20] ^= 0x01
+    (tmp_path / "h.mrs").write_bytes(blob)
+    r = cli("receiver", "decompress", str(tmp_path / "h.mrs"), str(tmp_path / "out"))
+    expect_error(r, f"bob: error: {str(tmp_path / 'h.mrs')!r} is corrupted: header checksum mismatch "
+                    "(bit flip or damaged copy)", tmp_path, ["h.mrs"])
+
+
+def test_mismatched_numeric_profile(cli, tmp_path, made):
+    r = cli("receiver", "decompress", str(made / "c.mrs"), str(tmp_path / "out"), "--profile", "native")
+    expect_error(r, "bob: error: numeric profile mismatch in 'profile': the file has 'portable', this machine "
+                    "has 'native'; both sides need the same profile and library build", tmp_path, [])
+
+
+def test_existing_output_is_untouched_on_failure(cli, tmp_path):
+    (tmp_path / "bad.mrs").write_bytes(b"MRSL\x01garbage")
+    (tmp_path / "out").write_bytes(b"precious")
+    r = cli("receiver", "decompress", str(tmp_path / "bad.mrs"), str(tmp_path / "out"))
+    assert r.returncode == 2
+    assert (tmp_path / "out").read_bytes() == b"precious"
+    assert leftovers(tmp_path) == ["bad.mrs", "out"]
