@@ -94,6 +94,7 @@ class FaultPlan:
     dup: float = 0.0
     reorder: float = 0.0
     seed: int = 0
+    corrupt_nth: int = 0  # flip one payload bit in the n-th message sent (1-based; 0 = never)
 
 
 @dataclass
@@ -156,8 +157,12 @@ class _FaultyPath:
         self.rng = random.Random(plan.seed)
         self.held: Optional[bytes] = None
         self.held_since = 0.0
+        self.count = 0
 
     def __call__(self, wire: bytes) -> None:
+        self.count += 1
+        if self.count == self.plan.corrupt_nth:   # damage in transit, after the CRC was computed
+            wire = wire[:-8] + bytes([wire[-8] ^ 0x04]) + wire[-7:]
         r, p = self.rng.random(), self.plan
         if r < p.drop:
             return
@@ -537,6 +542,8 @@ class BobLink(_Link):
             self.last_bad_frame = str(e)
             self._log(f"rejected message: {e}")
             self._send_to(identity, encode(Error("bad-frame", one_line(e))))
+            if self._live and identity == self._peer:
+                raise  # our own sender's stream is damaged: stop now, loudly
             return
         if self._peer is None:  # still waiting for a HELLO
             if isinstance(frame, Hello):

@@ -19,7 +19,58 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--threads", type=int, default=None, help="force a thread count (default: the file's)")
     d.add_argument("--stats-json", metavar="PATH", help="write run statistics as JSON")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    from shared.config import PRESETS
+    ls = sub.add_parser("listen", help="receive one stream from a sender and write it to --out")
+    ls.add_argument("--bind", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5555")
+    ls.add_argument("--out", required=True, metavar="FILE", help="where the verified result goes")
+    ls.add_argument("--preset", default="default", choices=sorted(PRESETS), help="must match the sender's")
+    ls.add_argument("--profile", default=None, choices=sorted(numeric.PROFILES),
+                    help="numeric profile (default: portable); must match the sender's")
+    ls.add_argument("--threads", type=int, default=None, help="intra-op threads; must match the sender's")
+    ls.add_argument("--seed", type=int, default=None, help="model seed (default: the preset's); must match")
+    ls.add_argument("--timeout", type=float, default=30.0, help="seconds of peer silence before giving up")
+    ls.add_argument("--handshake-timeout", type=float, default=600.0, help="seconds to wait for a sender")
+    ls.add_argument("--window", type=int, default=32, help="frames buffered (credit)")
+    ls.add_argument("--insecure", action="store_true", help="allow plain text on a non-loopback address")
+    ls.add_argument("--stats-json", metavar="PATH", help="write run statistics as JSON")
+    ls.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    ls.add_argument("--fault-perturb-step", type=int, default=None, help=argparse.SUPPRESS)
     return ap
+
+
+def listen_command(args) -> int:
+    from shared.cli import check_endpoint
+    from shared.config import preset
+    check_endpoint(args.bind, args.insecure, "bind")
+    check_output(args.out)
+    if args.stats_json:
+        check_output(args.stats_json)
+    numeric.activate(args.profile, args.threads)
+    numeric.fingerprint()                       # compute the canary before a sender is waiting
+    from protocol.link import LinkSettings
+    from receiver.stream import receive_stream
+
+    settings = LinkSettings(window=args.window, timeout_s=args.timeout,
+                            handshake_timeout_s=args.handshake_timeout)
+    if not args.quiet:
+        print(f"bob: listening on {args.bind}", file=sys.stderr, flush=True)
+    bar = {}
+
+    def on_hello(hello):
+        bar["total"] = hello.total_length
+
+    with progress("Mars: receiving", 1, False) as _:
+        config = preset(args.preset)
+        if args.seed is not None:
+            import dataclasses
+            config = dataclasses.replace(config, seed=args.seed)
+        stats = receive_stream(args.bind, config, args.out, settings, on_hello=on_hello,
+                               perturb_step=args.fault_perturb_step)
+    write_stats(args.stats_json, stats)
+    if not args.quiet:
+        print(f"bob: verified {stats['input_bytes']:,} bytes (SHA-256 ok, {stats['syncs_checked']} digests "
+              f"matched), final digest {stats['final_digest'][:16]}", file=sys.stderr)
+    return 0
 
 
 def decompress_command(args) -> int:
@@ -49,5 +100,5 @@ def decompress_command(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    commands = {"decompress": decompress_command}
+    commands = {"decompress": decompress_command, "listen": listen_command}
     return run_main("bob", lambda: commands[args.command](args))

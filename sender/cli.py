@@ -15,6 +15,7 @@ def _common(p: argparse.ArgumentParser):
     p.add_argument("--profile", default=None, choices=sorted(numeric.PROFILES),
                    help="numeric profile (default: portable: decodes on any x86-64 CPU)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads; the receiver must match")
+    p.add_argument("--seed", type=int, default=None, help="model seed (default: the preset's); the receiver must match")
     p.add_argument("--stats-json", metavar="PATH", help="write run statistics as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
@@ -27,7 +28,57 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("output")
     c.add_argument("--verify", action="store_true", help="decode the result again before writing it")
     _common(c)
+    s = sub.add_parser("send", help="stream INPUT to a listening receiver")
+    s.add_argument("input")
+    s.add_argument("--connect", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5555")
+    s.add_argument("--stream-id", default=None, help="name of this stream (default: from the input's hash)")
+    _link_options(s)
+    _common(s)
     return ap
+
+
+def _link_options(p: argparse.ArgumentParser):
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds of peer silence before giving up")
+    p.add_argument("--handshake-timeout", type=float, default=60.0, help="seconds to wait for the peer to appear")
+    p.add_argument("--window", type=int, default=32, help="frames in flight (credit)")
+    p.add_argument("--insecure", action="store_true", help="allow plain text to a non-loopback address")
+    for name in ("drop", "dup", "reorder"):   # fault injection on the sending path, for tests
+        p.add_argument(f"--fault-{name}", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--fault-corrupt-nth", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--fault-seed", type=int, default=0, help=argparse.SUPPRESS)
+
+
+def link_settings(args):
+    from protocol.link import FaultPlan, LinkSettings
+    faults = FaultPlan(args.fault_drop, args.fault_dup, args.fault_reorder, args.fault_seed, args.fault_corrupt_nth)
+    return LinkSettings(window=args.window, timeout_s=args.timeout, handshake_timeout_s=args.handshake_timeout,
+                        fault=faults if faults != FaultPlan() else None)
+
+
+def send_command(args) -> int:
+    from shared.cli import check_endpoint
+    data = read_input(args.input)
+    check_endpoint(args.connect, args.insecure, "connect")
+    if args.stats_json:
+        check_output(args.stats_json)
+    numeric.activate(args.profile, args.threads)
+    from sender.stream import send_stream
+
+    with progress("Earth: sending", len(data), not args.quiet) as update:
+        stats = send_stream(data, run_config(args), args.connect, link_settings(args), args.stream_id,
+                            lambda twin, r, link: update(r.tokens_done, twin.ideal_bits))
+    write_stats(args.stats_json, stats)
+    if not args.quiet:
+        print(f"alice: sent {stats['input_bytes']:,} bytes as {stats['compressed_bytes']:,} "
+              f"({stats['compressed_bytes'] * 8 / max(stats['input_bytes'], 1):.3f} bits/byte); "
+              f"Mars verified it, final digest {stats['final_digest'][:16]}", file=sys.stderr)
+    return 0
+
+
+def run_config(args):
+    import dataclasses
+    config = preset(args.preset)
+    return config if args.seed is None else dataclasses.replace(config, seed=args.seed)
 
 
 def compress_command(args) -> int:
@@ -39,7 +90,7 @@ def compress_command(args) -> int:
     from shared.codec import compress, decompress
     from shared.container import parse
 
-    config = preset(args.preset)
+    config = run_config(args)
     with progress("Earth: compressing", len(data), not args.quiet) as update:
         blob, stats = compress(data, config, lambda twin, r: update(r.tokens_done, twin.ideal_bits))
     if args.verify:
@@ -59,5 +110,5 @@ def compress_command(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    commands = {"compress": compress_command}
+    commands = {"compress": compress_command, "send": send_command}
     return run_main("alice", lambda: commands[args.command](args))

@@ -110,3 +110,24 @@ def progress(label: str, total: int, enabled: bool = True):
                 bpb = f"{bits / done:.3f} bits/byte" if bits is not None and done else ""
                 bar.update(task, completed=done, bpb=bpb)
         yield update
+
+
+LOOPBACK_HOSTS = ("127.", "localhost", "[::1]", "::1")
+
+
+def check_endpoint(endpoint: str, insecure: bool, role: str) -> str:
+    """ZeroMQ endpoint sanity, and: plain text never leaves this machine without --insecure."""
+    if "://" not in endpoint:
+        raise UsageError(f"endpoint {endpoint!r} needs a transport, e.g. tcp://127.0.0.1:5555")
+    transport, rest = endpoint.split("://", 1)
+    if transport == "ipc":
+        return endpoint
+    if transport != "tcp":
+        raise UsageError(f"endpoint {endpoint!r}: only tcp:// and ipc:// are supported")
+    host, _, port = rest.rpartition(":")
+    if not host or not (port.isdigit() or (port == "*" and role == "bind")):
+        raise UsageError(f"endpoint {endpoint!r} needs host:port, e.g. tcp://127.0.0.1:5555")
+    if not insecure and not host.startswith(LOOPBACK_HOSTS):
+        raise UsageError(f"{endpoint} is not a loopback address and this link is unencrypted; "
+                         f"add --insecure to send plain text over a network")
+    return endpoint

@@ -37,3 +37,7 @@ class DivergenceError(MarslinkError):
 
 class ChecksumError(MarslinkError):
     """Decoded output does not match the original's checksum."""
+
+
+class LinkFailure(MarslinkError):
+    """The link broke: peer lost, peer refused or stopped, or a malformed frame."""

@@ -1,0 +1,196 @@
+"""Experiment harness for the presets: bits/byte and speed of one RunConfig, in one process.
+
+Two modes:
+  real      the real thing: shared.codec.compress (and with --decode, decompress), real
+            arithmetic coder, token-by-token prediction. Gives honest bytes/s for one core.
+  estimate  bits/byte only, ~3x cheaper: each step's bits come from the training forward pass
+            on the window (before the update), which is the same prediction the coder uses up
+            to float rounding (|difference| < 0.001 bits/byte). Use it to sweep ratio knobs,
+            then confirm the winners in `real` mode.
+
+Examples (run from the repository root):
+  .venv/bin/python scripts/tune.py --preset default --bytes 200000
+  .venv/bin/python scripts/tune.py --preset default --set model.n_embd=96 train.lr=3e-3 streams=32 \
+      --mode estimate --bytes 1115394 --profile native
+  .venv/bin/python scripts/tune.py --preset default --decode --bytes 100000     # decode speed too
+  .venv/bin/python scripts/tune.py --preset default --file shared/texts/mission_log.txt
+
+Prototypes of engine changes (estimate mode only; they are not in the engine):
+  --schedule warmup:N     linear learning-rate warmup over the first N steps
+  --schedule cosine:F     lr decays along a cosine to F*lr at the end of the file
+  --schedule inv:K        lr * 1/sqrt(1 + step/K)
+Every run prints one JSON line (and appends it to --log if given).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DEFAULT_FILE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
+
+
+def parse_value(v: str):
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+def apply_overrides(cfg, sets: list[str]):
+    from shared.config import ModelConfig, TrainConfig  # noqa: F401
+    for item in sets:
+        key, _, value = item.partition("=")
+        value = parse_value(value)
+        if key.startswith("model."):
+            cfg = replace(cfg, model=replace(cfg.model, **{key[6:]: value}))
+        elif key.startswith("train."):
+            cfg = replace(cfg, train=replace(cfg.train, **{key[6:]: value}))
+        else:
+            cfg = replace(cfg, **{key: value})
+    return cfg.validate()
+
+
+def n_params(cfg) -> int:
+    from shared.model import GPT
+    return sum(p.numel() for p in GPT(cfg.model, cfg.seed).parameters())
+
+
+def lr_factor(schedule: str | None, step: int, n_steps: int) -> float:
+    if not schedule:
+        return 1.0
+    kind, _, arg = schedule.partition(":")
+    a = float(arg) if arg else 0.0
+    if kind == "warmup":
+        return min(1.0, (step + 1) / a)
+    if kind == "cosine":
+        return a + (1 - a) * 0.5 * (1 + math.cos(math.pi * step / max(1, n_steps)))
+    if kind == "inv":
+        return 1.0 / math.sqrt(1.0 + step / a)
+    raise SystemExit(f"unknown schedule {schedule!r}")
+
+
+def estimate(data: bytes, cfg, schedule: str | None = None, report_every: int = 0):
+    """Bits from the (pre-update) training forward on every chunk, then the same update as _learn."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from shared.config import VOCAB
+    from shared.engine import Twin
+
+    twin = Twin(cfg, len(data), data)
+    C, T = cfg.model.context, cfg.model.chunk
+    tc = cfg.train
+    base_lr = [g["lr"] for g in twin.opt.param_groups]
+    bits_total, curve = 0.0, []
+    for step in range(twin.n_steps):
+        t0 = step * T
+        window = twin._window(t0 - C, t0 + T)
+        targets = window[:, 1:].copy()
+        inputs = window[:, :-1]
+        valid = twin.layout.active[:, max(t0 - C + 1, 0):t0 + T]
+        mask = np.zeros_like(targets, dtype=bool)
+        mask[:, targets.shape[1] - valid.shape[1]:] = valid
+        # coded positions: the chunk's T tokens, i.e. targets at columns C-1 .. C+T-2
+        coded = np.zeros_like(mask)
+        coded[:, C - 1:] = mask[:, C - 1:]
+        # the very first token of every stream is predicted from PAD context too
+        if not tc.loss_on_context:
+            mask[:, :C - 1] = False
+        x = torch.from_numpy(inputs)
+        logits = twin.model(x)
+        logp = F.log_softmax(logits.float(), -1)
+        y = torch.from_numpy(np.where(coded, targets, 0))
+        lp = logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+        chunk_bits = float(-(lp.detach()[torch.from_numpy(coded)]).sum()) / math.log(2)
+        # the first token of the stream (position 0) is coded from the all-PAD window
+        bits_total += chunk_bits
+        yt = torch.from_numpy(np.where(mask, targets, -1))
+        f = lr_factor(schedule, step, twin.n_steps)
+        for g, lr in zip(twin.opt.param_groups, base_lr):
+            g["lr"] = lr * f
+        for k in range(tc.steps_per_chunk):
+            if k:
+                logits = twin.model(x)
+            loss = F.cross_entropy(logits.reshape(-1, VOCAB), yt.reshape(-1), ignore_index=-1)
+            twin.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(twin.model.parameters(), tc.grad_clip, foreach=False)
+            twin.opt.step()
+        if report_every and (step + 1) % report_every == 0:
+            done = min(len(data), int(twin.layout.lens.clip(max=t0 + T).sum()))
+            curve.append((done, bits_total / done))
+            print(f"  step {step + 1}/{twin.n_steps}: {bits_total / done:.4f} bits/byte", file=sys.stderr)
+    return {"ideal_bits": bits_total, "bits_per_byte_ideal": bits_total / len(data), "steps": twin.n_steps,
+            "curve": curve}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--file", default=str(DEFAULT_FILE))
+    ap.add_argument("--bytes", type=int, default=200_000, help="first N bytes of the file (0 = all)")
+    ap.add_argument("--offset", type=int, default=0)
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="overrides: model.n_embd=96 train.lr=3e-3 streams=32 ...")
+    ap.add_argument("--mode", choices=("real", "estimate"), default="real")
+    ap.add_argument("--decode", action="store_true", help="real mode: also decompress and time it")
+    ap.add_argument("--profile", default="portable", choices=("portable", "native"))
+    ap.add_argument("--schedule", default=None, help="estimate mode: lr schedule prototype")
+    ap.add_argument("--report-every", type=int, default=0, help="estimate mode: print bpb every N steps")
+    ap.add_argument("--log", default=None, help="append the JSON result line to this file")
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args(argv)
+
+    from shared import numeric
+    numeric.activate(args.profile)
+    from shared.config import preset
+
+    data = Path(args.file).read_bytes()[args.offset:]
+    if args.bytes:
+        data = data[:args.bytes]
+    cfg = apply_overrides(preset(args.preset), args.set)
+    out = {"tag": args.tag, "file": Path(args.file).name, "bytes": len(data), "mode": args.mode,
+           "profile": args.profile, "preset": args.preset, "set": args.set, "schedule": args.schedule,
+           "params": n_params(cfg), "config": cfg.to_dict()}
+    started = time.perf_counter()
+    if args.mode == "estimate":
+        out.update(estimate(data, cfg, args.schedule, args.report_every))
+        out["seconds"] = time.perf_counter() - started
+        out["bytes_per_second_estimate_mode"] = len(data) / out["seconds"]
+    else:
+        if args.schedule:
+            raise SystemExit("--schedule is a prototype for --mode estimate only")
+        from shared.codec import compress, decompress
+        from shared.container import parse
+        blob, stats = compress(data, cfg)
+        out.update({"compressed_bytes": len(blob), "bits_per_byte": len(blob) * 8 / len(data),
+                    "bits_per_byte_ideal": stats["ideal_bits"] / len(data),
+                    "compress_bytes_per_second": stats["bytes_per_second"], "compress_seconds": stats["seconds"],
+                    "stored_chunks": stats.get("stored_chunks"), "steps": stats["steps"]})
+        if args.decode:
+            back, dstats = decompress(parse(blob))
+            assert back == data
+            out.update({"decompress_bytes_per_second": dstats["bytes_per_second"],
+                        "decompress_seconds": dstats["seconds"]})
+    out.pop("config")
+    line = json.dumps(out)
+    print(line)
+    if args.log:
+        with open(args.log, "a") as f:
+            f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""The live link: Alice and Bob as two real OS processes over TCP loopback."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from shared.texts import mission_log
+from tests.conftest import ROOT
+
+
+def free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def spawn(*args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARSLINK_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def run_pair(tmp_path, data: bytes, bob_first=True, alice_args=(), bob_args=(), timeout=300):
+    src, out = tmp_path / "in.bin", tmp_path / "out.bin"
+    src.write_bytes(data)
+    ep = free_endpoint()
+    bob_cmd = ["receiver", "listen", "--bind", ep, "--out", str(out), "--stats-json", str(tmp_path / "bob.json"),
+               "--preset", "tiny", "--timeout", "20", *bob_args]
+    alice_cmd = ["sender", "send", str(src), "--connect", ep, "--stats-json", str(tmp_path / "alice.json"),
+                 "--preset", "tiny", "--timeout", "20", *alice_args]
+    first, second = (bob_cmd, alice_cmd) if bob_first else (alice_cmd, bob_cmd)
+    p1 = spawn(*first)
+    time.sleep(1.0)
+    p2 = spawn(*second)
+    o2, e2 = p2.communicate(timeout=timeout)
+    o1, e1 = p1.communicate(timeout=timeout)
+    bob, alice = ((p1, e1), (p2, e2)) if bob_first else ((p2, e2), (p1, e1))
+    return {"bob_rc": bob[0].returncode, "bob_err": bob[1].decode(), "alice_rc": alice[0].returncode,
+            "alice_err": alice[1].decode(), "out": out, "dir": tmp_path}
+
+
+def stats(result, who):
+    return json.loads((result["dir"] / f"{who}.json").read_text())
+
+
+def assert_verified(result, data):
+    assert result["bob_rc"] == 0, result["bob_err"]
+    assert result["alice_rc"] == 0, result["alice_err"]
+    assert result["out"].read_bytes() == data
+    a, b = stats(result, "alice"), stats(result, "bob")
+    assert a["final_digest"] == b["final_digest"]
+    assert b["syncs_checked"] >= 2
+    return a, b
+
+
+def test_100kb_text_bob_first(tmp_path):
+    data = mission_log(100_000)
+    a, b = assert_verified(run_pair(tmp_path, data, bob_first=True), data)
+    assert a["compressed_bytes"] == b["compressed_bytes"] < len(data) / 2
+
+
+def test_binary_file_alice_first(tmp_path):
+    data = np.random.default_rng(3).integers(0, 256, 20_000, dtype=np.uint8).tobytes() + bytes(range(256))
+    assert_verified(run_pair(tmp_path, data, bob_first=False), data)
+
+
+def test_lossy_duplicating_reordering_link_is_still_exact(tmp_path):
+    data = mission_log(12_000)
+    r = run_pair(tmp_path, data, alice_args=["--fault-drop", "0.1", "--fault-dup", "0.1",
+                                             "--fault-reorder", "0.1", "--fault-seed", "4"])
+    a, b = assert_verified(r, data)
+    assert a["frames_resent"] > 0 and b["duplicates"] > 0
+
+
+def assert_refused(result, bob_message, alice_message):
+    assert result["bob_rc"] == 2 and result["alice_rc"] == 2
+    assert result["bob_err"].strip().splitlines()[-1] == bob_message
+    assert result["alice_err"].strip().splitlines()[-1] == alice_message
+    assert sorted(p.name for p in result["dir"].iterdir()) == ["in.bin"]   # no output, no temp files
+
+
+def test_mismatched_configuration_is_refused_at_handshake(tmp_path):
+    r = run_pair(tmp_path, b"hello mars", alice_args=["--seed", "7"])
+    why = ("configuration mismatch in 'seed': Earth has 7, this side has 1; "
+           "start both sides with the same preset and options")
+    assert_refused(r, f"bob: error: {why}", f"alice: error: Mars stopped the stream (config-mismatch): {why}")
+
+
+def test_mismatched_numeric_profile_is_refused_at_handshake(tmp_path):
+    r = run_pair(tmp_path, b"hello mars", bob_args=["--profile", "native"])
+    why = ("numeric profile mismatch in 'profile': Earth has 'portable', this machine has 'native'; "
+           "both sides need the same profile and library build")
+    assert_refused(r, f"bob: error: {why}", f"alice: error: Mars stopped the stream (profile-mismatch): {why}")
+
+
+def test_wrong_protocol_version_is_refused(tmp_path):
+    """A HELLO from a future build: Bob answers with an ERROR frame naming both versions."""
+    import zmq
+    from protocol.frames import Error, Hello, decode, encode
+    ep = free_endpoint()
+    bob = spawn("receiver", "listen", "--bind", ep, "--out", str(tmp_path / "out"), "--preset", "tiny",
+                "--handshake-timeout", "6")
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.connect(ep)
+    wire = bytearray(encode(Hello("x", {}, {}, 1, bytes(32))))
+    wire[2] = 2                                          # the version byte
+    import zlib
+    wire[-4:] = zlib.crc32(bytes(wire[:-4])).to_bytes(4, "little")
+    deadline = time.time() + 30
+    reply = None
+    while reply is None and time.time() < deadline:
+        s.send(bytes(wire))
+        if s.poll(1000):
+            frame = decode(s.recv())
+            if isinstance(frame, Error):
+                reply = frame
+    s.close(0)
+    ctx.term()
+    assert reply is not None and reply.code == "bad-frame"
+    assert reply.message == "peer speaks protocol version 2; this build speaks 1"
+    _, err = bob.communicate(timeout=60)
+    assert bob.returncode == 2
+    assert "peer speaks protocol version 2; this build speaks 1" in err.decode().strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupted_payload_frame_is_caught_by_crc(tmp_path):
+    r = run_pair(tmp_path, mission_log(8000), alice_args=["--fault-corrupt-nth", "5"])
+    assert r["bob_rc"] == 2 and r["alice_rc"] == 2
+    assert "bob: error: corrupted frame from Earth: CRC mismatch in " in r["bob_err"]
+    assert sorted(p.name for p in r["dir"].iterdir()) == ["in.bin"]
+
+
+def test_weight_divergence_is_caught_at_the_next_sync(tmp_path):
+    r = run_pair(tmp_path, mission_log(8000), bob_args=["--fault-perturb-step", "5"])
+    assert r["bob_rc"] == 2 and r["alice_rc"] == 2
+    last = r["bob_err"].strip().splitlines()[-1]
+    assert last.startswith("bob: error: weights diverged at step 8: Earth digest ")
+    assert "Mars stopped the stream (DivergenceError): weights diverged at step 8" in r["alice_err"]
+    assert sorted(p.name for p in r["dir"].iterdir()) == ["in.bin"]
