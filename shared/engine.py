@@ -82,6 +82,8 @@ class Twin:
         self.tokens_done = 0
         self.ideal_bits = 0.0
         self.observer = None      # optional callable(step, t, rows, probs, symbols) for lectures
+        # -log2 p of each token coded in the latest step (NaN where nothing was coded): dashboards
+        self.last_bits = np.full((config.streams, m.chunk), np.nan)
 
     @property
     def n_steps(self) -> int:
@@ -103,6 +105,7 @@ class Twin:
         C, T = self.config.model.context, self.config.model.chunk
         t0 = self.step * T
         chunk_bits, chunk_tokens = 0.0, 0
+        self.last_bits.fill(np.nan)
 
         # 1-2. predict and code, token by token, identically on both sides
         probs = self.model.prime(torch.from_numpy(self._window(t0 - C, t0)))
@@ -114,7 +117,9 @@ class Twin:
                 p = probs.numpy()[rows]
                 symbols = coder.code(quantize(p), self.tokens[rows, pos])
                 self.tokens[rows, pos] = symbols
-                chunk_bits -= float(np.log2(p[np.arange(len(symbols)), symbols].astype(np.float64)).sum())
+                bits = -np.log2(p[np.arange(len(symbols)), symbols].astype(np.float64))
+                self.last_bits[rows, t] = bits
+                chunk_bits += float(bits.sum())
                 chunk_tokens += len(symbols)
                 if self.observer is not None:
                     self.observer(self.step, t, rows, p, symbols)
