@@ -233,29 +233,34 @@ class Hello:
 
 @dataclass(frozen=True)
 class Welcome:
-    """Bob -> Alice: handshake accepted; start sending at next_seq (0 for a new stream).
+    """Bob -> Alice: handshake accepted; start sending at next_seq (0 for a new session).
 
-    Body: stream_id (u16 len + UTF-8) | next_seq u64.
+    resume_offset is how many bytes of the coded stream Bob already holds (0 for a new
+    stream): Alice resumes by offset and never resends them.
+
+    Body: stream_id (u16 len + UTF-8) | next_seq u64 | resume_offset u64.
     """
 
     KIND: ClassVar[Kind] = Kind.WELCOME
-    FIXED: ClassVar[struct.Struct] = struct.Struct("<Q")
+    FIXED: ClassVar[struct.Struct] = struct.Struct("<QQ")
     stream_id: str
     next_seq: int = 0
+    resume_offset: int = 0
 
     def __post_init__(self):
         _text(self.KIND, "stream_id", self.stream_id, MAX_STREAM_ID_CHARS, r"[^\x00-\x1f\x7f]+")
         _u64(self.KIND, "next_seq", self.next_seq)
+        _u64(self.KIND, "resume_offset", self.resume_offset)
 
     def _put(self, w: _Writer) -> None:
         w.text("stream_id", self.stream_id)
-        w.pack(self.FIXED, self.next_seq)
+        w.pack(self.FIXED, self.next_seq, self.resume_offset)
 
     @classmethod
     def _get(cls, r: _Reader) -> Welcome:
         stream_id = r.text("stream_id")
-        (next_seq,) = r.unpack(cls.FIXED, "next_seq")
-        return cls(stream_id, next_seq)
+        next_seq, resume_offset = r.unpack(cls.FIXED, "next_seq+resume_offset")
+        return cls(stream_id, next_seq, resume_offset)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,7 @@ from .frames import (
     encode,
     one_line,
 )
+from .security import CurveKeys, HandshakeWatch, Refusals, ZapHandler
 
 WIRE_SLACK = 64 * 1024  # socket-level cap is a bit above ours, so oversize gets a clear FrameError
 LogFn = Optional[Callable[[str], None]]
@@ -106,6 +107,7 @@ class LinkSettings:
     handshake_timeout_s: float = 30.0  # waiting for WELCOME / HELLO
     linger_ms: int = 500  # how long close() may spend flushing
     fault: Optional[FaultPlan] = None
+    curve: Optional[CurveKeys] = None  # CurveZMQ encryption + allow-list (protocol/security.py); None = plain
 
 
 class LinkError(Exception):
@@ -118,6 +120,19 @@ class PeerLost(LinkError):
 
 class HandshakeTimeout(PeerLost):
     """No HELLO (Bob) / WELCOME (Alice) within handshake_timeout_s."""
+
+
+class AuthFailed(LinkError):
+    """Alice: Mars turned us away in the ZeroMQ security handshake (key not allowed, or
+    one side encrypts and the other does not). Final: reconnecting would not help."""
+
+
+class Reconnected(LinkError):
+    """Our sender came back as a new connection (a restarted process) for the same stream."""
+
+    def __init__(self, identity: bytes, hello: "Hello"):
+        super().__init__(f"Earth reconnected for stream {hello.stream_id!r}")
+        self.identity, self.hello = identity, hello
 
 
 class PeerError(LinkError):
@@ -201,6 +216,8 @@ class _Link:
             self._sock.setsockopt(opt, value)
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
+        self._guards: list = []  # security sockets (ZAP handler, handshake monitor), served in _pump
+        self.refusals = Refusals(log)  # connections turned away in the security handshake (Bob)
         self._slice = max(0.001, min(settings.heartbeat_s, settings.retransmit_s, settings.timeout_s) / 4)
         self._last_heard = self._last_sent = time.monotonic()
         self._live = False  # liveness is judged only once the handshake is done
@@ -214,6 +231,21 @@ class _Link:
     def _has_backlog(self) -> bool:
         """True while we still hold frames to deliver: silence is not judged until they are out."""
         return False
+
+    def _secure(self, role: str) -> None:
+        """CURVE options, Bob's allow-list and the handshake monitor: before bind/connect."""
+        keys = self.settings.curve
+        try:
+            if keys is not None:
+                keys.apply(self._sock, server=role == "bob")
+                if role == "bob":  # without a ZAP handler, CURVE would admit any client
+                    self._guards.append(ZapHandler(self._ctx, keys.allow_dir, self.refusals))
+            self._guards.append(HandshakeWatch(self._sock, role, keys, self.refusals))
+        except BaseException:
+            self.close()
+            raise
+        for guard in self._guards:
+            self._poller.register(guard.socket, zmq.POLLIN)
 
     def _attach(self, how: Callable[[str], None], endpoint: str, what: str) -> None:
         """bind/connect, turning a ZMQError into a clear LinkError without leaking the context."""
@@ -231,7 +263,13 @@ class _Link:
         """Wait up to timeout_s for traffic, handle everything queued, then run timers."""
         if self._closed:
             raise LinkError("link is closed")
-        if self._poller.poll(math.ceil(max(0.0, timeout_s) * 1000)):
+        ready = dict(self._poller.poll(math.ceil(max(0.0, timeout_s) * 1000)))
+        for guard in self._guards:
+            if guard.socket in ready:
+                failure = guard.service()
+                if failure:
+                    raise AuthFailed(failure)
+        if ready:
             for _ in range(10_000):  # bounded, so a flood cannot starve the timers forever
                 try:
                     parts = self._sock.recv_multipart(zmq.NOBLOCK)
@@ -262,6 +300,8 @@ class _Link:
         """Close the socket (flushing for at most linger_ms) and terminate the context. Idempotent."""
         if not self._closed:
             self._closed = True
+            for guard in self._guards:
+                guard.close()
             self._sock.close(linger=self.settings.linger_ms)
             self._ctx.term()
 
@@ -280,6 +320,7 @@ class AliceLink(_Link):
         self.endpoint = endpoint
         # A fixed identity survives reconnects, so Bob still recognises us afterwards.
         self._sock.setsockopt(zmq.ROUTING_ID, b"alice-" + os.urandom(8).hex().encode())
+        self._secure("alice")
         self._attach(self._sock.connect, endpoint, "Earth cannot connect to")
         self.stats = AliceStats()
         self._hello: Optional[Hello] = None
@@ -423,6 +464,7 @@ class BobLink(_Link):
     def __init__(self, bind: str, settings: Optional[LinkSettings] = None, log: LogFn = None):
         super().__init__(zmq.ROUTER, settings or LinkSettings(), log)
         self._sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting Alice takes over her identity
+        self._secure("bob")
         self._attach(self._sock.bind, bind, "Mars cannot listen on")
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.stats = BobStats()
@@ -452,11 +494,18 @@ class BobLink(_Link):
 
         def timeout():
             why = f" (last rejected message: {self.last_bad_frame})" if self.last_bad_frame else ""
+            why += self.refusals.summary()
             return HandshakeTimeout(
                 f"no HELLO from Earth on {self.endpoint} within {t:.1f} s; is the sender running and pointed here?{why}"
             )
 
         self._wait(lambda: self._hello is not None, time.monotonic() + t, timeout)
+        return self._hello
+
+    def readmit(self, reconnected: "Reconnected") -> Hello:
+        """Take a restarted sender as our peer (after Reconnected); call welcome() next."""
+        self._reset()
+        self._peer, self._hello = reconnected.identity, reconnected.hello
         return self._hello
 
     def welcome(self, welcome: Welcome) -> None:
@@ -554,6 +603,8 @@ class BobLink(_Link):
                 self.stats.strangers += 1
             return
         if identity != self._peer:
+            if isinstance(frame, Hello) and self._hello is not None and frame.stream_id == self._hello.stream_id:
+                raise Reconnected(identity, frame)  # a restarted Alice: the caller decides (readmit)
             self.stats.strangers += 1
             self._log(f"ignoring {frame.KIND.name} from a stranger")
             return

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from shared import numeric
-from shared.cli import check_output, progress, read_input, run_main, write_atomic, write_stats
+from shared.cli import check_output, keygen_command, progress, read_input, run_main, write_atomic, write_stats
 
 
 def parser() -> argparse.ArgumentParser:
@@ -32,16 +32,34 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--handshake-timeout", type=float, default=600.0, help="seconds to wait for a sender")
     ls.add_argument("--window", type=int, default=32, help="frames buffered (credit)")
     ls.add_argument("--insecure", action="store_true", help="allow plain text on a non-loopback address")
+    ls.add_argument("--curve-secret", metavar="PATH", help="encrypt (CurveZMQ) with Mars's key, e.g. keys/mars.key_secret")
+    ls.add_argument("--allow", metavar="DIR", help="with --curve-secret: admit only senders whose public key "
+                    "(NAME.key) is in DIR")
     ls.add_argument("--stats-json", metavar="PATH", help="write run statistics as JSON")
     ls.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    ls.add_argument("--checkpoint-every", type=int, default=16, help="steps between checkpoints")
     ls.add_argument("--fault-perturb-step", type=int, default=None, help=argparse.SUPPRESS)
+    from shared.dashboard import add_display_options
+    add_display_options(ls)
+    k = sub.add_parser("keygen", help="make Mars's CurveZMQ key pair in DIR: NAME.key (public), NAME.key_secret")
+    k.add_argument("dir")
+    k.add_argument("--name", default="mars", help="file name stem (default: %(default)s)")
     return ap
 
 
+def _chain(*callbacks):
+    """One callback that calls each of `callbacks` in turn."""
+    def call(*a):
+        for cb in callbacks:
+            cb(*a)
+    return call
+
+
 def listen_command(args) -> int:
-    from shared.cli import check_endpoint
+    from shared.cli import check_endpoint, curve_keys
     from shared.config import preset
-    check_endpoint(args.bind, args.insecure, "bind")
+    curve = curve_keys("bind", args.curve_secret, args.allow)
+    check_endpoint(args.bind, args.insecure, "bind", encrypted=curve is not None)
     check_output(args.out)
     if args.stats_json:
         check_output(args.stats_json)
@@ -51,26 +69,40 @@ def listen_command(args) -> int:
     from receiver.stream import receive_stream
 
     settings = LinkSettings(window=args.window, timeout_s=args.timeout,
-                            handshake_timeout_s=args.handshake_timeout)
+                            handshake_timeout_s=args.handshake_timeout, curve=curve)
     if not args.quiet:
         print(f"bob: listening on {args.bind}", file=sys.stderr, flush=True)
     bar = {}
 
     def on_hello(hello):
         bar["total"] = hello.total_length
+        if not args.quiet:
+            print(f"bob: receiving stream {hello.stream_id!r} ({hello.total_length:,} bytes)",
+                  file=sys.stderr, flush=True)
 
-    with progress("Mars: receiving", 1, False) as _:
+    from shared.dashboard import dashboard_for
+    dash = dashboard_for(args, "mars", args.bind, file=sys.stderr if args.out == "-" else None,
+                         out_path=None if args.out == "-" else args.out)
+    with dash:
+        on_hello = _chain(on_hello, dash.on_hello)
         config = preset(args.preset)
         if args.seed is not None:
             import dataclasses
             config = dataclasses.replace(config, seed=args.seed)
         stats = receive_stream(args.bind, config, args.out, settings, on_hello=on_hello,
-                               perturb_step=args.fault_perturb_step)
+                               on_step=dash.on_step, telemetry=dash.telemetry, log=_log,
+                               perturb_step=args.fault_perturb_step, checkpoint_every=args.checkpoint_every)
+        dash.finish(stats)
     write_stats(args.stats_json, stats)
-    if not args.quiet:
+    if not args.quiet and dash.mode != "dashboard":
         print(f"bob: verified {stats['input_bytes']:,} bytes (SHA-256 ok, {stats['syncs_checked']} digests "
               f"matched), final digest {stats['final_digest'][:16]}", file=sys.stderr)
     return 0
+
+
+def _log(message: str) -> None:
+    """Link events worth an operator's eye (refused senders, rejected messages): one line each."""
+    print(f"bob: {message}", file=sys.stderr, flush=True)
 
 
 def decompress_command(args) -> int:
@@ -100,5 +132,6 @@ def decompress_command(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    commands = {"decompress": decompress_command, "listen": listen_command}
+    commands = {"decompress": decompress_command, "listen": listen_command,
+                "keygen": lambda a: keygen_command("bob", a.dir, a.name)}
     return run_main("bob", lambda: commands[args.command](args))

@@ -2,23 +2,32 @@
 
 The decoder pulls bytes from the link whenever it needs more (ByteSource.refill), so Bob's
 twin simply waits for Alice's frames. Output is written only after every check has passed.
+
+Resume (the ZeroMQ Guide's "resume by offset"): every coded byte Bob receives is appended to
+`<out>.partial/stream.bin`, and every `checkpoint_every` steps the twin and the decoder are
+checkpointed there. A restarted Bob reloads the checkpoint, replays the bytes he already
+holds, and tells Alice (WELCOME.resume_offset) where to continue; a restarted Alice is taken
+back the same way without Bob losing his place.
 """
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import time
 from typing import Callable
 
 from protocol.frames import Data, Done, End, FrameError, Sync, Welcome
-from protocol.link import BobLink, LinkSettings, PeerError, PeerLost
-from shared import numeric
+from protocol.link import BobLink, LinkSettings, PeerError, PeerLost, Reconnected
+from shared import checkpoint, numeric
 from shared.cli import write_atomic
 from shared.coder import ByteSource, ChunkDecoder
-from shared.config import RunConfig, require_same
+from shared.config import MAX_LENGTH, RunConfig, require_same
 from shared.engine import SyncLedger, Twin
+from shared.telemetry import Telemetry
 from shared.errors import ChecksumError, ConfigMismatch, FormatError, LinkFailure, MarslinkError, ProfileError
 
-MAX_STREAM_BYTES = 1 << 34        # 16 GiB: a declared length beyond this is refused, not allocated
+MAX_STREAM_BYTES = MAX_LENGTH     # a declared length beyond this is refused, not allocated
 
 ERROR_CODES = {ConfigMismatch: "config-mismatch", ProfileError: "profile-mismatch"}
 
@@ -34,29 +43,81 @@ def check_hello(hello, config: RunConfig) -> RunConfig:
     return theirs
 
 
+class Spool:
+    """Bob's partial stream on disk, beside the output: <out>.partial/{meta.json,stream.bin,checkpoint.pt}."""
+
+    def __init__(self, out_path: str):
+        self.dir = os.path.abspath(out_path) + ".partial"
+        self.stream = None
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def open(self, hello) -> dict | None:
+        """Open (or create) the spool for this stream; returns the saved checkpoint, if any."""
+        meta = {"stream_id": hello.stream_id, "sha256": hello.sha256.hex(), "length": hello.total_length,
+                "config": hello.config}
+        if os.path.isdir(self.dir):
+            saved = checkpoint.read_json(self.path("meta.json")) if os.path.exists(self.path("meta.json")) else None
+            if saved is not None and saved != meta:
+                raise FormatError(f"{self.dir} holds a partial stream {saved.get('stream_id')!r} of another input; "
+                                  f"remove it or choose another --out")
+        else:
+            os.makedirs(self.dir)
+        if not os.path.exists(self.path("meta.json")):
+            checkpoint.write_json(self.path("meta.json"), meta)
+        self.stream = open(self.path("stream.bin"), "ab")
+        return checkpoint.load(self.path("checkpoint.pt")) if os.path.exists(self.path("checkpoint.pt")) else None
+
+    def held(self) -> int:
+        return self.stream.tell()
+
+    def read_from(self, offset: int) -> bytes:
+        with open(self.path("stream.bin"), "rb") as f:
+            f.seek(offset)
+            return f.read()
+
+    def append(self, data: bytes) -> None:
+        self.stream.write(data)
+        self.stream.flush()
+
+    def save(self, state: dict) -> None:
+        os.fsync(self.stream.fileno())       # the checkpoint may only refer to bytes on disk
+        checkpoint.save(self.path("checkpoint.pt"), state)
+
+    def remove(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSettings,
                    on_step: Callable | None = None, on_hello: Callable | None = None,
-                   log=None, perturb_step: int | None = None) -> dict:
+                   log=None, perturb_step: int | None = None, checkpoint_every: int = 16,
+                   telemetry=None) -> dict:
     with BobLink(bind, settings, log=log) as link:
         try:
             hello = link.accept()
         except PeerLost as e:
             raise LinkFailure(str(e)) from None
         started = time.perf_counter()
+        spool = Spool(out_path)
         try:
             check_hello(hello, config)
+            saved = spool.open(hello)
         except MarslinkError as e:
             link.refuse(ERROR_CODES.get(type(e), "refused"), str(e))
             raise
         if on_hello:
             on_hello(hello)
-        link.welcome(Welcome(hello.stream_id, 0))
         try:
-            return _receive(link, hello, config, out_path, started, on_step, perturb_step)
+            session = _Session(link, hello, config, spool, saved, perturb_step, checkpoint_every)
+            session.telemetry = telemetry if telemetry is not None else Telemetry()   # curves for the report
+            stats = session.run(out_path, on_step)
         except PeerError as e:
             raise LinkFailure(f"Earth stopped the stream ({e.code}): {e.message}") from None
         except PeerLost as e:
-            raise LinkFailure(str(e)) from None
+            raise LinkFailure(f"{e} (partial stream kept in {spool.dir} for resume)") from None
         except FrameError as e:
             link.abort("bad-frame", str(e))
             raise LinkFailure(f"corrupted frame from Earth: {e}; nothing was written") from None
@@ -64,64 +125,131 @@ def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSe
             link.abort(type(e).__name__, str(e))
             raise
         except KeyboardInterrupt:
-            link.abort("interrupted", "Mars was interrupted; nothing was written")
+            link.abort("interrupted", "Mars was interrupted; its partial stream is kept for resume")
             raise
+        finally:
+            if spool.stream is not None:
+                spool.stream.close()
+        spool.remove()
+        stats["seconds"] = time.perf_counter() - started
+        stats["bytes_per_second"] = stats["input_bytes"] / stats["seconds"] if stats["seconds"] else 0.0
+        return stats
 
 
-def _receive(link: BobLink, hello, config, out_path, started, on_step, perturb_step) -> dict:
-    twin = Twin(config, hello.total_length)
-    ledger = SyncLedger("Earth")
-    state = {"end": None, "offset": 0}
+class _Session:
+    """One stream on Bob's side, across any number of sender reconnections."""
 
-    def refill(source: ByteSource) -> bool:
+    telemetry = None
+
+    def __init__(self, link: BobLink, hello, config, spool: Spool, saved, perturb_step, checkpoint_every):
+        self.link, self.hello, self.config, self.spool = link, hello, config, spool
+        self.perturb_step, self.checkpoint_every = perturb_step, checkpoint_every
+        self.twin = Twin(config, hello.total_length)
+        self.ledger = SyncLedger("Earth")
+        self.end: End | None = None
+        self.reconnects = 0
+        self.resent_bytes = 0             # payload bytes that arrived again (after a restart), across restarts
+        self.link.welcome(Welcome(hello.stream_id, 0, self.spool.held()))
+        if saved is None:
+            self.ledger.receiver(0, self.twin.digest())
+            self.source = ByteSource(refill=self._refill)
+            self.decoder = ChunkDecoder(self.source)
+            self.resumed_from = None
+        else:
+            self.twin.load_state_dict(saved["twin"])
+            self.ledger.ours = {int(k): v for k, v in saved["ours"].items()}
+            consumed = saved["decoder"][-1]
+            self.source = ByteSource(spool.read_from(consumed), refill=self._refill, base=consumed)
+            self.decoder = ChunkDecoder(self.source, saved["decoder"])
+            self.decoder.stored_chunks = saved["stored_chunks"]
+            self.resent_bytes = saved.get("resent_bytes", 0)
+            self.resumed_from = self.twin.step
+
+    # -- the link, with sender reconnections handled in one place ---------------------------
+    def _readmit(self, hello):
+        if (hello.sha256, hello.total_length, hello.config) != (self.hello.sha256, self.hello.total_length,
+                                                                self.hello.config):
+            self.link.refuse("refused", "a different stream is already in progress here")
+            raise LinkFailure(f"a sender came back with a different stream {hello.stream_id!r}")
+        numeric.compare(numeric.fingerprint(), hello.fingerprint, "Earth")
+        self.reconnects += 1
+        self.link.welcome(Welcome(hello.stream_id, 0, self.spool.held()))
+
+    def _guarded(self, call):
+        while True:
+            try:
+                return call()
+            except Reconnected as r:             # a restarted Alice: carry on where we are
+                self._readmit(self.link.readmit(r))
+            except PeerLost:                     # Alice went quiet: wait for her to come back
+                try:
+                    self._readmit(self.link.accept())
+                except PeerLost as e:
+                    raise PeerLost(str(e)) from None
+
+    def _refill(self, source: ByteSource) -> bool:
         """Called by the decoder when it needs more coded bytes: wait for the next frame."""
-        while state["end"] is None:
-            frame = link.next_frame()
+        while self.end is None:
+            frame = self._guarded(self.link.next_frame)
             if isinstance(frame, Data):
-                if frame.byte_offset != state["offset"]:
+                held = self.spool.held()
+                if frame.byte_offset > held:
                     raise FormatError(f"DATA frame seq {frame.seq} starts at byte {frame.byte_offset}, "
-                                      f"expected {state['offset']}")
-                state["offset"] += len(frame.payload)
-                source.feed(frame.payload)
-                return True
-            if isinstance(frame, Sync):
-                ledger.sender(frame.step, frame.digest.hex())
+                                      f"but only {held} bytes arrived before it")
+                fresh = frame.payload[held - frame.byte_offset:]
+                self.resent_bytes += len(frame.payload) - len(fresh)
+                if fresh:
+                    self.spool.append(fresh)
+                    source.feed(fresh)
+                    return True
+            elif isinstance(frame, Sync):
+                self.ledger.sender(frame.step, frame.digest.hex())
             elif isinstance(frame, End):
-                state["end"] = frame
+                self.end = frame
         return False
 
-    source = ByteSource(refill=refill)
-    ledger.receiver(0, twin.digest())
-    decoder = ChunkDecoder(source)
-    while not twin.finished:
-        report = twin.advance(decoder)
-        if perturb_step is not None and report.step == perturb_step:   # fault injection for tests
-            with __import__("torch").no_grad():
-                next(twin.model.parameters()).view(-1)[0] += 1e-6
-        if report.digest is not None:
-            ledger.receiver(report.step, report.digest)
-        link.poll()
-        if on_step:
-            on_step(twin, report, link)
-    while state["end"] is None:                 # drain: trailing bytes, last SYNC, END
-        refill(source)
-    end: End = state["end"]
-    if ledger.unmatched():
-        raise FormatError(f"no matching digests for steps {ledger.unmatched()[:3]}: stream incomplete")
-    if end.total_payload_bytes != state["offset"]:
-        raise FormatError(f"END says {end.total_payload_bytes} payload bytes, received {state['offset']}")
-    data = twin.output()
-    sha = hashlib.sha256(data).digest()
-    if sha != end.sha256 or sha != hello.sha256:
-        raise ChecksumError("decoded data does not match the original's SHA-256; nothing was written")
-    write_atomic(out_path, data)
-    final = twin.digest()
-    link.done(Done(sha, final))
-    seconds = time.perf_counter() - started
-    return {"input_bytes": len(data), "compressed_bytes": state["offset"], "payload_bytes": state["offset"],
-            "ideal_bits": twin.ideal_bits, "seconds": seconds,
-            "bytes_per_second": len(data) / seconds if seconds else 0.0, "steps": twin.step,
-            "final_digest": final, "syncs_checked": ledger.checked, "stored_chunks": decoder.stored_chunks,
-            "frames_received": link.stats.frames_received, "duplicates": link.stats.duplicates,
-            "out_of_order": link.stats.out_of_order, "preset": config.preset,
-            "profile": numeric.active().name, "stream_id": hello.stream_id}
+    def _checkpoint(self):
+        self.spool.save({"twin": self.twin.state_dict(), "decoder": self.decoder.ad.state(),
+                         "stored_chunks": self.decoder.stored_chunks, "resent_bytes": self.resent_bytes,
+                         "ours": {str(k): v for k, v in self.ledger.ours.items()}})
+
+    def run(self, out_path: str, on_step) -> dict:
+        twin = self.twin
+        while not twin.finished:
+            report = twin.advance(self.decoder)
+            if self.perturb_step is not None and report.step == self.perturb_step:   # fault injection (tests)
+                with __import__("torch").no_grad():
+                    next(twin.model.parameters()).view(-1)[0] += 1e-6
+            if report.digest is not None:
+                self.ledger.receiver(report.step, report.digest)
+            if report.step % self.checkpoint_every == 0:
+                self._checkpoint()
+            self._guarded(self.link.poll)
+            if self.telemetry is not None:
+                self.telemetry.record(twin, report, self.spool.held(), syncs_checked=self.ledger.checked,
+                                      last_matched_step=self.ledger.last_step)
+            if on_step:
+                on_step(twin, report, self.link)
+        while self.end is None:                 # drain: trailing bytes, last SYNC, END
+            self._refill(self.source)
+        if self.ledger.unmatched():
+            raise FormatError(f"no matching digests for steps {self.ledger.unmatched()[:3]}: stream incomplete")
+        if self.end.total_payload_bytes != self.spool.held():
+            raise FormatError(f"END says {self.end.total_payload_bytes} payload bytes, received {self.spool.held()}")
+        data = twin.output()
+        sha = hashlib.sha256(data).digest()
+        if sha != self.end.sha256 or sha != self.hello.sha256:
+            raise ChecksumError("decoded data does not match the original's SHA-256; nothing was written")
+        write_atomic(out_path, data)
+        final = twin.digest()
+        self.link.done(Done(sha, final))
+        stats = self.link.stats
+        return {"input_bytes": len(data), "compressed_bytes": self.spool.held(),
+                "payload_bytes": self.spool.held(), "ideal_bits": twin.ideal_bits, "steps": twin.step,
+                "final_digest": final, "syncs_checked": self.ledger.checked,
+                "stored_chunks": self.decoder.stored_chunks, "frames_received": stats.frames_received,
+                "duplicates": stats.duplicates, "out_of_order": stats.out_of_order,
+                "sender_reconnects": self.reconnects, "resent_bytes": self.resent_bytes, "resumed_from_step": self.resumed_from,
+                "preset": self.config.preset, "profile": numeric.active().name,
+                "stream_id": self.hello.stream_id,
+                **(self.telemetry.stats() if self.telemetry is not None else {})}

@@ -19,6 +19,8 @@ Prototypes of engine changes (estimate mode only; they are not in the engine):
   --schedule warmup:N     linear learning-rate warmup over the first N steps
   --schedule cosine:F     lr decays along a cosine to F*lr at the end of the file
   --schedule inv:K        lr * 1/sqrt(1 + step/K)
+  --tied                  output layer shares the token embedding's weights (wte[:256])
+  --replay N              after each step, N extra steps on random earlier windows (same shape)
 Every run prints one JSON line (and appends it to --log if given).
 """
 from __future__ import annotations
@@ -80,7 +82,24 @@ def lr_factor(schedule: str | None, step: int, n_steps: int) -> float:
     raise SystemExit(f"unknown schedule {schedule!r}")
 
 
-def estimate(data: bytes, cfg, schedule: str | None = None, report_every: int = 0):
+def tie_embeddings(model):
+    """Prototype: lm_head uses wte.weight[:256] (the PAD row stays input-only)."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class TiedHead(nn.Module):
+        def __init__(self, wte):
+            super().__init__()
+            self._wte = [wte]          # a list: not registered as a submodule (no double parameters)
+
+        def forward(self, x):
+            return F.linear(x, self._wte[0].weight[:256])
+    model.lm_head = TiedHead(model.wte)
+    return model
+
+
+def estimate(data: bytes, cfg, schedule: str | None = None, report_every: int = 0, tied: bool = False,
+             replay: int = 0):
     """Bits from the (pre-update) training forward on every chunk, then the same update as _learn."""
     import numpy as np
     import torch
@@ -88,9 +107,14 @@ def estimate(data: bytes, cfg, schedule: str | None = None, report_every: int = 
     from shared.config import VOCAB
     from shared.engine import Twin
 
+    from shared.model import make_optimizer
     twin = Twin(cfg, len(data), data)
+    if tied:
+        tie_embeddings(twin.model)
+        twin.opt = make_optimizer(twin.model, cfg.train)
     C, T = cfg.model.context, cfg.model.chunk
     tc = cfg.train
+    rng = np.random.Generator(np.random.PCG64(cfg.seed + 99))
     base_lr = [g["lr"] for g in twin.opt.param_groups]
     bits_total, curve = 0.0, []
     for step in range(twin.n_steps):
@@ -128,6 +152,21 @@ def estimate(data: bytes, cfg, schedule: str | None = None, report_every: int = 
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(twin.model.parameters(), tc.grad_clip, foreach=False)
             twin.opt.step()
+        for _ in range(replay if step > 0 else 0):
+            s0 = int(rng.integers(0, step)) * T          # an earlier chunk, same shape as now
+            w = twin._window(s0 - C, s0 + T)
+            rt = w[:, 1:].copy()
+            v = twin.layout.active[:, max(s0 - C + 1, 0):s0 + T]
+            mk = np.zeros_like(rt, dtype=bool)
+            mk[:, rt.shape[1] - v.shape[1]:] = v
+            rt[~mk] = -1
+            loss = F.cross_entropy(twin.model(torch.from_numpy(w[:, :-1])).reshape(-1, VOCAB),
+                                   torch.from_numpy(rt).reshape(-1), ignore_index=-1)
+            twin.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(twin.model.parameters(), tc.grad_clip, foreach=False)
+            twin.opt.step()
         if report_every and (step + 1) % report_every == 0:
             done = min(len(data), int(twin.layout.lens.clip(max=t0 + T).sum()))
             curve.append((done, bits_total / done))
@@ -148,6 +187,8 @@ def main(argv=None):
     ap.add_argument("--decode", action="store_true", help="real mode: also decompress and time it")
     ap.add_argument("--profile", default="portable", choices=("portable", "native"))
     ap.add_argument("--schedule", default=None, help="estimate mode: lr schedule prototype")
+    ap.add_argument("--tied", action="store_true", help="estimate mode: tied embeddings prototype")
+    ap.add_argument("--replay", type=int, default=0, help="estimate mode: replay steps per step prototype")
     ap.add_argument("--report-every", type=int, default=0, help="estimate mode: print bpb every N steps")
     ap.add_argument("--log", default=None, help="append the JSON result line to this file")
     ap.add_argument("--tag", default="")
@@ -162,16 +203,16 @@ def main(argv=None):
         data = data[:args.bytes]
     cfg = apply_overrides(preset(args.preset), args.set)
     out = {"tag": args.tag, "file": Path(args.file).name, "bytes": len(data), "mode": args.mode,
-           "profile": args.profile, "preset": args.preset, "set": args.set, "schedule": args.schedule,
+           "profile": args.profile, "preset": args.preset, "set": args.set, "schedule": args.schedule, "tied": args.tied, "replay": args.replay,
            "params": n_params(cfg), "config": cfg.to_dict()}
     started = time.perf_counter()
     if args.mode == "estimate":
-        out.update(estimate(data, cfg, args.schedule, args.report_every))
+        out.update(estimate(data, cfg, args.schedule, args.report_every, args.tied, args.replay))
         out["seconds"] = time.perf_counter() - started
         out["bytes_per_second_estimate_mode"] = len(data) / out["seconds"]
     else:
-        if args.schedule:
-            raise SystemExit("--schedule is a prototype for --mode estimate only")
+        if args.schedule or args.tied or args.replay:
+            raise SystemExit("--schedule, --tied and --replay are prototypes for --mode estimate only")
         from shared.codec import compress, decompress
         from shared.container import parse
         blob, stats = compress(data, cfg)

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from shared import numeric
-from shared.cli import check_output, progress, read_input, run_main, write_atomic, write_stats
+from shared.cli import check_output, keygen_command, progress, read_input, run_main, write_atomic, write_stats
 from shared.config import PRESETS, preset
 
 
@@ -32,8 +32,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("input")
     s.add_argument("--connect", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5555")
     s.add_argument("--stream-id", default=None, help="name of this stream (default: from the input's hash)")
+    s.add_argument("--state-dir", default=None, help="where Earth keeps checkpoints for resume "
+                   "(default: ~/.cache/marslink/earth)")
+    s.add_argument("--checkpoint-every", type=int, default=16, help="steps between checkpoints")
     _link_options(s)
+    s.add_argument("--retransmit", type=float, default=None, metavar="S",
+                   help="seconds without ACK progress before resending (default 2; over a slow link "
+                        "make it longer than the round trip)")
+    from shared.dashboard import add_display_options
+    add_display_options(s)
     _common(s)
+    k = sub.add_parser("keygen", help="make Earth's CurveZMQ key pair in DIR: NAME.key (public), NAME.key_secret")
+    k.add_argument("dir")
+    k.add_argument("--name", default="earth", help="file name stem (default: %(default)s)")
     return ap
 
 
@@ -42,33 +53,43 @@ def _link_options(p: argparse.ArgumentParser):
     p.add_argument("--handshake-timeout", type=float, default=60.0, help="seconds to wait for the peer to appear")
     p.add_argument("--window", type=int, default=32, help="frames in flight (credit)")
     p.add_argument("--insecure", action="store_true", help="allow plain text to a non-loopback address")
+    p.add_argument("--curve-secret", metavar="PATH", help="encrypt (CurveZMQ) with Earth's key, e.g. keys/earth.key_secret")
+    p.add_argument("--server-key", metavar="PATH", help="Mars's public key for encryption, e.g. keys/mars.key")
     for name in ("drop", "dup", "reorder"):   # fault injection on the sending path, for tests
         p.add_argument(f"--fault-{name}", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--fault-corrupt-nth", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--fault-seed", type=int, default=0, help=argparse.SUPPRESS)
 
 
-def link_settings(args):
+def link_settings(args, curve=None):
     from protocol.link import FaultPlan, LinkSettings
     faults = FaultPlan(args.fault_drop, args.fault_dup, args.fault_reorder, args.fault_seed, args.fault_corrupt_nth)
     return LinkSettings(window=args.window, timeout_s=args.timeout, handshake_timeout_s=args.handshake_timeout,
-                        fault=faults if faults != FaultPlan() else None)
+                        fault=faults if faults != FaultPlan() else None, curve=curve)
 
 
 def send_command(args) -> int:
-    from shared.cli import check_endpoint
+    from shared.cli import check_endpoint, curve_keys
     data = read_input(args.input)
-    check_endpoint(args.connect, args.insecure, "connect")
+    curve = curve_keys("connect", args.curve_secret, args.server_key)
+    check_endpoint(args.connect, args.insecure, "connect", encrypted=curve is not None)
     if args.stats_json:
         check_output(args.stats_json)
     numeric.activate(args.profile, args.threads)
     from sender.stream import send_stream
+    from shared.dashboard import dashboard_for
 
-    with progress("Earth: sending", len(data), not args.quiet) as update:
-        stats = send_stream(data, run_config(args), args.connect, link_settings(args), args.stream_id,
-                            lambda twin, r, link: update(r.tokens_done, twin.ideal_bits))
+    settings = link_settings(args, curve)
+    if args.retransmit is not None:
+        settings.retransmit_s = args.retransmit
+    dash = dashboard_for(args, "earth", args.connect, total_bytes=len(data))   # dashboard / plain lines / quiet
+    with dash:
+        stats = send_stream(data, run_config(args), args.connect, settings, args.stream_id, dash.on_step,
+                            state_dir=args.state_dir, checkpoint_every=args.checkpoint_every,
+                            telemetry=dash.telemetry)
+        dash.finish(stats)
     write_stats(args.stats_json, stats)
-    if not args.quiet:
+    if not args.quiet and dash.mode != "dashboard":
         print(f"alice: sent {stats['input_bytes']:,} bytes as {stats['compressed_bytes']:,} "
               f"({stats['compressed_bytes'] * 8 / max(stats['input_bytes'], 1):.3f} bits/byte); "
               f"Mars verified it, final digest {stats['final_digest'][:16]}", file=sys.stderr)
@@ -110,5 +131,6 @@ def compress_command(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    commands = {"compress": compress_command, "send": send_command}
+    commands = {"compress": compress_command, "send": send_command,
+                "keygen": lambda a: keygen_command("alice", a.dir, a.name)}
     return run_main("alice", lambda: commands[args.command](args))

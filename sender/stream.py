@@ -1,76 +1,187 @@
 """Alice's side of a live stream: drive the twin, ship its bytes and digests over the link.
 
-All lockstep logic is in shared.engine.Twin; this file only decides what goes in which frame.
+All lockstep logic is in shared.engine.Twin; this file only decides what goes in which frame,
+and how to pick up again after either side was restarted:
+
+  resume by offset   Bob's WELCOME says how many coded bytes he already holds (R). Alice
+                     rewinds her twin to her latest checkpoint that had emitted at most R bytes
+                     (or to the start: the initial state is deterministic), codes forward, and
+                     sends only bytes from R on. Re-coding costs time, never bits on the wire.
+  reconnect          if Mars goes silent, Alice keeps her place and handshakes again until
+                     Mars is back or `handshake_timeout_s` has passed.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
+import os
+import shutil
 import time
 from typing import Callable
 
 from protocol.frames import Data, End, FrameError, Hello, Sync
-from protocol.link import AliceLink, LinkSettings, PeerError, PeerLost
-from shared import numeric
+from protocol.link import AliceLink, AuthFailed, LinkSettings, PeerError, PeerLost
+from shared import checkpoint, numeric
 from shared.coder import ChunkEncoder
 from shared.config import RunConfig
 from shared.engine import Twin
 from shared.errors import LinkFailure, MarslinkError
+from shared.telemetry import Telemetry
 
 MAX_PAYLOAD = 256 * 1024          # split a step's bytes into frames no larger than this
+KEEP_CHECKPOINTS = 4
+
+
+def default_state_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "marslink", "earth")
+
+
+class Checkpoints:
+    """Alice's checkpoints for one stream: ckpt-<step>.pt, the last few kept."""
+
+    def __init__(self, root: str, key: str):
+        self.dir = os.path.join(root, key)
+        os.makedirs(self.dir, exist_ok=True)
+
+    def save(self, twin: Twin, encoder: ChunkEncoder, high_water: int):
+        checkpoint.save(os.path.join(self.dir, f"ckpt-{twin.step:09d}.pt"),
+                        {"twin": twin.state_dict(), "encoder": encoder.ac.state(),
+                         "stored_chunks": encoder.stored_chunks, "high_water": high_water})
+        for old in sorted(glob.glob(os.path.join(self.dir, "ckpt-*.pt")))[:-KEEP_CHECKPOINTS]:
+            os.unlink(old)
+
+    def latest_within(self, offset: int) -> dict | None:
+        """The newest checkpoint whose coder had emitted no more than `offset` bytes."""
+        for path in sorted(glob.glob(os.path.join(self.dir, "ckpt-*.pt")), reverse=True):
+            state = checkpoint.load(path)
+            if state["encoder"][-1] <= offset:
+                return state
+        return None
+
+    def high_water(self) -> int:
+        paths = sorted(glob.glob(os.path.join(self.dir, "ckpt-*.pt")))
+        return checkpoint.load(paths[-1])["high_water"] if paths else 0
+
+    def remove(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def send_stream(data: bytes, config: RunConfig, endpoint: str, settings: LinkSettings,
-                stream_id: str | None = None, on_step: Callable | None = None, log=None) -> dict:
+                stream_id: str | None = None, on_step: Callable | None = None, log=None,
+                state_dir: str | None = None, checkpoint_every: int = 16, telemetry=None) -> dict:
     started = time.perf_counter()
     sha = hashlib.sha256(data).digest()
-    twin = Twin(config, len(data), data)
-    encoder = ChunkEncoder()
-    hello = Hello(stream_id=stream_id or sha.hex()[:16], config=config.to_dict(),
-                  fingerprint=numeric.fingerprint(), total_length=len(data), sha256=sha)
-    offset = 0
-    with AliceLink(endpoint, settings, log=log) as link:
-        def data_frames(token_start: int, token_end: int, payload: bytes):
-            nonlocal offset
-            for i in range(0, len(payload), MAX_PAYLOAD):
-                piece = payload[i:i + MAX_PAYLOAD]
-                link.send(Data(link.next_seq, token_start, token_end, offset, piece))
-                offset += len(piece)
-
-        try:
-            link.handshake(hello)
-            link.send(Sync(link.next_seq, 0, bytes.fromhex(twin.digest())))
-            while not twin.finished:
-                token_start = twin.tokens_done
-                report = twin.advance(encoder)
-                data_frames(token_start, report.tokens_done, encoder.take())
-                if report.digest is not None:
-                    link.send(Sync(link.next_seq, report.step, bytes.fromhex(report.digest)))
-                if on_step:
-                    on_step(twin, report, link)
-            data_frames(twin.tokens_done, twin.tokens_done, encoder.finish())
-            link.send(End(link.next_seq, offset, sha))
-            done = link.wait_done()
-        except PeerError as e:
-            raise LinkFailure(f"Mars stopped the stream ({e.code}): {e.message}") from None
-        except PeerLost as e:
-            raise LinkFailure(str(e)) from None
-        except FrameError as e:
-            raise LinkFailure(f"Mars sent a malformed message: {e}") from None
-        except MarslinkError as e:
-            link.abort("sender-failed", str(e))
-            raise
-        except KeyboardInterrupt:
-            link.abort("interrupted", "Earth was interrupted")
-            raise
-        stats = link.stats
+    stream_id = stream_id or sha.hex()[:16]
+    hello = Hello(stream_id=stream_id, config=config.to_dict(), fingerprint=numeric.fingerprint(),
+                  total_length=len(data), sha256=sha)
+    key = hashlib.sha256(sha + config.to_json().encode()).hexdigest()[:24]
+    store = Checkpoints(state_dir or default_state_dir(), key)
+    run = _Run(data, config, store, checkpoint_every)
+    run.telemetry = telemetry if telemetry is not None else Telemetry()   # per-step curves for the report
+    run.high_water = store.high_water()
+    totals = {"frames_sent": 0, "frames_resent": 0, "wire_bytes": 0}
+    lost_since = None
+    while True:
+        with AliceLink(endpoint, settings, log=log) as link:
+            try:
+                welcome = link.handshake(hello)
+                lost_since = None
+                done = run.stream(link, welcome.resume_offset, on_step)
+                break
+            except PeerLost as e:                    # Mars vanished: keep our place, knock again
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > settings.handshake_timeout_s:
+                    raise LinkFailure(f"{e} (Earth's checkpoints are kept in {store.dir}; "
+                                      f"run the same command again to resume)") from None
+            except AuthFailed as e:                  # turned away by Mars's security: final
+                raise LinkFailure(str(e)) from None
+            except PeerError as e:
+                raise LinkFailure(f"Mars stopped the stream ({e.code}): {e.message}") from None
+            except FrameError as e:
+                raise LinkFailure(f"Mars sent a malformed message: {e}") from None
+            except MarslinkError as e:
+                link.abort("sender-failed", str(e))
+                raise
+            except KeyboardInterrupt:
+                link.abort("interrupted", "Earth was interrupted; run it again to resume")
+                raise
+            finally:
+                for k in totals:
+                    totals[k] += getattr(link.stats, {"wire_bytes": "bytes_sent"}.get(k, k))
+    twin = run.twin
     final = twin.digest()
     if done.final_digest != final or done.sha256 != sha:
         raise LinkFailure(f"Mars reports final digest {done.final_digest[:16]}, Earth has {final[:16]}")
+    store.remove()
     seconds = time.perf_counter() - started
-    return {"input_bytes": len(data), "compressed_bytes": offset, "payload_bytes": offset,
+    return {"input_bytes": len(data), "compressed_bytes": run.offset, "payload_bytes": run.offset,
             "ideal_bits": twin.ideal_bits, "seconds": seconds,
             "bytes_per_second": len(data) / seconds if seconds else 0.0, "steps": twin.step,
-            "final_digest": final, "verified_by_receiver": True, "stored_chunks": encoder.stored_chunks,
-            "frames_sent": stats.frames_sent, "frames_resent": stats.frames_resent,
-            "wire_bytes": stats.bytes_sent, "preset": config.preset,
-            "profile": numeric.active().name, "endpoint": endpoint}
+            "final_digest": final, "verified_by_receiver": True, "stored_chunks": run.encoder.stored_chunks,
+            **totals, "resumes": run.resumes, "bytes_resent_after_resume": run.bytes_resent,
+            "preset": config.preset, "profile": numeric.active().name, "endpoint": endpoint,
+            "stream_id": stream_id, **run.telemetry.stats()}
+
+
+class _Run:
+    """Alice's twin and coder, able to rewind to any byte offset Bob asks for."""
+
+    def __init__(self, data: bytes, config: RunConfig, store: Checkpoints, checkpoint_every: int):
+        self.data, self.config, self.store, self.checkpoint_every = data, config, store, checkpoint_every
+        self.resumes = 0
+        self.telemetry = None
+        self.bytes_resent = 0
+        self.high_water = 0               # furthest byte ever sent, across restarts
+        self._fresh()
+
+    def _fresh(self):
+        self.twin = Twin(self.config, len(self.data), self.data)
+        self.encoder = ChunkEncoder()
+
+    @property
+    def offset(self) -> int:
+        return self.encoder.ac.bytes_taken
+
+    def rewind(self, resume_offset: int):
+        if self.twin.step == 0 and self.offset == 0:
+            return
+        self._fresh()
+        state = self.store.latest_within(resume_offset)
+        if state is not None:
+            self.twin.load_state_dict(state["twin"])
+            self.encoder.ac.restore(state["encoder"])
+            self.encoder.stored_chunks = state["stored_chunks"]
+
+    def stream(self, link: AliceLink, resume_offset: int, on_step) -> "object":
+        if resume_offset > 0 or self.twin.step > 0:          # picking up an interrupted stream
+            self.resumes += 1
+            self.bytes_resent += max(0, self.high_water - resume_offset)
+        self.rewind(resume_offset)
+        twin, encoder = self.twin, self.encoder
+
+        def ship(token_start: int, token_end: int, payload: bytes):
+            start = self.offset - len(payload)        # stream offset of payload[0]
+            skip = max(0, resume_offset - start)      # Bob already holds these bytes
+            for i in range(skip, len(payload), MAX_PAYLOAD):
+                piece = payload[i:i + MAX_PAYLOAD]
+                link.send(Data(link.next_seq, token_start, token_end, start + i, piece))
+            self.high_water = max(self.high_water, self.offset)
+
+        if twin.step == 0:
+            link.send(Sync(link.next_seq, 0, bytes.fromhex(twin.digest())))
+        while not twin.finished:
+            token_start = twin.tokens_done
+            report = twin.advance(encoder)
+            ship(token_start, report.tokens_done, encoder.take())
+            if report.digest is not None:
+                link.send(Sync(link.next_seq, report.step, bytes.fromhex(report.digest)))
+            if report.step % self.checkpoint_every == 0:
+                self.store.save(twin, encoder, self.high_water)
+            if self.telemetry is not None:
+                self.telemetry.record(twin, report, self.offset)
+            if on_step:
+                on_step(twin, report, link)
+        ship(twin.tokens_done, twin.tokens_done, encoder.finish())
+        link.send(End(link.next_seq, self.offset, hashlib.sha256(self.data).digest()))
+        return link.wait_done()

@@ -5,9 +5,12 @@ is imported.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import signal
 import sys
+import threading
 import tempfile
 import time
 from contextlib import contextmanager
@@ -73,18 +76,38 @@ def write_stats(path: str | None, stats: dict) -> None:
         write_atomic(path, (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so the same clean path runs: ERROR frame to the peer, no output."""
+
+
+def _on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)   # a second SIGTERM ends the process at once
+    raise Terminated("stopped (SIGTERM)")
+
+
 def run_main(prog: str, body: Callable[[], int | None]) -> int:
-    """Run a command body; every expected failure becomes one line on stderr and exit code 2."""
+    """Run a command body; every expected failure becomes one line on stderr and exit code 2.
+
+    SIGINT and SIGTERM stop it cleanly: 130 / 143, one line, nothing half-written."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return body() or 0
     except MarslinkError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except Terminated:
+        print(f"{prog}: stopped (SIGTERM); no output was written", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; no output was written", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
@@ -112,11 +135,23 @@ def progress(label: str, total: int, enabled: bool = True):
         yield update
 
 
-LOOPBACK_HOSTS = ("127.", "localhost", "[::1]", "::1")
+def is_loopback(host: str) -> bool:
+    """'localhost', or an IP literal in 127.0.0.0/8 or ::1. Not a prefix test: '127.0.0.1.evil.org'
+    and 'localhost.evil.org' are names that may resolve anywhere."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host[1:-1] if host[:1] == "[" and host[-1:] == "]" else host).is_loopback
+    except ValueError:
+        return False
 
 
-def check_endpoint(endpoint: str, insecure: bool, role: str) -> str:
-    """ZeroMQ endpoint sanity, and: plain text never leaves this machine without --insecure."""
+def check_endpoint(endpoint: str, insecure: bool, role: str, encrypted: bool = False) -> str:
+    """ZeroMQ endpoint sanity, and: plain text never leaves this machine without --insecure.
+
+    encrypted: the link uses CURVE (keys loaded), so any address is fine."""
+    if not endpoint.isprintable():
+        raise UsageError(f"endpoint {endpoint!r} contains control characters")
     if "://" not in endpoint:
         raise UsageError(f"endpoint {endpoint!r} needs a transport, e.g. tcp://127.0.0.1:5555")
     transport, rest = endpoint.split("://", 1)
@@ -125,9 +160,43 @@ def check_endpoint(endpoint: str, insecure: bool, role: str) -> str:
     if transport != "tcp":
         raise UsageError(f"endpoint {endpoint!r}: only tcp:// and ipc:// are supported")
     host, _, port = rest.rpartition(":")
-    if not host or not (port.isdigit() or (port == "*" and role == "bind")):
-        raise UsageError(f"endpoint {endpoint!r} needs host:port, e.g. tcp://127.0.0.1:5555")
-    if not insecure and not host.startswith(LOOPBACK_HOSTS):
+    numeric = port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535
+    if not host or not (numeric or (port == "*" and role == "bind")):
+        raise UsageError(f"endpoint {endpoint!r} needs host:port (port 0-65535), e.g. tcp://127.0.0.1:5555")
+    if not (insecure or encrypted) and not is_loopback(host):
+        keys = "--curve-secret and --server-key" if role == "connect" else "--curve-secret and --allow"
         raise UsageError(f"{endpoint} is not a loopback address and this link is unencrypted; "
-                         f"add --insecure to send plain text over a network")
+                         f"encrypt it with {keys} (keys from 'keygen'), "
+                         f"or add --insecure to send plain text over a network")
     return endpoint
+
+
+def curve_keys(role: str, secret: str | None, other: str | None):
+    """CurveKeys from --curve-secret plus --server-key (role 'connect') or --allow ('bind');
+    None (plain text) when neither is given."""
+    flag = "--server-key" if role == "connect" else "--allow"
+    if secret is None and other is None:
+        return None
+    if secret is None or other is None:
+        raise UsageError(f"encryption needs both --curve-secret and {flag}; "
+                         f"{'--curve-secret' if secret is None else flag} is missing")
+    from protocol.security import CurveKeys, KeyFileError
+    try:
+        return CurveKeys.client(secret, other) if role == "connect" else CurveKeys.server(secret, other)
+    except KeyFileError as e:
+        raise UsageError(str(e)) from None
+
+
+def keygen_command(prog: str, folder: str, name: str) -> int:
+    """Write NAME.key / NAME.key_secret into folder and say what goes where."""
+    from protocol.security import KeyFileError, generate
+    try:
+        public, secret = generate(folder, name)
+    except KeyFileError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"cannot write keys into {folder!r}: {e.strerror}") from None
+    use = ("Earth passes it as --server-key" if prog == "bob" else "Mars copies it into its --allow folder")
+    print(f"{prog}: wrote {public} (public: {use}) and {secret} (secret, mode 0600: "
+          f"stays here, for --curve-secret)", file=sys.stderr)
+    return 0

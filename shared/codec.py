@@ -7,16 +7,18 @@ from typing import Callable
 
 from . import numeric
 from .coder import ByteSource, ChunkDecoder, ChunkEncoder
-from .config import RunConfig, require_same
+from .config import MAX_LENGTH, RunConfig, require_same
 from .container import Container, sync_steps
 from .engine import StepReport, SyncLedger, Twin
-from .errors import ChecksumError, FormatError
+from .errors import ChecksumError, FormatError, UsageError
 
 OnStep = Callable[[Twin, StepReport], None]
 MAX_READ_PAST_END = 8     # the decoder may look a few bytes beyond the last coded byte
 
 
 def compress(data: bytes, config: RunConfig, on_step: OnStep | None = None) -> tuple[bytes, dict]:
+    if len(data) > MAX_LENGTH:                  # no receiver would decode it: say so before the work
+        raise UsageError(f"input is {len(data):,} bytes; marslink codes at most {MAX_LENGTH:,} per file")
     started = time.perf_counter()
     twin = Twin(config, len(data), data)
     encoder = ChunkEncoder()

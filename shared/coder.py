@@ -77,6 +77,15 @@ class ArithmeticEncoder:
             self.encode(lo, hi, total)
         return symbols
 
+    def state(self) -> list[int]:
+        """Everything needed to continue this stream later (after take(): no bytes held)."""
+        assert not self.out, "take() the bytes before saving the coder state"
+        return [self.low, self.high, self.pending, self._acc, self._nacc, self.bytes_taken]
+
+    def restore(self, state: list[int]):
+        self.low, self.high, self.pending, self._acc, self._nacc, self.bytes_taken = state
+        self.out.clear()
+
     def take(self) -> bytes:
         """The whole bytes produced since the last take (for streaming)."""
         chunk = bytes(self.out)
@@ -100,9 +109,10 @@ def _slices(cdf: np.ndarray, symbols: np.ndarray):
 class ByteSource:
     """Coded bytes for the decoder. `refill()` must append more or return False (end of stream)."""
 
-    def __init__(self, data: bytes = b"", refill: Callable[["ByteSource"], bool] | None = None):
+    def __init__(self, data: bytes = b"", refill: Callable[["ByteSource"], bool] | None = None, base: int = 0):
         self.buf = bytearray(data)
         self.pos = 0                      # next byte to read
+        self.base = base                  # stream offset of buf[0]
         self.refill = refill
         self.ended = refill is None
         self.past_end = 0                 # bytes of zeros read beyond the real stream
@@ -110,8 +120,19 @@ class ByteSource:
     def feed(self, data: bytes):
         if self.pos > 65536:              # drop what was consumed, keep memory flat
             del self.buf[:self.pos]
+            self.base += self.pos
             self.pos = 0
         self.buf += data
+
+    @property
+    def consumed(self) -> int:
+        """Stream offset of the next byte the decoder will read."""
+        return self.base + self.pos
+
+    @property
+    def received(self) -> int:
+        """Stream offset just past the last byte fed so far."""
+        return self.base + len(self.buf)
 
     def next_byte(self) -> int:
         while self.pos >= len(self.buf):
@@ -132,6 +153,17 @@ class ArithmeticDecoder:
         self.code_value = 0
         for _ in range(STATE_BITS):
             self.code_value = (self.code_value << 1) | self._bit()
+
+    def state(self) -> list[int]:
+        return [self.low, self.high, self.code_value, self._acc, self._nacc, self.src.consumed]
+
+    @classmethod
+    def resume(cls, source: "ByteSource", state: list[int]) -> "ArithmeticDecoder":
+        """A decoder continuing from state; `source` must start at the saved stream offset."""
+        dec = cls.__new__(cls)
+        dec.src = source
+        dec.low, dec.high, dec.code_value, dec._acc, dec._nacc, _ = state
+        return dec
 
     def _bit(self) -> int:
         if self._nacc == 0:
@@ -218,8 +250,8 @@ class ChunkEncoder:
 class ChunkDecoder:
     """Bob's side: reads the chunk's flag first, then decodes with the model or uniformly."""
 
-    def __init__(self, source: ByteSource):
-        self.ad = ArithmeticDecoder(source)
+    def __init__(self, source: ByteSource, state: list[int] | None = None):
+        self.ad = ArithmeticDecoder(source) if state is None else ArithmeticDecoder.resume(source, state)
         self.stored = False
         self.stored_chunks = 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 from .errors import ConfigMismatch, UsageError
@@ -14,6 +15,18 @@ from .errors import ConfigMismatch, UsageError
 VOCAB = 256                 # byte-level tokens: every file is a token sequence
 PAD = 256                   # input-only token: "before the start of the stream"
 FREQ_BITS = 24              # probability quantisation: totals of 2**24 (determinism.md, point 5)
+
+# What a configuration from a file header or a peer's HELLO may ask for (RunConfig.from_dict):
+# checked before anything is allocated, so a hostile header cannot exhaust memory.
+MAX_LENGTH = 1 << 30        # bytes in one file or stream: a twin holds ~9 bytes of state per byte
+INT_RANGES = {"streams": (1, 1024), "seed": (0, 2**63 - 1), "sync_every": (1, 1 << 20),
+              "model.n_layer": (1, 64), "model.n_head": (1, 64), "model.n_embd": (1, 4096),
+              "model.context": (1, 8192), "model.chunk": (1, 8192), "train.steps_per_chunk": (1, 64)}
+FLOAT_RANGES = {"train.lr": (0.0, 1.0), "train.beta1": (0.0, 0.999999), "train.beta2": (0.0, 0.999999),
+                "train.eps": (0.0, 1.0), "train.weight_decay": (0.0, 1.0), "train.grad_clip": (0.0, 1e6)}
+MAX_PARAMS = 1 << 28        # ~12·n_layer·n_embd² weights: 1 GiB, ~4 GiB with gradients and Adam state
+MAX_ACTIVATIONS = 1 << 27   # streams × (context + chunk) × n_embd × n_layer: KV cache, training activations
+MAX_ATTENTION = 1 << 27     # streams × n_head × (context + chunk)²: attention scores
 
 
 @dataclass(frozen=True)
@@ -58,12 +71,52 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
+        """Rebuild a configuration that came from a file or a peer: every type, range and size is
+        checked (ConfigMismatch names the field) before anything would be allocated."""
         try:
-            return cls(model=ModelConfig(**d["model"]), train=TrainConfig(**d["train"]),
-                       **{k: v for k, v in d.items() if k not in ("model", "train")})
-        except (KeyError, TypeError) as e:
+            config = cls(model=ModelConfig(**d["model"]), train=TrainConfig(**d["train"]),
+                         **{k: v for k, v in d.items() if k not in ("model", "train")})
+        except (KeyError, TypeError, AttributeError) as e:
             raise ConfigMismatch(f"run configuration not understood by this build ({e}); "
                                  f"upgrade marslink on this side") from None
+        problem = config.problem()
+        if problem:
+            raise ConfigMismatch(f"run configuration refused: {problem}")
+        return config
+
+    def problem(self) -> str | None:
+        """What from_dict refuses: the first field of the wrong type or out of range, or None."""
+        def get(dotted):   # attributes, not to_dict(): a hostile value may be deeply nested
+            part, _, name = dotted.rpartition(".")
+            return getattr(getattr(self, part) if part else self, name)
+        for name, (lo, hi) in INT_RANGES.items():
+            v = get(name)
+            if type(v) is not int:
+                return f"{name} must be an integer, not {v!r:.40}"
+            if not lo <= v <= hi:
+                return f"{name} = {str(v)[:40]} is outside {lo}..{hi}"
+        for name, (lo, hi) in FLOAT_RANGES.items():
+            v = get(name)
+            if type(v) not in (int, float) or not math.isfinite(v):
+                return f"{name} must be a finite number, not {v!r:.40}"
+            if not lo <= v <= hi:
+                return f"{name} = {v} is outside {lo}..{hi}"
+        if type(self.train.loss_on_context) is not bool:
+            return f"train.loss_on_context must be true or false, not {self.train.loss_on_context!r:.40}"
+        if type(self.preset) is not str or len(self.preset) > 64:
+            return f"preset must be a name of at most 64 characters, not {self.preset!r:.40}"
+        m = self.model
+        if m.n_embd % m.n_head:
+            return f"model.n_embd ({m.n_embd}) must be a multiple of model.n_head ({m.n_head})"
+        for what, size, limit in (
+                ("model size (about 12·n_layer·n_embd² weights)", 12 * m.n_layer * m.n_embd ** 2, MAX_PARAMS),
+                ("activations (streams·(context+chunk)·n_embd·n_layer)",
+                 self.streams * m.block_size * m.n_embd * m.n_layer, MAX_ACTIVATIONS),
+                ("attention (streams·n_head·(context+chunk)²)", self.streams * m.n_head * m.block_size ** 2,
+                 MAX_ATTENTION)):
+            if size > limit:
+                return f"{what} = {size:,} exceeds this build's limit of {limit:,}"
+        return None
 
     def validate(self) -> "RunConfig":
         m = self.model

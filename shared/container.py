@@ -13,6 +13,10 @@
 
 Everything that can be checked without a model is checked in `parse`, in the order a user
 would want to hear about it: is this our file at all, can this build read it, is it whole.
+`parse` treats the blob as hostile: it raises FormatError or ConfigMismatch (never anything
+else), and a header cannot make it (or the decoder after it) allocate more than the limits in
+shared/config.py allow: the header inflates to at most MAX_HEADER_JSON bytes, the run
+configuration is range-checked, and the declared length is capped at MAX_LENGTH.
 """
 from __future__ import annotations
 
@@ -21,12 +25,14 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from .config import MAX_LENGTH, RunConfig
 from .errors import FormatError
 
 MAGIC = b"MRSL"
 FORMAT_VERSION = 1
 DIGEST_PREFIX = 4                # bytes of each weight digest kept in the file
 _FIXED = struct.Struct("<4sBI")
+MAX_HEADER_JSON = 1 << 20        # inflated header bytes (a real one is ~1 KB): no zlib bombs
 
 
 def sync_steps(n_steps: int, every: int) -> list[int]:
@@ -69,13 +75,9 @@ def parse(blob: bytes, name: str = "input") -> Container:
     (crc,) = struct.unpack_from("<I", blob, end)
     if crc != zlib.crc32(blob[:end]):
         raise FormatError(f"{name} is corrupted: header checksum mismatch (bit flip or damaged copy)")
-    try:
-        header = json.loads(zlib.decompress(blob[_FIXED.size:end]))
-        n_sync = len(sync_steps(_n_steps(header), header["sync_every"]))
-        declared = int(header["payload_bytes"])
-    except (ValueError, KeyError, TypeError, ZeroDivisionError, zlib.error) as e:
-        raise FormatError(f"{name} has a header this build cannot read ({e.__class__.__name__}); "
-                          f"was it written by a newer marslink?") from None
+    header, config = _read_header(blob[_FIXED.size:end], name)
+    n_sync = _n_sync(_n_steps(header["length"], config), header["sync_every"])
+    declared = header["payload_bytes"]
     start = end + 4
     digests_end = start + n_sync * DIGEST_PREFIX
     have = len(blob) - digests_end
@@ -90,12 +92,53 @@ def parse(blob: bytes, name: str = "input") -> Container:
     return Container(header, digests, payload)
 
 
-def _n_steps(header: dict) -> int:
-    """Number of engine steps for this header; mirrors engine.Layout without importing torch."""
-    length = int(header["length"])
-    streams = int(header["config"]["streams"])
-    chunk = int(header["config"]["model"]["chunk"])
-    if length < 0 or streams < 1 or chunk < 1:
-        raise ValueError("bad layout")
-    row = -(-length // streams) if length else 0
-    return -(-row // chunk)
+def _n_steps(length: int, config: RunConfig) -> int:
+    """Number of engine steps for a checked header; mirrors engine.Layout without torch."""
+    row = -(-length // config.streams) if length else 0
+    return -(-row // config.model.chunk)
+
+
+def _n_sync(n_steps: int, every: int) -> int:
+    """len(sync_steps(n_steps, every)), without building the list."""
+    return n_steps // every + 1 + (1 if n_steps % every else 0)
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not allowed")
+
+
+def _read_header(deflated: bytes, name: str) -> tuple[dict, RunConfig]:
+    """Inflate (bounded), parse and type-check the header; FormatError / ConfigMismatch only."""
+    def unreadable(why: str) -> FormatError:
+        return FormatError(f"{name} has a header this build cannot read ({why}); "
+                           f"was it written by a newer marslink?")
+    try:
+        inflater = zlib.decompressobj()
+        text = inflater.decompress(deflated, MAX_HEADER_JSON + 1)
+        if len(text) > MAX_HEADER_JSON or not inflater.eof:
+            raise unreadable("header too large or incomplete")
+        header = json.loads(text, parse_constant=_no_constants)
+    except zlib.error:
+        raise unreadable("damaged deflate stream") from None
+    except (ValueError, RecursionError) as e:   # UnicodeDecodeError is a ValueError
+        raise unreadable(e.__class__.__name__) from None
+    if not isinstance(header, dict):
+        raise unreadable("not a JSON object")
+    fields = {"config": dict, "fingerprint": dict, "length": int, "sha256": str, "sync_every": int,
+              "payload_bytes": int, "payload_crc32": int}
+    for key, kind in fields.items():
+        if key not in header:
+            raise unreadable(f"no {key!r}")
+        if type(header[key]) is not kind:
+            raise unreadable(f"{key!r} is not {'an integer' if kind is int else 'a ' + kind.__name__}")
+    config = RunConfig.from_dict(header["config"])   # types and sizes; ConfigMismatch names the field
+    if not 0 <= header["length"] <= MAX_LENGTH:
+        raise FormatError(f"{name} declares {header['length']:,} bytes of output; this build decodes at most "
+                          f"{MAX_LENGTH:,}")
+    if header["sync_every"] != config.sync_every:
+        raise unreadable("'sync_every' differs from the run configuration's")
+    if not 0 <= header["payload_bytes"] or not 0 <= header["payload_crc32"] < 1 << 32:
+        raise unreadable("payload size or checksum out of range")
+    if len(header["sha256"]) != 64 or header["sha256"].strip("0123456789abcdef"):
+        raise unreadable("'sha256' is not 64 hex digits")
+    return header, config

@@ -160,6 +160,26 @@ class Twin:
             self.opt.step()
         return float(loss.detach())
 
+    # --- checkpoints: everything that decides the next step, nothing more ---------------------
+    def state_dict(self) -> dict:
+        done = self.step * self.config.model.chunk
+        return {"step": self.step, "tokens_done": self.tokens_done, "ideal_bits": self.ideal_bits,
+                "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "tokens": torch.from_numpy(self.tokens[:, :done].astype(np.int16)),
+                "digest": self.model.digest()}
+
+    def load_state_dict(self, state: dict) -> None:
+        from .errors import FormatError
+        done = state["step"] * self.config.model.chunk
+        if not 0 <= state["step"] <= self.n_steps or tuple(state["tokens"].shape) != (self.config.streams, done):
+            raise FormatError("checkpoint does not fit this stream's layout; remove it and start again")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.tokens[:, :done] = state["tokens"].numpy()
+        self.step, self.tokens_done, self.ideal_bits = state["step"], state["tokens_done"], state["ideal_bits"]
+        if self.model.digest() != state["digest"]:
+            raise FormatError(f"checkpoint at step {self.step} is damaged (weight digest mismatch); remove it")
+
     def output(self) -> bytes:
         return self.layout.from_rows(self.tokens)
 
@@ -176,14 +196,14 @@ class SyncLedger:
 
     def __init__(self, what: str = "sender"):
         self.what = what
-        self.theirs: dict[int, str] = {}
-        self.ours: dict[int, str] = {}
+        self.theirs: dict[int, str] = {}      # sender digests not yet matched
+        self.ours: dict[int, str] = {}        # all of ours: a resumed sender may repeat old steps
         self.checked = 0
         self.last_step, self.last_digest = 0, None
 
     def _check(self, step: int):
         from .errors import DivergenceError
-        a, b = self.ours.pop(step), self.theirs.pop(step)
+        a, b = self.ours[step], self.theirs.pop(step)
         n = min(len(a), len(b))        # files keep a 16-hex prefix, links the whole digest
         if a[:n] != b[:n]:
             raise DivergenceError(step, a, b, self.what)
@@ -201,4 +221,5 @@ class SyncLedger:
             self._check(step)
 
     def unmatched(self) -> list[int]:
-        return sorted(set(self.theirs) | set(self.ours))
+        """Sender digests for steps we never reached (ours may lack a partner after a resume)."""
+        return sorted(self.theirs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import reprlib
 import sys
 from dataclasses import dataclass
 
@@ -181,10 +182,17 @@ def canary_hash() -> str:
     return h.hexdigest()[:16]
 
 
+_SHORT = reprlib.Repr()           # for the peer's values, which may be huge or deeply nested
+_SHORT.maxstring = _SHORT.maxother = 200
+_SHORT.maxlevel = 3
+
+
 def compare(ours: dict, theirs: dict, what: str = "peer") -> None:
     """Raise a ProfileError naming the first field that differs (settings before the canary)."""
+    if not isinstance(theirs, dict):
+        raise ProfileError(f"{what} sent no readable numeric fingerprint; is it a marslink build?")
     for key in list(ours) + [k for k in theirs if k not in ours]:
         a, b = ours.get(key, "<missing>"), theirs.get(key, "<missing>")
         if a != b:
-            raise ProfileError(f"numeric profile mismatch in {key!r}: {what} has {b!r}, this machine has {a!r}; "
-                               f"both sides need the same profile and library build")
+            raise ProfileError(f"numeric profile mismatch in {key!r:.200}: {what} has {_SHORT.repr(b)}, "
+                               f"this machine has {a!r}; both sides need the same profile and library build")

@@ -1,0 +1,310 @@
+"""CurveZMQ for the marslink link: key files, socket options, an allow-list, and clear refusals.
+
+With `LinkSettings(curve=CurveKeys...)` the link is encrypted and both ends are authenticated:
+
+  Alice (DEALER)  CURVE client: her key pair plus Mars's public key (`CurveKeys.client`).
+  Bob (ROUTER)    CURVE server: his key pair plus an allow-list folder of senders' public keys
+                  (`CurveKeys.server`). Without a ZAP handler libzmq's CURVE admits *any*
+                  client that knows the server key, so Bob always runs `ZapHandler`: a REP
+                  socket on inproc://zeromq.zap.01 in Bob's own context, answered from the
+                  link's poll loop (no thread). Only keys found in the folder are admitted;
+                  the folder is re-read on every request, so a key can be added while Bob runs.
+
+Both sides also watch their own socket's handshake events (`HandshakeWatch`, a socket
+monitor) so a refusal is named at once instead of surfacing as a handshake timeout:
+
+  Alice  gets a reason, which the link raises as AuthFailed: key not in Mars's allow-list, Mars needs encryption, Mars
+         speaks plain text, or Mars keeps dropping our encrypted handshake (wrong server key).
+  Bob    logs each kind of refusal once (with the sender's key and address where known)
+         and keeps waiting for a sender he does admit.
+
+Key files are ZeroMQ certificates (`zmq.auth.create_certificates`): NAME.key holds the
+public key, NAME.key_secret the secret one (mode 0600; refused if others can read it).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import zmq
+import zmq.auth
+from zmq.utils import z85
+from zmq.utils.monitor import parse_monitor_message
+
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+REPEATED_FAILURES = 5    # NO_DETAIL handshake failures in a row before Alice gives up on them
+_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+LogFn = Optional[Callable[[str], None]]
+
+
+class KeyFileError(ValueError):
+    """A key file or allow-list folder is missing, unreadable, malformed or too widely readable."""
+
+
+# -- key files ------------------------------------------------------------------------------
+
+
+def generate(folder: str, name: str) -> tuple[str, str]:
+    """Write NAME.key (public, 0644) and NAME.key_secret (secret, 0600) into folder; never overwrite."""
+    if not KEY_NAME.fullmatch(name):
+        raise KeyFileError(f"key name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    public, secret = (os.path.join(folder, name + ext) for ext in (".key", ".key_secret"))
+    for path in (public, secret):
+        if os.path.exists(path):
+            raise KeyFileError(f"{path} already exists; choose another name or remove the old pair first")
+    old = os.umask(0o177)               # the secret file is never readable by others, not even briefly
+    try:
+        zmq.auth.create_certificates(folder, name)
+    finally:
+        os.umask(old)
+    os.chmod(public, 0o644)
+    os.chmod(secret, 0o600)
+    return public, secret
+
+
+def _read(path: str, what: str) -> tuple[bytes, Optional[bytes]]:
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except OSError:
+        raise KeyFileError(f"{what} {path!r} not found or unreadable") from None
+    except ValueError:
+        raise KeyFileError(f"{what} {path!r} holds no public key; is it a ZeroMQ certificate "
+                           f"made by 'keygen'?") from None
+    for key in (public, secret):
+        if key is not None and not _valid(key):
+            raise KeyFileError(f"{what} {path!r} holds a malformed key (expected 40 Z85 characters)")
+    return public, secret
+
+
+def _valid(key: bytes) -> bool:
+    try:
+        return len(key) == 40 and len(z85.decode(key)) == 32
+    except Exception:
+        return False
+
+
+def load_secret(path: str) -> tuple[bytes, bytes]:
+    """Our (public, secret) key pair from a NAME.key_secret file that only we can read."""
+    public, secret = _read(path, "secret key file")
+    if secret is None:
+        raise KeyFileError(f"{path!r} holds no secret key; pass the NAME.key_secret file, not NAME.key")
+    mode = os.stat(path).st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"secret key file {path!r} is accessible by other users "
+                           f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}")
+    return public, secret
+
+
+def load_public(path: str) -> bytes:
+    """A peer's public key from its NAME.key file."""
+    return _read(path, "public key file")[0]
+
+
+def allowed_keys(folder: str, strict: bool = False) -> dict[bytes, str]:
+    """Public keys (Z85) in folder/*.key -> file name. strict: a bad file is an error, not skipped."""
+    if not os.path.isdir(folder):
+        raise KeyFileError(f"allow-list folder {folder!r} does not exist")
+    keys = {}
+    for path in sorted(glob.glob(os.path.join(glob.escape(folder), "*.key"))):
+        try:
+            keys[load_public(path)] = os.path.basename(path)
+        except KeyFileError:
+            if strict:
+                raise
+    return keys
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """CurveZMQ material for one end. Build with CurveKeys.client(...) or CurveKeys.server(...)."""
+
+    public_key: bytes                            # ours, Z85
+    secret_key: bytes = field(repr=False)        # ours, Z85
+    server_key: Optional[bytes] = None           # Alice: Mars's public key
+    allow_dir: Optional[str] = None              # Bob: folder of admitted senders' public keys
+    public_file: Optional[str] = None            # our public key file, named in messages
+
+    @classmethod
+    def client(cls, secret_file: str, server_key_file: str) -> "CurveKeys":
+        public, secret = load_secret(secret_file)
+        base = secret_file[:-len("_secret")] if secret_file.endswith(".key_secret") else None
+        return cls(public, secret, server_key=load_public(server_key_file), public_file=base)
+
+    @classmethod
+    def server(cls, secret_file: str, allow_dir: str) -> "CurveKeys":
+        public, secret = load_secret(secret_file)
+        if not allowed_keys(allow_dir, strict=True):
+            raise KeyFileError(f"allow-list folder {allow_dir!r} holds no public keys (*.key); "
+                               f"copy each sender's NAME.key there")
+        return cls(public, secret, allow_dir=allow_dir)
+
+    def apply(self, sock: zmq.Socket, server: bool) -> None:
+        """Set the socket options; before bind/connect."""
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public_key)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, self.secret_key)
+        if server:
+            if self.allow_dir is None:
+                raise ValueError("a CURVE server needs an allow-list folder (allow_dir)")
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+        else:
+            if self.server_key is None:
+                raise ValueError("a CURVE client needs the server's public key (server_key)")
+            sock.setsockopt(zmq.CURVE_SERVERKEY, self.server_key)
+
+
+def _prefix(key: bytes) -> str:
+    return key[:12].decode("ascii", "replace") + "..."
+
+
+class Refusals:
+    """Bob's record of connections turned away: counted, the latest kept, each kind logged once
+    (a refused client reconnects every ~0.1 s, so saying it every time would flood the log)."""
+
+    def __init__(self, log: LogFn):
+        self._log = log or (lambda msg: None)
+        self.count = 0
+        self.last: Optional[str] = None
+        self._told: set = set()
+
+    def add(self, message: str, kind=None) -> None:
+        self.count += 1
+        self.last = message
+        kind = message if kind is None else kind
+        if kind not in self._told:
+            self._told.add(kind)
+            self._log(message)
+
+    def summary(self) -> str:
+        """For a handshake timeout: '' or ' (refused N connection(s); latest: ...)'."""
+        return f" (refused {self.count} connection(s); latest: {self.last})" if self.count else ""
+
+
+# -- Bob: the allow-list, answered in the link's own poll loop --------------------------------
+
+
+class ZapHandler:
+    """ZAP (RFC 27) for CURVE: admit exactly the public keys in the allow-list folder."""
+
+    def __init__(self, ctx: zmq.Context, allow_dir: str, refusals: "Refusals"):
+        self.allow_dir, self._refuse = allow_dir, refusals.add
+        self.socket = ctx.socket(zmq.REP)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind(ZAP_ENDPOINT)       # before the ROUTER binds: no unchecked window
+
+    def service(self) -> Optional[str]:
+        for _ in range(1000):                # bounded, like the link's own drain
+            try:
+                request = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self.socket.send_multipart(self._answer(request))
+        return None
+
+    def _answer(self, msg: list) -> list:
+        if len(msg) < 6:
+            return [b"1.0", msg[1] if len(msg) > 1 else b"", b"400", b"malformed ZAP request", b"", b""]
+        version, request_id, _domain, address, _identity, mechanism = msg[:6]
+        if version != b"1.0":
+            return [b"1.0", request_id, b"400", b"unsupported ZAP version", b"", b""]
+        who = address.decode("utf-8", "replace") or "an unknown address"
+        if mechanism != b"CURVE" or len(msg) != 7 or len(msg[6]) != 32:
+            self._refuse(f"refused a sender from {who}: it did not offer a CURVE key", b"no-key")
+            return [b"1.0", request_id, b"400", b"CURVE required", b"", b""]
+        key = z85.encode(msg[6])
+        try:
+            allowed = allowed_keys(self.allow_dir)
+        except KeyFileError as e:
+            allowed = {}
+            self._refuse(f"cannot read the allow-list: {e}", b"allow-dir")
+        if key in allowed:
+            return [b"1.0", request_id, b"200", b"OK", allowed[key].encode("utf-8", "replace"), b""]
+        self._refuse(f"refused a sender with unknown key {_prefix(key)} from {who} "
+                     f"(not in allow-list {self.allow_dir})", key)
+        return [b"1.0", request_id, b"400", b"unknown key", b"", b""]
+
+    def close(self) -> None:
+        self.socket.close(0)
+
+
+# -- both sides: the socket's handshake events ---------------------------------------------------
+
+
+class HandshakeWatch:
+    """A socket monitor for handshake results. Alice: service() returns why she must give up
+    (or None); Bob: refusals are recorded (and logged once per kind), never fatal."""
+
+    def __init__(self, sock: zmq.Socket, role: str, keys: Optional[CurveKeys],
+                 refusals: Optional[Refusals] = None):
+        self._sock, self.role, self.keys, self.refusals = sock, role, keys, refusals
+        self.failures = 0                    # in a row, without detail
+        self.socket = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+
+    def service(self) -> Optional[str]:
+        for _ in range(1000):
+            try:
+                event = parse_monitor_message(self.socket.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return None
+            failure = self._on(event["event"], event["value"],
+                               (event.get("endpoint") or b"").decode("utf-8", "replace"))
+            if failure:
+                return failure
+        return None
+
+    def _on(self, kind: int, value: int, endpoint: str) -> Optional[str]:
+        if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.failures = 0
+            return None
+        mismatch = kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+        if self.role == "alice":
+            return self._alice(kind, value, mismatch)
+        self._bob(kind, value, mismatch, endpoint)
+        return None
+
+    def _alice(self, kind: int, value: int, mismatch: bool) -> Optional[str]:
+        curve = self.keys is not None
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH and value != 300:   # 300 = temporary: retry
+            ours = (self.keys.public_file if curve else None) or "our public key"
+            return f"Mars refused our key (not in its allow-list); ask Mars to add {ours}"
+        if mismatch:
+            if curve:
+                return ("Mars does not use encryption (it listens in plain text); drop --server-key and "
+                        "--curve-secret, or restart Mars with --curve-secret and --allow")
+            return "Mars requires encryption (CURVE); pass --server-key and --curve-secret"
+        self.failures += 1
+        if self.failures < REPEATED_FAILURES:
+            return None
+        if curve:
+            return (f"Mars dropped our encrypted handshake {self.failures} times in a row; "
+                    f"is --server-key Mars's public key (its NAME.key)?")
+        return (f"Mars dropped our handshake {self.failures} times in a row; if it requires "
+                f"encryption (CURVE), pass --server-key and --curve-secret")
+
+    def _bob(self, kind: int, value: int, mismatch: bool, endpoint: str) -> None:
+        curve = self.keys is not None
+        if mismatch:
+            message = (f"refused a plain-text sender on {endpoint}: this receiver requires CURVE encryption"
+                       if curve else f"refused an encrypted (CURVE) sender on {endpoint}: this receiver "
+                       f"listens in plain text (start it with --curve-secret and --allow)")
+        elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+            message = (f"refused a sender on {endpoint} whose handshake did not decrypt: "
+                       f"its --server-key is not this receiver's public key")
+        else:
+            return                           # auth refusals are logged by the ZAP handler, with the key
+        if self.refusals is not None:
+            self.refusals.add(message)
+
+    def close(self) -> None:
+        try:
+            self._sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.socket.close(0)

@@ -1,0 +1,459 @@
+"""`make bench`: marslink's presets against the classic compressors, through the real CLIs.
+
+For every file (the built-in mission log, 200 KB of seeded random bytes, every file in
+../shared/corpora/ if that folder exists, or the files given with --files) and every chosen
+preset, this runs
+
+    alice compress IN OUT --preset P --profile X --stats-json S -q     (one OS process)
+    bob decompress OUT BACK --stats-json S -q                           (another one)
+
+checks BACK == IN byte for byte, and records bits/byte (whole container, header included),
+compress and decompress bytes/s (the codec's own clock: model and coder, not the ~2 s of
+Python/torch start-up, which is recorded separately as wall-clock seconds), the peak resident
+memory of each process (os.wait4 on that very child: no cumulative maximum across children)
+and the arithmetic coder's overhead over the model's ideal code length. gzip -9, bzip2 -9,
+xz -9e and zstd -19 are measured on the same files the same way.
+
+Every process runs with one thread (marslink pins it; the classic tools are single-threaded
+at these settings), one at a time, so the speeds are one core's.
+
+Outputs, in --out (default bench-results/, git-ignored):
+  results.json   every measurement plus the machine and library description
+  results.md     markdown tables for the README
+  frontier.png   speed vs bits/byte, one panel per text file (log-x)
+
+Examples:
+  make bench                                           # every preset, every file: slow (hours)
+  make bench ARGS="--presets fast,default --limit 200000"
+  .venv/bin/python scripts/bench.py --presets default --files ../shared/corpora/tinyshakespeare.txt
+  .venv/bin/python scripts/bench.py --profile native --presets default --limit 100000
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+CORPORA = ROOT.parent / "shared" / "corpora"
+BIN = Path(sys.executable).parent
+RANDOM_BYTES, RANDOM_SEED = 200_000, 20240601
+
+CLASSIC = {
+    # name: (compress argv, decompress argv); both read stdin and write stdout
+    "gzip -9": (["gzip", "-9", "-c", "-n"], ["gzip", "-d", "-c"]),
+    "bzip2 -9": (["bzip2", "-9", "-c"], ["bzip2", "-d", "-c"]),
+    "xz -9e": (["xz", "-9e", "-c", "-T1"], ["xz", "-d", "-c", "-T1"]),
+    "zstd -19": (["zstd", "-19", "-c", "-q", "-T1"], ["zstd", "-d", "-c", "-q"]),
+}
+
+# Published in ../shared/handbook/anchors.md for tinyshakespeare (another run, same kind of
+# machine): drawn on the frontier as grey reference points, never mixed into the tables.
+ANCHORS_TINYSHAKESPEARE = {
+    "lstm-compress v3": (2.37, 9000.0),
+    "paq8px -8": (1.81, 6000.0),
+}
+
+
+# --- running one child ----------------------------------------------------------------------
+GNU_TIME = "/usr/bin/time"
+
+
+def _has_gnu_time() -> bool:
+    try:
+        r = subprocess.run([GNU_TIME, "-f", "%M", "true"], capture_output=True, text=True, timeout=30)
+        return r.returncode == 0 and r.stderr.strip().isdigit()
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+USE_GNU_TIME = _has_gnu_time()
+
+
+def run_child(argv: list[str], stdin_path: str | None = None, stdout_path: str | None = None,
+              env: dict | None = None) -> dict:
+    """Run argv to completion; return wall seconds, exit code, stderr and *this child's* peak RSS.
+
+    The peak RSS comes from GNU time (`/usr/bin/time -f %M`), whose own tiny process forks the
+    command: a child spawned straight from this Python process would inherit this process's
+    high-water mark (Linux keeps it across exec), ~40 MB that gzip never used. Without GNU
+    time, os.wait4's figure is used and that floor is noted in the results.
+    """
+    stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
+    stdout = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
+    err = tempfile.TemporaryFile()
+    mem_file = None
+    if USE_GNU_TIME:
+        fd, mem_file = tempfile.mkstemp(prefix="bench-rss-")
+        os.close(fd)
+        argv = [GNU_TIME, "-f", "%M", "-o", mem_file, "--"] + argv
+    try:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        peak = usage.ru_maxrss * 1024
+        if mem_file:
+            lines = Path(mem_file).read_text().split()
+            if lines and lines[-1].isdigit():
+                peak = int(lines[-1]) * 1024
+    finally:
+        for f in (stdin, stdout):
+            if hasattr(f, "close"):
+                f.close()
+        if mem_file:
+            os.unlink(mem_file)
+    err.seek(0)
+    stderr = err.read().decode(errors="replace")
+    err.close()
+    return {"rc": proc.returncode, "wall_seconds": wall, "peak_rss_bytes": peak,
+            "cpu_seconds": usage.ru_utime + usage.ru_stime, "stderr": stderr.strip()}
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    env.pop("MARSLINK_PROFILE", None)      # the --profile option decides, nothing inherited
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def same_bytes(a: str, b: str) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+# --- one measurement ------------------------------------------------------------------------
+def bench_marslink(src: str, n: int, preset: str, profile: str, work: Path) -> dict:
+    comp, back = work / "out.mrs", work / "back.bin"
+    cstats, dstats = work / "c.json", work / "d.json"
+    for p in (comp, back, cstats, dstats):
+        p.unlink(missing_ok=True)
+    rec = {"compressor": f"marslink {preset}", "kind": "marslink", "preset": preset, "profile": profile}
+    c = run_child([str(BIN / "alice"), "compress", src, str(comp), "--preset", preset, "--profile", profile,
+                   "--stats-json", str(cstats), "-q"], env=child_env())
+    if c["rc"] != 0:
+        return {**rec, "error": f"alice exited {c['rc']}: {c['stderr'][-500:]}"}
+    d = run_child([str(BIN / "bob"), "decompress", str(comp), str(back), "--stats-json", str(dstats), "-q"],
+                  env=child_env())
+    if d["rc"] != 0:
+        return {**rec, "error": f"bob exited {d['rc']}: {d['stderr'][-500:]}"}
+    cs, ds = json.loads(cstats.read_text()), json.loads(dstats.read_text())
+    size = comp.stat().st_size
+    ideal = cs["ideal_bits"]
+    overhead_bits = cs["payload_bytes"] * 8 - ideal
+    rec.update({
+        "compressed_bytes": size,
+        "header_bytes": cs.get("header_bytes"),
+        "payload_bytes": cs["payload_bytes"],
+        "bits_per_byte": size * 8 / n if n else 0.0,
+        "ideal_bits_per_byte": ideal / n if n else 0.0,
+        "coder_overhead_bits": overhead_bits,
+        "coder_overhead_pct": 100.0 * overhead_bits / ideal if ideal else 0.0,
+        "stored_chunks": cs.get("stored_chunks"),
+        "steps": cs.get("steps"),
+        "compress_bytes_per_second": cs["bytes_per_second"],
+        "decompress_bytes_per_second": ds["bytes_per_second"],
+        "compress_seconds": cs["seconds"], "decompress_seconds": ds["seconds"],
+        "compress_wall_seconds": c["wall_seconds"], "decompress_wall_seconds": d["wall_seconds"],
+        "compress_cpu_seconds": c["cpu_seconds"], "decompress_cpu_seconds": d["cpu_seconds"],
+        "compress_peak_rss_bytes": c["peak_rss_bytes"], "decompress_peak_rss_bytes": d["peak_rss_bytes"],
+        "peak_rss_bytes": max(c["peak_rss_bytes"], d["peak_rss_bytes"]),
+        "threads": cs.get("threads"),
+        "profile": cs.get("profile", profile),
+        "final_digest": cs.get("final_digest", "")[:16],
+        "verified": same_bytes(src, str(back)) and cs.get("final_digest") == ds.get("final_digest"),
+    })
+    if not rec["verified"]:
+        rec["error"] = "decompressed output differs from the input"
+    return rec
+
+
+def bench_classic(name: str, src: str, n: int, work: Path) -> dict:
+    cargv, dargv = CLASSIC[name]
+    comp, back = work / "out.classic", work / "back.classic"
+    rec = {"compressor": name, "kind": "classic"}
+    c = run_child(cargv, stdin_path=src, stdout_path=str(comp))
+    d = run_child(dargv, stdin_path=str(comp), stdout_path=str(back)) if c["rc"] == 0 else c
+    if c["rc"] != 0 or d["rc"] != 0:
+        return {**rec, "error": (c if c["rc"] else d)["stderr"][-300:]}
+    size = comp.stat().st_size
+    rec.update({
+        "compressed_bytes": size,
+        "bits_per_byte": size * 8 / n if n else 0.0,
+        "compress_bytes_per_second": n / c["wall_seconds"],
+        "decompress_bytes_per_second": n / d["wall_seconds"],
+        "compress_seconds": c["wall_seconds"], "decompress_seconds": d["wall_seconds"],
+        "compress_peak_rss_bytes": c["peak_rss_bytes"], "decompress_peak_rss_bytes": d["peak_rss_bytes"],
+        "peak_rss_bytes": max(c["peak_rss_bytes"], d["peak_rss_bytes"]),
+        "verified": same_bytes(src, str(back)),
+    })
+    if not rec["verified"]:
+        rec["error"] = "decompressed output differs from the input"
+    return rec
+
+
+# --- inputs ---------------------------------------------------------------------------------
+def gather_inputs(args, work: Path) -> list[dict]:
+    """[{name, path, bytes}], each file cut to --limit bytes into the work folder if needed."""
+    import numpy as np
+    from shared.texts import mission_log
+
+    items: list[tuple[str, bytes | None, Path | None]] = []
+    if args.files:
+        for f in args.files:
+            p = Path(f)
+            if not p.is_file():
+                raise SystemExit(f"bench: {f!r} is not a file")
+            items.append((p.name, None, p))
+    else:
+        items.append(("mission_log.txt", mission_log(), None))
+        rng = np.random.default_rng(RANDOM_SEED)
+        items.append((f"random-{RANDOM_BYTES // 1000}k.bin",
+                      rng.integers(0, 256, RANDOM_BYTES, dtype=np.uint8).tobytes(), None))
+        if CORPORA.is_dir():
+            items += [(p.name, None, p) for p in sorted(CORPORA.iterdir()) if p.is_file()]
+    inputs = []
+    for i, (name, data, path) in enumerate(items):
+        if data is None and (args.limit or path is None):
+            data = path.read_bytes()
+        if data is not None:
+            if args.limit:
+                data = data[:args.limit]
+            path = work / f"input{i}.bin"
+            path.write_bytes(data)
+        size = path.stat().st_size
+        if size == 0:
+            print(f"bench: skipping {name}: empty", file=sys.stderr)
+            continue
+        inputs.append({"name": name, "path": str(path), "bytes": size})
+    return inputs
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(),
+            "peak_rss_method": "GNU time %M" if USE_GNU_TIME else "os.wait4 ru_maxrss (includes the bench "
+                                                                  "process's own RSS as a floor)"}
+    try:
+        out = subprocess.run([sys.executable, "-c", "import torch, numpy; print(torch.__version__, numpy.__version__)"],
+                             capture_output=True, text=True, timeout=120).stdout.split()
+        info["torch"], info["numpy"] = out[0], out[1]
+    except Exception:  # noqa: BLE001  (a description only)
+        pass
+    return info
+
+
+# --- reporting ------------------------------------------------------------------------------
+def human_rate(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if x >= 1e6:
+        return f"{x / 1e6:.1f} MB/s"
+    if x >= 1e3:
+        return f"{x / 1e3:.1f} kB/s"
+    return f"{x:.0f} B/s"
+
+
+def human_mem(b: int | None) -> str:
+    if b is None:
+        return "-"
+    return f"{b / 2**20:.0f} MiB" if b < 2**30 else f"{b / 2**30:.2f} GiB"
+
+
+def table_rows(results: list[dict]):
+    for r in results:
+        if "error" in r:
+            yield r, [r["file"], r["compressor"], "ERROR", "", "", "", "", "", r["error"][:60]]
+            continue
+        overhead = f"{r['coder_overhead_pct']:+.3f}%" if r.get("kind") == "marslink" else ""
+        yield r, [r["file"], r["compressor"] + (f" ({r['profile']})" if r.get("kind") == "marslink" else ""),
+                  f"{r['compressed_bytes']:,}", f"{r['bits_per_byte']:.3f}",
+                  human_rate(r["compress_bytes_per_second"]), human_rate(r["decompress_bytes_per_second"]),
+                  human_mem(r["peak_rss_bytes"]), overhead, "ok" if r.get("verified") else "NOT VERIFIED"]
+
+
+HEADERS = ["file", "compressor", "bytes", "bits/byte", "compress", "decompress", "peak RSS",
+           "coder overhead", "round trip"]
+
+
+def print_table(results: list[dict]):
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(title="marslink bench (one core per process)")
+    for h in HEADERS:
+        t.add_column(h, justify="left" if h in ("file", "compressor", "round trip") else "right")
+    last = None
+    for r, row in table_rows(results):
+        if last is not None and r["file"] != last:
+            t.add_section()
+        last = r["file"]
+        style = "bold" if r.get("kind") == "marslink" else None
+        t.add_row(*row, style=style)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=170)
+    console.print(t)
+
+
+def write_markdown(path: Path, results: list[dict], meta: dict):
+    lines = [f"Measured {meta['date']} on {meta['machine'].get('cpu', '?')}, one core per process, "
+             f"numeric profile `{meta['profile']}`"
+             + (f", first {meta['limit']:,} bytes of each file" if meta.get("limit") else "") + ".",
+             "Speeds are the codec's own clock (model + coder; start-up excluded); bits/byte counts the "
+             "whole file, header included.", ""]
+    lines.append("| " + " | ".join(HEADERS) + " |")
+    lines.append("| " + " | ".join("---" if h in ("file", "compressor", "round trip") else "---:"
+                                   for h in HEADERS) + " |")
+    for _, row in table_rows(results):
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot_frontier(path: Path, results: list[dict], inputs: list[dict]):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = [i["name"] for i in inputs if not i["name"].startswith("random")]
+    files = [f for f in files if any(r["file"] == f and "error" not in r for r in results)]
+    if not files:
+        return False
+    fig, axes = plt.subplots(1, len(files), figsize=(6.5 * len(files), 5), squeeze=False)
+    markers = {"fast": "^", "default": "o", "strong": "s", "tiny": "v"}
+    for ax, name in zip(axes[0], files):
+        rows = [r for r in results if r["file"] == name and "error" not in r]
+        for r in rows:
+            x, y = r["compress_bytes_per_second"], r["bits_per_byte"]
+            if r["kind"] == "marslink":
+                ax.scatter([x], [y], marker=markers.get(r["preset"], "D"), s=90, color="tab:red", zorder=3,
+                           label=f"marslink {r['preset']} ({r['profile']})")
+                ax.annotate(f"marslink {r['preset']}", (x, y), textcoords="offset points", xytext=(6, 6),
+                            fontsize=8, color="tab:red")
+            else:
+                ax.scatter([x], [y], marker="o", s=40, color="tab:blue", zorder=2)
+                ax.annotate(r["compressor"], (x, y), textcoords="offset points", xytext=(6, -10), fontsize=8,
+                            color="tab:blue")
+        if name.startswith("tinyshakespeare"):
+            for label, (bpb, speed) in ANCHORS_TINYSHAKESPEARE.items():
+                ax.scatter([speed], [bpb], marker="x", s=40, color="grey", zorder=2)
+                ax.annotate(f"{label} (anchors.md)", (speed, bpb), textcoords="offset points", xytext=(6, 4),
+                            fontsize=7, color="grey")
+        ax.set_xscale("log")
+        ax.set_xlabel("compression speed, bytes/s (one core, log scale)")
+        ax.set_ylabel("bits per byte (lower is better)")
+        ax.set_title(name + (f" ({rows[0]['input_bytes']:,} bytes)" if rows else ""), fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle("marslink presets vs classic compressors: speed/ratio frontier")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# --- main -----------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", default="fast,default,strong", help="comma-separated (default: %(default)s)")
+    ap.add_argument("--files", nargs="+", metavar="PATH", help="benchmark these files instead of the default set")
+    ap.add_argument("--limit", type=int, default=0, metavar="BYTES", help="use only the first BYTES of each file")
+    ap.add_argument("--profile", default="portable", choices=("portable", "native"),
+                    help="marslink numeric profile (default: %(default)s)")
+    ap.add_argument("--no-classic", action="store_true", help="skip gzip/bzip2/xz/zstd")
+    ap.add_argument("--out", default=str(ROOT / "bench-results"), help="output folder (default: %(default)s)")
+    args = ap.parse_args(argv)
+
+    from shared.config import PRESETS
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    unknown = [p for p in presets if p not in PRESETS]
+    if unknown:
+        raise SystemExit(f"bench: unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    for tool in ("alice", "bob"):
+        if not (BIN / tool).exists():
+            raise SystemExit(f"bench: {BIN / tool} not found; run `make setup` first")
+    classic = [] if args.no_classic else [c for c in CLASSIC if shutil.which(CLASSIC[c][0][0])]
+    missing = [] if args.no_classic else [c for c in CLASSIC if c not in classic]
+    if missing:
+        print(f"bench: not installed, skipped: {', '.join(missing)}", file=sys.stderr)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="marslink-bench-") as tmp:
+        work = Path(tmp)
+        inputs = gather_inputs(args, work)
+        meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
+                "profile": args.profile, "presets": presets, "limit": args.limit or None,
+                "preset_configs": {p: PRESETS[p].to_dict() for p in presets},
+                "inputs": [{"name": i["name"], "bytes": i["bytes"]} for i in inputs]}
+        jobs = [(i, "classic", c) for i in inputs for c in classic] + \
+               [(i, "marslink", p) for i in inputs for p in presets]
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        console = Console(stderr=True)
+        # progress is measured in marslink bytes (compress + decompress): they are the slow part
+        total = sum(2 * i["bytes"] for i, kind, _ in jobs if kind == "marslink") or 1
+        with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TextColumn("left"),
+                      TimeRemainingColumn(), console=console, transient=False) as bar:
+            task = bar.add_task("bench", total=total)
+            for k, (inp, kind, what) in enumerate(jobs, 1):
+                label = f"[{k}/{len(jobs)}] {what} on {inp['name']} ({inp['bytes']:,} B)"
+                bar.update(task, description=label)
+                if not console.is_terminal:
+                    print(f"bench: {label} ...", file=sys.stderr, flush=True)
+                t = time.perf_counter()
+                rec = bench_marslink(inp["path"], inp["bytes"], what, args.profile, work) if kind == "marslink" \
+                    else bench_classic(what, inp["path"], inp["bytes"], work)
+                rec = {"file": inp["name"], "input_bytes": inp["bytes"], **rec}
+                results.append(rec)
+                if kind == "marslink":
+                    bar.advance(task, 2 * inp["bytes"])
+                    msg = (f"  {what}: ERROR {rec['error']}" if "error" in rec else
+                           f"  {what}: {rec['bits_per_byte']:.3f} bits/byte, "
+                           f"{rec['compress_bytes_per_second']:,.0f} / {rec['decompress_bytes_per_second']:,.0f} B/s, "
+                           f"{human_mem(rec['peak_rss_bytes'])}, {time.perf_counter() - t:.0f} s")
+                    bar.console.print(msg)
+                # write as we go: a long bench interrupted late still leaves its numbers
+                (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+
+    # group rows by file for the tables: classic first, then marslink presets in the given order
+    order = {i["name"]: n for n, i in enumerate(inputs)}
+    results.sort(key=lambda r: (order[r["file"]], r.get("kind") == "marslink"))
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    write_markdown(out / "results.md", results, meta)
+    plotted = plot_frontier(out / "frontier.png", results, inputs)
+    print_table(results)
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}" + (f", {out / 'frontier.png'}" if plotted else ""),
+          file=sys.stderr)
+    failed = [r for r in results if "error" in r]
+    if failed:
+        print(f"bench: {len(failed)} run(s) failed: "
+              + "; ".join(f"{r['compressor']} on {r['file']}: {r['error'][:80]}" for r in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

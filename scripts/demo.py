@@ -1,0 +1,574 @@
+#!/usr/bin/env python3
+"""`make demo`: Earth and Mars over a simulated deep-space link, side by side.
+
+With tmux (the default when it is installed): a tmux session with Earth (Alice's dashboard)
+and Mars (Bob's dashboard) in two panes and the relay (the simulated link) in a small pane
+below, attached when run from a terminal. Without tmux, or with --no-tmux: both dashboards in
+two columns in this terminal (Alice and Bob run as subprocesses and report their state as JSON
+lines). Either way the run ends with both sides showing the verified result, and a report
+(PNG + HTML) in --out (default demo-out/).
+
+    make demo
+    make demo ARGS="--input notes.txt --loss 0.05 --light-minutes 20"
+    python scripts/demo.py --headless --preset tiny --bytes 6000     # tests: capture both panes
+
+Everything runs on this machine: Bob binds on loopback, the relay listens on loopback and
+forwards to Bob, Alice connects to the relay.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+PY = sys.executable
+DEFAULT_BYTES = 40_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="demo.py", description="marslink demo: Earth and Mars over a simulated link")
+    ap.add_argument("--input", default=None, help="file to send (default: the built-in mission log)")
+    ap.add_argument("--bytes", type=int, default=None,
+                    help=f"send only the first N bytes (default: {DEFAULT_BYTES:,} of the built-in text, all of --input)")
+    ap.add_argument("--preset", default="default", help="model preset for both sides (default %(default)s)")
+    link = ap.add_argument_group("simulated link (the relay)")
+    link.add_argument("--light-minutes", type=float, default=12.0,
+                      help="one-way light time; Earth-Mars is 3 to 22 minutes (default %(default)g)")
+    link.add_argument("--time-scale", type=float, default=600.0,
+                      help="divide the light time by this so the demo is watchable (default %(default)g)")
+    link.add_argument("--delay-s", type=float, default=None, help="one-way delay in seconds (overrides the two above)")
+    link.add_argument("--bandwidth-bps", type=float, default=16_000.0,
+                      help="link bandwidth each way in bits/s, 0 = unlimited (default %(default)g)")
+    link.add_argument("--loss", type=float, default=0.0, help="probability a message is lost")
+    link.add_argument("--dup", type=float, default=0.0, help="probability a message is duplicated")
+    link.add_argument("--reorder", type=float, default=0.0, help="probability a message is reordered")
+    link.add_argument("--fault-direction", choices=("up", "both"), default="up",
+                      help="faults on Earth->Mars only (default) or both ways")
+    link.add_argument("--seed", type=int, default=1, help="seed of the relay's fault decisions")
+    ap.add_argument("--out", default=str(ROOT / "demo-out"), help="folder for results and the report (default demo-out/)")
+    ap.add_argument("--no-tmux", action="store_true", help="two columns in this terminal instead of tmux panes")
+    ap.add_argument("--headless", action="store_true",
+                    help="run the tmux session detached, wait, capture both panes, exit non-zero on failure "
+                         "(the default when not run from a terminal)")
+    ap.add_argument("--size", default="220x56", help="headless tmux window size COLSxROWS (default %(default)s)")
+    ap.add_argument("--screenshot", default=None, metavar="PNG", help="headless: also render the captured panes to a PNG")
+    ap.add_argument("--no-report", action="store_true", help="skip the end-of-run report")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds (default %(default)g)")
+    ap.add_argument("--conduct", default=None, help=argparse.SUPPRESS)   # internal: the tmux relay pane
+    return ap
+
+
+# --- the plan: every path, endpoint and command line, written once ---------------------------
+
+def make_plan(args) -> dict:
+    out = Path(args.out).resolve()
+    from shared.texts import mission_log
+    if args.input:
+        try:
+            data = Path(args.input).read_bytes()
+        except OSError as e:
+            raise SystemExit(f"demo: error: cannot read {args.input!r}: {e.strerror}")
+        name = os.path.basename(args.input)
+    else:
+        data, name = mission_log(), "mission_log.txt"
+    if args.bytes is not None:
+        data = data[:args.bytes]
+    elif not args.input:
+        data = data[:DEFAULT_BYTES]
+    if not data:
+        raise SystemExit("demo: error: nothing to send (empty input)")
+    for name_, v in (("loss", args.loss), ("dup", args.dup), ("reorder", args.reorder)):
+        if not 0 <= v < 1:
+            raise SystemExit(f"demo: error: --{name_} must be in [0, 1)")
+    if args.time_scale <= 0:
+        raise SystemExit("demo: error: --time-scale must be positive")
+    delay = args.delay_s if args.delay_s is not None else args.light_minutes * 60.0 / args.time_scale
+    out.mkdir(parents=True, exist_ok=True)
+    for old in ("alice.json", "bob.json", "relay.json", "alice.rc", "bob.rc", "conductor.json", "conductor.rc",
+                "received.txt", "alice.err", "bob.err", "relay.log", "earth.txt", "mars.txt", "relay.txt",
+                "report.png", "report.html", "report.json"):
+        (out / old).unlink(missing_ok=True)
+    for old in ("received.txt.partial", "earth-state"):
+        shutil.rmtree(out / old, ignore_errors=True)
+    src = out / ("input-" + name)
+    src.write_bytes(data)
+    relay_ep, bob_ep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    # The link's timers must be generous next to the simulated round trip.
+    timeout = 4 * delay + 30
+    retransmit = 2 * delay + 2
+    window = 64
+    info = [f"delay={delay:g}"]
+    if args.delay_s is None:
+        info += [f"light={args.light_minutes:g}", f"scale={args.time_scale:g}"]
+    if args.bandwidth_bps:
+        info.append(f"bw={args.bandwidth_bps:g}")
+    info += [f"{k}={getattr(args, k):g}" for k in ("loss", "dup", "reorder") if getattr(args, k)]
+    link_info = ",".join(info)
+    common = ["--preset", args.preset, "--timeout", f"{timeout:g}", "--window", str(window), "--link-info", link_info]
+    bob = [PY, "-m", "receiver", "listen", "--bind", bob_ep, "--out", str(out / "received.txt"),
+           "--stats-json", str(out / "bob.json"), "--handshake-timeout", "600", *common]
+    alice = [PY, "-m", "sender", "send", str(src), "--connect", relay_ep, "--stats-json", str(out / "alice.json"),
+             "--state-dir", str(out / "earth-state"), "--handshake-timeout", "300", "--retransmit",
+             f"{retransmit:g}", *common]
+    relay = [PY, "-m", "protocol.relay", "--listen", relay_ep, "--forward", bob_ep,
+             "--bandwidth-bps", f"{args.bandwidth_bps:g}", "--loss", f"{args.loss:g}", "--dup", f"{args.dup:g}",
+             "--reorder", f"{args.reorder:g}", "--seed", str(args.seed), "--fault-direction", args.fault_direction,
+             "--stats-json", str(out / "relay.json")]
+    relay += ["--delay-s", f"{args.delay_s:g}"] if args.delay_s is not None else \
+        ["--light-minutes", f"{args.light_minutes:g}", "--time-scale", f"{args.time_scale:g}"]
+    return {"out": str(out), "input": str(src), "input_name": name, "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(), "delay": delay, "link_info": link_info,
+            "bandwidth_bps": args.bandwidth_bps, "preset": args.preset, "timeout": args.timeout,
+            "alice": alice, "bob": bob, "relay": relay, "report": not args.no_report,
+            "headless": bool(args.headless)}
+
+
+# --- after the run: check, report, summarise ---------------------------------------------------
+
+def verify_and_report(plan: dict, alice_rc, bob_rc) -> dict:
+    out = Path(plan["out"])
+    res = {"alice_rc": alice_rc, "bob_rc": bob_rc, "byte_exact": False, "digests_equal": False}
+    received = out / "received.txt"
+    if received.exists():
+        res["byte_exact"] = received.read_bytes() == Path(plan["input"]).read_bytes()
+    stats = {}
+    for who in ("alice", "bob", "relay"):
+        p = out / f"{who}.json"
+        if p.exists():
+            try:
+                stats[who] = json.loads(p.read_text())
+            except ValueError:
+                pass
+    if "alice" in stats and "bob" in stats:
+        res["final_digest"] = stats["bob"]["final_digest"]
+        res["digests_equal"] = stats["alice"]["final_digest"] == stats["bob"]["final_digest"]
+        res["payload_bytes"] = stats["alice"]["payload_bytes"]
+        if plan["report"]:
+            try:
+                from shared.report import build
+                s = build(stats["alice"], stats["bob"], plan["input"], plan["out"], stats.get("relay"))
+                res["report"] = s["files"]
+                res["compressors"] = s["compressors"]
+                res["curves_equal"] = s["curves_equal"]
+            except Exception as e:            # the demo's verdict does not depend on the picture
+                res["report_error"] = f"{type(e).__name__}: {e}"
+    res["ok"] = alice_rc == 0 and bob_rc == 0 and res["byte_exact"] and res["digests_equal"]
+    (out / "conductor.json").write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+def summary(plan: dict, res: dict):
+    from rich.panel import Panel
+    from rich.text import Text
+    t = Text()
+    if res["ok"]:
+        t.append(" ✔ VERIFIED ", style="bold black on green3")
+        t.append(f"  Mars's file is byte-exact: {plan['bytes']:,} bytes, SHA-256 {plan['sha256'][:16]}…; "
+                 f"final weights equal on both sides: {res['final_digest'][:16]}\n")
+    else:
+        t.append(" ✘ FAILED ", style="bold white on red")
+        t.append(f"  alice exit {res['alice_rc']}, bob exit {res['bob_rc']}, byte-exact {res['byte_exact']}, "
+                 f"digests equal {res['digests_equal']}\n")
+    if "payload_bytes" in res:
+        n, c = plan["bytes"], res["payload_bytes"]
+        t.append(f"coded {c:,} bytes for {n:,} ({c * 8 / n:.3f} bits/byte)")
+        if plan["bandwidth_bps"]:
+            bw = plan["bandwidth_bps"]
+            t.append(f"; at {bw:,.0f} bit/s: raw {n * 8 / bw:.1f} s, coded {c * 8 / bw:.1f} s, "
+                     f"+ {plan['delay']:.1f} s light")
+        if res.get("compressors"):
+            t.append("; " + ", ".join(f"{k} {v:,} B" for k, v in res["compressors"].items()))
+        t.append("\n")
+    if res.get("report"):
+        t.append(f"report: {res['report']['html']}  (+ report.png)")
+    elif res.get("report_error"):
+        t.append(f"report failed: {res['report_error']}", style="red")
+    return Panel(t, border_style="green3" if res["ok"] else "red", title="demo result", title_align="left")
+
+
+# --- tmux -------------------------------------------------------------------------------------
+
+class Tmux:
+    def __init__(self, name: str):
+        self.sock, self.session = name, "demo"
+        self.env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+
+    def __call__(self, *args, check=True, capture=True) -> str:
+        r = subprocess.run(["tmux", "-L", self.sock, *args], env=self.env, capture_output=capture, text=True)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"tmux {' '.join(args)}: {(r.stderr or '').strip()}")
+        return r.stdout if capture else ""
+
+    def kill(self):
+        subprocess.run(["tmux", "-L", self.sock, "kill-server"], env=self.env, capture_output=True)
+
+
+def pane_cmd(cmd: list[str], rc_file: str | None, hold: bool = True) -> str:
+    line = f"cd {shlex.quote(str(ROOT))} && {shlex.join(cmd)}"
+    if rc_file:
+        line += f"; echo $? > {shlex.quote(rc_file)}"
+    if hold:
+        line += "; exec sleep 2147483647"    # keep the pane (and its final screen) without a dead-pane banner
+    return line
+
+
+TMUX_CONF = """\
+set -g remain-on-exit on
+set -g pane-border-status top
+set -g pane-border-format " #{pane_title} "
+set -g pane-active-border-style fg=yellow
+set -g status-style bg=colour236,fg=colour250
+set -g status-left " marslink demo "
+set -g status-left-length 20
+set -g status-right " Ctrl-b d: detach | Enter in the bottom pane: close "
+set -g status-right-length 60
+set -g default-terminal "tmux-256color"
+set -g history-limit 5000
+"""
+
+
+def run_tmux(args, plan: dict) -> int:
+    out = Path(plan["out"])
+    name = f"marslink-demo-{os.getpid()}"
+    tmux = Tmux(name)
+    conf = out / "tmux.conf"
+    conf.write_text(TMUX_CONF)
+    (out / "plan.json").write_text(json.dumps(plan, indent=2))
+    interactive = not plan["headless"]
+    if interactive:
+        cols, rows = shutil.get_terminal_size((200, 50))
+    else:
+        cols, rows = (int(x) for x in args.size.lower().split("x"))
+    earth = pane_cmd(plan["alice"], str(out / "alice.rc"))
+    mars = pane_cmd(plan["bob"], str(out / "bob.rc"))
+    conductor = pane_cmd([PY, str(ROOT / "scripts" / "demo.py"), "--conduct", str(out / "plan.json")],
+                         str(out / "conductor.rc"), hold=args.headless)
+    tmux("-f", str(conf), "new-session", "-d", "-s", "demo", "-x", str(cols), "-y", str(rows), "-n", "marslink", mars)
+    try:
+        mars_pane = tmux("display-message", "-p", "-t", "demo", "#{pane_id}").strip()
+        tmux("select-pane", "-t", mars_pane, "-T", "MARS  (Bob, receiver)")
+        side = ["-h", "-b"] if cols >= 150 else ["-v", "-b"]      # Earth left of (or above) Mars
+        earth_pane = tmux("split-window", *side, "-t", mars_pane, "-P", "-F", "#{pane_id}", earth).strip()
+        tmux("select-pane", "-t", earth_pane, "-T", "EARTH  (Alice, sender)")
+        relay_pane = tmux("split-window", "-v", "-f", "-l", "14", "-t", mars_pane, "-P", "-F", "#{pane_id}",
+                          conductor).strip()
+        tmux("select-pane", "-t", relay_pane, "-T", "LINK  (relay: the simulated deep-space link)")
+        if interactive:
+            subprocess.run(["tmux", "-L", name, "attach", "-t", "demo"], env=tmux.env)
+            res_path = out / "conductor.json"
+            if (out / "conductor.rc").exists() and res_path.exists():
+                res = json.loads(res_path.read_text())
+                from rich.console import Console
+                Console().print(summary(plan, res))
+                return 0 if res["ok"] else 1
+            print(f"demo: still running in the background; `tmux -L {name} attach` to watch it again")
+            return 0
+        return wait_and_capture(tmux, plan, {"earth": earth_pane, "mars": mars_pane, "relay": relay_pane}, args)
+    finally:
+        if not interactive or (out / "conductor.rc").exists():
+            tmux.kill()
+
+
+def wait_and_capture(tmux: Tmux, plan: dict, panes: dict, args) -> int:
+    out = Path(plan["out"])
+    deadline = time.monotonic() + plan["timeout"]
+    while not (out / "conductor.rc").exists():
+        if time.monotonic() > deadline:
+            print("demo: timed out", file=sys.stderr)
+            break
+        time.sleep(0.5)
+    time.sleep(0.5)                  # let the last frames reach the panes
+    captures = {}
+    for who, pane in panes.items():
+        text = tmux("capture-pane", "-p", "-t", pane)
+        captures[who] = text
+        (out / f"{who}.txt").write_text(text)
+        if args.screenshot:
+            captures[who + "_ansi"] = tmux("capture-pane", "-p", "-e", "-t", pane)
+    for who in ("earth", "mars", "relay"):
+        print(f"===== {who} pane =====")
+        print(captures[who].rstrip())
+    if args.screenshot:
+        try:
+            screenshot(captures, args.screenshot)
+            print(f"demo: screenshot {args.screenshot}")
+        except Exception as e:
+            print(f"demo: screenshot failed: {e}", file=sys.stderr)
+    res_path = out / "conductor.json"
+    if not res_path.exists():
+        print("demo: no result (the run did not finish)", file=sys.stderr)
+        return 1
+    res = json.loads(res_path.read_text())
+    from rich.console import Console
+    Console(width=120).print(summary(plan, res))
+    return 0 if res["ok"] else 1
+
+
+def screenshot(captures: dict, path: str) -> None:
+    """Draw the captured panes (with their colours) into a PNG, the way they looked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rich.text import Text
+
+    def lines_of(ansi: str):
+        return [Text.from_ansi(line) for line in ansi.rstrip("\n").split("\n")]
+
+    def trim(lines):
+        while lines and not lines[-1].plain.strip():
+            lines.pop()
+        return lines
+
+    earth, mars, relay = (trim(lines_of(captures[k + "_ansi"])) for k in ("earth", "mars", "relay"))
+    left_w = max((len(t.plain) for t in earth), default=80)
+    right_w = max((len(t.plain) for t in mars), default=80)
+    top_h = max(len(earth), len(mars))
+    rows = top_h + 1 + len(relay)
+    cols = left_w + 2 + right_w
+    cw, ch = 0.0725, 0.155                     # inches per cell at fontsize 8.5 monospace
+    fig = plt.figure(figsize=(cols * cw + 0.3, rows * ch + 0.3), dpi=110)
+    fig.patch.set_facecolor("#101216")
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.set_xlim(-1, cols + 1)
+    ax.set_ylim(rows + 1, -1)
+    ax.axis("off")
+
+    def colour(c, default):
+        if c is None or c.is_default:
+            return default
+        r, g, b = c.get_truecolor()
+        return (r / 255, g / 255, b / 255)
+
+    def draw(lines, x0, y0):
+        for y, t in enumerate(lines):
+            for span_text, style in _segments(t):
+                fg = colour(style.color if style is not None else None, "#d8d8d8")
+                bg = colour(style.bgcolor if style is not None else None, None)
+                x = x0 + span_text[0]
+                s = span_text[1]
+                if style is not None and style.dim:
+                    fg = tuple(0.6 * v for v in fg) if isinstance(fg, tuple) else "#8a8a8a"
+                if bg is not None:
+                    ax.add_patch(plt.Rectangle((x - 0.5, y0 + y - 0.5), len(s), 1.0, color=bg, lw=0))
+                ax.text(x, y0 + y, s, color=fg, fontsize=8.5, family="DejaVu Sans Mono", va="center", ha="left",
+                        fontweight="bold" if style is not None and style.bold else "normal")
+
+    draw(earth, 0, 0)
+    draw(mars, left_w + 2, 0)
+    draw(relay, 0, top_h + 1)
+    fig.savefig(path, facecolor=fig.get_facecolor())
+    plt.close(fig)
+
+
+def _segments(text):
+    """(start column, string) and style runs of a rich Text."""
+    plain = text.plain
+    styles = [None] * len(plain)
+    for span in text.spans:
+        st = span.style
+        if isinstance(st, str):
+            from rich.style import Style
+            st = Style.parse(st)
+        for i in range(span.start, min(span.end, len(plain))):
+            styles[i] = st if styles[i] is None else styles[i] + st
+    i = 0
+    while i < len(plain):
+        j = i
+        while j < len(plain) and styles[j] == styles[i]:
+            j += 1
+        yield (i, plain[i:j]), styles[i]
+        i = j
+
+
+# --- the conductor: runs in the tmux bottom pane ----------------------------------------------
+
+def conduct(plan_path: str) -> int:
+    plan = json.loads(Path(plan_path).read_text())
+    out = Path(plan["out"])
+    relay = subprocess.Popen(plan["relay"], cwd=ROOT)
+    deadline = time.monotonic() + plan["timeout"]
+    rcs = {}
+    try:
+        while len(rcs) < 2 and time.monotonic() < deadline:
+            for who in ("alice", "bob"):
+                p = out / f"{who}.rc"
+                if who not in rcs and p.exists() and p.read_text().strip():
+                    rcs[who] = int(p.read_text().strip())
+            if relay.poll() is not None:
+                break
+            time.sleep(0.3)
+        time.sleep(0.5)
+    finally:
+        if relay.poll() is None:
+            relay.send_signal(signal.SIGTERM)
+            try:
+                relay.wait(10)
+            except subprocess.TimeoutExpired:
+                relay.kill()
+    res = verify_and_report(plan, rcs.get("alice"), rcs.get("bob"))
+    from rich.console import Console
+    console = Console()
+    console.print(summary(plan, res))
+    if not plan["headless"] and sys.stdin.isatty():
+        console.print("[bold]Press Enter to close the demo[/] (Ctrl-b d detaches and leaves it running)")
+        try:
+            input()
+        except (EOFError, KeyboardInterrupt):
+            pass
+        (out / "conductor.rc").write_text("0\n" if res["ok"] else "1\n")
+        sock = os.environ.get("TMUX", "").split(",")[0]
+        if sock:
+            subprocess.run(["tmux", "-S", sock, "kill-server"], capture_output=True)
+    return 0 if res["ok"] else 1
+
+
+# --- without tmux: both dashboards in two columns of this terminal ---------------------------
+
+def run_columns(args, plan: dict) -> int:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+    from rich.text import Text
+    from shared.dashboard import plain_line, render
+
+    out = Path(plan["out"])
+    console = Console()
+    tty = console.is_terminal
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARSLINK_")}
+    env["PYTHONPATH"] = str(ROOT)
+    procs, states, relay_line = {}, {}, {"text": ""}
+    lock = threading.Lock()
+
+    def reader(who, stream):
+        for raw in stream:
+            line = raw.decode("utf-8", "replace").strip()
+            if who == "relay":
+                with lock:
+                    relay_line["text"] = line
+                continue
+            try:
+                st = json.loads(line)
+            except ValueError:
+                continue
+            with lock:
+                states[who] = st
+
+    errs = {who: open(out / f"{who}.err", "wb") for who in ("alice", "bob")}
+    relay_cmd = plan["relay"] + ["--plain", "--status-every", "1"]
+    procs["bob"] = subprocess.Popen(plan["bob"] + ["--display", "json"], cwd=ROOT, env=env,
+                                    stdout=subprocess.PIPE, stderr=errs["bob"])
+    procs["relay"] = subprocess.Popen(relay_cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT)
+    procs["alice"] = subprocess.Popen(plan["alice"] + ["--display", "json"], cwd=ROOT, env=env,
+                                      stdout=subprocess.PIPE, stderr=errs["alice"])
+    threads = [threading.Thread(target=reader, args=(w, p.stdout), daemon=True) for w, p in procs.items()]
+    for t in threads:
+        t.start()
+
+    def view():
+        w, h = console.size.width, console.size.height
+        col = max(40, (w - 1) // 2)
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=col)
+        grid.add_column(width=col)
+        with lock:
+            a, b, rl = states.get("alice"), states.get("bob"), relay_line["text"]
+        waiting = Text("starting…", style="grey50")
+        grid.add_row(render(a, col, h - 2) if a else waiting, render(b, col, h - 2) if b else waiting)
+        return _stack(grid, Text(rl, style="grey62", overflow="ellipsis", no_wrap=True))
+
+    deadline = time.monotonic() + plan["timeout"]
+    last_plain = {}
+    live = Live(view(), console=console, auto_refresh=False, transient=False) if tty else None
+    if live:
+        live.start(refresh=True)
+    try:
+        while any(procs[w].poll() is None for w in ("alice", "bob")) and time.monotonic() < deadline:
+            time.sleep(0.25)
+            if live:
+                live.update(view(), refresh=True)
+            else:
+                with lock:
+                    snapshot = dict(states)
+                for who, st in snapshot.items():
+                    every = max(1, -(-(st.get("n_steps") or 20) // 10))
+                    key = (st.get("step"), st.get("phase"))
+                    if key != last_plain.get(who) and (st.get("step", 0) % every == 0 or st.get("result")
+                                                       or st.get("error")):
+                        last_plain[who] = key
+                        print(plain_line(st), flush=True)
+        for w in ("alice", "bob"):
+            if procs[w].poll() is None:
+                procs[w].kill()
+            procs[w].wait()
+        for t in threads[:1] + threads[2:]:
+            t.join(timeout=5)
+        time.sleep(0.3)
+    finally:
+        if procs["relay"].poll() is None:
+            procs["relay"].send_signal(signal.SIGTERM)
+            try:
+                procs["relay"].wait(10)
+            except subprocess.TimeoutExpired:
+                procs["relay"].kill()
+        if live:
+            live.update(view(), refresh=True)
+            live.stop()
+        for f in errs.values():
+            f.close()
+    if not tty:
+        for who in ("alice", "bob"):
+            st = states.get(who)
+            if st and (st.get("result") or st.get("error")) and last_plain.get(who) != (st.get("step"), st.get("phase")):
+                print(plain_line(st), flush=True)
+    res = verify_and_report(plan, procs["alice"].returncode, procs["bob"].returncode)
+    if not res["ok"]:
+        for who in ("alice", "bob"):
+            tail = (out / f"{who}.err").read_text(errors="replace").strip().splitlines()[-3:]
+            if tail:
+                print(f"{who}: " + " | ".join(tail), file=sys.stderr)
+    console.print(summary(plan, res))
+    return 0 if res["ok"] else 1
+
+
+def _stack(*renderables):
+    from rich.console import Group
+    return Group(*renderables)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.conduct:
+        return conduct(args.conduct)
+    plan = make_plan(args)
+    use_tmux = not args.no_tmux and shutil.which("tmux") is not None
+    # Not on a terminal (make demo in CI, tests): nobody can attach or press Enter; run to the end.
+    plan["headless"] = bool(args.headless) or not (sys.stdin.isatty() and sys.stdout.isatty())
+    if args.headless and not use_tmux:
+        if not args.no_tmux:
+            print("demo: tmux is not installed; running both sides in this terminal instead", file=sys.stderr)
+    if use_tmux:
+        return run_tmux(args, plan)
+    return run_columns(args, plan)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

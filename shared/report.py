@@ -1,0 +1,323 @@
+"""End-of-run report: a PNG and a self-contained HTML page from Alice's and Bob's stats.
+
+    python -m shared.report --alice alice.json --bob bob.json --input FILE --out DIR [--relay relay.json]
+
+What it shows, all measured:
+
+  * Alice's and Bob's per-step bits/byte (the coding loss) and training loss, overlaid: they are
+    computed by two processes from their own models and must be identical;
+  * cumulative coded bits against the raw size and against gzip -9, bzip2 -9 and xz -9e run on
+    the same input (their final sizes: they are not streaming the same way);
+  * the description-length ledger: coded size = area under the loss curve (sum of -log2 p, the
+    "ideal bits") + arithmetic-coder overhead; beside it the size of the program both sides
+    already hold (marslink's own source, gzip -9; never sent), and what sending the trained
+    weights instead would have cost (parameters x 32 bits).
+
+Torch-free; matplotlib (the `report` extra) draws the PNG.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import html
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE_DIRS = ("shared", "sender", "receiver", "protocol")
+# the program in the narrow sense: what defines the model, its training and the coder
+CORE_FILES = ("shared/config.py", "shared/model.py", "shared/engine.py", "shared/coder.py", "shared/numeric.py")
+COMPRESSORS = (("gzip -9", ["gzip", "-9", "-c"]), ("bzip2 -9", ["bzip2", "-9", "-c"]), ("xz -9e", ["xz", "-9e", "-c"]))
+
+
+def compressor_sizes(path: str) -> dict[str, int]:
+    """Sizes of the input compressed by the classic tools (run as programs on the file itself)."""
+    out = {}
+    for name, cmd in COMPRESSORS:
+        if shutil.which(cmd[0]) is None:
+            continue
+        r = subprocess.run([*cmd, path], capture_output=True, check=True)
+        out[name] = len(r.stdout)
+    return out
+
+
+def program_size(root: Path = ROOT) -> dict:
+    """The program both sides already have, raw and gzip -9: the core (model, training, coder)
+    and all of marslink's Python source (CLIs, link, dashboards included)."""
+    files = sorted(p for d in SOURCE_DIRS for p in (root / d).rglob("*.py"))
+    blob = b"".join(p.read_bytes() for p in files)
+    core = b"".join((root / f).read_bytes() for f in CORE_FILES if (root / f).exists())
+    return {"files": len(files), "bytes": len(blob), "gzip_bytes": len(gzip.compress(blob, 9, mtime=0)),
+            "core_files": list(CORE_FILES), "core_bytes": len(core),
+            "core_gzip_bytes": len(gzip.compress(core, 9, mtime=0))}
+
+
+def _series(stats: dict, key: str) -> dict[int, float | None]:
+    return {int(row[0]): row[1] for row in stats.get(key, [])}
+
+
+def summarize(alice: dict, bob: dict, input_path: str, relay: dict | None = None) -> dict:
+    data = Path(input_path).read_bytes()
+    n = len(data)
+    payload = int(alice["payload_bytes"])
+    ideal = float(alice["ideal_bits"])
+    params = alice.get("parameters") or bob.get("parameters")
+    return {
+        "input": os.path.basename(input_path), "input_bytes": n,
+        "alice_input_bytes": alice.get("input_bytes"), "bob_output_bytes": bob.get("input_bytes"),
+        "payload_bytes": payload, "payload_bits": payload * 8, "ideal_bits": ideal,
+        "coder_overhead_bits": payload * 8 - ideal,
+        "bits_per_byte": payload * 8 / n if n else 0.0,
+        "wire_bytes": alice.get("wire_bytes"),
+        "steps": alice.get("steps"), "preset": alice.get("preset"),
+        "final_digest_alice": alice.get("final_digest"), "final_digest_bob": bob.get("final_digest"),
+        "digests_equal": alice.get("final_digest") == bob.get("final_digest"),
+        "curves_equal": alice.get("curve") == bob.get("curve") and bool(alice.get("curve")),
+        "loss_curves_equal": alice.get("loss_curve") == bob.get("loss_curve"),
+        "syncs_checked": bob.get("syncs_checked"),
+        "seconds_alice": alice.get("seconds"), "seconds_bob": bob.get("seconds"),
+        "frames_resent": alice.get("frames_resent"), "duplicates": bob.get("duplicates"),
+        "out_of_order": bob.get("out_of_order"),
+        "parameters": params, "weights_bits": params * 32 if params else None,
+        "program": program_size(), "compressors": compressor_sizes(input_path),
+        "relay": relay,
+    }
+
+
+# --- the picture ----------------------------------------------------------------------------
+
+def plot(alice: dict, bob: dict, s: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(13, 8.4), dpi=110)
+    gs = fig.add_gridspec(2, 2, height_ratios=[1, 1], hspace=0.38, wspace=0.22)
+    ax1, ax2, ax3 = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1]), fig.add_subplot(gs[1, :])
+    fig.suptitle(f"marslink: {s['input']} ({s['input_bytes']:,} bytes, preset {s['preset']}) - "
+                 f"{s['bits_per_byte']:.3f} bits/byte, final digests "
+                 f"{'equal' if s['digests_equal'] else 'DIFFER'} ({(s['final_digest_bob'] or '')[:12]})",
+                 fontsize=12, fontweight="bold")
+
+    # 1. the loss curves, both sides
+    for stats, who, style in ((alice, "Alice (Earth)", dict(lw=2.4, color="#1f77b4")),
+                              (bob, "Bob (Mars)", dict(lw=1.2, ls="--", color="#d62728"))):
+        c = sorted(_series(stats, "curve").items())
+        ax1.plot([k for k, v in c if v is not None], [v for k, v in c if v is not None],
+                 label=f"{who}: coded bits/byte", **style)
+    for stats, who, style in ((alice, "Alice", dict(lw=1.6, color="#2ca02c", alpha=0.8)),
+                              (bob, "Bob", dict(lw=1.0, ls=":", color="#000000"))):
+        c = sorted(_series(stats, "loss_curve").items())
+        ax1.plot([k for k, v in c if v is not None], [v / math.log(2) for k, v in c if v is not None],
+                 label=f"{who}: training loss (bits)", **style)
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("bits per byte")
+    ax1.set_title("Alice and Bob: one loss curve, computed twice"
+                  + (" (identical)" if s["curves_equal"] and s["loss_curves_equal"] else " (DIFFERENT)"),
+                  fontsize=10)
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3)
+
+    # 2. cumulative bits
+    n = s["input_bytes"]
+    wa = alice.get("wire_curve", [])
+    ax2.plot([0] + [r[1] for r in wa], [0] + [r[2] * 8 / 1000 for r in wa], lw=2.4, color="#1f77b4",
+             label="marslink: coded bits sent")
+    ax2.plot([0, n], [0, n * 8 / 1000], color="grey", lw=1.2, ls="--", label="raw (8 bits/byte)")
+    markers = {"gzip -9": "o", "bzip2 -9": "s", "xz -9e": "^"}
+    for name, size in s["compressors"].items():
+        ax2.plot([n], [size * 8 / 1000], markers.get(name, "x"), ms=8, label=f"{name}: {size:,} B (whole file)")
+    ax2.set_xlabel("bytes of input coded")
+    ax2.set_ylabel("kbit")
+    ax2.set_title("Cumulative bits on the link vs raw and classic compressors", fontsize=10)
+    ax2.legend(fontsize=8, loc="upper left")
+    ax2.grid(alpha=0.3)
+
+    # 3. description-length ledger (kbit)
+    rows = []
+    rows.append(("marslink stream", [(s["ideal_bits"], "area under the loss curve", "#1f77b4"),
+                                     (max(s["coder_overhead_bits"], 0), "coder overhead", "#ff7f0e")]))
+    rows.append(("+ program (never sent)", [(s["ideal_bits"], None, "#1f77b4"),
+                                            (max(s["coder_overhead_bits"], 0), None, "#ff7f0e"),
+                                            (s["program"]["core_gzip_bytes"] * 8,
+                                             "model + training + coder source, gzip -9", "#9467bd")]))
+    if s["weights_bits"]:
+        rows.append(("send trained weights", [(s["weights_bits"], "parameters x 32 bits", "#8c564b")]))
+    for name, size in s["compressors"].items():
+        rows.append((name, [(size * 8, None, "#7f7f7f")]))
+    rows.append(("raw", [(n * 8, None, "#c7c7c7")]))
+    labelled = set()
+    for i, (name, parts) in enumerate(rows):
+        left = 0.0
+        for bits, label, colour in parts:
+            lab = label if label and label not in labelled else None
+            if lab:
+                labelled.add(lab)
+            ax3.barh(i, bits / 1000, left=left, color=colour, label=lab, edgecolor="white")
+            left += bits / 1000
+        ax3.text(left, i, f" {left:,.1f}", va="center", fontsize=8)
+    ax3.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=9)
+    ax3.invert_yaxis()
+    ax3.set_xlabel("kbit")
+    ax3.set_title("Description length: what crossed the link, what did not", fontsize=10)
+    ax3.legend(fontsize=8, loc="lower right")
+    ax3.grid(alpha=0.3, axis="x")
+    fig.subplots_adjust(left=0.13, right=0.97, top=0.9, bottom=0.07)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --- the page -------------------------------------------------------------------------------
+
+def _table(headers: list[str], rows: list[list], attrs: str = "") -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table {attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _f(x, digits: int = 1) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return f"{x:,}"
+
+
+def page(alice: dict, bob: dict, s: dict, png: bytes) -> str:
+    n = s["input_bytes"]
+    summary = _table(["", "value"], [
+        ["input", f"{s['input']} ({n:,} bytes)"],
+        ["coded payload", f"{s['payload_bytes']:,} bytes = {s['payload_bits']:,} bits ({s['bits_per_byte']:.3f} bits/byte)"],
+        ["bytes written to the link by Alice (frames, heartbeats, resends)", _f(s["wire_bytes"])],
+        ["steps / preset", f"{s['steps']} / {s['preset']}"],
+        ["final weight digest, Alice", s["final_digest_alice"]],
+        ["final weight digest, Bob", s["final_digest_bob"]],
+        ["digests equal", "yes" if s["digests_equal"] else "NO"],
+        ["per-step curves equal (bits/byte and loss)", "yes" if s["curves_equal"] and s["loss_curves_equal"] else "NO"],
+        ["sync digests Bob checked against Alice's", _f(s["syncs_checked"])],
+        ["frames Alice resent / duplicates Bob dropped / out of order", f"{_f(s['frames_resent'])} / "
+                                                                          f"{_f(s['duplicates'])} / {_f(s['out_of_order'])}"],
+        ["seconds (Alice / Bob)", f"{_f(s['seconds_alice'])} / {_f(s['seconds_bob'])}"],
+    ], 'id="summary"')
+    comp_rows = [["marslink (coded payload)", f"{s['payload_bytes']:,}", f"{s['bits_per_byte']:.3f}"]]
+    for name, size in s["compressors"].items():
+        comp_rows.append([name, f"{size:,}", f"{size * 8 / n:.3f}" if n else "n/a"])
+    comp_rows.append(["raw", f"{n:,}", "8.000"])
+    comp = _table(["method", "bytes", "bits/byte"], comp_rows, 'id="compressors"')
+    p = s["program"]
+    ledger = _table(["item", "bits", "note"], [
+        ["area under the loss curve", _f(s["ideal_bits"]), "sum over every byte of -log2 p(byte), as both models predicted it"],
+        ["+ arithmetic-coder overhead", _f(s["coder_overhead_bits"]), "payload x 8 - ideal bits (flags, rounding, final bits)"],
+        ["= coded payload", f"{s['payload_bits']:,}", "what crossed the link, apart from framing"],
+        ["the program: model, training, coder", f"{p['core_gzip_bytes'] * 8:,}",
+         f"{', '.join(p['core_files'])}: {p['core_bytes']:,} bytes, gzip -9 to {p['core_gzip_bytes']:,}; "
+         "both sides have it, never sent (torch, numpy and Python itself not counted)"],
+        ["all of marslink's source", f"{p['gzip_bytes'] * 8:,}",
+         f"{p['files']} Python files, {p['bytes']:,} bytes, gzip -9 to {p['gzip_bytes']:,} (CLIs, link, dashboards too)"],
+        ["sending the trained weights instead", _f(s["weights_bits"]),
+         f"{_f(s['parameters'])} parameters x 32 bits: the model never crossed the link"],
+    ], 'id="ledger"')
+    ca, cb = _series(alice, "curve"), _series(bob, "curve")
+    la, lb = _series(alice, "loss_curve"), _series(bob, "loss_curve")
+    wire = {int(r[0]): r for r in alice.get("wire_curve", [])}
+    curve_rows = []
+    for step in sorted(set(ca) | set(cb)):
+        w = wire.get(step)
+        curve_rows.append([step, w[1] if w else "", ca.get(step), cb.get(step), la.get(step), lb.get(step),
+                           w[2] * 8 if w else ""])
+    series = {"alice_curve": alice.get("curve", []), "bob_curve": bob.get("curve", []),
+              "alice_loss": alice.get("loss_curve", []), "bob_loss": bob.get("loss_curve", []),
+              "wire_curve": alice.get("wire_curve", [])}
+    curve = _table(["step", "bytes coded", "bits/byte (Alice)", "bits/byte (Bob)", "loss nats (Alice)",
+                    "loss nats (Bob)", "cumulative coded bits"], curve_rows,
+                   f'id="curve" data-series="{html.escape(json.dumps(alice.get("curve", [])))}"')
+    relay = ""
+    if s.get("relay"):
+        r = s["relay"]
+        st = r.get("settings", {})
+        up, down = r.get("earth_to_mars", {}), r.get("mars_to_earth", {})
+        relay = "<h2>Simulated link (relay)</h2>" + _table(["", "value"], [
+            ["one-way delay", f"{st.get('delay_s', 0):.2f} s"],
+            ["bandwidth", f"{st.get('bandwidth_bps', 0):,.0f} bit/s" if st.get("bandwidth_bps") else "unlimited"],
+            ["raw input over it", f"{n * 8 / st['bandwidth_bps']:.1f} s + delay" if st.get("bandwidth_bps") else "n/a"],
+            ["coded payload over it", f"{s['payload_bits'] / st['bandwidth_bps']:.1f} s + delay"
+             if st.get("bandwidth_bps") else "n/a"],
+            ["loss / dup / reorder", f"{st.get('loss', 0):.0%} / {st.get('dup', 0):.0%} / {st.get('reorder', 0):.0%} "
+                                     f"({'Earth to Mars' if st.get('fault_direction') == 'up' else 'both ways'}, "
+                                     f"seed {st.get('seed')})"],
+            ["Earth to Mars: messages, lost, duplicated, reordered",
+             f"{up.get('messages', 0):,}, {up.get('dropped', 0)}, {up.get('duplicated', 0)}, {up.get('reordered', 0)}"],
+            ["Mars to Earth: messages, lost, duplicated, reordered",
+             f"{down.get('messages', 0):,}, {down.get('dropped', 0)}, {down.get('duplicated', 0)}, "
+             f"{down.get('reordered', 0)}"],
+        ], 'id="relay"')
+    ok = s["digests_equal"] and s["curves_equal"]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>marslink report: {html.escape(s['input'])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.92em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
+th {{ background: #f0f0f0; }}
+td:nth-child(n+2) {{ font-variant-numeric: tabular-nums; }}
+.ok {{ color: #0a0; font-weight: bold; }} .bad {{ color: #c00; font-weight: bold; }}
+img {{ max-width: 100%; border: 1px solid #ddd; }}
+details {{ margin-bottom: 2em; }}
+</style></head><body>
+<h1>marslink: {html.escape(s['input'])}</h1>
+<p class="{'ok' if ok else 'bad'}">{'Alice and Bob stayed in lockstep: identical loss curves and final weights.'
+    if ok else 'Alice and Bob disagree: see below.'}</p>
+<img alt="loss curves, cumulative bits, description-length ledger" src="data:image/png;base64,{base64.b64encode(png).decode()}">
+<h2>Summary</h2>{summary}
+<h2>Against classic compressors</h2>{comp}
+<h2>Description-length ledger</h2>{ledger}
+{relay}
+<h2>Per-step curve</h2>
+<details><summary>{len(curve_rows)} steps (the plotted series)</summary>{curve}</details>
+<script type="application/json" id="series">{html.escape(json.dumps(series))}</script>
+</body></html>
+"""
+
+
+def build(alice: dict, bob: dict, input_path: str, out_dir: str, relay: dict | None = None) -> dict:
+    """Write report.png, report.html and report.json into out_dir; return the summary."""
+    os.makedirs(out_dir, exist_ok=True)
+    s = summarize(alice, bob, input_path, relay)
+    png_path = os.path.join(out_dir, "report.png")
+    plot(alice, bob, s, png_path)
+    png = Path(png_path).read_bytes()
+    Path(out_dir, "report.html").write_text(page(alice, bob, s, png), encoding="utf-8")
+    Path(out_dir, "report.json").write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
+    s["files"] = {"png": png_path, "html": os.path.join(out_dir, "report.html"),
+                  "json": os.path.join(out_dir, "report.json")}
+    return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m shared.report", description="marslink end-of-run report")
+    ap.add_argument("--alice", required=True, help="Alice's --stats-json")
+    ap.add_argument("--bob", required=True, help="Bob's --stats-json")
+    ap.add_argument("--input", required=True, help="the input file that was sent")
+    ap.add_argument("--out", required=True, help="output folder (report.png, report.html, report.json)")
+    ap.add_argument("--relay", default=None, help="the relay's --stats-json, if a relay was used")
+    args = ap.parse_args(argv)
+    try:
+        alice, bob = (json.loads(Path(p).read_text()) for p in (args.alice, args.bob))
+        relay = json.loads(Path(args.relay).read_text()) if args.relay else None
+        s = build(alice, bob, args.input, args.out, relay)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"report: error: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {s['files']['html']} and {s['files']['png']} "
+          f"({s['bits_per_byte']:.3f} bits/byte; digests {'equal' if s['digests_equal'] else 'DIFFER'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

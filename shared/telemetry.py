@@ -1,0 +1,55 @@
+"""Per-step measurements a live run records on both sides, for dashboards and the report.
+
+Torch-free: it only reads what the engine hands the `on_step` callbacks. Both sides record the
+same things from their own twin, so Alice's and Bob's curves must come out identical (they are
+computed from bit-identical probabilities); the report overlays them to show it.
+"""
+from __future__ import annotations
+
+import math
+
+
+def _num(x: float | None, digits: int = 6):
+    """A JSON-safe number: NaN/inf become null."""
+    if x is None or not math.isfinite(x):
+        return None
+    return round(float(x), digits)
+
+
+class Telemetry:
+    """Call `record(twin, report, payload_bytes)` after every step; `stats()` gives JSON lists.
+
+    A resumed sender may code some steps again: a step recorded twice keeps its latest values
+    (they are the same numbers, since the twin rewound to a bit-identical state).
+    """
+
+    def __init__(self):
+        self.rows: dict[int, tuple] = {}     # step -> (tokens_done, chunk_tokens, chunk_bits, loss, payload)
+        self.digests: dict[int, str] = {}    # sync step -> weight digest
+        self.parameters: int | None = None
+        self.payload_bytes = 0               # coded bytes sent (Alice) / received (Bob) so far
+        self.extra: dict = {}                # side-specific live numbers (Bob: syncs_checked, ...)
+
+    def record(self, twin, report, payload_bytes: int, **extra) -> None:
+        self.extra.update(extra)
+        if self.parameters is None:
+            self.parameters = int(sum(p.numel() for p in twin.model.parameters()))
+        self.payload_bytes = int(payload_bytes)
+        self.rows[report.step] = (report.tokens_done, report.chunk_tokens, report.chunk_bits, report.loss,
+                                  self.payload_bytes)
+        if report.digest is not None:
+            self.digests[report.step] = report.digest
+
+    def stats(self) -> dict:
+        steps = sorted(self.rows)
+        rows = [(s, *self.rows[s]) for s in steps]
+        return {
+            # bits per byte of each step's chunk: -log2 p of the true bytes, averaged (the coding loss)
+            "curve": [[s, _num(bits / n if n else math.nan)] for s, _, n, bits, _, _ in rows],
+            # the training loss after the step (nats, over the training window)
+            "loss_curve": [[s, _num(loss)] for s, _, _, _, loss, _ in rows],
+            # [step, tokens coded so far, coded payload bytes so far]
+            "wire_curve": [[s, done, payload] for s, done, _, _, _, payload in rows],
+            "sync_digests": [[s, self.digests[s]] for s in sorted(self.digests)],
+            "parameters": self.parameters,
+        }

@@ -1,0 +1,81 @@
+"""Lecture mode: the exact-fraction coder and its worked example, and a short run of the script."""
+import subprocess
+import sys
+from fractions import Fraction as F
+
+import pytest
+
+from shared.lecture import (ExactCoder, binary_digits, bits_value, encode_words, settled_prefix,
+                            shortest_binary_fraction, word_intervals)
+from tests.conftest import ROOT
+
+
+def test_worked_example_interval_and_single_bit():
+    low, high, bits = encode_words(["rover"])
+    assert (low, high) == (F(2, 5), F(3, 5))            # exactly [0.4, 0.6)
+    assert bits == "1"                                   # 0.1 in binary = 0.5
+    assert bits_value(bits) == F(1, 2)
+    assert word_intervals()["rover"] == (F(2, 5), F(3, 5))
+
+
+def test_second_interval_by_hand():
+    # [0.25, 0.3): 0.25 = 0.01b is inside (low is inclusive), nothing shorter is: "01"
+    assert shortest_binary_fraction(F(1, 4), F(3, 10)) == "01"
+    # [0.3, 0.35): 0.5, 0.25, 0.375 are out; 0.3125 = 0.0101b is the first inside
+    assert shortest_binary_fraction(F(3, 10), F(7, 20)) == "0101"
+    # two words: rover then ice -> [0.52, 0.58): 0.5625 = 0.1001b
+    low, high, bits = encode_words(["rover", "ice"])
+    assert (low, high, bits) == (F(13, 25), F(29, 50), "1001")
+
+
+@pytest.mark.parametrize("low,high", [(F(0), F(1)), (F(0), F(1, 1000)), (F(999, 1000), F(1)),
+                                      (F(1, 3), F(1, 3) + F(1, 10**12)), (F(1, 2), F(1, 2) + F(1, 7))])
+def test_shortest_fraction_is_inside_and_shortest(low, high):
+    bits = shortest_binary_fraction(low, high)
+    assert low <= bits_value(bits) < high
+    for k in range(len(bits)):                      # no k-bit fraction fits
+        scale = 1 << k
+        c = -((-low.numerator * scale) // low.denominator)
+        assert F(c, scale) >= high
+
+
+def test_exact_coder_settles_the_common_prefix():
+    coder = ExactCoder()
+    coder.encode(2, 3, 5)                            # [0.4, 0.6): no bit is certain yet
+    assert coder.settled == 0
+    coder.encode(3, 4, 5)                            # [0.52, 0.56): 0.52 = 0.100001.., 0.56 = 0.100011..
+    assert coder.settled == settled_prefix(coder.low, coder.high) == 4
+    assert binary_digits(coder.low, 4) == binary_digits(coder.high - F(1, 10**9), 4) == "1000"
+    assert coder.code_bits().startswith("1000")
+    assert abs(coder.ideal_bits() - (-__import__("math").log2(F(1, 25)))) < 1e-12
+
+
+def test_exact_coder_matches_engine_coder_on_quantised_frequencies():
+    """Fed the engine's 24-bit frequencies, the exact interval code is as long as the real coder's
+    output, give or take the final byte padding."""
+    import numpy as np
+    from shared.coder import ArithmeticEncoder
+    rng = np.random.default_rng(0)
+    exact, real = ExactCoder(), ArithmeticEncoder()
+    total = 1 << 24
+    for _ in range(300):
+        cuts = np.sort(rng.choice(np.arange(1, total), size=3, replace=False))
+        cdf = [0, *cuts.tolist(), total]
+        s = int(rng.integers(0, 4))
+        exact.encode(cdf[s], cdf[s + 1], total)
+        real.encode(cdf[s], cdf[s + 1], total)
+    real_bits = len(real.finish()) * 8
+    assert abs(len(exact.code_bits()) - real_bits) <= 10
+    assert len(exact.code_bits()) <= exact.ideal_bits() + 2
+
+
+def test_lecture_script_runs_plain_and_both_sides_agree():
+    r = subprocess.run([sys.executable, "scripts/lecture.py", "--bytes", "48", "--delay", "0", "--show-every", "8"],
+                       cwd=ROOT, capture_output=True, timeout=120)
+    out = r.stdout.decode()
+    assert r.returncode == 0, out[-2000:] + r.stderr.decode()
+    assert "\x1b[" not in out                          # not a terminal: plain text
+    assert 'the single bit "1"' in out
+    assert "[0.4, 0.6)" in out
+    assert "MARS decodes step 3" in out and "✓ = Earth's" in out and "✗" not in out
+    assert "✔ VERIFIED" in out
