@@ -20,7 +20,8 @@ built from small named pieces of the ZeroMQ Guide's reliability patterns:
 API (the whole of it):
 
     settings = LinkSettings(window=16, heartbeat_s=1.0, timeout_s=10.0, retransmit_s=2.0,
-                            handshake_timeout_s=30.0, linger_ms=500, fault=None)
+                            handshake_timeout_s=30.0, linger_ms=500, fault=None,
+                            curve=None)         # CurveKeys: encryption + allow-list (security.py)
 
     alice = AliceLink("tcp://mars:5555", settings, log=None)
     welcome = alice.handshake(hello)    # -> Welcome; PeerError if refused, HandshakeTimeout
@@ -37,7 +38,8 @@ API (the whole of it):
     bob.done(done); bob.abort(code, message); bob.close();  bob.stats: BobStats
 
 Every blocking call may raise PeerLost (peer silent for timeout_s), PeerError
-(peer sent ERROR) or, on Alice, FrameError (Mars sent an undecodable message).
+(peer sent ERROR) or, on Alice, FrameError (Mars sent an undecodable message) or
+AuthFailed (Mars's CURVE handshake turned us away: final, don't retry).
 
 Liveness caveat: a side only talks (ACKs, heartbeats) while one of its methods
 runs. Bob's decoder must call next_frame() or poll() at least every

@@ -196,12 +196,12 @@ class Relay:
 
 def describe(settings: dict, light_minutes: float | None = None, time_scale: float | None = None) -> str:
     d = settings["delay_s"]
-    light = f" ({light_minutes:g} light-min / time scale {time_scale:g})" if light_minutes is not None else ""
+    light = f" ({light_minutes:g} light-min / {time_scale:g})" if light_minutes is not None else ""
     bw = settings["bandwidth_bps"]
     faults = ", ".join(f"{k} {settings[k]:.0%}" for k in ("loss", "dup", "reorder") if settings[k])
     where = "Earth->Mars" if settings["fault_direction"] == "up" else "both ways"
-    return (f"one-way delay {d:.2f} s{light}; bandwidth {f'{bw:,.0f} bit/s' if bw else 'unlimited'}"
-            + (f"; faults ({where}): {faults}, seed {settings['seed']}" if faults else "; no faults"))
+    return (f"one-way delay {d:.2f} s{light}, {f'{bw:,.0f} bit/s' if bw else 'unlimited bandwidth'}"
+            + (f", faults ({where}): {faults}, seed {settings['seed']}" if faults else ", no faults"))
 
 
 def status_line(st: dict) -> str:
@@ -279,8 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     except zmq.ZMQError as e:
         print(f"relay: error: cannot listen on {args.listen}: {e}", file=sys.stderr)
         return 2
-    header = f"relay {relay.endpoint} -> {args.forward}: " + describe(relay.settings, minutes,
-                                                                        args.time_scale if minutes else None)
+    header = "relay: " + describe(relay.settings, minutes, args.time_scale if minutes else None)
 
     def stop(*_):
         relay.running = False
@@ -293,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         live = Live(status_table(relay.stats(), header), auto_refresh=False, transient=False)
         live.start(refresh=True)
     elif not args.quiet:
-        print(header, flush=True)
+        print(f"{header} ({relay.endpoint} -> {args.forward})", flush=True)
     last_status = time.monotonic()
     try:
         while relay.running:

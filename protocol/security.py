@@ -289,18 +289,24 @@ class HandshakeWatch:
                 f"encryption (CURVE), pass --server-key and --curve-secret")
 
     def _bob(self, kind: int, value: int, mismatch: bool, endpoint: str) -> None:
-        curve = self.keys is not None
+        curve, kind_of = self.keys is not None, "mechanism"
         if mismatch:
             message = (f"refused a plain-text sender on {endpoint}: this receiver requires CURVE encryption"
                        if curve else f"refused an encrypted (CURVE) sender on {endpoint}: this receiver "
                        f"listens in plain text (start it with --curve-secret and --allow)")
+        elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            # A mechanism mismatch is noticed by whichever side reads the other's greeting first;
+            # the other side only sees the connection drop. So this is most likely the same case.
+            message = (f"dropped a sender on {endpoint} mid-handshake (a plain-text sender? this receiver "
+                       f"requires CURVE encryption)" if curve else f"dropped a sender on {endpoint} "
+                       f"mid-handshake (an encrypted sender? this receiver listens in plain text)")
         elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
-            message = (f"refused a sender on {endpoint} whose handshake did not decrypt: "
-                       f"its --server-key is not this receiver's public key")
+            message, kind_of = (f"refused a sender on {endpoint} whose handshake did not decrypt: "
+                                f"its --server-key is not this receiver's public key"), "crypto"
         else:
             return                           # auth refusals are logged by the ZAP handler, with the key
         if self.refusals is not None:
-            self.refusals.add(message)
+            self.refusals.add(message, kind_of)
 
     def close(self) -> None:
         try:

@@ -20,12 +20,11 @@ from typing import Callable
 from protocol.frames import Data, Done, End, FrameError, Sync, Welcome
 from protocol.link import BobLink, LinkSettings, PeerError, PeerLost, Reconnected
 from shared import checkpoint, numeric
-from shared.cli import write_atomic
 from shared.coder import ByteSource, ChunkDecoder
 from shared.config import MAX_LENGTH, RunConfig, require_same
 from shared.engine import SyncLedger, Twin
 from shared.telemetry import Telemetry
-from shared.errors import ChecksumError, ConfigMismatch, FormatError, LinkFailure, MarslinkError, ProfileError
+from shared.errors import ChecksumError, ConfigMismatch, DivergenceError, FormatError, LinkFailure, MarslinkError, ProfileError
 
 MAX_STREAM_BYTES = MAX_LENGTH     # a declared length beyond this is refused, not allocated
 
@@ -67,6 +66,9 @@ class Spool:
         if not os.path.exists(self.path("meta.json")):
             checkpoint.write_json(self.path("meta.json"), meta)
         self.stream = open(self.path("stream.bin"), "ab")
+        # decoded bytes go straight to their place in data.bin: memory stays flat
+        self.data = os.open(self.path("data.bin"), os.O_RDWR | os.O_CREAT, 0o600)
+        os.ftruncate(self.data, hello.total_length)
         return checkpoint.load(self.path("checkpoint.pt")) if os.path.exists(self.path("checkpoint.pt")) else None
 
     def held(self) -> int:
@@ -81,13 +83,36 @@ class Spool:
         self.stream.write(data)
         self.stream.flush()
 
+    def write_chunk(self, layout, t0: int, chunk) -> None:
+        """A twin sink: put a finished chunk of every stream at its offset in data.bin."""
+        for b, offset, n in layout.pieces(t0, chunk.shape[1]):
+            os.pwrite(self.data, chunk[b, :n].astype("uint8").tobytes(), offset)
+
+    def data_sha256(self) -> bytes:
+        h = hashlib.sha256()
+        with open(self.path("data.bin"), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.digest()
+
+    def publish(self, out_path: str) -> None:
+        """Move the verified data into place: same folder, so the rename is atomic."""
+        os.fsync(self.data)
+        os.replace(self.path("data.bin"), os.path.abspath(out_path))
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            os.close(self.data)
+            self.stream = None
+
     def save(self, state: dict) -> None:
         os.fsync(self.stream.fileno())       # the checkpoint may only refer to bytes on disk
+        os.fsync(self.data)
         checkpoint.save(self.path("checkpoint.pt"), state)
 
     def remove(self) -> None:
-        if self.stream is not None:
-            self.stream.close()
+        self.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -123,13 +148,14 @@ def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSe
             raise LinkFailure(f"corrupted frame from Earth: {e}; nothing was written") from None
         except MarslinkError as e:
             link.abort(type(e).__name__, str(e))
+            if isinstance(e, (DivergenceError, ChecksumError)):
+                spool.remove()                   # its checkpoints cannot be trusted: no resume from them
             raise
         except KeyboardInterrupt:
             link.abort("interrupted", "Mars was interrupted; its partial stream is kept for resume")
             raise
         finally:
-            if spool.stream is not None:
-                spool.stream.close()
+            spool.close()
         spool.remove()
         stats["seconds"] = time.perf_counter() - started
         stats["bytes_per_second"] = stats["input_bytes"] / stats["seconds"] if stats["seconds"] else 0.0
@@ -145,6 +171,7 @@ class _Session:
         self.link, self.hello, self.config, self.spool = link, hello, config, spool
         self.perturb_step, self.checkpoint_every = perturb_step, checkpoint_every
         self.twin = Twin(config, hello.total_length)
+        self.twin.sink = lambda t0, chunk: spool.write_chunk(self.twin.layout, t0, chunk)
         self.ledger = SyncLedger("Earth")
         self.end: End | None = None
         self.reconnects = 0
@@ -236,15 +263,14 @@ class _Session:
             raise FormatError(f"no matching digests for steps {self.ledger.unmatched()[:3]}: stream incomplete")
         if self.end.total_payload_bytes != self.spool.held():
             raise FormatError(f"END says {self.end.total_payload_bytes} payload bytes, received {self.spool.held()}")
-        data = twin.output()
-        sha = hashlib.sha256(data).digest()
+        sha = self.spool.data_sha256()
         if sha != self.end.sha256 or sha != self.hello.sha256:
             raise ChecksumError("decoded data does not match the original's SHA-256; nothing was written")
-        write_atomic(out_path, data)
+        self.spool.publish(out_path)
         final = twin.digest()
         self.link.done(Done(sha, final))
         stats = self.link.stats
-        return {"input_bytes": len(data), "compressed_bytes": self.spool.held(),
+        return {"input_bytes": self.hello.total_length, "compressed_bytes": self.spool.held(),
                 "payload_bytes": self.spool.held(), "ideal_bits": twin.ideal_bits, "steps": twin.step,
                 "final_digest": final, "syncs_checked": self.ledger.checked,
                 "stored_chunks": self.decoder.stored_chunks, "frames_received": stats.frames_received,

@@ -209,7 +209,8 @@ def summary(plan: dict, res: dict):
 class Tmux:
     def __init__(self, name: str):
         self.sock, self.session = name, "demo"
-        self.env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+        # not ours to inherit: an enclosing tmux, and a fixed COLUMNS/LINES (each pane has its own size)
+        self.env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE", "COLUMNS", "LINES")}
 
     def __call__(self, *args, check=True, capture=True) -> str:
         r = subprocess.run(["tmux", "-L", self.sock, *args], env=self.env, capture_output=capture, text=True)
@@ -271,6 +272,7 @@ def run_tmux(args, plan: dict) -> int:
         relay_pane = tmux("split-window", "-v", "-f", "-l", "14", "-t", mars_pane, "-P", "-F", "#{pane_id}",
                           conductor).strip()
         tmux("select-pane", "-t", relay_pane, "-T", "LINK  (relay: the simulated deep-space link)")
+        tmux("select-pane", "-t", relay_pane)           # Enter there closes the demo at the end
         if interactive:
             subprocess.run(["tmux", "-L", name, "attach", "-t", "demo"], env=tmux.env)
             res_path = out / "conductor.json"
@@ -343,11 +345,12 @@ def screenshot(captures: dict, path: str) -> None:
     top_h = max(len(earth), len(mars))
     rows = top_h + 1 + len(relay)
     cols = left_w + 2 + right_w
-    cw, ch = 0.0725, 0.155                     # inches per cell at fontsize 8.5 monospace
-    fig = plt.figure(figsize=(cols * cw + 0.3, rows * ch + 0.3), dpi=110)
+    cw, ch = 0.0725, 0.155                     # inches per character cell
+    fontsize = cw * 72 / 0.602                 # DejaVu Sans Mono advances 0.602 em per glyph
+    fig = plt.figure(figsize=((cols + 2) * cw, (rows + 2) * ch), dpi=110)
     fig.patch.set_facecolor("#101216")
     ax = fig.add_axes([0, 0, 1, 1])
-    ax.set_xlim(-1, cols + 1)
+    ax.set_xlim(-1.5, cols + 0.5)
     ax.set_ylim(rows + 1, -1)
     ax.axis("off")
 
@@ -368,7 +371,8 @@ def screenshot(captures: dict, path: str) -> None:
                     fg = tuple(0.6 * v for v in fg) if isinstance(fg, tuple) else "#8a8a8a"
                 if bg is not None:
                     ax.add_patch(plt.Rectangle((x - 0.5, y0 + y - 0.5), len(s), 1.0, color=bg, lw=0))
-                ax.text(x, y0 + y, s, color=fg, fontsize=8.5, family="DejaVu Sans Mono", va="center", ha="left",
+                ax.text(x - 0.5, y0 + y, s, color=fg, fontsize=fontsize, family="DejaVu Sans Mono", va="center",
+                        ha="left",
                         fontweight="bold" if style is not None and style.bold else "normal")
 
     draw(earth, 0, 0)

@@ -115,16 +115,28 @@ def estimate(data: bytes, cfg, schedule: str | None = None, report_every: int = 
     C, T = cfg.model.context, cfg.model.chunk
     tc = cfg.train
     rng = np.random.Generator(np.random.PCG64(cfg.seed + 99))
+    from shared.config import PAD
+    layout = twin.layout
+    width = layout.n_steps * T
+    rows = layout.rows(data, 0, width)              # (streams, width), PAD past each row's end
+
+    def window(start, stop):
+        out = np.full((cfg.streams, stop - start), PAD, dtype=np.int64)
+        lo = max(start, 0)
+        out[:, lo - start:] = rows[:, lo:stop]
+        return out
+
+    def valid(start, stop):
+        pos = np.arange(start, stop)
+        return (pos[None, :] >= 0) & (pos[None, :] < layout.lens[:, None])
     base_lr = [g["lr"] for g in twin.opt.param_groups]
     bits_total, curve = 0.0, []
     for step in range(twin.n_steps):
         t0 = step * T
-        window = twin._window(t0 - C, t0 + T)
-        targets = window[:, 1:].copy()
-        inputs = window[:, :-1]
-        valid = twin.layout.active[:, max(t0 - C + 1, 0):t0 + T]
-        mask = np.zeros_like(targets, dtype=bool)
-        mask[:, targets.shape[1] - valid.shape[1]:] = valid
+        win = window(t0 - C, t0 + T)
+        targets = win[:, 1:].copy()
+        inputs = win[:, :-1]
+        mask = valid(t0 - C + 1, t0 + T)
         # coded positions: the chunk's T tokens, i.e. targets at columns C-1 .. C+T-2
         coded = np.zeros_like(mask)
         coded[:, C - 1:] = mask[:, C - 1:]
@@ -154,12 +166,9 @@ def estimate(data: bytes, cfg, schedule: str | None = None, report_every: int = 
             twin.opt.step()
         for _ in range(replay if step > 0 else 0):
             s0 = int(rng.integers(0, step)) * T          # an earlier chunk, same shape as now
-            w = twin._window(s0 - C, s0 + T)
+            w = window(s0 - C, s0 + T)
             rt = w[:, 1:].copy()
-            v = twin.layout.active[:, max(s0 - C + 1, 0):s0 + T]
-            mk = np.zeros_like(rt, dtype=bool)
-            mk[:, rt.shape[1] - v.shape[1]:] = v
-            rt[~mk] = -1
+            rt[~valid(s0 - C + 1, s0 + T)] = -1
             loss = F.cross_entropy(twin.model(torch.from_numpy(w[:, :-1])).reshape(-1, VOCAB),
                                    torch.from_numpy(rt).reshape(-1), ignore_index=-1)
             twin.opt.zero_grad(set_to_none=True)
@@ -168,7 +177,7 @@ def estimate(data: bytes, cfg, schedule: str | None = None, report_every: int = 
                 torch.nn.utils.clip_grad_norm_(twin.model.parameters(), tc.grad_clip, foreach=False)
             twin.opt.step()
         if report_every and (step + 1) % report_every == 0:
-            done = min(len(data), int(twin.layout.lens.clip(max=t0 + T).sum()))
+            done = min(len(data), int(layout.lens.clip(max=t0 + T).sum()))
             curve.append((done, bits_total / done))
             print(f"  step {step + 1}/{twin.n_steps}: {bits_total / done:.4f} bits/byte", file=sys.stderr)
     return {"ideal_bits": bits_total, "bits_per_byte_ideal": bits_total / len(data), "steps": twin.n_steps,

@@ -9,7 +9,7 @@ from . import numeric
 from .coder import ByteSource, ChunkDecoder, ChunkEncoder
 from .config import MAX_LENGTH, RunConfig, require_same
 from .container import Container, sync_steps
-from .engine import StepReport, SyncLedger, Twin
+from .engine import Output, StepReport, SyncLedger, Twin
 from .errors import ChecksumError, FormatError, UsageError
 
 OnStep = Callable[[Twin, StepReport], None]
@@ -57,6 +57,7 @@ def decompress(container: Container, on_step: OnStep | None = None,
         ledger.sender(step, digest)
 
     twin = Twin(config, header["length"])
+    output = twin.sink = Output(twin.layout)
     ledger.receiver(0, twin.digest())
     source = ByteSource(container.payload)
     decoder = ChunkDecoder(source)
@@ -70,7 +71,7 @@ def decompress(container: Container, on_step: OnStep | None = None,
         raise FormatError(f"payload ended {source.past_end} bytes early: the file is truncated or corrupted")
     if ledger.unmatched():
         raise FormatError(f"sync digests for steps {ledger.unmatched()[:3]} were never matched: corrupted header")
-    data = twin.output()
+    data = bytes(output.buf)
     if hashlib.sha256(data).hexdigest() != header["sha256"]:
         raise ChecksumError("decoded data does not match the original's SHA-256; nothing was written "
                             "(the file is corrupted or was made by an incompatible build)")

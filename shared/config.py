@@ -18,7 +18,7 @@ FREQ_BITS = 24              # probability quantisation: totals of 2**24 (determi
 
 # What a configuration from a file header or a peer's HELLO may ask for (RunConfig.from_dict):
 # checked before anything is allocated, so a hostile header cannot exhaust memory.
-MAX_LENGTH = 1 << 30        # bytes in one file or stream: a twin holds ~9 bytes of state per byte
+MAX_LENGTH = 1 << 30        # bytes one file or stream may declare: the decoder sizes its output by it
 INT_RANGES = {"streams": (1, 1024), "seed": (0, 2**63 - 1), "sync_every": (1, 1 << 20),
               "model.n_layer": (1, 64), "model.n_head": (1, 64), "model.n_embd": (1, 4096),
               "model.context": (1, 8192), "model.chunk": (1, 8192), "train.steps_per_chunk": (1, 64)}

@@ -148,9 +148,10 @@ class Dashboard:
         self.wire_bytes = None
         self.result: dict | None = None
         self.error: str | None = None
-        self._s0_bytes = self._s0_bits = None
-        self._s0_end = self._s0_fresh = 0
+        self._s0: deque = deque()         # (step, [(byte, bits), ...]) of stream 0, newest last
+        self._s0_fresh = 0
         self._last_draw = 0.0
+        self._dirty = False
         self._last_plain_step = -1
         self._live = None
         self._console = None
@@ -237,6 +238,8 @@ class Dashboard:
         self.stop()
 
     def stop(self) -> None:
+        if self.mode == "json" and self._dirty:
+            self._emit()
         if self._live is not None:
             self._live.refresh()
             self._live.stop()
@@ -244,26 +247,20 @@ class Dashboard:
 
     # -- state
     def _remember_text(self, twin, report) -> None:
-        import numpy as np          # not at import: the CLIs pin the numeric environment first
-        width, chunk = twin.layout.width, twin.config.model.chunk
-        if self._s0_bytes is None or len(self._s0_bytes) != width:
-            self._s0_bytes = np.zeros(width, dtype=np.int16)
-            self._s0_bits = np.full(width, np.nan)
-        t0 = (report.step - 1) * chunk
-        end = min(t0 + chunk, int(twin.layout.lens[0]))
-        if end > t0:
-            self._s0_bytes[t0:end] = twin.tokens[0, t0:end]
-            self._s0_bits[t0:end] = twin.last_bits[0, :end - t0]
-            self._s0_end, self._s0_fresh = end, end - t0
-        elif t0 >= int(twin.layout.lens[0]):
-            self._s0_fresh = 0
+        """Keep stream 0's newest bytes and their surprisal (a resumed sender may repeat steps)."""
+        import math as _m
+        from .telemetry import latest_chunk
+        tokens, bits = latest_chunk(twin, report.step)[0], twin.last_bits[0]
+        pairs = [(int(b), float(x)) for b, x in zip(tokens.tolist(), bits.tolist()) if not _m.isnan(x)]
+        while self._s0 and self._s0[-1][0] >= report.step:
+            self._s0.pop()
+        self._s0.append((report.step, pairs))
+        while sum(len(p) for _, p in self._s0) - len(self._s0[0][1]) >= TEXT_WINDOW:
+            self._s0.popleft()
+        self._s0_fresh = len(pairs)
 
     def state(self) -> dict:
-        start = max(0, self._s0_end - TEXT_WINDOW)
-        text = []
-        if self._s0_bytes is not None:
-            text = [[int(b), None if not math.isfinite(x) else round(float(x), 3)]
-                    for b, x in zip(self._s0_bytes[start:self._s0_end], self._s0_bits[start:self._s0_end])]
+        text = [[b, round(x, 3)] for _, pairs in self._s0 for b, x in pairs][-TEXT_WINDOW:]
         recent_tokens = sum(n for _, n in self.recent)
         return {
             "role": self.role, "endpoint": self.endpoint, "phase": self.phase,
@@ -288,12 +285,14 @@ class Dashboard:
 
     def _emit(self) -> None:
         self._print(json.dumps(self.state(), separators=(",", ":")))
+        self._dirty = False
 
     def _renderable(self):
         return render(self.state(), self._console.size.width, self._console.size.height)
 
     def _draw(self, force: bool = False, final: bool = False) -> None:
         now = time.monotonic()
+        self._dirty = True
         if self.mode == "dashboard" and self._live is not None:
             if force or final or now - self._last_draw >= 0.125:
                 self._last_draw = now

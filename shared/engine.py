@@ -47,43 +47,54 @@ class Layout:
     def __init__(self, length: int, streams: int, chunk: int):
         self.length = length
         self.streams = streams
+        self.chunk = chunk
         self.row_len = -(-length // streams) if length else 0
         self.n_steps = -(-self.row_len // chunk)
-        self.width = self.n_steps * chunk
-        starts = np.arange(streams) * self.row_len
-        self.lens = np.clip(length - starts, 0, self.row_len)
-        self.active = np.arange(self.width)[None, :] < self.lens[:, None]   # (streams, width)
+        self.lens = np.clip(length - np.arange(streams) * self.row_len, 0, self.row_len)
 
-    def to_rows(self, data: bytes) -> np.ndarray:
-        rows = np.full((self.streams, self.width), PAD, dtype=np.int64)
-        flat = np.frombuffer(data, dtype=np.uint8)
+    def active(self, pos: int) -> np.ndarray:
+        """Which rows have a token at position `pos`."""
+        return pos < self.lens
+
+    def pieces(self, t0: int, width: int):
+        """(row, byte offset in the original, count) for positions t0 .. t0+width of every row."""
         for b in range(self.streams):
-            s = b * self.row_len
-            rows[b, :self.lens[b]] = flat[s:s + self.lens[b]]
-        return rows
+            n = int(min(max(self.lens[b] - t0, 0), width))
+            if n:
+                yield b, b * self.row_len + t0, n
 
-    def from_rows(self, rows: np.ndarray) -> bytes:
-        return b"".join(rows[b, :self.lens[b]].astype(np.uint8).tobytes() for b in range(self.streams))
+    def rows(self, data, t0: int, width: int) -> np.ndarray:
+        """Tokens at positions t0 .. t0+width of every row, PAD where a row has ended."""
+        out = np.full((self.streams, width), PAD, dtype=np.int64)
+        for b, offset, n in self.pieces(t0, width):
+            out[b, :n] = np.frombuffer(data, dtype=np.uint8, count=n, offset=offset)
+        return out
 
 
 class Twin:
-    """One of the two identical machines. Build it, then call `advance(coder)` once per step."""
+    """One of the two identical machines. Build it, then call `advance(coder)` once per step.
 
-    def __init__(self, config: RunConfig, length: int, data: bytes | None = None):
+    Memory stays flat however long the stream: the twin keeps only a window of
+    `context + chunk` tokens per stream (`self.window`); finished chunks go to `sink`.
+    """
+
+    def __init__(self, config: RunConfig, length: int, data: bytes | None = None, sink=None):
         self.config = config.validate()
         m = config.model
         self.layout = Layout(length, config.streams, m.chunk)
         self.model = GPT(m, config.seed)
         self.opt = make_optimizer(self.model, config.train)
-        # Alice starts with the text; Bob starts with PADs and fills them in as he decodes.
-        self.tokens = self.layout.to_rows(data) if data is not None else \
-            np.full((config.streams, self.layout.width), PAD, dtype=np.int64)
+        self.data = data          # Alice has the text; Bob has None and decodes it
+        self.sink = sink          # callable(t0, chunk tokens (streams, chunk)) after each step
+        # positions t0-context .. t0+chunk-1 of every stream; PAD before a stream's start
+        self.window = np.full((config.streams, m.context + m.chunk), PAD, dtype=np.int64)
         self.step = 0
         self.tokens_done = 0
         self.ideal_bits = 0.0
         self.observer = None      # optional callable(step, t, rows, probs, symbols) for lectures
         # -log2 p of each token coded in the latest step (NaN where nothing was coded): dashboards
         self.last_bits = np.full((config.streams, m.chunk), np.nan)
+        self.last_chunk = np.full((config.streams, m.chunk), PAD, dtype=np.int64)   # its tokens
 
     @property
     def n_steps(self) -> int:
@@ -93,30 +104,24 @@ class Twin:
     def finished(self) -> bool:
         return self.step >= self.layout.n_steps
 
-    def _window(self, start: int, stop: int) -> np.ndarray:
-        """tokens[:, start:stop] with PAD standing in for positions before the stream starts."""
-        out = np.full((self.config.streams, stop - start), PAD, dtype=np.int64)
-        lo = max(start, 0)
-        out[:, lo - start:] = self.tokens[:, lo:stop]
-        return out
-
     def advance(self, coder) -> StepReport:
         """Predict, code and learn one chunk. `coder` is a ChunkEncoder (Alice) or ChunkDecoder (Bob)."""
         C, T = self.config.model.context, self.config.model.chunk
         t0 = self.step * T
         chunk_bits, chunk_tokens = 0.0, 0
         self.last_bits.fill(np.nan)
+        win = self.window
+        win[:, C:] = self.layout.rows(self.data, t0, T) if self.data is not None else PAD
 
         # 1-2. predict and code, token by token, identically on both sides
-        probs = self.model.prime(torch.from_numpy(self._window(t0 - C, t0)))
+        probs = self.model.prime(torch.from_numpy(win[:, :C]))
         coder.begin_chunk()
         for t in range(T):
-            pos = t0 + t
-            rows = self.layout.active[:, pos]
+            rows = self.layout.active(t0 + t)
             if rows.any():
                 p = probs.numpy()[rows]
-                symbols = coder.code(quantize(p), self.tokens[rows, pos])
-                self.tokens[rows, pos] = symbols
+                symbols = coder.code(quantize(p), win[rows, C + t])
+                win[rows, C + t] = symbols
                 bits = -np.log2(p[np.arange(len(symbols)), symbols].astype(np.float64))
                 self.last_bits[rows, t] = bits
                 chunk_bits += float(bits.sum())
@@ -124,11 +129,16 @@ class Twin:
                 if self.observer is not None:
                     self.observer(self.step, t, rows, p, symbols)
             if t < T - 1:
-                probs = self.model.extend(torch.from_numpy(self.tokens[:, pos]))
+                probs = self.model.extend(torch.from_numpy(win[:, C + t]))
         coder.end_chunk()
 
         # 3. learn from the chunk both sides now know
         loss = self._learn(t0)
+        self.last_chunk = win[:, C:].copy()
+        if self.sink is not None:
+            self.sink(t0, self.last_chunk)
+        win[:, :C] = win[:, -C:].copy()      # slide: the newest `context` tokens are the next history
+        win[:, C:] = PAD
         self.step += 1
         self.tokens_done += chunk_tokens
         self.ideal_bits += chunk_bits
@@ -138,12 +148,11 @@ class Twin:
 
     def _learn(self, t0: int) -> float:
         C, T = self.config.model.context, self.config.model.chunk
-        window = self._window(t0 - C, t0 + T)
+        window = self.window
         targets = window[:, 1:].copy()
-        inputs = window[:, :-1]
-        valid = self.layout.active[:, max(t0 - C + 1, 0):t0 + T]
-        mask = np.zeros_like(targets, dtype=bool)
-        mask[:, targets.shape[1] - valid.shape[1]:] = valid
+        inputs = window[:, :-1].copy()
+        positions = np.arange(t0 - C + 1, t0 + T)                  # position of each target
+        mask = (positions[None, :] >= 0) & (positions[None, :] < self.layout.lens[:, None])
         if not self.config.train.loss_on_context:
             mask[:, :C - 1] = False
         targets[~mask] = -1
@@ -162,29 +171,35 @@ class Twin:
 
     # --- checkpoints: everything that decides the next step, nothing more ---------------------
     def state_dict(self) -> dict:
-        done = self.step * self.config.model.chunk
         return {"step": self.step, "tokens_done": self.tokens_done, "ideal_bits": self.ideal_bits,
                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "tokens": torch.from_numpy(self.tokens[:, :done].astype(np.int16)),
-                "digest": self.model.digest()}
+                "window": torch.from_numpy(self.window.copy()), "digest": self.model.digest()}
 
     def load_state_dict(self, state: dict) -> None:
         from .errors import FormatError
-        done = state["step"] * self.config.model.chunk
-        if not 0 <= state["step"] <= self.n_steps or tuple(state["tokens"].shape) != (self.config.streams, done):
+        if not 0 <= state["step"] <= self.n_steps or tuple(state["window"].shape) != self.window.shape:
             raise FormatError("checkpoint does not fit this stream's layout; remove it and start again")
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
-        self.tokens[:, :done] = state["tokens"].numpy()
+        self.window[:] = state["window"].numpy()
         self.step, self.tokens_done, self.ideal_bits = state["step"], state["tokens_done"], state["ideal_bits"]
         if self.model.digest() != state["digest"]:
             raise FormatError(f"checkpoint at step {self.step} is damaged (weight digest mismatch); remove it")
 
-    def output(self) -> bytes:
-        return self.layout.from_rows(self.tokens)
-
     def digest(self) -> str:
         return self.model.digest()
+
+
+class Output:
+    """Collects a twin's finished chunks into the original byte order (file mode: in memory)."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self.buf = bytearray(layout.length)
+
+    def __call__(self, t0: int, chunk: np.ndarray):
+        for b, offset, n in self.layout.pieces(t0, chunk.shape[1]):
+            self.buf[offset:offset + n] = chunk[b, :n].astype(np.uint8).tobytes()
 
 
 class SyncLedger:

@@ -32,13 +32,27 @@ def shortest_binary_fraction(low: Fraction, high: Fraction) -> str:
     low, high = Fraction(low), Fraction(high)
     if not (0 <= low < high <= 1):
         raise ValueError(f"need 0 <= low < high <= 1, got [{low}, {high})")
-    k = 0
-    while True:
-        scale = 1 << k
-        c = -((-low.numerator * scale) // low.denominator)       # ceil(low * 2**k)
-        if Fraction(c, scale) < high:
-            return format(c, f"0{k}b") if k else ""
-        k += 1
+    d = math.lcm(low.denominator, high.denominator)
+    a, b = low.numerator * (d // low.denominator), high.numerator * (d // high.denominator)
+
+    def first(k: int) -> int | None:
+        """The smallest k-bit numerator c with c / 2**k >= low, if c / 2**k < high."""
+        c = -((-a << k) // d)                             # ceil(low * 2**k)
+        return c if c * d < b << k else None
+
+    # A k-bit fraction inside means a (k+1)-bit one too (append a 0): search for the least k.
+    lo_k, hi_k = 0, 1
+    while first(hi_k) is None:
+        lo_k, hi_k = hi_k, hi_k * 2
+    if first(0) is not None:
+        return ""
+    while hi_k - lo_k > 1:                                # first(lo_k) is None, first(hi_k) is not
+        mid = (lo_k + hi_k) // 2
+        if first(mid) is None:
+            lo_k = mid
+        else:
+            hi_k = mid
+    return format(first(hi_k), f"0{hi_k}b")
 
 
 def bits_value(bits: str) -> Fraction:
@@ -56,37 +70,56 @@ def binary_digits(x: Fraction, n: int) -> str:
 
 def settled_prefix(low: Fraction, high: Fraction, start: int = 0) -> int:
     """How many leading bits every x in [low, high) shares (they can be sent already)."""
+    d = math.lcm(low.denominator, high.denominator)
+    return _settled(low.numerator * (d // low.denominator), high.numerator * (d // high.denominator), d, start)
+
+
+def _settled(lo_num: int, hi_num: int, den: int, start: int = 0) -> int:
+    """settled_prefix for [lo_num/den, hi_num/den), in integers."""
     k = start
     while True:
         n = k + 1
-        lo = (low.numerator << n) // low.denominator                      # floor(low * 2**n)
-        hi = -((-(high.numerator << n)) // high.denominator) - 1           # ceil(high * 2**n) - 1
+        lo = (lo_num << n) // den                        # floor(low * 2**n)
+        hi = -((-(hi_num << n)) // den) - 1              # ceil(high * 2**n) - 1
         if lo != hi:
             return k
         k = n
 
 
 class ExactCoder:
-    """Arithmetic coding on exact fractions: the interval [low, low + width) narrows per symbol."""
+    """Arithmetic coding on exact fractions: the interval [low, low + width) narrows per symbol.
+
+    Kept as integers over one common denominator (low = L/D, width = W/D), so a few hundred
+    symbols with 24-bit totals stay fast; `low`, `high` and `width` are exact Fractions.
+    """
 
     def __init__(self):
-        self.low, self.width = Fraction(0), Fraction(1)
+        self.L, self.W, self.D = 0, 1, 1
         self.settled = 0
         self.symbols = 0
 
     @property
+    def low(self) -> Fraction:
+        return Fraction(self.L, self.D)
+
+    @property
+    def width(self) -> Fraction:
+        return Fraction(self.W, self.D)
+
+    @property
     def high(self) -> Fraction:
-        return self.low + self.width
+        return Fraction(self.L + self.W, self.D)
 
     def encode(self, cum_lo: int, cum_hi: int, total: int) -> int:
         """Narrow to the symbol's slice; returns how many more bits are now settled."""
         if not 0 <= cum_lo < cum_hi <= total:
             raise ValueError("need 0 <= cum_lo < cum_hi <= total")
-        self.low += self.width * Fraction(cum_lo, total)
-        self.width *= Fraction(cum_hi - cum_lo, total)
+        self.L = self.L * total + self.W * cum_lo
+        self.W *= cum_hi - cum_lo
+        self.D *= total
         self.symbols += 1
         before = self.settled
-        self.settled = settled_prefix(self.low, self.high, self.settled)
+        self.settled = _settled(self.L, self.L + self.W, self.D, self.settled)
         return self.settled - before
 
     def code_bits(self) -> str:
@@ -94,7 +127,7 @@ class ExactCoder:
         return shortest_binary_fraction(self.low, self.high)
 
     def ideal_bits(self) -> float:
-        return -math.log2(self.width)
+        return math.log2(self.D) - math.log2(self.W)
 
 
 # --- part 1: the worked example -----------------------------------------------------------------
@@ -227,31 +260,60 @@ class MarsThread(threading.Thread):
             from .coder import ByteSource, ChunkDecoder
             from .engine import Twin
             twin = Twin(self.config, self.length)
+            log = TokenLog(twin)
             decoder = ChunkDecoder(ByteSource(refill=self._refill))
-            T = self.config.model.chunk
             while not twin.finished:
                 r = twin.advance(decoder)
-                t0 = (r.step - 1) * T
-                text = bytes(twin.tokens[0, t0:t0 + T][twin.layout.active[0, t0:t0 + T]].astype("uint8"))
-                self.results.put(("step", r, text, self.after_fn(twin, r.step), twin.digest()))
-            self.results.put(("done", twin.output(), twin.digest()))
+                log.record(twin, r.step)
+                self.results.put(("step", r, log.chunk_text(r.step), self.after_fn(twin, log, r.step), twin.digest()))
+            self.results.put(("done", log.output(), twin.digest()))
         except BaseException as e:          # shown by the main thread
             self.error = e
             self.results.put(("error", e))
 
 
-def chunk_bits_after(twin, step: int) -> float | None:
+class TokenLog:
+    """Every token a twin has coded, per stream (lecture texts are short): its text and windows."""
+
+    def __init__(self, twin):
+        import numpy as np
+        from .config import PAD
+        self.T, self.C = twin.config.model.chunk, twin.config.model.context
+        self.lens = [int(x) for x in twin.layout.lens]
+        self.rows = np.full((twin.layout.streams, twin.n_steps * self.T), PAD, dtype=np.int64)
+
+    def record(self, twin, step: int) -> None:
+        from .telemetry import latest_chunk
+        self.rows[:, (step - 1) * self.T:step * self.T] = latest_chunk(twin, step)
+
+    def chunk_text(self, step: int) -> bytes:
+        t0 = (step - 1) * self.T
+        return bytes(self.rows[0, t0:min(t0 + self.T, self.lens[0])].astype("uint8"))
+
+    def output(self) -> bytes:
+        return b"".join(bytes(self.rows[b, :n].astype("uint8")) for b, n in enumerate(self.lens))
+
+    def window(self, start: int, stop: int):
+        import numpy as np
+        from .config import PAD
+        out = np.full((self.rows.shape[0], stop - start), PAD, dtype=np.int64)
+        lo = max(start, 0)
+        out[:, lo - start:] = self.rows[:, lo:stop]
+        return out
+
+
+def chunk_bits_after(twin, log: TokenLog, step: int) -> float | None:
     """Bits/byte the just-learned chunk would cost now, after the training step (display only)."""
     import numpy as np
     import torch
-    C, T = twin.config.model.context, twin.config.model.chunk
+    C, T = log.C, log.T
     t0 = (step - 1) * T
-    window = twin._window(t0 - C, t0 + T)
+    window = log.window(t0 - C, t0 + T)
     with torch.no_grad():
         logits = twin.model(torch.from_numpy(window[:, :-1]))[:, C - 1:, :]
         logp = torch.log_softmax(logits.double(), dim=-1).numpy()
     targets = window[:, C:]
-    mask = twin.layout.active[:, t0:t0 + T]
+    mask = (t0 + np.arange(T))[None, :] < np.array(log.lens)[:, None]
     if not mask.any():
         return None
     picked = np.take_along_axis(logp, np.where(mask, targets, 0)[..., None], axis=-1)[..., 0]
@@ -351,6 +413,7 @@ class Lecture:
 
         cfg = self.config
         earth = Twin(cfg, len(self.data), self.data)
+        earth_log = TokenLog(earth)
         enc = ChunkEncoder()
         earth.observer = self.observe
         mars = MarsThread(cfg, len(self.data), chunk_bits_after)
@@ -365,11 +428,11 @@ class Lecture:
             title="2 · Earth and Mars, one token at a time", title_align="left", border_style="yellow"))
         while not earth.finished:
             r = earth.advance(enc)
-            after = chunk_bits_after(earth, r.step)
+            earth_log.record(earth, r.step)
+            after = chunk_bits_after(earth, earth_log, r.step)
             digest = earth.digest()
             self.earth_digests[r.step] = digest
-            t0 = (r.step - 1) * cfg.model.chunk
-            self.earth_text[r.step] = self.data[t0:t0 + cfg.model.chunk]
+            self.earth_text[r.step] = earth_log.chunk_text(r.step)
             sent = enc.take()
             mars.feed(sent, end=earth.finished)
             if earth.finished:

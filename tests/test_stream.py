@@ -135,7 +135,8 @@ def test_corrupted_payload_frame_is_caught_by_crc(tmp_path):
     r = run_pair(tmp_path, mission_log(8000), alice_args=["--fault-corrupt-nth", "5"])
     assert r["bob_rc"] == 2 and r["alice_rc"] == 2
     assert "bob: error: corrupted frame from Earth: CRC mismatch in " in r["bob_err"]
-    assert sorted(p.name for p in r["dir"].iterdir()) == ["in.bin"]
+    assert not r["out"].exists()                   # the good bytes stay in out.bin.partial, for resume
+    assert sorted(p.name for p in r["dir"].iterdir()) == ["in.bin", "out.bin.partial"]
 
 
 def test_weight_divergence_is_caught_at_the_next_sync(tmp_path):

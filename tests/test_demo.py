@@ -1,0 +1,123 @@
+"""The show: dashboards drawn from state, and the demo driven headless under tmux (and without it)."""
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from shared.dashboard import Dashboard, parse_link_info, plain_line, render
+from tests.conftest import ROOT
+
+
+def fake_twin(step: int, n_steps: int = 8, chunk: int = 16, streams: int = 4, length: int = 500):
+    """What the dashboard reads from a twin: layout sizes, the latest chunk and its bits."""
+    text = (b"Sol 1.\nA dust devil passed two kilometres east.\n" * 20)
+    last_chunk = np.array([list(text[(step - 1) * chunk:step * chunk])] * streams)
+    bits = np.linspace(0.2, 9.0, streams * chunk).reshape(streams, chunk)
+    model = SimpleNamespace(parameters=lambda: [SimpleNamespace(numel=lambda: 10)])
+    return SimpleNamespace(layout=SimpleNamespace(length=length, streams=streams), n_steps=n_steps,
+                           last_chunk=last_chunk, last_bits=bits, ideal_bits=100.0 * step,
+                           config=SimpleNamespace(model=SimpleNamespace(chunk=chunk)), model=model)
+
+
+def feed(dash, steps=3):
+    link = SimpleNamespace(stats=SimpleNamespace(frames_sent=7, frames_resent=1, in_flight=2, acked_seq=5, bytes_sent=900))
+    for s in range(1, steps + 1):
+        twin = fake_twin(s)
+        report = SimpleNamespace(step=s, tokens_done=64 * s, chunk_tokens=64, chunk_bits=300.0, loss=4.2,
+                                 digest="0123456789abcdef" * 4 if s % 2 == 0 else None)
+        dash.telemetry.record(twin, report, 40 * s)
+        dash.on_step(twin, report, link)
+
+
+def test_link_info_parsing():
+    assert parse_link_info("delay=1.2s,bw=16k,loss=0.05,light=12min,scale=600") == \
+        {"delay": 1.2, "bw": 16000.0, "loss": 0.05, "light": 12.0, "scale": 600.0}
+    with pytest.raises(ValueError):
+        parse_link_info("delay")
+
+
+def test_plain_and_json_modes_and_dashboard_render():
+    out = io.StringIO()
+    dash = Dashboard("earth", "tcp://127.0.0.1:1", "plain", link_info={"delay": 1.2, "bw": 16000}, every=1, file=out)
+    with dash:
+        feed(dash)
+        dash.finish({"input_bytes": 500, "compressed_bytes": 250, "payload_bytes": 250, "final_digest": "f" * 64,
+                     "seconds": 1.0, "frames_sent": 9, "frames_resent": 1})
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("[earth] sender (Alice) on tcp://127.0.0.1:1; link: light delay 1.20 s one-way")
+    assert lines[1].startswith("[earth] step 1/8")
+    assert "weights@2 0123456789ab" in lines[2]
+    assert lines[-1].startswith("[earth] VERIFIED: SHA-256 ok") and "ffffffffffff" in lines[-1]
+    assert "\x1b[" not in out.getvalue()
+
+    out = io.StringIO()
+    dash = Dashboard("mars", "tcp://127.0.0.1:2", "json", file=out)
+    with dash:
+        feed(dash, 2)
+    states = [json.loads(line) for line in out.getvalue().splitlines()]
+    last = states[-1]
+    assert last["role"] == "mars" and last["step"] == 2 and last["digest"].startswith("0123")
+    assert bytes(b for b, _ in last["text"]).startswith(b"Sol 1.\nA dust")
+
+    from rich.console import Console
+    for role in ("earth", "mars"):
+        d = Dashboard(role, "tcp://x:1", "quiet", link_info={"delay": 1.2, "bw": 16000})
+        feed(d, 4)
+        d.result = {"input_bytes": 500, "compressed_bytes": 250, "final_digest": "e" * 64, "syncs_checked": 3}
+        c = Console(width=100, height=40, record=True, file=io.StringIO(), color_system="truecolor")
+        c.print(render(d.state(), 100, 40))
+        text = c.export_text()
+        assert ("EARTH" if role == "earth" else "MARS") in text
+        assert "step 4  0123456789ab" in text and "✔ VERIFIED" in text and "eeeeeeeeeeeeeeee" in text
+        assert "raw 256 B: 0.1 s" in text and "coded 160 B: 0.1 s" in text          # 8n/bandwidth, measured n
+        assert len(text.splitlines()) <= 40
+        assert "Sol 1." in text
+        assert plain_line(d.state()).startswith(f"[{role}] VERIFIED")
+
+
+def _digest_in(text: str) -> str:
+    m = re.search(r"final digest ([0-9a-f]{16})", text)
+    assert m, text
+    return m.group(1)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
+def test_demo_headless_under_tmux(tmp_path):
+    out = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "scripts/demo.py", "--headless", "--preset", "tiny", "--bytes", "5000",
+                        "--delay-s", "0.2", "--bandwidth-bps", "200000", "--out", str(out), "--size", "200x50",
+                        "--timeout", "150"], cwd=ROOT, capture_output=True, timeout=200)
+    stdout = r.stdout.decode()
+    assert r.returncode == 0, stdout[-3000:] + r.stderr.decode()[-2000:]
+    earth, mars = (out / "earth.txt").read_text(), (out / "mars.txt").read_text()
+    assert "EARTH" in earth and "MARS" in mars
+    assert "✔ VERIFIED" in earth and "✔ VERIFIED" in mars
+    digest = json.loads((out / "bob.json").read_text())["final_digest"]
+    assert json.loads((out / "alice.json").read_text())["final_digest"] == digest
+    assert _digest_in(earth) == _digest_in(mars) == digest[:16]          # the same number on both screens
+    assert "SHA-256 ok" in mars
+    data = next(out.glob("input-*")).read_bytes()
+    assert len(data) == 5000 and (out / "received.txt").read_bytes() == data   # byte-exact
+    assert "===== earth pane =====" in stdout and "===== mars pane =====" in stdout
+    assert "Earth -> Mars" in (out / "relay.txt").read_text()
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / "report.html").exists()
+    assert json.loads((out / "conductor.json").read_text())["ok"] is True
+
+
+def test_demo_without_tmux_two_columns_plain(tmp_path):
+    """--no-tmux, not on a terminal: both sides' plain lines, the verified end, the report."""
+    out = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "scripts/demo.py", "--no-tmux", "--preset", "tiny", "--bytes", "3000",
+                        "--delay-s", "0.1", "--bandwidth-bps", "0", "--out", str(out), "--no-report"],
+                       cwd=ROOT, capture_output=True, timeout=150)
+    text = r.stdout.decode()
+    assert r.returncode == 0, text[-3000:] + r.stderr.decode()[-2000:]
+    assert re.search(r"^\[earth\] VERIFIED", text, re.M) and re.search(r"^\[mars\] VERIFIED", text, re.M)
+    assert (out / "received.txt").read_bytes() == next(out.glob("input-*")).read_bytes()
+    assert "byte-exact" in text

@@ -1,0 +1,84 @@
+"""The simulated deep-space link: delay/bandwidth arithmetic, and a lossy path that still ends exact."""
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from protocol.relay import Channel, delay_from, parser
+from shared.texts import mission_log
+from tests.conftest import ROOT
+from tests.test_stream import free_endpoint, spawn
+
+
+def test_light_delay_and_bandwidth_queue():
+    ch = Channel("up", delay_s=1.0, bandwidth_bps=8000, loss=0, dup=0, reorder=0, seed=0, faults=True)
+    assert ch.admit(0.0, 1000) == [2.0]          # 1 s to transmit 8000 bits, then 1 s of light
+    assert ch.admit(0.0, 1000) == [3.0]          # queued behind the first
+    assert ch.stats.max_queue_s == 1.0
+    assert ch.admit(10.0, 500) == [11.5]         # an idle channel starts at once
+    unlimited = Channel("up", 0.25, 0, 0, 0, 0, 0, True)
+    assert unlimited.admit(5.0, 10**6) == [5.25]
+
+
+def test_faults_are_seeded_and_only_where_asked():
+    def decisions(seed, faults=True):
+        ch = Channel("up", 0.1, 0, loss=0.3, dup=0.3, reorder=0.3, seed=seed, faults=faults)
+        return [tuple(round(t, 6) for t in ch.admit(float(i), 100)) for i in range(200)], ch.stats
+
+    a, sa = decisions(7)
+    b, _ = decisions(7)
+    assert a == b                                              # same seed, same path
+    assert sa.dropped and sa.duplicated and sa.reordered
+    assert sum(len(x) for x in a) == 200 - sa.dropped + sa.duplicated
+    _, clean = decisions(7, faults=False)                      # e.g. the Mars->Earth direction by default
+    assert clean.dropped == clean.duplicated == clean.reordered == 0
+
+
+def test_light_minutes_and_time_scale():
+    args = parser().parse_args(["--listen", "tcp://127.0.0.1:1", "--forward", "tcp://127.0.0.1:2",
+                                "--light-minutes", "12", "--time-scale", "600"])
+    assert delay_from(args) == (1.2, 12.0)
+    args = parser().parse_args(["--listen", "x", "--forward", "y", "--delay-s", "0.3"])
+    assert delay_from(args)[0] == 0.3
+
+
+def test_lossy_duplicating_reordering_relay_is_still_byte_exact(tmp_path):
+    """Alice -> relay (10% loss, 10% duplication, 10% reordering, 0.15 s light, bandwidth cap) -> Bob."""
+    data = mission_log(10_000)
+    src, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_bytes(data)
+    relay_ep, bob_ep = free_endpoint(), free_endpoint()
+    relay = spawn("protocol.relay", "--listen", relay_ep, "--forward", bob_ep, "--delay-s", "0.15",
+                  "--bandwidth-bps", "400000", "--loss", "0.1", "--dup", "0.1", "--reorder", "0.1", "--seed", "5",
+                  "--stats-json", str(tmp_path / "relay.json"), "--max-seconds", "150", "-q")
+    common = ["--preset", "tiny", "--timeout", "20", "--link-info", "delay=0.15,bw=400000,loss=0.1,dup=0.1,reorder=0.1"]
+    bob = spawn("receiver", "listen", "--bind", bob_ep, "--out", str(out), "--stats-json", str(tmp_path / "bob.json"),
+                "--plain", *common)
+    alice = spawn("sender", "send", str(src), "--connect", relay_ep, "--stats-json", str(tmp_path / "alice.json"),
+                  "--state-dir", str(tmp_path / "state"), "--retransmit", "0.8", "--plain", *common)
+    try:
+        a_out, a_err = alice.communicate(timeout=150)
+        b_out, b_err = bob.communicate(timeout=60)
+    finally:
+        for p in (alice, bob):
+            if p.poll() is None:
+                p.kill()
+        relay.terminate()
+        relay.communicate(timeout=30)
+    assert alice.returncode == 0, a_err.decode()[-2000:]
+    assert bob.returncode == 0, b_err.decode()[-2000:]
+    assert out.read_bytes() == data
+    a, b = (json.loads((tmp_path / f"{w}.json").read_text()) for w in ("alice", "bob"))
+    r = json.loads((tmp_path / "relay.json").read_text())
+    assert a["final_digest"] == b["final_digest"]
+    assert a["curve"] == b["curve"] and len(a["curve"]) == a["steps"]   # the same loss curve, twice
+    up = r["earth_to_mars"]
+    assert up["dropped"] > 0 and up["duplicated"] > 0 and up["reordered"] > 0
+    assert a["frames_resent"] > 0 and b["duplicates"] > 0
+    # plain log mode: no ANSI, one line per few steps, and the verified end on both sides
+    for text in (a_out.decode(), b_out.decode()):
+        assert "\x1b[" not in text
+        assert "VERIFIED: SHA-256 ok" in text and a["final_digest"][:12] in text
+        assert "loss 10%" in text                                  # the configured link, as shown
