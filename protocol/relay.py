@@ -214,18 +214,18 @@ def status_line(st: dict) -> str:
 
 def status_table(st: dict, header: str):
     from rich import box
+    from rich.console import Group
     from rich.table import Table
-    t = Table(box=box.SIMPLE_HEAD, title=header, title_justify="left", title_style="bold", pad_edge=False,
-              expand=False)
+    from rich.text import Text
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=False, show_edge=False)
     for col in ("direction", "messages", "bytes", "lost", "duplicated", "reordered", "max queue", "delivered"):
         t.add_column(col, justify="left" if col == "direction" else "right")
     for name, key in (("Earth -> Mars", "earth_to_mars"), ("Mars -> Earth", "mars_to_earth")):
         s = st[key]
         t.add_row(name, f"{s['messages']:,}", f"{s['bytes']:,}", f"{s['dropped']:,}", f"{s['duplicated']:,}",
                   f"{s['reordered']:,}", f"{s['max_queue_s']:.2f} s", f"{s['delivered']:,}")
-    t.caption = f"{st['seconds']:.1f} s | in transit now: {st['queued']}"
-    t.caption_justify = "left"
-    return t
+    return Group(Text(header, style="bold", no_wrap=True, overflow="ellipsis"), t,
+                 Text(f"{st['seconds']:.1f} s | in transit now: {st['queued']}", style="grey62"))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -13,8 +13,9 @@ With `LinkSettings(curve=CurveKeys...)` the link is encrypted and both ends are 
 Both sides also watch their own socket's handshake events (`HandshakeWatch`, a socket
 monitor) so a refusal is named at once instead of surfacing as a handshake timeout:
 
-  Alice  gets a reason, which the link raises as AuthFailed: key not in Mars's allow-list, Mars needs encryption, Mars
-         speaks plain text, or Mars keeps dropping our encrypted handshake (wrong server key).
+  Alice  gets a reason, which the link raises as AuthFailed: key not in Mars's allow-list,
+         Mars needs encryption, Mars speaks plain text, or Mars keeps dropping our handshake
+         (wrong server key; or a mechanism mismatch that Mars noticed first every time).
   Bob    logs each kind of refusal once (with the sender's key and address where known)
          and keeps waiting for a sender he does admit.
 
@@ -279,14 +280,15 @@ class HandshakeWatch:
                 return ("Mars does not use encryption (it listens in plain text); drop --server-key and "
                         "--curve-secret, or restart Mars with --curve-secret and --allow")
             return "Mars requires encryption (CURVE); pass --server-key and --curve-secret"
+        # A mechanism mismatch is noticed by whichever side reads the other's greeting first;
+        # when Mars wins that race every time we only ever see the connection drop.
         self.failures += 1
         if self.failures < REPEATED_FAILURES:
             return None
         if curve:
-            return (f"Mars dropped our encrypted handshake {self.failures} times in a row; "
-                    f"is --server-key Mars's public key (its NAME.key)?")
-        return (f"Mars dropped our handshake {self.failures} times in a row; if it requires "
-                f"encryption (CURVE), pass --server-key and --curve-secret")
+            return (f"Mars dropped our encrypted handshake {self.failures} times in a row: either --server-key "
+                    f"is not Mars's public key (its NAME.key), or Mars listens in plain text")
+        return "Mars requires encryption (CURVE); pass --server-key and --curve-secret"
 
     def _bob(self, kind: int, value: int, mismatch: bool, endpoint: str) -> None:
         curve, kind_of = self.keys is not None, "mechanism"

@@ -62,6 +62,10 @@ class Spool:
                 raise FormatError(f"{self.dir} holds a partial stream {saved.get('stream_id')!r} of another input; "
                                   f"remove it or choose another --out")
         else:
+            free = shutil.disk_usage(os.path.dirname(self.dir)).free
+            if hello.total_length > free:
+                raise FormatError(f"Earth announces {hello.total_length:,} bytes but only {free:,} bytes are free "
+                                  f"beside {self.dir[:-len('.partial')]}; free some space or choose another --out")
             os.makedirs(self.dir)
         if not os.path.exists(self.path("meta.json")):
             checkpoint.write_json(self.path("meta.json"), meta)
@@ -240,6 +244,17 @@ class _Session:
                          "stored_chunks": self.decoder.stored_chunks, "resent_bytes": self.resent_bytes,
                          "ours": {str(k): v for k, v in self.ledger.ours.items()}})
 
+    def _say_done(self, done: Done):
+        """DONE is never acknowledged, so say it three times, half a retransmit period apart:
+        a single lost message must not make Earth believe the stream failed."""
+        for attempt in range(3):
+            self.link.done(done)
+            if attempt < 2:
+                try:
+                    self.link.poll(self.link.settings.retransmit_s / 2)
+                except (PeerLost, PeerError, Reconnected, FrameError):
+                    return
+
     def run(self, out_path: str, on_step) -> dict:
         twin = self.twin
         while not twin.finished:
@@ -268,7 +283,7 @@ class _Session:
             raise ChecksumError("decoded data does not match the original's SHA-256; nothing was written")
         self.spool.publish(out_path)
         final = twin.digest()
-        self.link.done(Done(sha, final))
+        self._say_done(Done(sha, final))
         stats = self.link.stats
         return {"input_bytes": self.hello.total_length, "compressed_bytes": self.spool.held(),
                 "payload_bytes": self.spool.held(), "ideal_bits": twin.ideal_bits, "steps": twin.step,

@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 CORPORA = ROOT.parent / "shared" / "corpora"
 BIN = Path(sys.executable).parent
 RANDOM_BYTES, RANDOM_SEED = 200_000, 20240601
+TARGET_SPEED = 5000.0     # issue 5: the default preset, compress and decompress, one core
 
 CLASSIC = {
     # name: (compress argv, decompress argv); both read stdin and write stdout
@@ -356,11 +357,14 @@ def plot_frontier(path: Path, results: list[dict], inputs: list[dict]):
                 ax.scatter([x], [y], marker="o", s=40, color="tab:blue", zorder=2)
                 ax.annotate(r["compressor"], (x, y), textcoords="offset points", xytext=(6, -10), fontsize=8,
                             color="tab:blue")
-        if name.startswith("tinyshakespeare"):
+        if name.startswith("tinyshakespeare") and rows and rows[0]["input_bytes"] == 1_115_394:
             for label, (bpb, speed) in ANCHORS_TINYSHAKESPEARE.items():
                 ax.scatter([speed], [bpb], marker="x", s=40, color="grey", zorder=2)
                 ax.annotate(f"{label} (anchors.md)", (speed, bpb), textcoords="offset points", xytext=(6, 4),
                             fontsize=7, color="grey")
+        ax.axvline(TARGET_SPEED, color="tab:red", alpha=0.3, linestyle="--", linewidth=1)
+        ax.annotate("5 kB/s target (default)", (TARGET_SPEED, ax.get_ylim()[1]), textcoords="offset points",
+                    xytext=(3, -12), fontsize=7, color="tab:red", alpha=0.7)
         ax.set_xscale("log")
         ax.set_xlabel("compression speed, bytes/s (one core, log scale)")
         ax.set_ylabel("bits per byte (lower is better)")

@@ -20,7 +20,9 @@ Prototypes of engine changes (estimate mode only; they are not in the engine):
   --schedule cosine:F     lr decays along a cosine to F*lr at the end of the file
   --schedule inv:K        lr * 1/sqrt(1 + step/K)
   --tied                  output layer shares the token embedding's weights (wte[:256])
-  --replay N              after each step, N extra steps on random earlier windows (same shape)
+  --replay N              after each step, N extra steps, each on `streams` (or --replay-rows)
+                          windows drawn at random from the history both sides already have
+  --mix K                 add K such history windows to every step's own batch (one step)
 Every run prints one JSON line (and appends it to --log if given).
 """
 from __future__ import annotations
@@ -99,7 +101,7 @@ def tie_embeddings(model):
 
 
 def estimate(data: bytes, cfg, schedule: str | None = None, report_every: int = 0, tied: bool = False,
-             replay: int = 0):
+             replay: int = 0, replay_mode: str = "random", replay_rows: int = 0, mix: int = 0):
     """Bits from the (pre-update) training forward on every chunk, then the same update as _learn."""
     import numpy as np
     import torch
@@ -129,6 +131,34 @@ def estimate(data: bytes, cfg, schedule: str | None = None, report_every: int = 
     def valid(start, stop):
         pos = np.arange(start, stop)
         return (pos[None, :] >= 0) & (pos[None, :] < layout.lens[:, None])
+    W = C + T                                       # a training window: W tokens, W-1 targets
+
+    def history(k, t0):
+        """k windows drawn uniformly from what both sides already know (positions < t0 of every row)."""
+        known = np.minimum(layout.lens, t0)
+        cand = np.flatnonzero(known > 0)
+        b = cand[rng.integers(0, len(cand), k)]
+        ends = rng.integers(1, known[b] + 1)        # exclusive end of the window
+        ws = np.full((k, W), PAD, dtype=np.int64)
+        ts = np.full((k, W - 1), -1, dtype=np.int64)
+        for i in range(k):
+            lo = ends[i] - W
+            seg = rows[b[i], max(lo, 0):ends[i]]
+            ws[i, W - len(seg):] = seg
+        ts[:] = ws[:, 1:]
+        pos = ends[:, None] - W + 1 + np.arange(W - 1)[None, :]
+        ts[pos < 0] = -1
+        return ws, ts
+
+    def train_on(inp, tgt):
+        loss = F.cross_entropy(twin.model(torch.from_numpy(inp)).reshape(-1, VOCAB),
+                               torch.from_numpy(tgt).reshape(-1), ignore_index=-1)
+        twin.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(twin.model.parameters(), tc.grad_clip, foreach=False)
+        twin.opt.step()
+
     base_lr = [g["lr"] for g in twin.opt.param_groups]
     bits_total, curve = 0.0, []
     for step in range(twin.n_steps):
@@ -155,6 +185,10 @@ def estimate(data: bytes, cfg, schedule: str | None = None, report_every: int = 
         f = lr_factor(schedule, step, twin.n_steps)
         for g, lr in zip(twin.opt.param_groups, base_lr):
             g["lr"] = lr * f
+        if mix and step > 0:
+            hw, ht = history(mix, t0)
+            logits = twin.model(torch.from_numpy(np.concatenate([inputs, hw[:, :-1]])))
+            yt = torch.from_numpy(np.concatenate([np.where(mask, targets, -1), ht]))
         for k in range(tc.steps_per_chunk):
             if k:
                 logits = twin.model(x)
@@ -165,17 +199,14 @@ def estimate(data: bytes, cfg, schedule: str | None = None, report_every: int = 
                 torch.nn.utils.clip_grad_norm_(twin.model.parameters(), tc.grad_clip, foreach=False)
             twin.opt.step()
         for _ in range(replay if step > 0 else 0):
-            s0 = int(rng.integers(0, step)) * T          # an earlier chunk, same shape as now
-            w = window(s0 - C, s0 + T)
-            rt = w[:, 1:].copy()
-            rt[~valid(s0 - C + 1, s0 + T)] = -1
-            loss = F.cross_entropy(twin.model(torch.from_numpy(w[:, :-1])).reshape(-1, VOCAB),
-                                   torch.from_numpy(rt).reshape(-1), ignore_index=-1)
-            twin.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(twin.model.parameters(), tc.grad_clip, foreach=False)
-            twin.opt.step()
+            if replay_mode == "chunk":
+                s0 = int(rng.integers(0, step)) * T          # an earlier chunk of every row, same shape
+                w = window(s0 - C, s0 + T)
+                rt = w[:, 1:].copy()
+                rt[~valid(s0 - C + 1, s0 + T)] = -1
+            else:
+                w, rt = history(replay_rows or cfg.streams, t0)
+            train_on(w[:, :-1], rt)
         if report_every and (step + 1) % report_every == 0:
             done = min(len(data), int(layout.lens.clip(max=t0 + T).sum()))
             curve.append((done, bits_total / done))
@@ -198,6 +229,10 @@ def main(argv=None):
     ap.add_argument("--schedule", default=None, help="estimate mode: lr schedule prototype")
     ap.add_argument("--tied", action="store_true", help="estimate mode: tied embeddings prototype")
     ap.add_argument("--replay", type=int, default=0, help="estimate mode: replay steps per step prototype")
+    ap.add_argument("--replay-mode", choices=("random", "chunk"), default="random",
+                    help="replay windows: random (row, position) each, or one earlier chunk of every row")
+    ap.add_argument("--replay-rows", type=int, default=0, help="windows per replay step (default: streams)")
+    ap.add_argument("--mix", type=int, default=0, help="estimate mode: add N random history windows to each step's batch")
     ap.add_argument("--report-every", type=int, default=0, help="estimate mode: print bpb every N steps")
     ap.add_argument("--log", default=None, help="append the JSON result line to this file")
     ap.add_argument("--tag", default="")
@@ -213,14 +248,16 @@ def main(argv=None):
     cfg = apply_overrides(preset(args.preset), args.set)
     out = {"tag": args.tag, "file": Path(args.file).name, "bytes": len(data), "mode": args.mode,
            "profile": args.profile, "preset": args.preset, "set": args.set, "schedule": args.schedule, "tied": args.tied, "replay": args.replay,
+           "replay_mode": args.replay_mode, "replay_rows": args.replay_rows, "mix": args.mix,
            "params": n_params(cfg), "config": cfg.to_dict()}
     started = time.perf_counter()
     if args.mode == "estimate":
-        out.update(estimate(data, cfg, args.schedule, args.report_every, args.tied, args.replay))
+        out.update(estimate(data, cfg, args.schedule, args.report_every, args.tied, args.replay,
+                            args.replay_mode, args.replay_rows, args.mix))
         out["seconds"] = time.perf_counter() - started
         out["bytes_per_second_estimate_mode"] = len(data) / out["seconds"]
     else:
-        if args.schedule or args.tied or args.replay:
+        if args.schedule or args.tied or args.replay or args.mix:
             raise SystemExit("--schedule, --tied and --replay are prototypes for --mode estimate only")
         from shared.codec import compress, decompress
         from shared.container import parse

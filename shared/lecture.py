@@ -371,7 +371,7 @@ class Lecture:
         tab = Table.grid(padding=(0, 1))
         tab.add_column(width=6)
         tab.add_column(width=32)
-        tab.add_column(justify="right")
+        tab.add_column()
         shown = set(order)
         top_p = p[order[0]]
         for i in order + ([sym] if sym not in shown else []):
@@ -379,7 +379,7 @@ class Lecture:
             mark = "bold green3" if i == sym else ""
             tab.add_row(Text(_show_byte(i), style=mark),
                         Text(bar, style="green3" if i == sym else "grey50"),
-                        Text(f"{p[i]:.3f}" + ("  ← true byte" if i == sym else ""), style=mark))
+                        Text(f"{p[i]:5.3f}" + ("  ← true byte" if i == sym else ""), style=mark))
         cost = -math.log2(p[sym])
         ex = self.exact
         new = ex.settled - prev

@@ -30,6 +30,8 @@ class Telemetry:
         self.payload_bytes = 0               # coded bytes sent (Alice) / received (Bob) so far
         self.extra: dict = {}                # side-specific live numbers (Bob: syncs_checked, ...)
 
+    MAX_ROWS = 4096                          # beyond this, every other step is dropped: memory stays flat
+
     def record(self, twin, report, payload_bytes: int, **extra) -> None:
         self.extra.update(extra)
         if self.parameters is None:
@@ -37,8 +39,13 @@ class Telemetry:
         self.payload_bytes = int(payload_bytes)
         self.rows[report.step] = (report.tokens_done, report.chunk_tokens, report.chunk_bits, report.loss,
                                   self.payload_bytes)
+        if len(self.rows) > self.MAX_ROWS:       # a long stream: keep an evenly thinned curve
+            self.rows = {s: r for i, (s, r) in enumerate(sorted(self.rows.items())) if i % 2 == 0 or
+                         s == report.step}
         if report.digest is not None:
             self.digests[report.step] = report.digest
+            if len(self.digests) > self.MAX_ROWS:
+                del self.digests[min(self.digests)]
 
     def stats(self) -> dict:
         steps = sorted(self.rows)

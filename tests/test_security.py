@@ -111,7 +111,8 @@ def test_plain_text_endpoints_stay_on_loopback_unless_encrypted_or_insecure():
 
 
 def run_link(bob_curve, alice_curve, log=None):
-    """Bob serves one END; returns (alice outcome, bob outcome, seconds Alice took)."""
+    """Bob serves one END; returns (alice outcome, bob outcome, seconds Alice took). A refusal
+    must end Alice's handshake long before its 20 s timeout."""
     port = free_port()
     bob = BobLink(f"tcp://127.0.0.1:{port}", settings(curve=bob_curve, handshake_timeout_s=2.5), log=log)
 
@@ -126,7 +127,7 @@ def run_link(bob_curve, alice_curve, log=None):
     background = Background(serve)
     started = time.monotonic()
     try:
-        with AliceLink(f"tcp://127.0.0.1:{port}", settings(curve=alice_curve, handshake_timeout_s=5)) as alice:
+        with AliceLink(f"tcp://127.0.0.1:{port}", settings(curve=alice_curve, handshake_timeout_s=20)) as alice:
             alice.handshake(hello())
             alice.send(End(0, 0, SHA))
             alice.wait_done()
@@ -151,7 +152,7 @@ def test_curve_link_delivers(keys):
 def test_unknown_key_is_refused_at_once_and_logged_with_its_key(keys):
     log = []
     outcome, bob, took = run_link(server(keys), client(keys, "eve"), log.append)
-    assert isinstance(outcome, AuthFailed) and took < 2.0
+    assert isinstance(outcome, AuthFailed) and took < 8
     assert str(outcome) == f"Mars refused our key (not in its allow-list); ask Mars to add {keys}/eve/eve.key"
     assert log == [f"refused a sender with unknown key {public(keys, 'eve')[:12]}... from 127.0.0.1 "
                    f"(not in allow-list {keys}/allow)"]
@@ -178,7 +179,7 @@ def bob_saw_plain_text(line: str, endpoint: str) -> bool:
 def test_plain_sender_to_curve_receiver_is_refused(keys):
     log = []
     outcome, bob, took = run_link(server(keys), None, log.append)
-    assert str(outcome) == "Mars requires encryption (CURVE); pass --server-key and --curve-secret" and took < 2.0
+    assert str(outcome) == "Mars requires encryption (CURVE); pass --server-key and --curve-secret" and took < 8
     endpoint = str(bob).split(" on ")[1].split(" ")[0]
     assert len(log) == 1 and bob_saw_plain_text(log[0], endpoint), log
 
@@ -186,15 +187,17 @@ def test_plain_sender_to_curve_receiver_is_refused(keys):
 def test_curve_sender_to_plain_receiver_is_refused(keys):
     log = []
     outcome, _, took = run_link(None, client(keys), log.append)
-    assert str(outcome).startswith("Mars does not use encryption (it listens in plain text)") and took < 2.0
+    assert took < 8 and (str(outcome).startswith("Mars does not use encryption (it listens in plain text)")
+                           or str(outcome).endswith("or Mars listens in plain text"))
     assert len(log) == 1 and ("refused an encrypted (CURVE) sender" in log[0] or "an encrypted sender?" in log[0])
 
 
 def test_wrong_server_key_is_named(keys):
     log = []
     outcome, _, took = run_link(server(keys), client(keys, "earth", server_key="eve"), log.append)
-    assert str(outcome) == (f"Mars dropped our encrypted handshake {security.REPEATED_FAILURES} times in a row; "
-                            f"is --server-key Mars's public key (its NAME.key)?") and took < 4.0
+    assert str(outcome) == (f"Mars dropped our encrypted handshake {security.REPEATED_FAILURES} times in a row: "
+                            f"either --server-key is not Mars's public key (its NAME.key), or Mars listens "
+                            f"in plain text") and took < 8
     assert log and "whose handshake did not decrypt: its --server-key is not this receiver's public key" in log[0]
 
 
