@@ -105,6 +105,12 @@ def test_plain_text_endpoints_stay_on_loopback_unless_encrypted_or_insecure():
     assert check_endpoint("tcp://10.1.2.3:5555", True, "connect") == "tcp://10.1.2.3:5555"
     with pytest.raises(UsageError, match="encrypt it with --curve-secret and --allow"):
         check_endpoint("tcp://0.0.0.0:5555", False, "bind")
+    for lookalike in ("tcp://127.0.0.1.evil.org:5555", "tcp://localhost.evil.org:5555", "tcp://*:5555"):
+        with pytest.raises(UsageError, match="not a loopback address"):   # names may resolve anywhere
+            check_endpoint(lookalike, False, "bind")
+    for ok in ("tcp://127.0.0.1:5555", "tcp://127.9.9.9:1", "tcp://localhost:1", "tcp://[::1]:5555",
+               "tcp://127.0.0.1:*", "ipc:///tmp/marslink"):
+        assert check_endpoint(ok, False, "bind") == ok
 
 
 # -- the link, in one process ----------------------------------------------------------------------
