@@ -18,7 +18,7 @@ import time
 from typing import Callable
 
 from protocol.frames import Data, Done, End, FrameError, Sync, Welcome
-from protocol.link import BobLink, LinkSettings, PeerError, PeerLost, Reconnected
+from protocol.link import BobLink, LinkError, LinkSettings, PeerError, PeerLost, Reconnected
 from shared import checkpoint, numeric
 from shared.coder import ByteSource, ChunkDecoder
 from shared.config import MAX_LENGTH, RunConfig, require_same
@@ -124,7 +124,11 @@ def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSe
                    on_step: Callable | None = None, on_hello: Callable | None = None,
                    log=None, perturb_step: int | None = None, checkpoint_every: int = 16,
                    telemetry=None) -> dict:
-    with BobLink(bind, settings, log=log) as link:
+    try:
+        link = BobLink(bind, settings, log=log)
+    except LinkError as e:                            # e.g. the port is taken: one clear line
+        raise LinkFailure(str(e)) from None
+    with link:
         try:
             hello = link.accept()
         except PeerLost as e:

@@ -20,7 +20,7 @@ import time
 from typing import Callable
 
 from protocol.frames import Data, End, FrameError, Hello, Sync
-from protocol.link import AliceLink, AuthFailed, LinkSettings, PeerError, PeerLost
+from protocol.link import AliceLink, AuthFailed, LinkError, LinkSettings, PeerError, PeerLost
 from shared import checkpoint, numeric
 from shared.coder import ChunkEncoder
 from shared.config import RunConfig
@@ -83,7 +83,11 @@ def send_stream(data: bytes, config: RunConfig, endpoint: str, settings: LinkSet
     totals = {"frames_sent": 0, "frames_resent": 0, "wire_bytes": 0}
     lost_since = None
     while True:
-        with AliceLink(endpoint, settings, log=log) as link:
+        try:
+            link = AliceLink(endpoint, settings, log=log)
+        except LinkError as e:                        # cannot even open the socket: say so, plainly
+            raise LinkFailure(str(e)) from None
+        with link:
             try:
                 welcome = link.handshake(hello)
                 lost_since = None

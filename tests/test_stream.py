@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -11,6 +12,9 @@ import pytest
 
 from shared.texts import mission_log
 from tests.conftest import ROOT
+
+
+CACHE = tempfile.mkdtemp(prefix="marslink-test-cache-")
 
 
 def free_endpoint() -> str:
@@ -22,6 +26,7 @@ def free_endpoint() -> str:
 def spawn(*args):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MARSLINK_")}
     env["PYTHONPATH"] = str(ROOT)
+    env.setdefault("XDG_CACHE_HOME", CACHE)        # Earth's resume checkpoints stay out of ~/.cache
     return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
