@@ -332,6 +332,7 @@ class AliceLink(_Link):
         self._unacked: dict[int, bytes] = {}  # seq -> wire, in send order
         self._next_seq = self._acked = 0
         self._credit = self.settings.window
+        self._dup_acks = 0  # repeated ACKs for the same gap (fast retransmit)
         self._last_progress = time.monotonic()  # last ACK progress (or HELLO send, before WELCOME)
 
     @property
@@ -443,7 +444,18 @@ class AliceLink(_Link):
             self._acked = self.stats.acked_seq = ack.acked_seq
             self.stats.in_flight = len(self._unacked)
             self._last_progress = time.monotonic()
+            self._dup_acks = 0
+        elif ack.acked_seq in self._unacked:
+            self._fast_retransmit(ack.acked_seq)
         self._credit = ack.credit
+
+    def _fast_retransmit(self, seq: int) -> None:
+        """Fast retransmit: Bob repeats his ACK when frames arrive past a gap. Two repeats mean
+        frame `seq` was lost: resend it now instead of stalling for retransmit_s."""
+        self._dup_acks += 1
+        if self._dup_acks == 2:
+            self._send_seq(self._unacked[seq])
+            self.stats.frames_resent += 1
 
     def _tick(self, now: float) -> None:
         if now - self._last_progress >= self.settings.retransmit_s:

@@ -42,10 +42,11 @@ def sentence(r: random.Random) -> str:
 
 def mission_log(size: int, seed: int = 2026) -> str:
     r = random.Random(seed)
-    out, sol = [], 1
-    while sum(map(len, out)) < size:
+    out, sol, total = [], 1, 0
+    while total < size:
         lines = [sentence(r) for _ in range(r.randint(3, 7))]
         out.append(f"Sol {sol}.\n" + "\n".join(lines) + "\n\n")
+        total += len(out[-1])
         sol += 1
     return "".join(out)[:size]
 

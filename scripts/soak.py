@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def soak_input(n: int) -> bytes:
     blocks = bytearray(text)
     for _ in range(max(1, n // 2_000_000)):
         at = rng.randrange(0, max(1, n - 20_000))
-        blocks[at:at + 16_384] = os.urandom(16_384)
+        blocks[at:at + 16_384] = rng.randbytes(16_384)
     return bytes(blocks[:n])
 
 
@@ -66,7 +67,8 @@ def main():
     out = Path(args.out)
     out.mkdir(exist_ok=True)
     work = out / "soak-work"
-    work.mkdir(exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
     src, dst = work / "in.bin", work / "out.bin"
     src.write_bytes(soak_input(int(args.mbytes * 1_000_000)))
     ep = free_endpoint()
@@ -81,13 +83,12 @@ def main():
     started = time.time()
     series = {"alice": [], "bob": []}
     while alice.poll() is None or bob.poll() is None:
-        for name, p in (("alice", alice), ("bob", bob)):
-            kb = rss_kb(p.pid) if p.poll() is None else None
-            if kb:
-                series[name].append((round(time.time() - started, 1), kb))
-        size = dst.stat().st_size if dst.exists() else None
         spool = Path(str(dst) + ".partial") / "stream.bin"
         held = spool.stat().st_size if spool.exists() else 0
+        for name, p in (("alice", alice), ("bob", bob)):
+            kb = rss_kb(p.pid) if p.poll() is None else None
+            if kb and held > 0:                  # measure the stream, not the start-up (imports)
+                series[name].append((round(time.time() - started, 1), kb))
         print(f"\r{time.time() - started:7.0f} s  coded bytes received {held:,}  "
               f"RSS alice {series['alice'][-1][1] if series['alice'] else 0:,} kB "
               f"bob {series['bob'][-1][1] if series['bob'] else 0:,} kB", end="", file=sys.stderr, flush=True)

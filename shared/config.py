@@ -164,6 +164,9 @@ PRESETS: dict[str, RunConfig] = {
     "default": RunConfig(),
     "strong": RunConfig(model=ModelConfig(n_layer=3, n_head=4, n_embd=192, context=96, chunk=32),
                         train=TrainConfig(lr=1.5e-3), streams=16, preset="strong"),
+    # Bulk: the tiny model on 64 streams; raw throughput over ratio (soak runs, big transfers).
+    "bulk": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=16, chunk=16),
+                      train=TrainConfig(lr=3e-3), streams=64, sync_every=16, preset="bulk"),
     # Tiny and quick: for tests and lectures, where speed of a run matters more than ratio.
     "tiny": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=16, chunk=16),
                       train=TrainConfig(lr=3e-3), streams=16, sync_every=4, preset="tiny"),
