@@ -29,6 +29,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(ARGS)
+	$(BIN)/python scripts/bench_link.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

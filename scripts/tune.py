@@ -22,6 +22,7 @@ Prototypes of engine changes (estimate mode only; they are not in the engine):
   --tied                  output layer shares the token embedding's weights (wte[:256])
   --replay N              after each step, N extra steps, each on `streams` (or --replay-rows)
                           windows drawn at random from the history both sides already have
+                          (also in real mode: a Twin subclass, coded and decoded for real)
   --mix K                 add K such history windows to every step's own batch (one step)
 Every run prints one JSON line (and appends it to --log if given).
 """
@@ -100,6 +101,57 @@ def tie_embeddings(model):
     return model
 
 
+def replay_twin_class(replay: int):
+    """Prototype of the replay engine change as a Twin subclass, for real (coded, decoded) runs.
+
+    After the usual step on the chunk just coded, take `replay` more optimizer steps, each on
+    `streams` windows of context+chunk tokens drawn from the history both sides already have.
+    The draws come from PCG64([seed, step]): no generator state to keep, checkpoint-safe.
+    Both sides keep the history here (a (streams, width) array filled as chunks are coded).
+    """
+    import numpy as np
+    import torch
+    from shared.config import PAD
+    from shared.engine import Twin
+    from shared.model import loss_on
+
+    class ReplayTwin(Twin):
+        def __init__(self, config, length, data=None, sink=None):
+            super().__init__(config, length, data, sink)
+            self.history = np.full((config.streams, self.layout.n_steps * config.model.chunk), PAD,
+                                   dtype=np.int64)
+
+        def _learn(self, t0):
+            C, T = self.config.model.context, self.config.model.chunk
+            self.history[:, t0:t0 + T] = self.window[:, C:]
+            loss = super()._learn(t0)
+            if replay and t0 > 0:
+                W = C + T
+                known = np.minimum(self.layout.lens, t0)
+                cand = np.flatnonzero(known > 0)
+                tc = self.config.train
+                for r in range(replay):
+                    rng = np.random.Generator(np.random.PCG64([self.config.seed, self.step, r]))
+                    k = self.config.streams
+                    b = cand[rng.integers(0, len(cand), k)]
+                    ends = rng.integers(1, known[b] + 1)
+                    ws = np.full((k, W), PAD, dtype=np.int64)
+                    for i in range(k):
+                        seg = self.history[b[i], max(ends[i] - W, 0):ends[i]]
+                        ws[i, W - len(seg):] = seg
+                    ts = ws[:, 1:].copy()
+                    ts[(ends[:, None] - W + 1 + np.arange(W - 1)[None, :]) < 0] = -1
+                    rl = loss_on(self.model, torch.from_numpy(ws[:, :-1].copy()), torch.from_numpy(ts))
+                    self.opt.zero_grad(set_to_none=True)
+                    rl.backward()
+                    if tc.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip, foreach=False)
+                    self.opt.step()
+            return loss
+
+    return ReplayTwin
+
+
 def estimate(data: bytes, cfg, schedule: str | None = None, report_every: int = 0, tied: bool = False,
              replay: int = 0, replay_mode: str = "random", replay_rows: int = 0, mix: int = 0):
     """Bits from the (pre-update) training forward on every chunk, then the same update as _learn."""
@@ -133,7 +185,7 @@ def estimate(data: bytes, cfg, schedule: str | None = None, report_every: int = 
         return (pos[None, :] >= 0) & (pos[None, :] < layout.lens[:, None])
     W = C + T                                       # a training window: W tokens, W-1 targets
 
-    def history(k, t0):
+    def history(k, t0, rng):
         """k windows drawn uniformly from what both sides already know (positions < t0 of every row)."""
         known = np.minimum(layout.lens, t0)
         cand = np.flatnonzero(known > 0)
@@ -186,7 +238,7 @@ def estimate(data: bytes, cfg, schedule: str | None = None, report_every: int = 
         for g, lr in zip(twin.opt.param_groups, base_lr):
             g["lr"] = lr * f
         if mix and step > 0:
-            hw, ht = history(mix, t0)
+            hw, ht = history(mix, t0, np.random.Generator(np.random.PCG64([cfg.seed, step, 99])))
             logits = twin.model(torch.from_numpy(np.concatenate([inputs, hw[:, :-1]])))
             yt = torch.from_numpy(np.concatenate([np.where(mask, targets, -1), ht]))
         for k in range(tc.steps_per_chunk):
@@ -198,14 +250,15 @@ def estimate(data: bytes, cfg, schedule: str | None = None, report_every: int = 
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(twin.model.parameters(), tc.grad_clip, foreach=False)
             twin.opt.step()
-        for _ in range(replay if step > 0 else 0):
+        for r in range(replay if step > 0 else 0):
             if replay_mode == "chunk":
                 s0 = int(rng.integers(0, step)) * T          # an earlier chunk of every row, same shape
                 w = window(s0 - C, s0 + T)
                 rt = w[:, 1:].copy()
                 rt[~valid(s0 - C + 1, s0 + T)] = -1
             else:
-                w, rt = history(replay_rows or cfg.streams, t0)
+                w, rt = history(replay_rows or cfg.streams, t0,
+                                np.random.Generator(np.random.PCG64([cfg.seed, step, r])))
             train_on(w[:, :-1], rt)
         if report_every and (step + 1) % report_every == 0:
             done = min(len(data), int(layout.lens.clip(max=t0 + T).sum()))
@@ -257,8 +310,11 @@ def main(argv=None):
         out["seconds"] = time.perf_counter() - started
         out["bytes_per_second_estimate_mode"] = len(data) / out["seconds"]
     else:
-        if args.schedule or args.tied or args.replay or args.mix:
-            raise SystemExit("--schedule, --tied and --replay are prototypes for --mode estimate only")
+        if args.schedule or args.tied or args.mix:
+            raise SystemExit("--schedule, --tied and --mix are prototypes for --mode estimate only")
+        import shared.codec
+        if args.replay:        # the prototype, end to end: Alice and Bob both run ReplayTwin
+            shared.codec.Twin = replay_twin_class(args.replay)
         from shared.codec import compress, decompress
         from shared.container import parse
         blob, stats = compress(data, cfg)

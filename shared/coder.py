@@ -14,6 +14,7 @@ frame arrives, so Bob's decoder simply waits for Alice's bytes.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Callable
 
 import numpy as np
@@ -171,15 +172,17 @@ class ArithmeticDecoder:
         self._nacc -= 1
         return (self._acc >> self._nacc) & 1
 
-    def decode_row(self, cdf_row: np.ndarray) -> int:
+    def decode_row(self, cdf_row) -> int:
+        """Decode one symbol; cdf_row is a list (fast path) or array of VOCAB+1 cumulative counts."""
+        if not isinstance(cdf_row, list):
+            cdf_row = cdf_row.tolist()
         low, high, code = self.low, self.high, self.code_value
-        total = int(cdf_row[-1])
+        total = cdf_row[-1]
         rng = high - low + 1
-        value = ((code - low + 1) * total - 1) // rng
-        sym = int(np.searchsorted(cdf_row, value, side="right")) - 1
-        cum_lo, cum_hi = int(cdf_row[sym]), int(cdf_row[sym + 1])
-        high = low + rng * cum_hi // total - 1
-        low = low + rng * cum_lo // total
+        value = ((code - low + 1) * total - 1) // rng        # where the code falls, in frequency units
+        sym = bisect_right(cdf_row, value) - 1
+        high = low + rng * cdf_row[sym + 1] // total - 1
+        low = low + rng * cdf_row[sym] // total
         while not ((low ^ high) & HALF):
             low = (low << 1) & MASK
             high = ((high << 1) & MASK) | 1
@@ -193,7 +196,7 @@ class ArithmeticDecoder:
 
     def code(self, cdf: np.ndarray, symbols=None) -> np.ndarray:
         """Decode one symbol per row of cdf (the `symbols` argument is the encoder's and is ignored)."""
-        return np.array([self.decode_row(row) for row in cdf], dtype=np.int64)
+        return np.array([self.decode_row(row) for row in cdf.tolist()], dtype=np.int64)
 
 
 # --- the engine's coders: one chunk at a time, with a stored-chunk escape -------------------
@@ -205,6 +208,7 @@ class ArithmeticDecoder:
 FLAG_MODEL, FLAG_STORED = (0, 255), (255, 256)
 FLAG_TOTAL = 256
 UNIFORM_CDF = np.arange(VOCAB + 1, dtype=np.int64)
+_UNIFORM_LIST = UNIFORM_CDF.tolist()
 
 
 class ChunkEncoder:
@@ -256,14 +260,14 @@ class ChunkDecoder:
         self.stored_chunks = 0
 
     def begin_chunk(self):
-        flag = self.ad.decode_row(np.array([0, FLAG_MODEL[1], FLAG_TOTAL], dtype=np.int64))
+        flag = self.ad.decode_row([0, FLAG_MODEL[1], FLAG_TOTAL])
         self.stored = flag == 1
         self.stored_chunks += self.stored
 
     def code(self, cdf: np.ndarray, symbols=None) -> np.ndarray:
         """Decode one symbol per row (the `symbols` argument is the encoder's and is ignored)."""
         if self.stored:
-            return np.array([self.ad.decode_row(UNIFORM_CDF) for _ in range(len(cdf))], dtype=np.int64)
+            return np.array([self.ad.decode_row(_UNIFORM_LIST) for _ in range(len(cdf))], dtype=np.int64)
         return self.ad.code(cdf)
 
     def end_chunk(self):
