@@ -332,7 +332,8 @@ class AliceLink(_Link):
         self._unacked: dict[int, bytes] = {}  # seq -> wire, in send order
         self._next_seq = self._acked = 0
         self._credit = self.settings.window
-        self._dup_acks = 0  # repeated ACKs for the same gap (fast retransmit)
+        self._dup_acks = 0  # quick identical repeats of the last ACK (fast retransmit)
+        self._last_ack: Optional[tuple] = None
         self._last_progress = time.monotonic()  # last ACK progress (or HELLO send, before WELCOME)
 
     @property
@@ -444,17 +445,24 @@ class AliceLink(_Link):
             self._acked = self.stats.acked_seq = ack.acked_seq
             self.stats.in_flight = len(self._unacked)
             self._last_progress = time.monotonic()
-            self._dup_acks = 0
+            self._dup_acks, self._last_ack = 0, (ack.acked_seq, ack.credit, self._last_progress)
         elif ack.acked_seq in self._unacked:
-            self._fast_retransmit(ack.acked_seq)
+            self._fast_retransmit(ack)
         self._credit = ack.credit
 
-    def _fast_retransmit(self, seq: int) -> None:
-        """Fast retransmit: Bob repeats his ACK when frames arrive past a gap. Two repeats mean
-        frame `seq` was lost: resend it now instead of stalling for retransmit_s."""
+    def _fast_retransmit(self, ack: Ack) -> None:
+        """Fast retransmit: Bob repeats his ACK at once when frames arrive past a gap. Two quick
+        identical repeats mean frame `acked_seq` was lost: resend it now instead of stalling for
+        retransmit_s. (Credit updates differ, and heartbeat repeats are not quick: neither counts.)"""
+        now = time.monotonic()
+        previous, self._last_ack = self._last_ack, (ack.acked_seq, ack.credit, now)
+        if previous is None or previous[:2] != (ack.acked_seq, ack.credit) or \
+                now - previous[2] > self.settings.heartbeat_s / 2:
+            self._dup_acks = 0
+            return
         self._dup_acks += 1
         if self._dup_acks == 2:
-            self._send_seq(self._unacked[seq])
+            self._send_seq(self._unacked[ack.acked_seq])
             self.stats.frames_resent += 1
 
     def _tick(self, now: float) -> None:
