@@ -12,6 +12,7 @@ back the same way without Bob losing his place.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import shutil
 import time
@@ -91,6 +92,11 @@ class Spool:
         """A twin sink: put a finished chunk of every stream at its offset in data.bin."""
         for b, offset, n in layout.pieces(t0, chunk.shape[1]):
             os.pwrite(self.data, chunk[b, :n].astype("uint8").tobytes(), offset)
+
+    def decoded(self):
+        """data.bin as read-only memory: what Bob decoded so far, for rebuilding n-gram counts."""
+        size = os.fstat(self.data).st_size
+        return mmap.mmap(self.data, size, access=mmap.ACCESS_READ) if size else b""
 
     def data_sha256(self) -> bytes:
         h = hashlib.sha256()
@@ -191,7 +197,7 @@ class _Session:
             self.decoder = ChunkDecoder(self.source)
             self.resumed_from = None
         else:
-            self.twin.load_state_dict(saved["twin"])
+            self.twin.load_state_dict(saved["twin"], spool.decoded())
             self.ledger.ours = {int(k): v for k, v in saved["ours"].items()}
             consumed = saved["decoder"][-1]
             self.source = ByteSource(spool.read_from(consumed), refill=self._refill, base=consumed)

@@ -42,6 +42,8 @@ DEFAULT_FILE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 
 
 def parse_value(v: str):
+    if "," in v or v == "()":       # model.orders=1,2,3,4,6
+        return tuple(int(x) for x in v.strip("()").split(",") if x)
     if v.lower() in ("true", "false"):
         return v.lower() == "true"
     for cast in (int, float):

@@ -17,10 +17,17 @@ from shared.codec import compress  # noqa: E402
 from shared.config import preset  # noqa: E402
 from shared.texts import mission_log  # noqa: E402
 
-INPUT_BYTES, PRESET = 20_000, "tiny"
+INPUT_BYTES, PRESET, PRESETS_INPUT_BYTES = 20_000, "tiny", 6_000
 blob, stats = compress(mission_log(INPUT_BYTES), preset(PRESET))
 golden = {"input": "shared/texts/mission_log.txt, first bytes", "input_bytes": INPUT_BYTES, "preset": PRESET,
           "profile": "portable", "container_sha256": hashlib.sha256(blob).hexdigest(),
           "final_digest": stats["final_digest"], "fingerprint": numeric.fingerprint()}
+# The shipped presets too (n-gram counts, replay), on a shorter input: in-process check only.
+golden["presets_input_bytes"] = PRESETS_INPUT_BYTES
+golden["presets"] = {}
+for name in ("fast", "default", "strong"):
+    blob, stats = compress(mission_log(PRESETS_INPUT_BYTES), preset(name))
+    golden["presets"][name] = {"container_sha256": hashlib.sha256(blob).hexdigest(),
+                               "final_digest": stats["final_digest"]}
 (ROOT / "tests" / "golden.json").write_text(json.dumps(golden, indent=2) + "\n")
 print(json.dumps(golden, indent=2))

@@ -153,7 +153,7 @@ class _Run:
         self._fresh()
         state = self.store.latest_within(resume_offset)
         if state is not None:
-            self.twin.load_state_dict(state["twin"])
+            self.twin.load_state_dict(state["twin"], self.data)
             self.encoder.ac.restore(state["encoder"])
             self.encoder.stored_chunks = state["stored_chunks"]
 

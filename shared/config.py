@@ -21,12 +21,16 @@ FREQ_BITS = 24              # probability quantisation: totals of 2**24 (determi
 MAX_LENGTH = 1 << 30        # bytes one file or stream may declare: the decoder sizes its output by it
 INT_RANGES = {"streams": (1, 1024), "seed": (0, 2**63 - 1), "sync_every": (1, 1 << 20),
               "model.n_layer": (1, 64), "model.n_head": (1, 64), "model.n_embd": (1, 4096),
-              "model.context": (1, 8192), "model.chunk": (1, 8192), "train.steps_per_chunk": (1, 64)}
+              "model.context": (1, 8192), "model.chunk": (1, 8192), "model.table_bits": (8, 24), "model.words": (0, 2), "train.steps_per_chunk": (1, 64),
+              "train.replay": (0, 16), "train.replay_span": (1, 1 << 16)}
 FLOAT_RANGES = {"train.lr": (0.0, 1.0), "train.beta1": (0.0, 0.999999), "train.beta2": (0.0, 0.999999),
                 "train.eps": (0.0, 1.0), "train.weight_decay": (0.0, 1.0), "train.grad_clip": (0.0, 1e6)}
 MAX_PARAMS = 1 << 28        # ~12·n_layer·n_embd² weights: 1 GiB, ~4 GiB with gradients and Adam state
 MAX_ACTIVATIONS = 1 << 27   # streams × (context + chunk) × n_embd × n_layer: KV cache, training activations
 MAX_ATTENTION = 1 << 27     # streams × n_head × (context + chunk)²: attention scores
+MAX_TABLES = 1 << 30        # bytes of n-gram count tables (one byte per count)
+MAX_ORDER = 8               # n-gram contexts live in one 64-bit word per stream
+MAX_NGRAM_STREAMS = 128     # counts saturate at 255: a step adds at most `streams` to one row
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,19 @@ class ModelConfig:
     n_embd: int = 128
     context: int = 64       # tokens of already-coded history re-read before each chunk
     chunk: int = 32         # tokens per stream coded between two training steps
+    # Byte n-gram counts mixed into the logits (shared/ngram.py): which orders, table size.
+    orders: tuple = ()      # e.g. (1, 2, 3, 4, 6): k bytes of context each, at most 8
+    table_bits: int = 18    # each order's table holds 2**table_bits contexts x 256 counts
+    words: int = 0          # word contexts: 1 = the word so far, 2 = also with the word before
+
+    @property
+    def n_contexts(self) -> int:
+        """Count tables the model mixes: byte orders plus word contexts."""
+        return len(self.orders) + self.words
+
+    def __post_init__(self):   # JSON gives lists; compare and hash as a tuple
+        if isinstance(self.orders, list):
+            object.__setattr__(self, "orders", tuple(self.orders))
 
     @property
     def block_size(self) -> int:
@@ -52,6 +69,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     steps_per_chunk: int = 1     # optimizer steps on each freshly coded chunk
     loss_on_context: bool = True  # also learn again from the re-read history (free: both sides have it)
+    replay: int = 0              # extra optimizer steps per chunk on windows drawn from older history
+    replay_span: int = 4096      # tokens of history per stream kept for replay (bounded memory)
 
 
 @dataclass(frozen=True)
@@ -64,7 +83,10 @@ class RunConfig:
     preset: str = "default"
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain JSON types only (tuples become lists), so a dict survives the wire unchanged."""
+        d = dataclasses.asdict(self)
+        d["model"]["orders"] = list(d["model"]["orders"])
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -106,6 +128,12 @@ class RunConfig:
         if type(self.preset) is not str or len(self.preset) > 64:
             return f"preset must be a name of at most 64 characters, not {self.preset!r:.40}"
         m = self.model
+        if (type(m.orders) is not tuple or len(m.orders) > MAX_ORDER
+                or any(type(k) is not int or not 1 <= k <= MAX_ORDER for k in m.orders)
+                or list(m.orders) != sorted(set(m.orders))):
+            return f"model.orders must be increasing whole numbers in 1..{MAX_ORDER}, not {m.orders!r:.60}"
+        if m.n_contexts and self.streams > MAX_NGRAM_STREAMS:
+            return f"streams = {self.streams} is above {MAX_NGRAM_STREAMS}, the limit with n-gram counts"
         if m.n_embd % m.n_head:
             return f"model.n_embd ({m.n_embd}) must be a multiple of model.n_head ({m.n_head})"
         for what, size, limit in (
@@ -113,13 +141,17 @@ class RunConfig:
                 ("activations (streams·(context+chunk)·n_embd·n_layer)",
                  self.streams * m.block_size * m.n_embd * m.n_layer, MAX_ACTIVATIONS),
                 ("attention (streams·n_head·(context+chunk)²)", self.streams * m.n_head * m.block_size ** 2,
-                 MAX_ATTENTION)):
+                 MAX_ATTENTION),
+                ("n-gram tables (bytes)", table_bytes(m), MAX_TABLES)):
             if size > limit:
                 return f"{what} = {size:,} exceeds this build's limit of {limit:,}"
         return None
 
     def validate(self) -> "RunConfig":
         m = self.model
+        problem = self.problem()
+        if problem and ("orders" in problem or "n-gram" in problem):
+            raise UsageError(problem)
         if m.n_embd % m.n_head:
             raise UsageError(f"n_embd ({m.n_embd}) must be a multiple of n_head ({m.n_head})")
         for name, v in (("streams", self.streams), ("chunk", m.chunk), ("context", m.context),
@@ -127,6 +159,11 @@ class RunConfig:
             if v < 1:
                 raise UsageError(f"{name} must be at least 1 (got {v})")
         return self
+
+
+def table_bytes(m: ModelConfig) -> int:
+    """Memory of the n-gram count tables: order k needs at most 256**k rows."""
+    return sum(min(1 << (8 * k), 1 << m.table_bits) * 256 for k in m.orders) + m.words * (256 << m.table_bits)
 
 
 def diff(ours: RunConfig, theirs: RunConfig) -> list[str]:
@@ -159,23 +196,32 @@ def require_same(ours: RunConfig, theirs: RunConfig, what: str = "sender") -> No
 
 
 PRESETS: dict[str, RunConfig] = {
-    # Points on the speed/ratio curve, chosen by measurement (scripts/bench.py, scripts/tune.py):
-    # tinyshakespeare (1,115,394 bytes) and the built-in mission log, one core, portable profile.
-    # Lessons that shaped them: ratio is limited by how many optimizer steps the twins get, so
-    # 256 bytes per step (streams x chunk) beats 512+ on small files; 32+ streams keep the
-    # token-by-token pass cheap; lr above ~4e-3 is unstable at this size (wider models want less).
-    "fast": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=48, context=8, chunk=8),
+    # Points on the speed/ratio curve, chosen by measurement (scripts/tune.py for
+    # sweeps, scripts/bench.py for the record) on tinyshakespeare and the built-in mission log,
+    # one core, portable profile. What shaped them:
+    # - byte n-gram counts mixed into the logits (orders 1-6 + two word contexts) do most of the
+    #   work on text: tinyshakespeare 2.85 -> 2.12 bits/byte for the same GPT; with them a
+    #   1-layer GPT is as good as 2 layers at the default's size, and twice as fast;
+    # - ratio is limited by how many optimizer steps the twins get: 256 bytes per step
+    #   (streams x chunk) beats both 128 and 512+; lr above ~4e-3 diverges, wider models want less;
+    # - replaying older history (strong) buys ~1% per extra step at 2x the training time.
+    "fast": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=8, chunk=8,
+                                        orders=(1, 2, 3, 4), words=1, table_bits=16),
                       train=TrainConfig(lr=4e-3), streams=64, preset="fast"),
-    # The demo's and everyone's default: >= 5,000 B/s both ways on one core, portable profile.
-    "default": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=8, chunk=8),
+    # The demo's and everyone's default: target >= 5,000 B/s both ways on one core.
+    "default": RunConfig(model=ModelConfig(n_layer=1, n_head=4, n_embd=64, context=8, chunk=8,
+                                           orders=(1, 2, 3, 4, 6), words=2, table_bits=18),
                          train=TrainConfig(lr=4e-3), streams=32, preset="default"),
-    "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=128, context=16, chunk=8),
-                        train=TrainConfig(lr=2e-3), streams=64, preset="strong"),
-    # Bulk: the tiny model on 64 streams; raw throughput over ratio (soak runs, big transfers).
+    "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=128, context=16, chunk=8,
+                                          orders=(1, 2, 3, 4, 5, 6), words=2, table_bits=18),
+                        train=TrainConfig(lr=1.5e-3, replay=1), streams=32, preset="strong"),
+    # Bulk: the tiny GPT alone on 64 streams; raw throughput over ratio (soak runs, big transfers).
     "bulk": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=16, chunk=16),
                       train=TrainConfig(lr=3e-3), streams=64, sync_every=16, preset="bulk"),
-    # Tiny and quick: for tests and lectures, where speed of a run matters more than ratio.
-    "tiny": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=16, chunk=16),
+    # Tiny and quick: for tests and lectures, where speed of a run matters more than ratio; it
+    # still has every kind of count table, so the golden digests cover them.
+    "tiny": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=16, chunk=16,
+                                        orders=(1, 2, 3), words=2, table_bits=12),
                       train=TrainConfig(lr=3e-3), streams=16, sync_every=4, preset="tiny"),
 }
 

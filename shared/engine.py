@@ -4,12 +4,15 @@ Training a model *is* compression. Alice and Bob each build a `Twin` from the sa
 and the same seed, so their models start bit-identical. Then, chunk by chunk:
 
   1. predict  the twin re-reads the last `context` tokens of each stream (`prime`) and predicts
-              the chunk one token at a time (`extend`), exactly as a decoder must;
+              the chunk one token at a time (`extend`), exactly as a decoder must; with
+              `orders`, byte n-gram counts (ngram.py) are looked up for each position and
+              mixed into the logits, and counted once the position is coded;
   2. code     each prediction becomes integer frequencies; Alice's coder *encodes* the true
               token with them, Bob's coder *decodes* the token from the bits. That call is the
               only place the two sides differ;
   3. learn    the twin takes a training step on the chunk just coded, which both sides now
-              know, so both models change identically.
+              know, so both models change identically; with `replay`, more steps follow on
+              windows of older history (known to both sides, so free of bits).
 
 The input is cut into `streams` contiguous sub-streams coded side by side (one batch row
 each), which is what makes a CPU fast enough. Every shape depends only on the config and the
@@ -27,8 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import PAD, RunConfig
-from .model import GPT, loss_on, make_optimizer, torch
+from .model import GPT, CountMixer, log_count_table, loss_on, make_optimizer, torch
 from .coder import quantize
+from .ngram import ContextCounts, features, table_bits_for
 
 
 @dataclass
@@ -88,6 +92,19 @@ class Twin:
         self.sink = sink          # callable(t0, chunk tokens (streams, chunk)) after each step
         # positions t0-context .. t0+chunk-1 of every stream; PAD before a stream's start
         self.window = np.full((config.streams, m.context + m.chunk), PAD, dtype=np.int64)
+        # n-gram counts (if the config has orders) and, per window position, the counts its
+        # token was predicted with: training must see exactly what coding saw
+        self.counts = (ContextCounts(m.orders, table_bits_for(m.table_bits, length), config.streams, m.words)
+                       if m.n_contexts else None)
+        self._log_count = log_count_table()
+        self.keep_last_counts = False     # lectures re-score the last chunk: keep its counts
+        self.last_count_window = None
+        self.count_window = (np.zeros((config.streams, m.context + m.chunk, m.n_contexts, 256), np.uint8)
+                             if m.n_contexts else None)
+        # the newest `replay_span` coded tokens of every stream, if the config replays history
+        tc = config.train
+        self.past = np.full((config.streams, tc.replay_span), PAD, dtype=np.int16) if tc.replay else None
+        self.past_len = 0
         self.step = 0
         self.tokens_done = 0
         self.ideal_bits = 0.0
@@ -114,7 +131,7 @@ class Twin:
         win[:, C:] = self.layout.rows(self.data, t0, T) if self.data is not None else PAD
 
         # 1-2. predict and code, token by token, identically on both sides
-        probs = self.model.prime(torch.from_numpy(win[:, :C]))
+        probs = self.model.prime(torch.from_numpy(win[:, :C]), self._counts_for(C))
         coder.begin_chunk()
         for t in range(T):
             rows = self.layout.active(t0 + t)
@@ -122,6 +139,8 @@ class Twin:
                 p = probs.numpy()[rows]
                 symbols = coder.code(quantize(p), win[rows, C + t])
                 win[rows, C + t] = symbols
+                if self.counts is not None:
+                    self.counts.update(rows, symbols)
                 bits = -np.log2(p[np.arange(len(symbols)), symbols].astype(np.float64))
                 self.last_bits[rows, t] = bits
                 chunk_bits += float(bits.sum())
@@ -129,7 +148,7 @@ class Twin:
                 if self.observer is not None:
                     self.observer(self.step, t, rows, p, symbols)
             if t < T - 1:
-                probs = self.model.extend(torch.from_numpy(win[:, C + t]))
+                probs = self.model.extend(torch.from_numpy(win[:, C + t]), self._counts_for(C + t + 1))
         coder.end_chunk()
 
         # 3. learn from the chunk both sides now know
@@ -139,12 +158,32 @@ class Twin:
             self.sink(t0, self.last_chunk)
         win[:, :C] = win[:, -C:].copy()      # slide: the newest `context` tokens are the next history
         win[:, C:] = PAD
+        if self.count_window is not None:
+            if self.keep_last_counts:
+                self.last_count_window = self.count_window.copy()
+            self.count_window[:, :C] = self.count_window[:, -C:].copy()
+            self.count_window[:, C:] = 0
         self.step += 1
         self.tokens_done += chunk_tokens
         self.ideal_bits += chunk_bits
         sync = self.step % self.config.sync_every == 0 or self.finished
         return StepReport(self.step, self.tokens_done, chunk_tokens, chunk_bits, loss,
                           self.model.digest() if sync else None)
+
+    def _counts_for(self, pos: int):
+        """Look up the n-gram counts for predicting window position `pos`; remember them."""
+        if self.counts is None:
+            return None
+        self.count_window[:, pos] = self.counts.lookup()
+        return self._features(self.count_window[:, pos])
+
+    def features_for_training(self, count_window: np.ndarray):
+        """Features aligned with a training pass over window[:, :-1] (targets window[:, 1:])."""
+        return self._features(count_window[:, 1:])
+
+    def _features(self, counts: np.ndarray):
+        evidence, which = features(counts, self._log_count, CountMixer.N_BUCKETS)
+        return torch.from_numpy(evidence), torch.from_numpy(which)
 
     def _learn(self, t0: int) -> float:
         C, T = self.config.model.context, self.config.model.chunk
@@ -159,32 +198,112 @@ class Twin:
         if not mask.any():
             return math.nan
         x, y = torch.from_numpy(inputs), torch.from_numpy(targets)
+        counts = self.features_for_training(self.count_window) if self.counts is not None else None
         tc = self.config.train
         for _ in range(tc.steps_per_chunk):
-            loss = loss_on(self.model, x, y)
+            loss = loss_on(self.model, x, y, counts)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip, foreach=False)
             self.opt.step()
+        if self.past is not None:
+            self._remember(window[:, C:])
+            self._replay()
         return float(loss.detach())
+
+    def _remember(self, chunk: np.ndarray) -> None:
+        T = chunk.shape[1]
+        self.past[:, :-T] = self.past[:, T:]
+        self.past[:, -T:] = chunk
+        self.past_len = min(self.past_len + T, self.past.shape[1])
+
+    def _replay(self) -> None:
+        """Train again on windows of older history. Both sides already have it, so it costs no
+        bits; the draws come from PCG64([seed, step, r]), so they need no state to checkpoint.
+        Count features are looked up leave-one-out (the target's own occurrence removed)."""
+        C, T = self.config.model.context, self.config.model.chunk
+        W, B, span = C + T, self.config.streams, self.past.shape[1]
+        if self.past_len < W:
+            return
+        start = span - self.past_len
+        for r in range(self.config.train.replay):
+            rng = np.random.Generator(np.random.PCG64([self.config.seed, self.step, r]))
+            rows = rng.integers(0, B, B)
+            ends = rng.integers(start + W, span + 1, B)
+            cols = ends[:, None] + np.arange(-W - 8, 0)[None, :]        # 8 bytes of context first
+            seg = np.where(cols >= 0, self.past[rows[:, None], np.maximum(cols, 0)], PAD).astype(np.int64)
+            window = seg[:, 8:]
+            targets = window[:, 1:].copy()
+            targets[targets == PAD] = -1
+            if (targets < 0).all():
+                continue
+            counts = None
+            if self.counts is not None:
+                counts = self._features(self.counts.lookup_past(seg[:, 1:]))
+            loss = loss_on(self.model, torch.from_numpy(window[:, :-1].copy()), torch.from_numpy(targets), counts)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.config.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip, foreach=False)
+            self.opt.step()
 
     # --- checkpoints: everything that decides the next step, nothing more ---------------------
     def state_dict(self) -> dict:
-        return {"step": self.step, "tokens_done": self.tokens_done, "ideal_bits": self.ideal_bits,
-                "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "window": torch.from_numpy(self.window.copy()), "digest": self.model.digest()}
+        state = {"step": self.step, "tokens_done": self.tokens_done, "ideal_bits": self.ideal_bits,
+                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                 "window": torch.from_numpy(self.window.copy()), "digest": self.model.digest()}
+        if self.counts is not None:      # the tables themselves are rebuilt from the data on load
+            state["ngram"] = {"history": torch.from_numpy(self.counts.history.view(np.int64).copy()),
+                              "count_window": torch.from_numpy(self.count_window.copy())}
+        if self.past is not None:
+            state["past"] = {"tokens": torch.from_numpy(self.past.copy()), "length": self.past_len}
+        return state
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, source=None) -> None:
+        """Continue from a checkpoint. With n-gram counts, `source` must hold the bytes coded so
+        far at their original offsets (Alice: the input; Bob: his data.bin): the tables, far too
+        big to checkpoint every few steps, are rebuilt from it by the same updates in the same order."""
         from .errors import FormatError
         if not 0 <= state["step"] <= self.n_steps or tuple(state["window"].shape) != self.window.shape:
             raise FormatError("checkpoint does not fit this stream's layout; remove it and start again")
+        if (self.counts is not None) != ("ngram" in state):
+            raise FormatError("checkpoint does not fit this stream's configuration (n-gram counts); remove it")
+        if self.counts is not None:
+            ngram = state["ngram"]
+            if (tuple(ngram["count_window"].shape) != self.count_window.shape
+                    or tuple(ngram["history"].shape) != self.counts.history.shape):
+                raise FormatError("checkpoint does not fit this stream (n-gram window); remove it")
+            if source is None:
+                raise ValueError("resuming with n-gram counts needs the bytes coded so far")
+            self._rebuild_counts(source, state["step"])
+            if not np.array_equal(self.counts.history, ngram["history"].numpy().view(np.uint64)):
+                raise FormatError(f"checkpoint at step {state['step']} does not match the data coded so far "
+                                  f"(n-gram history differs); remove it to start over")
+            self.count_window[:] = ngram["count_window"].numpy()
+        if (self.past is not None) != ("past" in state) or (
+                self.past is not None and tuple(state["past"]["tokens"].shape) != self.past.shape):
+            raise FormatError("checkpoint does not fit this stream's configuration (replay history); remove it")
+        if self.past is not None:
+            self.past[:] = state["past"]["tokens"].numpy()
+            self.past_len = int(state["past"]["length"])
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.window[:] = state["window"].numpy()
         self.step, self.tokens_done, self.ideal_bits = state["step"], state["tokens_done"], state["ideal_bits"]
         if self.model.digest() != state["digest"]:
             raise FormatError(f"checkpoint at step {self.step} is damaged (weight digest mismatch); remove it")
+
+    def _rebuild_counts(self, source, steps: int) -> None:
+        T = self.config.model.chunk
+        self.counts.clear()
+        for step in range(steps):
+            t0 = step * T
+            tokens = self.layout.rows(source, t0, T)
+            for t in range(T):
+                rows = self.layout.active(t0 + t)
+                if rows.any():
+                    self.counts.update(rows, tokens[rows, t])
 
     def digest(self) -> str:
         return self.model.digest()

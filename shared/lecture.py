@@ -260,6 +260,7 @@ class MarsThread(threading.Thread):
             from .coder import ByteSource, ChunkDecoder
             from .engine import Twin
             twin = Twin(self.config, self.length)
+            twin.keep_last_counts = True
             log = TokenLog(twin)
             decoder = ChunkDecoder(ByteSource(refill=self._refill))
             while not twin.finished:
@@ -310,7 +311,8 @@ def chunk_bits_after(twin, log: TokenLog, step: int) -> float | None:
     t0 = (step - 1) * T
     window = log.window(t0 - C, t0 + T)
     with torch.no_grad():
-        logits = twin.model(torch.from_numpy(window[:, :-1]))[:, C - 1:, :]
+        counts = twin.features_for_training(twin.last_count_window) if twin.counts is not None else None
+        logits = twin.model(torch.from_numpy(window[:, :-1]), counts)[:, C - 1:, :]
         logp = torch.log_softmax(logits.double(), dim=-1).numpy()
     targets = window[:, C:]
     mask = (t0 + np.arange(T))[None, :] < np.array(log.lens)[:, None]
@@ -413,6 +415,7 @@ class Lecture:
 
         cfg = self.config
         earth = Twin(cfg, len(self.data), self.data)
+        earth.keep_last_counts = True
         earth_log = TokenLog(earth)
         enc = ChunkEncoder()
         earth.observer = self.observe

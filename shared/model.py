@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from . import numeric
+from . import ngram, numeric
 
 numeric.active()  # pin threads/dispatch before torch loads, whoever imports us first
 
@@ -97,6 +97,48 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+class CountMixer(nn.Module):
+    """Turns n-gram counts (shared/ngram.py) into logit evidence added to the GPT's logits.
+
+    For order k, the evidence for byte s is log(count of s + 1/16), scaled by a learned trust
+    that depends on how often each order's context was seen (a log2 bucket of its total), how
+    much of it one byte owns (4 levels), and the transformer's state. A weighted sum of log-counts is a
+    geometric mixture of the orders: the model learns, by the same Adam step, whom to believe.
+    """
+    N_BUCKETS = 16          # confidence buckets: 0 for an unseen context, then 1 + log2(total)
+    PRIOR = 1 / 16          # added to every count before the log
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.K = cfg.n_contexts
+        # trust[k] = sum over orders j of trust_table[j, confidence of j][k]: how much to believe
+        # order k may depend on how well every order knows its context (PAQ's selected weights)
+        self.trust = nn.Embedding(self.K * self.N_BUCKETS * ngram.PURITY, self.K)
+        self.gate = nn.Linear(cfg.n_embd, self.K)
+
+    @torch.no_grad()
+    def init_values(self, trust: float = 0.3):
+        w = torch.zeros(self.K, self.N_BUCKETS * ngram.PURITY, self.K)
+        for k in range(self.K):
+            w[k, :, k] = trust              # each order starts trusting only itself
+        self.trust.weight.copy_(w.view(-1, self.K))
+        self.gate.weight.zero_()
+        self.gate.bias.zero_()
+
+    def forward(self, h, counts):
+        """h (..., n_embd); counts = (evidence (..., K, 256), trust index (..., K)) from
+        ngram.features -> logit evidence (..., 256)."""
+        evidence, which = counts
+        w = self.trust(which).sum(-2) + self.gate(h)
+        return (w.unsqueeze(-1) * evidence).sum(-2)
+
+
+def log_count_table() -> np.ndarray:
+    """log(count + 1/16) for counts 0..255 as float32: a constant both sides must share exactly
+    (numeric.canary_hash covers it, so a libm that rounds differently is caught at the handshake)."""
+    return np.log(np.arange(256, dtype=np.float64) + CountMixer.PRIOR).astype(np.float32)
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig, seed: int):
         super().__init__()
@@ -106,6 +148,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, VOCAB, bias=False)
+        self.mixer = CountMixer(cfg) if cfg.n_contexts else None
         self._init_portably(seed)
         self._cache = None
         self._pos = 0
@@ -123,18 +166,28 @@ class GPT(nn.Module):
             else:
                 std = resid_std if name.endswith("c_proj.weight") else 0.02
                 p.copy_(torch.from_numpy((rng.standard_normal(p.shape) * std).astype(np.float32)))
+        if self.mixer is not None:
+            self.mixer.init_values()
 
-    def forward(self, idx):
-        """Logits (B, S, VOCAB) for every position of idx (B, S): the training path."""
+    def _logits(self, x, counts):
+        h = self.ln_f(x)
+        logits = self.lm_head(h)
+        if self.mixer is not None:
+            logits = logits + self.mixer(h, counts)
+        return logits
+
+    def forward(self, idx, counts=None):
+        """Logits (B, S, VOCAB) for every position of idx (B, S): the training path.
+        `counts` (B, S, K, 256): the n-gram counts each prediction was coded with."""
         S = idx.shape[1]
         x = self.wte(idx) + self.wpe.weight[:S]
         for block in self.blocks:
             x = block(x)
-        return self.lm_head(self.ln_f(x))
+        return self._logits(x, counts)
 
     # --- incremental prediction: the coding path -------------------------------------------
     @torch.no_grad()
-    def prime(self, ctx):
+    def prime(self, ctx, counts=None):
         """Read a (B, C) context into a fresh KV cache; return next-token probabilities (B, VOCAB)."""
         B, S = ctx.shape
         hd = self.cfg.n_embd // self.cfg.n_head
@@ -144,10 +197,10 @@ class GPT(nn.Module):
         for block, cache in zip(self.blocks, self._cache):
             x = block(x, cache)
         self._pos = S
-        return F.softmax(self.lm_head(self.ln_f(x[:, -1])), dim=-1)
+        return F.softmax(self._logits(x[:, -1], counts), dim=-1)
 
     @torch.no_grad()
-    def extend(self, tok):
+    def extend(self, tok, counts=None):
         """Append one token per row (B,) to the cache; return next-token probabilities (B, VOCAB)."""
         pos = self._pos
         if pos >= self.cfg.block_size:
@@ -156,7 +209,7 @@ class GPT(nn.Module):
         for block, cache in zip(self.blocks, self._cache):
             x = block.step(x, cache, pos)
         self._pos = pos + 1
-        return F.softmax(self.lm_head(self.ln_f(x[:, 0])), dim=-1)
+        return F.softmax(self._logits(x[:, 0], counts), dim=-1)
 
     # --- identity ----------------------------------------------------------------------------
     def digest(self) -> str:
@@ -174,9 +227,9 @@ def make_optimizer(model: GPT, train: TrainConfig) -> torch.optim.Optimizer:
                              foreach=False, fused=False)
 
 
-def loss_on(model: GPT, window, targets):
+def loss_on(model: GPT, window, targets, counts=None):
     """Mean cross-entropy in nats over the targets that are not -1."""
-    logits = model(window)
+    logits = model(window, counts)
     return F.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1), ignore_index=-1)
 
 

@@ -179,6 +179,8 @@ def canary_hash() -> str:
             h.update(probs.numpy().tobytes())
             probs = model.extend(x[:, cfg.context + t])
     h.update(model.digest().encode())
+    from .model import log_count_table
+    h.update(log_count_table().tobytes())      # the n-gram evidence table (numpy's log)
     return h.hexdigest()[:16]
 
 

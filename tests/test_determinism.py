@@ -47,6 +47,14 @@ def test_golden_digests_in_this_process():
     assert blob2 == blob
 
 
+@pytest.mark.parametrize("name", sorted(GOLDEN["presets"]))
+def test_golden_digests_of_the_shipped_presets(name):
+    """The presets exercise what tiny does not: bigger count tables, replay of older history."""
+    blob, stats = compress(mission_log(GOLDEN["presets_input_bytes"]), preset(name))
+    assert hashlib.sha256(blob).hexdigest() == GOLDEN["presets"][name]["container_sha256"]
+    assert stats["final_digest"] == GOLDEN["presets"][name]["final_digest"]
+
+
 # The caller's environment must not matter: the numeric profile decides.
 HOSTILE_ENVIRONMENTS = [
     {},

@@ -9,7 +9,7 @@ from tests.test_stream import free_endpoint, spawn
 
 
 def test_sigkill_both_sides_repeatedly_and_still_end_byte_exact(tmp_path):
-    data = mission_log(60_000)
+    data = mission_log(100_000)
     src, out, state = tmp_path / "in.txt", tmp_path / "out.txt", tmp_path / "earth-state"
     src.write_bytes(data)
     ep = free_endpoint()
@@ -29,7 +29,7 @@ def test_sigkill_both_sides_repeatedly_and_still_end_byte_exact(tmp_path):
 
     for victim in ["bob", "alice"] * 3:                      # 6 kills: Bob, then Alice, in turn
         start, deadline = held(), time.time() + 120
-        while held() < start + 2500 and time.time() < deadline and procs[victim].poll() is None:
+        while held() < start + 1000 and time.time() < deadline and procs[victim].poll() is None:
             time.sleep(0.05)                                 # let the stream make real progress first
         time.sleep(rng.uniform(0.0, 1.0))                    # then strike at a random moment
         if procs[victim].poll() is not None:
@@ -40,7 +40,7 @@ def test_sigkill_both_sides_repeatedly_and_still_end_byte_exact(tmp_path):
         procs[victim] = spawn(*commands[victim])
     results = {name: p.communicate(timeout=400) for name, p in procs.items()}
     for name, p in procs.items():
-        assert p.returncode == 0, f"{name}: {results[name][1].decode()}"
+        assert p.returncode == 0, f"{name}: {results[name][1].decode()} | other: {[r[1].decode()[-800:] for r in results.values()]}"
     assert len(kills) >= 5, f"the stream finished after only {len(kills)} kills; make it longer"
     assert out.read_bytes() == data
     alice = json.loads((tmp_path / "alice.json").read_text())

@@ -1,0 +1,141 @@
+"""Byte n-gram counts, kept identically by both twins: the fast-learning half of the prediction.
+
+A small transformer trained online needs many steps before it knows that "Wherefo" is followed
+by "re"; a table of "what followed these k bytes" knows it after one example. So the twin keeps,
+for each order k in `ModelConfig.orders`, a table of counts indexed by the last k bytes (hashed
+into 2**table_bits rows when 256**k is larger) and hands the rows for the current contexts to the
+model, which learns how much to trust each order (`model.CountMixer`).
+
+Everything here is integer arithmetic on numpy arrays (no floats, no library-dependent rounding),
+updated at the same point on both sides: after each position's tokens are coded, so the counts
+used to predict a token never include that token.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+PURITY = 4                 # levels of "how much of the context one byte owns": <1/3, <2/3, <1, all
+LIMIT = 255 - 128          # a row is halved before an update could push a count past 255
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)   # Fibonacci hashing multiplier
+_WORD = np.uint64(0x100000001B3)          # FNV-style multiplier for word hashes
+_LETTER = np.zeros(256, dtype=bool)
+_LETTER[ord("a"):ord("z") + 1] = _LETTER[ord("A"):ord("Z") + 1] = _LETTER[128:] = True
+_FOLD = np.arange(256)
+_FOLD[ord("A"):ord("Z") + 1] += 32
+
+
+class ContextCounts:
+    """Count tables for several context orders over `streams` parallel sub-streams.
+
+    All orders share one (rows, 256) uint8 array; order k owns rows offset[k] .. offset[k] +
+    2**bits[k], so a lookup or an update is one numpy call for every order at once.
+    """
+
+    def __init__(self, orders: tuple[int, ...], table_bits: int, streams: int, words: int = 0):
+        self.orders, self.words = tuple(orders), words
+        self.bits = [min(8 * k, table_bits) for k in self.orders] + [table_bits] * words
+        sizes = [1 << b for b in self.bits]
+        self.offset = np.cumsum([0] + sizes[:-1]).astype(np.int64)
+        self.table = np.zeros((sum(sizes), 256), dtype=np.uint8)
+        self.history = np.zeros(streams, dtype=np.uint64)   # last 8 bytes per stream, newest lowest
+        self.word = np.zeros(streams, dtype=np.uint64)      # hash of the word being written (0: none)
+        self.prev = np.zeros(streams, dtype=np.uint64)      # hash of the word before it
+        n = len(self.orders)
+        self._masks = np.array([(1 << (8 * k)) - 1 for k in self.orders], dtype=np.uint64)
+        self._hashed = np.array([b < 8 * k for k, b in zip(self.orders, self.bits)], dtype=bool)
+        self._shift = np.array([64 - b for b in self.bits], dtype=np.uint64)
+        self._byte_offset, self._word_offset = self.offset[:n], self.offset[n:]
+        self._byte_shift, self._word_shift = self._shift[:n], self._shift[n:]
+        self._slots = self._compute_slots()
+
+    def _compute_slots(self, history=None, word=None, prev=None) -> np.ndarray:
+        """(..., K) row of each context (last 8 bytes, newest lowest; word hashes) in each order."""
+        history = self.history if history is None else history
+        ctx = history[..., None] & self._masks
+        hashed = (ctx * _GOLDEN) >> self._byte_shift          # Fibonacci hashing: the top bits
+        slots = np.where(self._hashed, hashed, ctx).astype(np.int64) + self._byte_offset
+        if not self.words:
+            return slots
+        word = self.word if word is None else word
+        prev = self.prev if prev is None else prev
+        # context 1: the word so far (or, between words, the last word); 2: both words
+        ctx = np.stack([np.where(word != 0, word, prev * _WORD + np.uint64(1)),
+                        word * _WORD + prev][:self.words], axis=-1)
+        hashed = ((ctx * _GOLDEN) >> self._word_shift).astype(np.int64) + self._word_offset
+        return np.concatenate([slots, hashed], axis=-1)
+
+    @staticmethod
+    def _next_words(word, prev, symbols):
+        """Word hashes after one more byte: letters (case folded, and bytes >= 128) extend the
+        word; anything else ends it."""
+        letter = _LETTER[symbols]
+        folded = _FOLD[symbols].astype(np.uint64)
+        new_word = np.where(letter, (word + folded + np.uint64(1)) * _WORD, np.uint64(0))
+        new_prev = np.where(~letter & (word != 0), word, prev)
+        return new_word, new_prev
+
+    def lookup(self) -> np.ndarray:
+        """Counts for every stream's current context: (streams, len(orders), 256) uint8."""
+        return self.table[self._slots]
+
+    def lookup_past(self, tokens: np.ndarray) -> np.ndarray:
+        """Counts for predicting each token of `tokens` (n, 8 + W) from the 8 before it, as they
+        stand now but with that one occurrence taken out (leave-one-out): what replay trains on.
+        Returns (n, W, K, 256) uint8. PAD (or any value > 255) counts as a zero byte."""
+        t = np.where(tokens > 255, 0, tokens).astype(np.uint64)
+        n, width = t.shape
+        W = width - 8
+        ctx = np.zeros((n, W), dtype=np.uint64)
+        for back in range(1, 9):                       # byte `back` positions before the target
+            ctx |= t[:, 8 - back:8 - back + W] << np.uint64(8 * (back - 1))
+        word = prev = None
+        if self.words:                                 # word state as far as 8 bytes can tell
+            word = np.zeros((n, W), dtype=np.uint64)
+            prev = np.zeros((n, W), dtype=np.uint64)
+            for back in range(8, 0, -1):
+                word, prev = self._next_words(word, prev, t[:, 8 - back:8 - back + W].astype(np.int64))
+        got = self.table[self._compute_slots(ctx, word, prev)]     # (n, W, K, 256)
+        target = t[:, 8:].astype(np.int64)
+        own = np.take_along_axis(got, target[:, :, None, None].repeat(got.shape[2], axis=2), axis=3)
+        np.put_along_axis(got, target[:, :, None, None].repeat(got.shape[2], axis=2),
+                          np.where(own > 0, own - 1, 0).astype(np.uint8), axis=3)
+        return got
+
+    def update(self, rows: np.ndarray, symbols: np.ndarray) -> None:
+        """Count `symbols` (one per active row) in their contexts, then shift them into history."""
+        symbols = np.asarray(symbols, dtype=np.int64)
+        idx = self._slots[rows]                                 # (n, K)
+        hot = idx[self.table[idx].max(axis=2) > LIMIT]
+        if len(hot):
+            self.table[hot] >>= 1      # duplicates halve once: fancy assignment, not accumulation
+        cell, times = np.unique((idx * 256 + symbols[:, None]).ravel(), return_counts=True)
+        flat = self.table.reshape(-1)
+        flat[cell] += times.astype(np.uint8)
+        self.history[rows] = (self.history[rows] << np.uint64(8)) | symbols.astype(np.uint64)
+        if self.words:
+            self.word[rows], self.prev[rows] = self._next_words(self.word[rows], self.prev[rows], symbols)
+        self._slots = self._compute_slots()
+
+    def clear(self) -> None:
+        self.table.fill(0)
+        for a in (self.history, self.word, self.prev):
+            a.fill(0)
+        self._slots = self._compute_slots()
+
+
+def table_bits_for(table_bits: int, length: int) -> int:
+    """Rows per hashed order: no more than the input could fill (small files stay small)."""
+    return min(table_bits, max(10, int(length).bit_length()))
+
+
+def features(counts: np.ndarray, log_count: np.ndarray, n_buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """What the model's CountMixer reads: evidence log(count + prior) (..., K, 256) float32, and
+    a trust index (..., K) from the context's total (log2 bucket) and the top byte's share."""
+    evidence = log_count[counts]
+    total = counts.sum(axis=-1, dtype=np.int64)
+    top = counts.max(axis=-1).astype(np.int64)
+    bucket = np.minimum(np.frexp(total)[1], n_buckets - 1)     # 0 for 0, else 1 + floor(log2): exact
+    share = np.minimum((top * (PURITY - 1)) // np.maximum(total, 1), PURITY - 2)
+    level = np.where((top == total) & (total > 0), PURITY - 1, share)
+    K = counts.shape[-2]
+    return evidence, (bucket * PURITY + level) + np.arange(K) * n_buckets * PURITY

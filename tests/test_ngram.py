@@ -1,0 +1,175 @@
+"""The n-gram counts both twins keep: exact integer bookkeeping, checkpointed with the twin."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from shared.codec import compress, decompress
+from shared.config import ModelConfig, RunConfig, preset
+from shared.container import parse
+from shared.engine import Twin
+from shared.errors import ConfigMismatch, FormatError, UsageError
+from shared.ngram import LIMIT, ContextCounts, features
+from shared.texts import mission_log
+
+
+def feed(counts: ContextCounts, text: bytes, stream: int = 0):
+    rows = np.zeros(len(counts.history), bool)
+    rows[stream] = True
+    for b in text:
+        counts.update(rows, np.array([b]))
+
+
+def test_counts_what_followed_each_context_and_nothing_else():
+    c = ContextCounts((1, 2), table_bits=16, streams=2)
+    feed(c, b"abab")                       # stream 0 only; order 2 is exact (2**16 rows)
+    got = c.lookup()                       # contexts now: "b" and "ab"
+    assert got.shape == (2, 2, 256)
+    assert got[0, 0, ord("a")] == 1 and got[0, 0].sum() == 1          # "b" -> "a" once
+    assert got[0, 1, ord("a")] == 1 and got[0, 1].sum() == 1          # "ab" -> "a" once
+    # stream 1 has not started: its context is the start context, where stream 0 saw "a"
+    assert got[1, 0, ord("a")] == 1 and got[1, 1, ord("a")] == 1 and got[1].sum() == 2
+    feed(c, b"c")
+    assert c.lookup()[0, 0].sum() == 0                                # "c" never seen before
+
+
+def test_streams_share_tables_and_duplicates_in_one_update_all_count():
+    c = ContextCounts((1,), table_bits=8, streams=4)
+    rows = np.ones(4, bool)
+    c.update(rows, np.array([7, 7, 7, 7]))          # all four streams enter context "\x07"
+    c.update(rows, np.array([9, 9, 9, 8]))          # ... and count 3 x "9", 1 x "8" in it
+    row = c.table[c.offset[0] + 7]
+    assert row[9] == 3 and row[8] == 1 and row.sum() == 4
+
+
+def test_a_full_row_is_halved_before_it_can_overflow():
+    c = ContextCounts((1,), table_bits=8, streams=1)
+    feed(c, b"ab" * (LIMIT + 5))
+    row = c.table[c.offset[0] + ord("a")]
+    assert 0 < row[ord("b")] <= LIMIT + 1 and row.sum() == row[ord("b")]
+    assert c.table.max() <= 255
+
+
+def test_hashed_orders_stay_inside_their_own_rows():
+    c = ContextCounts((1, 3, 6), table_bits=10, streams=3)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        c.update(np.ones(3, bool), rng.integers(0, 256, 3))
+        lo = c.offset[None, :]
+        hi = lo + np.array([1 << b for b in c.bits])[None, :]
+        assert ((c._slots >= lo) & (c._slots < hi)).all()
+
+
+def test_features_are_exact_integers_and_buckets():
+    counts = np.zeros((3, 2, 256), np.uint8)
+    counts[1, 0, 5] = 4                                    # total 4, one byte owns it
+    counts[2, 1, 5], counts[2, 1, 6] = 2, 1                # total 3, two bytes
+    log_count = np.log(np.arange(256) + 1 / 16).astype(np.float32)
+    evidence, which = features(counts, log_count, 16)
+    assert evidence.dtype == np.float32 and evidence[1, 0, 5] == log_count[4]
+    # which = bucket * 4 + share level + order * 64; bucket = 1 + floor(log2 total), 0 when
+    # unseen; level 3 when one byte owns the context, else floor(3 * top / total) capped at 2
+    assert which.tolist() == [[0, 64], [3 * 4 + 3, 64], [0, 64 + 2 * 4 + 2]]
+
+
+def test_counts_make_repetitive_text_much_cheaper():
+    data = mission_log(20_000)
+    plain = replace(preset("tiny"), model=replace(preset("tiny").model, orders=()))
+    with_counts = preset("tiny")
+    assert with_counts.model.orders, "the tiny preset (golden digests) exercises the n-gram path"
+    blob_plain, _ = compress(data, plain)
+    blob_counts, stats = compress(data, with_counts)
+    assert decompress(parse(blob_counts))[0] == data
+    assert len(blob_counts) < 0.8 * len(blob_plain)
+
+
+def test_twin_checkpoint_mid_stream_resumes_bit_identically():
+    data = mission_log(6000)
+    config = preset("tiny")
+
+    class Null:                               # a coder that passes Alice's tokens through
+        def begin_chunk(self): pass
+        def end_chunk(self): pass
+        def code(self, cdf, symbols): return symbols
+
+    whole = Twin(config, len(data), data)
+    while not whole.finished:
+        whole.advance(Null())
+    first = Twin(config, len(data), data)
+    for _ in range(first.n_steps // 2):
+        first.advance(Null())
+    state = first.state_dict()
+    second = Twin(config, len(data), None)              # Bob: only the bytes decoded so far
+    decoded = bytearray(len(data))
+    for b, offset, n in first.layout.pieces(0, first.step * config.model.chunk):
+        decoded[offset:offset + n] = data[offset:offset + n]
+    second.load_state_dict(state, bytes(decoded))
+    second.data = data
+    while not second.finished:
+        second.advance(Null())
+    assert second.digest() == whole.digest() and second.ideal_bits == whole.ideal_bits
+    assert np.array_equal(second.counts.table, whole.counts.table)
+    damaged = bytearray(decoded)
+    damaged[min(first.layout.row_len, first.step * 16) - 1] ^= 1     # stream 0's newest byte
+    with pytest.raises(FormatError, match="does not match the data coded so far"):
+        Twin(config, len(data), None).load_state_dict(state, bytes(damaged))
+    plain = Twin(replace(config, model=replace(config.model, orders=())), len(data), data)
+    with pytest.raises(FormatError, match="n-gram"):
+        plain.load_state_dict(state)
+
+
+@pytest.mark.parametrize("orders", [(3, 1), (2, 2), (0,), (9,), ("2",), tuple(range(1, 10))])
+def test_bad_orders_are_refused_with_the_field_named(orders):
+    d = RunConfig(model=ModelConfig(orders=(1,))).to_dict()
+    d["model"]["orders"] = list(orders)
+    with pytest.raises(ConfigMismatch, match=r"model.orders must be increasing whole numbers in 1\.\.8"):
+        RunConfig.from_dict(d)
+    with pytest.raises(UsageError, match="model.orders"):
+        RunConfig(model=ModelConfig(orders=orders)).validate()
+
+
+def test_orders_survive_the_json_round_trip_and_limit_streams():
+    config = preset("tiny")
+    assert RunConfig.from_dict(config.to_dict()) == config
+    d = config.to_dict()
+    d["streams"] = 500
+    with pytest.raises(ConfigMismatch, match="streams = 500"):
+        RunConfig.from_dict(d)
+
+
+def test_replay_of_older_history_round_trips_and_resumes_identically():
+    config = preset("tiny")
+    config = replace(config, train=replace(config.train, replay=2, replay_span=64))
+    data = mission_log(8000)
+    blob, stats = compress(data, config)
+    out, dstats = decompress(parse(blob))
+    assert out == data and dstats["final_digest"] == stats["final_digest"]
+    plain, _ = compress(data, preset("tiny"))
+    assert plain != blob                       # replay really trained on something
+
+    class Null:
+        def begin_chunk(self): pass
+        def end_chunk(self): pass
+        def code(self, cdf, symbols): return symbols
+
+    whole = Twin(config, len(data), data)
+    while not whole.finished:
+        whole.advance(Null())
+    first = Twin(config, len(data), data)
+    for _ in range(whole.n_steps // 2):
+        first.advance(Null())
+    second = Twin(config, len(data), data)
+    second.load_state_dict(first.state_dict(), data)
+    assert second.past_len == 64
+    while not second.finished:
+        second.advance(Null())
+    assert second.digest() == whole.digest()
+
+
+def test_leave_one_out_counts_remove_exactly_the_target():
+    c = ContextCounts((1, 2), table_bits=16, streams=1)
+    feed(c, b"xaxaxb")
+    tokens = np.array([[0, 0, 0, 0, 0, 0, 0, ord("x"), ord("a")]])    # predict "a" after "x"
+    got = c.lookup_past(tokens)                                        # (1, 1, K, 256)
+    assert got.shape == (1, 1, 2, 256)
+    assert got[0, 0, 0, ord("a")] == 1 and got[0, 0, 0, ord("b")] == 1   # "x" -> a,a,b minus one a
