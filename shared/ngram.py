@@ -3,8 +3,9 @@
 A small transformer trained online needs many steps before it knows that "Wherefo" is followed
 by "re"; a table of "what followed these k bytes" knows it after one example. So the twin keeps,
 for each order k in `ModelConfig.orders`, a table of counts indexed by the last k bytes (hashed
-into 2**table_bits rows when 256**k is larger) and hands the rows for the current contexts to the
-model, which learns how much to trust each order (`model.CountMixer`).
+into 2**table_bits rows when 256**k is larger), plus up to two word contexts (`words`: the word
+being written, case folded, and that word with the one before it), and hands the rows for the
+current contexts to the model, which learns how much to trust each (`model.CountMixer`).
 
 Everything here is integer arithmetic on numpy arrays (no floats, no library-dependent rounding),
 updated at the same point on both sides: after each position's tokens are coded, so the counts

@@ -74,7 +74,7 @@ def test_features_are_exact_integers_and_buckets():
 
 def test_counts_make_repetitive_text_much_cheaper():
     data = mission_log(20_000)
-    plain = replace(preset("tiny"), model=replace(preset("tiny").model, orders=()))
+    plain = replace(preset("tiny"), model=replace(preset("tiny").model, orders=(), words=0))
     with_counts = preset("tiny")
     assert with_counts.model.orders, "the tiny preset (golden digests) exercises the n-gram path"
     blob_plain, _ = compress(data, plain)
@@ -83,21 +83,25 @@ def test_counts_make_repetitive_text_much_cheaper():
     assert len(blob_counts) < 0.8 * len(blob_plain)
 
 
+class PassThrough:
+    """A coder that hands Alice's tokens through: the twin's computation without the bits."""
+    def begin_chunk(self): pass
+    def end_chunk(self): pass
+    def code(self, cdf, symbols): return symbols
+
+
+def run_twin(config, data, steps=None) -> Twin:
+    twin = Twin(config, len(data), data)
+    for _ in range(twin.n_steps if steps is None else steps):
+        twin.advance(PassThrough())
+    return twin
+
+
 def test_twin_checkpoint_mid_stream_resumes_bit_identically():
     data = mission_log(6000)
     config = preset("tiny")
-
-    class Null:                               # a coder that passes Alice's tokens through
-        def begin_chunk(self): pass
-        def end_chunk(self): pass
-        def code(self, cdf, symbols): return symbols
-
-    whole = Twin(config, len(data), data)
-    while not whole.finished:
-        whole.advance(Null())
-    first = Twin(config, len(data), data)
-    for _ in range(first.n_steps // 2):
-        first.advance(Null())
+    whole = run_twin(config, data)
+    first = run_twin(config, data, whole.n_steps // 2)
     state = first.state_dict()
     second = Twin(config, len(data), None)              # Bob: only the bytes decoded so far
     decoded = bytearray(len(data))
@@ -106,15 +110,15 @@ def test_twin_checkpoint_mid_stream_resumes_bit_identically():
     second.load_state_dict(state, bytes(decoded))
     second.data = data
     while not second.finished:
-        second.advance(Null())
+        second.advance(PassThrough())
     assert second.digest() == whole.digest() and second.ideal_bits == whole.ideal_bits
     assert np.array_equal(second.counts.table, whole.counts.table)
     damaged = bytearray(decoded)
     damaged[min(first.layout.row_len, first.step * 16) - 1] ^= 1     # stream 0's newest byte
     with pytest.raises(FormatError, match="does not match the data coded so far"):
         Twin(config, len(data), None).load_state_dict(state, bytes(damaged))
-    plain = Twin(replace(config, model=replace(config.model, orders=())), len(data), data)
-    with pytest.raises(FormatError, match="n-gram"):
+    plain = Twin(replace(config, model=replace(config.model, orders=(), words=0)), len(data), data)
+    with pytest.raises(FormatError, match=r"configuration \(n-gram counts\)"):
         plain.load_state_dict(state)
 
 
@@ -146,23 +150,13 @@ def test_replay_of_older_history_round_trips_and_resumes_identically():
     assert out == data and dstats["final_digest"] == stats["final_digest"]
     plain, _ = compress(data, preset("tiny"))
     assert plain != blob                       # replay really trained on something
-
-    class Null:
-        def begin_chunk(self): pass
-        def end_chunk(self): pass
-        def code(self, cdf, symbols): return symbols
-
-    whole = Twin(config, len(data), data)
-    while not whole.finished:
-        whole.advance(Null())
-    first = Twin(config, len(data), data)
-    for _ in range(whole.n_steps // 2):
-        first.advance(Null())
+    whole = run_twin(config, data)
+    first = run_twin(config, data, whole.n_steps // 2)
     second = Twin(config, len(data), data)
     second.load_state_dict(first.state_dict(), data)
     assert second.past_len == 64
     while not second.finished:
-        second.advance(Null())
+        second.advance(PassThrough())
     assert second.digest() == whole.digest()
 
 
@@ -173,3 +167,17 @@ def test_leave_one_out_counts_remove_exactly_the_target():
     got = c.lookup_past(tokens)                                        # (1, 1, K, 256)
     assert got.shape == (1, 1, 2, 256)
     assert got[0, 0, 0, ord("a")] == 1 and got[0, 0, 0, ord("b")] == 1   # "x" -> a,a,b minus one a
+
+
+def test_word_contexts_fold_case_and_remember_the_previous_word():
+    c = ContextCounts((), table_bits=12, streams=2, words=2)
+    feed(c, b"to be, or ", stream=0)
+    feed(c, b"TO B", stream=1)                 # same word so far, case folded: "b" -> "e"
+    got = c.lookup()
+    assert got[1, 0, ord("e")] == 1 and got[1, 0].sum() == 1
+    assert got[1, 1, ord("e")] == 1            # ... and also after the same previous word "to"
+    feed(c, b"x", stream=1)                    # "bx": a word never seen
+    assert c.lookup()[1, 0].sum() == 0
+    before = c.lookup()[0].copy()              # stream 0 sits between words, after "or"
+    feed(c, b"  ", stream=1)
+    assert np.array_equal(c.lookup()[0], before)
