@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -34,6 +35,13 @@ def main():
     args = ap.parse_args()
     Path(args.out).mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="marslink-bench-link-"))
+    try:
+        measure(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure(args, tmp: Path):
     size = Path(args.input).stat().st_size
 
     p = run("sender", "compress", args.input, str(tmp / "c.mrs"), "--preset", args.preset, "-q",
