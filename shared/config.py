@@ -212,8 +212,9 @@ PRESETS: dict[str, RunConfig] = {
     "default": RunConfig(model=ModelConfig(n_layer=1, n_head=4, n_embd=64, context=8, chunk=8,
                                            orders=(1, 2, 3, 4, 6), words=2, table_bits=18),
                          train=TrainConfig(lr=4e-3), streams=32, preset="default"),
-    # Strong: no speed target; re-reading 32 tokens of context beat 16 by ~1% (64: only 0.1% more
-    # for twice the time), a second replay step ~0.5% more for 1.35x the time (not taken).
+    # Strong: no speed target; re-reading 32 tokens of context beat 16 by ~1% on the whole file
+    # (2.055 -> 2.032; 64: only 0.1% more at 200 KB for twice the time); a second replay step
+    # helped at 200 KB but not on the whole file (2.033), so one.
     "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=128, context=32, chunk=8,
                                           orders=(1, 2, 3, 4, 5, 6), words=2, table_bits=18),
                         train=TrainConfig(lr=1.5e-3, replay=1), streams=32, preset="strong"),

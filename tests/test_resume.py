@@ -9,7 +9,7 @@ from tests.test_stream import free_endpoint, spawn
 
 
 def test_sigkill_both_sides_repeatedly_and_still_end_byte_exact(tmp_path):
-    # ~21 KB coded (the random tail is stored, not compressed): six kills ~1 KB of progress
+    # ~18 KB coded (the random tail is stored, not compressed): six kills ~1 KB of progress
     # apart stay well before the end, where a killed Alice could miss Mars's DONE
     data = mission_log(100_000) + random.Random(7).randbytes(10_000)
     src, out, state = tmp_path / "in.txt", tmp_path / "out.txt", tmp_path / "earth-state"
