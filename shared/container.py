@@ -2,7 +2,7 @@
 
     offset   size  field
     0        4     magic  b"MRSL"
-    4        1     format version (1)
+    4        1     format version (2: since the n-gram rows carry check bytes)
     5        4     header length H, u32 little-endian
     9        H     header: zlib-deflated UTF-8 JSON {config, fingerprint, length, sha256,
                    payload_bytes, payload_crc32, sync_every}
@@ -29,7 +29,7 @@ from .config import MAX_LENGTH, RunConfig
 from .errors import FormatError
 
 MAGIC = b"MRSL"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # the twins' computation is part of the format: 1 decodes differently
 DIGEST_PREFIX = 4                # bytes of each weight digest kept in the file
 _FIXED = struct.Struct("<4sBI")
 MAX_HEADER_JSON = 1 << 20        # inflated header bytes (a real one is ~1 KB): no zlib bombs

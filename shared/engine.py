@@ -200,6 +200,9 @@ class Twin:
         x, y = torch.from_numpy(inputs), torch.from_numpy(targets)
         counts = self.features_for_training(self.count_window) if self.counts is not None else None
         tc = self.config.train
+        if tc.lr_decay:       # a function of the step alone: a resumed twin needs no scheduler state
+            for group in self.opt.param_groups:
+                group["lr"] = tc.lr / math.sqrt(1.0 + self.step / tc.lr_decay)
         for _ in range(tc.steps_per_chunk):
             loss = loss_on(self.model, x, y, counts)
             self.opt.zero_grad(set_to_none=True)

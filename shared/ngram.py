@@ -38,6 +38,7 @@ class ContextCounts:
         sizes = [1 << b for b in self.bits]
         self.offset = np.cumsum([0] + sizes[:-1]).astype(np.int64)
         self.table = np.zeros((sum(sizes), 256), dtype=np.uint8)
+        self.check = np.zeros(sum(sizes), dtype=np.uint8)    # which context owns each hashed row
         self.history = np.zeros(streams, dtype=np.uint64)   # last 8 bytes per stream, newest lowest
         self.word = np.zeros(streams, dtype=np.uint64)      # hash of the word being written (0: none)
         self.prev = np.zeros(streams, dtype=np.uint64)      # hash of the word before it
@@ -47,23 +48,42 @@ class ContextCounts:
         self._shift = np.array([64 - b for b in self.bits], dtype=np.uint64)
         self._byte_offset, self._word_offset = self.offset[:n], self.offset[n:]
         self._byte_shift, self._word_shift = self._shift[:n], self._shift[n:]
-        self._slots = self._compute_slots()
+        self._pair = np.array([int(b < 8 * k) for k, b in zip(self.orders, self.bits)] + [1] * words,
+                              dtype=np.int64)       # hashed rows come in pairs: row ^ 1 is the other
+        self._slots, self._checks = self._compute_slots()
 
-    def _compute_slots(self, history=None, word=None, prev=None) -> np.ndarray:
-        """(..., K) row of each context (last 8 bytes, newest lowest; word hashes) in each order."""
+    def _compute_slots(self, history=None, word=None, prev=None) -> tuple[np.ndarray, np.ndarray]:
+        """(..., K) home row of each context (last 8 bytes, newest lowest; word hashes) in each
+        order, and its check byte (0 where the order is small enough not to be hashed)."""
         history = self.history if history is None else history
         ctx = history[..., None] & self._masks
-        hashed = (ctx * _GOLDEN) >> self._byte_shift          # Fibonacci hashing: the top bits
-        slots = np.where(self._hashed, hashed, ctx).astype(np.int64) + self._byte_offset
+        product = ctx * _GOLDEN                                 # Fibonacci hashing: the top bits
+        slots = np.where(self._hashed, product >> self._byte_shift, ctx).astype(np.int64) + self._byte_offset
+        checks = np.where(self._hashed, (product >> (self._byte_shift - np.uint64(8))) & np.uint64(255), 0)
         if not self.words:
-            return slots
+            return slots, checks.astype(np.uint8)
         word = self.word if word is None else word
         prev = self.prev if prev is None else prev
         # context 1: the word so far (or, between words, the last word); 2: both words
         ctx = np.stack([np.where(word != 0, word, prev * _WORD + np.uint64(1)),
                         word * _WORD + prev][:self.words], axis=-1)
-        hashed = ((ctx * _GOLDEN) >> self._word_shift).astype(np.int64) + self._word_offset
-        return np.concatenate([slots, hashed], axis=-1)
+        product = ctx * _GOLDEN
+        hashed = (product >> self._word_shift).astype(np.int64) + self._word_offset
+        word_checks = (product >> (self._word_shift - np.uint64(8))) & np.uint64(255)
+        return (np.concatenate([slots, hashed], axis=-1),
+                np.concatenate([checks, word_checks], axis=-1).astype(np.uint8))
+
+    def _find(self, slots: np.ndarray, checks: np.ndarray) -> np.ndarray:
+        """The row that holds each context: its home row or the other row of the pair if that
+        one carries the context's check byte, else -1 (never seen, or pushed out since)."""
+        other = slots ^ self._pair
+        return np.where(self.check[slots] == checks, slots,
+                        np.where(self.check[other] == checks, other, -1))
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        got = self.table[np.maximum(rows, 0)]
+        got[rows < 0] = 0
+        return got
 
     @staticmethod
     def _next_words(word, prev, symbols):
@@ -77,7 +97,7 @@ class ContextCounts:
 
     def lookup(self) -> np.ndarray:
         """Counts for every stream's current context: (streams, len(orders), 256) uint8."""
-        return self.table[self._slots]
+        return self._gather(self._find(self._slots, self._checks))
 
     def lookup_past(self, tokens: np.ndarray) -> np.ndarray:
         """Counts for predicting each token of `tokens` (n, 8 + W) from the 8 before it, as they
@@ -95,7 +115,7 @@ class ContextCounts:
             prev = np.zeros((n, W), dtype=np.uint64)
             for back in range(8, 0, -1):
                 word, prev = self._next_words(word, prev, t[:, 8 - back:8 - back + W].astype(np.int64))
-        got = self.table[self._compute_slots(ctx, word, prev)]     # (n, W, K, 256)
+        got = self._gather(self._find(*self._compute_slots(ctx, word, prev)))   # (n, W, K, 256)
         target = t[:, 8:].astype(np.int64)
         own = np.take_along_axis(got, target[:, :, None, None].repeat(got.shape[2], axis=2), axis=3)
         np.put_along_axis(got, target[:, :, None, None].repeat(got.shape[2], axis=2),
@@ -105,23 +125,37 @@ class ContextCounts:
     def update(self, rows: np.ndarray, symbols: np.ndarray) -> None:
         """Count `symbols` (one per active row) in their contexts, then shift them into history."""
         symbols = np.asarray(symbols, dtype=np.int64)
-        idx = self._slots[rows]                                 # (n, K)
-        hot = idx[self.table[idx].max(axis=2) > LIMIT]
+        slots, checks = self._slots[rows], self._checks[rows]   # (n, K)
+        idx = self._find(slots, checks)
+        new = idx < 0
+        if new.any():                  # a context without a row takes the emptier row of its pair
+            home = slots[new]
+            other = home ^ np.broadcast_to(self._pair, slots.shape)[new]
+            fuller = self.table[home].sum(axis=1, dtype=np.int64) > self.table[other].sum(axis=1, dtype=np.int64)
+            victim = np.where(fuller, other, home)
+            claimed, first = np.unique(victim, return_index=True)   # two claims: the first stream wins
+            self.table[claimed] = 0
+            self.check[claimed] = checks[new][first]
+            idx = self._find(slots, checks)          # a context that lost its row is not counted now
+        counted = idx >= 0
+        idx, counted_symbols = idx[counted], np.broadcast_to(symbols[:, None], counted.shape)[counted]
+        hot = idx[self.table[idx].max(axis=1) > LIMIT]
         if len(hot):
             self.table[hot] >>= 1      # duplicates halve once: fancy assignment, not accumulation
-        cell, times = np.unique((idx * 256 + symbols[:, None]).ravel(), return_counts=True)
+        cell, times = np.unique(idx * 256 + counted_symbols, return_counts=True)
         flat = self.table.reshape(-1)
         flat[cell] += times.astype(np.uint8)
         self.history[rows] = (self.history[rows] << np.uint64(8)) | symbols.astype(np.uint64)
         if self.words:
             self.word[rows], self.prev[rows] = self._next_words(self.word[rows], self.prev[rows], symbols)
-        self._slots = self._compute_slots()
+        self._slots, self._checks = self._compute_slots()
 
     def clear(self) -> None:
         self.table.fill(0)
+        self.check.fill(0)
         for a in (self.history, self.word, self.prev):
             a.fill(0)
-        self._slots = self._compute_slots()
+        self._slots, self._checks = self._compute_slots()
 
 
 def table_bits_for(table_bits: int, length: int) -> int:

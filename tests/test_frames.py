@@ -104,7 +104,7 @@ MALFORMED = {
     "too short": (b"ML\x01\x03\x00\x00\x00", "message of 7 bytes is too short to be a marslink message"),
     "oversized (checked before magic)": (b"X" * (MAX_MESSAGE_BYTES + 1), f"message of {MAX_MESSAGE_BYTES + 1} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit"),
     "wrong magic": (b"GET / HTTP/1.1\r\n\r\n", "not a marslink message"),
-    "newer version": (b"ML\x02" + GOOD_DATA[3:], "peer speaks protocol version 2; this build speaks 1"),
+    "newer version": (b"ML\x03" + GOOD_DATA[3:], "peer speaks protocol version 3; this build speaks 2"),
     "unknown kind": (seal(99, b""), "unknown frame kind 99"),
     "crc, DATA": (GOOD_DATA[:-5] + b"?" + GOOD_DATA[-4:], "CRC mismatch in DATA frame seq 7"),
     "crc, HELLO": (GOOD_HELLO[:-1] + bytes([GOOD_HELLO[-1] ^ 1]), "CRC mismatch in HELLO frame"),

@@ -246,14 +246,14 @@ def test_alice_raises_frame_error_when_mars_talks_nonsense(closing):
     def fake_mars():
         identity, _ = router.recv_multipart()
         future = bytearray(encode(Welcome("s1", 0)))
-        future[2] = 2
+        future[2] = 3
         router.send_multipart([identity, bytes(future)])
         return decode(router.recv_multipart()[1])  # Alice's complaint
 
     side = Background(fake_mars)
-    with pytest.raises(FrameError, match="^peer speaks protocol version 2; this build speaks 1$"):
+    with pytest.raises(FrameError, match="^peer speaks protocol version 3; this build speaks 2$"):
         alice.handshake(hello())
-    assert side.result() == Error("bad-frame", "peer speaks protocol version 2; this build speaks 1")
+    assert side.result() == Error("bad-frame", "peer speaks protocol version 3; this build speaks 2")
 
 
 # ---------------------------------------------------------------- liveness

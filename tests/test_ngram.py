@@ -57,7 +57,36 @@ def test_hashed_orders_stay_inside_their_own_rows():
         c.update(np.ones(3, bool), rng.integers(0, 256, 3))
         lo = c.offset[None, :]
         hi = lo + np.array([1 << b for b in c.bits])[None, :]
-        assert ((c._slots >= lo) & (c._slots < hi)).all()
+        for rows in (c._slots, c._slots ^ c._pair):       # a home row and the other of its pair
+            assert ((rows >= lo) & (rows < hi)).all()
+
+
+def test_colliding_contexts_keep_their_own_rows_and_an_unseen_one_reads_nothing():
+    """Hashed rows carry a check byte and come in pairs: two contexts that share a home row both
+    keep exact counts, a third reads zeros (not their counts), and taking a row evicts the emptier."""
+    c = ContextCounts((3,), table_bits=8, streams=1)       # 2**24 contexts in 256 rows
+    home = {}
+    for ctx in range(1, 1 << 16):
+        slot, check = (int(a[0, 0]) for a in c._compute_slots(np.array([ctx], np.uint64)))
+        home.setdefault(slot, {})[check] = ctx
+    a, b, third = next(list(v.values())[:3] for v in home.values() if len(v) >= 3)
+
+    def count(ctx, symbol, times=1):
+        for _ in range(times):
+            c.history[:] = ctx
+            c._slots, c._checks = c._compute_slots()
+            c.update(np.ones(1, bool), np.array([symbol]))
+
+    def seen(ctx):
+        c.history[:] = ctx
+        c._slots, c._checks = c._compute_slots()
+        return {int(s): int(n) for s, n in enumerate(c.lookup()[0, 0]) if n}
+
+    count(a, ord("x"), 2)
+    count(b, ord("y"))
+    assert seen(a) == {ord("x"): 2} and seen(b) == {ord("y"): 1} and seen(third) == {}
+    count(third, ord("z"))                                  # evicts b, the emptier of the pair
+    assert seen(a) == {ord("x"): 2} and seen(third) == {ord("z"): 1} and seen(b) == {}
 
 
 def test_features_are_exact_integers_and_buckets():
