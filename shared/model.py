@@ -9,16 +9,18 @@ same shapes in the same order.
 
 Determinism choices: explicit matmul+softmax attention (no fused SDPA), tanh GELU (exact GELU
 runs through oneDNN), weights initialised from numpy's PCG64 (torch.randn depends on the CPU's
-vector unit), plain non-foreach, non-fused Adam.
+vector unit), every matrix product and square root from shared/exact.py (MKL's differ between
+Intel and AMD CPUs), a plain AdamW written out below.
 """
 from __future__ import annotations
 
+import decimal
 import hashlib
 import math
 
 import numpy as np
 
-from . import ngram, numeric
+from . import exact, ngram, numeric
 
 numeric.active()  # pin threads/dispatch before torch loads, whoever imports us first
 
@@ -34,8 +36,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = cfg.n_head
         self.head_dim = cfg.n_embd // cfg.n_head
-        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
-        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.c_attn = exact.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.c_proj = exact.Linear(cfg.n_embd, cfg.n_embd)
         mask = torch.tril(torch.ones(cfg.block_size, cfg.block_size, dtype=torch.bool))
         self.register_buffer("mask", mask, persistent=False)
         self.scale = 1.0 / math.sqrt(self.head_dim)
@@ -56,9 +58,9 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             cache[0][:, :, :S] = k
             cache[1][:, :, :S] = v
-        att = (q @ k.transpose(-2, -1)) * self.scale
+        att = exact.matmul(q, k.transpose(-2, -1)) * self.scale
         att = att.masked_fill(~self.mask[:S, :S], float("-inf"))
-        return self._merge(F.softmax(att, dim=-1) @ v)
+        return self._merge(exact.matmul(F.softmax(att, dim=-1), v))
 
     def step(self, x, cache, pos: int):
         """One new position (x is (B, 1, C)) attending over the cached positions 0..pos."""
@@ -66,15 +68,17 @@ class CausalSelfAttention(nn.Module):
         cache[0][:, :, pos:pos + 1] = k
         cache[1][:, :, pos:pos + 1] = v
         keys, values = cache[0][:, :, :pos + 1], cache[1][:, :, :pos + 1]
-        att = (q @ keys.transpose(-2, -1)) * self.scale
-        return self._merge(F.softmax(att, dim=-1) @ values)
+        # one query row: products and sums in ATen's own kernels (exact.py's reason), cheaper
+        # than a matrix product for a single row
+        att = (q * keys).sum(-1, keepdim=True).transpose(-2, -1) * self.scale     # (B, H, 1, pos+1)
+        return self._merge((F.softmax(att, dim=-1).transpose(-2, -1) * values).sum(-2, keepdim=True))
 
 
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+        self.c_fc = exact.Linear(cfg.n_embd, 4 * cfg.n_embd)
+        self.c_proj = exact.Linear(4 * cfg.n_embd, cfg.n_embd)
 
     def forward(self, x):
         return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
@@ -114,7 +118,7 @@ class CountMixer(nn.Module):
         # trust[k] = sum over orders j of trust_table[j, confidence of j][k]: how much to believe
         # order k may depend on how well every order knows its context (PAQ's selected weights)
         self.trust = nn.Embedding(self.K * self.N_BUCKETS * ngram.PURITY, self.K)
-        self.gate = nn.Linear(cfg.n_embd, self.K)
+        self.gate = exact.Linear(cfg.n_embd, self.K)
 
     @torch.no_grad()
     def init_values(self, trust: float = 0.3):
@@ -134,9 +138,13 @@ class CountMixer(nn.Module):
 
 
 def log_count_table() -> np.ndarray:
-    """log(count + 1/16) for counts 0..255 as float32: a constant both sides must share exactly
-    (numeric.canary_hash covers it, so a libm that rounds differently is caught at the handshake)."""
-    return np.log(np.arange(256, dtype=np.float64) + CountMixer.PRIOR).astype(np.float32)
+    """log(count + 1/16) for counts 0..255 as float32: a constant both sides must share exactly,
+    so it is computed with Python's decimal module (correctly rounded by specification) rather
+    than a vectorised libm whose last bit may depend on the CPU's instruction set."""
+    with decimal.localcontext() as ctx:
+        ctx.prec = 40
+        return np.array([float((decimal.Decimal(n) + decimal.Decimal(CountMixer.PRIOR)).ln())
+                         for n in range(256)], dtype=np.float64).astype(np.float32)
 
 
 class GPT(nn.Module):
@@ -147,7 +155,7 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(cfg.n_embd)
-        self.lm_head = nn.Linear(cfg.n_embd, VOCAB, bias=False)
+        self.lm_head = exact.Linear(cfg.n_embd, VOCAB, bias=False)
         self.mixer = CountMixer(cfg) if cfg.n_contexts else None
         self._init_portably(seed)
         self._cache = None
@@ -220,11 +228,52 @@ class GPT(nn.Module):
         return h.hexdigest()
 
 
+class AdamW(torch.optim.Optimizer):
+    """torch's AdamW update, step for step, with two changes for portability: the square root is
+    exact.sqrt (torch.sqrt goes through MKL's vector math, whose rounding differs between CPUs)
+    and the bias corrections are computed by multiplication (libm's pow is not ours to fix)."""
+
+    def __init__(self, params, lr, betas, eps, weight_decay):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                exp_avg, exp_avg_sq, grad = state["exp_avg"], state["exp_avg_sq"], p.grad
+                if decay:
+                    p.mul_(1 - lr * decay)
+                exp_avg.lerp_(grad, 1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                correction1 = 1 - _power(beta1, state["step"])
+                correction2_sqrt = math.sqrt(1 - _power(beta2, state["step"]))
+                denom = (exact.sqrt(exp_avg_sq) / correction2_sqrt).add_(eps)
+                p.addcdiv_(exp_avg, denom, value=-lr / correction1)
+
+
+def _power(x: float, n: int) -> float:
+    """x**n by repeated squaring: IEEE multiplications only, the same bits everywhere."""
+    result = 1.0
+    while n:
+        if n & 1:
+            result *= x
+        x *= x
+        n >>= 1
+    return result
+
+
 def make_optimizer(model: GPT, train: TrainConfig) -> torch.optim.Optimizer:
-    """Plain Adam(W): no foreach, no fused kernels (their summation order is not ours to fix)."""
-    return torch.optim.AdamW(model.parameters(), lr=train.lr, betas=(train.beta1, train.beta2),
-                             eps=train.eps, weight_decay=train.weight_decay,
-                             foreach=False, fused=False)
+    return AdamW(model.parameters(), lr=train.lr, betas=(train.beta1, train.beta2),
+                 eps=train.eps, weight_decay=train.weight_decay)
 
 
 def loss_on(model: GPT, window, targets, counts=None):

@@ -44,10 +44,10 @@ class NumericProfile:
 
 
 PROFILES = {
-    # Portable: MKL's COMPATIBLE branch gives the same GEMM bits on any x86-64 CPU (Intel or
-    # AMD); AVX2 dispatch is on every x86-64 CPU of the last decade. Slower GEMMs (~3x), but
-    # Earth and Mars need not own the same hardware. The default.
-    "portable": NumericProfile("portable", "avx2", "COMPATIBLE", "AVX2"),
+    # Portable: AVX2 dispatch is on every x86-64 CPU of the last decade, and no MKL result
+    # decides a bit (shared/exact.py: MKL_CBWR=COMPATIBLE was *not* enough, an AMD EPYC and an
+    # Intel Xeon disagreed), so MKL may take its fastest branch. The default.
+    "portable": NumericProfile("portable", "avx2", "AUTO", "AVX2"),
     # Native: let MKL pick its branch for this CPU. Faster; both sides must run the same CPU
     # family, which the canary hash in the fingerprint checks.
     "native": NumericProfile("native", "avx2", "", "AVX2"),

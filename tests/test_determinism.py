@@ -75,6 +75,30 @@ def test_golden_digests_in_fresh_process_whatever_the_environment(tmp_path, cli,
     assert json.loads((tmp_path / "s.json").read_text())["final_digest"] == GOLDEN["final_digest"]
 
 
+MKL_BRANCH_PROBE = """
+import dataclasses, json, sys
+from shared import numeric
+numeric.PROFILES["portable"] = dataclasses.replace(numeric.PROFILES["portable"], mkl_cbwr=sys.argv[1])
+numeric.activate("portable")
+from shared.codec import compress
+from shared.config import preset
+from shared.texts import mission_log
+blob, stats = compress(mission_log(int(sys.argv[2])), preset(sys.argv[3]))
+print(json.dumps({"canary": numeric.fingerprint()["canary"], "final_digest": stats["final_digest"]}))
+"""
+
+
+@pytest.mark.parametrize("branch", ["COMPATIBLE", "SSE4_2", "AVX2"])
+def test_no_bit_depends_on_mkls_code_branch(branch):
+    """MKL's branches compute different GEMM and sqrt bits (and its COMPATIBLE branch differed
+    between an AMD and an Intel CPU): shared/exact.py keeps every one of them out of the model."""
+    r = subprocess.run([sys.executable, "-c", MKL_BRANCH_PROBE, branch, str(GOLDEN["input_bytes"]), GOLDEN["preset"]],
+                       capture_output=True, cwd=HERE.parent)
+    assert r.returncode == 0, r.stderr.decode()
+    got = json.loads(r.stdout)
+    assert got == {"canary": GOLDEN["fingerprint"]["canary"], "final_digest": GOLDEN["final_digest"]}
+
+
 def test_decoder_with_other_thread_count_is_refused(tmp_path, cli):
     blob, _ = compress(mission_log(2000), preset("tiny"))
     (tmp_path / "c.mrs").write_bytes(blob)
@@ -88,9 +112,9 @@ def test_decoder_with_other_thread_count_is_refused(tmp_path, cli):
 
 def test_fingerprint_mismatch_names_the_field():
     fp = numeric.fingerprint()
-    with pytest.raises(ProfileError, match=r"^numeric profile mismatch in 'mkl_cbwr': peer has '', "
-                                           r"this machine has 'COMPATIBLE'"):
-        numeric.compare(fp, dict(fp, mkl_cbwr=""))
+    with pytest.raises(ProfileError, match=r"^numeric profile mismatch in 'mkl_cbwr': peer has 'COMPATIBLE', "
+                                           r"this machine has 'AUTO'"):
+        numeric.compare(fp, dict(fp, mkl_cbwr="COMPATIBLE"))
     with pytest.raises(ProfileError, match="mismatch in 'canary'"):
         numeric.compare(fp, dict(fp, canary="0" * 16))
 
