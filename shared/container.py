@@ -29,7 +29,7 @@ from .config import MAX_LENGTH, RunConfig
 from .errors import FormatError
 
 MAGIC = b"MRSL"
-FORMAT_VERSION = 2          # the twins' computation is part of the format: 1 decodes differently
+FORMAT_VERSION = 3          # the twins' computation is part of the format: 1, 2 decode differently
 DIGEST_PREFIX = 4                # bytes of each weight digest kept in the file
 _FIXED = struct.Struct("<4sBI")
 MAX_HEADER_JSON = 1 << 20        # inflated header bytes (a real one is ~1 KB): no zlib bombs

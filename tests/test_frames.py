@@ -52,6 +52,11 @@ SAMPLES = [
 ]
 
 
+def flip_last(msg: bytes) -> bytes:
+    """The message with one bit of its CRC flipped (overwriting it with a constant could match)."""
+    return msg[:-1] + bytes([msg[-1] ^ 1])
+
+
 def seal(kind: int, body: bytes, version: int = PROTOCOL_VERSION, magic: bytes = MAGIC) -> bytes:
     """A message with a correct CRC around an arbitrary body: reaches the body parser."""
     msg = struct.pack("<2sBB", magic, version, kind) + body
@@ -104,12 +109,12 @@ MALFORMED = {
     "too short": (b"ML\x01\x03\x00\x00\x00", "message of 7 bytes is too short to be a marslink message"),
     "oversized (checked before magic)": (b"X" * (MAX_MESSAGE_BYTES + 1), f"message of {MAX_MESSAGE_BYTES + 1} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit"),
     "wrong magic": (b"GET / HTTP/1.1\r\n\r\n", "not a marslink message"),
-    "newer version": (b"ML\x03" + GOOD_DATA[3:], "peer speaks protocol version 3; this build speaks 2"),
+    "newer version": (b"ML\x04" + GOOD_DATA[3:], "peer speaks protocol version 4; this build speaks 3"),
     "unknown kind": (seal(99, b""), "unknown frame kind 99"),
     "crc, DATA": (GOOD_DATA[:-5] + b"?" + GOOD_DATA[-4:], "CRC mismatch in DATA frame seq 7"),
     "crc, HELLO": (GOOD_HELLO[:-1] + bytes([GOOD_HELLO[-1] ^ 1]), "CRC mismatch in HELLO frame"),
-    "crc, short DATA": (seal(Kind.DATA, b"\x07")[:-1] + b"\x00", "CRC mismatch in DATA frame"),
-    "crc, unknown kind": (seal(99, b"")[:-1] + b"\x00", "CRC mismatch in message"),
+    "crc, short DATA": (flip_last(seal(Kind.DATA, b"\x07")), "CRC mismatch in DATA frame"),
+    "crc, unknown kind": (flip_last(seal(99, b"")), "CRC mismatch in message"),
     "truncated fixed fields": (seal(Kind.DATA, b"\x07\x00\x00"), "truncated DATA frame: seq+tokens+offset needs 32 bytes, 3 left"),
     "truncated payload": (seal(Kind.DATA, struct.pack("<QQQQI", 1, 0, 0, 0, 100) + b"abc"), "truncated DATA frame: payload needs 100 bytes, 3 left"),
     "huge length prefix": (seal(Kind.DATA, struct.pack("<QQQQI", 1, 0, 0, 0, 2**32 - 1)), f"truncated DATA frame: payload needs {2**32 - 1} bytes, 0 left"),

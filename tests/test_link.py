@@ -246,14 +246,14 @@ def test_alice_raises_frame_error_when_mars_talks_nonsense(closing):
     def fake_mars():
         identity, _ = router.recv_multipart()
         future = bytearray(encode(Welcome("s1", 0)))
-        future[2] = 3
+        future[2] = 4
         router.send_multipart([identity, bytes(future)])
         return decode(router.recv_multipart()[1])  # Alice's complaint
 
     side = Background(fake_mars)
-    with pytest.raises(FrameError, match="^peer speaks protocol version 3; this build speaks 2$"):
+    with pytest.raises(FrameError, match="^peer speaks protocol version 4; this build speaks 3$"):
         alice.handshake(hello())
-    assert side.result() == Error("bad-frame", "peer speaks protocol version 3; this build speaks 2")
+    assert side.result() == Error("bad-frame", "peer speaks protocol version 4; this build speaks 3")
 
 
 # ---------------------------------------------------------------- liveness

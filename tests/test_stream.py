@@ -115,7 +115,7 @@ def test_wrong_protocol_version_is_refused(tmp_path):
     s = ctx.socket(zmq.DEALER)
     s.connect(ep)
     wire = bytearray(encode(Hello("x", {}, {}, 1, bytes(32))))
-    wire[2] = 3                                          # the version byte
+    wire[2] = 4                                          # the version byte
     import zlib
     wire[-4:] = zlib.crc32(bytes(wire[:-4])).to_bytes(4, "little")
     deadline = time.time() + 30
@@ -129,10 +129,10 @@ def test_wrong_protocol_version_is_refused(tmp_path):
     s.close(0)
     ctx.term()
     assert reply is not None and reply.code == "bad-frame"
-    assert reply.message == "peer speaks protocol version 3; this build speaks 2"
+    assert reply.message == "peer speaks protocol version 4; this build speaks 3"
     _, err = bob.communicate(timeout=60)
     assert bob.returncode == 2
-    assert "peer speaks protocol version 3; this build speaks 2" in err.decode().strip().splitlines()[-1]
+    assert "peer speaks protocol version 4; this build speaks 3" in err.decode().strip().splitlines()[-1]
     assert not (tmp_path / "out").exists()
 
 
