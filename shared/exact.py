@@ -6,12 +6,13 @@ its "compatible" branch: the float32 GEMMs, and the vector-math `torch.sqrt` (on
 rounded 17% of square roots differently from IEEE). So the twins use no MKL result whose bits
 could differ:
 
-* `matmul`: block fixed point. Each row of `a` and each column of `b` is scaled by a power of
-  two and rounded to an integer of at most p (resp. q) bits, with p + q + ceil(log2 K) <= 53.
-  Every product and every partial sum of the K products is then an integer below 2**53, so a
-  float64 GEMM computes the sum *exactly*, whatever its blocking, summation order, FMA use,
-  vector width or thread count. The exact sum is scaled back (powers of two: exact) and rounded
-  once to float32. Precision: 21-24 bits of each row's largest entry, float32's own 24 bits.
+* `matmul`: block fixed point. Each row of `a` is rounded to a multiple of one power of two
+  2**g_i, as an integer of at most p bits times 2**g_i, and each column of `b` likewise (q bits,
+  2**g_j), with p + q + ceil(log2 K) <= 53. Every product and every partial sum for output
+  (i, j) is then an integer below 2**53 times 2**(g_i + g_j), so a float64 GEMM computes the
+  sum *exactly*, whatever its blocking, summation order, FMA use, vector width or thread count;
+  one rounding to float32 follows. Precision: 21-24 bits of each row's largest entry, about
+  float32's own 24 bits.
 * `sqrt`: numpy's, the IEEE square root instruction, correctly rounded everywhere.
 
 Everything else the model does runs in ATen's own kernels at the pinned AVX2 dispatch level
