@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from shared import numeric
-from shared.cli import check_output, keygen_command, progress, read_input, run_main, write_atomic, write_stats
+from shared.cli import (check_output, keygen_command, positive_seconds, progress, read_input, run_main, write_atomic,
+                        write_stats)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -19,6 +20,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--threads", type=int, default=None, help="force a thread count (default: the file's)")
     d.add_argument("--stats-json", metavar="PATH", help="write run statistics as JSON")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    d.add_argument("--progress-every", type=positive_seconds, default=None, metavar="S",
+                   help="when stderr is not a terminal (a log), print a plain progress line every S seconds")
     from shared.config import PRESETS
     ls = sub.add_parser("listen", help="receive one stream from a sender and write it to --out")
     ls.add_argument("--bind", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5555")
@@ -119,7 +122,8 @@ def decompress_command(args) -> int:
     numeric.activate(profile, threads)
     from shared.codec import decompress
 
-    with progress("Mars: decompressing", container.header["length"], not args.quiet) as update:
+    with progress("Mars: decompressing", container.header["length"], not args.quiet,
+                  args.progress_every) as update:
         data, stats = decompress(container, lambda twin, r: update(r.tokens_done, twin.ideal_bits))
     stats["compressed_bytes"] = len(blob)
     write_atomic(args.output, data)

@@ -17,6 +17,10 @@ xz -9e and zstd -19 are measured on the same files the same way.
 Every process runs with one thread (marslink pins it; the classic tools are single-threaded
 at these settings), one at a time, so the speeds are one core's.
 
+Progress: alice and bob run with `--progress-every 2` and the bench follows their lines, so its
+bar moves within a run (a whole-file `strong` round trip takes about two hours); when stderr is
+a log rather than a terminal, the bench copies one of those lines a minute.
+
 Outputs, in --out (default bench-results/, git-ignored):
   results.json   every measurement plus the machine and library description
   results.md     markdown tables for the README
@@ -35,18 +39,21 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 CORPORA = ROOT.parent / "shared" / "corpora"
 BIN = Path(sys.executable).parent
 RANDOM_BYTES, RANDOM_SEED = 200_000, 20240601
+PROGRESS_SECONDS = 2.0    # how often alice/bob report progress to the bench while they run
 TARGET_SPEED = 5000.0     # issue 5: the default preset, compress and decompress, one core
 
 CLASSIC = {
@@ -81,13 +88,14 @@ USE_GNU_TIME = _has_gnu_time()
 
 
 def run_child(argv: list[str], stdin_path: str | None = None, stdout_path: str | None = None,
-              env: dict | None = None) -> dict:
+              env: dict | None = None, on_line: Callable[[str], None] | None = None) -> dict:
     """Run argv to completion; return wall seconds, exit code, stderr and *this child's* peak RSS.
 
     The peak RSS comes from GNU time (`/usr/bin/time -f %M`), whose own tiny process forks the
     command: a child spawned straight from this Python process would inherit this process's
     high-water mark (Linux keeps it across exec), ~40 MB that gzip never used. Without GNU
     time, os.wait4's figure is used and that floor is noted in the results.
+    on_line: called with each new complete line the child writes to stderr, while it runs.
     """
     stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
     stdout = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
@@ -100,7 +108,7 @@ def run_child(argv: list[str], stdin_path: str | None = None, stdout_path: str |
     try:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, usage = os.wait4(proc.pid, 0) if on_line is None else _wait_reading(proc.pid, err, on_line)
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         peak = usage.ru_maxrss * 1024
@@ -121,6 +129,23 @@ def run_child(argv: list[str], stdin_path: str | None = None, stdout_path: str |
             "cpu_seconds": usage.ru_utime + usage.ru_stime, "stderr": stderr.strip()}
 
 
+def _wait_reading(pid: int, err, on_line: Callable[[str], None]):
+    """os.wait4 for pid, meanwhile passing each complete line the child adds to `err` to on_line."""
+    seen = 0
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        size = os.fstat(err.fileno()).st_size
+        if size > seen:
+            new = os.pread(err.fileno(), size - seen, seen)
+            complete = new[:new.rfind(b"\n") + 1]
+            seen += len(complete)
+            for line in complete.decode(errors="replace").splitlines():
+                on_line(line)
+        if done:
+            return done, status, usage
+        time.sleep(0.2)
+
+
 def child_env() -> dict:
     env = dict(os.environ)
     env.pop("MARSLINK_PROFILE", None)      # the --profile option decides, nothing inherited
@@ -139,20 +164,34 @@ def same_bytes(a: str, b: str) -> bool:
 
 
 # --- one measurement ------------------------------------------------------------------------
-def bench_marslink(src: str, n: int, preset: str, profile: str, work: Path) -> dict:
+PROGRESS_BYTES = re.compile(r": ([\d,]+) / ([\d,]+) B \(")   # from shared.cli.PROGRESS_LINE
+
+
+def bench_marslink(src: str, n: int, preset: str, profile: str, work: Path,
+                   on_progress: Callable[[int, str], None] | None = None) -> dict:
+    """One compress + decompress through the CLIs. on_progress(bytes done of 2n, child's line)
+    follows the children's plain progress lines (an hour of `strong` should show signs of life)."""
     comp, back = work / "out.mrs", work / "back.bin"
     cstats, dstats = work / "c.json", work / "d.json"
     for p in (comp, back, cstats, dstats):
         p.unlink(missing_ok=True)
     rec = {"compressor": f"marslink {preset}", "kind": "marslink", "preset": preset, "profile": profile}
+    def follow(base: int):
+        def on_line(line: str):
+            m = PROGRESS_BYTES.search(line)
+            if m and on_progress:
+                on_progress(base + int(m.group(1).replace(",", "")), line)
+        return on_line
+
+    report = ["--progress-every", str(PROGRESS_SECONDS)]
     c = run_child([str(BIN / "alice"), "compress", src, str(comp), "--preset", preset, "--profile", profile,
-                   "--stats-json", str(cstats), "-q"], env=child_env())
+                   "--stats-json", str(cstats)] + report, env=child_env(), on_line=follow(0))
     if c["rc"] != 0:
-        return {**rec, "error": f"alice exited {c['rc']}: {c['stderr'][-500:]}"}
-    d = run_child([str(BIN / "bob"), "decompress", str(comp), str(back), "--stats-json", str(dstats), "-q"],
-                  env=child_env())
+        return {**rec, "error": f"alice exited {c['rc']}: {_without_progress(c['stderr'])[-500:]}"}
+    d = run_child([str(BIN / "bob"), "decompress", str(comp), str(back), "--stats-json", str(dstats)] + report,
+                  env=child_env(), on_line=follow(n))
     if d["rc"] != 0:
-        return {**rec, "error": f"bob exited {d['rc']}: {d['stderr'][-500:]}"}
+        return {**rec, "error": f"bob exited {d['rc']}: {_without_progress(d['stderr'])[-500:]}"}
     cs, ds = json.loads(cstats.read_text()), json.loads(dstats.read_text())
     size = comp.stat().st_size
     ideal = cs["ideal_bits"]
@@ -182,6 +221,10 @@ def bench_marslink(src: str, n: int, preset: str, profile: str, work: Path) -> d
     if not rec["verified"]:
         rec["error"] = "decompressed output differs from the input"
     return rec
+
+
+def _without_progress(stderr: str) -> str:
+    return "\n".join(line for line in stderr.splitlines() if not PROGRESS_BYTES.search(line))
 
 
 def bench_classic(name: str, src: str, n: int, work: Path) -> dict:
@@ -428,12 +471,21 @@ def main(argv=None) -> int:
                 if not console.is_terminal:
                     print(f"bench: {label} ...", file=sys.stderr, flush=True)
                 t = time.perf_counter()
-                rec = bench_marslink(inp["path"], inp["bytes"], what, args.profile, work) if kind == "marslink" \
-                    else bench_classic(what, inp["path"], inp["bytes"], work)
+                base = bar.tasks[0].completed
+                said = [t]
+
+                def on_progress(done: int, line: str):
+                    bar.update(task, completed=base + done)
+                    if not console.is_terminal and time.perf_counter() - said[0] >= 60:   # a log: once a minute
+                        said[0] = time.perf_counter()
+                        print(f"bench:   {line}", file=sys.stderr, flush=True)
+
+                rec = bench_marslink(inp["path"], inp["bytes"], what, args.profile, work, on_progress) \
+                    if kind == "marslink" else bench_classic(what, inp["path"], inp["bytes"], work)
                 rec = {"file": inp["name"], "input_bytes": inp["bytes"], **rec}
                 results.append(rec)
                 if kind == "marslink":
-                    bar.advance(task, 2 * inp["bytes"])
+                    bar.update(task, completed=base + 2 * inp["bytes"])
                     msg = (f"  {what}: ERROR {rec['error']}" if "error" in rec else
                            f"  {what}: {rec['bits_per_byte']:.3f} bits/byte, "
                            f"{rec['compress_bytes_per_second']:,.0f} / {rec['decompress_bytes_per_second']:,.0f} B/s, "

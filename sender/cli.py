@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from shared import numeric
-from shared.cli import check_output, keygen_command, progress, read_input, run_main, write_atomic, write_stats
+from shared.cli import (check_output, keygen_command, positive_seconds, progress, read_input, run_main, write_atomic,
+                        write_stats)
 from shared.config import PRESETS, preset
 
 
@@ -27,6 +28,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("input")
     c.add_argument("output")
     c.add_argument("--verify", action="store_true", help="decode the result again before writing it")
+    c.add_argument("--progress-every", type=positive_seconds, default=None, metavar="S",
+                   help="when stderr is not a terminal (a log), print a plain progress line every S seconds")
     _common(c)
     s = sub.add_parser("send", help="stream INPUT to a listening receiver")
     s.add_argument("input")
@@ -112,10 +115,10 @@ def compress_command(args) -> int:
     from shared.container import parse
 
     config = run_config(args)
-    with progress("Earth: compressing", len(data), not args.quiet) as update:
+    with progress("Earth: compressing", len(data), not args.quiet, args.progress_every) as update:
         blob, stats = compress(data, config, lambda twin, r: update(r.tokens_done, twin.ideal_bits))
     if args.verify:
-        with progress("Earth: verifying", len(data), not args.quiet) as update:
+        with progress("Earth: verifying", len(data), not args.quiet, args.progress_every) as update:
             decoded, _ = decompress(parse(blob), lambda twin, r: update(r.tokens_done))
         if decoded != data:  # decompress checks the SHA-256 already; this cannot differ silently
             raise AssertionError("verification failed")

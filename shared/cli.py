@@ -110,11 +110,32 @@ def run_main(prog: str, body: Callable[[], int | None]) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+PROGRESS_LINE = "{label}: {done:,} / {total:,} B ({percent:.1f}%){bpb}, {rate:,.0f} B/s, {left} left"
+
+
 @contextmanager
-def progress(label: str, total: int, enabled: bool = True):
-    """A rich progress bar on stderr (only on a terminal). Yields update(done_bytes, bits)."""
-    if not enabled or not sys.stderr.isatty() or total == 0:
+def progress(label: str, total: int, enabled: bool = True, every: float | None = None):
+    """Progress on stderr, yielding update(done_bytes, bits): a rich bar on a terminal; elsewhere
+    (a log, a pipe, `make bench`) one plain PROGRESS_LINE every `every` seconds if asked, since
+    an hour-long `strong` run with no sign of life is indistinguishable from a hung one."""
+    if not enabled or total == 0 or (not sys.stderr.isatty() and not every):
         yield lambda done, bits=None: None
+        return
+    if not sys.stderr.isatty():
+        started = last = time.monotonic()
+
+        def line(done: int, bits: float | None = None):
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= every or done >= total:
+                last = now
+                rate = done / (now - started) if now > started else 0.0
+                left = (total - done) / rate if rate > 0 else 0.0
+                print(PROGRESS_LINE.format(label=label, done=done, total=total, percent=100.0 * done / total,
+                                           bpb=f", {bits / done:.3f} bits/byte" if bits is not None and done else "",
+                                           rate=rate, left=f"{int(left) // 3600}:{int(left) % 3600 // 60:02d}:{int(left) % 60:02d}"),
+                      file=sys.stderr, flush=True)
+        yield line
         return
     from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn)
@@ -133,6 +154,18 @@ def progress(label: str, total: int, enabled: bool = True):
                 bpb = f"{bits / done:.3f} bits/byte" if bits is not None and done else ""
                 bar.update(task, completed=done, bpb=bpb)
         yield update
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type for a duration: a finite number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value < float("inf")):
+        import argparse
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def is_loopback(host: str) -> bool:

@@ -140,3 +140,32 @@ def test_existing_output_is_untouched_on_failure(cli, tmp_path):
     assert r.returncode == 2
     assert (tmp_path / "out").read_bytes() == b"precious"
     assert leftovers(tmp_path) == ["bad.mrs", "out"]
+
+
+def test_plain_progress_lines_for_logs(cli, tmp_path):
+    """With --progress-every and stderr not a terminal, both sides print parseable progress lines
+    ending at 100%; without it, stderr holds only the one summary line."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(mission_log(3000))
+    c = cli("sender", "compress", str(src), str(tmp_path / "c.mrs"), "--preset", "tiny", "--progress-every", "0.001")
+    assert c.returncode == 0, c.stderr.decode()
+    lines = c.stderr.decode().splitlines()
+    assert lines[-2].startswith("Earth: compressing: 3,000 / 3,000 B (100.0%), ")
+    assert lines[-1].startswith("alice: 3,000 -> ")
+    assert len(lines) > 3                                   # intermediate lines, not just the last
+    d = cli("receiver", "decompress", str(tmp_path / "c.mrs"), str(tmp_path / "back.txt"), "--progress-every", "0.001")
+    assert d.returncode == 0, d.stderr.decode()
+    assert d.stderr.decode().splitlines()[-2].startswith("Mars: decompressing: 3,000 / 3,000 B (100.0%), ")
+    assert (tmp_path / "back.txt").read_bytes() == src.read_bytes()
+    quiet = cli("sender", "compress", str(src), str(tmp_path / "q.mrs"), "--preset", "tiny")
+    assert len(quiet.stderr.decode().splitlines()) == 1
+
+
+def test_progress_every_must_be_a_positive_duration(cli, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"x" * 100)
+    r = cli("sender", "compress", str(src), str(tmp_path / "c.mrs"), "--progress-every", "0")
+    assert r.returncode == 2
+    assert r.stderr.decode().strip().endswith(
+        "alice compress: error: argument --progress-every: '0' is not a positive number of seconds")
+    assert not (tmp_path / "c.mrs").exists()
