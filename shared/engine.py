@@ -94,8 +94,8 @@ class Twin:
         self.window = np.full((config.streams, m.context + m.chunk), PAD, dtype=np.int64)
         # n-gram counts (if the config has orders) and, per window position, the counts its
         # token was predicted with: training must see exactly what coding saw
-        self.counts = (ContextCounts(m.orders, table_bits_for(m.table_bits, length), config.streams, m.words)
-                       if m.n_contexts else None)
+        self.counts = (ContextCounts(m.orders, table_bits_for(m.table_bits, length), config.streams, m.words,
+                                     m.match, -(-length // config.streams)) if m.n_contexts else None)
         self._log_count = log_count_table()
         self.keep_last_counts = False     # lectures re-score the last chunk: keep its counts
         self.last_count_window = None

@@ -5,7 +5,9 @@ by "re"; a table of "what followed these k bytes" knows it after one example. So
 for each order k in `ModelConfig.orders`, a table of counts indexed by the last k bytes (hashed
 into 2**table_bits rows when 256**k is larger), plus up to two word contexts (`words`: the word
 being written, case folded, and that word with the one before it), and hands the rows for the
-current contexts to the model, which learns how much to trust each (`model.CountMixer`).
+current contexts to the model, which learns how much to trust each (`model.CountMixer`). With
+`ModelConfig.match`, a match model adds one more row: the byte that followed the last repeat of
+the newest bytes, counted by how long that guess has been right (`MatchModel`).
 
 Everything here is integer arithmetic on numpy arrays (no floats, no library-dependent rounding),
 updated at the same point on both sides: after each position's tokens are coded, so the counts
@@ -25,6 +27,74 @@ _FOLD = np.arange(256)
 _FOLD[ord("A"):ord("Z") + 1] += 32
 
 
+class MatchModel:
+    """The byte that followed the last occurrence of the newest `min_len` bytes (in any stream),
+    and how many bytes in a row that guess has been right: long repeats (markup, tables, code,
+    binaries) that a hashed order-6 table forgets or never sees whole. Shown to the mixer as one
+    more count row, [byte] = run length (capped at 255), so its trust is learned per log2 of the
+    run length like any order's (PAQ's match model, with a learned rather than fixed weight).
+
+    Integer numpy only. Each stream keeps its newest `span` bytes in a ring; a guess that points
+    at a byte no longer (or not yet) in a ring is no guess. Updated with the counts, after each
+    position is coded, so it too is rebuilt exactly from the bytes on resume.
+    """
+    BITS = 20                 # rows of the "where did this context last occur" table
+    SPAN = 1 << 18            # bytes of history kept per stream, at most
+    STRIDE = np.int64(1 << 40)   # a place is stream * STRIDE + position in that stream
+
+    def __init__(self, min_len: int, streams: int, span: int):
+        self.min_len, self.streams = min_len, streams
+        self.span = 1 << (min(self.SPAN, max(16, span)) - 1).bit_length()   # a power of two
+        self.ring = np.zeros((streams, self.span), dtype=np.uint8)
+        self.where = np.full(1 << self.BITS, -1, dtype=np.int64)   # context hash -> place after it
+        self.written = np.zeros(streams, dtype=np.int64)
+        self.place = np.full(streams, -1, dtype=np.int64)   # where each stream's guess is read
+        self.run = np.zeros(streams, dtype=np.int64)        # guesses in a row that were right
+        self._mask = np.uint64((1 << (8 * min_len)) - 1)
+        self._shift = np.uint64(64 - self.BITS)
+
+    def _known(self, place: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(is the byte at `place` in its stream's ring, that byte or 0)."""
+        stream, pos = place // self.STRIDE, place % self.STRIDE
+        stream = np.where(place >= 0, stream, 0)
+        ok = (place >= 0) & (pos < self.written[stream]) & (pos >= self.written[stream] - self.span)
+        return ok, np.where(ok, self.ring[stream, pos & (self.span - 1)], 0)
+
+    def lookup(self) -> np.ndarray:
+        """(streams, 256) uint8: the guessed byte of each stream counts its run length."""
+        ok, byte = self._known(self.place)
+        row = np.zeros((self.streams, 256), dtype=np.uint8)
+        row[np.flatnonzero(ok), byte[ok]] = np.minimum(self.run[ok], 255)
+        return row
+
+    def update(self, rows: np.ndarray, symbols: np.ndarray, history: np.ndarray) -> None:
+        """`symbols` were coded on streams `rows` (indices); `history` is their newest 8 bytes
+        with the symbol already shifted in."""
+        ok, byte = self._known(self.place[rows])
+        hit = ok & (byte == symbols)
+        self.run[rows] = np.where(hit, self.run[rows] + 1, 0)
+        self.place[rows] = np.where(hit, self.place[rows] + 1, -1)
+        self.ring[rows, self.written[rows] & (self.span - 1)] = symbols
+        self.written[rows] += 1
+        full = self.written[rows] >= self.min_len
+        key = (((history & self._mask) * _GOLDEN) >> self._shift).astype(np.int64)
+        lost = full & (self.place[rows] < 0)                 # no guess: where did this context occur?
+        found = self.where[key] >= 0
+        self.place[rows] = np.where(lost & found, self.where[key], self.place[rows])
+        self.run[rows] = np.where(lost & found, 1, self.run[rows])
+        # then remember this occurrence (the byte after it comes next); two streams with the
+        # same context: the first stream wins
+        keys, first = np.unique(key[full], return_index=True)
+        self.where[keys] = (rows[full][first] * self.STRIDE + self.written[rows][full][first])
+
+    def clear(self) -> None:
+        self.ring.fill(0)
+        self.where.fill(-1)
+        self.written.fill(0)
+        self.place.fill(-1)
+        self.run.fill(0)
+
+
 class ContextCounts:
     """Count tables for several context orders over `streams` parallel sub-streams.
 
@@ -32,8 +102,11 @@ class ContextCounts:
     2**bits[k], so a lookup or an update is one numpy call for every order at once.
     """
 
-    def __init__(self, orders: tuple[int, ...], table_bits: int, streams: int, words: int = 0):
+    def __init__(self, orders: tuple[int, ...], table_bits: int, streams: int, words: int = 0,
+                 match: int = 0, span: int = 0):
         self.orders, self.words = tuple(orders), words
+        # the match model's row comes last, after the orders and the word contexts
+        self.match = MatchModel(match, streams, span) if match else None
         self.bits = [min(8 * k, table_bits) for k in self.orders] + [table_bits] * words
         sizes = [1 << b for b in self.bits]
         self.offset = np.cumsum([0] + sizes[:-1]).astype(np.int64)
@@ -96,8 +169,12 @@ class ContextCounts:
         return new_word, new_prev
 
     def lookup(self) -> np.ndarray:
-        """Counts for every stream's current context: (streams, len(orders), 256) uint8."""
-        return self._gather(self._find(self._slots, self._checks))
+        """Counts for every stream's current context: (streams, K, 256) uint8 (K: orders, word
+        contexts, then the match model's row)."""
+        got = self._gather(self._find(self._slots, self._checks))
+        if self.match is None:
+            return got
+        return np.concatenate([got, self.match.lookup()[:, None]], axis=1)
 
     def lookup_past(self, tokens: np.ndarray) -> np.ndarray:
         """Counts for predicting each token of `tokens` (n, 8 + W) from the 8 before it, as they
@@ -120,6 +197,8 @@ class ContextCounts:
         own = np.take_along_axis(got, target[:, :, None, None].repeat(got.shape[2], axis=2), axis=3)
         np.put_along_axis(got, target[:, :, None, None].repeat(got.shape[2], axis=2),
                           np.where(own > 0, own - 1, 0).astype(np.uint8), axis=3)
+        if self.match is not None:   # where old repeats were is not kept: replay sees no guess
+            got = np.concatenate([got, np.zeros(got.shape[:2] + (1, 256), dtype=np.uint8)], axis=2)
         return got
 
     def update(self, rows: np.ndarray, symbols: np.ndarray) -> None:
@@ -146,6 +225,9 @@ class ContextCounts:
         flat = self.table.reshape(-1)
         flat[cell] += times.astype(np.uint8)
         self.history[rows] = (self.history[rows] << np.uint64(8)) | symbols.astype(np.uint64)
+        if self.match is not None:
+            index = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, dtype=np.int64)
+            self.match.update(index, symbols, self.history[index])
         if self.words:
             self.word[rows], self.prev[rows] = self._next_words(self.word[rows], self.prev[rows], symbols)
         self._slots, self._checks = self._compute_slots()
@@ -155,6 +237,8 @@ class ContextCounts:
         self.check.fill(0)
         for a in (self.history, self.word, self.prev):
             a.fill(0)
+        if self.match is not None:
+            self.match.clear()
         self._slots, self._checks = self._compute_slots()
 
 
