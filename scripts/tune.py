@@ -6,12 +6,14 @@ Two modes:
   estimate  bits/byte only, ~3x cheaper: each step's bits come from the training forward pass
             on the window (before the update), which is the same prediction the coder uses up
             to float rounding (|difference| < 0.001 bits/byte). Use it to sweep ratio knobs,
-            then confirm the winners in `real` mode.
+            then confirm the winners in `real` mode. GPT-only configurations: it refuses a
+            preset with n-gram or match contexts (every preset today), whose counts it does
+            not model.
 
 Examples (run from the repository root):
   .venv/bin/python scripts/tune.py --preset default --bytes 200000
-  .venv/bin/python scripts/tune.py --preset default --set model.n_embd=96 train.lr=3e-3 streams=32 \
-      --mode estimate --bytes 1115394 --profile native
+  .venv/bin/python scripts/tune.py --preset default --set model.n_embd=96 train.lr=3e-3 \
+      'model.orders=()' model.words=0 model.match=0 --mode estimate --bytes 1115394   # GPT alone
   .venv/bin/python scripts/tune.py --preset default --decode --bytes 100000     # decode speed too
   .venv/bin/python scripts/tune.py --preset default --file shared/texts/mission_log.txt
 
@@ -307,6 +309,10 @@ def main(argv=None):
            "params": n_params(cfg), "config": cfg.to_dict()}
     started = time.perf_counter()
     if args.mode == "estimate":
+        if cfg.model.n_contexts:   # its forward pass has no n-gram counts: it would measure another model
+            raise SystemExit(f"tune.py: --mode estimate models the GPT alone, but preset {args.preset!r} also "
+                             f"mixes {cfg.model.n_contexts} n-gram/match contexts; use --mode real "
+                             f"(or --set 'model.orders=()' model.words=0 model.match=0)")
         out.update(estimate(data, cfg, args.schedule, args.report_every, args.tied, args.replay,
                             args.replay_mode, args.replay_rows, args.mix))
         out["seconds"] = time.perf_counter() - started
