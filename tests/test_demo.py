@@ -87,7 +87,7 @@ def _digest_in(text: str) -> str:
     return m.group(1)
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed: the two-pane demo needs it (apt install tmux); the no-tmux fallback is covered by test_demo_without_tmux_two_columns_plain")
 def test_demo_headless_under_tmux(tmp_path):
     out = tmp_path / "demo"
     r = subprocess.run([sys.executable, "scripts/demo.py", "--headless", "--preset", "tiny", "--bytes", "5000",
