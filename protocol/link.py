@@ -19,8 +19,9 @@ built from small named pieces of the ZeroMQ Guide's reliability patterns:
 
 API (the whole of it):
 
-    settings = LinkSettings(window=16, heartbeat_s=1.0, timeout_s=10.0, retransmit_s=2.0,
-                            handshake_timeout_s=30.0, linger_ms=500, fault=None,
+    settings = LinkSettings(window=WINDOW, heartbeat_s=HEARTBEAT_S, timeout_s=TIMEOUT_S,
+                            retransmit_s=RETRANSMIT_S, handshake_timeout_s=SENDER_HANDSHAKE_S,
+                            linger_ms=LINGER_MS, fault=None,
                             curve=None)         # CurveKeys: encryption + allow-list (security.py)
 
     alice = AliceLink("tcp://mars:5555", settings, log=None)
@@ -100,14 +101,24 @@ class FaultPlan:
     corrupt_nth: int = 0  # flip one payload bit in the n-th message sent (1-based; 0 = never)
 
 
+# The link's tunables, one place: both CLIs, the demo and the docs take their defaults from here.
+WINDOW = 32                  # sequenced frames in flight (Alice) / buffered (Bob)
+HEARTBEAT_S = 1.0            # send HEARTBEAT after this long without sending
+TIMEOUT_S = 30.0             # peer silent this long -> PeerLost
+RETRANSMIT_S = 2.0           # no ACK progress this long -> resend unacked (and HELLO)
+SENDER_HANDSHAKE_S = 60.0    # Alice waits this long for a WELCOME
+RECEIVER_HANDSHAKE_S = 600.0  # Bob waits this long for a HELLO: he is usually started first
+LINGER_MS = 500              # how long close() may spend flushing
+
+
 @dataclass
 class LinkSettings:
-    window: int = 16  # max sequenced frames in flight (Alice) / buffered (Bob)
-    heartbeat_s: float = 1.0  # send HEARTBEAT after this long without sending
-    timeout_s: float = 10.0  # peer silent this long -> PeerLost
-    retransmit_s: float = 2.0  # no ACK progress this long -> resend unacked (and HELLO)
-    handshake_timeout_s: float = 30.0  # waiting for WELCOME / HELLO
-    linger_ms: int = 500  # how long close() may spend flushing
+    window: int = WINDOW
+    heartbeat_s: float = HEARTBEAT_S
+    timeout_s: float = TIMEOUT_S
+    retransmit_s: float = RETRANSMIT_S
+    handshake_timeout_s: float = SENDER_HANDSHAKE_S  # waiting for WELCOME (Alice) / HELLO (Bob)
+    linger_ms: int = LINGER_MS
     fault: Optional[FaultPlan] = None
     curve: Optional[CurveKeys] = None  # CurveZMQ encryption + allow-list (protocol/security.py); None = plain
 

@@ -88,9 +88,6 @@ class Channel:
             times.append(at + 0.001 + 0.01 * r_extra)
         return times
 
-    def in_flight_until(self, now: float) -> float:
-        return max(0.0, self.free_at - now)
-
 
 class Relay:
     def __init__(self, listen: str, forward: str, delay_s: float = 0.0, bandwidth_bps: float = 0.0,

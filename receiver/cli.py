@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shared import numeric
-from shared.cli import (check_output, keygen_command, positive_seconds, progress, read_input, run_main, write_atomic,
+from protocol import link
+from shared.core import numeric
+from shared.app.cli import (check_output, keygen_command, positive_seconds, progress, read_input, run_main, write_atomic,
                         write_stats)
 
 
@@ -22,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     d.add_argument("--progress-every", type=positive_seconds, default=None, metavar="S",
                    help="when stderr is not a terminal (a log), print a plain progress line every S seconds")
-    from shared.config import PRESETS
+    from shared.core.config import PRESETS
     ls = sub.add_parser("listen", help="receive one stream from a sender and write it to --out")
     ls.add_argument("--bind", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5555")
     ls.add_argument("--out", required=True, metavar="FILE", help="where the verified result goes")
@@ -31,9 +32,11 @@ def parser() -> argparse.ArgumentParser:
                     help="numeric profile (default: portable); must match the sender's")
     ls.add_argument("--threads", type=int, default=None, help="intra-op threads; must match the sender's")
     ls.add_argument("--seed", type=int, default=None, help="model seed (default: the preset's); must match")
-    ls.add_argument("--timeout", type=float, default=30.0, help="seconds of peer silence before giving up")
-    ls.add_argument("--handshake-timeout", type=float, default=600.0, help="seconds to wait for a sender")
-    ls.add_argument("--window", type=int, default=32, help="frames buffered (credit)")
+    ls.add_argument("--timeout", type=float, default=link.TIMEOUT_S,
+                    help="seconds of peer silence before giving up (default %(default)g)")
+    ls.add_argument("--handshake-timeout", type=float, default=link.RECEIVER_HANDSHAKE_S,
+                    help="seconds to wait for a sender (default %(default)g)")
+    ls.add_argument("--window", type=int, default=link.WINDOW, help="frames buffered (credit; default %(default)s)")
     ls.add_argument("--insecure", action="store_true", help="allow plain text on a non-loopback address")
     ls.add_argument("--curve-secret", metavar="PATH", help="encrypt (CurveZMQ) with Mars's key, e.g. keys/mars.key_secret")
     ls.add_argument("--allow", metavar="DIR", help="with --curve-secret: admit only senders whose public key "
@@ -42,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     ls.add_argument("--checkpoint-every", type=int, default=16, help="steps between checkpoints")
     ls.add_argument("--fault-perturb-step", type=int, default=None, help=argparse.SUPPRESS)
-    from shared.dashboard import add_display_options
+    from shared.show.dashboard import add_display_options
     add_display_options(ls)
     k = sub.add_parser("keygen", help="make Mars's CurveZMQ key pair in DIR: NAME.key (public), NAME.key_secret")
     k.add_argument("dir")
@@ -59,15 +62,16 @@ def _chain(*callbacks):
 
 
 def listen_command(args) -> int:
-    from shared.cli import check_endpoint, curve_keys
-    from shared.config import preset
+    from shared.app.cli import check_endpoint, curve_keys
+    from shared.core.config import preset
     curve = curve_keys("bind", args.curve_secret, args.allow)
     check_endpoint(args.bind, args.insecure, "bind", encrypted=curve is not None)
     check_output(args.out)
     if args.stats_json:
         check_output(args.stats_json)
     numeric.activate(args.profile, args.threads)
-    numeric.fingerprint()                       # compute the canary before a sender is waiting
+    from shared.core.fingerprint import fingerprint  # torch loads only once the options are valid
+    fingerprint()                       # compute the canary before a sender is waiting
     from protocol.link import LinkSettings
     from receiver.stream import receive_stream
 
@@ -83,7 +87,7 @@ def listen_command(args) -> int:
             print(f"bob: receiving stream {hello.stream_id!r} ({hello.total_length:,} bytes)",
                   file=sys.stderr, flush=True)
 
-    from shared.dashboard import dashboard_for
+    from shared.show.dashboard import dashboard_for
     dash = dashboard_for(args, "mars", args.bind, file=sys.stderr if args.out == "-" else None,
                          out_path=None if args.out == "-" else args.out)
     with dash:
@@ -109,7 +113,7 @@ def _log(message: str) -> None:
 
 
 def decompress_command(args) -> int:
-    from shared.container import parse
+    from shared.coding.container import parse
 
     blob = read_input(args.input)
     check_output(args.output, args.input)
@@ -120,7 +124,7 @@ def decompress_command(args) -> int:
     profile = args.profile or recorded.get("profile")
     threads = args.threads if args.threads is not None else int(recorded.get("threads", 1))
     numeric.activate(profile, threads)
-    from shared.codec import decompress
+    from shared.coding.codec import decompress
 
     with progress("Mars: decompressing", container.header["length"], not args.quiet,
                   args.progress_every) as update:

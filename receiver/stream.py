@@ -20,12 +20,14 @@ from typing import Callable
 
 from protocol.frames import Data, Done, End, FrameError, Sync, Welcome
 from protocol.link import BobLink, LinkError, LinkSettings, PeerError, PeerLost, Reconnected
-from shared import checkpoint, numeric
-from shared.coder import ByteSource, ChunkDecoder
-from shared.config import MAX_LENGTH, RunConfig, require_same
-from shared.engine import SyncLedger, Twin
-from shared.telemetry import Telemetry
-from shared.errors import ChecksumError, ConfigMismatch, DivergenceError, FormatError, LinkFailure, MarslinkError, ProfileError
+from shared.app import checkpoint
+from shared.core import numeric
+from shared.core.fingerprint import compare, fingerprint
+from shared.coding.coder import ByteSource, ChunkDecoder
+from shared.core.config import MAX_LENGTH, RunConfig, require_same
+from shared.core.engine import SyncLedger, Twin
+from shared.show.telemetry import Telemetry
+from shared.core.errors import ChecksumError, ConfigMismatch, DivergenceError, FormatError, LinkFailure, MarslinkError, ProfileError
 
 MAX_STREAM_BYTES = MAX_LENGTH     # a declared length beyond this is refused, not allocated
 
@@ -36,7 +38,7 @@ def check_hello(hello, config: RunConfig) -> RunConfig:
     """Refuse a handshake that would not decode: the message names the differing field."""
     theirs = RunConfig.from_dict(hello.config)
     require_same(config, theirs, "Earth")
-    numeric.compare(numeric.fingerprint(), hello.fingerprint, "Earth")
+    compare(fingerprint(), hello.fingerprint, "Earth")
     if hello.total_length > MAX_STREAM_BYTES:
         raise FormatError(f"Earth announces {hello.total_length:,} bytes, above this receiver's limit "
                           f"of {MAX_STREAM_BYTES:,}")
@@ -212,7 +214,7 @@ class _Session:
                                                                 self.hello.config):
             self.link.refuse("refused", "a different stream is already in progress here")
             raise LinkFailure(f"a sender came back with a different stream {hello.stream_id!r}")
-        numeric.compare(numeric.fingerprint(), hello.fingerprint, "Earth")
+        compare(fingerprint(), hello.fingerprint, "Earth")
         self.reconnects += 1
         self.link.welcome(Welcome(hello.stream_id, 0, self.spool.held()))
 

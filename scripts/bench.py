@@ -50,6 +50,7 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from scripts.common import child_env  # noqa: E402
 CORPORA = ROOT.parent / "shared" / "corpora"
 BIN = Path(sys.executable).parent
 RANDOM_BYTES, RANDOM_SEED = 200_000, 20240601
@@ -146,13 +147,6 @@ def _wait_reading(pid: int, err, on_line: Callable[[str], None]):
         time.sleep(0.2)
 
 
-def child_env() -> dict:
-    env = dict(os.environ)
-    env.pop("MARSLINK_PROFILE", None)      # the --profile option decides, nothing inherited
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def same_bytes(a: str, b: str) -> bool:
     with open(a, "rb") as fa, open(b, "rb") as fb:
         while True:
@@ -164,7 +158,7 @@ def same_bytes(a: str, b: str) -> bool:
 
 
 # --- one measurement ------------------------------------------------------------------------
-PROGRESS_BYTES = re.compile(r": ([\d,]+) / ([\d,]+) B \(")   # from shared.cli.PROGRESS_LINE
+PROGRESS_BYTES = re.compile(r": ([\d,]+) / ([\d,]+) B \(")   # from shared.app.cli.PROGRESS_LINE
 
 
 def bench_marslink(src: str, n: int, preset: str, profile: str, work: Path,
@@ -432,7 +426,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench-results"), help="output folder (default: %(default)s)")
     args = ap.parse_args(argv)
 
-    from shared.config import PRESETS
+    from shared.core.config import PRESETS
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,11 +18,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from scripts.common import child_env, free_endpoint  # noqa: E402
 
 
 def run(*args, **kw):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, **kw)
+    return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=child_env(), **kw)
 
 
 def main():
@@ -49,9 +48,7 @@ def measure(args, tmp: Path):
     assert p.wait() == 0, "file-mode compression failed"
     file_s = json.loads((tmp / "file.json").read_text())["seconds"]
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        ep = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    ep = free_endpoint()
     bob = run("receiver", "listen", "--bind", ep, "--out", str(tmp / "got"), "--preset", args.preset, "-q",
               "--stats-json", str(tmp / "bob.json"), stderr=subprocess.PIPE, text=True)
     time.sleep(4)                                   # let Bob import torch and bind first

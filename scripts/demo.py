@@ -24,7 +24,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,14 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from scripts.common import child_env, free_endpoint  # noqa: E402
 PY = sys.executable
 DEFAULT_BYTES = 40_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -110,7 +104,7 @@ def make_plan(args) -> dict:
         shutil.rmtree(out / old, ignore_errors=True)
     src = out / ("input-" + name)
     src.write_bytes(data)
-    relay_ep, bob_ep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    relay_ep, bob_ep = free_endpoint(), free_endpoint()
     # The link's timers must be generous next to the simulated round trip.
     timeout = 4 * delay + 30
     retransmit = 2 * delay + 2
@@ -163,7 +157,7 @@ def verify_and_report(plan: dict, alice_rc, bob_rc) -> dict:
         res["payload_bytes"] = stats["alice"]["payload_bytes"]
         if plan["report"]:
             try:
-                from shared.report import build
+                from shared.show.report import build
                 s = build(stats["alice"], stats["bob"], plan["input"], plan["out"], stats.get("relay"))
                 res["report"] = s["files"]
                 res["compressors"] = s["compressors"]
@@ -451,13 +445,12 @@ def run_columns(args, plan: dict) -> int:
     from rich.live import Live
     from rich.table import Table
     from rich.text import Text
-    from shared.dashboard import plain_line, render
+    from shared.show.dashboard import plain_line, render
 
     out = Path(plan["out"])
     console = Console()
     tty = console.is_terminal
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MARSLINK_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env = child_env()
     procs, states, relay_line = {}, {}, {"text": ""}
     lock = threading.Lock()
 

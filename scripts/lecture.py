@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shared import numeric  # noqa: E402  (torch-free: the profile is pinned before torch loads)
+from shared.core import numeric  # noqa: E402  (torch-free: the profile is pinned before torch loads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,12 +40,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
     console = Console(width=args.width or (None if sys.stdout.isatty() else 110), highlight=False)
-    from shared.lecture import worked_example
+    from shared.show.lecture import worked_example
     worked_example(console)
     if args.only_example:
         return 0
 
-    from shared.errors import MarslinkError
+    from shared.core.errors import MarslinkError
     from shared.texts import mission_log
     try:
         data = Path(args.input).read_bytes()[:args.bytes] if args.input else mission_log(args.bytes)
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         print("lecture: error: nothing to code (empty input)", file=sys.stderr)
         return 2
     numeric.activate()
-    from shared.config import preset
-    from shared.lecture import Lecture
+    from shared.core.config import preset
+    from shared.show.lecture import Lecture
     try:
         config = dataclasses.replace(preset(args.preset), streams=args.streams).validate()
     except MarslinkError as e:

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-from make_mission_log import mission_log  # noqa: E402
+sys.path.insert(0, str(ROOT))
+from scripts.common import child_env, free_endpoint  # noqa: E402
+from scripts.make_mission_log import mission_log  # noqa: E402
 
 
 def rss_kb(pid: int) -> int | None:
@@ -31,12 +30,6 @@ def rss_kb(pid: int) -> int | None:
     except OSError:
         return None
     return None
-
-
-def free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 def soak_input(n: int) -> bytes:
@@ -72,7 +65,7 @@ def main():
     src, dst = work / "in.bin", work / "out.bin"
     src.write_bytes(soak_input(int(args.mbytes * 1_000_000)))
     ep = free_endpoint()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     py = sys.executable
     common = ["--preset", args.preset, "--timeout", "60", "-q"]
     bob = subprocess.Popen([py, "-m", "receiver", "listen", "--bind", ep, "--out", str(dst),

@@ -10,18 +10,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from shared import numeric  # noqa: E402
+from shared.core import numeric  # noqa: E402
 
 numeric.activate("portable")
-from shared.codec import compress  # noqa: E402
-from shared.config import preset  # noqa: E402
+from shared.coding.codec import compress  # noqa: E402
+from shared.core.config import preset  # noqa: E402
+from shared.core.fingerprint import fingerprint  # noqa: E402
 from shared.texts import mission_log  # noqa: E402
 
 INPUT_BYTES, PRESET, PRESETS_INPUT_BYTES = 20_000, "tiny", 6_000
 blob, stats = compress(mission_log(INPUT_BYTES), preset(PRESET))
 golden = {"input": "shared/texts/mission_log.txt, first bytes", "input_bytes": INPUT_BYTES, "preset": PRESET,
           "profile": "portable", "container_sha256": hashlib.sha256(blob).hexdigest(),
-          "final_digest": stats["final_digest"], "fingerprint": numeric.fingerprint()}
+          "final_digest": stats["final_digest"], "fingerprint": fingerprint()}
 # The shipped presets too (n-gram counts, replay), on a shorter input: in-process check only.
 golden["presets_input_bytes"] = PRESETS_INPUT_BYTES
 golden["presets"] = {}

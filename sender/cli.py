@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shared import numeric
-from shared.cli import (check_output, keygen_command, positive_seconds, progress, read_input, run_main, write_atomic,
+from protocol import link
+from shared.core import numeric
+from shared.app.cli import (check_output, keygen_command, positive_seconds, progress, read_input, run_main, write_atomic,
                         write_stats)
-from shared.config import PRESETS, preset
+from shared.core.config import PRESETS, preset
 
 
 def _common(p: argparse.ArgumentParser):
@@ -42,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--retransmit", type=float, default=None, metavar="S",
                    help="seconds without ACK progress before resending (default 2; over a slow link "
                         "make it longer than the round trip)")
-    from shared.dashboard import add_display_options
+    from shared.show.dashboard import add_display_options
     add_display_options(s)
     _common(s)
     k = sub.add_parser("keygen", help="make Earth's CurveZMQ key pair in DIR: NAME.key (public), NAME.key_secret")
@@ -52,9 +53,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _link_options(p: argparse.ArgumentParser):
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds of peer silence before giving up")
-    p.add_argument("--handshake-timeout", type=float, default=60.0, help="seconds to wait for the peer to appear")
-    p.add_argument("--window", type=int, default=32, help="frames in flight (credit)")
+    p.add_argument("--timeout", type=float, default=link.TIMEOUT_S,
+                   help="seconds of peer silence before giving up (default %(default)g)")
+    p.add_argument("--handshake-timeout", type=float, default=link.SENDER_HANDSHAKE_S,
+                   help="seconds to wait for the receiver to appear (default %(default)g)")
+    p.add_argument("--window", type=int, default=link.WINDOW, help="frames in flight (credit; default %(default)s)")
     p.add_argument("--insecure", action="store_true", help="allow plain text to a non-loopback address")
     p.add_argument("--curve-secret", metavar="PATH", help="encrypt (CurveZMQ) with Earth's key, e.g. keys/earth.key_secret")
     p.add_argument("--server-key", metavar="PATH", help="Mars's public key for encryption, e.g. keys/mars.key")
@@ -72,7 +75,7 @@ def link_settings(args, curve=None):
 
 
 def send_command(args) -> int:
-    from shared.cli import check_endpoint, curve_keys
+    from shared.app.cli import check_endpoint, curve_keys
     data = read_input(args.input)
     curve = curve_keys("connect", args.curve_secret, args.server_key)
     check_endpoint(args.connect, args.insecure, "connect", encrypted=curve is not None)
@@ -80,7 +83,7 @@ def send_command(args) -> int:
         check_output(args.stats_json)
     numeric.activate(args.profile, args.threads)
     from sender.stream import send_stream
-    from shared.dashboard import dashboard_for
+    from shared.show.dashboard import dashboard_for
 
     settings = link_settings(args, curve)
     if args.retransmit is not None:
@@ -111,8 +114,8 @@ def compress_command(args) -> int:
     if args.stats_json:
         check_output(args.stats_json)
     numeric.activate(args.profile, args.threads)
-    from shared.codec import compress, decompress
-    from shared.container import parse
+    from shared.coding.codec import compress, decompress
+    from shared.coding.container import parse
 
     config = run_config(args)
     with progress("Earth: compressing", len(data), not args.quiet, args.progress_every) as update:

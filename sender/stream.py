@@ -1,6 +1,6 @@
 """Alice's side of a live stream: drive the twin, ship its bytes and digests over the link.
 
-All lockstep logic is in shared.engine.Twin; this file only decides what goes in which frame,
+All lockstep logic is in shared.core.engine.Twin; this file only decides what goes in which frame,
 and how to pick up again after either side was restarted:
 
   resume by offset   Bob's WELCOME says how many coded bytes he already holds (R). Alice
@@ -21,12 +21,14 @@ from typing import Callable
 
 from protocol.frames import Data, End, FrameError, Hello, Sync
 from protocol.link import AliceLink, AuthFailed, LinkError, LinkSettings, PeerError, PeerLost
-from shared import checkpoint, numeric
-from shared.coder import ChunkEncoder
-from shared.config import RunConfig
-from shared.engine import Twin
-from shared.errors import LinkFailure, MarslinkError
-from shared.telemetry import Telemetry
+from shared.app import checkpoint
+from shared.core import numeric
+from shared.core.fingerprint import fingerprint
+from shared.coding.coder import ChunkEncoder
+from shared.core.config import RunConfig
+from shared.core.engine import Twin
+from shared.core.errors import LinkFailure, MarslinkError
+from shared.show.telemetry import Telemetry
 
 MAX_PAYLOAD = 256 * 1024          # split a step's bytes into frames no larger than this
 KEEP_CHECKPOINTS = 4
@@ -73,7 +75,7 @@ def send_stream(data: bytes, config: RunConfig, endpoint: str, settings: LinkSet
     started = time.perf_counter()
     sha = hashlib.sha256(data).digest()
     stream_id = stream_id or sha.hex()[:16]
-    hello = Hello(stream_id=stream_id, config=config.to_dict(), fingerprint=numeric.fingerprint(),
+    hello = Hello(stream_id=stream_id, config=config.to_dict(), fingerprint=fingerprint(),
                   total_length=len(data), sha256=sha)
     key = hashlib.sha256(sha + config.to_json().encode()).hexdigest()[:24]
     store = Checkpoints(state_dir or default_state_dir(), key)

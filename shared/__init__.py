@@ -1,0 +1,1 @@
+"""What Alice and Bob both run: core < coding < (protocol/) < app < show; see docs/architecture.md."""

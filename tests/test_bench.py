@@ -2,9 +2,9 @@
 import importlib.util
 import sys
 
-from shared.cli import PROGRESS_LINE
+from shared.app.cli import PROGRESS_LINE
 from shared.texts import mission_log
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def load_bench():

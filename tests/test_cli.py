@@ -13,7 +13,7 @@ def made(tmp_path_factory):
     """One real compressed file, made once through the CLI."""
     d = tmp_path_factory.mktemp("made")
     (d / "in.txt").write_bytes(mission_log(3000))
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
     r = run_cli("sender", "compress", str(d / "in.txt"), str(d / "c.mrs"), "--preset", "tiny",
                 "--stats-json", str(d / "stats.json"), "-q")
     assert r.returncode == 0, r.stderr.decode()

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from shared.coder import ArithmeticDecoder, ArithmeticEncoder, ByteSource, quantize
-from shared.config import FREQ_BITS, VOCAB
+from shared.coding.coder import ArithmeticDecoder, ArithmeticEncoder, ByteSource
+from shared.core.quantize import quantize
+from shared.core.config import FREQ_BITS, VOCAB
 
 
 def random_probs(rng, n, sharpness):

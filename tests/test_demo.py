@@ -10,27 +10,31 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from shared.dashboard import Dashboard, parse_link_info, plain_line, render
-from tests.conftest import ROOT
+from shared.show.dashboard import Dashboard, parse_link_info, plain_line, render
+from tests.helpers import ROOT
 
 
 def fake_twin(step: int, n_steps: int = 8, chunk: int = 16, streams: int = 4, length: int = 500):
-    """What the dashboard reads from a twin: layout sizes, the latest chunk and its bits."""
-    text = (b"Sol 1.\nA dust devil passed two kilometres east.\n" * 20)
-    last_chunk = np.array([list(text[(step - 1) * chunk:step * chunk])] * streams)
-    bits = np.linspace(0.2, 9.0, streams * chunk).reshape(streams, chunk)
+    """What the dashboard reads from a twin: layout sizes and the bits so far."""
     model = SimpleNamespace(parameters=lambda: [SimpleNamespace(numel=lambda: 10)])
     return SimpleNamespace(layout=SimpleNamespace(length=length, streams=streams), n_steps=n_steps,
-                           last_chunk=last_chunk, last_bits=bits, ideal_bits=100.0 * step,
-                           config=SimpleNamespace(model=SimpleNamespace(chunk=chunk)), model=model)
+                           ideal_bits=100.0 * step, config=SimpleNamespace(model=SimpleNamespace(chunk=chunk)),
+                           model=model)
+
+
+def fake_report(step: int, chunk: int = 16, streams: int = 4):
+    """A step report as the engine gives it: the chunk just coded and each token's cost."""
+    text = (b"Sol 1.\nA dust devil passed two kilometres east.\n" * 20)
+    tokens = np.array([list(text[(step - 1) * chunk:step * chunk])] * streams)
+    bits = np.linspace(0.2, 9.0, streams * chunk).reshape(streams, chunk)
+    return SimpleNamespace(step=step, tokens_done=64 * step, chunk_tokens=64, chunk_bits=300.0, loss=4.2,
+                           digest="0123456789abcdef" * 4 if step % 2 == 0 else None, tokens=tokens, bits=bits)
 
 
 def feed(dash, steps=3):
     link = SimpleNamespace(stats=SimpleNamespace(frames_sent=7, frames_resent=1, in_flight=2, acked_seq=5, bytes_sent=900))
     for s in range(1, steps + 1):
-        twin = fake_twin(s)
-        report = SimpleNamespace(step=s, tokens_done=64 * s, chunk_tokens=64, chunk_bits=300.0, loss=4.2,
-                                 digest="0123456789abcdef" * 4 if s % 2 == 0 else None)
+        twin, report = fake_twin(s), fake_report(s)
         dash.telemetry.record(twin, report, 40 * s)
         dash.on_step(twin, report, link)
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from shared import numeric
-from shared.codec import compress, decompress
-from shared.config import preset
-from shared.container import parse
-from shared.errors import ChecksumError, DivergenceError, FormatError, ProfileError
+from shared.core import numeric
+from shared.core.fingerprint import compare, fingerprint
+from shared.coding.codec import compress, decompress
+from shared.core.config import preset
+from shared.coding.container import parse
+from shared.core.errors import ChecksumError, DivergenceError, FormatError, ProfileError
 from shared.texts import mission_log
 
 HERE = Path(__file__).resolve().parent
@@ -77,14 +78,15 @@ def test_golden_digests_in_fresh_process_whatever_the_environment(tmp_path, cli,
 
 MKL_BRANCH_PROBE = """
 import dataclasses, json, sys
-from shared import numeric
+from shared.core import numeric
 numeric.PROFILES["portable"] = dataclasses.replace(numeric.PROFILES["portable"], mkl_cbwr=sys.argv[1])
 numeric.activate("portable")
-from shared.codec import compress
-from shared.config import preset
+from shared.coding.codec import compress
+from shared.core.config import preset
+from shared.core.fingerprint import fingerprint
 from shared.texts import mission_log
 blob, stats = compress(mission_log(int(sys.argv[2])), preset(sys.argv[3]))
-print(json.dumps({"canary": numeric.fingerprint()["canary"], "final_digest": stats["final_digest"]}))
+print(json.dumps({"canary": fingerprint()["canary"], "final_digest": stats["final_digest"]}))
 """
 
 
@@ -111,12 +113,12 @@ def test_decoder_with_other_thread_count_is_refused(tmp_path, cli):
 
 
 def test_fingerprint_mismatch_names_the_field():
-    fp = numeric.fingerprint()
+    fp = fingerprint()
     with pytest.raises(ProfileError, match=r"^numeric profile mismatch in 'mkl_cbwr': peer has 'COMPATIBLE', "
                                            r"this machine has 'AUTO'"):
-        numeric.compare(fp, dict(fp, mkl_cbwr="COMPATIBLE"))
+        compare(fp, dict(fp, mkl_cbwr="COMPATIBLE"))
     with pytest.raises(ProfileError, match="mismatch in 'canary'"):
-        numeric.compare(fp, dict(fp, canary="0" * 16))
+        compare(fp, dict(fp, canary="0" * 16))
 
 
 def test_one_changed_weight_is_caught_at_the_next_sync_step():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared import exact
+from shared.core import exact
 
 
 def _reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:

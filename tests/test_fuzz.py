@@ -1,10 +1,10 @@
 """Every parser of untrusted input, fuzzed: 10,000 generated bad inputs each, and the only way
 out is a clean MarslinkError (one line) or a result that satisfies the parser's promises.
 
-  container   shared.container.parse: random bytes, bit flips, truncations, extensions,
+  container   shared.coding.container.parse: random bytes, bit flips, truncations, extensions,
               forged CRCs around hostile headers (wrong types, huge sizes, zlib bombs, deep
-              JSON), and a few forged containers decoded all the way (shared.codec.decompress)
-  endpoint    shared.cli.check_endpoint: plain text is only ever allowed to a loopback address
+              JSON), and a few forged containers decoded all the way (shared.coding.codec.decompress)
+  endpoint    shared.app.cli.check_endpoint: plain text is only ever allowed to a loopback address
   handshake   receiver.stream.check_hello: mutated run configurations and fingerprints
 
 (The wire-frame decoder is fuzzed in tests/test_frames.py.)
@@ -24,10 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol.frames import Hello
-from shared.cli import check_endpoint
-from shared.config import MAX_LENGTH, PRESETS, RunConfig
-from shared.container import DIGEST_PREFIX, FORMAT_VERSION, MAGIC, parse, sync_steps
-from shared.errors import MarslinkError
+from shared.app.cli import check_endpoint
+from shared.core.config import MAX_LENGTH, PRESETS, RunConfig
+from shared.coding.container import DIGEST_PREFIX, FORMAT_VERSION, MAGIC, parse
+from shared.core.layout import sync_steps
+from shared.core.errors import MarslinkError
 from shared.texts import mission_log
 
 FUZZ = settings(max_examples=10_000, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -76,7 +77,7 @@ def seal_header(header, rng: random.Random, digests: bytes, payload: bytes) -> b
 @pytest.fixture(scope="module")
 def real():
     """A real container (tiny preset, ~300 bytes), its original and its parts."""
-    from shared.codec import compress
+    from shared.coding.codec import compress
     data = mission_log(300)
     blob, _ = compress(data, TINY)
     c = parse(blob)
@@ -188,7 +189,7 @@ def test_hostile_headers_are_refused_with_clear_messages(real):
 @given(seed=st.integers(0, 2**32 - 1))
 def test_forged_containers_decode_only_to_clean_errors(real, seed):
     """Forged CRCs that reach the decoder: damaged payload, digests, length or checksum."""
-    from shared.codec import decompress
+    from shared.coding.codec import decompress
     rng = random.Random(seed)
     header, digests, payload = dict(real["header"]), bytearray(real["digests"]), bytearray(real["payload"])
     for _ in range(rng.randint(1, 3)):
@@ -272,8 +273,8 @@ def test_check_endpoint_fuzz_plain_text_stays_on_this_machine(seed):
 
 @pytest.fixture(scope="module")
 def fingerprint():
-    from shared import numeric
-    return numeric.fingerprint()
+    from shared.core.fingerprint import fingerprint
+    return fingerprint()
 
 
 @FUZZ

@@ -5,9 +5,9 @@ from fractions import Fraction as F
 
 import pytest
 
-from shared.lecture import (ExactCoder, binary_digits, bits_value, encode_words, settled_prefix,
+from shared.show.lecture import (ExactCoder, binary_digits, bits_value, encode_words, settled_prefix,
                             shortest_binary_fraction, word_intervals)
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_worked_example_interval_and_single_bit():
@@ -54,7 +54,7 @@ def test_exact_coder_matches_engine_coder_on_quantised_frequencies():
     """Fed the engine's 24-bit frequencies, the exact interval code is as long as the real coder's
     output, give or take the final byte padding."""
     import numpy as np
-    from shared.coder import ArithmeticEncoder
+    from shared.coding.coder import ArithmeticEncoder
     rng = np.random.default_rng(0)
     exact, real = ExactCoder(), ArithmeticEncoder()
     total = 1 << 24

@@ -4,58 +4,17 @@ Both ends run in one process; Bob (or a fake peer) runs in a helper thread. Each
 socket is only ever touched by the thread that uses it.
 """
 
-import socket
 import threading
 import time
 
 import pytest
 import zmq
 
-from protocol.frames import MAX_MESSAGE_BYTES, Data, Done, End, Error, FrameError, Hello, Sync, Welcome, decode, encode
-from protocol.link import AliceLink, BobLink, FaultPlan, HandshakeTimeout, LinkError, LinkSettings, PeerError, PeerLost
-
-SHA = bytes(range(32))
-FAST = dict(heartbeat_s=0.05, retransmit_s=0.1, timeout_s=1.0, handshake_timeout_s=3.0, linger_ms=100)
+from protocol.frames import MAX_MESSAGE_BYTES, Done, End, Error, FrameError, Sync, Welcome, decode, encode
+from protocol.link import AliceLink, BobLink, FaultPlan, HandshakeTimeout, LinkError, PeerError, PeerLost
+from tests.helpers import FAST, SHA, Background, data, free_port, hello, settings
 
 
-def settings(**kw) -> LinkSettings:
-    return LinkSettings(**{**FAST, **kw})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def hello(stream_id: str = "s1") -> Hello:
-    return Hello(stream_id, {"n_layer": 2}, {"torch": "x"}, 1000, SHA)
-
-
-def data(seq: int) -> Data:
-    return Data(seq, seq * 4, seq * 4 + 4, seq * 10, f"payload-{seq}".encode())
-
-
-class Background(threading.Thread):
-    """Run fn in a thread; .result() re-raises its exception here."""
-
-    def __init__(self, fn):
-        super().__init__(daemon=True)
-        self.fn, self.value, self.error = fn, None, None
-        self.start()
-
-    def run(self):
-        try:
-            self.value = self.fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the test thread
-            self.error = e
-
-    def result(self, timeout: float = 10.0):
-        self.join(timeout)
-        assert not self.is_alive(), "background side hung"
-        if self.error is not None:
-            raise self.error
-        return self.value
 
 
 @pytest.fixture

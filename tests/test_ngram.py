@@ -4,13 +4,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from shared.codec import compress, decompress
-from shared.config import ModelConfig, RunConfig, preset
-from shared.container import parse
-from shared.engine import Twin
-from shared.errors import ConfigMismatch, FormatError, UsageError
-from shared.ngram import LIMIT, ContextCounts, MatchModel, features
+from shared.coding.codec import compress, decompress
+from shared.core.config import ModelConfig, RunConfig, preset
+from shared.coding.container import parse
+from shared.core.engine import Twin
+from shared.core.errors import ConfigMismatch, FormatError, UsageError
+from shared.core.ngram import LIMIT, ContextCounts, MatchModel, features
 from shared.texts import mission_log
+from tests.helpers import PassThrough, run_twin
 
 
 def feed(counts: ContextCounts, text: bytes, stream: int = 0):
@@ -110,20 +111,6 @@ def test_counts_make_repetitive_text_much_cheaper():
     blob_counts, stats = compress(data, with_counts)
     assert decompress(parse(blob_counts))[0] == data
     assert len(blob_counts) < 0.8 * len(blob_plain)
-
-
-class PassThrough:
-    """A coder that hands Alice's tokens through: the twin's computation without the bits."""
-    def begin_chunk(self): pass
-    def end_chunk(self): pass
-    def code(self, cdf, symbols): return symbols
-
-
-def run_twin(config, data, steps=None) -> Twin:
-    twin = Twin(config, len(data), data)
-    for _ in range(twin.n_steps if steps is None else steps):
-        twin.advance(PassThrough())
-    return twin
 
 
 def test_twin_checkpoint_mid_stream_resumes_bit_identically():

@@ -1,15 +1,9 @@
 """The simulated deep-space link: delay/bandwidth arithmetic, and a lossy path that still ends exact."""
 import json
-import subprocess
-import sys
-import time
-
-import pytest
 
 from protocol.relay import Channel, delay_from, parser
 from shared.texts import mission_log
-from tests.conftest import ROOT
-from tests.test_stream import free_endpoint, spawn
+from tests.helpers import free_endpoint, spawn
 
 
 def test_light_delay_and_bandwidth_queue():

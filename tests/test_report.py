@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from shared.texts import mission_log
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -31,7 +31,7 @@ def fake_stats(n_bytes: int, steps: int = 12) -> dict:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    from shared.report import build
+    from shared.show.report import build
     d = tmp_path_factory.mktemp("report")
     src = d / "input.txt"
     src.write_bytes(mission_log(6000))
@@ -88,7 +88,7 @@ def test_ledger_numbers_add_up(built):
 
 
 def test_disagreement_is_reported(tmp_path):
-    from shared.report import build
+    from shared.show.report import build
     src = tmp_path / "in.txt"
     src.write_bytes(b"x" * 600)
     alice = fake_stats(600)
@@ -103,13 +103,13 @@ def test_cli(tmp_path, built):
     d, _, alice = built
     (tmp_path / "a.json").write_text(json.dumps(alice))
     (tmp_path / "b.json").write_text(json.dumps(alice))
-    r = subprocess.run([sys.executable, "-m", "shared.report", "--alice", str(tmp_path / "a.json"), "--bob",
+    r = subprocess.run([sys.executable, "-m", "shared.show.report", "--alice", str(tmp_path / "a.json"), "--bob",
                         str(tmp_path / "b.json"), "--input", str(d / "input.txt"), "--out", str(tmp_path / "r")],
                        cwd=ROOT, capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode()
     assert "digests equal" in r.stdout.decode()
     assert (tmp_path / "r" / "report.png").read_bytes()[:8] == PNG_SIGNATURE
-    bad = subprocess.run([sys.executable, "-m", "shared.report", "--alice", str(tmp_path / "missing.json"), "--bob",
+    bad = subprocess.run([sys.executable, "-m", "shared.show.report", "--alice", str(tmp_path / "missing.json"), "--bob",
                           str(tmp_path / "b.json"), "--input", str(d / "input.txt"), "--out", str(tmp_path / "r2")],
                          cwd=ROOT, capture_output=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.decode().startswith("report: error:")

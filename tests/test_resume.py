@@ -5,7 +5,7 @@ import signal
 import time
 
 from shared.texts import mission_log
-from tests.test_stream import free_endpoint, spawn
+from tests.helpers import free_endpoint, spawn
 
 
 def test_sigkill_both_sides_repeatedly_and_still_end_byte_exact(tmp_path):

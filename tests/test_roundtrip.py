@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from shared.codec import compress, decompress
-from shared.config import preset
-from shared.container import parse
+from shared.coding.codec import compress, decompress
+from shared.core.config import preset
+from shared.coding.container import parse
 from shared.texts import mission_log
 
 CASES = {

@@ -16,11 +16,11 @@ import pytest
 from protocol import security
 from protocol.frames import Done, End, Welcome
 from protocol.link import AliceLink, AuthFailed, BobLink, HandshakeTimeout
-from shared.cli import check_endpoint, curve_keys, run_main
-from shared.errors import UsageError
+from shared.app.cli import check_endpoint, curve_keys, run_main
+from shared.core.errors import UsageError
 from shared.texts import mission_log
-from tests.conftest import ROOT
-from tests.test_link import SHA, Background, free_port, hello, settings
+from tests.helpers import ROOT
+from tests.helpers import SHA, Background, free_port, hello, settings
 
 
 @pytest.fixture(scope="module")

@@ -1,67 +1,13 @@
 """The live link: Alice and Bob as two real OS processes over TCP loopback."""
-import json
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 
 import numpy as np
-import pytest
 
 from shared.texts import mission_log
-from tests.conftest import ROOT
+from tests.helpers import assert_verified, free_endpoint, run_pair, spawn
 
 
-CACHE = tempfile.mkdtemp(prefix="marslink-test-cache-")
 
-
-def free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
-def spawn(*args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MARSLINK_")}
-    env["PYTHONPATH"] = str(ROOT)
-    env.setdefault("XDG_CACHE_HOME", CACHE)        # Earth's resume checkpoints stay out of ~/.cache
-    return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def run_pair(tmp_path, data: bytes, bob_first=True, alice_args=(), bob_args=(), timeout=300):
-    src, out = tmp_path / "in.bin", tmp_path / "out.bin"
-    src.write_bytes(data)
-    ep = free_endpoint()
-    bob_cmd = ["receiver", "listen", "--bind", ep, "--out", str(out), "--stats-json", str(tmp_path / "bob.json"),
-               "--preset", "tiny", "--timeout", "20", *bob_args]
-    alice_cmd = ["sender", "send", str(src), "--connect", ep, "--stats-json", str(tmp_path / "alice.json"),
-                 "--preset", "tiny", "--timeout", "20", *alice_args]
-    first, second = (bob_cmd, alice_cmd) if bob_first else (alice_cmd, bob_cmd)
-    p1 = spawn(*first)
-    time.sleep(1.0)
-    p2 = spawn(*second)
-    o2, e2 = p2.communicate(timeout=timeout)
-    o1, e1 = p1.communicate(timeout=timeout)
-    bob, alice = ((p1, e1), (p2, e2)) if bob_first else ((p2, e2), (p1, e1))
-    return {"bob_rc": bob[0].returncode, "bob_err": bob[1].decode(), "alice_rc": alice[0].returncode,
-            "alice_err": alice[1].decode(), "out": out, "dir": tmp_path}
-
-
-def stats(result, who):
-    return json.loads((result["dir"] / f"{who}.json").read_text())
-
-
-def assert_verified(result, data):
-    assert result["bob_rc"] == 0, result["bob_err"]
-    assert result["alice_rc"] == 0, result["alice_err"]
-    assert result["out"].read_bytes() == data
-    a, b = stats(result, "alice"), stats(result, "bob")
-    assert a["final_digest"] == b["final_digest"]
-    assert b["syncs_checked"] >= 2
-    return a, b
 
 
 def test_100kb_text_bob_first(tmp_path):

@@ -3,12 +3,12 @@ sides (and a twin resumed from a checkpoint) follow it without any scheduler sta
 import math
 from dataclasses import replace
 
-from shared.codec import compress, decompress
-from shared.config import preset
-from shared.container import parse
-from shared.engine import Twin
+from shared.coding.codec import compress, decompress
+from shared.core.config import preset
+from shared.coding.container import parse
+from shared.core.engine import Twin
 from shared.texts import mission_log
-from tests.test_ngram import PassThrough, run_twin
+from tests.helpers import PassThrough, run_twin
 
 
 def decaying(lr_decay: int):

@@ -4,12 +4,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from shared import numeric  # noqa: E402
+from shared.core import numeric  # noqa: E402
 
 numeric.activate("portable")
-from shared.codec import compress, decompress  # noqa: E402
-from shared.config import preset  # noqa: E402
-from shared.container import parse  # noqa: E402
+from shared.coding.codec import compress, decompress  # noqa: E402
+from shared.core.config import preset  # noqa: E402
+from shared.coding.container import parse  # noqa: E402
 
 mode, src, dst, log = sys.argv[1:5]
 digests = []

@@ -3,7 +3,7 @@
 Two ways to run it, and the lockstep engine uses each for one purpose only:
   * `forward(idx)`          full causal pass over a window, for *training*;
   * `prime(ctx)` + `extend(tok)`  incremental prediction with a KV cache, for *coding*.
-They give slightly different floats (determinism.md: a prefix forward and a full forward
+They give slightly different floats (docs/determinism.md: a prefix forward and a full forward
 disagree at most positions), which is why both sides code with prime/extend only, with the
 same shapes in the same order.
 
@@ -20,15 +20,12 @@ import math
 
 import numpy as np
 
-from . import exact, ngram, numeric
+from . import exact, ngram
+from .config import PAD, VOCAB, ModelConfig, TrainConfig
+from .pinned import torch
 
-numeric.active()  # pin threads/dispatch before torch loads, whoever imports us first
-
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from .config import PAD, VOCAB, ModelConfig, TrainConfig  # noqa: E402
+nn = torch.nn
+F = torch.nn.functional
 
 
 class CausalSelfAttention(nn.Module):

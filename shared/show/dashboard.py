@@ -23,6 +23,8 @@ import sys
 import time
 from collections import deque
 
+from ..core.layout import n_steps
+
 ROLES = {
     "earth": {"name": "EARTH", "what": "sender (Alice)", "colour": "bright_blue", "peer": "Mars"},
     "mars": {"name": "MARS", "what": "receiver (Bob)", "colour": "red3", "peer": "Earth"},
@@ -185,8 +187,7 @@ class Dashboard:
         self.total_bytes = hello.total_length
         try:
             streams, chunk = int(cfg["streams"]), int(cfg["model"]["chunk"])
-            row = -(-self.total_bytes // streams) if self.total_bytes else 0
-            self.n_steps, self.streams = -(-row // chunk), streams
+            self.n_steps, self.streams = n_steps(self.total_bytes, streams, chunk), streams
         except (KeyError, TypeError, ValueError):
             pass
         self.phase = "receiving"
@@ -249,8 +250,7 @@ class Dashboard:
     def _remember_text(self, twin, report) -> None:
         """Keep stream 0's newest bytes and their surprisal (a resumed sender may repeat steps)."""
         import math as _m
-        from .telemetry import latest_chunk
-        tokens, bits = latest_chunk(twin, report.step)[0], twin.last_bits[0]
+        tokens, bits = report.tokens[0], report.bits[0]
         pairs = [(int(b), float(x)) for b, x in zip(tokens.tolist(), bits.tolist()) if not _m.isnan(x)]
         while self._s0 and self._s0[-1][0] >= report.step:
             self._s0.pop()
@@ -543,7 +543,7 @@ def add_display_options(p) -> None:
 
 def dashboard_for(args, role: str, endpoint: str, total_bytes: int | None = None, file=None,
                   out_path: str | None = None) -> Dashboard:
-    from .errors import UsageError
+    from ..core.errors import UsageError
     try:
         info = parse_link_info(getattr(args, "link_info", None))
     except ValueError as e:

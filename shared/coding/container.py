@@ -2,12 +2,12 @@
 
     offset   size  field
     0        4     magic  b"MRSL"
-    4        1     format version (2: since the n-gram rows carry check bytes)
+    4        1     format version (FORMAT_VERSION: it changes whenever the twins' bits do)
     5        4     header length H, u32 little-endian
     9        H     header: zlib-deflated UTF-8 JSON {config, fingerprint, length, sha256,
                    payload_bytes, payload_crc32, sync_every}
     9+H      4     CRC32 of bytes 0 .. 9+H
-    13+H     4*S   sync digests: the first 4 bytes of the weight digest after steps
+    13+H     4*S   sync digests: the first DIGEST_PREFIX bytes of the weight digest after steps
                    0, k, 2k, ... (k = sync_every) and after the last step
     ...      P     payload: the arithmetic-coded stream
 
@@ -25,22 +25,15 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from .config import MAX_LENGTH, RunConfig
-from .errors import FormatError
+from ..core.config import MAX_LENGTH, RunConfig
+from ..core.errors import FormatError
+from ..core.layout import n_steps
 
 MAGIC = b"MRSL"
 FORMAT_VERSION = 3          # the twins' computation is part of the format: 1, 2 decode differently
 DIGEST_PREFIX = 4                # bytes of each weight digest kept in the file
 _FIXED = struct.Struct("<4sBI")
 MAX_HEADER_JSON = 1 << 20        # inflated header bytes (a real one is ~1 KB): no zlib bombs
-
-
-def sync_steps(n_steps: int, every: int) -> list[int]:
-    """Steps after which a digest is recorded: 0 (initial weights), every k-th, and the last."""
-    steps = list(range(0, n_steps + 1, every))
-    if n_steps not in steps:
-        steps.append(n_steps)
-    return steps
 
 
 @dataclass
@@ -57,9 +50,6 @@ class Container:
         head += struct.pack("<I", zlib.crc32(head))
         return head + b"".join(bytes.fromhex(d) for d in self.digests) + self.payload
 
-    @property
-    def header_bytes(self) -> int:
-        return len(self.to_bytes()) - len(self.payload)
 
 
 def parse(blob: bytes, name: str = "input") -> Container:
@@ -76,7 +66,7 @@ def parse(blob: bytes, name: str = "input") -> Container:
     if crc != zlib.crc32(blob[:end]):
         raise FormatError(f"{name} is corrupted: header checksum mismatch (bit flip or damaged copy)")
     header, config = _read_header(blob[_FIXED.size:end], name)
-    n_sync = _n_sync(_n_steps(header["length"], config), header["sync_every"])
+    n_sync = _n_sync(n_steps(header["length"], config.streams, config.model.chunk), header["sync_every"])
     declared = header["payload_bytes"]
     start = end + 4
     digests_end = start + n_sync * DIGEST_PREFIX
@@ -90,12 +80,6 @@ def parse(blob: bytes, name: str = "input") -> Container:
         raise FormatError(f"{name} is corrupted: payload checksum mismatch (bit flip or damaged copy)")
     digests = [blob[i:i + DIGEST_PREFIX].hex() for i in range(start, digests_end, DIGEST_PREFIX)]
     return Container(header, digests, payload)
-
-
-def _n_steps(length: int, config: RunConfig) -> int:
-    """Number of engine steps for a checked header; mirrors engine.Layout without torch."""
-    row = -(-length // config.streams) if length else 0
-    return -(-row // config.model.chunk)
 
 
 def _n_sync(n_steps: int, every: int) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-from .errors import FormatError
-from .model import torch
+from ..core.errors import FormatError
+from ..core.pinned import torch
 
 
 def save(path: str, state: dict) -> None:

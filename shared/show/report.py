@@ -1,6 +1,6 @@
 """End-of-run report: a PNG and a self-contained HTML page from Alice's and Bob's stats.
 
-    python -m shared.report --alice alice.json --bob bob.json --input FILE --out DIR [--relay relay.json]
+    python -m shared.show.report --alice alice.json --bob bob.json --input FILE --out DIR [--relay relay.json]
 
 What it shows, all measured:
 
@@ -29,10 +29,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SOURCE_DIRS = ("shared", "sender", "receiver", "protocol")
 # the program in the narrow sense: what defines the model, its training and the coder
-CORE_FILES = ("shared/config.py", "shared/model.py", "shared/engine.py", "shared/coder.py", "shared/numeric.py")
+CORE_FILES = ("shared/core/config.py", "shared/core/model.py", "shared/core/engine.py", "shared/coding/coder.py",
+              "shared/core/numeric.py")
 COMPRESSORS = (("gzip -9", ["gzip", "-9", "-c"]), ("bzip2 -9", ["bzip2", "-9", "-c"]), ("xz -9e", ["xz", "-9e", "-c"]))
 
 
@@ -300,7 +301,7 @@ def build(alice: dict, bob: dict, input_path: str, out_dir: str, relay: dict | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m shared.report", description="marslink end-of-run report")
+    ap = argparse.ArgumentParser(prog="python -m shared.show.report", description="marslink end-of-run report")
     ap.add_argument("--alice", required=True, help="Alice's --stats-json")
     ap.add_argument("--bob", required=True, help="Bob's --stats-json")
     ap.add_argument("--input", required=True, help="the input file that was sent")

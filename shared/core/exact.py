@@ -22,11 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import numeric
-
-numeric.active()  # pin threads/dispatch before torch loads
-
-import torch  # noqa: E402
+from .pinned import torch
 
 _MANTISSA = 53     # float64 holds every integer up to 2**53 exactly
 

@@ -1,21 +1,19 @@
 """The numeric profile: everything that decides the bits of a float computation.
 
 Arithmetic decoding fails *silently* if the receiver's probabilities differ from the
-sender's by a single rounding step (../shared/handbook/determinism.md). Thread counts, the
+sender's by a single rounding step (docs/determinism.md). Thread counts, the
 CPU dispatch level, MKL's code branch and oneDNN all change those bits, and most of them
 are read by torch only once, at import. So this module is the single place that pins them:
 `activate()` writes the environment *before* torch is imported, then checks that torch
 really runs the way the profile says. The caller's environment never decides.
 
-`fingerprint()` describes the result (library builds, settings, and a hash of a canary
-forward+backward pass); both sides compare fingerprints before any bit is coded.
+Torch-free: `pinned.py` is the one module that calls `active()` and then imports torch;
+`fingerprint.py` describes the result for the handshake.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
-import reprlib
 import sys
 from dataclasses import dataclass
 
@@ -83,7 +81,7 @@ def activate(profile: NumericProfile | str | None = None, threads: int | None = 
         return _active
     if "torch" in sys.modules:
         raise ProfileError("torch was imported before the numeric profile was applied; "
-                           "import shared.numeric and call activate() first")
+                           "import shared.core.numeric and call activate() first")
     for key, value in profile.environment().items():
         if value:
             os.environ[key] = value
@@ -107,94 +105,3 @@ def activate(profile: NumericProfile | str | None = None, threads: int | None = 
 def active() -> NumericProfile:
     """The profile in force, activating the default one if nobody chose."""
     return _active if _active is not None else activate()
-
-
-def _library_versions() -> dict[str, str]:
-    import numpy
-    import torch
-
-    show = torch.__config__.show()
-
-    def after(marker: str) -> str:
-        for line in show.splitlines():
-            if marker in line:
-                return line.split(marker, 1)[1].strip().split(" (")[0]
-        return "absent"
-
-    return {
-        "torch": torch.__version__,
-        "torch_commit": torch.version.git_version[:12],
-        "mkl": after("Math Kernel Library Version"),
-        "onednn": after("MKL-DNN v"),
-        "numpy": numpy.__version__,
-    }
-
-
-_fingerprint: dict | None = None
-
-
-def fingerprint() -> dict:
-    """What both sides must share, field by field. Cached: the canary costs ~0.1 s."""
-    global _fingerprint
-    if _fingerprint is None:
-        profile = active()
-        import torch
-        fp = {"profile": profile.name, "threads": str(profile.threads)}
-        fp.update({k: str(v) for k, v in dataclasses.asdict(profile).items() if k not in fp and k != "name"})
-        fp.update(_library_versions())
-        fp["capability_in_use"] = torch.backends.cpu.get_cpu_capability().lower()
-        fp["canary"] = canary_hash()
-        _fingerprint = fp
-    return dict(_fingerprint)
-
-
-def canary_hash() -> str:
-    """Hash of a small forward+backward pass through the real model code.
-
-    Two machines that disagree anywhere in GEMM, softmax, LayerNorm or Adam will very likely
-    disagree here, so the mismatch is reported before the first token rather than as garbage.
-    """
-    import torch
-
-    from .config import ModelConfig, TrainConfig
-    from .model import GPT, make_optimizer
-
-    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=64, context=24, chunk=8)
-    model = GPT(cfg, seed=12345)
-    opt = make_optimizer(model, TrainConfig())
-    import numpy as np
-    rng = np.random.Generator(np.random.PCG64(7))
-    x = torch.from_numpy(rng.integers(0, 256, size=(4, cfg.context + cfg.chunk - 1)).astype("int64"))
-    h = hashlib.sha256()
-    for _ in range(2):
-        logits = model(x)
-        h.update(torch.softmax(logits, -1).detach().numpy().tobytes())
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 256), x[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        probs = model.prime(x[:, : cfg.context])
-        for t in range(3):
-            h.update(probs.numpy().tobytes())
-            probs = model.extend(x[:, cfg.context + t])
-    h.update(model.digest().encode())
-    from .model import log_count_table
-    h.update(log_count_table().tobytes())      # the n-gram evidence table (numpy's log)
-    return h.hexdigest()[:16]
-
-
-_SHORT = reprlib.Repr()           # for the peer's values, which may be huge or deeply nested
-_SHORT.maxstring = _SHORT.maxother = 200
-_SHORT.maxlevel = 3
-
-
-def compare(ours: dict, theirs: dict, what: str = "peer") -> None:
-    """Raise a ProfileError naming the first field that differs (settings before the canary)."""
-    if not isinstance(theirs, dict):
-        raise ProfileError(f"{what} sent no readable numeric fingerprint; is it a marslink build?")
-    for key in list(ours) + [k for k in theirs if k not in ours]:
-        a, b = ours.get(key, "<missing>"), theirs.get(key, "<missing>")
-        if a != b:
-            raise ProfileError(f"numeric profile mismatch in {key!r:.200}: {what} has {_SHORT.repr(b)}, "
-                               f"this machine has {a!r}; both sides need the same profile and library build")

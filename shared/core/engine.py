@@ -30,9 +30,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import PAD, RunConfig
-from .model import GPT, CountMixer, log_count_table, loss_on, make_optimizer, torch
-from .coder import quantize
+from .errors import DivergenceError, FormatError
+from .layout import Layout
+from .model import GPT, CountMixer, log_count_table, loss_on, make_optimizer
 from .ngram import ContextCounts, features, table_bits_for
+from .pinned import torch
+from .quantize import quantize
 
 
 @dataclass
@@ -43,36 +46,19 @@ class StepReport:
     chunk_bits: float         # ideal bits for them: sum of -log2 p(true token)
     loss: float               # training loss after coding (nats, over the training window)
     digest: str | None        # weight digest after this step, on sync steps
+    tokens: np.ndarray        # (streams, chunk) the chunk just coded, PAD where a stream had ended
+    bits: np.ndarray          # (streams, chunk) -log2 p of each of its tokens, NaN where none
 
 
-class Layout:
-    """How a byte string of `length` maps onto `streams` rows of `chunk`-token steps."""
+class Watcher:
+    """Whoever watches a twin code (lectures): attach one as `twin.watcher`. The engine calls it
+    and keeps no presentation state of its own; the default methods do nothing."""
 
-    def __init__(self, length: int, streams: int, chunk: int):
-        self.length = length
-        self.streams = streams
-        self.chunk = chunk
-        self.row_len = -(-length // streams) if length else 0
-        self.n_steps = -(-self.row_len // chunk)
-        self.lens = np.clip(length - np.arange(streams) * self.row_len, 0, self.row_len)
+    def position(self, step: int, t: int, rows: np.ndarray, probs: np.ndarray, symbols: np.ndarray) -> None:
+        """Position t of step `step` was coded on `rows` with `probs` (n, VOCAB): `symbols`."""
 
-    def active(self, pos: int) -> np.ndarray:
-        """Which rows have a token at position `pos`."""
-        return pos < self.lens
-
-    def pieces(self, t0: int, width: int):
-        """(row, byte offset in the original, count) for positions t0 .. t0+width of every row."""
-        for b in range(self.streams):
-            n = int(min(max(self.lens[b] - t0, 0), width))
-            if n:
-                yield b, b * self.row_len + t0, n
-
-    def rows(self, data, t0: int, width: int) -> np.ndarray:
-        """Tokens at positions t0 .. t0+width of every row, PAD where a row has ended."""
-        out = np.full((self.streams, width), PAD, dtype=np.int64)
-        for b, offset, n in self.pieces(t0, width):
-            out[b, :n] = np.frombuffer(data, dtype=np.uint8, count=n, offset=offset)
-        return out
+    def chunk(self, step: int, count_window: np.ndarray | None) -> None:
+        """Step `step` was learned; `count_window` holds the counts its positions were predicted with."""
 
 
 class Twin:
@@ -97,8 +83,6 @@ class Twin:
         self.counts = (ContextCounts(m.orders, table_bits_for(m.table_bits, length), config.streams, m.words,
                                      m.match, -(-length // config.streams)) if m.n_contexts else None)
         self._log_count = log_count_table()
-        self.keep_last_counts = False     # lectures re-score the last chunk: keep its counts
-        self.last_count_window = None
         self.count_window = (np.zeros((config.streams, m.context + m.chunk, m.n_contexts, 256), np.uint8)
                              if m.n_contexts else None)
         # the newest `replay_span` coded tokens of every stream, if the config replays history
@@ -108,10 +92,7 @@ class Twin:
         self.step = 0
         self.tokens_done = 0
         self.ideal_bits = 0.0
-        self.observer = None      # optional callable(step, t, rows, probs, symbols) for lectures
-        # -log2 p of each token coded in the latest step (NaN where nothing was coded): dashboards
-        self.last_bits = np.full((config.streams, m.chunk), np.nan)
-        self.last_chunk = np.full((config.streams, m.chunk), PAD, dtype=np.int64)   # its tokens
+        self.watcher: Watcher | None = None
 
     @property
     def n_steps(self) -> int:
@@ -126,7 +107,7 @@ class Twin:
         C, T = self.config.model.context, self.config.model.chunk
         t0 = self.step * T
         chunk_bits, chunk_tokens = 0.0, 0
-        self.last_bits.fill(np.nan)
+        chunk_cost = np.full((self.config.streams, T), np.nan)
         win = self.window
         win[:, C:] = self.layout.rows(self.data, t0, T) if self.data is not None else PAD
 
@@ -142,25 +123,25 @@ class Twin:
                 if self.counts is not None:
                     self.counts.update(rows, symbols)
                 bits = -np.log2(p[np.arange(len(symbols)), symbols].astype(np.float64))
-                self.last_bits[rows, t] = bits
+                chunk_cost[rows, t] = bits
                 chunk_bits += float(bits.sum())
                 chunk_tokens += len(symbols)
-                if self.observer is not None:
-                    self.observer(self.step, t, rows, p, symbols)
+                if self.watcher is not None:
+                    self.watcher.position(self.step, t, rows, p, symbols)
             if t < T - 1:
                 probs = self.model.extend(torch.from_numpy(win[:, C + t]), self._counts_for(C + t + 1))
         coder.end_chunk()
 
         # 3. learn from the chunk both sides now know
         loss = self._learn(t0)
-        self.last_chunk = win[:, C:].copy()
+        tokens = win[:, C:].copy()
         if self.sink is not None:
-            self.sink(t0, self.last_chunk)
+            self.sink(t0, tokens)
+        if self.watcher is not None:
+            self.watcher.chunk(self.step + 1, self.count_window)
         win[:, :C] = win[:, -C:].copy()      # slide: the newest `context` tokens are the next history
         win[:, C:] = PAD
         if self.count_window is not None:
-            if self.keep_last_counts:
-                self.last_count_window = self.count_window.copy()
             self.count_window[:, :C] = self.count_window[:, -C:].copy()
             self.count_window[:, C:] = 0
         self.step += 1
@@ -168,7 +149,7 @@ class Twin:
         self.ideal_bits += chunk_bits
         sync = self.step % self.config.sync_every == 0 or self.finished
         return StepReport(self.step, self.tokens_done, chunk_tokens, chunk_bits, loss,
-                          self.model.digest() if sync else None)
+                          self.model.digest() if sync else None, tokens, chunk_cost)
 
     def _counts_for(self, pos: int):
         """Look up the n-gram counts for predicting window position `pos`; remember them."""
@@ -267,7 +248,6 @@ class Twin:
         """Continue from a checkpoint. With n-gram counts, `source` must hold the bytes coded so
         far at their original offsets (Alice: the input; Bob: his data.bin): the tables, far too
         big to checkpoint every few steps, are rebuilt from it by the same updates in the same order."""
-        from .errors import FormatError
         if not 0 <= state["step"] <= self.n_steps or tuple(state["window"].shape) != self.window.shape:
             raise FormatError("checkpoint does not fit this stream's layout; remove it and start again")
         if (self.counts is not None) != ("ngram" in state):
@@ -339,9 +319,8 @@ class SyncLedger:
         self.last_step, self.last_digest = 0, None
 
     def _check(self, step: int):
-        from .errors import DivergenceError
         a, b = self.ours[step], self.theirs.pop(step)
-        n = min(len(a), len(b))        # files keep a 16-hex prefix, links the whole digest
+        n = min(len(a), len(b))        # files keep a prefix (container.DIGEST_PREFIX), links the whole digest
         if a[:n] != b[:n]:
             raise DivergenceError(step, a, b, self.what)
         self.checked += 1

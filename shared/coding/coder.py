@@ -19,23 +19,14 @@ from typing import Callable
 
 import numpy as np
 
-from .config import FREQ_BITS, VOCAB
+from ..core.config import VOCAB
+
 
 STATE_BITS = 48
 FULL = 1 << STATE_BITS
 HALF = FULL >> 1
 QUARTER = FULL >> 2
 MASK = FULL - 1
-MAX_TOTAL = QUARTER + 2          # the interval never gets narrower than this
-_SCALE = float((1 << FREQ_BITS) - VOCAB)
-
-
-def quantize(probs: np.ndarray) -> np.ndarray:
-    """float32 probabilities (n, VOCAB) -> cumulative integer frequencies (n, VOCAB + 1)."""
-    freqs = np.floor(probs.astype(np.float64) * _SCALE).astype(np.int64) + 1
-    cdf = np.zeros((probs.shape[0], VOCAB + 1), dtype=np.int64)
-    np.cumsum(freqs, axis=1, out=cdf[:, 1:])
-    return cdf
 
 
 class ArithmeticEncoder:
@@ -129,11 +120,6 @@ class ByteSource:
     def consumed(self) -> int:
         """Stream offset of the next byte the decoder will read."""
         return self.base + self.pos
-
-    @property
-    def received(self) -> int:
-        """Stream offset just past the last byte fed so far."""
-        return self.base + len(self.buf)
 
     def next_byte(self) -> int:
         while self.pos >= len(self.buf):

@@ -5,12 +5,14 @@ import hashlib
 import time
 from typing import Callable
 
-from . import numeric
+from ..core import numeric
+from ..core.config import MAX_LENGTH, RunConfig, require_same
+from ..core.engine import Output, StepReport, SyncLedger, Twin
+from ..core.errors import ChecksumError, FormatError, UsageError
+from ..core.fingerprint import compare, fingerprint
+from ..core.layout import n_steps, sync_steps
 from .coder import ByteSource, ChunkDecoder, ChunkEncoder
-from .config import MAX_LENGTH, RunConfig, require_same
-from .container import Container, sync_steps
-from .engine import Output, StepReport, SyncLedger, Twin
-from .errors import ChecksumError, FormatError, UsageError
+from .container import DIGEST_PREFIX, Container
 
 OnStep = Callable[[Twin, StepReport], None]
 MAX_READ_PAST_END = 8     # the decoder may look a few bytes beyond the last coded byte
@@ -32,9 +34,9 @@ def compress(data: bytes, config: RunConfig, on_step: OnStep | None = None) -> t
     payload = encoder.finish()
     final_digest = twin.digest()
     container = Container(
-        header={"config": config.to_dict(), "fingerprint": numeric.fingerprint(), "length": len(data),
+        header={"config": config.to_dict(), "fingerprint": fingerprint(), "length": len(data),
                 "sha256": hashlib.sha256(data).hexdigest(), "sync_every": config.sync_every},
-        digests=[d[:8] for d in digests], payload=payload)
+        digests=[d[:2 * DIGEST_PREFIX] for d in digests], payload=payload)
     blob = container.to_bytes()
     assert len(digests) == len(sync_steps(twin.n_steps, config.sync_every))
     stats = _stats(len(data), blob, payload, twin, final_digest, started)
@@ -50,8 +52,8 @@ def decompress(container: Container, on_step: OnStep | None = None,
     config = RunConfig.from_dict(header["config"])
     if expect_config is not None:
         require_same(expect_config, config, "file")
-    numeric.compare(numeric.fingerprint(), header["fingerprint"], "the file")
-    steps = sync_steps(_steps_for(config, header["length"]), header["sync_every"])
+    compare(fingerprint(), header["fingerprint"], "the file")
+    steps = sync_steps(n_steps(header["length"], config.streams, config.model.chunk), header["sync_every"])
     ledger = SyncLedger("file")
     for step, digest in zip(steps, container.digests):
         ledger.sender(step, digest)
@@ -76,11 +78,6 @@ def decompress(container: Container, on_step: OnStep | None = None,
         raise ChecksumError("decoded data does not match the original's SHA-256; nothing was written "
                             "(the file is corrupted or was made by an incompatible build)")
     return data, _stats(len(data), None, container.payload, twin, twin.digest(), started)
-
-
-def _steps_for(config: RunConfig, length: int) -> int:
-    from .engine import Layout
-    return Layout(length, config.streams, config.model.chunk).n_steps
 
 
 def _stats(n: int, blob: bytes | None, payload: bytes, twin: Twin, final_digest: str, started: float) -> dict:

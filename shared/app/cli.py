@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable
 
-from .errors import MarslinkError, UsageError
+from ..core.errors import MarslinkError, UsageError
 
 
 def read_input(path: str) -> bytes:

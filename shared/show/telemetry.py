@@ -61,11 +61,3 @@ class Telemetry:
             "parameters": self.parameters,
         }
 
-
-def latest_chunk(twin, step: int):
-    """The tokens (streams, chunk) the twin coded in its latest step, whichever engine layout it has."""
-    last = getattr(twin, "last_chunk", None)
-    if last is not None:
-        return last
-    chunk = twin.config.model.chunk
-    return twin.tokens[:, (step - 1) * chunk:step * chunk]

@@ -14,7 +14,7 @@ from .errors import ConfigMismatch, UsageError
 
 VOCAB = 256                 # byte-level tokens: every file is a token sequence
 PAD = 256                   # input-only token: "before the start of the stream"
-FREQ_BITS = 24              # probability quantisation: totals of 2**24 (determinism.md, point 5)
+FREQ_BITS = 24              # probability quantisation: totals of 2**24 (docs/determinism.md)
 
 # What a configuration from a file header or a peer's HELLO may ask for (RunConfig.from_dict):
 # checked before anything is allocated, so a hostile header cannot exhaust memory.
@@ -199,49 +199,26 @@ def require_same(ours: RunConfig, theirs: RunConfig, what: str = "sender") -> No
 
 
 PRESETS: dict[str, RunConfig] = {
-    # Points on the speed/ratio curve, chosen by measurement (scripts/tune.py for
-    # sweeps, scripts/bench.py for the record) on tinyshakespeare and the built-in mission log,
-    # one core, portable profile. What shaped them:
-    # - byte n-gram counts mixed into the logits (orders 1-6 + two word contexts) do most of the
-    #   work on text: tinyshakespeare 2.85 -> 2.12 bits/byte for the same GPT; with them a
-    #   1-layer GPT is as good as 2 layers at the default's size, and twice as fast;
-    # - ratio is limited by how many optimizer steps the twins get: 256 bytes per step
-    #   (streams x chunk) beats both 128 and 512+; lr above ~4e-3 diverges, wider models want less;
-    # - replaying older history (strong) buys ~1% per extra step at 2x the training time;
-    # - an lr falling as 1/sqrt(1 + step/15) beats a constant one over a whole file (default on
-    #   tinyshakespeare 2.076 -> 2.043, on the mission log 0.505 -> 0.500; decay 60: 2.047,
-    #   250: 2.056, 1000: 2.063); starting higher (6e-3) with it is worse (2.064 at 250).
-    # Fast: default's GPT with half the steps (chunks of 16) and smaller count tables; since the
-    # exact matrix products, per-step overhead dominates, so fewer steps is what buys speed
-    # (first 200 KB: chunk 8 2.3056, chunk 16 2.3159 bits/byte).
+    # Points on the speed/ratio curve, chosen by measurement (scripts/tune.py, scripts/bench.py);
+    # how each was chosen, and what else was tried, is in docs/results.md.
+    # fast: default's model and counts with half the optimizer steps (chunks of 16).
     "fast": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=8, chunk=16,
                                         orders=(1, 2, 3, 4), words=1, table_bits=16, match=8),
                       train=TrainConfig(lr=4e-3, lr_decay=15), streams=64, preset="fast"),
-    # The demo's and everyone's default: target >= 5,000 B/s both ways on one core. Since the
-    # exact (portable) matrix products, measured on the first 200 KB of tinyshakespeare on an
-    # Intel Xeon 2.5 GHz: 64 wide x 32 streams 2.2663 at 3.6 kB/s, 32 wide x 32 streams 2.2635
-    # at 4.8 kB/s, 32 wide x 64 streams 2.2744 at 6.2 kB/s (taken), 64 wide x 64 streams 2.2808
-    # at 3.9 kB/s: the counts carry the ratio, the narrower GPT costs nothing. The match model
-    # (8 bytes; 5 and 6 tried) gains 3-6% on source code, HTML and binaries, 0.04% on text.
+    # default: the demo's and everyone's; the counts carry the ratio, a narrow GPT the rest.
     "default": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=8, chunk=8,
                                            orders=(1, 2, 3, 4, 6), words=2, table_bits=18, match=8),
                          train=TrainConfig(lr=4e-3, lr_decay=15), streams=64, preset="default"),
-    # Strong: no speed target; re-reading 32 tokens of context beat 16 by ~1% on the whole file
-    # (2.055 -> 2.032; 64: only 0.1% more at 200 KB for twice the time); a second replay step
-    # helped at 200 KB but not on the whole file (2.033), so one. With check bytes and the lr
-    # decay: 2.004 (decay 60), 1.9994 (decay 15); with the exact products, 1.9990 (278,715 B).
-    # The match model (8 bytes), measured on the whole file with the real coder: 1.9991 ->
-    # 1.9934 bits/byte (277,926 B); on 200 KB of Python source 1.328 -> 1.253.
+    # strong: ratio first; a bigger GPT, longer context and one replay step on older history.
     "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=128, context=32, chunk=8,
                                           orders=(1, 2, 3, 4, 5, 6), words=2, table_bits=18,
                                           match=8),
                         train=TrainConfig(lr=1.5e-3, replay=1, lr_decay=15), streams=32, preset="strong"),
-    # Bulk: the tiny GPT alone on 64 streams; raw throughput over ratio (soak runs, big transfers).
+    # bulk: the GPT alone, no counts: raw throughput for soaks and big transfers.
     "bulk": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=16, chunk=16),
                       train=TrainConfig(lr=3e-3), streams=64, sync_every=16, preset="bulk"),
-    # Tiny and quick: for tests and lectures, where speed of a run matters more than ratio; it
-    # still has every kind of count table, so the golden digests cover them. Constant lr: on
-    # the short texts it codes, decay 15 gains nothing (mission log 0.583 -> 0.587).
+    # tiny: quick runs for tests and lectures; it has every kind of count row, so the golden
+    # digests cover them all.
     "tiny": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=16, chunk=16,
                                         orders=(1, 2, 3), words=2, table_bits=12, match=8),
                       train=TrainConfig(lr=3e-3), streams=16, sync_every=4, preset="tiny"),

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import math
 import queue
-import sys
 import threading
 import time
 from collections import deque
 from fractions import Fraction
+
+from ..core.engine import Watcher
 
 
 # --- exact intervals --------------------------------------------------------------------------
@@ -257,15 +258,15 @@ class MarsThread(threading.Thread):
 
     def run(self) -> None:
         try:
-            from .coder import ByteSource, ChunkDecoder
-            from .engine import Twin
+            from ..coding.coder import ByteSource, ChunkDecoder
+            from ..core.engine import Twin
             twin = Twin(self.config, self.length)
-            twin.keep_last_counts = True
+            twin.watcher = LectureWatch()
             log = TokenLog(twin)
             decoder = ChunkDecoder(ByteSource(refill=self._refill))
             while not twin.finished:
                 r = twin.advance(decoder)
-                log.record(twin, r.step)
+                log.record(r)
                 self.results.put(("step", r, log.chunk_text(r.step), self.after_fn(twin, log, r.step), twin.digest()))
             self.results.put(("done", log.output(), twin.digest()))
         except BaseException as e:          # shown by the main thread
@@ -273,19 +274,34 @@ class MarsThread(threading.Thread):
             self.results.put(("error", e))
 
 
+class LectureWatch(Watcher):
+    """Passes every coded position on (Earth's narration) and keeps the counts of the chunk just
+    coded, so it can be re-scored after the training step."""
+
+    def __init__(self, on_position=None):
+        self.on_position = on_position
+        self.count_window = None
+
+    def position(self, step, t, rows, probs, symbols):
+        if self.on_position is not None:
+            self.on_position(step, t, rows, probs, symbols)
+
+    def chunk(self, step, count_window):
+        self.count_window = None if count_window is None else count_window.copy()
+
+
 class TokenLog:
     """Every token a twin has coded, per stream (lecture texts are short): its text and windows."""
 
     def __init__(self, twin):
         import numpy as np
-        from .config import PAD
+        from ..core.config import PAD
         self.T, self.C = twin.config.model.chunk, twin.config.model.context
         self.lens = [int(x) for x in twin.layout.lens]
         self.rows = np.full((twin.layout.streams, twin.n_steps * self.T), PAD, dtype=np.int64)
 
-    def record(self, twin, step: int) -> None:
-        from .telemetry import latest_chunk
-        self.rows[:, (step - 1) * self.T:step * self.T] = latest_chunk(twin, step)
+    def record(self, report) -> None:
+        self.rows[:, (report.step - 1) * self.T:report.step * self.T] = report.tokens
 
     def chunk_text(self, step: int) -> bytes:
         t0 = (step - 1) * self.T
@@ -296,7 +312,7 @@ class TokenLog:
 
     def window(self, start: int, stop: int):
         import numpy as np
-        from .config import PAD
+        from ..core.config import PAD
         out = np.full((self.rows.shape[0], stop - start), PAD, dtype=np.int64)
         lo = max(start, 0)
         out[:, lo - start:] = self.rows[:, lo:stop]
@@ -311,7 +327,7 @@ def chunk_bits_after(twin, log: TokenLog, step: int) -> float | None:
     t0 = (step - 1) * T
     window = log.window(t0 - C, t0 + T)
     with torch.no_grad():
-        counts = twin.features_for_training(twin.last_count_window) if twin.counts is not None else None
+        counts = twin.features_for_training(twin.watcher.count_window) if twin.counts is not None else None
         logits = twin.model(torch.from_numpy(window[:, :-1]), counts)[:, C - 1:, :]
         logp = torch.log_softmax(logits.double(), dim=-1).numpy()
     targets = window[:, C:]
@@ -348,7 +364,7 @@ class Lecture:
     def observe(self, step, t, rows, probs, symbols):
         from rich.table import Table
         from rich.text import Text
-        from .coder import quantize
+        from ..core.quantize import quantize
         if not rows[0]:
             return
         p = probs[0].astype("float64")
@@ -410,15 +426,14 @@ class Lecture:
     def run(self) -> dict:
         from rich.panel import Panel
         from rich.text import Text
-        from .coder import ChunkEncoder
-        from .engine import Twin
+        from ..coding.coder import ChunkEncoder
+        from ..core.engine import Twin
 
         cfg = self.config
         earth = Twin(cfg, len(self.data), self.data)
-        earth.keep_last_counts = True
+        earth.watcher = LectureWatch(self.observe)
         earth_log = TokenLog(earth)
         enc = ChunkEncoder()
-        earth.observer = self.observe
         mars = MarsThread(cfg, len(self.data), chunk_bits_after)
         start_digest = earth.digest()
         self.earth_digests[0] = start_digest
@@ -431,7 +446,7 @@ class Lecture:
             title="2 · Earth and Mars, one token at a time", title_align="left", border_style="yellow"))
         while not earth.finished:
             r = earth.advance(enc)
-            earth_log.record(earth, r.step)
+            earth_log.record(r)
             after = chunk_bits_after(earth, earth_log, r.step)
             digest = earth.digest()
             self.earth_digests[r.step] = digest

@@ -1,0 +1,29 @@
+"""What the scripts (demo, bench, soak) and the tests share: where the checkout is, a free
+loopback endpoint, and the environment a child alice/bob process gets."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_endpoint() -> str:
+    return f"tcp://127.0.0.1:{free_port()}"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child `python -m sender|receiver`: no MARSLINK_* setting
+    leaks in (the child's options decide), the checkout is importable, output is unbuffered."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARSLINK_")}
+    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env

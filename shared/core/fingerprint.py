@@ -1,0 +1,99 @@
+"""What both sides compare before any bit is coded: the numeric profile, the library builds and
+a hash of a canary forward+backward pass through the real model code.
+
+`compare()` names the first field that differs, settings before the canary, so a mismatch is
+reported before the first token rather than as garbage at the end.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import reprlib
+
+import numpy as np
+
+from .config import ModelConfig, TrainConfig
+from .errors import ProfileError
+from .model import GPT, log_count_table, make_optimizer
+from .numeric import active
+from .pinned import torch
+
+
+def _library_versions() -> dict[str, str]:
+    show = torch.__config__.show()
+
+    def after(marker: str) -> str:
+        for line in show.splitlines():
+            if marker in line:
+                return line.split(marker, 1)[1].strip().split(" (")[0]
+        return "absent"
+
+    return {
+        "torch": torch.__version__,
+        "torch_commit": torch.version.git_version[:12],
+        "mkl": after("Math Kernel Library Version"),
+        "onednn": after("MKL-DNN v"),
+        "numpy": np.__version__,
+    }
+
+
+_fingerprint: dict | None = None
+
+
+def fingerprint() -> dict:
+    """What both sides must share, field by field. Cached: the canary costs ~0.1 s."""
+    global _fingerprint
+    if _fingerprint is None:
+        profile = active()
+        fp = {"profile": profile.name, "threads": str(profile.threads)}
+        fp.update({k: str(v) for k, v in dataclasses.asdict(profile).items() if k not in fp and k != "name"})
+        fp.update(_library_versions())
+        fp["capability_in_use"] = torch.backends.cpu.get_cpu_capability().lower()
+        fp["canary"] = canary_hash()
+        _fingerprint = fp
+    return dict(_fingerprint)
+
+
+def canary_hash() -> str:
+    """Hash of a small forward+backward pass through the real model code.
+
+    Two machines that disagree anywhere in GEMM, softmax, LayerNorm or Adam will very likely
+    disagree here, so the mismatch is reported before the first token rather than as garbage.
+    """
+    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=64, context=24, chunk=8)
+    model = GPT(cfg, seed=12345)
+    opt = make_optimizer(model, TrainConfig())
+    rng = np.random.Generator(np.random.PCG64(7))
+    x = torch.from_numpy(rng.integers(0, 256, size=(4, cfg.context + cfg.chunk - 1)).astype("int64"))
+    h = hashlib.sha256()
+    for _ in range(2):
+        logits = model(x)
+        h.update(torch.softmax(logits, -1).detach().numpy().tobytes())
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 256), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        probs = model.prime(x[:, : cfg.context])
+        for t in range(3):
+            h.update(probs.numpy().tobytes())
+            probs = model.extend(x[:, cfg.context + t])
+    h.update(model.digest().encode())
+    h.update(log_count_table().tobytes())      # the n-gram evidence table (numpy's log)
+    return h.hexdigest()[:16]
+
+
+_SHORT = reprlib.Repr()           # for the peer's values, which may be huge or deeply nested
+_SHORT.maxstring = _SHORT.maxother = 200
+_SHORT.maxlevel = 3
+
+
+def compare(ours: dict, theirs: dict, what: str = "peer") -> None:
+    """Raise a ProfileError naming the first field that differs (settings before the canary)."""
+    if not isinstance(theirs, dict):
+        raise ProfileError(f"{what} sent no readable numeric fingerprint; is it a marslink build?")
+    for key in list(ours) + [k for k in theirs if k not in ours]:
+        a, b = ours.get(key, "<missing>"), theirs.get(key, "<missing>")
+        if a != b:
+            raise ProfileError(f"numeric profile mismatch in {key!r:.200}: {what} has {_SHORT.repr(b)}, "
+                               f"this machine has {a!r}; both sides need the same profile and library build")

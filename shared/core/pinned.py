@@ -1,0 +1,12 @@
+"""The core's one door to torch: pin the numeric profile first, then load torch.
+
+Thread counts and the kernel dispatch level are read by torch once, at import, so every core
+module takes `torch` from here (`from .pinned import torch`) and none imports it directly.
+"""
+from . import numeric
+
+numeric.active()
+
+import torch  # noqa: E402  (only after the profile is pinned)
+
+__all__ = ["torch"]

@@ -1,0 +1,121 @@
+"""Helpers every test file may use: real processes over loopback, link settings for fast
+in-process tests, a coder that passes tokens through. Test modules import from here only."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from protocol.frames import Data, Hello
+from protocol.link import LinkSettings
+from scripts.common import ROOT, child_env, free_endpoint, free_port  # noqa: F401  (for the tests)
+from shared.core.engine import Twin
+
+
+def run_cli(*args, env=None, input_bytes=None, timeout=300):
+    """Run `python -m sender|receiver ...` as a separate OS process, to the end."""
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=child_env(**(env or {})), input=input_bytes,
+                          capture_output=True, timeout=timeout)
+
+
+# -- the link in one process ---------------------------------------------------------------------
+
+SHA = bytes(range(32))
+FAST = dict(heartbeat_s=0.05, retransmit_s=0.1, timeout_s=1.0, handshake_timeout_s=3.0, linger_ms=100)
+
+
+def settings(**kw) -> LinkSettings:
+    return LinkSettings(**{**FAST, **kw})
+
+
+def hello(stream_id: str = "s1") -> Hello:
+    return Hello(stream_id, {"n_layer": 2}, {"torch": "x"}, 1000, SHA)
+
+
+def data(seq: int) -> Data:
+    return Data(seq, seq * 4, seq * 4 + 4, seq * 10, f"payload-{seq}".encode())
+
+
+class Background(threading.Thread):
+    """Run fn in a thread; .result() re-raises its exception here."""
+
+    def __init__(self, fn):
+        super().__init__(daemon=True)
+        self.fn, self.value, self.error = fn, None, None
+        self.start()
+
+    def run(self):
+        try:
+            self.value = self.fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            self.error = e
+
+    def result(self, timeout: float = 10.0):
+        self.join(timeout)
+        assert not self.is_alive(), "background side hung"
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+# -- two real processes ----------------------------------------------------------------------------
+
+CACHE = tempfile.mkdtemp(prefix="marslink-test-cache-")
+
+
+def spawn(*args):
+    env = child_env(XDG_CACHE_HOME=CACHE)           # Earth's resume checkpoints stay out of ~/.cache
+    return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def run_pair(tmp_path, data: bytes, bob_first=True, alice_args=(), bob_args=(), timeout=300):
+    src, out = tmp_path / "in.bin", tmp_path / "out.bin"
+    src.write_bytes(data)
+    ep = free_endpoint()
+    bob_cmd = ["receiver", "listen", "--bind", ep, "--out", str(out), "--stats-json", str(tmp_path / "bob.json"),
+               "--preset", "tiny", "--timeout", "20", *bob_args]
+    alice_cmd = ["sender", "send", str(src), "--connect", ep, "--stats-json", str(tmp_path / "alice.json"),
+                 "--preset", "tiny", "--timeout", "20", *alice_args]
+    first, second = (bob_cmd, alice_cmd) if bob_first else (alice_cmd, bob_cmd)
+    p1 = spawn(*first)
+    time.sleep(1.0)
+    p2 = spawn(*second)
+    o2, e2 = p2.communicate(timeout=timeout)
+    o1, e1 = p1.communicate(timeout=timeout)
+    bob, alice = ((p1, e1), (p2, e2)) if bob_first else ((p2, e2), (p1, e1))
+    return {"bob_rc": bob[0].returncode, "bob_err": bob[1].decode(), "alice_rc": alice[0].returncode,
+            "alice_err": alice[1].decode(), "out": out, "dir": tmp_path}
+
+
+def stats(result, who):
+    return json.loads((result["dir"] / f"{who}.json").read_text())
+
+
+def assert_verified(result, data):
+    assert result["bob_rc"] == 0, result["bob_err"]
+    assert result["alice_rc"] == 0, result["alice_err"]
+    assert result["out"].read_bytes() == data
+    a, b = stats(result, "alice"), stats(result, "bob")
+    assert a["final_digest"] == b["final_digest"]
+    assert b["syncs_checked"] >= 2
+    return a, b
+
+
+# -- the twin without the coder --------------------------------------------------------------------
+
+class PassThrough:
+    """A coder that hands Alice's tokens through: the twin's computation without the bits."""
+    def begin_chunk(self): pass
+    def end_chunk(self): pass
+    def code(self, cdf, symbols): return symbols
+
+
+def run_twin(config, data, steps=None) -> Twin:
+    twin = Twin(config, len(data), data)
+    for _ in range(twin.n_steps if steps is None else steps):
+        twin.advance(PassThrough())
+    return twin
