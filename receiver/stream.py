@@ -21,13 +21,13 @@ from typing import Callable
 from protocol.frames import Data, Done, End, FrameError, Sync, Welcome
 from protocol.link import BobLink, LinkError, LinkSettings, PeerError, PeerLost, Reconnected
 from shared.app import checkpoint
-from shared.core import numeric
-from shared.core.fingerprint import compare, fingerprint
+from shared.coding.codec import run_stats
 from shared.coding.coder import ByteSource, ChunkDecoder
 from shared.core.config import MAX_LENGTH, RunConfig, require_same
 from shared.core.engine import SyncLedger, Twin
-from shared.show.telemetry import Telemetry
 from shared.core.errors import ChecksumError, ConfigMismatch, DivergenceError, FormatError, LinkFailure, MarslinkError, ProfileError
+from shared.core.fingerprint import compare, fingerprint
+from shared.show.telemetry import Telemetry
 
 MAX_STREAM_BYTES = MAX_LENGTH     # a declared length beyond this is refused, not allocated
 
@@ -154,7 +154,7 @@ def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSe
         try:
             session = _Session(link, hello, config, spool, saved, perturb_step, checkpoint_every)
             session.telemetry = telemetry if telemetry is not None else Telemetry()   # curves for the report
-            stats = session.run(out_path, on_step)
+            stats = session.run(out_path, on_step, started)
         except PeerError as e:
             raise LinkFailure(f"Earth stopped the stream ({e.code}): {e.message}") from None
         except PeerLost as e:
@@ -173,8 +173,6 @@ def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSe
         finally:
             spool.close()
         spool.remove()
-        stats["seconds"] = time.perf_counter() - started
-        stats["bytes_per_second"] = stats["input_bytes"] / stats["seconds"] if stats["seconds"] else 0.0
         return stats
 
 
@@ -267,7 +265,7 @@ class _Session:
                 except (PeerLost, PeerError, Reconnected, FrameError):
                     return
 
-    def run(self, out_path: str, on_step) -> dict:
+    def run(self, out_path: str, on_step, started: float) -> dict:
         twin = self.twin
         while not twin.finished:
             report = twin.advance(self.decoder)
@@ -296,13 +294,11 @@ class _Session:
         self.spool.publish(out_path)
         final = twin.digest()
         self._say_done(Done(sha, final))
-        stats = self.link.stats
-        return {"input_bytes": self.hello.total_length, "compressed_bytes": self.spool.held(),
-                "payload_bytes": self.spool.held(), "ideal_bits": twin.ideal_bits, "steps": twin.step,
-                "final_digest": final, "syncs_checked": self.ledger.checked,
-                "stored_chunks": self.decoder.stored_chunks, "frames_received": stats.frames_received,
-                "duplicates": stats.duplicates, "out_of_order": stats.out_of_order,
-                "sender_reconnects": self.reconnects, "resent_bytes": self.resent_bytes, "resumed_from_step": self.resumed_from,
-                "preset": self.config.preset, "profile": numeric.active().name,
-                "stream_id": self.hello.stream_id,
-                **(self.telemetry.stats() if self.telemetry is not None else {})}
+        link = self.link.stats
+        return run_stats(twin, self.hello.total_length, self.spool.held(), started, self.spool.held(),
+                         syncs_checked=self.ledger.checked, stored_chunks=self.decoder.stored_chunks,
+                         frames_received=link.frames_received, duplicates=link.duplicates,
+                         out_of_order=link.out_of_order, sender_reconnects=self.reconnects,
+                         resent_bytes=self.resent_bytes, resumed_from_step=self.resumed_from,
+                         stream_id=self.hello.stream_id,
+                         **(self.telemetry.stats() if self.telemetry is not None else {}))

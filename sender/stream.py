@@ -22,12 +22,12 @@ from typing import Callable
 from protocol.frames import Data, End, FrameError, Hello, Sync
 from protocol.link import AliceLink, AuthFailed, LinkError, LinkSettings, PeerError, PeerLost
 from shared.app import checkpoint
-from shared.core import numeric
-from shared.core.fingerprint import fingerprint
+from shared.coding.codec import run_stats
 from shared.coding.coder import ChunkEncoder
 from shared.core.config import RunConfig
 from shared.core.engine import Twin
 from shared.core.errors import LinkFailure, MarslinkError
+from shared.core.fingerprint import fingerprint
 from shared.show.telemetry import Telemetry
 
 MAX_PAYLOAD = 256 * 1024          # split a step's bytes into frames no larger than this
@@ -120,14 +120,10 @@ def send_stream(data: bytes, config: RunConfig, endpoint: str, settings: LinkSet
     if done.final_digest != final or done.sha256 != sha:
         raise LinkFailure(f"Mars reports final digest {done.final_digest[:16]}, Earth has {final[:16]}")
     store.remove()
-    seconds = time.perf_counter() - started
-    return {"input_bytes": len(data), "compressed_bytes": run.offset, "payload_bytes": run.offset,
-            "ideal_bits": twin.ideal_bits, "seconds": seconds,
-            "bytes_per_second": len(data) / seconds if seconds else 0.0, "steps": twin.step,
-            "final_digest": final, "verified_by_receiver": True, "stored_chunks": run.encoder.stored_chunks,
-            **totals, "resumes": run.resumes, "bytes_resent_after_resume": run.bytes_resent,
-            "preset": config.preset, "profile": numeric.active().name, "endpoint": endpoint,
-            "stream_id": stream_id, **run.telemetry.stats()}
+    return run_stats(twin, len(data), run.offset, started, run.offset, verified_by_receiver=True,
+                     stored_chunks=run.encoder.stored_chunks, **totals, resumes=run.resumes,
+                     bytes_resent_after_resume=run.bytes_resent, endpoint=endpoint, stream_id=stream_id,
+                     **run.telemetry.stats())
 
 
 class _Run:

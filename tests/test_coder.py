@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from shared.coding.coder import ArithmeticDecoder, ArithmeticEncoder, ByteSource
-from shared.core.quantize import quantize
 from shared.core.config import FREQ_BITS, VOCAB
+from shared.core.quantize import quantize
 
 
 def random_probs(rng, n, sharpness):

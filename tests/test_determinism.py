@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from shared.core import numeric
-from shared.core.fingerprint import compare, fingerprint
 from shared.coding.codec import compress, decompress
-from shared.core.config import preset
 from shared.coding.container import parse
+from shared.core import numeric
+from shared.core.config import preset
 from shared.core.errors import ChecksumError, DivergenceError, FormatError, ProfileError
+from shared.core.fingerprint import compare, fingerprint
 from shared.texts import mission_log
 
 HERE = Path(__file__).resolve().parent

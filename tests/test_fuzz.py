@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 
 from protocol.frames import Hello
 from shared.app.cli import check_endpoint
-from shared.core.config import MAX_LENGTH, PRESETS, RunConfig
 from shared.coding.container import DIGEST_PREFIX, FORMAT_VERSION, MAGIC, parse
-from shared.core.layout import sync_steps
+from shared.core.config import MAX_LENGTH, PRESETS, RunConfig
 from shared.core.errors import MarslinkError
+from shared.core.layout import sync_steps
 from shared.texts import mission_log
 
 FUZZ = settings(max_examples=10_000, deadline=None, database=None, suppress_health_check=list(HealthCheck))

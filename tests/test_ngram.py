@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from shared.coding.codec import compress, decompress
-from shared.core.config import ModelConfig, RunConfig, preset
 from shared.coding.container import parse
+from shared.core.config import ModelConfig, RunConfig, preset
 from shared.core.engine import Twin
 from shared.core.errors import ConfigMismatch, FormatError, UsageError
 from shared.core.ngram import LIMIT, ContextCounts, MatchModel, features

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from shared.coding.codec import compress, decompress
-from shared.core.config import preset
 from shared.coding.container import parse
+from shared.core.config import preset
 from shared.texts import mission_log
 
 CASES = {

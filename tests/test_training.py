@@ -4,8 +4,8 @@ import math
 from dataclasses import replace
 
 from shared.coding.codec import compress, decompress
-from shared.core.config import preset
 from shared.coding.container import parse
+from shared.core.config import preset
 from shared.core.engine import Twin
 from shared.texts import mission_log
 from tests.helpers import PassThrough, run_twin

@@ -8,8 +8,8 @@ from shared.core import numeric  # noqa: E402
 
 numeric.activate("portable")
 from shared.coding.codec import compress, decompress  # noqa: E402
-from shared.core.config import preset  # noqa: E402
 from shared.coding.container import parse  # noqa: E402
+from shared.core.config import preset  # noqa: E402
 
 mode, src, dst, log = sys.argv[1:5]
 digests = []

@@ -32,16 +32,13 @@ def compress(data: bytes, config: RunConfig, on_step: OnStep | None = None) -> t
         if on_step:
             on_step(twin, report)
     payload = encoder.finish()
-    final_digest = twin.digest()
     container = Container(
         header={"config": config.to_dict(), "fingerprint": fingerprint(), "length": len(data),
                 "sha256": hashlib.sha256(data).hexdigest(), "sync_every": config.sync_every},
         digests=[d[:2 * DIGEST_PREFIX] for d in digests], payload=payload)
     blob = container.to_bytes()
     assert len(digests) == len(sync_steps(twin.n_steps, config.sync_every))
-    stats = _stats(len(data), blob, payload, twin, final_digest, started)
-    stats["stored_chunks"] = encoder.stored_chunks
-    return blob, stats
+    return blob, run_stats(twin, len(data), len(payload), started, len(blob), stored_chunks=encoder.stored_chunks)
 
 
 def decompress(container: Container, on_step: OnStep | None = None,
@@ -77,26 +74,31 @@ def decompress(container: Container, on_step: OnStep | None = None,
     if hashlib.sha256(data).hexdigest() != header["sha256"]:
         raise ChecksumError("decoded data does not match the original's SHA-256; nothing was written "
                             "(the file is corrupted or was made by an incompatible build)")
-    return data, _stats(len(data), None, container.payload, twin, twin.digest(), started)
+    return data, run_stats(twin, len(data), len(container.payload), started)
 
 
-def _stats(n: int, blob: bytes | None, payload: bytes, twin: Twin, final_digest: str, started: float) -> dict:
+def run_stats(twin: Twin, input_bytes: int, payload_bytes: int, started: float,
+              compressed_bytes: int | None = None, **extra) -> dict:
+    """The statistics record every run writes (file mode, Alice's and Bob's stream, --stats-json):
+    one builder, so the three agree on names and meanings. `extra` adds side-specific fields."""
     seconds = time.perf_counter() - started
+    profile = numeric.active()
     stats = {
-        "input_bytes": n,
-        "payload_bytes": len(payload),
+        "input_bytes": input_bytes,
+        "payload_bytes": payload_bytes,
         "ideal_bits": twin.ideal_bits,
-        "coder_overhead_bits": len(payload) * 8 - twin.ideal_bits,
+        "coder_overhead_bits": payload_bytes * 8 - twin.ideal_bits,
         "seconds": seconds,
-        "bytes_per_second": n / seconds if seconds > 0 else 0.0,
+        "bytes_per_second": input_bytes / seconds if seconds > 0 else 0.0,
         "steps": twin.step,
-        "final_digest": final_digest,
+        "final_digest": twin.digest(),
         "preset": twin.config.preset,
-        "profile": numeric.active().name,
-        "threads": numeric.active().threads,
+        "profile": profile.name,
+        "threads": profile.threads,
     }
-    if blob is not None:
-        stats["compressed_bytes"] = len(blob)
-        stats["header_bytes"] = len(blob) - len(payload)
-        stats["bits_per_byte"] = len(blob) * 8 / n if n else 0.0
+    if compressed_bytes is not None:
+        stats["compressed_bytes"] = compressed_bytes
+        stats["header_bytes"] = compressed_bytes - payload_bytes
+        stats["bits_per_byte"] = compressed_bytes * 8 / input_bytes if input_bytes else 0.0
+    stats.update(extra)
     return stats
