@@ -7,7 +7,7 @@
    stream): per token the model's top candidates, the exact coding interval narrowing and the
    bits it settles; per chunk the training step on both sides and their weight digests; at the
    end the ledger: the stream's bits beside the program both sides hold (core + coder, gzip -9)
-   and the trained state that never had to cross (xz -9), the report's numbers.
+   and the trained state that never had to cross (gzip -9), the report's numbers.
 
     python scripts/lecture.py                    # auto-advance every --delay seconds
     python scripts/lecture.py --step             # Enter between tokens

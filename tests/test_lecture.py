@@ -98,6 +98,6 @@ def test_the_lectures_ledger_says_the_reports_numbers():
     text = ledger["text"]
     assert text.startswith("The ledger: the stream cost 1,234 bits.")
     assert f"(core + coder, {len(program['files'])} files: {program['gzip_bytes'] * 8:,} bits gzip -9)" in text
-    assert f"trained state instead would cost {sum(r['xz_bytes'] for r in state) * 8:,} bits (xz -9)" in text
+    assert f"trained state instead would cost {sum(r['gzip_bytes'] for r in state) * 8:,} bits (gzip -9)" in text
     for r in state:
-        assert f"{r['name']} {r['xz_bytes'] * 8:,}" in text
+        assert f"{r['name']} {r['gzip_bytes'] * 8:,}" in text

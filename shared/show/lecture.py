@@ -525,8 +525,8 @@ class Lecture:
     def _ledger(earth, payload_bits: int) -> dict:
         """The description-length ledger in words, with the report's numbers (shared/show/ledger.py)."""
         program, state = program_size(), state_sizes(earth)
-        total = sum(r["xz_bytes"] for r in state) * 8
-        rows = "; ".join(f"{r['name']} {r['xz_bytes'] * 8:,}" for r in state)
+        total = sum(r["gzip_bytes"] for r in state) * 8
+        rows = "; ".join(f"{r['name']} {r['gzip_bytes'] * 8:,}" for r in state)
         text = (f"The ledger: the stream cost {payload_bits:,} bits. Both sides already held the program "
                 f"({PROGRAM}, {len(program['files'])} files: {program['gzip_bytes'] * 8:,} bits gzip -9), "
                 f"which never crossed the link. Sending Mars the trained state instead would cost {total:,} bits "

@@ -11,7 +11,7 @@ What it shows, all measured:
   * the description-length ledger: coded size = area under the loss curve (sum of -log2 p, the
     "ideal bits") + arithmetic-coder overhead; beside it the program both sides already hold
     (every module of the lockstep core + the coder, gzip -9; never sent) and what sending the
-    trained state instead would cost, row by row, raw and xz -9 (shared/show/ledger.py; the
+    trained state instead would cost, row by row, raw and gzip -9 (shared/show/ledger.py; the
     state is measured from each side's twin at the end of its run and comes in its stats).
 
 Torch-free; matplotlib (the `report` extra) draws the PNG.
@@ -84,7 +84,7 @@ def summarize(alice: dict, bob: dict, input_path: str, relay: dict | None = None
         "parameters": params,
         # both twins size their own state: identical twins, identical rows
         "state": alice.get("state") or bob.get("state"), "state_equal": alice.get("state") == bob.get("state"),
-        "state_xz_bits": sum(r["xz_bytes"] for r in alice["state"]) * 8 if alice.get("state") else None,
+        "state_bits": sum(r["gzip_bytes"] for r in alice["state"]) * 8 if alice.get("state") else None,
         "program": program_size(), "source": source_size(), "compressors": compressor_sizes(input_path),
         "relay": relay,
     }
@@ -93,7 +93,7 @@ def summarize(alice: dict, bob: dict, input_path: str, relay: dict | None = None
 # --- the picture ----------------------------------------------------------------------------
 
 def plot(alice: dict, bob: dict, s: dict, path: str) -> None:
-    import matplotlib
+    import matplotlib  # optional: the `report` extra
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -149,7 +149,7 @@ def plot(alice: dict, bob: dict, s: dict, path: str) -> None:
                                              f"the program ({PROGRAM}), gzip -9", "#9467bd")]))
     if s["state"]:
         rows.append((f"send trained state ({STATE_COMPRESSOR})",
-                     [(r["xz_bytes"] * 8, r["name"], colour) for r, colour in zip(s["state"], STATE_COLOURS)]))
+                     [(r["gzip_bytes"] * 8, r["name"], colour) for r, colour in zip(s["state"], STATE_COLOURS)]))
     for name, size in s["compressors"].items():
         rows.append((name, [(size * 8, None, "#7f7f7f")]))
     rows.append(("raw", [(n * 8, None, "#c7c7c7")]))
@@ -227,10 +227,10 @@ def page(alice: dict, bob: dict, s: dict, png: bytes) -> str:
          "(CLIs, link, dashboards too)"],
     ]
     for r in s["state"] or []:
-        ledger_rows.append([f"sending the trained state instead: {r['name']}", f"{r['xz_bytes'] * 8:,}",
-                            f"{r['raw_bytes']:,} bytes raw, {STATE_COMPRESSOR} to {r['xz_bytes']:,} "
+        ledger_rows.append([f"sending the trained state instead: {r['name']}", f"{r['gzip_bytes'] * 8:,}",
+                            f"{r['raw_bytes']:,} bytes raw, {STATE_COMPRESSOR} to {r['gzip_bytes']:,} "
                             f"({', '.join(r['arrays'])}); {r['note']}"])
-    ledger_rows.append(["= sending the trained state instead", _f(s["state_xz_bits"]),
+    ledger_rows.append(["= sending the trained state instead", _f(s["state_bits"]),
                         f"the rows above, {STATE_COMPRESSOR}: what a receiver would need to continue without the "
                         "stream" if s["state"] else "n/a: the stats hold no state sizes"])
     ledger = _table(["item", "bits", "note"], ledger_rows, 'id="ledger"')

@@ -64,7 +64,7 @@ class Telemetry:
             "wire_curve": [[s, done, payload] for s, done, _, _, _, payload in rows],
             "sync_digests": [[s, self.digests[s]] for s in sorted(self.digests)],
             "parameters": self.parameters,
-            # the trained state at the end, row by row, raw and xz -9: the report's ledger
+            # the trained state at the end, row by row, raw and gzip -9: the report's ledger
             "state": state_sizes(self.twin) if self.twin is not None else None,
         }
 
