@@ -23,7 +23,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -40,7 +39,7 @@ from rich.text import Text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from protocol import link  # noqa: E402
-from scripts.common import child_env, free_endpoint  # noqa: E402
+from scripts.common import child_env, free_endpoint, stop  # noqa: E402
 from shared.show.dashboard import plain_line, render  # noqa: E402
 from shared.show.report import build  # noqa: E402
 from shared.texts import mission_log  # noqa: E402
@@ -420,12 +419,7 @@ def conduct(plan_path: str) -> int:
             time.sleep(0.3)
         time.sleep(0.5)
     finally:
-        if relay.poll() is None:
-            relay.send_signal(signal.SIGTERM)
-            try:
-                relay.wait(10)
-            except subprocess.TimeoutExpired:
-                relay.kill()
+        stop(relay)
     res = verify_and_report(plan, rcs.get("alice"), rcs.get("bob"))
     console = Console()
     console.print(summary(plan, res))
@@ -518,12 +512,7 @@ def run_columns(args, plan: dict) -> int:
             t.join(timeout=5)
         time.sleep(0.3)
     finally:
-        if procs["relay"].poll() is None:
-            procs["relay"].send_signal(signal.SIGTERM)
-            try:
-                procs["relay"].wait(10)
-            except subprocess.TimeoutExpired:
-                procs["relay"].kill()
+        stop(procs["relay"])
         if live:
             live.update(view(), refresh=True)
             live.stop()

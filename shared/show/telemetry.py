@@ -7,6 +7,7 @@ computed from bit-identical probabilities); the report overlays them to show it.
 from __future__ import annotations
 
 import math
+import time
 
 from .ledger import state_sizes
 
@@ -55,6 +56,8 @@ class Telemetry:
     def stats(self) -> dict:
         steps = sorted(self.rows)
         rows = [(s, *self.rows[s]) for s in steps]
+        started = time.perf_counter()
+        state = state_sizes(self.twin) if self.twin is not None else None
         return {
             # bits per byte of each step's chunk: -log2 p of the true bytes, averaged (the coding loss)
             "curve": [[s, _num(bits / n if n else math.nan)] for s, _, n, bits, _, _ in rows],
@@ -65,6 +68,9 @@ class Telemetry:
             "sync_digests": [[s, self.digests[s]] for s in sorted(self.digests)],
             "parameters": self.parameters,
             # the trained state at the end, row by row, raw and gzip -9: the report's ledger
-            "state": state_sizes(self.twin) if self.twin is not None else None,
+            "state": state,
+            # how long measuring it took: the streams call stats() before their clock stops, so
+            # their "seconds" include this (scripts/bench_link.py takes it out)
+            "state_seconds": time.perf_counter() - started,
         }
 
