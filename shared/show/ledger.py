@@ -96,8 +96,9 @@ def state_sizes(twin) -> list[dict]:
             if hasattr(v, "detach"):
                 moments.setdefault(k, []).append(_as_numpy(v))
     rows.append(_row("AdamW moments", "two per parameter: not needed to predict, but the next training step "
-                     "reads them: without them a twin leaves lockstep", list(moments), [a for arrays in moments.values() for a in arrays]))
-    counts = getattr(twin, "counts", None)
+                     "reads them: without them a twin leaves lockstep",
+                     list(moments), [a for arrays in moments.values() for a in arrays]))
+    counts = twin.counts
     if counts is not None:
         tables = _arrays(counts)
         rows.append(_row("n-gram count tables", "per-context byte counts, their owner checks, the newest bytes "
@@ -108,6 +109,7 @@ def state_sizes(twin) -> list[dict]:
                              list(match), list(match.values())))
     windows = _arrays(twin)
     if windows:
-        rows.append(_row("recent tokens", "the context window, the counts it was predicted with, replay history",
-                         list(windows), list(windows.values())))
+        note = "the context window and the counts it was predicted with" + (
+            "; the history replayed for training" if "past" in windows else "")
+        rows.append(_row("recent tokens", note, list(windows), list(windows.values())))
     return rows

@@ -148,7 +148,7 @@ def plot(alice: dict, bob: dict, s: dict, path: str) -> None:
                                             (s["program"]["gzip_bytes"] * 8,
                                              f"the program ({PROGRAM}), gzip -9", "#9467bd")]))
     if s["state"]:
-        rows.append((f"send trained state ({STATE_COMPRESSOR})",
+        rows.append((f"send state ({STATE_COMPRESSOR})",
                      [(r["gzip_bytes"] * 8, r["name"], colour) for r, colour in zip(s["state"], STATE_COLOURS)]))
     for name, size in s["compressors"].items():
         rows.append((name, [(size * 8, None, "#7f7f7f")]))
