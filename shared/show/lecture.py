@@ -10,7 +10,9 @@ the model's top candidates, the true byte, the exact coding interval narrowing (
 same quantised frequencies the engine's coder uses) and the bits it has settled; after every
 chunk the training step on both sides (cost of the chunk before/after learning, weight digest).
 Mars decodes from the bytes Earth's real coder produced, in a second thread that, like Bob on a
-live link, waits whenever it needs bits that have not been sent yet.
+live link, waits whenever it needs bits that have not been sent yet. The result ends with the
+description-length ledger, measured as the report measures it (shared/show/ledger.py): the bits
+sent, beside the program both sides hold and the trained state that never had to cross.
 
 Importing this module loads the engine, and with it torch (after the numeric profile is pinned):
 scripts/lecture.py imports it only once its options and input are checked.
