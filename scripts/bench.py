@@ -4,8 +4,8 @@ For every file (the built-in mission log, 200 KB of seeded random bytes, every f
 ../shared/corpora/ if that folder exists, or the files given with --files) and every chosen
 preset, this runs
 
-    alice compress IN OUT --preset P --profile X --stats-json S -q     (one OS process)
-    bob decompress OUT BACK --stats-json S -q                           (another one)
+    alice compress IN OUT --preset P --profile X --stats-json S --progress-every 2   (one OS process)
+    bob decompress OUT BACK --stats-json S --progress-every 2                         (another one)
 
 checks BACK == IN byte for byte, and records bits/byte (whole container, header included),
 compress and decompress bytes/s (the codec's own clock: model and coder, not the ~2 s of
@@ -18,12 +18,13 @@ Every process runs with one thread (marslink pins it; the classic tools are sing
 at these settings), one at a time, so the speeds are one core's.
 
 Progress: alice and bob run with `--progress-every 2` and the bench follows their lines, so its
-bar moves within a run (a whole-file `strong` round trip takes about two hours); when stderr is
-a log rather than a terminal, the bench copies one of those lines a minute.
+bar moves within a run (`strong` codes about 850 B/s each way, docs/results.md, so a round trip
+of tinyshakespeare's 1.1 MB takes about 45 minutes); when stderr is a log rather than a
+terminal, the bench copies one of those lines a minute.
 
 Outputs, in --out (default bench-results/, git-ignored):
   results.json   every measurement plus the machine and library description
-  results.md     markdown tables for the README
+  results.md     the same as markdown tables (the form docs/results.md uses)
   frontier.png   speed vs bits/byte, one panel per text file (log-x)
 
 Examples:
@@ -48,9 +49,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from scripts.common import child_env  # noqa: E402
+from shared.core.config import PRESETS  # noqa: E402
+from shared.texts import mission_log  # noqa: E402
 CORPORA = ROOT.parent / "shared" / "corpora"
 BIN = Path(sys.executable).parent
 RANDOM_BYTES, RANDOM_SEED = 200_000, 20240601
@@ -248,9 +256,6 @@ def bench_classic(name: str, src: str, n: int, work: Path) -> dict:
 # --- inputs ---------------------------------------------------------------------------------
 def gather_inputs(args, work: Path) -> list[dict]:
     """[{name, path, bytes}], each file cut to --limit bytes into the work folder if needed."""
-    import numpy as np
-    from shared.texts import mission_log
-
     items: list[tuple[str, bytes | None, Path | None]] = []
     if args.files:
         for f in args.files:
@@ -338,8 +343,6 @@ HEADERS = ["file", "compressor", "bytes", "bits/byte", "compress", "decompress",
 
 
 def print_table(results: list[dict]):
-    from rich.console import Console
-    from rich.table import Table
     t = Table(title="marslink bench (one core per process)")
     for h in HEADERS:
         t.add_column(h, justify="left" if h in ("file", "compressor", "round trip") else "right")
@@ -371,7 +374,7 @@ def write_markdown(path: Path, results: list[dict], meta: dict):
 
 
 def plot_frontier(path: Path, results: list[dict], inputs: list[dict]):
-    import matplotlib
+    import matplotlib  # optional: the `report` extra
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -426,7 +429,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench-results"), help="output folder (default: %(default)s)")
     args = ap.parse_args(argv)
 
-    from shared.core.config import PRESETS
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
@@ -451,8 +453,6 @@ def main(argv=None) -> int:
                 "inputs": [{"name": i["name"], "bytes": i["bytes"]} for i in inputs]}
         jobs = [(i, "classic", c) for i in inputs for c in classic] + \
                [(i, "marslink", p) for i in inputs for p in presets]
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         console = Console(stderr=True)
         # progress is measured in marslink bytes (compress + decompress): they are the slow part
         total = sum(2 * i["bytes"] for i, kind, _ in jobs if kind == "marslink") or 1

@@ -1,9 +1,11 @@
 """What the scripts (demo, bench, soak) and the tests share: where the checkout is, a free
-loopback endpoint, and the environment a child alice/bob process gets."""
+loopback endpoint, the environment a child alice/bob process gets, and how a child is stopped."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,3 +29,18 @@ def child_env(**extra: str) -> dict[str, str]:
     env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
+
+
+STOP_WAIT_S = 10.0      # how long a child may take to write its stats after SIGTERM
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM a child that is still running (the relay writes its --stats-json on the way out);
+    SIGKILL it if it does not end within STOP_WAIT_S."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

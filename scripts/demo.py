@@ -23,18 +23,30 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.style import Style
+from rich.table import Table
+from rich.text import Text
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from scripts.common import child_env, free_endpoint  # noqa: E402
+from protocol import link  # noqa: E402
+from scripts.common import child_env, free_endpoint, stop  # noqa: E402
+from shared.show.dashboard import plain_line, render  # noqa: E402
+from shared.show.report import build  # noqa: E402
+from shared.texts import mission_log  # noqa: E402
 PY = sys.executable
 DEFAULT_BYTES = 40_000
+FAULTS = (("loss", "lost"), ("dup", "duplicated"), ("reorder", "reordered"))   # the relay's fault options
+ALICE_HANDSHAKE_S = 300.0      # Alice starts beside Bob, who may still be importing torch in his pane
 
 
 def parser() -> argparse.ArgumentParser:
@@ -43,20 +55,19 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--bytes", type=int, default=None,
                     help=f"send only the first N bytes (default: {DEFAULT_BYTES:,} of the built-in text, all of --input)")
     ap.add_argument("--preset", default="default", help="model preset for both sides (default %(default)s)")
-    link = ap.add_argument_group("simulated link (the relay)")
-    link.add_argument("--light-minutes", type=float, default=12.0,
-                      help="one-way light time; Earth-Mars is 3 to 22 minutes (default %(default)g)")
-    link.add_argument("--time-scale", type=float, default=600.0,
-                      help="divide the light time by this so the demo is watchable (default %(default)g)")
-    link.add_argument("--delay-s", type=float, default=None, help="one-way delay in seconds (overrides the two above)")
-    link.add_argument("--bandwidth-bps", type=float, default=16_000.0,
-                      help="link bandwidth each way in bits/s, 0 = unlimited (default %(default)g)")
-    link.add_argument("--loss", type=float, default=0.0, help="probability a message is lost")
-    link.add_argument("--dup", type=float, default=0.0, help="probability a message is duplicated")
-    link.add_argument("--reorder", type=float, default=0.0, help="probability a message is reordered")
-    link.add_argument("--fault-direction", choices=("up", "both"), default="up",
-                      help="faults on Earth->Mars only (default) or both ways")
-    link.add_argument("--seed", type=int, default=1, help="seed of the relay's fault decisions")
+    sim = ap.add_argument_group("simulated link (the relay)")
+    sim.add_argument("--light-minutes", type=float, default=12.0,
+                     help="one-way light time; Earth-Mars is 3 to 22 minutes (default %(default)g)")
+    sim.add_argument("--time-scale", type=float, default=600.0,
+                     help="divide the light time by this so the demo is watchable (default %(default)g)")
+    sim.add_argument("--delay-s", type=float, default=None, help="one-way delay in seconds (overrides the two above)")
+    sim.add_argument("--bandwidth-bps", type=float, default=16_000.0,
+                     help="link bandwidth each way in bits/s, 0 = unlimited (default %(default)g)")
+    for fault, what in FAULTS:
+        sim.add_argument(f"--{fault}", type=float, default=0.0, help=f"probability a message is {what}")
+    sim.add_argument("--fault-direction", choices=("up", "both"), default="up",
+                     help="faults on Earth->Mars only (default) or both ways")
+    sim.add_argument("--seed", type=int, default=1, help="seed of the relay's fault decisions")
     ap.add_argument("--out", default=str(ROOT / "demo-out"), help="folder for results and the report (default demo-out/)")
     ap.add_argument("--no-tmux", action="store_true", help="two columns in this terminal instead of tmux panes")
     ap.add_argument("--headless", action="store_true",
@@ -74,7 +85,6 @@ def parser() -> argparse.ArgumentParser:
 
 def make_plan(args) -> dict:
     out = Path(args.out).resolve()
-    from shared.texts import mission_log
     if args.input:
         try:
             data = Path(args.input).read_bytes()
@@ -89,9 +99,9 @@ def make_plan(args) -> dict:
         data = data[:DEFAULT_BYTES]
     if not data:
         raise SystemExit("demo: error: nothing to send (empty input)")
-    for name_, v in (("loss", args.loss), ("dup", args.dup), ("reorder", args.reorder)):
-        if not 0 <= v < 1:
-            raise SystemExit(f"demo: error: --{name_} must be in [0, 1)")
+    for fault, _ in FAULTS:
+        if not 0 <= getattr(args, fault) < 1:
+            raise SystemExit(f"demo: error: --{fault} must be in [0, 1)")
     if args.time_scale <= 0:
         raise SystemExit("demo: error: --time-scale must be positive")
     delay = args.delay_s if args.delay_s is not None else args.light_minutes * 60.0 / args.time_scale
@@ -105,23 +115,24 @@ def make_plan(args) -> dict:
     src = out / ("input-" + name)
     src.write_bytes(data)
     relay_ep, bob_ep = free_endpoint(), free_endpoint()
-    # The link's timers must be generous next to the simulated round trip.
-    timeout = 4 * delay + 30
-    retransmit = 2 * delay + 2
-    window = 64
+    # The link's timers (protocol/link.py's defaults) stretched by the simulated round trip, and
+    # twice the window: a long light time keeps more frames in flight.
+    timeout = link.TIMEOUT_S + 4 * delay
+    retransmit = link.RETRANSMIT_S + 2 * delay
+    window = 2 * link.WINDOW
     info = [f"delay={delay:g}"]
     if args.delay_s is None:
         info += [f"light={args.light_minutes:g}", f"scale={args.time_scale:g}"]
     if args.bandwidth_bps:
         info.append(f"bw={args.bandwidth_bps:g}")
-    info += [f"{k}={getattr(args, k):g}" for k in ("loss", "dup", "reorder") if getattr(args, k)]
+    info += [f"{k}={getattr(args, k):g}" for k, _ in FAULTS if getattr(args, k)]
     link_info = ",".join(info)
     common = ["--preset", args.preset, "--timeout", f"{timeout:g}", "--window", str(window), "--link-info", link_info]
     bob = [PY, "-m", "receiver", "listen", "--bind", bob_ep, "--out", str(out / "received.txt"),
-           "--stats-json", str(out / "bob.json"), "--handshake-timeout", "600", *common]
+           "--stats-json", str(out / "bob.json"), "--handshake-timeout", f"{link.RECEIVER_HANDSHAKE_S:g}", *common]
     alice = [PY, "-m", "sender", "send", str(src), "--connect", relay_ep, "--stats-json", str(out / "alice.json"),
-             "--state-dir", str(out / "earth-state"), "--handshake-timeout", "300", "--retransmit",
-             f"{retransmit:g}", *common]
+             "--state-dir", str(out / "earth-state"), "--handshake-timeout", f"{ALICE_HANDSHAKE_S:g}",
+             "--retransmit", f"{retransmit:g}", *common]
     relay = [PY, "-m", "protocol.relay", "--listen", relay_ep, "--forward", bob_ep,
              "--bandwidth-bps", f"{args.bandwidth_bps:g}", "--loss", f"{args.loss:g}", "--dup", f"{args.dup:g}",
              "--reorder", f"{args.reorder:g}", "--seed", str(args.seed), "--fault-direction", args.fault_direction,
@@ -157,7 +168,6 @@ def verify_and_report(plan: dict, alice_rc, bob_rc) -> dict:
         res["payload_bytes"] = stats["alice"]["payload_bytes"]
         if plan["report"]:
             try:
-                from shared.show.report import build
                 s = build(stats["alice"], stats["bob"], plan["input"], plan["out"], stats.get("relay"))
                 res["report"] = s["files"]
                 res["compressors"] = s["compressors"]
@@ -170,8 +180,6 @@ def verify_and_report(plan: dict, alice_rc, bob_rc) -> dict:
 
 
 def summary(plan: dict, res: dict):
-    from rich.panel import Panel
-    from rich.text import Text
     t = Text()
     if res["ok"]:
         t.append(" ✔ VERIFIED ", style="bold black on green3")
@@ -272,7 +280,6 @@ def run_tmux(args, plan: dict) -> int:
             res_path = out / "conductor.json"
             if (out / "conductor.rc").exists() and res_path.exists():
                 res = json.loads(res_path.read_text())
-                from rich.console import Console
                 Console().print(summary(plan, res))
                 return 0 if res["ok"] else 1
             print(f"demo: still running in the background; `tmux -L {name} attach` to watch it again")
@@ -313,17 +320,15 @@ def wait_and_capture(tmux: Tmux, plan: dict, panes: dict, args) -> int:
         print("demo: no result (the run did not finish)", file=sys.stderr)
         return 1
     res = json.loads(res_path.read_text())
-    from rich.console import Console
     Console(width=120).print(summary(plan, res))
     return 0 if res["ok"] else 1
 
 
 def screenshot(captures: dict, path: str) -> None:
     """Draw the captured panes (with their colours) into a PNG, the way they looked."""
-    import matplotlib
+    import matplotlib  # optional: the `report` extra
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from rich.text import Text
 
     def lines_of(ansi: str):
         return [Text.from_ansi(line) for line in ansi.rstrip("\n").split("\n")]
@@ -383,7 +388,6 @@ def _segments(text):
     for span in text.spans:
         st = span.style
         if isinstance(st, str):
-            from rich.style import Style
             st = Style.parse(st)
         for i in range(span.start, min(span.end, len(plain))):
             styles[i] = st if styles[i] is None else styles[i] + st
@@ -415,14 +419,8 @@ def conduct(plan_path: str) -> int:
             time.sleep(0.3)
         time.sleep(0.5)
     finally:
-        if relay.poll() is None:
-            relay.send_signal(signal.SIGTERM)
-            try:
-                relay.wait(10)
-            except subprocess.TimeoutExpired:
-                relay.kill()
+        stop(relay)
     res = verify_and_report(plan, rcs.get("alice"), rcs.get("bob"))
-    from rich.console import Console
     console = Console()
     console.print(summary(plan, res))
     if not plan["headless"] and sys.stdin.isatty():
@@ -441,12 +439,6 @@ def conduct(plan_path: str) -> int:
 # --- without tmux: both dashboards in two columns of this terminal ---------------------------
 
 def run_columns(args, plan: dict) -> int:
-    from rich.console import Console
-    from rich.live import Live
-    from rich.table import Table
-    from rich.text import Text
-    from shared.show.dashboard import plain_line, render
-
     out = Path(plan["out"])
     console = Console()
     tty = console.is_terminal
@@ -490,7 +482,7 @@ def run_columns(args, plan: dict) -> int:
             a, b, rl = states.get("alice"), states.get("bob"), relay_line["text"]
         waiting = Text("starting…", style="grey50")
         grid.add_row(render(a, col, h - 2) if a else waiting, render(b, col, h - 2) if b else waiting)
-        return _stack(grid, Text(rl, style="grey62", overflow="ellipsis", no_wrap=True))
+        return Group(grid, Text(rl, style="grey62", overflow="ellipsis", no_wrap=True))
 
     deadline = time.monotonic() + plan["timeout"]
     last_plain = {}
@@ -520,12 +512,7 @@ def run_columns(args, plan: dict) -> int:
             t.join(timeout=5)
         time.sleep(0.3)
     finally:
-        if procs["relay"].poll() is None:
-            procs["relay"].send_signal(signal.SIGTERM)
-            try:
-                procs["relay"].wait(10)
-            except subprocess.TimeoutExpired:
-                procs["relay"].kill()
+        stop(procs["relay"])
         if live:
             live.update(view(), refresh=True)
             live.stop()
@@ -544,11 +531,6 @@ def run_columns(args, plan: dict) -> int:
                 print(f"{who}: " + " | ".join(tail), file=sys.stderr)
     console.print(summary(plan, res))
     return 0 if res["ok"] else 1
-
-
-def _stack(*renderables):
-    from rich.console import Group
-    return Group(*renderables)
 
 
 def main(argv: list[str] | None = None) -> int:

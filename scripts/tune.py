@@ -21,6 +21,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from shared.coding.container import parse  # noqa: E402
+from shared.core import numeric  # noqa: E402  (torch-free: it pins the profile torch will load with)
+from shared.core.config import preset  # noqa: E402
+
 DEFAULT_FILE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 
 
@@ -51,7 +55,7 @@ def apply_overrides(cfg, sets: list[str]):
 
 
 def n_params(cfg) -> int:
-    from shared.core.model import GPT
+    from shared.core.model import GPT  # after activate(): the profile is pinned first
     return sum(p.numel() for p in GPT(cfg.model, cfg.seed).parameters())
 
 
@@ -69,11 +73,8 @@ def main(argv=None):
     ap.add_argument("--tag", default="")
     args = ap.parse_args(argv)
 
-    from shared.core import numeric
     numeric.activate(args.profile)
     from shared.coding.codec import compress, decompress  # after activate(): the profile is pinned first
-    from shared.coding.container import parse
-    from shared.core.config import preset
 
     data = Path(args.file).read_bytes()[args.offset:]
     if args.bytes:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from shared.show.dashboard import Dashboard, parse_link_info, plain_line, render
 from tests.helpers import ROOT
@@ -69,7 +70,6 @@ def test_plain_and_json_modes_and_dashboard_render():
     assert last["role"] == "mars" and last["step"] == 2 and last["digest"].startswith("0123")
     assert bytes(b for b, _ in last["text"]).startswith(b"Sol 1.\nA dust")
 
-    from rich.console import Console
     for role in ("earth", "mars"):
         d = Dashboard(role, "tcp://x:1", "quiet", link_info={"delay": 1.2, "bw": 16000})
         feed(d, 4)
@@ -112,6 +112,11 @@ def test_demo_headless_under_tmux(tmp_path):
     assert "Earth -> Mars" in (out / "relay.txt").read_text()
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / "report.html").exists()
     assert json.loads((out / "conductor.json").read_text())["ok"] is True
+    # the ledger's trained state: measured by each side from its own twin, the same rows on both
+    report = json.loads((out / "report.json").read_text())
+    names = [r["name"] for r in report["state"]]
+    assert "n-gram count tables" in names and "match model" in names and report["state_equal"] is True
+    assert json.loads((out / "alice.json").read_text())["state"] == json.loads((out / "bob.json").read_text())["state"]
 
 
 def test_demo_without_tmux_two_columns_plain(tmp_path):

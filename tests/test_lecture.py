@@ -1,13 +1,19 @@
 """Lecture mode: the exact-fraction coder and its worked example, and a short run of the script."""
+import math
 import subprocess
 import sys
 from fractions import Fraction as F
 
+import numpy as np
 import pytest
 
-from shared.show.lecture import (ExactCoder, binary_digits, bits_value, encode_words, settled_prefix,
-                            shortest_binary_fraction, word_intervals)
-from tests.helpers import ROOT
+from shared.coding.coder import ArithmeticEncoder
+from shared.core.config import PRESETS, preset
+from shared.show.lecture import (ExactCoder, Lecture, binary_digits, bits_value, encode_words, settled_prefix,
+                                 shortest_binary_fraction, word_intervals)
+from shared.show.ledger import program_size, state_sizes
+from shared.texts import mission_log
+from tests.helpers import ROOT, run_twin
 
 
 def test_worked_example_interval_and_single_bit():
@@ -47,14 +53,12 @@ def test_exact_coder_settles_the_common_prefix():
     assert coder.settled == settled_prefix(coder.low, coder.high) == 4
     assert binary_digits(coder.low, 4) == binary_digits(coder.high - F(1, 10**9), 4) == "1000"
     assert coder.code_bits().startswith("1000")
-    assert abs(coder.ideal_bits() - (-__import__("math").log2(F(1, 25)))) < 1e-12
+    assert abs(coder.ideal_bits() - (-math.log2(F(1, 25)))) < 1e-12
 
 
 def test_exact_coder_matches_engine_coder_on_quantised_frequencies():
     """Fed the engine's 24-bit frequencies, the exact interval code is as long as the real coder's
     output, give or take the final byte padding."""
-    import numpy as np
-    from shared.coding.coder import ArithmeticEncoder
     rng = np.random.default_rng(0)
     exact, real = ExactCoder(), ArithmeticEncoder()
     total = 1 << 24
@@ -79,3 +83,21 @@ def test_lecture_script_runs_plain_and_both_sides_agree():
     assert "[0.4, 0.6)" in out
     assert "MARS decodes step 3" in out and "✓ = Earth's" in out and "✗" not in out
     assert "✔ VERIFIED" in out
+    assert "The ledger: the stream cost" in out
+    bad = subprocess.run([sys.executable, "scripts/lecture.py", "--preset", "nope"], cwd=ROOT, capture_output=True,
+                         timeout=60)
+    assert bad.returncode == 2 and bad.stdout == b""                  # refused before anything is shown
+    assert bad.stderr.decode() == f"lecture: error: unknown preset 'nope'; choose one of {', '.join(PRESETS)}\n"
+
+
+def test_the_lectures_ledger_says_the_reports_numbers():
+    twin = run_twin(preset("tiny"), mission_log(300))
+    ledger = Lecture._ledger(twin, 1234)
+    program, state = program_size(), state_sizes(twin)
+    assert ledger["program"] == program and ledger["state"] == state
+    text = ledger["text"]
+    assert text.startswith("The ledger: the stream cost 1,234 bits.")
+    assert f"(core + coder, {len(program['files'])} files: {program['gzip_bytes'] * 8:,} bits gzip -9)" in text
+    assert f"trained state instead would cost {sum(r['gzip_bytes'] for r in state) * 8:,} bits (gzip -9)" in text
+    for r in state:
+        assert f"{r['name']} {r['gzip_bytes'] * 8:,}" in text

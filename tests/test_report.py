@@ -1,14 +1,28 @@
-"""End-of-run report: a real PNG and a self-contained HTML page carrying the plotted numbers."""
+"""End-of-run report: a real PNG and a self-contained HTML page carrying the plotted numbers, and
+a ledger that counts the whole program and the whole trained state of a real twin."""
 import base64
+import gzip
+import html
 import json
 import re
+import shutil
 import subprocess
 import sys
 
+import matplotlib
+import matplotlib.image as mpimg
+import numpy as np
 import pytest
 
+import shared.core
+from shared.core.config import preset
+from shared.core.engine import Twin
+from shared.show.report import build, summarize
+from shared.show.telemetry import Telemetry
 from shared.texts import mission_log
-from tests.helpers import ROOT
+from tests.helpers import ROOT, PassThrough
+
+matplotlib.use("Agg")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -29,13 +43,27 @@ def fake_stats(n_bytes: int, steps: int = 12) -> dict:
             "syncs_checked": 4, "duplicates": 1, "out_of_order": 3}
 
 
+def recorded_twin(n_bytes: int = 2000):
+    """A real tiny twin run to the end with telemetry recording it, as both stream ends do."""
+    data = mission_log(n_bytes)
+    twin, telemetry = Twin(preset("tiny"), len(data), data), Telemetry()
+    while not twin.finished:
+        telemetry.record(twin, twin.advance(PassThrough()), 0)
+    return twin, telemetry.stats()
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    from shared.show.report import build
+def twin_run():
+    return recorded_twin()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, twin_run):
     d = tmp_path_factory.mktemp("report")
     src = d / "input.txt"
     src.write_bytes(mission_log(6000))
     alice = fake_stats(6000)
+    alice["state"] = twin_run[1]["state"]
     bob = json.loads(json.dumps(alice))
     relay = {"settings": {"delay_s": 1.2, "bandwidth_bps": 16000, "loss": 0.1, "dup": 0, "reorder": 0, "seed": 1,
                           "fault_direction": "up"},
@@ -49,9 +77,6 @@ def test_png_is_valid_and_readable(built):
     d, s, _ = built
     raw = (d / "out" / "report.png").read_bytes()
     assert raw[:8] == PNG_SIGNATURE
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.image as mpimg
     img = mpimg.imread(str(d / "out" / "report.png"))
     assert img.ndim == 3 and img.shape[0] > 400 and img.shape[1] > 600
 
@@ -65,11 +90,13 @@ def test_html_is_self_contained_with_the_plotted_series(built):
     for step, bpb in alice["curve"]:                                                 # the curve, as a table
         assert f"<td>{step}</td>" in page and f"<td>{bpb}</td>" in page
     series = re.search(r'data-series="([^"]*)"', page).group(1)
-    import html
     assert json.loads(html.unescape(series)) == alice["curve"]
     for name in ("gzip -9", "bzip2 -9", "xz -9e"):
         assert name in page
-    assert "area under the loss curve" in page and "parameters x 32 bits" in page
+    assert "area under the loss curve" in page and "the program (core + coder)" in page
+    for row in s["state"]:                                                           # every state row, both sizes
+        assert f"{row['raw_bytes']:,} bytes raw, gzip -9 to {row['gzip_bytes']:,}" in page
+    assert f"<td>= sending the trained state instead</td><td>{s['state_bits']:,}</td>" in page
     assert "Alice and Bob stayed in lockstep" in page
 
 
@@ -77,18 +104,16 @@ def test_ledger_numbers_add_up(built):
     d, s, alice = built
     assert s["coder_overhead_bits"] == pytest.approx(s["payload_bits"] - s["ideal_bits"])
     assert s["payload_bits"] == alice["payload_bytes"] * 8
-    assert s["weights_bits"] == 30208 * 32
+    assert s["state_equal"] and s["state_bits"] == sum(r["gzip_bytes"] for r in s["state"]) * 8
     assert s["curves_equal"] and s["digests_equal"]
     data = mission_log(6000)
-    import gzip
     assert abs(s["compressors"]["gzip -9"] - len(gzip.compress(data, 9))) < 40   # the real tool, same ballpark
-    assert s["program"]["core_gzip_bytes"] > 1000
+    assert s["program"]["gzip_bytes"] > 1000
     saved = json.loads((d / "out" / "report.json").read_text())
     assert saved["payload_bytes"] == s["payload_bytes"]
 
 
 def test_disagreement_is_reported(tmp_path):
-    from shared.show.report import build
     src = tmp_path / "in.txt"
     src.write_bytes(b"x" * 600)
     alice = fake_stats(600)
@@ -113,3 +138,53 @@ def test_cli(tmp_path, built):
                           str(tmp_path / "b.json"), "--input", str(d / "input.txt"), "--out", str(tmp_path / "r2")],
                          cwd=ROOT, capture_output=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.decode().startswith("report: error:")
+
+
+# --- the ledger counts what both twins run -----------------------------------------------------
+
+def test_program_is_every_module_of_the_core_and_the_coder(built):
+    _, s, _ = built
+    core = sorted(f"shared/core/{p.name}" for p in (ROOT / "shared" / "core").glob("*.py"))
+    assert len(core) >= 12 and "shared/core/ngram.py" in core and "shared/core/exact.py" in core
+    assert s["program"]["files"] == core + ["shared/coding/coder.py"]
+    blob = b"".join((ROOT / f).read_bytes() for f in s["program"]["files"])
+    assert s["program"]["bytes"] == len(blob) and s["program"]["gzip_bytes"] == len(gzip.compress(blob, 9, mtime=0))
+
+
+def test_a_new_core_module_changes_the_program_size(built, tmp_path, monkeypatch):
+    """The report is not touched: the copy of the core it scans gains a module, the number moves."""
+    d, s, alice = built
+    copy = tmp_path / "core"
+    shutil.copytree(ROOT / "shared" / "core", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    module = b'"""A module added to the core after the report was written."""\nANSWER = 42\n'
+    (copy / "added.py").write_bytes(module)
+    monkeypatch.setattr(shared.core, "__path__", [str(copy)])
+    again = summarize(alice, alice, str(d / "input.txt"))
+    assert "added.py" in again["program"]["files"]
+    assert again["program"]["bytes"] == s["program"]["bytes"] + len(module)
+    assert again["program"]["gzip_bytes"] > s["program"]["gzip_bytes"]
+
+
+def _gzip(arrays) -> int:
+    return len(gzip.compress(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays), 9, mtime=0))
+
+
+def test_state_rows_are_the_twins_state_sized_independently(twin_run):
+    twin, stats = twin_run
+    rows = {r["name"]: r for r in stats["state"]}
+    assert list(rows) == ["GPT parameters", "AdamW moments", "n-gram count tables", "match model", "recent tokens"]
+    params = [p.detach().numpy() for p in twin.model.parameters()]
+    moments = [twin.opt.state[p][k].numpy() for k in ("exp_avg", "exp_avg_sq") for p in twin.model.parameters()]
+    counts, match = twin.counts, twin.counts.match
+    assert {"table", "check", "history", "word", "prev"} <= set(rows["n-gram count tables"]["arrays"])
+    assert {"ring", "where", "written", "place", "run"} <= set(rows["match model"]["arrays"])
+    expected = {"GPT parameters": params, "AdamW moments": moments,
+                "n-gram count tables": [getattr(counts, k) for k in rows["n-gram count tables"]["arrays"]],
+                "match model": [getattr(match, k) for k in rows["match model"]["arrays"]],
+                "recent tokens": [twin.window, twin.count_window] + ([twin.past] if twin.past is not None else [])}
+    assert rows["GPT parameters"]["raw_bytes"] == 4 * sum(p.numel() for p in twin.model.parameters())
+    assert rows["AdamW moments"]["raw_bytes"] == 2 * rows["GPT parameters"]["raw_bytes"]
+    assert rows["n-gram count tables"]["raw_bytes"] >= counts.table.nbytes + counts.check.nbytes > 0
+    for name, arrays in expected.items():
+        assert rows[name]["raw_bytes"] == sum(a.nbytes for a in arrays), name
+        assert rows[name]["gzip_bytes"] == _gzip(arrays), name

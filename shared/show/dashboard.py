@@ -1,6 +1,6 @@
 """Live dashboards for Earth (Alice) and Mars (Bob), and their plain-text log mode.
 
-Torch- and numpy-free at import: a `Dashboard` is fed through the stream callbacks (`on_hello`,
+Torch-free at import: a `Dashboard` is fed through the stream callbacks (`on_hello`,
 `on_step(twin, report, link)`) and reads only what they hand it, plus the `Telemetry` the
 stream records into (coded bytes so far). Everything it shows is measured on this side or is
 a link setting the caller states with `--link-info` (what the relay was started with).
@@ -17,13 +17,23 @@ The state is a plain JSON-able dict (`Dashboard.state()`), drawn by `render(stat
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
 import time
 from collections import deque
 
+from rich import box
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from ..core.errors import UsageError
 from ..core.layout import n_steps
+from .telemetry import Telemetry
 
 ROLES = {
     "earth": {"name": "EARTH", "what": "sender (Alice)", "colour": "bright_blue", "peer": "Mars"},
@@ -134,7 +144,6 @@ class Dashboard:
         if mode not in MODES:
             raise ValueError(f"display mode must be one of {MODES}")
         if telemetry is None:
-            from .telemetry import Telemetry
             telemetry = Telemetry()
         self.role, self.endpoint, self.mode = role, endpoint, mode
         self.telemetry, self.every, self.out_path = telemetry, every, out_path
@@ -161,8 +170,6 @@ class Dashboard:
     # -- callbacks
     def start(self) -> "Dashboard":
         if self.mode == "dashboard":
-            from rich.console import Console
-            from rich.live import Live
             self._console = Console(file=self.file)
             self._live = Live(console=self._console, auto_refresh=False, transient=False,
                               vertical_overflow="crop", get_renderable=self._renderable)
@@ -249,9 +256,8 @@ class Dashboard:
     # -- state
     def _remember_text(self, twin, report) -> None:
         """Keep stream 0's newest bytes and their surprisal (a resumed sender may repeat steps)."""
-        import math as _m
         tokens, bits = report.tokens[0], report.bits[0]
-        pairs = [(int(b), float(x)) for b, x in zip(tokens.tolist(), bits.tolist()) if not _m.isnan(x)]
+        pairs = [(int(b), float(x)) for b, x in zip(tokens.tolist(), bits.tolist()) if not math.isnan(x)]
         while self._s0 and self._s0[-1][0] >= report.step:
             self._s0.pop()
         self._s0.append((report.step, pairs))
@@ -348,7 +354,6 @@ def plain_line(s: dict) -> str:
 
 
 def _bar(frac: float, width: int, colour: str):
-    from rich.text import Text
     frac = min(max(frac, 0.0), 1.0)
     full = int(frac * width)
     t = Text("━" * full, style=colour)
@@ -358,7 +363,6 @@ def _bar(frac: float, width: int, colour: str):
 
 def _text_lines(pairs: list, fresh: int, width: int, height: int, role: str):
     """Wrap stream 0's bytes into at most `height` lines of `width` cells; keep the newest."""
-    from rich.text import Text
     lines: list[list[tuple[str, str]]] = [[]]
     n = len(pairs)
     for i, (b, bits) in enumerate(pairs):
@@ -389,20 +393,12 @@ def _text_lines(pairs: list, fresh: int, width: int, height: int, role: str):
 
 def _height(renderable, width: int) -> int:
     """Lines `renderable` takes at this width (so the text panel can fill what is left)."""
-    import io
-    from rich.console import Console
     c = Console(width=width, file=io.StringIO(), color_system=None)
     return len(c.render_lines(renderable, c.options, pad=False))
 
 
 def render(s: dict, width: int = 100, height: int = 40):
     """The dashboard for one side, as a rich renderable."""
-    from rich import box
-    from rich.console import Group
-    from rich.panel import Panel
-    from rich.table import Table
-    from rich.text import Text
-
     role = ROLES[s["role"]]
     colour = role["colour"]
     total = s["total_bytes"] or 0
@@ -543,7 +539,6 @@ def add_display_options(p) -> None:
 
 def dashboard_for(args, role: str, endpoint: str, total_bytes: int | None = None, file=None,
                   out_path: str | None = None) -> Dashboard:
-    from ..core.errors import UsageError
     try:
         info = parse_link_info(getattr(args, "link_info", None))
     except ValueError as e:

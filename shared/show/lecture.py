@@ -10,9 +10,12 @@ the model's top candidates, the true byte, the exact coding interval narrowing (
 same quantised frequencies the engine's coder uses) and the bits it has settled; after every
 chunk the training step on both sides (cost of the chunk before/after learning, weight digest).
 Mars decodes from the bytes Earth's real coder produced, in a second thread that, like Bob on a
-live link, waits whenever it needs bits that have not been sent yet.
+live link, waits whenever it needs bits that have not been sent yet. The result ends with the
+description-length ledger, measured as the report measures it (shared/show/ledger.py): the bits
+sent, beside the program both sides hold and the trained state that never had to cross.
 
-Part 1 and `ExactCoder` are torch-free; part 2 imports the engine only when it runs.
+Importing this module loads the engine, and with it torch (after the numeric profile is pinned):
+scripts/lecture.py imports it only once its options and input are checked.
 """
 from __future__ import annotations
 
@@ -23,7 +26,18 @@ import time
 from collections import deque
 from fractions import Fraction
 
-from ..core.engine import Watcher
+import numpy as np
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from ..coding.coder import ByteSource, ChunkDecoder, ChunkEncoder
+from ..core.config import PAD
+from ..core.engine import Twin, Watcher
+from ..core.pinned import torch
+from ..core.quantize import quantize
+from .ledger import PROGRAM, STATE_COMPRESSOR, program_size, state_sizes
 
 
 # --- exact intervals --------------------------------------------------------------------------
@@ -161,9 +175,6 @@ def _dec(x: Fraction) -> str:
 
 
 def worked_example(console) -> dict:
-    from rich.panel import Panel
-    from rich.text import Text
-
     iv = word_intervals()
     low, high, bits = encode_words(["rover"])
     line_w = 60
@@ -258,8 +269,6 @@ class MarsThread(threading.Thread):
 
     def run(self) -> None:
         try:
-            from ..coding.coder import ByteSource, ChunkDecoder
-            from ..core.engine import Twin
             twin = Twin(self.config, self.length)
             twin.watcher = LectureWatch()
             log = TokenLog(twin)
@@ -294,8 +303,6 @@ class TokenLog:
     """Every token a twin has coded, per stream (lecture texts are short): its text and windows."""
 
     def __init__(self, twin):
-        import numpy as np
-        from ..core.config import PAD
         self.T, self.C = twin.config.model.chunk, twin.config.model.context
         self.lens = [int(x) for x in twin.layout.lens]
         self.rows = np.full((twin.layout.streams, twin.n_steps * self.T), PAD, dtype=np.int64)
@@ -311,8 +318,6 @@ class TokenLog:
         return b"".join(bytes(self.rows[b, :n].astype("uint8")) for b, n in enumerate(self.lens))
 
     def window(self, start: int, stop: int):
-        import numpy as np
-        from ..core.config import PAD
         out = np.full((self.rows.shape[0], stop - start), PAD, dtype=np.int64)
         lo = max(start, 0)
         out[:, lo - start:] = self.rows[:, lo:stop]
@@ -321,8 +326,6 @@ class TokenLog:
 
 def chunk_bits_after(twin, log: TokenLog, step: int) -> float | None:
     """Bits/byte the just-learned chunk would cost now, after the training step (display only)."""
-    import numpy as np
-    import torch
     C, T = log.C, log.T
     t0 = (step - 1) * T
     window = log.window(t0 - C, t0 + T)
@@ -362,9 +365,6 @@ class Lecture:
 
     # -- Earth's observer: every coded position
     def observe(self, step, t, rows, probs, symbols):
-        from rich.table import Table
-        from rich.text import Text
-        from ..core.quantize import quantize
         if not rows[0]:
             return
         p = probs[0].astype("float64")
@@ -417,17 +417,11 @@ class Lecture:
             iv.append("\n")
         iv.append(f"width 2^-{ex.ideal_bits():.1f}; bits settled so far {ex.settled}"
                   + (f" (+{new} now)" if new else " (none new: the interval has not left its half yet)"))
-        from rich.console import Group
-        from rich.panel import Panel
         self.console.print(Panel(Group(head, tab, iv), border_style="bright_blue", title="EARTH codes",
                                  title_align="left"))
         self._pause()
 
     def run(self) -> dict:
-        from rich.panel import Panel
-        from rich.text import Text
-        from ..coding.coder import ChunkEncoder
-        from ..core.engine import Twin
 
         cfg = self.config
         earth = Twin(cfg, len(self.data), self.data)
@@ -470,7 +464,6 @@ class Lecture:
 
     def _collect(self, mars: MarsThread, step: int, final: bool = False):
         """Show what Mars has decoded, waiting until he has caught up or needs more bits."""
-        from rich.text import Text
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -509,8 +502,6 @@ class Lecture:
             self.console.print(t)
 
     def _verdict(self, earth, enc, mars) -> dict:
-        from rich.panel import Panel
-        from rich.text import Text
         out = getattr(self, "mars_output", None)
         final = getattr(self, "mars_final", None)
         ok = out == self.data and final == earth.digest() and self.mars_ok
@@ -525,6 +516,21 @@ class Lecture:
                  f"({enc.ac.bytes_taken} bytes: + a 1/256 flag per chunk, {enc.stored_chunks} chunks stored raw, "
                  "whole final byte)\n")
         t.append(f"{len(self.data)} bytes raw = {len(self.data) * 8} bits; this untrained tiny model pays "
-                 f"{earth.ideal_bits / len(self.data):.2f} bits/byte, and learns as it goes.")
+                 f"{earth.ideal_bits / len(self.data):.2f} bits/byte, and learns as it goes.\n")
+        ledger = self._ledger(earth, payload_bits)
+        t.append(ledger["text"])
         self.console.print(Panel(t, border_style="green3" if ok else "red", title="result", title_align="left"))
-        return {"ok": ok, "ideal_bits": earth.ideal_bits, "exact_bits": exact_bits, "payload_bits": payload_bits}
+        return {"ok": ok, "ideal_bits": earth.ideal_bits, "exact_bits": exact_bits, "payload_bits": payload_bits,
+                "program": ledger["program"], "state": ledger["state"]}
+
+    @staticmethod
+    def _ledger(earth, payload_bits: int) -> dict:
+        """The description-length ledger in words, with the report's numbers (shared/show/ledger.py)."""
+        program, state = program_size(), state_sizes(earth)
+        total = sum(r["gzip_bytes"] for r in state) * 8
+        rows = "; ".join(f"{r['name']} {r['gzip_bytes'] * 8:,}" for r in state)
+        text = (f"The ledger: the stream cost {payload_bits:,} bits. Both sides already held the program "
+                f"({PROGRAM}, {len(program['files'])} files: {program['gzip_bytes'] * 8:,} bits gzip -9), "
+                f"which never crossed the link. Sending Mars the trained state instead would cost {total:,} bits "
+                f"({STATE_COMPRESSOR}): {rows}.")
+        return {"text": text, "program": program, "state": state}

@@ -9,9 +9,10 @@ What it shows, all measured:
   * cumulative coded bits against the raw size and against gzip -9, bzip2 -9 and xz -9e run on
     the same input (their final sizes: they are not streaming the same way);
   * the description-length ledger: coded size = area under the loss curve (sum of -log2 p, the
-    "ideal bits") + arithmetic-coder overhead; beside it the size of the program both sides
-    already hold (marslink's own source, gzip -9; never sent), and what sending the trained
-    weights instead would have cost (parameters x 32 bits).
+    "ideal bits") + arithmetic-coder overhead; beside it the program both sides already hold
+    (every module of the lockstep core + the coder, gzip -9; never sent) and what sending the
+    trained state instead would cost, row by row, raw and gzip -9 (shared/show/ledger.py; the
+    state is measured from each side's twin at the end of its run and comes in its stats).
 
 Torch-free; matplotlib (the `report` extra) draws the PNG.
 """
@@ -29,11 +30,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from .ledger import PROGRAM, ROOT, STATE_COMPRESSOR, program_size
+
 SOURCE_DIRS = ("shared", "sender", "receiver", "protocol")
-# the program in the narrow sense: what defines the model, its training and the coder
-CORE_FILES = ("shared/core/config.py", "shared/core/model.py", "shared/core/engine.py", "shared/coding/coder.py",
-              "shared/core/numeric.py")
+STATE_COLOURS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a")
 COMPRESSORS = (("gzip -9", ["gzip", "-9", "-c"]), ("bzip2 -9", ["bzip2", "-9", "-c"]), ("xz -9e", ["xz", "-9e", "-c"]))
 
 
@@ -48,15 +48,11 @@ def compressor_sizes(path: str) -> dict[str, int]:
     return out
 
 
-def program_size(root: Path = ROOT) -> dict:
-    """The program both sides already have, raw and gzip -9: the core (model, training, coder)
-    and all of marslink's Python source (CLIs, link, dashboards included)."""
+def source_size(root: Path = ROOT) -> dict:
+    """All of marslink's Python source (CLIs, link, dashboards too), raw and gzip -9."""
     files = sorted(p for d in SOURCE_DIRS for p in (root / d).rglob("*.py"))
     blob = b"".join(p.read_bytes() for p in files)
-    core = b"".join((root / f).read_bytes() for f in CORE_FILES if (root / f).exists())
-    return {"files": len(files), "bytes": len(blob), "gzip_bytes": len(gzip.compress(blob, 9, mtime=0)),
-            "core_files": list(CORE_FILES), "core_bytes": len(core),
-            "core_gzip_bytes": len(gzip.compress(core, 9, mtime=0))}
+    return {"files": len(files), "bytes": len(blob), "gzip_bytes": len(gzip.compress(blob, 9, mtime=0))}
 
 
 def _series(stats: dict, key: str) -> dict[int, float | None]:
@@ -85,8 +81,11 @@ def summarize(alice: dict, bob: dict, input_path: str, relay: dict | None = None
         "seconds_alice": alice.get("seconds"), "seconds_bob": bob.get("seconds"),
         "frames_resent": alice.get("frames_resent"), "duplicates": bob.get("duplicates"),
         "out_of_order": bob.get("out_of_order"),
-        "parameters": params, "weights_bits": params * 32 if params else None,
-        "program": program_size(), "compressors": compressor_sizes(input_path),
+        "parameters": params,
+        # both twins size their own state: identical twins, identical rows
+        "state": alice.get("state") or bob.get("state"), "state_equal": alice.get("state") == bob.get("state"),
+        "state_bits": sum(r["gzip_bytes"] for r in alice["state"]) * 8 if alice.get("state") else None,
+        "program": program_size(), "source": source_size(), "compressors": compressor_sizes(input_path),
         "relay": relay,
     }
 
@@ -94,7 +93,7 @@ def summarize(alice: dict, bob: dict, input_path: str, relay: dict | None = None
 # --- the picture ----------------------------------------------------------------------------
 
 def plot(alice: dict, bob: dict, s: dict, path: str) -> None:
-    import matplotlib
+    import matplotlib  # optional: the `report` extra
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -146,10 +145,11 @@ def plot(alice: dict, bob: dict, s: dict, path: str) -> None:
                                      (max(s["coder_overhead_bits"], 0), "coder overhead", "#ff7f0e")]))
     rows.append(("+ program (never sent)", [(s["ideal_bits"], None, "#1f77b4"),
                                             (max(s["coder_overhead_bits"], 0), None, "#ff7f0e"),
-                                            (s["program"]["core_gzip_bytes"] * 8,
-                                             "model + training + coder source, gzip -9", "#9467bd")]))
-    if s["weights_bits"]:
-        rows.append(("send trained weights", [(s["weights_bits"], "parameters x 32 bits", "#8c564b")]))
+                                            (s["program"]["gzip_bytes"] * 8,
+                                             f"the program ({PROGRAM}), gzip -9", "#9467bd")]))
+    if s["state"]:
+        rows.append((f"send state ({STATE_COMPRESSOR})",
+                     [(r["gzip_bytes"] * 8, r["name"], colour) for r, colour in zip(s["state"], STATE_COLOURS)]))
     for name, size in s["compressors"].items():
         rows.append((name, [(size * 8, None, "#7f7f7f")]))
     rows.append(("raw", [(n * 8, None, "#c7c7c7")]))
@@ -202,6 +202,8 @@ def page(alice: dict, bob: dict, s: dict, png: bytes) -> str:
         ["digests equal", "yes" if s["digests_equal"] else "NO"],
         ["per-step curves equal (bits/byte and loss)", "yes" if s["curves_equal"] and s["loss_curves_equal"] else "NO"],
         ["sync digests Bob checked against Alice's", _f(s["syncs_checked"])],
+        ["trained-state sizes equal (each side measured its own twin)",
+         ("yes" if s["state_equal"] else "NO") if s["state"] else "n/a"],
         ["frames Alice resent / duplicates Bob dropped / out of order", f"{_f(s['frames_resent'])} / "
                                                                           f"{_f(s['duplicates'])} / {_f(s['out_of_order'])}"],
         ["seconds (Alice / Bob)", f"{_f(s['seconds_alice'])} / {_f(s['seconds_bob'])}"],
@@ -211,19 +213,28 @@ def page(alice: dict, bob: dict, s: dict, png: bytes) -> str:
         comp_rows.append([name, f"{size:,}", f"{size * 8 / n:.3f}" if n else "n/a"])
     comp_rows.append(["raw", f"{n:,}", "8.000"])
     comp = _table(["method", "bytes", "bits/byte"], comp_rows, 'id="compressors"')
-    p = s["program"]
-    ledger = _table(["item", "bits", "note"], [
+    p, src = s["program"], s["source"]
+    ledger_rows = [
         ["area under the loss curve", _f(s["ideal_bits"]), "sum over every byte of -log2 p(byte), as both models predicted it"],
         ["+ arithmetic-coder overhead", _f(s["coder_overhead_bits"]), "payload x 8 - ideal bits (flags, rounding, final bits)"],
         ["= coded payload", f"{s['payload_bits']:,}", "what crossed the link, apart from framing"],
-        ["the program: model, training, coder", f"{p['core_gzip_bytes'] * 8:,}",
-         f"{', '.join(p['core_files'])}: {p['core_bytes']:,} bytes, gzip -9 to {p['core_gzip_bytes']:,}; "
-         "both sides have it, never sent (torch, numpy and Python itself not counted)"],
-        ["all of marslink's source", f"{p['gzip_bytes'] * 8:,}",
-         f"{p['files']} Python files, {p['bytes']:,} bytes, gzip -9 to {p['gzip_bytes']:,} (CLIs, link, dashboards too)"],
-        ["sending the trained weights instead", _f(s["weights_bits"]),
-         f"{_f(s['parameters'])} parameters x 32 bits: the model never crossed the link"],
-    ], 'id="ledger"')
+        [f"the program ({PROGRAM})", f"{p['gzip_bytes'] * 8:,}",
+         f"{len(p['files'])} files, {p['bytes']:,} bytes, gzip -9 to {p['gzip_bytes']:,}: every module of the "
+         "lockstep core and the arithmetic coder; both sides have it, never sent (torch, numpy and Python "
+         "itself not counted)"],
+        ["all of marslink's source", f"{src['gzip_bytes'] * 8:,}",
+         f"{src['files']} Python files, {src['bytes']:,} bytes, gzip -9 to {src['gzip_bytes']:,} "
+         "(CLIs, link, dashboards too)"],
+    ]
+    for r in s["state"] or []:
+        ledger_rows.append([f"sending the trained state instead: {r['name']}", f"{r['gzip_bytes'] * 8:,}",
+                            f"{r['raw_bytes']:,} bytes raw, {STATE_COMPRESSOR} to {r['gzip_bytes']:,} "
+                            f"({', '.join(r['arrays'])}); {r['note']}"])
+    ledger_rows.append(["= sending the trained state instead", _f(s["state_bits"]),
+                        f"the rows above, {STATE_COMPRESSOR}: what a receiver would need to continue without the "
+                        "stream" if s["state"] else "n/a: the stats hold no state sizes"])
+    ledger = _table(["item", "bits", "note"], ledger_rows, 'id="ledger"')
+    program_list = _table(["file counted as the program"], [[f] for f in p["files"]], 'id="program-files"')
     ca, cb = _series(alice, "curve"), _series(bob, "curve")
     la, lb = _series(alice, "loss_curve"), _series(bob, "loss_curve")
     wire = {int(r[0]): r for r in alice.get("wire_curve", [])}
@@ -278,6 +289,7 @@ details {{ margin-bottom: 2em; }}
 <h2>Summary</h2>{summary}
 <h2>Against classic compressors</h2>{comp}
 <h2>Description-length ledger</h2>{ledger}
+<details><summary>the {len(p['files'])} files counted as the program ({PROGRAM})</summary>{program_list}</details>
 {relay}
 <h2>Per-step curve</h2>
 <details><summary>{len(curve_rows)} steps (the plotted series)</summary>{curve}</details>

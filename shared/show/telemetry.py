@@ -7,6 +7,9 @@ computed from bit-identical probabilities); the report overlays them to show it.
 from __future__ import annotations
 
 import math
+import time
+
+from .ledger import state_sizes
 
 
 def _num(x: float | None, digits: int = 6):
@@ -17,7 +20,8 @@ def _num(x: float | None, digits: int = 6):
 
 
 class Telemetry:
-    """Call `record(twin, report, payload_bytes)` after every step; `stats()` gives JSON lists.
+    """Call `record(twin, report, payload_bytes)` after every step; `stats()` gives JSON lists and
+    the sizes of the twin's trained state (ledger.state_sizes), measured when it is called: at the end.
 
     A resumed sender may code some steps again: a step recorded twice keeps its latest values
     (they are the same numbers, since the twin rewound to a bit-identical state).
@@ -29,11 +33,13 @@ class Telemetry:
         self.parameters: int | None = None
         self.payload_bytes = 0               # coded bytes sent (Alice) / received (Bob) so far
         self.extra: dict = {}                # side-specific live numbers (Bob: syncs_checked, ...)
+        self.twin = None                     # the twin last recorded: its state is sized once, in stats()
 
     MAX_ROWS = 4096                          # beyond this, every other step is dropped: memory stays flat
 
     def record(self, twin, report, payload_bytes: int, **extra) -> None:
         self.extra.update(extra)
+        self.twin = twin
         if self.parameters is None:
             self.parameters = int(sum(p.numel() for p in twin.model.parameters()))
         self.payload_bytes = int(payload_bytes)
@@ -50,6 +56,8 @@ class Telemetry:
     def stats(self) -> dict:
         steps = sorted(self.rows)
         rows = [(s, *self.rows[s]) for s in steps]
+        started = time.perf_counter()
+        state = state_sizes(self.twin) if self.twin is not None else None
         return {
             # bits per byte of each step's chunk: -log2 p of the true bytes, averaged (the coding loss)
             "curve": [[s, _num(bits / n if n else math.nan)] for s, _, n, bits, _, _ in rows],
@@ -59,5 +67,10 @@ class Telemetry:
             "wire_curve": [[s, done, payload] for s, done, _, _, _, payload in rows],
             "sync_digests": [[s, self.digests[s]] for s in sorted(self.digests)],
             "parameters": self.parameters,
+            # the trained state at the end, row by row, raw and gzip -9: the report's ledger
+            "state": state,
+            # how long measuring it took: the streams call stats() before their clock stops, so
+            # their "seconds" include this (scripts/bench_link.py takes it out)
+            "state_seconds": time.perf_counter() - started,
         }
 
