@@ -32,6 +32,7 @@ Examples:
   make bench ARGS="--presets fast,default --limit 200000"
   .venv/bin/python scripts/bench.py --presets default --files ../shared/corpora/tinyshakespeare.txt
   .venv/bin/python scripts/bench.py --profile native --presets default --limit 100000
+  make bench ARGS="--presets default --limit 200000 --baseline v0.1"   # this build against an older one
 """
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ USE_GNU_TIME = _has_gnu_time()
 
 
 def run_child(argv: list[str], stdin_path: str | None = None, stdout_path: str | None = None,
-              env: dict | None = None, on_line: Callable[[str], None] | None = None) -> dict:
+              env: dict | None = None, on_line: Callable[[str], None] | None = None, cwd: Path | None = None) -> dict:
     """Run argv to completion; return wall seconds, exit code, stderr and *this child's* peak RSS.
 
     The peak RSS comes from GNU time (`/usr/bin/time -f %M`), whose own tiny process forks the
@@ -116,7 +117,7 @@ def run_child(argv: list[str], stdin_path: str | None = None, stdout_path: str |
         argv = [GNU_TIME, "-f", "%M", "-o", mem_file, "--"] + argv
     try:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=err, env=env)
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=err, env=env, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0) if on_line is None else _wait_reading(proc.pid, err, on_line)
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -170,14 +171,20 @@ PROGRESS_BYTES = re.compile(r": ([\d,]+) / ([\d,]+) B \(")   # from shared.app.c
 
 
 def bench_marslink(src: str, n: int, preset: str, profile: str, work: Path,
-                   on_progress: Callable[[int, str], None] | None = None) -> dict:
+                   on_progress: Callable[[int, str], None] | None = None, build: Path | None = None) -> dict:
     """One compress + decompress through the CLIs. on_progress(bytes done of 2n, child's line)
-    follows the children's plain progress lines (an hour of `strong` should show signs of life)."""
+    follows the children's plain progress lines (an hour of `strong` should show signs of life).
+    `build`: another checkout of marslink (--baseline) whose alice and bob run instead, with the
+    same Python and libraries, so the two builds are compared in one run on one machine."""
     comp, back = work / "out.mrs", work / "back.bin"
     cstats, dstats = work / "c.json", work / "d.json"
     for p in (comp, back, cstats, dstats):
         p.unlink(missing_ok=True)
-    rec = {"compressor": f"marslink {preset}", "kind": "marslink", "preset": preset, "profile": profile}
+    rec = {"compressor": f"marslink {preset}" + (f" @{build.name}" if build else ""), "kind": "marslink",
+           "preset": preset, "profile": profile, "build": build.name if build else "this"}
+    env = child_env(PYTHONPATH=str(build)) if build else child_env()
+    alice, bob = ([sys.executable, "-m", "sender"], [sys.executable, "-m", "receiver"]) if build else \
+        ([str(BIN / "alice")], [str(BIN / "bob")])
     def follow(base: int):
         def on_line(line: str):
             m = PROGRESS_BYTES.search(line)
@@ -186,12 +193,12 @@ def bench_marslink(src: str, n: int, preset: str, profile: str, work: Path,
         return on_line
 
     report = ["--progress-every", str(PROGRESS_SECONDS)]
-    c = run_child([str(BIN / "alice"), "compress", src, str(comp), "--preset", preset, "--profile", profile,
-                   "--stats-json", str(cstats)] + report, env=child_env(), on_line=follow(0))
+    c = run_child(alice + ["compress", src, str(comp), "--preset", preset, "--profile", profile,
+                           "--stats-json", str(cstats)] + report, env=env, on_line=follow(0), cwd=build)
     if c["rc"] != 0:
         return {**rec, "error": f"alice exited {c['rc']}: {_without_progress(c['stderr'])[-500:]}"}
-    d = run_child([str(BIN / "bob"), "decompress", str(comp), str(back), "--stats-json", str(dstats)] + report,
-                  env=child_env(), on_line=follow(n))
+    d = run_child(bob + ["decompress", str(comp), str(back), "--stats-json", str(dstats)] + report,
+                  env=env, on_line=follow(n), cwd=build)
     if d["rc"] != 0:
         return {**rec, "error": f"bob exited {d['rc']}: {_without_progress(d['stderr'])[-500:]}"}
     cs, ds = json.loads(cstats.read_text()), json.loads(dstats.read_text())
@@ -251,6 +258,21 @@ def bench_classic(name: str, src: str, n: int, work: Path) -> dict:
     if not rec["verified"]:
         rec["error"] = "decompressed output differs from the input"
     return rec
+
+
+def checkout(rev: str, work: Path) -> Path:
+    """The build at git revision `rev`, unpacked into work/<short commit> (git archive: no worktree
+    left behind)."""
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=10", f"{rev}^{{commit}}"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise SystemExit(f"bench: --baseline {rev!r} is not a git revision of {ROOT}") from None
+    folder = work / commit
+    folder.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -391,7 +413,7 @@ def plot_frontier(path: Path, results: list[dict], inputs: list[dict]):
             if r["kind"] == "marslink":
                 ax.scatter([x], [y], marker=markers.get(r["preset"], "D"), s=90, color="tab:red", zorder=3,
                            label=f"marslink {r['preset']} ({r['profile']})")
-                ax.annotate(f"marslink {r['preset']}", (x, y), textcoords="offset points", xytext=(6, 6),
+                ax.annotate(r["compressor"], (x, y), textcoords="offset points", xytext=(6, 6),
                             fontsize=8, color="tab:red")
             else:
                 ax.scatter([x], [y], marker="o", s=40, color="tab:blue", zorder=2)
@@ -427,6 +449,8 @@ def main(argv=None) -> int:
                     help="marslink numeric profile (default: %(default)s)")
     ap.add_argument("--no-classic", action="store_true", help="skip gzip/bzip2/xz/zstd")
     ap.add_argument("--out", default=str(ROOT / "bench-results"), help="output folder (default: %(default)s)")
+    ap.add_argument("--baseline", metavar="REV", help="also run the presets with the build at git revision REV "
+                    "(e.g. a commit before a change), in the same run: the comparison docs/results.md asks for")
     args = ap.parse_args(argv)
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
@@ -447,15 +471,20 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="marslink-bench-") as tmp:
         work = Path(tmp)
         inputs = gather_inputs(args, work)
+        baseline = checkout(args.baseline, work) if args.baseline else None
         meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
                 "profile": args.profile, "presets": presets, "limit": args.limit or None,
                 "preset_configs": {p: PRESETS[p].to_dict() for p in presets},
                 "inputs": [{"name": i["name"], "bytes": i["bytes"]} for i in inputs]}
+        # a baseline run follows the same preset's run on the same file: both see the machine's load alike
         jobs = [(i, "classic", c) for i in inputs for c in classic] + \
-               [(i, "marslink", p) for i in inputs for p in presets]
+               [(i, kind, p) for i in inputs for p in presets for kind in ("marslink", "baseline")
+                if kind == "marslink" or baseline]
+        if baseline:
+            meta["baseline"] = {"rev": args.baseline, "commit": baseline.name}
         console = Console(stderr=True)
         # progress is measured in marslink bytes (compress + decompress): they are the slow part
-        total = sum(2 * i["bytes"] for i, kind, _ in jobs if kind == "marslink") or 1
+        total = sum(2 * i["bytes"] for i, kind, _ in jobs if kind != "classic") or 1
         with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TextColumn("left"),
                       TimeRemainingColumn(), console=console, transient=False) as bar:
             task = bar.add_task("bench", total=total)
@@ -474,11 +503,12 @@ def main(argv=None) -> int:
                         said[0] = time.perf_counter()
                         print(f"bench:   {line}", file=sys.stderr, flush=True)
 
-                rec = bench_marslink(inp["path"], inp["bytes"], what, args.profile, work, on_progress) \
-                    if kind == "marslink" else bench_classic(what, inp["path"], inp["bytes"], work)
+                rec = bench_classic(what, inp["path"], inp["bytes"], work) if kind == "classic" else \
+                    bench_marslink(inp["path"], inp["bytes"], what, args.profile, work, on_progress,
+                                   baseline if kind == "baseline" else None)
                 rec = {"file": inp["name"], "input_bytes": inp["bytes"], **rec}
                 results.append(rec)
-                if kind == "marslink":
+                if kind != "classic":
                     bar.update(task, completed=base + 2 * inp["bytes"])
                     msg = (f"  {what}: ERROR {rec['error']}" if "error" in rec else
                            f"  {what}: {rec['bits_per_byte']:.3f} bits/byte, "
