@@ -86,6 +86,9 @@ def _create_temp(path: str) -> tuple[int, str]:
     try:
         return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE), tmp
     except OSError as e:
+        if e.errno == errno.ENOENT and os.path.isdir(folder):     # /proc, /sys: no new files, ever
+            raise StorageError(f"cannot write {path!r}: its folder takes no new files (a virtual file system "
+                               f"such as /proc?); choose a folder on a disk, then run again") from None
         raise storage_error("", path, e) from None
 
 
