@@ -128,10 +128,11 @@ from contextlib import contextmanager  # noqa: E402
 
 import pytest  # noqa: E402
 
-def run_cli_with(*args, input_bytes=None, timeout=300, **popen):
-    """run_cli with extra subprocess options: umask=, user=, stdout= (a file: a full disk on stdout)."""
+def run_cli_with(*args, prefix=(), input_bytes=None, timeout=300, **popen):
+    """run_cli with extra subprocess options: umask=, stdout= (a file: a full disk on stdout), and
+    a command `prefix` (e.g. setpriv, to drop root's right to ignore permissions)."""
     popen.setdefault("stdout", subprocess.PIPE)
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=child_env(), input=input_bytes,
+    return subprocess.run([*prefix, sys.executable, "-m", *args], cwd=ROOT, env=child_env(), input=input_bytes,
                           stderr=subprocess.PIPE, timeout=timeout, **popen)
 
 
