@@ -1,7 +1,6 @@
 """The command lines as a user runs them: round trips, stats, and one-line errors with no debris."""
 import json
 import struct
-import zlib
 
 import pytest
 
