@@ -6,6 +6,7 @@ import pytest
 
 from shared.app import checkpoint
 from shared.app.files import StorageError
+from shared.core.pinned import torch
 from tests.helpers import expect_error, fill, leftovers, run_cli_with, tmpfs
 
 TEXT = b"Sol 12. Habitat pressure nominal; the greenhouse lights cycle at dusk.\n" * 40
@@ -62,7 +63,8 @@ def test_checkpoint_on_a_full_disk_keeps_the_previous_one(tmp_path):
         checkpoint.save(path, {"step": 1})
         checkpoint.write_json(str(disk / "meta.json"), {"step": 1})
         fill(disk)
-        for write, name, obj in ((checkpoint.save, "checkpoint.pt", {"step": 2, "w": bytes(8192)}),
+        weights = torch.arange(50_000, dtype=torch.float32)     # torch.save fails inside its zip writer
+        for write, name, obj in ((checkpoint.save, "checkpoint.pt", {"step": 2, "w": weights}),
                                  (checkpoint.write_json, "meta.json", {"step": 2, "pad": "x" * 8192})):
             with pytest.raises(StorageError) as e:
                 write(str(disk / name), obj)

@@ -21,11 +21,22 @@ def _write(path: str, mode: str, fill: Callable[[IO], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
-        raise storage_error("checkpoint ", path, e, then="run again to resume") from None
+    except (OSError, RuntimeError) as e:
+        cause = _os_error(e)
+        if cause is None:
+            raise
+        raise storage_error("checkpoint ", path, cause, then="run again to resume") from None
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
+
+
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError behind `e`: torch.save reports a failed write as a RuntimeError from its zip
+    writer, raised while handling the OSError."""
+    while e is not None and not isinstance(e, OSError):
+        e = e.__cause__ or e.__context__
+    return e
 
 
 def save(path: str, state: dict) -> None:
