@@ -10,7 +10,8 @@ from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_comm
                                 add_model_options, add_numeric_options, add_report_options, link_settings,
                                 output_file, run_config)
 from shared.core import numeric
-from shared.show.dashboard import add_display_options
+from shared.coding.container import parse
+from shared.show.dashboard import add_display_options, dashboard_for
 
 
 def parser() -> argparse.ArgumentParser:
@@ -50,10 +51,9 @@ def listen_command(args) -> int:
     check_output(args.out, force=args.force)
     check_stats(args.stats_json)
     numeric.activate(args.profile, args.threads)
-    from shared.core.fingerprint import fingerprint  # start-up: torch loads only once the options are valid
+    from receiver.stream import receive_stream   # start-up: torch loads only once the options are valid
+    from shared.core.fingerprint import fingerprint
     fingerprint()                       # compute the canary before a sender is waiting
-    from receiver.stream import receive_stream
-    from shared.show.dashboard import dashboard_for
 
     if not args.quiet:
         print(f"bob: listening on {args.bind}", file=sys.stderr, flush=True)
@@ -85,8 +85,6 @@ def _log(message: str) -> None:
 
 
 def decompress_command(args) -> int:
-    from shared.coding.container import parse   # start-up: not needed for --help
-
     blob = read_input(args.input)
     check_output(args.output, args.input, args.force)
     check_stats(args.stats_json)

@@ -11,7 +11,8 @@ from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_comm
                                 add_model_options, add_report_options, fraction, link_settings, run_config,
                                 seconds, stream_id)
 from shared.core import numeric
-from shared.show.dashboard import add_display_options
+from shared.coding.container import parse
+from shared.show.dashboard import add_display_options, dashboard_for
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,8 +54,6 @@ def send_command(args) -> int:
     check_stats(args.stats_json)
     numeric.activate(args.profile, args.threads)
     from sender.stream import send_stream   # start-up: torch loads only once the options are valid
-    from shared.show.dashboard import dashboard_for
-
     faults = link.FaultPlan(args.fault_drop, args.fault_dup, args.fault_reorder, args.fault_seed,
                             args.fault_corrupt_nth)
     settings = link_settings(args, curve, retransmit_s=args.retransmit,
@@ -78,8 +77,7 @@ def compress_command(args) -> int:
     check_output(args.output, args.input, args.force)
     check_stats(args.stats_json)
     numeric.activate(args.profile, args.threads)
-    from shared.coding.codec import compress, decompress   # start-up: these load torch
-    from shared.coding.container import parse
+    from shared.coding.codec import compress, decompress   # start-up: torch loads only once the options are valid
 
     with progress("Earth: compressing", len(data), not args.quiet, args.progress_every) as update:
         blob, stats = compress(data, run_config(args), lambda twin, r: update(r.tokens_done, twin.ideal_bits))

@@ -19,10 +19,11 @@ ALICE = ["send", "in.txt", "--connect", EP]
 BOB = ["listen", "--bind", EP, "--out", "out.bin"]
 
 # option, value, what the refusal says after "argument OPTION: "
+SEEDS = "a whole number in 0..9223372036854775807"
 BAD = [
-    ("--seed", "18446744073709551616", "'18446744073709551616' is not a seed (a whole number in 0..9223372036854775807)"),
-    ("--seed", "-5", "'-5' is not a seed (a whole number in 0..9223372036854775807)"),
-    ("--seed", "1.5", "'1.5' is not a seed (a whole number in 0..9223372036854775807)"),
+    ("--seed", "18446744073709551616", f"'18446744073709551616' is not a seed ({SEEDS})"),
+    ("--seed", "-5", f"'-5' is not a seed ({SEEDS})"),
+    ("--seed", "1.5", f"'1.5' is not a seed ({SEEDS})"),
     ("--window", "0", "'0' is not a window (a whole number in 1..4096)"),
     ("--window", "100000", "'100000' is not a window (a whole number in 1..4096)"),
     ("--checkpoint-every", "0", "'0' is not a step count (a whole number in 1..1073741824)"),
