@@ -48,27 +48,22 @@ def integer(low: int, high: int, what: str):
     return parse
 
 
-def seconds(text: str) -> float:
-    """argparse type for a duration: a finite number of seconds above zero, at most MAX_SECONDS."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= MAX_SECONDS:      # NaN fails every comparison
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a positive number of seconds "
-                                         f"(at most {MAX_SECONDS:,})")
-    return value
+def number(low: float, high: float, what: str, above_low: bool = False):
+    """argparse type: a finite number in low..high (above low, if `above_low`); NaN never passes."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not ((low < value) if above_low else (low <= value)) or not value <= high:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not {what}")
+        return value
+    parse.__name__ = what
+    return parse
 
 
-def fraction(text: str) -> float:
-    """argparse type for a probability: 0 to 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a probability (a number from 0 to 1)")
-    return value
+seconds = number(0, MAX_SECONDS, f"a positive number of seconds (at most {MAX_SECONDS:,})", above_low=True)
+fraction = number(0, 1, "a probability (a number from 0 to 1)")
 
 
 def threads(text: str) -> int:
