@@ -59,7 +59,7 @@ def test_listen_refuses_an_existing_out_before_listening(cli, tmp_path):
     assert out.read_bytes() == b"precious"
 
 
-@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
 def test_new_files_get_the_umask_mode(tmp_path, made, umask, mode):
     r = run_cli_with("sender", "compress", str(made / "in.txt"), str(tmp_path / "c.mrs"), "--preset", "tiny", "-q",
                      "--stats-json", str(tmp_path / "c.json"), umask=umask)
