@@ -133,13 +133,16 @@ def test_mismatched_numeric_profile(cli, tmp_path, made):
                     "has 'native'; both sides need the same profile and library build", tmp_path, [])
 
 
-def test_existing_output_is_untouched_on_failure(cli, tmp_path):
-    (tmp_path / "bad.mrs").write_bytes(b"MRSL\x01garbage")
+def test_existing_output_is_untouched_on_failure(cli, tmp_path, made):
+    """Even with --force, an output is replaced only by a verified result."""
+    blob = bytearray((made / "c.mrs").read_bytes())
+    blob[-20] ^= 0x10
+    (tmp_path / "bad.mrs").write_bytes(blob)
     (tmp_path / "out").write_bytes(b"precious")
-    r = cli("receiver", "decompress", str(tmp_path / "bad.mrs"), str(tmp_path / "out"))
-    assert r.returncode == 2
+    r = cli("receiver", "decompress", str(tmp_path / "bad.mrs"), str(tmp_path / "out"), "--force")
+    expect_error(r, f"bob: error: {str(tmp_path / 'bad.mrs')!r} is corrupted: payload checksum mismatch "
+                    "(bit flip or damaged copy)", tmp_path, ["bad.mrs", "out"])
     assert (tmp_path / "out").read_bytes() == b"precious"
-    assert leftovers(tmp_path) == ["bad.mrs", "out"]
 
 
 def test_plain_progress_lines_for_logs(cli, tmp_path):

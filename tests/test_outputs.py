@@ -8,7 +8,7 @@ import pytest
 
 from shared.app.files import write_atomic
 from shared.core.errors import UsageError
-from tests.helpers import expect_error, leftovers, run_cli, run_cli_with, tmpfs
+from tests.helpers import assert_verified, expect_error, leftovers, run_cli, run_cli_with, run_pair, tmpfs
 
 TEXT = b"Sol 7. Dust storm on the horizon; the rover waits.\n" * 20
 NO_ROOT_BYPASS = ("setpriv", "--bounding-set=-dac_override,-dac_read_search",
@@ -57,6 +57,15 @@ def test_listen_refuses_an_existing_out_before_listening(cli, tmp_path):
     r = cli("receiver", "listen", "--bind", "tcp://127.0.0.1:1", "--out", str(out), "--preset", "tiny")
     expect_error(r, exists_message("bob", out), tmp_path, ["got.txt"])
     assert out.read_bytes() == b"precious"
+
+
+def test_listen_with_force_replaces_only_with_the_verified_stream(tmp_path):
+    """A live stream onto an existing --out: refused without --force (above); with it, the old
+    file stays until the stream is verified, then the new one takes its place, with no debris."""
+    (tmp_path / "out.bin").write_bytes(b"precious")
+    result = run_pair(tmp_path, TEXT, bob_args=("--force", "-q"), alice_args=("-q",))
+    assert_verified(result, TEXT)
+    assert leftovers(tmp_path) == ["alice.json", "bob.json", "in.bin", "out.bin"]
 
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
