@@ -94,6 +94,9 @@ def test_output_in_proc_is_one_line(cli, made):
     r = cli("sender", "compress", str(made / "in.txt"), "/proc/marslink.mrs", "--preset", "tiny")
     expect_error(r, "alice: error: cannot write '/proc/marslink.mrs': its folder takes no new files (a virtual "
                     "file system such as /proc?); choose a folder on a disk, then run again")
+    r = cli("receiver", "listen", "--bind", "tcp://127.0.0.1:1", "--out", "/proc/got.txt", "--preset", "tiny")
+    expect_error(r, "bob: error: cannot write '/proc/got.txt': its folder takes no new files (a virtual "
+                    "file system such as /proc?); choose a folder on a disk, then run again")
 
 
 def test_read_only_file_system_is_one_line(cli, tmp_path, made):
