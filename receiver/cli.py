@@ -4,52 +4,36 @@ from __future__ import annotations
 import argparse
 import sys
 
-from protocol import link
+from shared.app.cli import check_endpoint, curve_keys, keygen_command, progress, run_main
+from shared.app.files import check_output, check_stats, read_input, write_atomic, write_stats
+from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_command, add_link_options,
+                                add_model_options, add_numeric_options, add_report_options, link_settings,
+                                output_file, run_config)
 from shared.core import numeric
-from shared.app.cli import (check_output, keygen_command, positive_seconds, progress, read_input, run_main, write_atomic,
-                        write_stats)
+from shared.coding.container import parse
+from shared.show.dashboard import add_display_options, dashboard_for
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="bob", description="Marslink receiver (Mars).")
+    ap = Parser(prog="bob", description="Marslink receiver (Mars).")
     sub = ap.add_subparsers(dest="command", required=True)
     d = sub.add_parser("decompress", help="decompress a marslink file INPUT into OUTPUT ('-' = stdin/stdout)")
     d.add_argument("input")
     d.add_argument("output")
-    d.add_argument("--profile", default=None, choices=sorted(numeric.PROFILES),
-                   help="force a numeric profile (default: the one recorded in the file)")
-    d.add_argument("--threads", type=int, default=None, help="force a thread count (default: the file's)")
-    d.add_argument("--stats-json", metavar="PATH", help="write run statistics as JSON")
-    d.add_argument("-q", "--quiet", action="store_true", help="no progress display")
-    d.add_argument("--progress-every", type=positive_seconds, default=None, metavar="S",
-                   help="when stderr is not a terminal (a log), print a plain progress line every S seconds")
-    from shared.core.config import PRESETS
+    add_force_option(d)
+    add_numeric_options(d, "force a numeric profile (default: the one recorded in the file)",
+                        "force a thread count (default: the file's)")
+    add_report_options(d)
     ls = sub.add_parser("listen", help="receive one stream from a sender and write it to --out")
     ls.add_argument("--bind", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5555")
-    ls.add_argument("--out", required=True, metavar="FILE", help="where the verified result goes")
-    ls.add_argument("--preset", default="default", choices=sorted(PRESETS), help="must match the sender's")
-    ls.add_argument("--profile", default=None, choices=sorted(numeric.PROFILES),
-                    help="numeric profile (default: portable); must match the sender's")
-    ls.add_argument("--threads", type=int, default=None, help="intra-op threads; must match the sender's")
-    ls.add_argument("--seed", type=int, default=None, help="model seed (default: the preset's); must match")
-    ls.add_argument("--timeout", type=float, default=link.TIMEOUT_S,
-                    help="seconds of peer silence before giving up (default %(default)g)")
-    ls.add_argument("--handshake-timeout", type=float, default=link.RECEIVER_HANDSHAKE_S,
-                    help="seconds to wait for a sender (default %(default)g)")
-    ls.add_argument("--window", type=int, default=link.WINDOW, help="frames buffered (credit; default %(default)s)")
-    ls.add_argument("--insecure", action="store_true", help="allow plain text on a non-loopback address")
-    ls.add_argument("--curve-secret", metavar="PATH", help="encrypt (CurveZMQ) with Mars's key, e.g. keys/mars.key_secret")
-    ls.add_argument("--allow", metavar="DIR", help="with --curve-secret: admit only senders whose public key "
-                    "(NAME.key) is in DIR")
-    ls.add_argument("--stats-json", metavar="PATH", help="write run statistics as JSON")
-    ls.add_argument("-q", "--quiet", action="store_true", help="no progress display")
-    ls.add_argument("--checkpoint-every", type=int, default=16, help="steps between checkpoints")
-    ls.add_argument("--fault-perturb-step", type=int, default=None, help=argparse.SUPPRESS)
-    from shared.show.dashboard import add_display_options
+    ls.add_argument("--out", required=True, type=output_file, metavar="FILE", help="where the verified result goes")
+    add_force_option(ls)
+    add_link_options(ls, "bind")
+    ls.add_argument("--fault-perturb-step", type=COUNT, default=None, help=argparse.SUPPRESS)
     add_display_options(ls)
-    k = sub.add_parser("keygen", help="make Mars's CurveZMQ key pair in DIR: NAME.key (public), NAME.key_secret")
-    k.add_argument("dir")
-    k.add_argument("--name", default="mars", help="file name stem (default: %(default)s)")
+    add_model_options(ls, "the sender's")
+    add_report_options(ls, progress_every=False)
+    add_keygen_command(sub, "Mars", "mars")
     return ap
 
 
@@ -62,21 +46,15 @@ def _chain(*callbacks):
 
 
 def listen_command(args) -> int:
-    from shared.app.cli import check_endpoint, curve_keys
-    from shared.core.config import preset
     curve = curve_keys("bind", args.curve_secret, args.allow)
     check_endpoint(args.bind, args.insecure, "bind", encrypted=curve is not None)
-    check_output(args.out)
-    if args.stats_json:
-        check_output(args.stats_json)
+    check_output(args.out, force=args.force)
+    check_stats(args.stats_json)
     numeric.activate(args.profile, args.threads)
-    from shared.core.fingerprint import fingerprint  # torch loads only once the options are valid
+    from receiver.stream import receive_stream   # start-up: torch loads only once the options are valid
+    from shared.core.fingerprint import fingerprint
     fingerprint()                       # compute the canary before a sender is waiting
-    from protocol.link import LinkSettings
-    from receiver.stream import receive_stream
 
-    settings = LinkSettings(window=args.window, timeout_s=args.timeout,
-                            handshake_timeout_s=args.handshake_timeout, curve=curve)
     if not args.quiet:
         print(f"bob: listening on {args.bind}", file=sys.stderr, flush=True)
     bar = {}
@@ -87,16 +65,10 @@ def listen_command(args) -> int:
             print(f"bob: receiving stream {hello.stream_id!r} ({hello.total_length:,} bytes)",
                   file=sys.stderr, flush=True)
 
-    from shared.show.dashboard import dashboard_for
-    dash = dashboard_for(args, "mars", args.bind, file=sys.stderr if args.out == "-" else None,
-                         out_path=None if args.out == "-" else args.out)
+    dash = dashboard_for(args, "mars", args.bind, out_path=args.out)
     with dash:
         on_hello = _chain(on_hello, dash.on_hello)
-        config = preset(args.preset)
-        if args.seed is not None:
-            import dataclasses
-            config = dataclasses.replace(config, seed=args.seed)
-        stats = receive_stream(args.bind, config, args.out, settings, on_hello=on_hello,
+        stats = receive_stream(args.bind, run_config(args), args.out, link_settings(args, curve), on_hello=on_hello,
                                on_step=dash.on_step, telemetry=dash.telemetry, log=_log,
                                perturb_step=args.fault_perturb_step, checkpoint_every=args.checkpoint_every)
         dash.finish(stats)
@@ -113,24 +85,21 @@ def _log(message: str) -> None:
 
 
 def decompress_command(args) -> int:
-    from shared.coding.container import parse
-
     blob = read_input(args.input)
-    check_output(args.output, args.input)
-    if args.stats_json:
-        check_output(args.stats_json)
+    check_output(args.output, args.input, args.force)
+    check_stats(args.stats_json)
     container = parse(blob, "input" if args.input == "-" else repr(args.input))
     recorded = container.header.get("fingerprint", {})
     profile = args.profile or recorded.get("profile")
     threads = args.threads if args.threads is not None else int(recorded.get("threads", 1))
     numeric.activate(profile, threads)
-    from shared.coding.codec import decompress
+    from shared.coding.codec import decompress   # start-up: torch loads only once the options are valid
 
     with progress("Mars: decompressing", container.header["length"], not args.quiet,
                   args.progress_every) as update:
         data, stats = decompress(container, lambda twin, r: update(r.tokens_done, twin.ideal_bits))
     stats["compressed_bytes"] = len(blob)
-    write_atomic(args.output, data)
+    write_atomic(args.output, data, args.force)
     write_stats(args.stats_json, stats)
     if not args.quiet and args.output != "-":
         print(f"bob: verified {len(data):,} bytes (SHA-256 ok, {stats['steps']} steps in lockstep), "

@@ -119,3 +119,61 @@ def run_twin(config, data, steps=None) -> Twin:
     for _ in range(twin.n_steps if steps is None else steps):
         twin.advance(PassThrough())
     return twin
+
+
+# -- outputs and file systems (issue 19: one-line write errors, full disks, --force) ---------------
+# (imports here, not at the top: this section merges as one block)
+import errno  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+
+import pytest  # noqa: E402
+
+def run_cli_with(*args, prefix=(), input_bytes=None, timeout=300, **popen):
+    """run_cli with extra subprocess options: umask=, stdout= (a file: a full disk on stdout), and
+    a command `prefix` (e.g. setpriv, to drop root's right to ignore permissions)."""
+    popen.setdefault("stdout", subprocess.PIPE)
+    return subprocess.run([*prefix, sys.executable, "-m", *args], cwd=ROOT, env=child_env(), input=input_bytes,
+                          stderr=subprocess.PIPE, timeout=timeout, **popen)
+
+
+def leftovers(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def expect_error(r, message, folder=None, before=None, code=2):
+    """Exit `code`, stderr exactly the one line `message`; with `folder`, its listing is still
+    `before` (nothing written, no temporary file left)."""
+    assert r.returncode == code, r.stderr.decode()
+    assert r.stderr.decode().strip() == message
+    if folder is not None:
+        assert leftovers(folder) == before
+
+
+@contextmanager
+def tmpfs(path, size="1m", read_only=False):
+    """A small tmpfs mounted at `path` for the test (the suite runs as root); the test is
+    skipped, with the reason, where this machine does not allow mounting."""
+    path.mkdir(exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                           capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        pytest.skip("no 'mount' command here: the full-disk tests need to mount a small tmpfs")
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or 'not root?'}): the full-disk "
+                    f"tests need root in a machine or container that allows mounts")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+
+
+def fill(folder, name="filler") -> None:
+    """Fill the file system under `folder` to the last byte."""
+    with open(folder / name, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(bytes(4096))
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e

@@ -1,11 +1,11 @@
 """The command lines as a user runs them: round trips, stats, and one-line errors with no debris."""
 import json
 import struct
-import zlib
 
 import pytest
 
 from shared.texts import mission_log
+from tests.helpers import expect_error, leftovers, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -13,7 +13,6 @@ def made(tmp_path_factory):
     """One real compressed file, made once through the CLI."""
     d = tmp_path_factory.mktemp("made")
     (d / "in.txt").write_bytes(mission_log(3000))
-    from tests.helpers import run_cli
     r = run_cli("sender", "compress", str(d / "in.txt"), str(d / "c.mrs"), "--preset", "tiny",
                 "--stats-json", str(d / "stats.json"), "-q")
     assert r.returncode == 0, r.stderr.decode()
@@ -46,17 +45,6 @@ def test_stdin_to_stdout_pipeline(cli):
     d = cli("receiver", "decompress", "-", "-", input_bytes=c.stdout)
     assert d.returncode == 0, d.stderr.decode()
     assert d.stdout == data
-
-
-def leftovers(folder):
-    return sorted(p.name for p in folder.iterdir())
-
-
-def expect_error(r, message, folder=None, before=None):
-    assert r.returncode == 2
-    assert r.stderr.decode().strip() == message
-    if folder is not None:
-        assert leftovers(folder) == before          # nothing written, no temporary files left
 
 
 def test_missing_input(cli, tmp_path):
@@ -96,7 +84,7 @@ def test_wrong_format_version(cli, tmp_path, made):
     (tmp_path / "v.mrs").write_bytes(blob)
     r = cli("receiver", "decompress", str(tmp_path / "v.mrs"), str(tmp_path / "out"))
     expect_error(r, f"bob: error: {str(tmp_path / 'v.mrs')!r} is marslink format version 9; this build reads "
-                    "version 3 (use a matching marslink release)", tmp_path, ["v.mrs"])
+                    "version 4 (use a matching marslink release)", tmp_path, ["v.mrs"])
 
 
 def test_truncated_file(cli, tmp_path, made):
@@ -127,19 +115,34 @@ def test_flipped_bit_in_header(cli, tmp_path, made):
                     "(bit flip or damaged copy)", tmp_path, ["h.mrs"])
 
 
+def test_flipped_bit_in_digest_table(cli, tmp_path, made):
+    """Format 4: the sync digests are covered by a checksum in the header, so damage there is a
+    corrupted file before any decoding, not a divergence after all of it."""
+    blob = bytearray((made / "c.mrs").read_bytes())
+    (hlen,) = struct.unpack_from("<I", blob, 5)
+    blob[13 + hlen + 1] ^= 0x04                      # inside the first digest
+    (tmp_path / "d.mrs").write_bytes(blob)
+    r = cli("receiver", "decompress", str(tmp_path / "d.mrs"), str(tmp_path / "out"))
+    expect_error(r, f"bob: error: {str(tmp_path / 'd.mrs')!r} is corrupted: sync digest table checksum mismatch "
+                    "(bit flip or damaged copy)", tmp_path, ["d.mrs"])
+
+
 def test_mismatched_numeric_profile(cli, tmp_path, made):
     r = cli("receiver", "decompress", str(made / "c.mrs"), str(tmp_path / "out"), "--profile", "native")
     expect_error(r, "bob: error: numeric profile mismatch in 'profile': the file has 'portable', this machine "
                     "has 'native'; both sides need the same profile and library build", tmp_path, [])
 
 
-def test_existing_output_is_untouched_on_failure(cli, tmp_path):
-    (tmp_path / "bad.mrs").write_bytes(b"MRSL\x01garbage")
+def test_existing_output_is_untouched_on_failure(cli, tmp_path, made):
+    """Even with --force, an output is replaced only by a verified result."""
+    blob = bytearray((made / "c.mrs").read_bytes())
+    blob[-20] ^= 0x10
+    (tmp_path / "bad.mrs").write_bytes(blob)
     (tmp_path / "out").write_bytes(b"precious")
-    r = cli("receiver", "decompress", str(tmp_path / "bad.mrs"), str(tmp_path / "out"))
-    assert r.returncode == 2
+    r = cli("receiver", "decompress", str(tmp_path / "bad.mrs"), str(tmp_path / "out"), "--force")
+    expect_error(r, f"bob: error: {str(tmp_path / 'bad.mrs')!r} is corrupted: payload checksum mismatch "
+                    "(bit flip or damaged copy)", tmp_path, ["bad.mrs", "out"])
     assert (tmp_path / "out").read_bytes() == b"precious"
-    assert leftovers(tmp_path) == ["bad.mrs", "out"]
 
 
 def test_plain_progress_lines_for_logs(cli, tmp_path):
@@ -165,7 +168,5 @@ def test_progress_every_must_be_a_positive_duration(cli, tmp_path):
     src = tmp_path / "in.txt"
     src.write_bytes(b"x" * 100)
     r = cli("sender", "compress", str(src), str(tmp_path / "c.mrs"), "--progress-every", "0")
-    assert r.returncode == 2
-    assert r.stderr.decode().strip().endswith(
-        "alice compress: error: argument --progress-every: '0' is not a positive number of seconds")
-    assert not (tmp_path / "c.mrs").exists()
+    expect_error(r, "alice compress: error: argument --progress-every: '0' is not a positive number of seconds "
+                    "(at most 2,592,000); see 'alice compress --help'", tmp_path, ["in.txt"])

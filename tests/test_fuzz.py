@@ -150,6 +150,7 @@ def test_container_parse_fuzz_only_clean_errors(real, seed):
     config = RunConfig.from_dict(c.header["config"])
     assert 0 <= c.header["length"] <= MAX_LENGTH
     assert zlib.crc32(c.payload) == c.header["payload_crc32"] and len(c.payload) == c.header["payload_bytes"]
+    assert zlib.crc32(b"".join(bytes.fromhex(d) for d in c.digests)) == c.header["digests_crc32"]
     row = -(-c.header["length"] // config.streams)
     assert len(c.digests) == len(sync_steps(-(-row // config.model.chunk), c.header["sync_every"]))
 
@@ -185,6 +186,24 @@ def test_hostile_headers_are_refused_with_clear_messages(real):
     assert time.perf_counter() - started < 1
 
 
+def test_digest_table_is_covered_by_a_checksum(real):
+    """A flipped bit in the sync digests is a corrupted file at parse time (format 4), not a
+    divergence after decoding; a file of format 3 (no such checksum) is refused by number."""
+    h, d, p = real["header"], bytearray(real["digests"]), real["payload"]
+    for bit in (0, 7, len(d) * 8 - 1):
+        flipped = bytearray(d)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(MarslinkError) as e:
+            parse(seal_header(h, random.Random(bit), bytes(flipped), p), "f.mrs")
+        assert str(e.value) == "f.mrs is corrupted: sync digest table checksum mismatch (bit flip or damaged copy)"
+    old = bytearray(real["blob"])
+    old[4] = 3
+    with pytest.raises(MarslinkError) as e:
+        parse(bytes(old), "f.mrs")
+    assert str(e.value) == (f"f.mrs is marslink format version 3; this build reads version {FORMAT_VERSION} "
+                            "(use a matching marslink release)")
+
+
 @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(seed=st.integers(0, 2**32 - 1))
 def test_forged_containers_decode_only_to_clean_errors(real, seed):
@@ -202,10 +221,11 @@ def test_forged_containers_decode_only_to_clean_errors(real, seed):
             header["length"] = rng.randrange(2 * len(real["data"]))
         else:
             header["sha256"] = rng.randbytes(32).hex()
-    header.update(payload_crc32=zlib.crc32(bytes(payload)), payload_bytes=len(payload))
     row = -(-header["length"] // TINY.streams)
     n_sync = len(sync_steps(-(-row // TINY.model.chunk), TINY.sync_every))
     digests = (bytes(digests) + rng.randbytes(64))[:n_sync * DIGEST_PREFIX]
+    header.update(payload_crc32=zlib.crc32(bytes(payload)), payload_bytes=len(payload),
+                  digests_crc32=zlib.crc32(digests))
     blob = seal_header(header, rng, digests, bytes(payload))
     try:
         data, _ = decompress(parse(blob))

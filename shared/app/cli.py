@@ -1,4 +1,6 @@
-"""What both command lines need: careful file I/O, one-line errors, a progress bar.
+"""What both command lines need: one-line errors, a progress bar, endpoints and keys.
+
+Files are in files.py, the shared options in options.py.
 
 Torch-free on purpose: the CLIs must parse options and pick the numeric profile before torch
 is imported.
@@ -6,74 +8,15 @@ is imported.
 from __future__ import annotations
 
 import ipaddress
-import json
-import os
 import signal
 import sys
 import threading
-import tempfile
 import time
 from contextlib import contextmanager
 from typing import Callable
 
+from protocol.security import CurveKeys, KeyFileError, generate
 from ..core.errors import MarslinkError, UsageError
-
-
-def read_input(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise UsageError(f"input file {path!r} not found; check the path") from None
-    except IsADirectoryError:
-        raise UsageError(f"input {path!r} is a folder, not a file") from None
-    except PermissionError:
-        raise UsageError(f"input file {path!r} is not readable (permission denied)") from None
-    except OSError as e:
-        raise UsageError(f"cannot read {path!r}: {e.strerror}") from None
-
-
-def check_output(path: str, input_path: str | None = None) -> None:
-    """Fail before any work if the output cannot be written, rather than after an hour of it."""
-    if path == "-":
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise UsageError(f"output folder {folder!r} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"output folder {folder!r} is not writable")
-    if os.path.isdir(path):
-        raise UsageError(f"output {path!r} is a folder; give a file name")
-    if input_path not in (None, "-") and os.path.exists(path) and os.path.samefile(path, input_path):
-        raise UsageError("output would overwrite the input; choose another output name")
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: never a half-written output."""
-    if path == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_stats(path: str | None, stats: dict) -> None:
-    if path:
-        check_output(path)
-        write_atomic(path, (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
 
 
 class Terminated(KeyboardInterrupt):
@@ -105,6 +48,11 @@ def run_main(prog: str, body: Callable[[], int | None]) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except OSError as e:    # a safety net: the file helpers turn the expected ones into StorageError
+        where = f" ({e.filename!r})" if e.filename else ""
+        print(f"{prog}: error: {e.strerror or e}{where}; check the path and the device, then run again",
+              file=sys.stderr)
+        return 2
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -137,9 +85,10 @@ def progress(label: str, total: int, enabled: bool = True, every: float | None =
                       file=sys.stderr, flush=True)
         yield line
         return
+    # start-up: rich loads only for a terminal
+    from rich.console import Console
     from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn)
-    from rich.console import Console
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                TransferSpeedColumn(), TextColumn("{task.fields[bpb]}"), TimeElapsedColumn(),
                TimeRemainingColumn()]
@@ -154,18 +103,6 @@ def progress(label: str, total: int, enabled: bool = True, every: float | None =
                 bpb = f"{bits / done:.3f} bits/byte" if bits is not None and done else ""
                 bar.update(task, completed=done, bpb=bpb)
         yield update
-
-
-def positive_seconds(text: str) -> float:
-    """argparse type for a duration: a finite number of seconds above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (0 < value < float("inf")):
-        import argparse
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
-    return value
 
 
 def is_loopback(host: str) -> bool:
@@ -213,7 +150,6 @@ def curve_keys(role: str, secret: str | None, other: str | None):
     if secret is None or other is None:
         raise UsageError(f"encryption needs both --curve-secret and {flag}; "
                          f"{'--curve-secret' if secret is None else flag} is missing")
-    from protocol.security import CurveKeys, KeyFileError
     try:
         return CurveKeys.client(secret, other) if role == "connect" else CurveKeys.server(secret, other)
     except KeyFileError as e:
@@ -222,7 +158,6 @@ def curve_keys(role: str, secret: str | None, other: str | None):
 
 def keygen_command(prog: str, folder: str, name: str) -> int:
     """Write NAME.key / NAME.key_secret into folder and say what goes where."""
-    from protocol.security import KeyFileError, generate
     try:
         public, secret = generate(folder, name)
     except KeyFileError as e:

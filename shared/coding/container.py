@@ -1,15 +1,22 @@
 """The file-mode container. Torch-free, so Bob can read the header before choosing his profile.
 
+Format version 4:
+
     offset   size  field
     0        4     magic  b"MRSL"
-    4        1     format version (FORMAT_VERSION: it changes whenever the twins' bits do)
+    4        1     format version (FORMAT_VERSION: it changes whenever the twins' bits or this
+                   layout do)
     5        4     header length H, u32 little-endian
     9        H     header: zlib-deflated UTF-8 JSON {config, fingerprint, length, sha256,
-                   payload_bytes, payload_crc32, sync_every}
-    9+H      4     CRC32 of bytes 0 .. 9+H
+                   sync_every, digests_crc32, payload_bytes, payload_crc32}
+    9+H      4     CRC32 of bytes 0 .. 9+H: covers the header, and through digests_crc32 and
+                   payload_crc32 everything after it
     13+H     4*S   sync digests: the first DIGEST_PREFIX bytes of the weight digest after steps
-                   0, k, 2k, ... (k = sync_every) and after the last step
-    ...      P     payload: the arithmetic-coded stream
+                   0, k, 2k, ... (k = sync_every) and after the last step; CRC32 in digests_crc32
+    ...      P     payload: the arithmetic-coded stream; CRC32 in payload_crc32
+
+Versions 1 to 3 are refused by number: 1 and 2 decode differently, and 3 has no checksum over
+the digest table (a flipped bit there showed only after decoding, as a divergence).
 
 Everything that can be checked without a model is checked in `parse`, in the order a user
 would want to hear about it: is this our file at all, can this build read it, is it whole.
@@ -30,7 +37,7 @@ from ..core.errors import FormatError
 from ..core.layout import n_steps
 
 MAGIC = b"MRSL"
-FORMAT_VERSION = 3          # the twins' computation is part of the format: 1, 2 decode differently
+FORMAT_VERSION = 4          # the twins' computation is part of the format; see the table above
 DIGEST_PREFIX = 4                # bytes of each weight digest kept in the file
 _FIXED = struct.Struct("<4sBI")
 MAX_HEADER_JSON = 1 << 20        # inflated header bytes (a real one is ~1 KB): no zlib bombs
@@ -43,12 +50,13 @@ class Container:
     payload: bytes
 
     def to_bytes(self) -> bytes:
-        header = dict(self.header, payload_bytes=len(self.payload),
+        table = b"".join(bytes.fromhex(d) for d in self.digests)
+        header = dict(self.header, digests_crc32=zlib.crc32(table), payload_bytes=len(self.payload),
                       payload_crc32=zlib.crc32(self.payload))
         hjson = zlib.compress(json.dumps(header, sort_keys=True, separators=(",", ":")).encode(), 9)
         head = _FIXED.pack(MAGIC, FORMAT_VERSION, len(hjson)) + hjson
         head += struct.pack("<I", zlib.crc32(head))
-        return head + b"".join(bytes.fromhex(d) for d in self.digests) + self.payload
+        return head + table + self.payload
 
 
 
@@ -75,6 +83,8 @@ def parse(blob: bytes, name: str = "input") -> Container:
         raise FormatError(f"{name} is truncated: payload has {max(have, 0)} of {declared} bytes")
     if have > declared:
         raise FormatError(f"{name} has {have - declared} unexpected bytes after the payload (damaged or concatenated file)")
+    if zlib.crc32(blob[start:digests_end]) != header["digests_crc32"]:
+        raise FormatError(f"{name} is corrupted: sync digest table checksum mismatch (bit flip or damaged copy)")
     payload = blob[digests_end:]
     if zlib.crc32(payload) != header["payload_crc32"]:
         raise FormatError(f"{name} is corrupted: payload checksum mismatch (bit flip or damaged copy)")
@@ -109,7 +119,7 @@ def _read_header(deflated: bytes, name: str) -> tuple[dict, RunConfig]:
     if not isinstance(header, dict):
         raise unreadable("not a JSON object")
     fields = {"config": dict, "fingerprint": dict, "length": int, "sha256": str, "sync_every": int,
-              "payload_bytes": int, "payload_crc32": int}
+              "digests_crc32": int, "payload_bytes": int, "payload_crc32": int}
     for key, kind in fields.items():
         if key not in header:
             raise unreadable(f"no {key!r}")
@@ -121,8 +131,9 @@ def _read_header(deflated: bytes, name: str) -> tuple[dict, RunConfig]:
                           f"{MAX_LENGTH:,}")
     if header["sync_every"] != config.sync_every:
         raise unreadable("'sync_every' differs from the run configuration's")
-    if not 0 <= header["payload_bytes"] or not 0 <= header["payload_crc32"] < 1 << 32:
-        raise unreadable("payload size or checksum out of range")
+    if (not 0 <= header["payload_bytes"] or not 0 <= header["payload_crc32"] < 1 << 32
+            or not 0 <= header["digests_crc32"] < 1 << 32):
+        raise unreadable("payload size or a checksum out of range")
     if len(header["sha256"]) != 64 or header["sha256"].strip("0123456789abcdef"):
         raise unreadable("'sha256' is not 64 hex digits")
     return header, config

@@ -1,0 +1,151 @@
+"""Files the way gzip and zstd treat them: read whole, write all-or-nothing, never clobber.
+
+An output appears under its name only when it is complete (temp file beside it, fsync,
+rename), gets the mode the umask gives a new file, and replaces an existing file only when
+the user said --force. Every OS error becomes one StorageError line that names the path and
+what to do; a failed write leaves no temporary file behind. Torch-free.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import sys
+
+from ..core.errors import MarslinkError, UsageError
+
+STDIO = "-"                      # the path that means stdin / stdout
+NEW_FILE_MODE = 0o666            # before the umask, as open(2) and gzip create files
+
+# errno -> (what went wrong, what to do about it), for every write a user may hit
+_WHY = {
+    errno.ENOSPC: ("no space left on device", "free some space or choose another folder"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or choose another folder"),
+    errno.EROFS: ("read-only file system", "choose a writable folder"),
+    errno.EACCES: ("permission denied", "choose a folder you can write to"),
+    errno.EPERM: ("operation not permitted", "choose a folder you can write to"),
+    errno.EFBIG: ("file too large for this file system", "choose another folder"),
+    errno.ENOENT: ("no such file or folder", "check the path"),
+    errno.ENOTDIR: ("a part of the path is not a folder", "check the path"),
+    errno.EIO: ("input/output error", "check the device"),
+}
+
+
+class StorageError(MarslinkError):
+    """The operating system refused a write (full disk, read-only, permissions, /proc)."""
+
+
+def storage_error(what: str, path: str, e: OSError, then: str = "run again") -> StorageError:
+    """One line: `cannot write <what> '<path>': <reason>; <advice>, then <then>`."""
+    reason, advice = _WHY.get(e.errno, (e.strerror or e.__class__.__name__, "check the path"))
+    return StorageError(f"cannot write {what}{path!r}: {reason}; {advice}, then {then}")
+
+
+def read_input(path: str) -> bytes:
+    if path == STDIO:
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise UsageError(f"input file {path!r} not found; check the path") from None
+    except IsADirectoryError:
+        raise UsageError(f"input {path!r} is a folder, not a file") from None
+    except PermissionError:
+        raise UsageError(f"input file {path!r} is not readable (permission denied)") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {path!r}: {e.strerror}") from None
+
+
+def check_output(path: str, input_path: str | None = None, force: bool = False) -> None:
+    """Fail before any work if the output cannot be written, rather than after an hour of it:
+    the folder must exist and take a new file (probed for real: /proc, read-only mounts and
+    permissions all answer only when asked), and an existing file needs --force."""
+    if path == STDIO:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"output folder {folder!r} does not exist; create it first")
+    if os.path.isdir(path):
+        raise UsageError(f"output {path!r} is a folder; give a file name")
+    if input_path not in (None, STDIO) and os.path.exists(path) and os.path.samefile(path, input_path):
+        raise UsageError("output would overwrite the input; choose another output name")
+    if os.path.lexists(path) and not force:
+        raise _exists(path)
+    fd, tmp = _create_temp(path)
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def _create_temp(path: str) -> tuple[int, str]:
+    """A new, exclusive temporary file beside `path` (same file system, so the rename is atomic),
+    created with NEW_FILE_MODE so that the umask decides the final mode."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.partial")
+    try:
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE), tmp
+    except OSError as e:
+        if e.errno == errno.ENOENT and os.path.isdir(folder):     # /proc, /sys: no new files, ever
+            raise StorageError(f"cannot write {path!r}: its folder takes no new files (a virtual file system "
+                               f"such as /proc?); choose a folder on a disk, then run again") from None
+        raise storage_error("", path, e) from None
+
+
+def write_atomic(path: str, data: bytes, force: bool = False, what: str = "") -> None:
+    """Write to a temporary file beside `path`, fsync, then move it into place: never a
+    half-written output. Without `force`, an output that appeared meanwhile is not replaced."""
+    if path == STDIO:
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise storage_error(what, "<standard output>", e) from None
+        return
+    fd, tmp = _create_temp(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        _move_into_place(tmp, path, force)
+    except OSError as e:
+        raise storage_error(what, path, e) from None
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def _move_into_place(tmp: str, path: str, force: bool) -> None:
+    if force:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)          # atomic and never clobbers: fails if `path` exists
+    except FileExistsError:
+        raise _exists(path) from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EXDEV, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if os.path.lexists(path):   # a file system without hard links: check, then rename
+            raise _exists(path) from None
+        os.replace(tmp, path)
+
+
+def _exists(path: str) -> UsageError:
+    return UsageError(f"output {path!r} already exists; add --force to replace it, or choose another name")
+
+
+def check_stats(path: str | None) -> None:
+    """--stats-json: writable? Checked before the work, like the output; replacing it is fine."""
+    if path:
+        check_output(path, force=True)
+
+
+def write_stats(path: str | None, stats: dict) -> None:
+    """--stats-json: a report of the run, replaced on every run (like a log, not an output)."""
+    if path:
+        write_atomic(path, (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode(), force=True,
+                     what="statistics ")

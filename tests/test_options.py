@@ -1,0 +1,143 @@
+"""Options are checked while the command line is parsed, by one declaration both CLIs use: the
+same bad value gets the same one-line refusal from alice and bob, before torch loads, and
+every value they accept is one the other side accepts too (no file or stream nobody can decode)."""
+import contextlib
+import io
+import subprocess
+import sys
+
+import pytest
+
+from receiver.cli import parser as bob_parser
+from sender.cli import parser as alice_parser
+from shared.app.options import run_config
+from shared.core.config import INT_RANGES, RunConfig
+from tests.helpers import ROOT, child_env, expect_error, run_cli
+
+EP = "tcp://127.0.0.1:1"          # never contacted: every case below fails while parsing
+ALICE = ["send", "in.txt", "--connect", EP]
+BOB = ["listen", "--bind", EP, "--out", "out.bin"]
+
+# option, value, what the refusal says after "argument OPTION: "
+SEEDS = "a whole number in 0..9223372036854775807"
+BAD = [
+    ("--seed", "18446744073709551616", f"'18446744073709551616' is not a seed ({SEEDS})"),
+    ("--seed", "-5", f"'-5' is not a seed ({SEEDS})"),
+    ("--seed", "1.5", f"'1.5' is not a seed ({SEEDS})"),
+    ("--window", "0", "'0' is not a window (a whole number in 1..4096)"),
+    ("--window", "100000", "'100000' is not a window (a whole number in 1..4096)"),
+    ("--checkpoint-every", "0", "'0' is not a step count (a whole number in 1..1073741824)"),
+    ("--timeout", "-1", "'-1' is not a positive number of seconds (at most 2,592,000)"),
+    ("--timeout", "nan", "'nan' is not a positive number of seconds (at most 2,592,000)"),
+    ("--timeout", "0", "'0' is not a positive number of seconds (at most 2,592,000)"),
+    ("--handshake-timeout", "inf", "'inf' is not a positive number of seconds (at most 2,592,000)"),
+    ("--threads", "0", "'0' is not a thread count: threads must be between 1 and 256 (got 0)"),
+    ("--threads", "257", "'257' is not a thread count: threads must be between 1 and 256 (got 257)"),
+    ("--threads", "two", "'two' is not a thread count (a whole number)"),
+]
+
+
+def parse_error(parser, argv) -> str:
+    """What argparse prints for argv (it must refuse), as one line."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
+        parser().parse_args(argv)
+    assert e.value.code == 2
+    assert err.getvalue().count("\n") == 1
+    return err.getvalue().strip()
+
+
+@pytest.mark.parametrize("option,value,why", BAD, ids=[f"{o}={v}" for o, v, _ in BAD])
+def test_both_sides_refuse_a_bad_value_the_same_way(option, value, why):
+    assert parse_error(alice_parser, [*ALICE, option, value]) == \
+        f"alice send: error: argument {option}: {why}; see 'alice send --help'"
+    assert parse_error(bob_parser, [*BOB, option, value]) == \
+        f"bob listen: error: argument {option}: {why}; see 'bob listen --help'"
+
+
+@pytest.mark.parametrize("sub", [["compress", "in", "out"], ["decompress", "in", "out"]])
+def test_file_mode_shares_the_checks(sub):
+    parser = alice_parser if sub[0] == "compress" else bob_parser
+    prog = f"{'alice' if sub[0] == 'compress' else 'bob'} {sub[0]}"
+    assert parse_error(parser, [*sub, "--threads", "0"]) == (
+        f"{prog}: error: argument --threads: '0' is not a thread count: threads must be between 1 and 256 "
+        f"(got 0); see '{prog} --help'")
+    assert parse_error(parser, [*sub, "--progress-every", "nan"]) == (
+        f"{prog}: error: argument --progress-every: 'nan' is not a positive number of seconds (at most 2,592,000); "
+        f"see '{prog} --help'")
+
+
+@pytest.mark.parametrize("name", ["x" * 65, "", "tab\there", "bell\x07", "del\x7f"])
+def test_stream_id_follows_the_wire_rules(name):
+    assert parse_error(alice_parser, [*ALICE, "--stream-id", name]) == (
+        f"alice send: error: argument --stream-id: {name[:80]!r} is not a stream id: 1 to 64 characters, "
+        f"no control characters; see 'alice send --help'")
+
+
+def test_the_extremes_accepted_are_valid_everywhere():
+    """What the parser lets through is a configuration Bob's HELLO check and a container accept."""
+    top = INT_RANGES["seed"][1]
+    for argv in ([*ALICE, "--seed", str(top)], [*ALICE, "--seed", "0"]):
+        args = alice_parser().parse_args(argv)
+        config = run_config(args)
+        assert RunConfig.from_dict(config.to_dict()) == config
+    args = alice_parser().parse_args([*ALICE, "--stream-id", "é" * 64, "--window", "4096", "--threads", "256",
+                                      "--timeout", "0.5", "--checkpoint-every", "1"])
+    assert (args.stream_id, args.window, args.threads, args.timeout, args.checkpoint_every) == ("é" * 64, 4096, 256,
+                                                                                               0.5, 1)
+    args = bob_parser().parse_args([*BOB, "--seed", str(top)])
+    assert run_config(args).seed == top
+
+
+def test_fault_options_are_checked_too():
+    assert parse_error(alice_parser, [*ALICE, "--fault-drop", "1.5"]) == (
+        "alice send: error: argument --fault-drop: '1.5' is not a probability (a number from 0 to 1); "
+        "see 'alice send --help'")
+
+
+def test_real_processes_refuse_a_seed_bob_would_refuse(cli, tmp_path):
+    """The issue's case: alice used to write a file nobody could decode with this seed."""
+    (tmp_path / "in.txt").write_bytes(b"hello")
+    r = cli("sender", "compress", str(tmp_path / "in.txt"), str(tmp_path / "c.mrs"), "--seed", "18446744073709551616")
+    expect_error(r, "alice compress: error: argument --seed: '18446744073709551616' is not a seed (a whole number "
+                    "in 0..9223372036854775807); see 'alice compress --help'", tmp_path, ["in.txt"])
+    r = cli("receiver", "listen", "--bind", EP, "--out", str(tmp_path / "o"), "--seed", "-5")
+    expect_error(r, "bob listen: error: argument --seed: '-5' is not a seed (a whole number "
+                    "in 0..9223372036854775807); see 'bob listen --help'", tmp_path, ["in.txt"])
+
+
+def test_listen_out_dash_is_refused_and_writes_nothing(tmp_path):
+    """Streaming to stdout would hand out bytes before the final SHA-256 check; Bob refuses at
+    parse time instead, and no file named '-' appears anywhere."""
+    r = subprocess.run([sys.executable, "-m", "receiver", "listen", "--bind", EP, "--out", "-"], cwd=tmp_path,
+                       env=child_env(), capture_output=True, timeout=120)
+    expect_error(r, "bob listen: error: argument --out: '-' (standard output) is not supported: Bob publishes the "
+                    "verified result by renaming a file; give a file name, then read it; see 'bob listen --help'",
+                 tmp_path, [])
+    assert not (ROOT / "-").exists()
+
+
+PROBE = """
+import sys
+from {module}.cli import main
+try:
+    main({argv!r})
+except SystemExit:
+    pass
+print("torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("module,argv", [
+    ("sender", ["--help"]), ("sender", ["send", "--help"]), ("receiver", ["listen", "--help"]),
+    ("sender", ["compress", "a", "b", "--seed", "-1"]), ("receiver", ["listen", "--bind", EP, "--out", "-"]),
+])
+def test_torch_does_not_load_for_help_or_an_option_error(module, argv):
+    r = subprocess.run([sys.executable, "-c", PROBE.format(module=module, argv=argv)], cwd=ROOT, env=child_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip().splitlines()[-1] == "False", r.stderr
+
+
+def test_missing_subcommand_is_one_line():
+    r = run_cli("sender")
+    expect_error(r, "alice: error: the following arguments are required: command; see 'alice --help'")

@@ -1,0 +1,133 @@
+"""Outputs the way gzip and zstd write them: an existing file is refused unless --force, a new
+file gets the umask's mode, and every write the OS refuses (read-only, permissions, /proc) is
+one line naming the path and what to do, with nothing half-written left behind."""
+import shutil
+import stat
+
+import pytest
+
+from shared.app.files import write_atomic
+from shared.core.errors import UsageError
+from tests.helpers import assert_verified, expect_error, leftovers, run_cli, run_cli_with, run_pair, tmpfs
+
+TEXT = b"Sol 7. Dust storm on the horizon; the rover waits.\n" * 20
+NO_ROOT_BYPASS = ("setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                  "--inh-caps=-dac_override,-dac_read_search", "--")
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    d = tmp_path_factory.mktemp("made")
+    (d / "in.txt").write_bytes(TEXT)
+    r = run_cli("sender", "compress", str(d / "in.txt"), str(d / "c.mrs"), "--preset", "tiny", "-q")
+    assert r.returncode == 0, r.stderr.decode()
+    return d
+
+
+def exists_message(prog: str, path) -> str:
+    return f"{prog}: error: output {str(path)!r} already exists; add --force to replace it, or choose another name"
+
+
+def test_compress_refuses_an_existing_output_unless_force(cli, tmp_path, made):
+    out = tmp_path / "c.mrs"
+    out.write_bytes(b"precious")
+    r = cli("sender", "compress", str(made / "in.txt"), str(out), "--preset", "tiny", "-q")
+    expect_error(r, exists_message("alice", out), tmp_path, ["c.mrs"])
+    assert out.read_bytes() == b"precious"
+    r = cli("sender", "compress", str(made / "in.txt"), str(out), "--preset", "tiny", "-q", "--force")
+    assert r.returncode == 0, r.stderr.decode()
+    assert out.read_bytes() == (made / "c.mrs").read_bytes()
+    assert leftovers(tmp_path) == ["c.mrs"]
+
+
+def test_decompress_refuses_an_existing_output_unless_force(cli, tmp_path, made):
+    out = tmp_path / "back.txt"
+    out.write_bytes(b"precious")
+    r = cli("receiver", "decompress", str(made / "c.mrs"), str(out), "-q")
+    expect_error(r, exists_message("bob", out), tmp_path, ["back.txt"])
+    assert out.read_bytes() == b"precious"
+    r = cli("receiver", "decompress", str(made / "c.mrs"), str(out), "-q", "-f")
+    assert r.returncode == 0, r.stderr.decode()
+    assert out.read_bytes() == TEXT
+
+
+def test_listen_refuses_an_existing_out_before_listening(cli, tmp_path):
+    out = tmp_path / "got.txt"
+    out.write_bytes(b"precious")
+    r = cli("receiver", "listen", "--bind", "tcp://127.0.0.1:1", "--out", str(out), "--preset", "tiny")
+    expect_error(r, exists_message("bob", out), tmp_path, ["got.txt"])
+    assert out.read_bytes() == b"precious"
+
+
+def test_listen_with_force_replaces_only_with_the_verified_stream(tmp_path):
+    """A live stream onto an existing --out: refused without --force (above); with it, the old
+    file stays until the stream is verified, then the new one takes its place, with no debris."""
+    (tmp_path / "out.bin").write_bytes(b"precious")
+    result = run_pair(tmp_path, TEXT, bob_args=("--force", "-q"), alice_args=("-q",))
+    assert_verified(result, TEXT)
+    assert leftovers(tmp_path) == ["alice.json", "bob.json", "in.bin", "out.bin"]
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_new_files_get_the_umask_mode(tmp_path, made, umask, mode):
+    r = run_cli_with("sender", "compress", str(made / "in.txt"), str(tmp_path / "c.mrs"), "--preset", "tiny", "-q",
+                     "--stats-json", str(tmp_path / "c.json"), umask=umask)
+    assert r.returncode == 0, r.stderr.decode()
+    r = run_cli_with("receiver", "decompress", str(tmp_path / "c.mrs"), str(tmp_path / "back.txt"), "-q",
+                     "--stats-json", str(tmp_path / "d.json"), umask=umask)
+    assert r.returncode == 0, r.stderr.decode()
+    for name in ("c.mrs", "c.json", "back.txt", "d.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+    assert (tmp_path / "back.txt").read_bytes() == TEXT
+
+
+def test_stats_json_is_a_report_replaced_on_every_run(cli, tmp_path, made):
+    """Documented in --help: a statistics file is replaced like a log; only outputs need --force."""
+    (tmp_path / "s.json").write_text("old")
+    r = cli("receiver", "decompress", str(made / "c.mrs"), str(tmp_path / "back.txt"), "-q",
+            "--stats-json", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr.decode()
+    assert '"final_digest"' in (tmp_path / "s.json").read_text()
+
+
+def test_output_in_proc_is_one_line(cli, made):
+    r = cli("sender", "compress", str(made / "in.txt"), "/proc/marslink.mrs", "--preset", "tiny")
+    expect_error(r, "alice: error: cannot write '/proc/marslink.mrs': its folder takes no new files (a virtual "
+                    "file system such as /proc?); choose a folder on a disk, then run again")
+    r = cli("receiver", "listen", "--bind", "tcp://127.0.0.1:1", "--out", "/proc/got.txt", "--preset", "tiny")
+    expect_error(r, "bob: error: cannot write '/proc/got.txt': its folder takes no new files (a virtual "
+                    "file system such as /proc?); choose a folder on a disk, then run again")
+
+
+def test_read_only_file_system_is_one_line(cli, tmp_path, made):
+    with tmpfs(tmp_path / "ro", "64k", read_only=True) as ro:
+        r = cli("receiver", "decompress", str(made / "c.mrs"), str(ro / "back.txt"))
+        expect_error(r, f"bob: error: cannot write {str(ro / 'back.txt')!r}: read-only file system; "
+                        "choose a writable folder, then run again", ro, [])
+
+
+def test_permission_denied_is_one_line(tmp_path, made):
+    """Root ignores permissions; setpriv takes that right away, as for an ordinary user."""
+    if not shutil.which("setpriv"):
+        pytest.skip("no setpriv here: needed to run without root's right to ignore permissions")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    r = run_cli_with("sender", "compress", str(made / "in.txt"), str(locked / "c.mrs"), "--preset", "tiny",
+                     prefix=NO_ROOT_BYPASS)
+    if r.returncode == 1 and b"setpriv" in r.stderr:
+        pytest.skip(f"setpriv cannot drop capabilities here: {r.stderr.decode().strip()}")
+    expect_error(r, f"alice: error: cannot write {str(locked / 'c.mrs')!r}: permission denied; "
+                    "choose a folder you can write to, then run again", locked, [])
+
+
+def test_an_output_that_appears_during_the_run_is_not_replaced(tmp_path):
+    """check_output ran before the work; a file created meanwhile still wins without --force."""
+    out = tmp_path / "o"
+    out.write_bytes(b"someone else's")
+    with pytest.raises(UsageError) as e:
+        write_atomic(str(out), b"ours")
+    assert str(e.value) == f"output {str(out)!r} already exists; add --force to replace it, or choose another name"
+    assert out.read_bytes() == b"someone else's"
+    assert leftovers(tmp_path) == ["o"]
+    write_atomic(str(out), b"ours", force=True)
+    assert out.read_bytes() == b"ours" and leftovers(tmp_path) == ["o"]
