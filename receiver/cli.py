@@ -37,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--handshake-timeout", type=float, default=link.RECEIVER_HANDSHAKE_S,
                     help="seconds to wait for a sender (default %(default)g)")
     ls.add_argument("--window", type=int, default=link.WINDOW, help="frames buffered (credit; default %(default)s)")
+    ls.add_argument("--linger", type=positive_seconds, default=link.RECEIPT_LINGER_S, metavar="S",
+                    help="after delivering, answer a returning sender with DONE for up to S seconds "
+                         "(default %(default)g)")
     ls.add_argument("--insecure", action="store_true", help="allow plain text on a non-loopback address")
     ls.add_argument("--curve-secret", metavar="PATH", help="encrypt (CurveZMQ) with Mars's key, e.g. keys/mars.key_secret")
     ls.add_argument("--allow", metavar="DIR", help="with --curve-secret: admit only senders whose public key "
@@ -98,7 +101,8 @@ def listen_command(args) -> int:
             config = dataclasses.replace(config, seed=args.seed)
         stats = receive_stream(args.bind, config, args.out, settings, on_hello=on_hello,
                                on_step=dash.on_step, telemetry=dash.telemetry, log=_log,
-                               perturb_step=args.fault_perturb_step, checkpoint_every=args.checkpoint_every)
+                               perturb_step=args.fault_perturb_step, checkpoint_every=args.checkpoint_every,
+                               linger_s=args.linger)
         dash.finish(stats)
     write_stats(args.stats_json, stats)
     if not args.quiet and dash.mode != "dashboard":

@@ -95,7 +95,10 @@ def send_command(args) -> int:
                             telemetry=dash.telemetry)
         dash.finish(stats)
     write_stats(args.stats_json, stats)
-    if not args.quiet and dash.mode != "dashboard":
+    if stats.get("already_delivered"):
+        print(f"alice: Mars already has stream {stats['stream_id']!r} ({stats['input_bytes']:,} bytes, "
+              f"SHA-256 ok); nothing to send, checkpoints cleared", file=sys.stderr)
+    elif not args.quiet and dash.mode != "dashboard":
         print(f"alice: sent {stats['input_bytes']:,} bytes as {stats['compressed_bytes']:,} "
               f"({stats['compressed_bytes'] * 8 / max(stats['input_bytes'], 1):.3f} bits/byte); "
               f"Mars verified it, final digest {stats['final_digest'][:16]}", file=sys.stderr)
