@@ -79,8 +79,8 @@ def write_receipt(state_dir: str, hello, final_digest: str, out_path: str) -> st
 def check_hello(hello, config: RunConfig) -> RunConfig:
     """Refuse a handshake that would not decode: the message names the differing field."""
     theirs = RunConfig.from_dict(hello.config)
-    require_same(config, theirs, "Earth")
-    compare(fingerprint(), hello.fingerprint, "Earth")
+    require_same(config, theirs, "Earth", "Mars")   # read on both ends: name each side
+    compare(fingerprint(), hello.fingerprint, "Earth", "Mars")
     if hello.total_length > MAX_STREAM_BYTES:
         raise FormatError(f"Earth announces {hello.total_length:,} bytes, above this receiver's limit "
                           f"of {MAX_STREAM_BYTES:,}")
@@ -301,7 +301,7 @@ class _Session:
             return "busy", (f"Mars is waiting for stream {self.hello.stream_id!r} to resume; "
                             f"try again once it is delivered")
         try:
-            compare(fingerprint(), hello.fingerprint, "Earth")
+            compare(fingerprint(), hello.fingerprint, "Earth", "Mars")
         except ProfileError as e:
             return "profile-mismatch", str(e)
         return None

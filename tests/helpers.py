@@ -119,3 +119,29 @@ def run_twin(config, data, steps=None) -> Twin:
     for _ in range(twin.n_steps if steps is None else steps):
         twin.advance(PassThrough())
     return twin
+
+
+# -- the live link, one side at a time (issue 19: watch, kills, receipts) --------------------------
+
+def listen(tmp_path, *args, out_name="out.bin"):
+    """Start a tiny-preset Bob on a fresh loopback endpoint; returns (process, endpoint, out path)."""
+    ep, out = free_endpoint(), tmp_path / out_name
+    bob = spawn("receiver", "listen", "--bind", ep, "--out", str(out), "--preset", "tiny", "--timeout", "20",
+                "--stats-json", str(tmp_path / "bob.json"), *args)
+    return bob, ep, out
+
+
+def send(tmp_path, endpoint, data: bytes, *args, name="in.bin", timeout=300):
+    """Run a tiny-preset Alice to the end; returns (exit code, stderr lines)."""
+    src = tmp_path / name
+    src.write_bytes(data)
+    alice = spawn("sender", "send", str(src), "--connect", endpoint, "--preset", "tiny", "--timeout", "20",
+                  "--stats-json", str(tmp_path / "alice.json"), *args)
+    _, err = alice.communicate(timeout=timeout)
+    return alice.returncode, err.decode().strip().splitlines()
+
+
+def finish(proc, timeout=120):
+    """Wait for a spawned process; returns (exit code, stderr lines)."""
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err.decode().strip().splitlines()
