@@ -6,6 +6,7 @@ import sys
 
 from protocol import link
 from shared.core import numeric
+from shared.app.faults import kill_at
 from shared.app.cli import (check_output, keygen_command, positive_seconds, progress, read_input, run_main, write_atomic,
                         write_stats)
 
@@ -48,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     ls.add_argument("--checkpoint-every", type=int, default=16, help="steps between checkpoints")
     ls.add_argument("--fault-perturb-step", type=int, default=None, help=argparse.SUPPRESS)
+    ls.add_argument("--fault-kill-step", type=int, default=None, help=argparse.SUPPRESS)
     from shared.show.dashboard import add_display_options
     add_display_options(ls)
     k = sub.add_parser("keygen", help="make Mars's CurveZMQ key pair in DIR: NAME.key (public), NAME.key_secret")
@@ -99,8 +101,9 @@ def listen_command(args) -> int:
         if args.seed is not None:
             import dataclasses
             config = dataclasses.replace(config, seed=args.seed)
+        on_step = kill_at(args.fault_kill_step, dash.on_step)      # a test hook; None = no kill
         stats = receive_stream(args.bind, config, args.out, settings, on_hello=on_hello,
-                               on_step=dash.on_step, telemetry=dash.telemetry, log=_log,
+                               on_step=on_step, telemetry=dash.telemetry, log=_log,
                                perturb_step=args.fault_perturb_step, checkpoint_every=args.checkpoint_every,
                                linger_s=args.linger)
         dash.finish(stats)

@@ -6,6 +6,7 @@ import sys
 
 from protocol import link
 from shared.core import numeric
+from shared.app.faults import kill_at
 from shared.app.cli import (check_output, keygen_command, positive_seconds, progress, read_input, run_main, write_atomic,
                         write_stats)
 from shared.core.config import PRESETS, preset
@@ -65,6 +66,7 @@ def _link_options(p: argparse.ArgumentParser):
         p.add_argument(f"--fault-{name}", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--fault-corrupt-nth", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--fault-seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--fault-kill-step", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def link_settings(args, curve=None):
@@ -90,7 +92,8 @@ def send_command(args) -> int:
         settings.retransmit_s = args.retransmit
     dash = dashboard_for(args, "earth", args.connect, total_bytes=len(data))   # dashboard / plain lines / quiet
     with dash:
-        stats = send_stream(data, run_config(args), args.connect, settings, args.stream_id, dash.on_step,
+        on_step = kill_at(args.fault_kill_step, dash.on_step)      # a test hook; None = no kill
+        stats = send_stream(data, run_config(args), args.connect, settings, args.stream_id, on_step,
                             state_dir=args.state_dir, checkpoint_every=args.checkpoint_every,
                             telemetry=dash.telemetry)
         dash.finish(stats)
