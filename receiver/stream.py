@@ -278,11 +278,12 @@ class _Session:
         self.reconnects = 0
         self.resent_bytes = 0             # payload bytes that arrived again (after a restart), across restarts
         self.link.welcome(Welcome(hello.stream_id, 0, self.spool.held()))
+        self.resumed_from = None          # the step a restart resumed from (0: replayed from the start)
         if saved is None:                 # from the initial state, replaying any bytes already held
+            self.resumed_from = 0 if self.spool.held() else None
             self.ledger.receiver(0, self.twin.digest())
             self.source = ByteSource(spool.read_from(0), refill=self._refill)
             self.decoder = ChunkDecoder(self.source)
-            self.resumed_from = 0 if self.spool.held() else None
         else:
             self.twin.load_state_dict(saved["twin"], spool.decoded())
             self.ledger.ours = {int(k): v for k, v in saved["ours"].items()}
