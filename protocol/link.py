@@ -716,7 +716,8 @@ class BobLink(_Link):
         (Reconnected), or answered DONE once her stream is delivered; anyone else is refused."""
         self.stats.strangers += 1
         if isinstance(frame, Ack) and self._done is not None:
-            return  # a returning Alice acknowledging the DONE we answered her HELLO with
+            self.done_acked = True  # a returning Alice acknowledging the DONE we answered her HELLO with
+            return
         if isinstance(frame, Hello) and self._same_stream(frame):
             if self._done is None:
                 raise Reconnected(identity, frame)  # a restarted Alice: the caller decides (readmit)
