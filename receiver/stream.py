@@ -17,6 +17,7 @@ receipt (receipts/ in his state folder) and lingers until Alice acknowledges DON
 from __future__ import annotations
 
 import hashlib
+import io
 import mmap
 import os
 import shutil
@@ -33,6 +34,7 @@ from shared.core.config import MAX_LENGTH, RunConfig, require_same
 from shared.core.engine import SyncLedger, Twin
 from shared.core.errors import ChecksumError, ConfigMismatch, DivergenceError, FormatError, LinkFailure, MarslinkError, ProfileError
 from shared.core.fingerprint import compare, fingerprint
+from shared.core.pinned import torch
 from shared.show.telemetry import Telemetry
 
 MAX_STREAM_BYTES = MAX_LENGTH     # a declared length beyond this is refused, not allocated
@@ -178,10 +180,22 @@ class Spool:
             self.stream = None
 
     def save(self, state: dict) -> None:
-        with writing(self.path("checkpoint.pt")):
+        """Atomically, like checkpoint.save, but serialised in memory first: torch's writer turns a
+        full disk into an opaque RuntimeError, a plain write reports ENOSPC as such."""
+        blob = io.BytesIO()
+        torch.save(state, blob)
+        path = self.path("checkpoint.pt")
+        with writing(path):
             os.fsync(self.stream.fileno())       # the checkpoint may only refer to bytes on disk
             os.fsync(self.data)
-            checkpoint.save(self.path("checkpoint.pt"), state)
+            try:
+                with open(f"{path}.tmp", "wb") as f:
+                    f.write(blob.getbuffer())
+                    os.fsync(f.fileno())
+            except OSError:
+                os.unlink(f"{path}.tmp")         # give the space back; the last good checkpoint stays
+                raise
+            os.replace(f"{path}.tmp", path)
 
     def remove(self) -> None:
         self.close()
@@ -214,7 +228,10 @@ def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSe
                 deadline = time.monotonic() + settings.handshake_timeout_s
                 continue
             write_receipt(state_dir or default_state_dir(), hello, stats["final_digest"], out_path)
-            link.linger(linger_s)
+            try:
+                link.linger(linger_s)
+            except KeyboardInterrupt:         # delivered already: being stopped now only ends the wait
+                pass
             return stats
 
 

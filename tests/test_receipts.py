@@ -2,14 +2,17 @@
 saw DONE learns on her restart that Mars has the file, exits 0 and clears her checkpoints."""
 import hashlib
 import json
+import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from shared.coding.codec import compress
 from shared.core.config import preset
 from shared.texts import mission_log
-from tests.helpers import CACHE, finish, listen, send, spawn
+from tests.helpers import CACHE, ROOT, child_env, finish, listen, send, spawn
 
 
 def test_an_alice_who_missed_done_gets_a_receipt_on_restart(tmp_path):
@@ -53,3 +56,17 @@ def test_an_alice_who_missed_done_gets_a_receipt_on_restart(tmp_path):
     assert (receipt["stream_id"], receipt["length"], receipt["sha256"], receipt["out"]) == \
         (stream_id, len(data), hashlib.sha256(data).hexdigest(), str(out))
     assert abs(receipt["time"] - time.time()) < 300
+
+
+def test_demo_with_faults_in_both_directions_ends_verified_on_both_sides(tmp_path):
+    """30% loss both ways: DONEs and their acknowledgements get lost too; Bob lingers and
+    repeats DONE (also on every resent END) until Earth has it."""
+    out = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "scripts/demo.py", "--no-tmux", "--preset", "tiny", "--bytes", "3000",
+                        "--delay-s", "0.1", "--bandwidth-bps", "0", "--out", str(out), "--no-report",
+                        "--fault-direction", "both", "--loss", "0.3", "--seed", "3"],
+                       cwd=ROOT, env=child_env(), capture_output=True, timeout=240)
+    text = r.stdout.decode()
+    assert r.returncode == 0, text[-3000:] + r.stderr.decode()[-2000:]
+    assert re.search(r"^\[earth\] VERIFIED", text, re.M) and re.search(r"^\[mars\] VERIFIED", text, re.M)
+    assert (out / "received.txt").read_bytes() == next(out.glob("input-*")).read_bytes()
