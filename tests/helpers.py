@@ -145,3 +145,14 @@ def finish(proc, timeout=120):
     """Wait for a spawned process; returns (exit code, stderr lines)."""
     _, err = proc.communicate(timeout=timeout)
     return proc.returncode, err.decode().strip().splitlines()
+
+
+def send_to(bob, tmp_path, endpoint, data: bytes, *args):
+    """One Alice run (send) against a spawned Bob, then Bob's end (finish); Bob is killed if
+    anything fails. Returns ((alice's code, lines), (Bob's code, lines))."""
+    try:
+        alice = send(tmp_path, endpoint, data, *args)
+        return alice, finish(bob)
+    finally:
+        if bob.poll() is None:
+            bob.kill()

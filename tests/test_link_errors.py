@@ -10,7 +10,7 @@ import time
 import pytest
 
 from shared.texts import mission_log
-from tests.helpers import CACHE, ROOT, child_env, finish, free_port, listen, send, spawn
+from tests.helpers import CACHE, ROOT, child_env, finish, free_port, listen, send, send_to, spawn
 
 
 def test_alice_with_nobody_listening_gives_up_after_the_time_she_states(tmp_path):
@@ -77,13 +77,8 @@ def test_ipv6_loopback_endpoint_works(tmp_path):
     bob = spawn("receiver", "listen", "--bind", ep, "--out", str(tmp_path / "out.bin"), "--preset", "tiny",
                 "--timeout", "20")
     data = mission_log(2000)
-    try:
-        rc, lines = send(tmp_path, ep, data, "--state-dir", str(tmp_path / "earth"))
-        assert rc == 0, lines
-        assert finish(bob)[0] == 0
-    finally:
-        if bob.poll() is None:
-            bob.kill()
+    (rc, lines), (bob_rc, _) = send_to(bob, tmp_path, ep, data, "--state-dir", str(tmp_path / "earth"))
+    assert rc == 0 and bob_rc == 0, lines
     assert (tmp_path / "out.bin").read_bytes() == data
 
 
@@ -132,12 +127,7 @@ def small_disk(tmp_path):
 def test_a_full_disk_at_bobs_checkpoint_is_one_line_on_both_sides_and_resumable(tmp_path, small_disk):
     data = mission_log(40_000)                       # Bob's first checkpoint (~0.9 MB, at step 16) cannot fit
     bob, ep, out = listen(small_disk, "--stats-json", str(tmp_path / "bob.json"))
-    try:
-        rc, alice_lines = send(tmp_path, ep, data, "--state-dir", str(tmp_path / "earth"))
-        bob_rc, bob_lines = finish(bob)
-    finally:
-        if bob.poll() is None:
-            bob.kill()
+    (rc, alice_lines), (bob_rc, bob_lines) = send_to(bob, tmp_path, ep, data, "--state-dir", str(tmp_path / "earth"))
     ckpt = small_disk / "out.bin.partial" / "checkpoint.pt"
     why = (f"cannot write {ckpt}: No space left on device; free some space or fix the folder's permissions, "
            f"then run both sides again to resume")
@@ -145,12 +135,7 @@ def test_a_full_disk_at_bobs_checkpoint_is_one_line_on_both_sides_and_resumable(
     assert rc == 2 and alice_lines[-1] == f"alice: error: Mars stopped the stream (write-failed): {why}"
     assert not out.exists()
     (small_disk / "filler").unlink()                 # space freed: the same two commands resume
-    bob, ep2, out = listen(small_disk, "--stats-json", str(tmp_path / "bob.json"))
-    try:
-        rc, alice_lines = send(tmp_path, ep2, data, "--state-dir", str(tmp_path / "earth"))
-        assert rc == 0, alice_lines
-        assert finish(bob)[0] == 0
-    finally:
-        if bob.poll() is None:
-            bob.kill()
+    bob, ep, out = listen(small_disk, "--stats-json", str(tmp_path / "bob.json"))
+    (rc, alice_lines), (bob_rc, _) = send_to(bob, tmp_path, ep, data, "--state-dir", str(tmp_path / "earth"))
+    assert rc == 0 and bob_rc == 0, alice_lines
     assert out.read_bytes() == data
