@@ -50,3 +50,28 @@ def test_kill_bob_at_a_step_then_restart_him_once(tmp_path, step):
 @pytest.mark.parametrize("step", steps(2, LATER))
 def test_kill_alice_at_a_step_then_restart_her_once(tmp_path, step):
     kill_and_restart(tmp_path, "alice", step)
+
+
+def test_removing_an_unreadable_checkpoint_as_bob_advises_leads_to_a_working_resume(tmp_path):
+    src, out, ep = tmp_path / "in.txt", tmp_path / "out.txt", free_endpoint()
+    src.write_bytes(DATA)
+    bob_cmd = ["receiver", "listen", "--bind", ep, "--out", str(out), "--checkpoint-every", "8", *COMMON]
+    alice_cmd = ["sender", "send", str(src), "--connect", ep, "--state-dir", str(tmp_path / "earth"), *COMMON]
+    bob, alice = spawn(*bob_cmd, "--fault-kill-step", "12"), spawn(*alice_cmd)
+    try:
+        assert bob.wait(120) == -9
+        ckpt = tmp_path / "out.txt.partial" / "checkpoint.pt"
+        ckpt.write_bytes(b"not a checkpoint")                     # damaged while Bob was down
+        bob = spawn(*bob_cmd)
+        rc, lines = finish(alice, 120)
+        assert rc == 2 and lines[-1] == (f"alice: error: Mars stopped the stream (refused): checkpoint {ckpt} is "
+                                         f"unreadable (UnpicklingError); remove it to start over"), lines[-3:]
+        ckpt.unlink()                                             # as advised; Bob is still listening
+        alice = spawn(*alice_cmd)
+        results = {"alice": finish(alice, 240), "bob": finish(bob, 240)}
+    finally:
+        for p in (alice, bob):
+            if p.poll() is None:
+                p.kill()
+    assert results["alice"][0] == 0 and results["bob"][0] == 0, results
+    assert out.read_bytes() == DATA
