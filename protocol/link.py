@@ -15,7 +15,13 @@ built from small named pieces of the ZeroMQ Guide's reliability patterns:
                   make no progress for retransmit_s. Bob drops duplicates,
                   buffers out-of-order frames (up to window), delivers in order.
   error frames    abort(code, message) sends ERROR then closes; receiving
-                  ERROR raises PeerError(code, message).
+                  ERROR from one's own peer raises PeerError(code, message).
+  one server      Bob serves one sender and keeps his watch: anyone else's frames
+                  are counted and answered with ERROR (a HELLO for another stream:
+                  "busy"), never raised; refuse() turns a sender away and listens on.
+  receipts        DONE is acknowledged by an ACK from Alice; until then Bob lingers
+                  (linger()), repeating DONE and answering a returning Alice's
+                  HELLO or END for the delivered stream with DONE.
 
 API (the whole of it):
 
@@ -25,18 +31,19 @@ API (the whole of it):
                             curve=None)         # CurveKeys: encryption + allow-list (security.py)
 
     alice = AliceLink("tcp://mars:5555", settings, log=None)
-    welcome = alice.handshake(hello)    # -> Welcome; PeerError if refused, HandshakeTimeout
+    welcome = alice.handshake(hello)    # -> Welcome, or Done if Mars already has it; PeerError if refused
     alice.send(frame)                   # Data/Sync/End with frame.seq == alice.next_seq; blocks on credit
     done = alice.wait_done()            # -> Done after END
     alice.poll(timeout_s=0)             # pump: acks, heartbeats, resends
     alice.abort(code, message); alice.close();  alice.stats: AliceStats
 
     bob = BobLink("tcp://*:5555", settings, log=None);  bob.endpoint  # actual bound address
-    hello = bob.accept()                # -> Hello; HandshakeTimeout
-    bob.welcome(Welcome(hello.stream_id, next_seq=0))   or   bob.refuse(code, message)
+    hello = bob.accept(deadline=None)   # -> Hello; HandshakeTimeout
+    bob.welcome(Welcome(hello.stream_id, next_seq=0))   or   bob.refuse(code, message)  (listens on)
     frame = bob.next_frame()            # next in-order Data/Sync/End; blocks
     bob.poll(timeout_s=0)               # pump without taking a frame
-    bob.done(done); bob.abort(code, message); bob.close();  bob.stats: BobStats
+    bob.done(done); bob.linger(seconds)  # DONE until Alice acknowledges it, bounded
+    bob.abort(code, message); bob.close();  bob.stats: BobStats
 
 Every blocking call may raise PeerLost (peer silent for timeout_s), PeerError
 (peer sent ERROR) or, on Alice, FrameError (Mars sent an undecodable message) or
@@ -109,6 +116,8 @@ RETRANSMIT_S = 2.0           # no ACK progress this long -> resend unacked (and 
 SENDER_HANDSHAKE_S = 60.0    # Alice waits this long for a WELCOME
 RECEIVER_HANDSHAKE_S = 600.0  # Bob waits this long for a HELLO: he is usually started first
 LINGER_MS = 500              # how long close() may spend flushing
+DONE_REPEATS = 3             # Bob says DONE this often, retransmit_s/2 apart, unless acknowledged sooner
+RECEIPT_LINGER_S = 30.0      # after DONE, Bob answers a returning Alice this long (bob listen --linger)
 
 
 @dataclass
@@ -172,7 +181,8 @@ class BobStats:
     duplicates: int = 0  # sequenced frames seen before (dropped)
     out_of_order: int = 0  # arrived ahead of a gap (buffered)
     beyond_window: int = 0  # arrived too far ahead (dropped; Alice resends)
-    strangers: int = 0  # messages from anyone but the accepted peer (ignored)
+    strangers: int = 0  # messages from anyone but the accepted peer (dropped; answered with ERROR)
+    refused: int = 0  # HELLOs turned away (refuse(), or busy with another stream)
     bad_frames: int = 0  # undecodable messages (answered with ERROR bad-frame)
     unexpected: int = 0  # well-formed frames that make no sense here (ignored)
 
@@ -262,6 +272,8 @@ class _Link:
 
     def _attach(self, how: Callable[[str], None], endpoint: str, what: str) -> None:
         """bind/connect, turning a ZMQError into a clear LinkError without leaking the context."""
+        if "[" in endpoint:  # an IPv6 literal such as tcp://[::1]:5555 needs IPv6 on the socket
+            self._sock.setsockopt(zmq.IPV6, 1)
         try:
             how(endpoint)
         except zmq.ZMQError as e:
@@ -354,21 +366,22 @@ class AliceLink(_Link):
 
     # -- public API
 
-    def handshake(self, hello: Hello) -> Welcome:
-        """Send HELLO (again every retransmit_s) until Bob answers WELCOME."""
+    def handshake(self, hello: Hello) -> Welcome | Done:
+        """Send HELLO (again every retransmit_s) until Bob answers WELCOME, or DONE: a receipt,
+        Mars already has this stream (Alice's earlier run delivered it)."""
         self._hello, self._hello_wire = hello, encode(hello)
         self._send_raw(self._hello_wire)
         self._last_progress = time.monotonic()
         t = self.settings.handshake_timeout_s
         self._wait(
-            lambda: self._welcome is not None,
+            lambda: self._welcome is not None or self._done is not None,
             time.monotonic() + t,
             lambda: HandshakeTimeout(
                 f"no answer from Mars ({self.endpoint}) within {t:.1f} s of HELLO; "
                 "is the receiver running and bound there?"
             ),
         )
-        return self._welcome
+        return self._welcome or self._done
 
     def send(self, frame: Frame) -> None:
         """Queue one DATA/SYNC/END (frame.seq must be next_seq); blocks while out of credit."""
@@ -441,6 +454,7 @@ class AliceLink(_Link):
             self._unacked.clear()
             self._acked = self.stats.acked_seq = self._next_seq
             self.stats.in_flight = 0
+            self._send_raw(encode(Ack(self._next_seq, 0)))  # acknowledges DONE: Bob may stop lingering
         elif isinstance(frame, Error):
             raise PeerError(frame.code, frame.message, "Mars")
         elif not isinstance(frame, Heartbeat):
@@ -492,7 +506,8 @@ class AliceLink(_Link):
 
 
 class BobLink(_Link):
-    """Receiver side (Mars): a ROUTER that binds and serves one sender."""
+    """Receiver side (Mars): a ROUTER that binds and serves one sender at a time. Nobody else
+    can stop him: a stranger's frames are counted and answered with ERROR, never raised."""
 
     def __init__(self, bind: str, settings: Optional[LinkSettings] = None, log: LogFn = None):
         super().__init__(zmq.ROUTER, settings or LinkSettings(), log)
@@ -514,16 +529,20 @@ class BobLink(_Link):
         self._ahead: dict[int, Frame] = {}  # out-of-order frames waiting for a gap to fill
         self._advertised: Optional[tuple] = None
         self._ack_due = False
+        self.done_acked = False  # Alice acknowledged our DONE (an ACK from Earth)
         self._live = False
         if self._faults is not None:
             self._faults.held = None
 
     # -- public API
 
-    def accept(self) -> Hello:
-        """Wait for a sender's HELLO; its identity becomes our one peer. Call welcome() or refuse() next."""
+    def accept(self, deadline: Optional[float] = None) -> Hello:
+        """Wait for a sender's HELLO; its identity becomes our one peer. Call welcome() or refuse() next.
+        deadline (time.monotonic()) defaults to handshake_timeout_s from now."""
         self._reset()
         t = self.settings.handshake_timeout_s
+        if deadline is None:
+            deadline = time.monotonic() + t
 
         def timeout():
             why = f" (last rejected message: {self.last_bad_frame})" if self.last_bad_frame else ""
@@ -532,7 +551,7 @@ class BobLink(_Link):
                 f"no HELLO from Earth on {self.endpoint} within {t:.1f} s; is the sender running and pointed here?{why}"
             )
 
-        self._wait(lambda: self._hello is not None, time.monotonic() + t, timeout)
+        self._wait(lambda: self._hello is not None, deadline, timeout)
         return self._hello
 
     def readmit(self, reconnected: "Reconnected") -> Hello:
@@ -551,8 +570,19 @@ class BobLink(_Link):
         self._send_ack()
 
     def refuse(self, code: str, message: str) -> None:
-        """Turn the sender away (ERROR), then close."""
-        self.abort(code, message)
+        """Turn the sender away (ERROR naming why) and forget it; the link stays open: accept() again."""
+        if self._peer is not None:
+            self._send(encode(Error(code, one_line(message))))
+            self.stats.refused += 1
+            self.refusals.add(f"refused stream {self._hello.stream_id!r}: {one_line(message)}", ("hello", code))
+        self._reset()
+
+    def answer_done(self, done: Done) -> None:
+        """A receipt: tell the sender of accept()'s HELLO that its stream is already delivered,
+        and forget it (accept() again)."""
+        if self._peer is not None:
+            self._send(encode(done))
+        self._reset()
 
     def next_frame(self) -> Frame:
         """The next in-order DATA/SYNC/END; blocks (pumping acks/heartbeats) until there is one."""
@@ -563,10 +593,35 @@ class BobLink(_Link):
         self._maybe_ack()  # consuming frees credit: tell Alice right away
         return frame
 
+    def turn_away(self, identity: bytes, code: str, message: str) -> None:
+        """ERROR to a sender who is not (or no longer) our peer; our own stream goes on."""
+        self.stats.refused += 1
+        self.refusals.add(f"refused a sender ({code}): {one_line(message)}", ("turned-away", code))
+        self._send_to(identity, encode(Error(code, one_line(message))))
+
     def done(self, done: Done) -> None:
         """Report the verified result; re-sent if a duplicate END shows Alice missed it."""
         self._done = done
         self._send(encode(done))
+
+    def linger(self, seconds: float) -> None:
+        """After done(): stay up to `seconds` until Alice acknowledges DONE, repeating it
+        DONE_REPEATS times (nothing else would tell us it was lost) and answering a restarted
+        Alice's HELLO, or a resent END, with DONE again. The stream is delivered: a peer who
+        goes silent, aborts or sends garbage now only ends the wait."""
+        self._live = False  # silence is no failure any more
+        now = time.monotonic()
+        deadline, step = now + max(0.0, seconds), self.settings.retransmit_s / 2
+        repeats, next_at = DONE_REPEATS - 1, now + step
+        while not self.done_acked and now < deadline:
+            try:
+                self._pump(min(self._slice, deadline - now))
+            except (LinkError, FrameError):
+                return
+            now = time.monotonic()
+            if repeats and now >= next_at and not self.done_acked:
+                self._send(encode(self._done))
+                repeats, next_at = repeats - 1, now + step
 
     def abort(self, code: str, message: str) -> None:
         """Tell Earth we give up (ERROR, if we have a peer), then close."""
@@ -630,16 +685,11 @@ class BobLink(_Link):
         if self._peer is None:  # still waiting for a HELLO
             if isinstance(frame, Hello):
                 self._peer, self._hello = identity, frame
-            elif isinstance(frame, Error):
-                raise PeerError(frame.code, frame.message, "Earth")
-            else:
+            else:  # e.g. the late frames of a sender we lost: not worth an answer
                 self.stats.strangers += 1
             return
         if identity != self._peer:
-            if isinstance(frame, Hello) and self._hello is not None and frame.stream_id == self._hello.stream_id:
-                raise Reconnected(identity, frame)  # a restarted Alice: the caller decides (readmit)
-            self.stats.strangers += 1
-            self._log(f"ignoring {frame.KIND.name} from a stranger")
+            self._stranger(identity, frame)
             return
         self._last_heard = time.monotonic()
         if isinstance(frame, SEQUENCED) and self._welcome is not None:
@@ -650,9 +700,38 @@ class BobLink(_Link):
                 self._ack_due = True
         elif isinstance(frame, Error):
             raise PeerError(frame.code, frame.message, "Earth")
+        elif isinstance(frame, Ack) and self._done is not None:
+            self.done_acked = True  # Alice has our DONE
         elif not isinstance(frame, Heartbeat):
             self.stats.unexpected += 1
             self._log(f"ignoring unexpected {frame.KIND.name} from Earth")
+
+    def _same_stream(self, hello: Hello) -> bool:
+        mine = self._hello
+        return (hello.stream_id, hello.sha256, hello.total_length, hello.config) == \
+            (mine.stream_id, mine.sha256, mine.total_length, mine.config)
+
+    def _stranger(self, identity: bytes, frame: Frame) -> None:
+        """Someone who is not our peer: never fatal. A restarted Alice is handed to the caller
+        (Reconnected), or answered DONE once her stream is delivered; anyone else is refused."""
+        self.stats.strangers += 1
+        if isinstance(frame, Ack) and self._done is not None:
+            self.done_acked = True  # a returning Alice acknowledging the DONE we answered her HELLO with
+            return
+        if isinstance(frame, Hello) and self._same_stream(frame):
+            if self._done is None:
+                raise Reconnected(identity, frame)  # a restarted Alice: the caller decides (readmit)
+            self._send_to(identity, encode(self._done))
+            return
+        if isinstance(frame, Error):  # never answer an ERROR with one: two ends could ping-pong
+            self._log(f"dropped ERROR {frame.code} from a stranger")
+            return
+        if isinstance(frame, Hello):
+            self.turn_away(identity, "busy", f"Mars is busy with stream {self._hello.stream_id!r}; "
+                                             f"try again once it is delivered")
+        else:
+            self._send_to(identity, encode(Error("not-your-peer", f"Mars is serving another sender; this "
+                                                 f"{frame.KIND.name} is not part of its stream")))
 
     def _on_sequenced(self, frame: Frame) -> None:
         seq = frame.seq

@@ -301,7 +301,7 @@ class HandshakeWatch:
             # the other side only sees the connection drop. So this is most likely the same case.
             message = (f"dropped a sender on {endpoint} mid-handshake (a plain-text sender? this receiver "
                        f"requires CURVE encryption)" if curve else f"dropped a sender on {endpoint} "
-                       f"mid-handshake (an encrypted sender? this receiver listens in plain text)")
+                       f"mid-handshake (not a marslink sender, or an encrypted one: this receiver listens in plain text)")
         elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
             message, kind_of = (f"refused a sender on {endpoint} whose handshake did not decrypt: "
                                 f"its --server-key is not this receiver's public key"), "crypto"

@@ -12,6 +12,7 @@ from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_comm
 from shared.core import numeric
 from shared.coding.container import parse
 from shared.show.dashboard import add_display_options, dashboard_for
+from shared.app.faults import kill_at
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,8 +70,9 @@ def listen_command(args) -> int:
     with dash:
         on_hello = _chain(on_hello, dash.on_hello)
         stats = receive_stream(args.bind, run_config(args), args.out, link_settings(args, curve), on_hello=on_hello,
-                               on_step=dash.on_step, telemetry=dash.telemetry, log=_log,
-                               perturb_step=args.fault_perturb_step, checkpoint_every=args.checkpoint_every)
+                               on_step=kill_at(args.fault_kill_step, dash.on_step), telemetry=dash.telemetry, log=_log,
+                               perturb_step=args.fault_perturb_step, checkpoint_every=args.checkpoint_every,
+                               linger_s=args.linger)
         dash.finish(stats)
     write_stats(args.stats_json, stats)
     if not args.quiet and dash.mode != "dashboard":

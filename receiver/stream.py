@@ -5,9 +5,14 @@ twin simply waits for Alice's frames. Output is written only after every check h
 
 Resume (the ZeroMQ Guide's "resume by offset"): every coded byte Bob receives is appended to
 `<out>.partial/stream.bin`, and every `checkpoint_every` steps the twin and the decoder are
-checkpointed there. A restarted Bob reloads the checkpoint, replays the bytes he already
-holds, and tells Alice (WELCOME.resume_offset) where to continue; a restarted Alice is taken
-back the same way without Bob losing his place.
+checkpointed there. A restarted Bob reloads the checkpoint (or starts from the deterministic
+initial state when there is none), replays the bytes he already holds, and tells Alice
+(WELCOME.resume_offset) where to continue: every byte he advertises is one he can resume from.
+A restarted Alice is taken back the same way without Bob losing his place.
+
+Bob keeps his watch: a HELLO he cannot serve is refused with a reason and he listens on; a
+sender who vanishes before sending a byte leaves nothing behind. After publishing he keeps a
+receipt (receipts/ in his state folder) and lingers until Alice acknowledges DONE.
 """
 from __future__ import annotations
 
@@ -16,29 +21,63 @@ import mmap
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from typing import Callable
 
 from protocol.frames import Data, Done, End, FrameError, Sync, Welcome
-from protocol.link import BobLink, LinkError, LinkSettings, PeerError, PeerLost, Reconnected
+from protocol.link import RECEIPT_LINGER_S, BobLink, LinkError, LinkSettings, PeerError, PeerLost, Reconnected
 from shared.app import checkpoint
+from shared.app.files import NEW_FILE_MODE, StorageError, storage_error
 from shared.coding.codec import run_stats
 from shared.coding.coder import ByteSource, ChunkDecoder
 from shared.core.config import MAX_LENGTH, RunConfig, require_same
 from shared.core.engine import SyncLedger, Twin
 from shared.core.errors import ChecksumError, ConfigMismatch, DivergenceError, FormatError, LinkFailure, MarslinkError, ProfileError
 from shared.core.fingerprint import compare, fingerprint
+from shared.core.pinned import torch
 from shared.show.telemetry import Telemetry
 
 MAX_STREAM_BYTES = MAX_LENGTH     # a declared length beyond this is refused, not allocated
 
-ERROR_CODES = {ConfigMismatch: "config-mismatch", ProfileError: "profile-mismatch"}
+KEEP_RECEIPTS = 100               # the newest receipts kept in the state folder
+
+
+ERROR_CODES = {ConfigMismatch: "config-mismatch", ProfileError: "profile-mismatch", StorageError: "write-failed"}
+
+
+@contextmanager
+def writing(path: str):
+    """An OS error while writing `path` becomes one line naming it and what to do."""
+    try:
+        yield
+    except OSError as e:
+        raise storage_error("", path, e, then="run both sides again to resume") from None
+
+
+def default_state_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "marslink", "mars")
+
+
+def write_receipt(state_dir: str, hello, final_digest: str, out_path: str) -> str:
+    """The delivery receipt: what was delivered where, and when; the newest KEEP_RECEIPTS stay."""
+    folder = os.path.join(state_dir, "receipts")
+    path = os.path.join(folder, hashlib.sha256(hello.stream_id.encode() + hello.sha256).hexdigest()[:24] + ".json")
+    with writing(path):
+        os.makedirs(folder, exist_ok=True)
+        checkpoint.write_json(path, {"stream_id": hello.stream_id, "length": hello.total_length,
+                                     "sha256": hello.sha256.hex(), "final_digest": final_digest,
+                                     "out": os.path.abspath(out_path), "time": time.time()})
+        for old in sorted(os.scandir(folder), key=lambda e: e.stat().st_mtime)[:-KEEP_RECEIPTS]:
+            os.unlink(old.path)
+    return path
 
 
 def check_hello(hello, config: RunConfig) -> RunConfig:
     """Refuse a handshake that would not decode: the message names the differing field."""
     theirs = RunConfig.from_dict(hello.config)
-    require_same(config, theirs, "Earth")
-    compare(fingerprint(), hello.fingerprint, "Earth")
+    require_same(config, theirs, "Earth", "Mars")   # read on both ends: name each side
+    compare(fingerprint(), hello.fingerprint, "Earth", "Mars")
     if hello.total_length > MAX_STREAM_BYTES:
         raise FormatError(f"Earth announces {hello.total_length:,} bytes, above this receiver's limit "
                           f"of {MAX_STREAM_BYTES:,}")
@@ -62,21 +101,32 @@ class Spool:
         if os.path.isdir(self.dir):
             saved = checkpoint.read_json(self.path("meta.json")) if os.path.exists(self.path("meta.json")) else None
             if saved is not None and saved != meta:
-                raise FormatError(f"{self.dir} holds a partial stream {saved.get('stream_id')!r} of another input; "
-                                  f"remove it or choose another --out")
-        else:
+                if self._bytes_held() == 0:      # a stream that never got a byte: nothing to keep
+                    self.remove()
+                else:
+                    raise FormatError(f"{self.dir} holds a partial stream {saved.get('stream_id')!r} of another "
+                                      f"input; remove it or choose another --out")
+        if not os.path.isdir(self.dir):
             free = shutil.disk_usage(os.path.dirname(self.dir)).free
             if hello.total_length > free:
                 raise FormatError(f"Earth announces {hello.total_length:,} bytes but only {free:,} bytes are free "
                                   f"beside {self.dir[:-len('.partial')]}; free some space or choose another --out")
-            os.makedirs(self.dir)
-        if not os.path.exists(self.path("meta.json")):
-            checkpoint.write_json(self.path("meta.json"), meta)
-        self.stream = open(self.path("stream.bin"), "ab")
-        # decoded bytes go straight to their place in data.bin: memory stays flat
-        self.data = os.open(self.path("data.bin"), os.O_RDWR | os.O_CREAT, 0o600)
-        os.ftruncate(self.data, hello.total_length)
+            with writing(self.dir):
+                os.makedirs(self.dir)
+        with writing(self.dir):
+            if not os.path.exists(self.path("meta.json")):
+                checkpoint.write_json(self.path("meta.json"), meta)
+            self.stream = open(self.path("stream.bin"), "ab")
+            # decoded bytes go straight to their place in data.bin: memory stays flat
+            self.data = os.open(self.path("data.bin"), os.O_RDWR | os.O_CREAT, NEW_FILE_MODE)   # the output, once verified
+            os.ftruncate(self.data, hello.total_length)
         return checkpoint.load(self.path("checkpoint.pt")) if os.path.exists(self.path("checkpoint.pt")) else None
+
+    def _bytes_held(self) -> int:
+        try:
+            return os.path.getsize(self.path("stream.bin"))
+        except OSError:
+            return 0
 
     def held(self) -> int:
         return self.stream.tell()
@@ -87,13 +137,15 @@ class Spool:
             return f.read()
 
     def append(self, data: bytes) -> None:
-        self.stream.write(data)
-        self.stream.flush()
+        with writing(self.path("stream.bin")):
+            self.stream.write(data)
+            self.stream.flush()
 
     def write_chunk(self, layout, t0: int, chunk) -> None:
         """A twin sink: put a finished chunk of every stream at its offset in data.bin."""
-        for b, offset, n in layout.pieces(t0, chunk.shape[1]):
-            os.pwrite(self.data, chunk[b, :n].astype("uint8").tobytes(), offset)
+        with writing(self.path("data.bin")):
+            for b, offset, n in layout.pieces(t0, chunk.shape[1]):
+                os.pwrite(self.data, chunk[b, :n].astype("uint8").tobytes(), offset)
 
     def decoded(self):
         """data.bin as read-only memory: what Bob decoded so far, for rebuilding n-gram counts."""
@@ -109,18 +161,25 @@ class Spool:
 
     def publish(self, out_path: str) -> None:
         """Move the verified data into place: same folder, so the rename is atomic."""
-        os.fsync(self.data)
-        os.replace(self.path("data.bin"), os.path.abspath(out_path))
+        with writing(out_path):
+            os.fsync(self.data)
+            os.replace(self.path("data.bin"), os.path.abspath(out_path))
 
     def close(self) -> None:
         if self.stream is not None:
-            self.stream.close()
+            try:
+                self.stream.close()
+            except OSError:                  # its bytes were flushed (or reported) by append()
+                pass
             os.close(self.data)
             self.stream = None
 
     def save(self, state: dict) -> None:
-        os.fsync(self.stream.fileno())       # the checkpoint may only refer to bytes on disk
-        os.fsync(self.data)
+        """Atomically (checkpoint.save: the last good checkpoint stays if this one cannot be
+        written), and only once the bytes it refers to are on disk."""
+        with writing(self.path("stream.bin")):
+            os.fsync(self.stream.fileno())
+            os.fsync(self.data)
         checkpoint.save(self.path("checkpoint.pt"), state)
 
     def remove(self) -> None:
@@ -128,52 +187,82 @@ class Spool:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class _Vacated(Exception):
+    """The sender vanished before sending a single byte: drop its spool and listen again."""
+
+
 def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSettings,
                    on_step: Callable | None = None, on_hello: Callable | None = None,
                    log=None, perturb_step: int | None = None, checkpoint_every: int = 16,
-                   telemetry=None) -> dict:
+                   telemetry=None, linger_s: float = RECEIPT_LINGER_S, state_dir: str | None = None) -> dict:
     try:
         link = BobLink(bind, settings, log=log)
     except LinkError as e:                            # e.g. the port is taken: one clear line
         raise LinkFailure(str(e)) from None
     with link:
+        deadline = time.monotonic() + settings.handshake_timeout_s
+        while True:
+            hello, spool, saved = _admit(link, config, out_path, deadline)
+            if on_hello:
+                on_hello(hello)
+            try:
+                stats = _serve(link, hello, config, spool, saved, out_path, on_step, perturb_step,
+                               checkpoint_every, telemetry)
+            except _Vacated:
+                spool.remove()
+                deadline = time.monotonic() + settings.handshake_timeout_s
+                continue
+            write_receipt(state_dir or default_state_dir(), hello, stats["final_digest"], out_path)
+            try:
+                link.linger(linger_s)
+            except KeyboardInterrupt:         # delivered already: being stopped now only ends the wait
+                pass
+            return stats
+
+
+def _admit(link: BobLink, config: RunConfig, out_path: str, deadline: float):
+    """Accept HELLOs until one can be served; every other one is refused with its reason
+    (an ERROR frame, and a line in Bob's log) and Bob listens on."""
+    while True:
         try:
-            hello = link.accept()
+            hello = link.accept(deadline)
         except PeerLost as e:
             raise LinkFailure(str(e)) from None
-        started = time.perf_counter()
         spool = Spool(out_path)
         try:
             check_hello(hello, config)
-            saved = spool.open(hello)
+            return hello, spool, spool.open(hello)
         except MarslinkError as e:
-            link.refuse(ERROR_CODES.get(type(e), "refused"), str(e))
-            raise
-        if on_hello:
-            on_hello(hello)
-        try:
-            session = _Session(link, hello, config, spool, saved, perturb_step, checkpoint_every)
-            session.telemetry = telemetry if telemetry is not None else Telemetry()   # curves for the report
-            stats = session.run(out_path, on_step, started)
-        except PeerError as e:
-            raise LinkFailure(f"Earth stopped the stream ({e.code}): {e.message}") from None
-        except PeerLost as e:
-            raise LinkFailure(f"{e} (partial stream kept in {spool.dir} for resume)") from None
-        except FrameError as e:
-            link.abort("bad-frame", str(e))
-            raise LinkFailure(f"corrupted frame from Earth: {e}; nothing was written") from None
-        except MarslinkError as e:
-            link.abort(type(e).__name__, str(e))
-            if isinstance(e, (DivergenceError, ChecksumError)):
-                spool.remove()                   # its checkpoints cannot be trusted: no resume from them
-            raise
-        except KeyboardInterrupt:
-            link.abort("interrupted", "Mars was interrupted; its partial stream is kept for resume")
-            raise
-        finally:
             spool.close()
-        spool.remove()
-        return stats
+            link.refuse(ERROR_CODES.get(type(e), "refused"), str(e))
+
+
+def _serve(link: BobLink, hello, config, spool: "Spool", saved, out_path: str, on_step, perturb_step,
+           checkpoint_every: int, telemetry) -> dict:
+    started = time.perf_counter()
+    try:
+        session = _Session(link, hello, config, spool, saved, perturb_step, checkpoint_every)
+        session.telemetry = telemetry if telemetry is not None else Telemetry()   # curves for the report
+        stats = session.run(out_path, on_step, started)
+    except PeerError as e:
+        raise LinkFailure(f"Earth stopped the stream ({e.code}): {e.message}") from None
+    except PeerLost as e:
+        raise LinkFailure(f"{e} (partial stream kept in {spool.dir} for resume)") from None
+    except FrameError as e:
+        link.abort("bad-frame", str(e))
+        raise LinkFailure(f"corrupted frame from Earth: {e}; nothing was written") from None
+    except MarslinkError as e:
+        link.abort(ERROR_CODES.get(type(e), type(e).__name__), str(e))
+        if isinstance(e, (DivergenceError, ChecksumError)):
+            spool.remove()                   # its checkpoints cannot be trusted: no resume from them
+        raise
+    except KeyboardInterrupt:
+        link.abort("interrupted", "Mars was interrupted; its partial stream is kept for resume")
+        raise
+    finally:
+        spool.close()
+    spool.remove()
+    return stats
 
 
 class _Session:
@@ -191,11 +280,12 @@ class _Session:
         self.reconnects = 0
         self.resent_bytes = 0             # payload bytes that arrived again (after a restart), across restarts
         self.link.welcome(Welcome(hello.stream_id, 0, self.spool.held()))
-        if saved is None:
+        self.resumed_from = None          # the step a restart resumed from (0: replayed from the start)
+        if saved is None:                 # from the initial state, replaying any bytes already held
+            self.resumed_from = 0 if self.spool.held() else None
             self.ledger.receiver(0, self.twin.digest())
-            self.source = ByteSource(refill=self._refill)
+            self.source = ByteSource(spool.read_from(0), refill=self._refill)
             self.decoder = ChunkDecoder(self.source)
-            self.resumed_from = None
         else:
             self.twin.load_state_dict(saved["twin"], spool.decoded())
             self.ledger.ours = {int(k): v for k, v in saved["ours"].items()}
@@ -207,26 +297,50 @@ class _Session:
             self.resumed_from = self.twin.step
 
     # -- the link, with sender reconnections handled in one place ---------------------------
-    def _readmit(self, hello):
-        if (hello.sha256, hello.total_length, hello.config) != (self.hello.sha256, self.hello.total_length,
-                                                                self.hello.config):
-            self.link.refuse("refused", "a different stream is already in progress here")
-            raise LinkFailure(f"a sender came back with a different stream {hello.stream_id!r}")
-        compare(fingerprint(), hello.fingerprint, "Earth")
+    def _refusal(self, hello) -> tuple[str, str] | None:
+        """Why a returning sender cannot take this stream over (code, message), or None."""
+        same = (hello.stream_id, hello.sha256, hello.total_length, hello.config)
+        if same != (self.hello.stream_id, self.hello.sha256, self.hello.total_length, self.hello.config):
+            return "busy", (f"Mars is waiting for stream {self.hello.stream_id!r} to resume; "
+                            f"try again once it is delivered")
+        try:
+            compare(fingerprint(), hello.fingerprint, "Earth", "Mars")
+        except ProfileError as e:
+            return "profile-mismatch", str(e)
+        return None
+
+    def _welcome_back(self):
         self.reconnects += 1
-        self.link.welcome(Welcome(hello.stream_id, 0, self.spool.held()))
+        self.link.welcome(Welcome(self.hello.stream_id, 0, self.spool.held()))
+
+    def _await_sender(self):
+        """Our sender went quiet: wait for it to come back; refuse anyone else, and listen on."""
+        deadline = time.monotonic() + self.link.settings.handshake_timeout_s
+        while True:
+            hello = self.link.accept(deadline)
+            why = self._refusal(hello)
+            if why is None:
+                return self._welcome_back()
+            self.link.refuse(*why)
 
     def _guarded(self, call):
         while True:
             try:
                 return call()
             except Reconnected as r:             # a restarted Alice: carry on where we are
-                self._readmit(self.link.readmit(r))
+                why = self._refusal(r.hello)
+                if why is not None:
+                    self.link.turn_away(r.identity, *why)
+                    continue
+                self.link.readmit(r)
+                self._welcome_back()
             except PeerLost:                     # Alice went quiet: wait for her to come back
+                if self.spool.held() == 0 and self.resumed_from is None:
+                    raise _Vacated() from None   # not a byte from her: nothing worth waiting for
                 try:
-                    self._readmit(self.link.accept())
-                except PeerLost as e:
-                    raise PeerLost(str(e)) from None
+                    self._await_sender()
+                except PeerLost as e2:
+                    raise PeerLost(str(e2)) from None
 
     def _refill(self, source: ByteSource) -> bool:
         """Called by the decoder when it needs more coded bytes: wait for the next frame."""
@@ -254,23 +368,12 @@ class _Session:
                          "stored_chunks": self.decoder.stored_chunks, "resent_bytes": self.resent_bytes,
                          "ours": {str(k): v for k, v in self.ledger.ours.items()}})
 
-    def _say_done(self, done: Done):
-        """DONE is never acknowledged, so say it three times, half a retransmit period apart:
-        a single lost message must not make Earth believe the stream failed."""
-        for attempt in range(3):
-            self.link.done(done)
-            if attempt < 2:
-                try:
-                    self.link.poll(self.link.settings.retransmit_s / 2)
-                except (PeerLost, PeerError, Reconnected, FrameError):
-                    return
-
     def run(self, out_path: str, on_step, started: float) -> dict:
         twin = self.twin
         while not twin.finished:
             report = twin.advance(self.decoder)
             if self.perturb_step is not None and report.step == self.perturb_step:   # fault injection (tests)
-                with __import__("torch").no_grad():
+                with torch.no_grad():
                     next(twin.model.parameters()).view(-1)[0] += 1e-6
             if report.digest is not None:
                 self.ledger.receiver(report.step, report.digest)
@@ -293,12 +396,14 @@ class _Session:
             raise ChecksumError("decoded data does not match the original's SHA-256; nothing was written")
         self.spool.publish(out_path)
         final = twin.digest()
-        self._say_done(Done(sha, final))
+        self.link.done(Done(sha, final))      # repeated while Bob lingers (receive_stream)
         link = self.link.stats
-        return run_stats(twin, self.hello.total_length, self.spool.held(), started, self.spool.held(),
-                         syncs_checked=self.ledger.checked, stored_chunks=self.decoder.stored_chunks,
-                         frames_received=link.frames_received, duplicates=link.duplicates,
-                         out_of_order=link.out_of_order, sender_reconnects=self.reconnects,
-                         resent_bytes=self.resent_bytes, resumed_from_step=self.resumed_from,
-                         stream_id=self.hello.stream_id,
-                         **(self.telemetry.stats() if self.telemetry is not None else {}))
+        stats = run_stats(twin, self.hello.total_length, self.spool.held(), started, self.spool.held(),
+                          syncs_checked=self.ledger.checked, stored_chunks=self.decoder.stored_chunks,
+                          frames_received=link.frames_received, duplicates=link.duplicates,
+                          out_of_order=link.out_of_order, sender_reconnects=self.reconnects,
+                          resent_bytes=self.resent_bytes, resumed_from_step=self.resumed_from,
+                          stream_id=self.hello.stream_id)
+        if self.telemetry is not None:        # after the clock stopped: the ledger's sizing is no coding time
+            stats.update(self.telemetry.stats())
+        return stats

@@ -13,6 +13,7 @@ from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_comm
 from shared.core import numeric
 from shared.coding.container import parse
 from shared.show.dashboard import add_display_options, dashboard_for
+from shared.app.faults import kill_at
 
 
 def parser() -> argparse.ArgumentParser:
@@ -60,12 +61,16 @@ def send_command(args) -> int:
                              fault=faults if faults != link.FaultPlan() else None)
     dash = dashboard_for(args, "earth", args.connect, total_bytes=len(data))   # dashboard / plain lines / quiet
     with dash:
-        stats = send_stream(data, run_config(args), args.connect, settings, args.stream_id, dash.on_step,
+        on_step = kill_at(args.fault_kill_step, dash.on_step)      # a test hook; None = no kill
+        stats = send_stream(data, run_config(args), args.connect, settings, args.stream_id, on_step,
                             state_dir=args.state_dir, checkpoint_every=args.checkpoint_every,
                             telemetry=dash.telemetry)
         dash.finish(stats)
     write_stats(args.stats_json, stats)
-    if not args.quiet and dash.mode != "dashboard":
+    if stats.get("already_delivered"):
+        print(f"alice: Mars already has stream {stats['stream_id']!r} ({stats['input_bytes']:,} bytes, "
+              f"SHA-256 ok); nothing to send, checkpoints cleared", file=sys.stderr)
+    elif not args.quiet and dash.mode != "dashboard":
         print(f"alice: sent {stats['input_bytes']:,} bytes as {stats['compressed_bytes']:,} "
               f"({stats['compressed_bytes'] * 8 / max(stats['input_bytes'], 1):.3f} bits/byte); "
               f"Mars verified it, final digest {stats['final_digest'][:16]}", file=sys.stderr)

@@ -9,6 +9,8 @@ and how to pick up again after either side was restarted:
                      sends only bytes from R on. Re-coding costs time, never bits on the wire.
   reconnect          if Mars goes silent, Alice keeps her place and handshakes again until
                      Mars is back or `handshake_timeout_s` has passed.
+  receipts           a Mars that already delivered this stream answers HELLO with DONE: Alice
+                     says so, clears her checkpoints and succeeds without sending a byte.
 """
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ import shutil
 import time
 from typing import Callable
 
-from protocol.frames import Data, End, FrameError, Hello, Sync
-from protocol.link import AliceLink, AuthFailed, LinkError, LinkSettings, PeerError, PeerLost
+from protocol.frames import Data, Done, End, FrameError, Hello, Sync
+from protocol.link import AliceLink, AuthFailed, HandshakeTimeout, LinkError, LinkSettings, PeerError, PeerLost
 from shared.app import checkpoint
 from shared.coding.codec import run_stats
 from shared.coding.coder import ChunkEncoder
@@ -43,10 +45,10 @@ class Checkpoints:
     """Alice's checkpoints for one stream: ckpt-<step>.pt, the last few kept."""
 
     def __init__(self, root: str, key: str):
-        self.dir = os.path.join(root, key)
-        os.makedirs(self.dir, exist_ok=True)
+        self.dir = os.path.join(root, key)    # made by the first save: no folder for streams never started
 
     def save(self, twin: Twin, encoder: ChunkEncoder, high_water: int):
+        os.makedirs(self.dir, exist_ok=True)
         checkpoint.save(os.path.join(self.dir, f"ckpt-{twin.step:09d}.pt"),
                         {"twin": twin.state_dict(), "encoder": encoder.ac.state(),
                          "stored_chunks": encoder.stored_chunks, "high_water": high_water})
@@ -92,14 +94,18 @@ def send_stream(data: bytes, config: RunConfig, endpoint: str, settings: LinkSet
         with link:
             try:
                 welcome = link.handshake(hello)
+                if isinstance(welcome, Done):        # a receipt: Mars delivered this stream before
+                    return _already_delivered(welcome, sha, store, len(data), endpoint, stream_id, started)
                 lost_since = None
                 done = run.stream(link, welcome.resume_offset, on_step)
                 break
-            except PeerLost as e:                    # Mars vanished: keep our place, knock again
-                lost_since = lost_since or time.monotonic()
-                if time.monotonic() - lost_since > settings.handshake_timeout_s:
-                    raise LinkFailure(f"{e} (Earth's checkpoints are kept in {store.dir}; "
-                                      f"run the same command again to resume)") from None
+            except HandshakeTimeout as e:            # nobody answered for the whole handshake time: final
+                if lost_since is None:
+                    raise LinkFailure(str(e)) from None
+                raise LinkFailure(f"{e} (contact lost {time.monotonic() - lost_since:.0f} s ago; Earth's "
+                                  f"checkpoints are kept in {store.dir}; run the same command again to resume)") from None
+            except PeerLost:                         # Mars vanished mid-stream: keep our place, knock again
+                lost_since = time.monotonic()
             except AuthFailed as e:                  # turned away by Mars's security: final
                 raise LinkFailure(str(e)) from None
             except PeerError as e:
@@ -120,10 +126,21 @@ def send_stream(data: bytes, config: RunConfig, endpoint: str, settings: LinkSet
     if done.final_digest != final or done.sha256 != sha:
         raise LinkFailure(f"Mars reports final digest {done.final_digest[:16]}, Earth has {final[:16]}")
     store.remove()
-    return run_stats(twin, len(data), run.offset, started, run.offset, verified_by_receiver=True,
-                     stored_chunks=run.encoder.stored_chunks, **totals, resumes=run.resumes,
-                     bytes_resent_after_resume=run.bytes_resent, endpoint=endpoint, stream_id=stream_id,
-                     **run.telemetry.stats())
+    stats = run_stats(twin, len(data), run.offset, started, run.offset, verified_by_receiver=True,
+                      stored_chunks=run.encoder.stored_chunks, **totals, resumes=run.resumes,
+                      bytes_resent_after_resume=run.bytes_resent, endpoint=endpoint, stream_id=stream_id)
+    stats.update(run.telemetry.stats())       # after the clock stopped: the ledger's sizing is no coding time
+    return stats
+
+
+def _already_delivered(done: Done, sha: bytes, store: Checkpoints, length: int, endpoint: str,
+                       stream_id: str, started: float) -> dict:
+    if done.sha256 != sha:
+        raise LinkFailure("Mars answered with a receipt for other data (SHA-256 differs); nothing was sent")
+    store.remove()
+    return {"already_delivered": True, "input_bytes": length, "final_digest": done.final_digest,
+            "verified_by_receiver": True, "endpoint": endpoint, "stream_id": stream_id,
+            "seconds": time.perf_counter() - started}
 
 
 class _Run:

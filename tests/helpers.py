@@ -2,12 +2,16 @@
 in-process tests, a coder that passes tokens through. Test modules import from here only."""
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
+
+import pytest
 
 from protocol.frames import Data, Hello
 from protocol.link import LinkSettings
@@ -122,11 +126,6 @@ def run_twin(config, data, steps=None) -> Twin:
 
 
 # -- outputs and file systems (issue 19: one-line write errors, full disks, --force) ---------------
-# (imports here, not at the top: this section merges as one block)
-import errno  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-
-import pytest  # noqa: E402
 
 def run_cli_with(*args, prefix=(), input_bytes=None, timeout=300, **popen):
     """run_cli with extra subprocess options: umask=, stdout= (a file: a full disk on stdout), and
@@ -177,3 +176,40 @@ def fill(folder, name="filler") -> None:
                 f.write(bytes(4096))
         except OSError as e:
             assert e.errno == errno.ENOSPC, e
+
+
+# -- the live link, one side at a time (issue 19: watch, kills, receipts) --------------------------
+
+def listen(tmp_path, *args, out_name="out.bin"):
+    """Start a tiny-preset Bob on a fresh loopback endpoint; returns (process, endpoint, out path)."""
+    ep, out = free_endpoint(), tmp_path / out_name
+    bob = spawn("receiver", "listen", "--bind", ep, "--out", str(out), "--preset", "tiny", "--timeout", "20",
+                "--stats-json", str(tmp_path / "bob.json"), *args)
+    return bob, ep, out
+
+
+def send(tmp_path, endpoint, data: bytes, *args, name="in.bin", timeout=300):
+    """Run a tiny-preset Alice to the end; returns (exit code, stderr lines)."""
+    src = tmp_path / name
+    src.write_bytes(data)
+    alice = spawn("sender", "send", str(src), "--connect", endpoint, "--preset", "tiny", "--timeout", "20",
+                  "--stats-json", str(tmp_path / "alice.json"), *args)
+    _, err = alice.communicate(timeout=timeout)
+    return alice.returncode, err.decode().strip().splitlines()
+
+
+def finish(proc, timeout=120):
+    """Wait for a spawned process; returns (exit code, stderr lines)."""
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err.decode().strip().splitlines()
+
+
+def send_to(bob, tmp_path, endpoint, data: bytes, *args):
+    """One Alice run (send) against a spawned Bob, then Bob's end (finish); Bob is killed if
+    anything fails. Returns ((alice's code, lines), (Bob's code, lines))."""
+    try:
+        alice = send(tmp_path, endpoint, data, *args)
+        return alice, finish(bob)
+    finally:
+        if bob.poll() is None:
+            bob.kill()

@@ -317,22 +317,86 @@ def test_oversized_message_rejected_and_receiver_keeps_working(closing):
     assert bob.stats.bad_frames == 2 and bob.last_bad_frame == "not a marslink message"
 
 
-def test_strangers_are_ignored_and_counted(closing):
+def test_strangers_are_refused_counted_and_never_fatal(closing):
     bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
     side = Background(lambda: bob_receiver(bob))
     alice = closing(AliceLink(bob.endpoint, settings()))
     alice.handshake(hello())
 
-    intruder = closing(AliceLink(bob.endpoint, settings(handshake_timeout_s=0.3)))
-    with pytest.raises(HandshakeTimeout):
+    intruder = closing(AliceLink(bob.endpoint, settings(handshake_timeout_s=3.0)))
+    with pytest.raises(PeerError) as e:                  # a prompt refusal, not silence
         intruder.handshake(hello("intruder"))
+    assert str(e.value) == "Mars reported busy: Mars is busy with stream 's1'; try again once it is delivered"
     rogue = raw_dealer(closing, bob.endpoint)
+    rogue.send(encode(Error("x", "stop")))              # a stranger's ERROR: dropped, never raised
     rogue.send(encode(data(0)))
+    assert recv(rogue) == Error("not-your-peer", "Mars is serving another sender; this DATA is not part of its stream")
 
     sent = stream(alice, 10)
     alice.wait_done()
     assert side.result() == sent
-    assert bob.stats.strangers >= 2
+    assert bob.stats.strangers >= 3 and bob.stats.refused >= 1
+
+
+def test_a_strangers_error_before_any_hello_is_dropped(closing):
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
+    rogue = raw_dealer(closing, bob.endpoint)
+    rogue.send(encode(Error("x", "stop")))
+    side = Background(lambda: bob_receiver(bob))
+    time.sleep(0.2)
+    alice = closing(AliceLink(bob.endpoint, settings()))
+    alice.handshake(hello())
+    sent = stream(alice, 5)
+    alice.wait_done()
+    assert side.result() == sent
+    assert bob.stats.strangers == 1
+
+
+def test_refused_hello_leaves_bob_listening_for_the_right_sender(closing):
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
+
+    def receiver():
+        while bob.accept().stream_id != "right":
+            bob.refuse("config-mismatch", "configuration mismatch in 'seed'")
+        bob.welcome(Welcome("right", 0))
+        return bob.next_frame()
+
+    side = Background(receiver)
+    wrong = closing(AliceLink(bob.endpoint, settings()))
+    with pytest.raises(PeerError, match="^Mars reported config-mismatch: configuration mismatch in 'seed'$"):
+        wrong.handshake(hello("wrong"))
+    right = closing(AliceLink(bob.endpoint, settings()))
+    assert right.handshake(hello("right")) == Welcome("right", 0)
+    right.send(data(0))
+    assert side.result() == data(0)
+    assert bob.stats.refused == 1
+
+
+def test_done_is_acknowledged_and_a_returning_alice_gets_done_while_bob_lingers(closing):
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
+    result = Done(SHA, "ab" * 32)
+
+    def receiver():
+        bob.welcome(Welcome(bob.accept().stream_id, 0))
+        while not isinstance(bob.next_frame(), End):
+            pass
+        bob.done(result)
+        bob.linger(5.0)                                  # ends early: Alice acknowledges DONE
+        acked = bob.done_acked
+        bob.done_acked = False
+        bob.linger(1.0)                                  # now answers a restarted Alice's HELLO
+        return acked
+
+    side = Background(receiver)
+    alice = closing(AliceLink(bob.endpoint, settings()))
+    alice.handshake(hello())
+    stream(alice, 3)
+    t0 = time.monotonic()
+    assert alice.wait_done() == result
+    again = closing(AliceLink(bob.endpoint, settings()))
+    assert again.handshake(hello()) == result            # a receipt instead of WELCOME
+    assert side.result() is True
+    assert time.monotonic() - t0 < 3.0
 
 
 def test_bind_conflict_is_a_clear_link_error(closing):

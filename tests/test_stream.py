@@ -4,7 +4,7 @@ import time
 import numpy as np
 
 from shared.texts import mission_log
-from tests.helpers import assert_verified, free_endpoint, run_pair, spawn
+from tests.helpers import assert_verified, finish, free_endpoint, listen, run_pair, send, spawn
 
 
 
@@ -29,25 +29,35 @@ def test_lossy_duplicating_reordering_link_is_still_exact(tmp_path):
     assert a["frames_resent"] > 0 and b["duplicates"] > 0
 
 
-def assert_refused(result, bob_message, alice_message):
-    assert result["bob_rc"] == 2 and result["alice_rc"] == 2
-    assert result["bob_err"].strip().splitlines()[-1] == bob_message
-    assert result["alice_err"].strip().splitlines()[-1] == alice_message
-    assert sorted(p.name for p in result["dir"].iterdir()) == ["in.bin"]   # no output, no temp files
+def refused_then_served(tmp_path, bad_alice_args, code, why):
+    """A sender Bob must refuse gets an ERROR naming why; Bob keeps listening and then serves
+    the right sender (issue 19, finding 3)."""
+    bob, ep, out = listen(tmp_path)
+    try:
+        rc, lines = send(tmp_path, ep, b"hello mars", *bad_alice_args)
+        assert rc == 2 and lines[-1] == f"alice: error: Mars stopped the stream ({code}): {why}"
+        data = mission_log(3000)
+        rc, lines = send(tmp_path, ep, data)
+        assert rc == 0, lines
+        rc_bob, bob_lines = finish(bob)
+    finally:
+        if bob.poll() is None:
+            bob.kill()
+    assert rc_bob == 0, bob_lines
+    assert any(line.startswith("bob: refused stream ") and line.endswith(why) for line in bob_lines), bob_lines
+    assert out.read_bytes() == data
 
 
-def test_mismatched_configuration_is_refused_at_handshake(tmp_path):
-    r = run_pair(tmp_path, b"hello mars", alice_args=["--seed", "7"])
-    why = ("configuration mismatch in 'seed': Earth has 7, this side has 1; "
+def test_mismatched_configuration_is_refused_and_bob_keeps_listening(tmp_path):
+    why = ("configuration mismatch in 'seed': Earth has 7, Mars has 1; "
            "start both sides with the same preset and options")
-    assert_refused(r, f"bob: error: {why}", f"alice: error: Mars stopped the stream (config-mismatch): {why}")
+    refused_then_served(tmp_path, ["--seed", "7"], "config-mismatch", why)
 
 
-def test_mismatched_numeric_profile_is_refused_at_handshake(tmp_path):
-    r = run_pair(tmp_path, b"hello mars", bob_args=["--profile", "native"])
-    why = ("numeric profile mismatch in 'profile': Earth has 'portable', this machine has 'native'; "
+def test_mismatched_numeric_profile_is_refused_and_bob_keeps_listening(tmp_path):
+    why = ("numeric profile mismatch in 'profile': Earth has 'native', Mars has 'portable'; "
            "both sides need the same profile and library build")
-    assert_refused(r, f"bob: error: {why}", f"alice: error: Mars stopped the stream (profile-mismatch): {why}")
+    refused_then_served(tmp_path, ["--profile", "native"], "profile-mismatch", why)
 
 
 def test_wrong_protocol_version_is_refused(tmp_path):

@@ -147,6 +147,11 @@ def add_link_options(p: argparse.ArgumentParser, role: str) -> None:
     p.add_argument("--window", type=WINDOW, default=link.WINDOW,
                    help="frames in flight (credit; default %(default)s)")
     p.add_argument("--checkpoint-every", type=STEPS, default=16, help="steps between checkpoints (default %(default)s)")
+    if role == "bind":
+        p.add_argument("--linger", type=seconds, default=link.RECEIPT_LINGER_S, metavar="S",
+                       help="after delivering, answer a returning sender with DONE for up to S seconds "
+                            "(default %(default)g)")
+    p.add_argument("--fault-kill-step", type=COUNT, default=None, help=argparse.SUPPRESS)   # tests: SIGKILL after step N
     p.add_argument("--insecure", action="store_true", help="allow plain text to or on a non-loopback address")
     me, peer_key = ("Earth's", "--server-key") if role == "connect" else ("Mars's", "--allow")
     p.add_argument("--curve-secret", metavar="PATH", help=f"encrypt (CurveZMQ) with {me} secret key, "

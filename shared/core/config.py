@@ -183,7 +183,7 @@ def diff(ours: RunConfig, theirs: RunConfig) -> list[str]:
     return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def require_same(ours: RunConfig, theirs: RunConfig, what: str = "sender") -> None:
+def require_same(ours: RunConfig, theirs: RunConfig, what: str = "sender", us: str = "this side") -> None:
     fields = diff(ours, theirs)
     if fields:
         a, b = ours.to_dict(), theirs.to_dict()
@@ -193,7 +193,7 @@ def require_same(ours: RunConfig, theirs: RunConfig, what: str = "sender") -> No
                 d = d.get(part, "<missing>") if isinstance(d, dict) else "<missing>"
             return d
         k = fields[0]
-        raise ConfigMismatch(f"configuration mismatch in {k!r}: {what} has {get(b, k)!r}, this side has {get(a, k)!r}"
+        raise ConfigMismatch(f"configuration mismatch in {k!r}: {what} has {get(b, k)!r}, {us} has {get(a, k)!r}"
                              + (f" (and {len(fields) - 1} more field(s))" if len(fields) > 1 else "")
                              + "; start both sides with the same preset and options")
 

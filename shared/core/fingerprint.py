@@ -88,7 +88,7 @@ _SHORT.maxstring = _SHORT.maxother = 200
 _SHORT.maxlevel = 3
 
 
-def compare(ours: dict, theirs: dict, what: str = "peer") -> None:
+def compare(ours: dict, theirs: dict, what: str = "peer", us: str = "this machine") -> None:
     """Raise a ProfileError naming the first field that differs (settings before the canary)."""
     if not isinstance(theirs, dict):
         raise ProfileError(f"{what} sent no readable numeric fingerprint; is it a marslink build?")
@@ -96,4 +96,4 @@ def compare(ours: dict, theirs: dict, what: str = "peer") -> None:
         a, b = ours.get(key, "<missing>"), theirs.get(key, "<missing>")
         if a != b:
             raise ProfileError(f"numeric profile mismatch in {key!r:.200}: {what} has {_SHORT.repr(b)}, "
-                               f"this machine has {a!r}; both sides need the same profile and library build")
+                               f"{us} has {a!r}; both sides need the same profile and library build")

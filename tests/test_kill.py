@@ -1,0 +1,77 @@
+"""A kill at any step, of either side, ends byte-exact after ONE restart of the killed side
+(issue 19, finding 2). The victim dies by SIGKILL at the end of a chosen step (the hidden
+--fault-kill-step hook), so "step 1" means step 1, not roughly there; Bob's first
+checkpoint comes at step 16, so steps 1-3 are the kills that used to lose the stream."""
+import random
+
+import pytest
+
+from shared.texts import mission_log
+from tests.helpers import finish, free_endpoint, spawn
+
+DATA = mission_log(8000)                     # 32 steps on the tiny preset
+COMMON = ["--preset", "tiny", "--timeout", "3", "--handshake-timeout", "90", "-q"]
+LATER = random.Random(19).randrange(5, 30)   # "a random later step", fixed per run of the suite
+
+
+def kill_and_restart(tmp_path, victim: str, step: int):
+    src, out, ep = tmp_path / "in.txt", tmp_path / "out.txt", free_endpoint()
+    src.write_bytes(DATA)
+    commands = {"bob": ["receiver", "listen", "--bind", ep, "--out", str(out), *COMMON],
+                "alice": ["sender", "send", str(src), "--connect", ep, "--state-dir", str(tmp_path / "earth"),
+                          *COMMON]}
+    procs = {who: spawn(*cmd, *(["--fault-kill-step", str(step)] if who == victim else []))
+             for who, cmd in commands.items()}
+    try:
+        assert procs[victim].wait(120) == -9, finish(procs[victim])[1]   # died by SIGKILL at that step
+        procs[victim] = spawn(*commands[victim])                       # one restart, no hook
+        results = {who: finish(p, 240) for who, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+    for who, (rc, lines) in results.items():
+        assert rc == 0, f"{who} after killing {victim} at step {step}: {lines[-3:]} | {results}"
+    assert out.read_bytes() == DATA
+    assert not (tmp_path / "out.txt.partial").exists()
+    assert not any((tmp_path / "earth").iterdir()), "Earth's checkpoints are cleared once Mars verified"
+
+
+def steps(*in_make_test):
+    """Steps 1, 2, 3 and LATER; those not named here run with the slow tests (~25 s each)."""
+    return [s if s in in_make_test else pytest.param(s, marks=pytest.mark.slow) for s in (1, 2, 3, LATER)]
+
+
+@pytest.mark.parametrize("step", steps(1, LATER))
+def test_kill_bob_at_a_step_then_restart_him_once(tmp_path, step):
+    kill_and_restart(tmp_path, "bob", step)
+
+
+@pytest.mark.parametrize("step", steps(2, LATER))
+def test_kill_alice_at_a_step_then_restart_her_once(tmp_path, step):
+    kill_and_restart(tmp_path, "alice", step)
+
+
+def test_removing_an_unreadable_checkpoint_as_bob_advises_leads_to_a_working_resume(tmp_path):
+    src, out, ep = tmp_path / "in.txt", tmp_path / "out.txt", free_endpoint()
+    src.write_bytes(DATA)
+    bob_cmd = ["receiver", "listen", "--bind", ep, "--out", str(out), "--checkpoint-every", "8", *COMMON]
+    alice_cmd = ["sender", "send", str(src), "--connect", ep, "--state-dir", str(tmp_path / "earth"), *COMMON]
+    bob, alice = spawn(*bob_cmd, "--fault-kill-step", "12"), spawn(*alice_cmd)
+    try:
+        assert bob.wait(120) == -9
+        ckpt = tmp_path / "out.txt.partial" / "checkpoint.pt"
+        ckpt.write_bytes(b"not a checkpoint")                     # damaged while Bob was down
+        bob = spawn(*bob_cmd)
+        rc, lines = finish(alice, 120)
+        assert rc == 2 and lines[-1] == (f"alice: error: Mars stopped the stream (refused): checkpoint {ckpt} is "
+                                         f"unreadable (UnpicklingError); remove it to start over"), lines[-3:]
+        ckpt.unlink()                                             # as advised; Bob is still listening
+        alice = spawn(*alice_cmd)
+        results = {"alice": finish(alice, 240), "bob": finish(bob, 240)}
+    finally:
+        for p in (alice, bob):
+            if p.poll() is None:
+                p.kill()
+    assert results["alice"][0] == 0 and results["bob"][0] == 0, results
+    assert out.read_bytes() == DATA

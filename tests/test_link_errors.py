@@ -1,0 +1,141 @@
+"""Every failure on the live link is one line that names what happened and what to do
+(issue 19, findings 4, 7 and 10): a full disk at Bob's, nobody listening, SIGTERM through
+coreutils `timeout`, an IPv6 loopback endpoint, a raw TCP client."""
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from shared.texts import mission_log
+from tests.helpers import CACHE, ROOT, child_env, finish, free_port, listen, send, send_to, spawn
+
+
+def test_alice_with_nobody_listening_gives_up_after_the_time_she_states(tmp_path):
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    rc, lines = send(tmp_path, ep, b"hello mars", "--handshake-timeout", "3", "--state-dir", str(tmp_path / "earth"))
+    took = time.monotonic() - started
+    assert rc == 2
+    assert lines[-1] == (f"alice: error: no answer from Mars ({ep}) within 3.0 s of HELLO; "
+                         f"is the receiver running and bound there?")
+    assert took < 3 + 20                         # once, not retried as a lost peer (+ start-up time)
+    assert not (tmp_path / "earth").exists() or not any((tmp_path / "earth").iterdir())   # no empty folder
+
+
+def sigterm_mid_stream(tmp_path, stop):
+    """Bob is stopped by `stop(bob)` mid-stream: one line on his side, an ERROR frame to Alice."""
+    data = mission_log(40_000)
+    bob, ep, out = listen(tmp_path)
+    src = tmp_path / "in.bin"
+    src.write_bytes(data)
+    alice = spawn("sender", "send", str(src), "--connect", ep, "--preset", "tiny", "--timeout", "20",
+                  "--state-dir", str(tmp_path / "earth"))
+    try:
+        spool = tmp_path / "out.bin.partial" / "stream.bin"
+        deadline = time.monotonic() + 120
+        while not (spool.exists() and spool.stat().st_size > 2000):
+            assert time.monotonic() < deadline and bob.poll() is None, finish(bob)[1]
+            time.sleep(0.05)
+        stop(bob)
+        rc, bob_lines = finish(bob, 60)
+        alice_rc, alice_lines = finish(alice, 120)
+    finally:
+        for p in (alice, bob):
+            if p.poll() is None:
+                p.kill()
+    assert bob_lines[-1] == "bob: stopped (SIGTERM); no output was written", bob_lines[-3:]
+    assert alice_rc == 2 and alice_lines[-1] == ("alice: error: Mars stopped the stream (interrupted): "
+                                                 "Mars was interrupted; its partial stream is kept for resume")
+    assert not out.exists()
+    return rc
+
+
+def test_sigterm_twice_at_once_as_coreutils_timeout_sends_it_still_ends_bob_cleanly(tmp_path):
+    def twice(bob):                              # timeout(1) signals the child, then the whole group
+        bob.send_signal(signal.SIGTERM)
+        time.sleep(0.02)
+        bob.send_signal(signal.SIGTERM)
+    # 143, or killed by the second one once Bob's clean stop was over (a shell shows 143 for both)
+    assert sigterm_mid_stream(tmp_path, twice) in (143, -signal.SIGTERM)
+
+
+def test_bob_under_coreutils_timeout_ends_with_one_line(tmp_path):
+    ep, out = f"tcp://127.0.0.1:{free_port()}", tmp_path / "out.bin"
+    bob = subprocess.Popen(["timeout", "-s", "TERM", "8", sys.executable, "-m", "receiver", "listen", "--bind", ep,
+                            "--out", str(out), "--preset", "tiny"], cwd=ROOT, env=child_env(XDG_CACHE_HOME=CACHE),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    rc, lines = finish(bob, 60)
+    assert rc == 124                             # timeout(1)'s code for "I stopped it"
+    assert lines == [f"bob: listening on {ep}", "bob: stopped (SIGTERM); no output was written"]
+
+
+def test_ipv6_loopback_endpoint_works(tmp_path):
+    ep = f"tcp://[::1]:{free_port()}"
+    bob = spawn("receiver", "listen", "--bind", ep, "--out", str(tmp_path / "out.bin"), "--preset", "tiny",
+                "--timeout", "20")
+    data = mission_log(2000)
+    (rc, lines), (bob_rc, _) = send_to(bob, tmp_path, ep, data, "--state-dir", str(tmp_path / "earth"))
+    assert rc == 0 and bob_rc == 0, lines
+    assert (tmp_path / "out.bin").read_bytes() == data
+
+
+def test_a_raw_tcp_client_is_not_called_an_encrypted_sender(tmp_path):
+    bob, ep, _ = listen(tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", int(ep.rsplit(":", 1)[1])), timeout=5) as raw:
+                    raw.sendall(b"GET / HTTP/1.0\r\n\r\n" * 8)
+                    raw.recv(64)
+                break
+            except OSError:                          # Bob is still starting
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        time.sleep(1.0)
+        bob.send_signal(signal.SIGTERM)
+        rc, lines = finish(bob)
+    finally:
+        if bob.poll() is None:
+            bob.kill()
+    assert rc == 143 and lines[-1] == "bob: stopped (SIGTERM); no output was written"
+    dropped = [line for line in lines if line.startswith("bob: dropped a sender on ")]
+    assert dropped and dropped[0].endswith("mid-handshake (not a marslink sender, or an encrypted one: "
+                                           "this receiver listens in plain text)"), lines
+    assert not any("encrypted sender?" in line for line in lines)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2.5 MB tmpfs, most of it taken by a filler file that the test can delete."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2500k", "tmpfs", str(disk)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({r.stderr.decode().strip() or 'not root'}); "
+                    f"the full-disk test needs root and mount rights")
+    try:
+        (disk / "filler").write_bytes(bytes(2000 * 1024))
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_full_disk_at_bobs_checkpoint_is_one_line_on_both_sides_and_resumable(tmp_path, small_disk):
+    data = mission_log(40_000)                       # Bob's first checkpoint (~0.9 MB, at step 16) cannot fit
+    bob, ep, out = listen(small_disk, "--stats-json", str(tmp_path / "bob.json"))
+    (rc, alice_lines), (bob_rc, bob_lines) = send_to(bob, tmp_path, ep, data, "--state-dir", str(tmp_path / "earth"))
+    ckpt = small_disk / "out.bin.partial" / "checkpoint.pt"
+    why = (f"cannot write checkpoint {str(ckpt)!r}: no space left on device; free some space or choose another "
+           f"folder, then run again to resume")
+    assert bob_rc == 2 and bob_lines[-1] == f"bob: error: {why}", bob_lines[-5:]
+    assert rc == 2 and alice_lines[-1] == f"alice: error: Mars stopped the stream (write-failed): {why}"
+    assert not out.exists()
+    (small_disk / "filler").unlink()                 # space freed: the same two commands resume
+    bob, ep, out = listen(small_disk, "--stats-json", str(tmp_path / "bob.json"))
+    (rc, alice_lines), (bob_rc, _) = send_to(bob, tmp_path, ep, data, "--state-dir", str(tmp_path / "earth"))
+    assert rc == 0 and bob_rc == 0, alice_lines
+    assert out.read_bytes() == data
