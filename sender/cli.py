@@ -6,6 +6,7 @@ import sys
 
 from protocol import link
 from shared.app.cli import check_endpoint, curve_keys, keygen_command, progress, run_main
+from shared.app.faults import kill_at
 from shared.app.files import check_output, check_stats, read_input, write_atomic, write_stats
 from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_command, add_link_options,
                                 add_model_options, add_report_options, fraction, link_settings, run_config,
@@ -13,7 +14,6 @@ from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_comm
 from shared.core import numeric
 from shared.coding.container import parse
 from shared.show.dashboard import add_display_options, dashboard_for
-from shared.app.faults import kill_at
 
 
 def parser() -> argparse.ArgumentParser:
