@@ -29,12 +29,12 @@ def test_lossy_duplicating_reordering_link_is_still_exact(tmp_path):
     assert a["frames_resent"] > 0 and b["duplicates"] > 0
 
 
-def refused_then_served(tmp_path, bad_alice_args, code, why):
+def refused_then_served(tmp_path, bad_alice_args, code, why, prelude=None):
     """A sender Bob must refuse gets an ERROR naming why; Bob keeps listening and then serves
     the right sender (issue 19, finding 3)."""
     bob, ep, out = listen(tmp_path)
     try:
-        rc, lines = send(tmp_path, ep, b"hello mars", *bad_alice_args)
+        rc, lines = send(tmp_path, ep, b"hello mars", *bad_alice_args, prelude=prelude)
         assert rc == 2 and lines[-1] == f"alice: error: Mars stopped the stream ({code}): {why}"
         data = mission_log(3000)
         rc, lines = send(tmp_path, ep, data)
@@ -54,10 +54,12 @@ def test_mismatched_configuration_is_refused_and_bob_keeps_listening(tmp_path):
     refused_then_served(tmp_path, ["--seed", "7"], "config-mismatch", why)
 
 
-def test_mismatched_numeric_profile_is_refused_and_bob_keeps_listening(tmp_path):
-    why = ("numeric profile mismatch in 'profile': Earth has 'native', Mars has 'portable'; "
-           "both sides need the same profile and library build")
-    refused_then_served(tmp_path, ["--profile", "native"], "profile-mismatch", why)
+def test_other_arithmetic_is_refused_and_bob_keeps_listening(tmp_path):
+    """An Earth whose twin computes differently (here: a build that declares arithmetic 0)."""
+    why = ("numeric profile mismatch in 'arithmetic': Earth has '0', Mars has '1'; "
+           "both sides need a marslink build with the same arithmetic")
+    refused_then_served(tmp_path, [], "profile-mismatch", why,
+                        prelude="import shared.core.portable as p; p.ARITHMETIC_VERSION = 0")
 
 
 def test_wrong_protocol_version_is_refused(tmp_path):
