@@ -65,7 +65,7 @@ def test_other_arithmetic_is_refused_and_bob_keeps_listening(tmp_path):
 def test_wrong_protocol_version_is_refused(tmp_path):
     """A HELLO from a future build: Bob answers with an ERROR frame naming both versions."""
     import zmq
-    from protocol.frames import Error, Hello, decode, encode
+    from protocol.frames import PROTOCOL_VERSION, Error, Hello, decode, encode
     ep = free_endpoint()
     bob = spawn("receiver", "listen", "--bind", ep, "--out", str(tmp_path / "out"), "--preset", "tiny",
                 "--handshake-timeout", "6")
@@ -73,7 +73,7 @@ def test_wrong_protocol_version_is_refused(tmp_path):
     s = ctx.socket(zmq.DEALER)
     s.connect(ep)
     wire = bytearray(encode(Hello("x", {}, {}, 1, bytes(32))))
-    wire[2] = 4                                          # the version byte
+    wire[2] = PROTOCOL_VERSION + 1                       # the version byte
     import zlib
     wire[-4:] = zlib.crc32(bytes(wire[:-4])).to_bytes(4, "little")
     deadline = time.time() + 30
@@ -87,10 +87,11 @@ def test_wrong_protocol_version_is_refused(tmp_path):
     s.close(0)
     ctx.term()
     assert reply is not None and reply.code == "bad-frame"
-    assert reply.message == "peer speaks protocol version 4; this build speaks 3"
+    why = f"peer speaks protocol version {PROTOCOL_VERSION + 1}; this build speaks {PROTOCOL_VERSION}"
+    assert reply.message == why
     _, err = bob.communicate(timeout=60)
     assert bob.returncode == 2
-    assert "peer speaks protocol version 4; this build speaks 3" in err.decode().strip().splitlines()[-1]
+    assert why in err.decode().strip().splitlines()[-1]
     assert not (tmp_path / "out").exists()
 
 
