@@ -9,16 +9,16 @@ operations only (+ - * / sqrt, each correctly rounded on every CPU), one numpy e
 operation at a time (numpy never contracts a*b+c into an FMA), in an order fixed by this file:
 
 * sums: a pairwise tree of elementwise adds (`tree_sum`), the same tree for any vector width;
-  matrix products stay exact in shared/exact.py;
-* exp: Cody-Waite range reduction, a Taylor polynomial by Horner, an exact scaling by 2**k;
-  log the same way; tanh-GELU as x * sigmoid(2u) from that exp;
+  matrix products stay exact in exact.py;
+* exp: Cody-Waite range reduction, a fixed polynomial by Horner, an exact scaling by 2**k;
+  log likewise; tanh-GELU as x * sigmoid(2u) from that exp;
 * each op's backward is written out too, including the sums autograd would hide in a
   broadcast (bias, position embedding, LayerNorm weights), an embedding's index accumulation,
   the loss, gradient clipping and the Adam update.
 
-Most of it runs in float64 on float32 inputs and rounds once to float32 at the end, which is
-what the model stores. `ARITHMETIC_VERSION` names this arithmetic in every file and handshake:
-change any bit of it, bump the number.
+It runs in float32, what the model stores (float64 where a sum of squares or an embedding's
+gradient is accumulated). `ARITHMETIC_VERSION` names this arithmetic in every file and
+handshake: change any bit of it, bump the number. Design and measurements: docs/portability.md.
 """
 from __future__ import annotations
 
@@ -292,6 +292,7 @@ class _LayerNorm(torch.autograd.Function):
 
 
 def layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm over the last dimension (`layer_norm_np`); differentiable in x, w and b."""
     if _grad_mode(x, w, b):
         return _LayerNorm.apply(x, w, b, eps)
     return _t(layer_norm_np(_np(x), _np(w), _np(b), eps)[0])
