@@ -23,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("output")
     add_force_option(d)
     add_numeric_options(d, "numeric profile (default: portable; speed only, any decodes any file)",
-                        "force a thread count (default: the file's)")
+                        "intra-op threads (default: 1; speed only)")
     add_report_options(d)
     ls = sub.add_parser("listen", help="receive one stream from a sender and write it to --out")
     ls.add_argument("--bind", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5555")
