@@ -22,8 +22,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("input")
     d.add_argument("output")
     add_force_option(d)
-    add_numeric_options(d, "force a numeric profile (default: the one recorded in the file)",
-                        "force a thread count (default: the file's)")
+    add_numeric_options(d, "numeric profile (default: portable; speed only, any decodes any file)",
+                        "intra-op threads (default: 1; speed only)")
     add_report_options(d)
     ls = sub.add_parser("listen", help="receive one stream from a sender and write it to --out")
     ls.add_argument("--bind", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5555")
@@ -91,10 +91,7 @@ def decompress_command(args) -> int:
     check_output(args.output, args.input, args.force)
     check_stats(args.stats_json)
     container = parse(blob, "input" if args.input == "-" else repr(args.input))
-    recorded = container.header.get("fingerprint", {})
-    profile = args.profile or recorded.get("profile")
-    threads = args.threads if args.threads is not None else int(recorded.get("threads", 1))
-    numeric.activate(profile, threads)
+    numeric.activate(args.profile, args.threads)     # no setting changes a bit: the file records none
     from shared.coding.codec import decompress   # start-up: torch loads only once the options are valid
 
     with progress("Mars: decompressing", container.header["length"], not args.quiet,

@@ -1,7 +1,8 @@
 """Regenerate tests/golden.json. Only on purpose: say why in the commit message.
 
-Golden values are tied to the numeric profile and the library build (torch, MKL, numpy),
-which the fingerprint inside the container records.
+Golden values are tied to the twins' arithmetic (shared/core/exact.py, shared/core/portable.py
+and its ARITHMETIC_VERSION), not to the CPU or the library build: every CPU must reproduce them
+(tests/test_portable.py, scripts/check_arm64.sh).
 """
 import hashlib
 import json

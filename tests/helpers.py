@@ -70,10 +70,13 @@ class Background(threading.Thread):
 CACHE = tempfile.mkdtemp(prefix="marslink-test-cache-")
 
 
-def spawn(*args):
+def spawn(*args, prelude=None):
+    """`python -m args...`; with `prelude`, that Python code runs first in the same process."""
     env = child_env(XDG_CACHE_HOME=CACHE)           # Earth's resume checkpoints stay out of ~/.cache
-    return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cmd = [sys.executable, "-m", *args] if prelude is None else \
+        [sys.executable, "-c", f"{prelude}; import runpy; runpy.run_module({args[0]!r}, run_name='__main__', "
+                               f"alter_sys=True)", *args[1:]]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def run_pair(tmp_path, data: bytes, bob_first=True, alice_args=(), bob_args=(), timeout=300):
@@ -188,12 +191,13 @@ def listen(tmp_path, *args, out_name="out.bin"):
     return bob, ep, out
 
 
-def send(tmp_path, endpoint, data: bytes, *args, name="in.bin", timeout=300):
-    """Run a tiny-preset Alice to the end; returns (exit code, stderr lines)."""
+def send(tmp_path, endpoint, data: bytes, *args, name="in.bin", timeout=300, prelude=None):
+    """Run a tiny-preset Alice to the end (after `prelude`, see spawn); returns (exit code,
+    stderr lines)."""
     src = tmp_path / name
     src.write_bytes(data)
     alice = spawn("sender", "send", str(src), "--connect", endpoint, "--preset", "tiny", "--timeout", "20",
-                  "--stats-json", str(tmp_path / "alice.json"), *args)
+                  "--stats-json", str(tmp_path / "alice.json"), *args, prelude=prelude)
     _, err = alice.communicate(timeout=timeout)
     return alice.returncode, err.decode().strip().splitlines()
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import zmq
 
-from protocol.frames import MAX_MESSAGE_BYTES, Done, End, Error, FrameError, Sync, Welcome, decode, encode
+from protocol.frames import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Done, End, Error, FrameError, Sync, Welcome, decode, encode
 from protocol.link import AliceLink, BobLink, FaultPlan, HandshakeTimeout, LinkError, PeerError, PeerLost
 from tests.helpers import FAST, SHA, Background, data, free_port, hello, settings
 
@@ -205,14 +205,15 @@ def test_alice_raises_frame_error_when_mars_talks_nonsense(closing):
     def fake_mars():
         identity, _ = router.recv_multipart()
         future = bytearray(encode(Welcome("s1", 0)))
-        future[2] = 4
+        future[2] = PROTOCOL_VERSION + 1
         router.send_multipart([identity, bytes(future)])
         return decode(router.recv_multipart()[1])  # Alice's complaint
 
     side = Background(fake_mars)
-    with pytest.raises(FrameError, match="^peer speaks protocol version 4; this build speaks 3$"):
+    why = f"peer speaks protocol version {PROTOCOL_VERSION + 1}; this build speaks {PROTOCOL_VERSION}"
+    with pytest.raises(FrameError, match=f"^{why}$"):
         alice.handshake(hello())
-    assert side.result() == Error("bad-frame", "peer speaks protocol version 4; this build speaks 3")
+    assert side.result() == Error("bad-frame", why)
 
 
 # ---------------------------------------------------------------- liveness

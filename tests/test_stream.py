@@ -29,12 +29,12 @@ def test_lossy_duplicating_reordering_link_is_still_exact(tmp_path):
     assert a["frames_resent"] > 0 and b["duplicates"] > 0
 
 
-def refused_then_served(tmp_path, bad_alice_args, code, why):
+def refused_then_served(tmp_path, bad_alice_args, code, why, prelude=None):
     """A sender Bob must refuse gets an ERROR naming why; Bob keeps listening and then serves
     the right sender (issue 19, finding 3)."""
     bob, ep, out = listen(tmp_path)
     try:
-        rc, lines = send(tmp_path, ep, b"hello mars", *bad_alice_args)
+        rc, lines = send(tmp_path, ep, b"hello mars", *bad_alice_args, prelude=prelude)
         assert rc == 2 and lines[-1] == f"alice: error: Mars stopped the stream ({code}): {why}"
         data = mission_log(3000)
         rc, lines = send(tmp_path, ep, data)
@@ -54,16 +54,18 @@ def test_mismatched_configuration_is_refused_and_bob_keeps_listening(tmp_path):
     refused_then_served(tmp_path, ["--seed", "7"], "config-mismatch", why)
 
 
-def test_mismatched_numeric_profile_is_refused_and_bob_keeps_listening(tmp_path):
-    why = ("numeric profile mismatch in 'profile': Earth has 'native', Mars has 'portable'; "
-           "both sides need the same profile and library build")
-    refused_then_served(tmp_path, ["--profile", "native"], "profile-mismatch", why)
+def test_other_arithmetic_is_refused_and_bob_keeps_listening(tmp_path):
+    """An Earth whose twin computes differently (here: a build that declares arithmetic 0)."""
+    why = ("numeric profile mismatch in 'arithmetic': Earth has '0', Mars has '1'; "
+           "both sides need a marslink build with the same arithmetic")
+    refused_then_served(tmp_path, [], "profile-mismatch", why,
+                        prelude="import shared.core.portable as p; p.ARITHMETIC_VERSION = 0")
 
 
 def test_wrong_protocol_version_is_refused(tmp_path):
     """A HELLO from a future build: Bob answers with an ERROR frame naming both versions."""
     import zmq
-    from protocol.frames import Error, Hello, decode, encode
+    from protocol.frames import PROTOCOL_VERSION, Error, Hello, decode, encode
     ep = free_endpoint()
     bob = spawn("receiver", "listen", "--bind", ep, "--out", str(tmp_path / "out"), "--preset", "tiny",
                 "--handshake-timeout", "6")
@@ -71,7 +73,7 @@ def test_wrong_protocol_version_is_refused(tmp_path):
     s = ctx.socket(zmq.DEALER)
     s.connect(ep)
     wire = bytearray(encode(Hello("x", {}, {}, 1, bytes(32))))
-    wire[2] = 4                                          # the version byte
+    wire[2] = PROTOCOL_VERSION + 1                       # the version byte
     import zlib
     wire[-4:] = zlib.crc32(bytes(wire[:-4])).to_bytes(4, "little")
     deadline = time.time() + 30
@@ -85,10 +87,11 @@ def test_wrong_protocol_version_is_refused(tmp_path):
     s.close(0)
     ctx.term()
     assert reply is not None and reply.code == "bad-frame"
-    assert reply.message == "peer speaks protocol version 4; this build speaks 3"
+    why = f"peer speaks protocol version {PROTOCOL_VERSION + 1}; this build speaks {PROTOCOL_VERSION}"
+    assert reply.message == why
     _, err = bob.communicate(timeout=60)
     assert bob.returncode == 2
-    assert "peer speaks protocol version 4; this build speaks 3" in err.decode().strip().splitlines()[-1]
+    assert why in err.decode().strip().splitlines()[-1]
     assert not (tmp_path / "out").exists()
 
 

@@ -108,11 +108,11 @@ COUNT = integer(0, 2**63 - 1, "a count")
 # -- option groups --------------------------------------------------------------------------
 
 def add_model_options(p: argparse.ArgumentParser, peer: str) -> None:
-    """--preset --profile --threads --seed: what both sides must agree on."""
+    """--preset --seed: what both sides must agree on; --profile --threads: speed only."""
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
                    help=f"speed/ratio trade-off (default: %(default)s); {peer} must match")
-    add_numeric_options(p, f"numeric profile (default: portable: decodes on any x86-64 CPU); {peer} must match",
-                        f"intra-op threads; {peer} must match")
+    add_numeric_options(p, f"numeric profile (default: portable; speed only: {peer} may differ)",
+                        f"intra-op threads (speed only: {peer} may differ)")
     p.add_argument("--seed", type=SEED, default=None,
                    help=f"model seed (default: the preset's); {peer} must match")
 

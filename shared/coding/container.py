@@ -1,6 +1,6 @@
 """The file-mode container. Torch-free, so Bob can read the header before choosing his profile.
 
-Format version 4:
+Format version 5:
 
     offset   size  field
     0        4     magic  b"MRSL"
@@ -15,8 +15,9 @@ Format version 4:
                    0, k, 2k, ... (k = sync_every) and after the last step; CRC32 in digests_crc32
     ...      P     payload: the arithmetic-coded stream; CRC32 in payload_crc32
 
-Versions 1 to 3 are refused by number: 1 and 2 decode differently, and 3 has no checksum over
-the digest table (a flipped bit there showed only after decoding, as a divergence).
+Versions 1 to 4 are refused by number: 1, 2 and 4 decode differently (4: before the portable
+arithmetic of shared/core/portable.py), and 3 has no checksum over the digest table (a flipped
+bit there showed only after decoding, as a divergence). Version 5 has version 4's layout.
 
 Everything that can be checked without a model is checked in `parse`, in the order a user
 would want to hear about it: is this our file at all, can this build read it, is it whole.
@@ -37,7 +38,7 @@ from ..core.errors import FormatError
 from ..core.layout import n_steps
 
 MAGIC = b"MRSL"
-FORMAT_VERSION = 4          # the twins' computation is part of the format; see the table above
+FORMAT_VERSION = 5          # the twins' computation is part of the format; see the table above
 DIGEST_PREFIX = 4                # bytes of each weight digest kept in the file
 _FIXED = struct.Struct("<4sBI")
 MAX_HEADER_JSON = 1 << 20        # inflated header bytes (a real one is ~1 KB): no zlib bombs

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import portable
 from .config import PAD, RunConfig
 from .errors import DivergenceError, FormatError
 from .layout import Layout
@@ -189,7 +190,7 @@ class Twin:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip, foreach=False)
+                portable.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
             self.opt.step()
         if self.past is not None:
             self._remember(window[:, C:])
@@ -229,7 +230,7 @@ class Twin:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip, foreach=False)
+                portable.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
             self.opt.step()
 
     # --- checkpoints: everything that decides the next step, nothing more ---------------------

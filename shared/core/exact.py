@@ -15,13 +15,14 @@ could differ:
   float32's own 24 bits.
 * `sqrt`: numpy's, the IEEE square root instruction, correctly rounded everywhere.
 
-Everything else the model does runs in ATen's own kernels at the pinned AVX2 dispatch level
-(softmax, LayerNorm, GELU, sums), the same instructions on every x86-64 CPU.
+Everything else whose bits matter (sums, softmax, LayerNorm, GELU, the optimizer) is defined
+in portable.py from IEEE basic operations in a fixed order.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from . import portable
 from .pinned import torch
 
 _MANTISSA = 53     # float64 holds every integer up to 2**53 exactly
@@ -83,7 +84,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x @ weight.T + bias over the last dimension of x, with `matmul`."""
     y = matmul(x.reshape(-1, x.shape[-1]), weight.t()).view(*x.shape[:-1], weight.shape[0])
-    return y if bias is None else y + bias
+    return y if bias is None else portable.add(y, bias)
 
 
 class Linear(torch.nn.Linear):

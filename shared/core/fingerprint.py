@@ -1,12 +1,14 @@
-"""What both sides compare before any bit is coded: the numeric profile, the library builds and
-a hash of a canary forward+backward pass through the real model code.
+"""What both sides compare before any bit is coded: the version of the twins' arithmetic
+(portable.ARITHMETIC_VERSION) and a hash of a canary forward+backward pass through the real
+model code, which is the same on every CPU. Not the profile, thread count, library builds or
+kernel level: none of them decides a bit (docs/portability.md), so an x86 Alice and an ARM Bob
+are accepted.
 
-`compare()` names the first field that differs, settings before the canary, so a mismatch is
-reported before the first token rather than as garbage at the end.
+`compare()` names the first field that differs, the version before the canary, so a mismatch
+is reported before the first token rather than as garbage at the end.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import reprlib
 
@@ -14,27 +16,15 @@ import numpy as np
 
 from .config import ModelConfig, TrainConfig
 from .errors import ProfileError
+from . import portable
 from .model import GPT, log_count_table, make_optimizer
-from .numeric import active
 from .pinned import torch
 
 
-def _library_versions() -> dict[str, str]:
-    show = torch.__config__.show()
-
-    def after(marker: str) -> str:
-        for line in show.splitlines():
-            if marker in line:
-                return line.split(marker, 1)[1].strip().split(" (")[0]
-        return "absent"
-
-    return {
-        "torch": torch.__version__,
-        "torch_commit": torch.version.git_version[:12],
-        "mkl": after("Math Kernel Library Version"),
-        "onednn": after("MKL-DNN v"),
-        "numpy": np.__version__,
-    }
+def library_versions() -> dict[str, str]:
+    """What this process runs on, for reports and bug reports: not compared between the sides."""
+    return {"torch": torch.__version__, "numpy": np.__version__,
+            "capability": torch.backends.cpu.get_cpu_capability().lower()}
 
 
 _fingerprint: dict | None = None
@@ -44,13 +34,7 @@ def fingerprint() -> dict:
     """What both sides must share, field by field. Cached: the canary costs ~0.1 s."""
     global _fingerprint
     if _fingerprint is None:
-        profile = active()
-        fp = {"profile": profile.name, "threads": str(profile.threads)}
-        fp.update({k: str(v) for k, v in dataclasses.asdict(profile).items() if k not in fp and k != "name"})
-        fp.update(_library_versions())
-        fp["capability_in_use"] = torch.backends.cpu.get_cpu_capability().lower()
-        fp["canary"] = canary_hash()
-        _fingerprint = fp
+        _fingerprint = {"arithmetic": str(portable.ARITHMETIC_VERSION), "canary": canary_hash()}
     return dict(_fingerprint)
 
 
@@ -59,6 +43,7 @@ def canary_hash() -> str:
 
     Two machines that disagree anywhere in GEMM, softmax, LayerNorm or Adam will very likely
     disagree here, so the mismatch is reported before the first token rather than as garbage.
+    With the portable arithmetic it is the same on every CPU (tests/golden.json records it).
     """
     cfg = ModelConfig(n_layer=2, n_head=2, n_embd=64, context=24, chunk=8)
     model = GPT(cfg, seed=12345)
@@ -68,8 +53,8 @@ def canary_hash() -> str:
     h = hashlib.sha256()
     for _ in range(2):
         logits = model(x)
-        h.update(torch.softmax(logits, -1).detach().numpy().tobytes())
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 256), x[:, 1:].reshape(-1))
+        h.update(portable.softmax(logits.detach()).numpy().tobytes())
+        loss = portable.cross_entropy(logits[:, :-1].reshape(-1, 256), x[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -79,7 +64,7 @@ def canary_hash() -> str:
             h.update(probs.numpy().tobytes())
             probs = model.extend(x[:, cfg.context + t])
     h.update(model.digest().encode())
-    h.update(log_count_table().tobytes())      # the n-gram evidence table (numpy's log)
+    h.update(log_count_table().tobytes())      # the n-gram evidence table
     return h.hexdigest()[:16]
 
 
@@ -96,4 +81,4 @@ def compare(ours: dict, theirs: dict, what: str = "peer", us: str = "this machin
         a, b = ours.get(key, "<missing>"), theirs.get(key, "<missing>")
         if a != b:
             raise ProfileError(f"numeric profile mismatch in {key!r:.200}: {what} has {_SHORT.repr(b)}, "
-                               f"{us} has {a!r}; both sides need the same profile and library build")
+                               f"{us} has {a!r}; both sides need a marslink build with the same arithmetic")

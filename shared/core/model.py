@@ -9,8 +9,9 @@ same shapes in the same order.
 
 Determinism choices: explicit matmul+softmax attention (no fused SDPA), tanh GELU (exact GELU
 runs through oneDNN), weights initialised from numpy's PCG64 (torch.randn depends on the CPU's
-vector unit), every matrix product and square root from shared/exact.py (MKL's differ between
-Intel and AMD CPUs), a plain AdamW written out below.
+vector unit), every matrix product and square root from exact.py (MKL's differ between
+Intel and AMD CPUs), every sum, softmax, LayerNorm, GELU, embedding gradient, loss and Adam
+update from portable.py (ATen's depend on the vector unit: x86 and ARM differ).
 """
 from __future__ import annotations
 
@@ -20,12 +21,11 @@ import math
 
 import numpy as np
 
-from . import exact, ngram
+from . import exact, ngram, portable
 from .config import PAD, VOCAB, ModelConfig, TrainConfig
 from .pinned import torch
 
 nn = torch.nn
-F = torch.nn.functional
 
 
 class CausalSelfAttention(nn.Module):
@@ -57,7 +57,7 @@ class CausalSelfAttention(nn.Module):
             cache[1][:, :, :S] = v
         att = exact.matmul(q, k.transpose(-2, -1)) * self.scale
         att = att.masked_fill(~self.mask[:S, :S], float("-inf"))
-        return self._merge(exact.matmul(F.softmax(att, dim=-1), v))
+        return self._merge(exact.matmul(portable.softmax(att), v))
 
     def step(self, x, cache, pos: int):
         """One new position (x is (B, 1, C)) attending over the cached positions 0..pos."""
@@ -65,10 +65,9 @@ class CausalSelfAttention(nn.Module):
         cache[0][:, :, pos:pos + 1] = k
         cache[1][:, :, pos:pos + 1] = v
         keys, values = cache[0][:, :, :pos + 1], cache[1][:, :, :pos + 1]
-        # one query row: products and sums in ATen's own kernels (exact.py's reason), cheaper
-        # than a matrix product for a single row
-        att = (q * keys).sum(-1, keepdim=True).transpose(-2, -1) * self.scale     # (B, H, 1, pos+1)
-        return self._merge((F.softmax(att, dim=-1).transpose(-2, -1) * values).sum(-2, keepdim=True))
+        # one query row: products and a fixed-order sum, cheaper than a matrix product
+        att = portable.dot(q, keys, -1).transpose(-2, -1) * self.scale               # (B, H, 1, pos+1)
+        return self._merge(portable.dot(portable.softmax(att).transpose(-2, -1), values, -2))
 
 
 class MLP(nn.Module):
@@ -78,15 +77,15 @@ class MLP(nn.Module):
         self.c_proj = exact.Linear(4 * cfg.n_embd, cfg.n_embd)
 
     def forward(self, x):
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+        return self.c_proj(portable.gelu(self.c_fc(x)))
 
 
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.n_embd)
+        self.ln_1 = portable.LayerNorm(cfg.n_embd)
         self.attn = CausalSelfAttention(cfg)
-        self.ln_2 = nn.LayerNorm(cfg.n_embd)
+        self.ln_2 = portable.LayerNorm(cfg.n_embd)
         self.mlp = MLP(cfg)
 
     def forward(self, x, cache=None):
@@ -114,7 +113,7 @@ class CountMixer(nn.Module):
         self.K = cfg.n_contexts
         # trust[k] = sum over orders j of trust_table[j, confidence of j][k]: how much to believe
         # order k may depend on how well every order knows its context (PAQ's selected weights)
-        self.trust = nn.Embedding(self.K * self.N_BUCKETS * ngram.PURITY, self.K)
+        self.trust = portable.Embedding(self.K * self.N_BUCKETS * ngram.PURITY, self.K)
         self.gate = exact.Linear(cfg.n_embd, self.K)
 
     @torch.no_grad()
@@ -130,8 +129,8 @@ class CountMixer(nn.Module):
         """h (..., n_embd); counts = (evidence (..., K, 256), trust index (..., K)) from
         ngram.features -> logit evidence (..., 256)."""
         evidence, which = counts
-        w = self.trust(which).sum(-2) + self.gate(h)
-        return (w.unsqueeze(-1) * evidence).sum(-2)
+        w = portable.sum_dim(self.trust(which), -2) + self.gate(h)
+        return portable.mix(w, evidence)
 
 
 def log_count_table() -> np.ndarray:
@@ -148,10 +147,10 @@ class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig, seed: int):
         super().__init__()
         self.cfg = cfg
-        self.wte = nn.Embedding(VOCAB + 1, cfg.n_embd)       # +1: the PAD token
-        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.wte = portable.Embedding(VOCAB + 1, cfg.n_embd)       # +1: the PAD token
+        self.wpe = portable.Embedding(cfg.block_size, cfg.n_embd)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
-        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.ln_f = portable.LayerNorm(cfg.n_embd)
         self.lm_head = exact.Linear(cfg.n_embd, VOCAB, bias=False)
         self.mixer = CountMixer(cfg) if cfg.n_contexts else None
         self._init_portably(seed)
@@ -185,7 +184,7 @@ class GPT(nn.Module):
         """Logits (B, S, VOCAB) for every position of idx (B, S): the training path.
         `counts` (B, S, K, 256): the n-gram counts each prediction was coded with."""
         S = idx.shape[1]
-        x = self.wte(idx) + self.wpe.weight[:S]
+        x = portable.add(self.wte(idx), self.wpe.weight[:S])
         for block in self.blocks:
             x = block(x)
         return self._logits(x, counts)
@@ -202,7 +201,7 @@ class GPT(nn.Module):
         for block, cache in zip(self.blocks, self._cache):
             x = block(x, cache)
         self._pos = S
-        return F.softmax(self._logits(x[:, -1], counts), dim=-1)
+        return portable.softmax(self._logits(x[:, -1], counts))
 
     @torch.no_grad()
     def extend(self, tok, counts=None):
@@ -214,7 +213,7 @@ class GPT(nn.Module):
         for block, cache in zip(self.blocks, self._cache):
             x = block.step(x, cache, pos)
         self._pos = pos + 1
-        return F.softmax(self._logits(x[:, 0], counts), dim=-1)
+        return portable.softmax(self._logits(x[:, 0], counts))
 
     # --- identity ----------------------------------------------------------------------------
     def digest(self) -> str:
@@ -226,9 +225,10 @@ class GPT(nn.Module):
 
 
 class AdamW(torch.optim.Optimizer):
-    """torch's AdamW update, step for step, with two changes for portability: the square root is
-    exact.sqrt (torch.sqrt goes through MKL's vector math, whose rounding differs between CPUs)
-    and the bias corrections are computed by multiplication (libm's pow is not ours to fix)."""
+    """torch's AdamW update, step for step, with two changes for portability: every multiply, add,
+    divide and square root is its own IEEE operation (portable.adamw_update: no lerp, addcmul or
+    addcdiv, which may be fused on one CPU and not another), and the bias corrections are
+    computed by multiplication (libm's pow is not ours to fix)."""
 
     def __init__(self, params, lr, betas, eps, weight_decay):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -246,15 +246,10 @@ class AdamW(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
-                exp_avg, exp_avg_sq, grad = state["exp_avg"], state["exp_avg_sq"], p.grad
-                if decay:
-                    p.mul_(1 - lr * decay)
-                exp_avg.lerp_(grad, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                 correction1 = 1 - _power(beta1, state["step"])
                 correction2_sqrt = math.sqrt(1 - _power(beta2, state["step"]))
-                denom = (exact.sqrt(exp_avg_sq) / correction2_sqrt).add_(eps)
-                p.addcdiv_(exp_avg, denom, value=-lr / correction1)
+                portable.adamw_update(p, p.grad, state["exp_avg"], state["exp_avg_sq"], lr, beta1, beta2,
+                                      eps, decay, correction1, correction2_sqrt)
 
 
 def _power(x: float, n: int) -> float:
@@ -276,7 +271,7 @@ def make_optimizer(model: GPT, train: TrainConfig) -> torch.optim.Optimizer:
 def loss_on(model: GPT, window, targets, counts=None):
     """Mean cross-entropy in nats over the targets that are not -1."""
     logits = model(window, counts)
-    return F.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1), ignore_index=-1)
+    return portable.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
 
 
 __all__ = ["GPT", "make_optimizer", "loss_on", "PAD"]

@@ -1,11 +1,12 @@
-"""The numeric profile: everything that decides the bits of a float computation.
+"""The numeric profile: the process settings around the twins' arithmetic.
 
 Arithmetic decoding fails *silently* if the receiver's probabilities differ from the
-sender's by a single rounding step (docs/determinism.md). Thread counts, the
-CPU dispatch level, MKL's code branch and oneDNN all change those bits, and most of them
-are read by torch only once, at import. So this module is the single place that pins them:
-`activate()` writes the environment *before* torch is imported, then checks that torch
-really runs the way the profile says. The caller's environment never decides.
+sender's by a single rounding step (docs/determinism.md). Every bit that matters is computed
+by exact.py and portable.py from IEEE basic operations in a fixed order (docs/portability.md),
+so neither the CPU's vector unit (SSE, AVX2, AVX-512, NEON, SVE), nor MKL's code branch, nor
+oneDNN, nor the thread count decides one. `activate()` still pins threads and dynamic
+threading before torch is imported (hygiene: fewer surprises, steadier timing); it no longer
+pins or requires a CPU capability, so marslink starts on any CPU torch supports.
 
 Torch-free: `pinned.py` is the one module that calls `active()` and then imports torch;
 `fingerprint.py` describes the result for the handshake.
@@ -22,11 +23,10 @@ from .errors import ProfileError
 
 @dataclass(frozen=True)
 class NumericProfile:
-    """Settings that must be equal on both sides for bit-identical floats."""
+    """Process settings. None of them changes a bit any more (the arithmetic is portable); the
+    two sides may differ in all of them."""
     name: str
-    cpu_capability: str      # ATen kernel dispatch level: "avx2", "avx512", "default"
     mkl_cbwr: str            # MKL conditional numerical reproducibility branch ("" = MKL decides)
-    onednn_max_isa: str      # oneDNN ISA cap (oneDNN is also disabled; belt and braces)
     threads: int = 1         # intra-op threads; inter-op is always 1
 
     def environment(self) -> dict[str, str]:
@@ -34,21 +34,17 @@ class NumericProfile:
         env = {
             "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
             "MKL_DYNAMIC": "FALSE", "OMP_DYNAMIC": "FALSE",
-            "ATEN_CPU_CAPABILITY": self.cpu_capability,
-            "ONEDNN_MAX_CPU_ISA": self.onednn_max_isa,
             "MKL_CBWR": self.mkl_cbwr,
         }
         return env
 
 
 PROFILES = {
-    # Portable: AVX2 dispatch is on every x86-64 CPU of the last decade, and no MKL result
-    # decides a bit (shared/exact.py: MKL_CBWR=COMPATIBLE was *not* enough, an AMD EPYC and an
-    # Intel Xeon disagreed), so MKL may take its fastest branch. The default.
-    "portable": NumericProfile("portable", "avx2", "AUTO", "AVX2"),
-    # Native: let MKL pick its branch for this CPU. Faster; both sides must run the same CPU
-    # family, which the canary hash in the fingerprint checks.
-    "native": NumericProfile("native", "avx2", "", "AVX2"),
+    # Portable: the default. MKL computes only exact fixed-point sums (exact.py), so its branch
+    # cannot change a bit; AUTO is its fastest. torch chooses its own kernel level.
+    "portable": NumericProfile("portable", "AUTO"),
+    # Native: MKL left entirely alone. The same bits as portable (tests/test_determinism.py).
+    "native": NumericProfile("native", ""),
 }
 DEFAULT_PROFILE = "portable"
 
@@ -94,10 +90,6 @@ def activate(profile: NumericProfile | str | None = None, threads: int | None = 
     torch.use_deterministic_algorithms(True)
     torch.set_float32_matmul_precision("highest")
     torch.backends.mkldnn.enabled = False
-    got = torch.backends.cpu.get_cpu_capability().lower()
-    if got != profile.cpu_capability:
-        raise ProfileError(f"numeric profile {profile.name!r} needs CPU capability "
-                           f"{profile.cpu_capability!r} but torch runs {got!r} on this CPU")
     _active = profile
     return profile
 
