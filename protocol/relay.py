@@ -210,6 +210,7 @@ def status_line(st: dict) -> str:
 
 
 def status_table(st: dict, header: str):
+    # start-up: rich loads only for a live table on a terminal
     from rich import box
     from rich.console import Group
     from rich.table import Table
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
 
     live = None
     if not args.quiet and not args.plain and sys.stdout.isatty():
-        from rich.live import Live
+        from rich.live import Live   # start-up: only on a terminal
         live = Live(status_table(relay.stats(), header), auto_refresh=False, transient=False)
         live.start(refresh=True)
     elif not args.quiet:

@@ -53,7 +53,7 @@ def listen_command(args) -> int:
     check_stats(args.stats_json)
     numeric.activate(args.profile, args.threads)
     from receiver.stream import receive_stream   # start-up: torch loads only once the options are valid
-    from shared.core.fingerprint import fingerprint
+    from shared.core.fingerprint import fingerprint   # start-up: as above
     fingerprint()                       # compute the canary before a sender is waiting
 
     if not args.quiet:
