@@ -37,17 +37,15 @@ def kill_and_restart(tmp_path, victim: str, step: int):
     assert not any((tmp_path / "earth").iterdir()), "Earth's checkpoints are cleared once Mars verified"
 
 
-def steps(*in_make_test):
-    """Steps 1, 2, 3 and LATER; those not named here run with the slow tests (~25 s each)."""
-    return [s if s in in_make_test else pytest.param(s, marks=pytest.mark.slow) for s in (1, 2, 3, LATER)]
+STEPS = (1, 2, 3, LATER)
 
 
-@pytest.mark.parametrize("step", steps(1, LATER))
+@pytest.mark.parametrize("step", STEPS)
 def test_kill_bob_at_a_step_then_restart_him_once(tmp_path, step):
     kill_and_restart(tmp_path, "bob", step)
 
 
-@pytest.mark.parametrize("step", steps(2, LATER))
+@pytest.mark.parametrize("step", STEPS)
 def test_kill_alice_at_a_step_then_restart_her_once(tmp_path, step):
     kill_and_restart(tmp_path, "alice", step)
 
