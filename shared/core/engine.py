@@ -32,7 +32,7 @@ import numpy as np
 from . import portable
 from .config import PAD, RunConfig
 from .errors import DivergenceError, FormatError
-from .layout import Layout
+from .layout import n_steps, row_length
 from .model import GPT, CountMixer, log_count_table, loss_on, make_optimizer
 from .ngram import ContextCounts, features, table_bits_for
 from .pinned import torch
@@ -60,6 +60,36 @@ class Watcher:
 
     def chunk(self, step: int, count_window: np.ndarray | None) -> None:
         """Step `step` was learned; `count_window` holds the counts its positions were predicted with."""
+
+
+class Layout:
+    """How a byte string of `length` maps onto `streams` rows of `chunk`-token steps."""
+
+    def __init__(self, length: int, streams: int, chunk: int):
+        self.length = length
+        self.streams = streams
+        self.chunk = chunk
+        self.row_len = row_length(length, streams)
+        self.n_steps = n_steps(length, streams, chunk)
+        self.lens = np.clip(length - np.arange(streams) * self.row_len, 0, self.row_len)
+
+    def active(self, pos: int) -> np.ndarray:
+        """Which rows have a token at position `pos`."""
+        return pos < self.lens
+
+    def pieces(self, t0: int, width: int):
+        """(row, byte offset in the original, count) for positions t0 .. t0+width of every row."""
+        for b in range(self.streams):
+            n = int(min(max(self.lens[b] - t0, 0), width))
+            if n:
+                yield b, b * self.row_len + t0, n
+
+    def rows(self, data, t0: int, width: int) -> np.ndarray:
+        """Tokens at positions t0 .. t0+width of every row, PAD where a row has ended."""
+        out = np.full((self.streams, width), PAD, dtype=np.int64)
+        for b, offset, n in self.pieces(t0, width):
+            out[b, :n] = np.frombuffer(data, dtype=np.uint8, count=n, offset=offset)
+        return out
 
 
 class Twin:

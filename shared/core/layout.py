@@ -1,13 +1,10 @@
 """How a byte string maps onto `streams` contiguous rows coded `chunk` tokens per step.
 
-Torch-free, so the container, the handshake and the dashboards count steps the way the engine
-does without loading a model: every shape both twins use follows from these numbers.
+Plain integers, no numpy or torch: the container, the handshake and the dashboards count steps
+the way the engine does without loading a model, and the command lines can read a file's header
+before the numeric profile is pinned (numpy's BLAS reads its thread count when it loads).
 """
 from __future__ import annotations
-
-import numpy as np
-
-from .config import PAD
 
 
 def row_length(length: int, streams: int) -> int:
@@ -26,33 +23,3 @@ def sync_steps(n_steps: int, every: int) -> list[int]:
     if n_steps not in steps:
         steps.append(n_steps)
     return steps
-
-
-class Layout:
-    """How a byte string of `length` maps onto `streams` rows of `chunk`-token steps."""
-
-    def __init__(self, length: int, streams: int, chunk: int):
-        self.length = length
-        self.streams = streams
-        self.chunk = chunk
-        self.row_len = row_length(length, streams)
-        self.n_steps = n_steps(length, streams, chunk)
-        self.lens = np.clip(length - np.arange(streams) * self.row_len, 0, self.row_len)
-
-    def active(self, pos: int) -> np.ndarray:
-        """Which rows have a token at position `pos`."""
-        return pos < self.lens
-
-    def pieces(self, t0: int, width: int):
-        """(row, byte offset in the original, count) for positions t0 .. t0+width of every row."""
-        for b in range(self.streams):
-            n = int(min(max(self.lens[b] - t0, 0), width))
-            if n:
-                yield b, b * self.row_len + t0, n
-
-    def rows(self, data, t0: int, width: int) -> np.ndarray:
-        """Tokens at positions t0 .. t0+width of every row, PAD where a row has ended."""
-        out = np.full((self.streams, width), PAD, dtype=np.int64)
-        for b, offset, n in self.pieces(t0, width):
-            out[b, :n] = np.frombuffer(data, dtype=np.uint8, count=n, offset=offset)
-        return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import time
 
-from .ledger import state_sizes
 
 
 def _num(x: float | None, digits: int = 6):
@@ -57,6 +56,7 @@ class Telemetry:
         steps = sorted(self.rows)
         rows = [(s, *self.rows[s]) for s in steps]
         started = time.perf_counter()
+        from .ledger import state_sizes   # start-up: numpy loads only after the CLI pinned the profile
         state = state_sizes(self.twin) if self.twin is not None else None
         return {
             # bits per byte of each step's chunk: -log2 p of the true bytes, averaged (the coding loss)
