@@ -176,6 +176,7 @@ def bench_marslink(src: str, n: int, preset: str, profile: str, work: Path,
     follows the children's plain progress lines (an hour of `strong` should show signs of life).
     `build`: another checkout of marslink (--baseline) whose alice and bob run instead, with the
     same Python and libraries, so the two builds are compared in one run on one machine."""
+    src = str(Path(src).resolve())              # a --baseline build runs in its own folder
     comp, back = work / "out.mrs", work / "back.bin"
     cstats, dstats = work / "c.json", work / "d.json"
     for p in (comp, back, cstats, dstats):
