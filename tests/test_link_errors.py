@@ -64,7 +64,7 @@ def test_sigterm_twice_at_once_as_coreutils_timeout_sends_it_still_ends_bob_clea
 
 def test_bob_under_coreutils_timeout_ends_with_one_line(tmp_path):
     ep, out = f"tcp://127.0.0.1:{free_port()}", tmp_path / "out.bin"
-    bob = subprocess.Popen(["timeout", "-s", "TERM", "8", sys.executable, "-m", "receiver", "listen", "--bind", ep,
+    bob = subprocess.Popen(["timeout", "-s", "TERM", "20", sys.executable, "-m", "receiver", "listen", "--bind", ep,
                             "--out", str(out), "--preset", "tiny"], cwd=ROOT, env=child_env(XDG_CACHE_HOME=CACHE),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     rc, lines = finish(bob, 60)
