@@ -280,3 +280,61 @@ def test_bad_match_length_is_refused_with_the_field_named(match):
     d["model"]["match"] = match
     with pytest.raises(ConfigMismatch, match="model.match"):
         RunConfig.from_dict(d)
+
+
+def test_a_chinese_character_is_a_word_and_a_latin_word_stays_whole():
+    """UTF-8: a 3-byte lead starts a new word, so a run of CJK without spaces is not one word."""
+    c = ContextCounts((1,), table_bits=12, streams=1, words=2)
+    feed(c, "天下".encode())
+    tian, xia = c.prev[0], c.word[0]
+    assert tian != 0 and xia != 0 and tian != xia                      # 下 follows 天, in its own word
+    c2 = ContextCounts((1,), table_bits=12, streams=1, words=2)
+    feed(c2, "x下".encode())
+    assert c2.word[0] == xia                                           # the same character, the same word
+    c3 = ContextCounts((1,), table_bits=12, streams=1, words=2)
+    feed(c3, "Ωmega".encode())                                         # a 2-byte letter continues a word
+    assert c3.prev[0] == 0 and c3.word[0] != 0
+
+
+def test_match_model_refuses_a_candidate_whose_bytes_differ():
+    """A 20-bit hash collision is no guess: the candidate's bytes are checked."""
+    m = MatchModel(4, streams=1, span=64)
+    hist = np.zeros(1, dtype=np.uint64)
+    for b in b"abcdXYZW":
+        hist = (hist << np.uint64(8)) | np.uint64(b)
+        m.update(np.array([0]), np.array([b]), hist)
+    place_after_abcd = 4
+    assert m._verified(np.array([place_after_abcd]), np.array([int.from_bytes(b"dcba", "little")], dtype=np.uint64)).all()
+    assert not m._verified(np.array([place_after_abcd]), np.array([int.from_bytes(b"dcbx", "little")], dtype=np.uint64)).any()
+    assert not m._verified(np.array([-1]), np.array([0], dtype=np.uint64)).any()
+
+
+def test_structure_finds_the_record_length_and_the_bytes_above():
+    from shared.core.ngram import Structure
+    s = Structure(0b0110, streams=2)                                   # column and record
+    rows = np.array([0])
+    record = bytes([7, 1, 2, 3, 4, 5, 6, 9, 8, 9, 10, 11])             # 12-byte records, byte 7 once each
+    for _ in range(5):
+        for b in record:
+            s.update(rows, np.array([b]))
+    assert s.record[0] == 12 and s.record[1] == 0                      # stream 1 saw nothing
+    ctx = s.contexts(np.zeros(2, dtype=np.uint64))
+    above = (int(ctx[0, 1]) >> 9) & 0x1FF, int(ctx[0, 1]) & 0x1FF       # one and two records above: both 7
+    assert above == (7, 7) and int(ctx[0, 1]) >> 18 & 0xFFFF == 12
+    t = Structure(0b0010, streams=1)
+    for b in b"ab\ncd":
+        t.update(rows, np.array([b]))
+    col_ctx = int(t.contexts(np.zeros(1, dtype=np.uint64))[0, 0])
+    assert (col_ctx >> 9) & 0xFF == 2 and col_ctx & 0x1FF == ord("\n")  # column 2: "ab\n" has its newline there
+
+
+def test_structure_contexts_make_fixed_records_cheaper_and_round_trip():
+    rng = np.random.default_rng(5)
+    rows = [int(i).to_bytes(4, "little") + bytes([1, 0]) + int(rng.integers(0, 50)).to_bytes(2, "little")
+            for i in range(1500)]
+    data = b"".join(rows)
+    plain = replace(preset("tiny"), model=replace(preset("tiny").model, structure=0))
+    blob_plain, _ = compress(data, plain)
+    blob, _ = compress(data, preset("tiny"))
+    assert len(blob) < 0.9 * len(blob_plain)
+    assert decompress(parse(blob))[0] == data

@@ -87,6 +87,8 @@ def run_stats(twin: Twin, input_bytes: int, payload_bytes: int, started: float,
         "input_bytes": input_bytes,
         "payload_bytes": payload_bytes,
         "ideal_bits": twin.ideal_bits,
+        # what the coded bytes would have cost under each part of the prediction (Twin.earned)
+        "bits_by_part": twin.earned,
         "coder_overhead_bits": payload_bytes * 8 - twin.ideal_bits,
         "seconds": seconds,
         "bytes_per_second": input_bytes / seconds if seconds > 0 else 0.0,

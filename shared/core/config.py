@@ -22,7 +22,7 @@ MAX_LENGTH = 1 << 30        # bytes one file or stream may declare: the decoder 
 INT_RANGES = {"streams": (1, 1024), "seed": (0, 2**63 - 1), "sync_every": (1, 1 << 20),
               "model.n_layer": (1, 64), "model.n_head": (1, 64), "model.n_embd": (1, 4096),
               "model.context": (1, 8192), "model.chunk": (1, 8192), "model.table_bits": (8, 24), "model.words": (0, 2),
-              "model.match": (0, 8), "train.steps_per_chunk": (1, 64),
+              "model.match": (0, 8), "model.tree": (0, 1), "model.structure": (0, 15), "train.steps_per_chunk": (1, 64),
               "train.replay": (0, 16), "train.replay_span": (1, 1 << 16), "train.lr_decay": (0, 1 << 30)}
 FLOAT_RANGES = {"train.lr": (0.0, 1.0), "train.beta1": (0.0, 0.999999), "train.beta2": (0.0, 0.999999),
                 "train.eps": (0.0, 1.0), "train.weight_decay": (0.0, 1.0), "train.grad_clip": (0.0, 1e6)}
@@ -31,6 +31,7 @@ MAX_ACTIVATIONS = 1 << 27   # streams × (context + chunk) × n_embd × n_layer:
 MAX_ATTENTION = 1 << 27     # streams × n_head × (context + chunk)²: attention scores
 MAX_TABLES = 1 << 30        # bytes of n-gram count tables (one byte per count)
 MAX_ORDER = 8               # n-gram contexts live in one 64-bit word per stream
+STRUCTURE_BITS = 16         # rows per structure context (ngram.Structure), at most: few distinct contexts
 MAX_NGRAM_STREAMS = 128     # counts saturate at 255: a step adds at most `streams` to one row
 
 
@@ -46,11 +47,13 @@ class ModelConfig:
     table_bits: int = 18    # each order's table holds 2**table_bits contexts x 256 counts
     words: int = 0          # word contexts: 1 = the word so far, 2 = also with the word before
     match: int = 0          # match model (ngram.MatchModel): bytes of context it looks up (0: none)
+    structure: int = 0      # structure contexts, a bit each (ngram.STRUCTURE): sparse, column, record, align
+    tree: int = 0           # 1: a byte-tree mixer and APMs refine each prediction (mixer.py)
 
     @property
     def n_contexts(self) -> int:
         """Count rows the model mixes: byte orders, word contexts and the match model's guess."""
-        return len(self.orders) + self.words + (1 if self.match else 0)
+        return len(self.orders) + self.words + bin(self.structure).count("1") + (1 if self.match else 0)
 
     def __post_init__(self):   # JSON gives lists; compare and hash as a tuple
         if isinstance(self.orders, list):
@@ -166,7 +169,8 @@ class RunConfig:
 
 def table_bytes(m: ModelConfig) -> int:
     """Memory of the n-gram count tables: order k needs at most 256**k rows."""
-    return sum(min(1 << (8 * k), 1 << m.table_bits) * 256 for k in m.orders) + m.words * (256 << m.table_bits)
+    return (sum(min(1 << (8 * k), 1 << m.table_bits) * 256 for k in m.orders) + m.words * (256 << m.table_bits)
+            + bin(m.structure).count("1") * (256 << min(m.table_bits, STRUCTURE_BITS)))
 
 
 def diff(ours: RunConfig, theirs: RunConfig) -> list[str]:
@@ -201,26 +205,32 @@ def require_same(ours: RunConfig, theirs: RunConfig, what: str = "sender", us: s
 PRESETS: dict[str, RunConfig] = {
     # Points on the speed/ratio curve, chosen by measurement (scripts/tune.py, scripts/bench.py);
     # how each was chosen, and what else was tried, is in docs/results.md.
-    # fast: default's model and counts with half the optimizer steps (chunks of 16).
+    # fast: a narrow GPT and the counts, half the optimizer steps (chunks of 16), no tree mixer.
     "fast": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=8, chunk=16,
                                         orders=(1, 2, 3, 4), words=1, table_bits=16, match=8),
                       train=TrainConfig(lr=4e-3, lr_decay=15), streams=64, preset="fast"),
-    # default: the demo's and everyone's; the counts carry the ratio, a narrow GPT the rest.
+    # default: the demo's and everyone's; the counts and the structure contexts carry the ratio,
+    # a narrow GPT the rest, and the byte-tree mixer with its APMs learns at every position.
     "default": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=8, chunk=8,
-                                           orders=(1, 2, 3, 4, 6), words=2, table_bits=18, match=8),
+                                           orders=(1, 2, 3, 4, 6), words=2, table_bits=18, match=8,
+                                           structure=15, tree=1),
                          train=TrainConfig(lr=4e-3, lr_decay=15), streams=64, preset="default"),
-    # strong: ratio first; a bigger GPT, longer context and one replay step on older history.
-    "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=128, context=32, chunk=8,
+    # strong: ratio first; default's counts, a wider two-layer GPT with a longer context.
+    "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=16, chunk=8,
                                           orders=(1, 2, 3, 4, 5, 6), words=2, table_bits=18,
-                                          match=8),
-                        train=TrainConfig(lr=1.5e-3, replay=1, lr_decay=15), streams=32, preset="strong"),
-    # bulk: the GPT alone, no counts: raw throughput for soaks and big transfers.
+                                          match=8, structure=15, tree=1),
+                        train=TrainConfig(lr=2e-3, lr_decay=15), streams=64, preset="strong"),
+    # neural: the network alone, no counts and no match model: what the GPT itself learns.
+    "neural": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=32, chunk=8),
+                        train=TrainConfig(lr=3e-3, lr_decay=60), streams=64, preset="neural"),
+    # bulk: the GPT alone, small: raw throughput for soaks and big transfers.
     "bulk": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=16, chunk=16),
                       train=TrainConfig(lr=3e-3), streams=64, sync_every=16, preset="bulk"),
-    # tiny: quick runs for tests and lectures; it has every kind of count row, so the golden
-    # digests cover them all.
+    # tiny: quick runs for tests and lectures; it has every kind of count row, the structure
+    # contexts and the tree mixer, so the golden digests cover them all.
     "tiny": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=16, chunk=16,
-                                        orders=(1, 2, 3), words=2, table_bits=12, match=8),
+                                        orders=(1, 2, 3), words=2, table_bits=12, match=8,
+                                        structure=15, tree=1),
                       train=TrainConfig(lr=3e-3), streams=16, sync_every=4, preset="tiny"),
 }
 

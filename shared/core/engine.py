@@ -30,9 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import portable
-from .config import PAD, RunConfig
+from .config import FREQ_BITS, PAD, RunConfig
 from .errors import DivergenceError, FormatError
 from .layout import n_steps, row_length
+from .mixer import TreeMixer
 from .model import GPT, CountMixer, log_count_table, loss_on, make_optimizer
 from .ngram import ContextCounts, features, table_bits_for
 from .pinned import torch
@@ -60,6 +61,9 @@ class Watcher:
 
     def chunk(self, step: int, count_window: np.ndarray | None) -> None:
         """Step `step` was learned; `count_window` holds the counts its positions were predicted with."""
+
+
+PARTS = ("network", "counts", "mixture", "final")   # Twin.earned: what each part would have cost
 
 
 class Layout:
@@ -112,7 +116,7 @@ class Twin:
         # n-gram counts (if the config has orders) and, per window position, the counts its
         # token was predicted with: training must see exactly what coding saw
         self.counts = (ContextCounts(m.orders, table_bits_for(m.table_bits, length), config.streams, m.words,
-                                     m.match, -(-length // config.streams)) if m.n_contexts else None)
+                                     m.match, -(-length // config.streams), m.structure) if m.n_contexts else None)
         self._log_count = log_count_table()
         self.count_window = (np.zeros((config.streams, m.context + m.chunk, m.n_contexts, 256), np.uint8)
                              if m.n_contexts else None)
@@ -120,9 +124,13 @@ class Twin:
         tc = config.train
         self.past = np.full((config.streams, tc.replay_span), PAD, dtype=np.int16) if tc.replay else None
         self.past_len = 0
+        # with `tree`, a byte-tree mixer and APMs (mixer.py) refine every prediction before coding
+        self.tree = TreeMixer(m.n_contexts) if m.tree else None
         self.step = 0
         self.tokens_done = 0
         self.ideal_bits = 0.0
+        # what the coded bytes would have cost under each part of the prediction (`earned`)
+        self.part_bits = dict.fromkeys(PARTS[:3], 0.0)
         self.watcher: Watcher | None = None
 
     @property
@@ -149,16 +157,24 @@ class Twin:
             rows = self.layout.active(t0 + t)
             if rows.any():
                 p = probs.numpy()[rows]
-                symbols = coder.code(quantize(p), win[rows, C + t])
+                cdf = quantize(p)
+                if self.tree is not None:
+                    prev = win[rows, C + t - 1]
+                    cdf = self.tree.predict(cdf, self.count_window[rows, C + t] if self.counts is not None else None,
+                                            np.where(prev == PAD, 0, prev))
+                symbols = coder.code(cdf, win[rows, C + t])
                 win[rows, C + t] = symbols
                 if self.counts is not None:
                     self.counts.update(rows, symbols)
-                bits = -np.log2(p[np.arange(len(symbols)), symbols].astype(np.float64))
+                self._account(rows, symbols)
+                index = np.arange(len(symbols))
+                bits = FREQ_BITS - np.log2((cdf[index, symbols + 1] - cdf[index, symbols]).astype(np.float64))
                 chunk_cost[rows, t] = bits
                 chunk_bits += float(bits.sum())
                 chunk_tokens += len(symbols)
-                if self.watcher is not None:
-                    self.watcher.position(self.step, t, rows, p, symbols)
+                if self.watcher is not None:    # what was coded: after the tree mixer, if any
+                    shown = p if self.tree is None else (np.diff(cdf, axis=1) / float(1 << FREQ_BITS)).astype(np.float32)
+                    self.watcher.position(self.step, t, rows, shown, symbols)
             if t < T - 1:
                 probs = self.model.extend(torch.from_numpy(win[:, C + t]), self._counts_for(C + t + 1))
         coder.end_chunk()
@@ -181,6 +197,33 @@ class Twin:
         sync = self.step % self.config.sync_every == 0 or self.finished
         return StepReport(self.step, self.tokens_done, chunk_tokens, chunk_bits, loss,
                           self.model.digest() if sync else None, tokens, chunk_cost)
+
+    def _account(self, rows: np.ndarray, symbols: np.ndarray) -> None:
+        """Add what `symbols` would have cost under the network alone, the counts alone and the
+        mixture before SSE (float64 log-softmax at the coded byte: a report, never coded)."""
+        index = np.arange(len(symbols))
+        network, evidence = self.model.parts
+        for name, logits in (("network", network), ("counts", evidence)):
+            if logits is not None:
+                z = logits.numpy()[rows].astype(np.float64)
+                top = z.max(axis=1)
+                lse = top + np.log(np.exp(z - top[:, None]).sum(axis=1))
+                self.part_bits[name] += float((lse - z[index, symbols]).sum() / math.log(2))
+        if self.tree is not None:
+            self.part_bits["mixture"] += self.tree.update(symbols)
+
+    @property
+    def earned(self) -> dict:
+        """Bits the coded bytes would have cost under each part of the prediction, and the
+        final (coded) one: `network` alone, `counts` alone, the `mixture` before SSE and
+        `final` after it. None where this configuration has no such part."""
+        m = self.config.model
+        out = {**self.part_bits, "final": self.ideal_bits}
+        if not m.n_contexts:
+            out["counts"] = None
+        if self.tree is None:
+            out["mixture"] = out["final"] if m.n_contexts else None
+        return out
 
     def _counts_for(self, pos: int):
         """Look up the n-gram counts for predicting window position `pos`; remember them."""
@@ -273,6 +316,9 @@ class Twin:
                               "count_window": torch.from_numpy(self.count_window.copy())}
         if self.past is not None:
             state["past"] = {"tokens": torch.from_numpy(self.past.copy()), "length": self.past_len}
+        if self.tree is not None:
+            state["tree"] = {k: torch.from_numpy(v.astype(np.int64)) for k, v in self.tree.state().items()}
+        state["part_bits"] = dict(self.part_bits)
         return state
 
     def load_state_dict(self, state: dict, source=None) -> None:
@@ -301,6 +347,14 @@ class Twin:
         if self.past is not None:
             self.past[:] = state["past"]["tokens"].numpy()
             self.past_len = int(state["past"]["length"])
+        if (self.tree is not None) != ("tree" in state):
+            raise FormatError("checkpoint does not fit this stream's configuration (tree mixer); remove it")
+        if self.tree is not None:
+            try:
+                self.tree.load({k: v.numpy() for k, v in state["tree"].items()})
+            except (KeyError, ValueError) as e:
+                raise FormatError(f"checkpoint does not fit this stream (tree mixer: {e}); remove it") from None
+        self.part_bits = {**dict.fromkeys(PARTS[:3], 0.0), **state.get("part_bits", {})}
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.window[:] = state["window"].numpy()

@@ -156,6 +156,7 @@ class GPT(nn.Module):
         self._init_portably(seed)
         self._cache = None
         self._pos = 0
+        self.parts = (None, None)     # (network logits, count evidence) of the last prediction
 
     @torch.no_grad()
     def _init_portably(self, seed: int):
@@ -173,12 +174,15 @@ class GPT(nn.Module):
         if self.mixer is not None:
             self.mixer.init_values()
 
-    def _logits(self, x, counts):
+    def _logits(self, x, counts, keep: bool = False):
+        """Logits of the network plus the counts' evidence; with `keep` (coding only), both
+        parts stay in `self.parts` so the engine can say what each alone would have cost."""
         h = self.ln_f(x)
         logits = self.lm_head(h)
-        if self.mixer is not None:
-            logits = logits + self.mixer(h, counts)
-        return logits
+        evidence = self.mixer(h, counts) if self.mixer is not None else None
+        if keep:
+            self.parts = (logits, evidence)
+        return logits if evidence is None else logits + evidence
 
     def forward(self, idx, counts=None):
         """Logits (B, S, VOCAB) for every position of idx (B, S): the training path.
@@ -201,7 +205,7 @@ class GPT(nn.Module):
         for block, cache in zip(self.blocks, self._cache):
             x = block(x, cache)
         self._pos = S
-        return portable.softmax(self._logits(x[:, -1], counts))
+        return portable.softmax(self._logits(x[:, -1], counts, keep=True))
 
     @torch.no_grad()
     def extend(self, tok, counts=None):
@@ -213,7 +217,7 @@ class GPT(nn.Module):
         for block, cache in zip(self.blocks, self._cache):
             x = block.step(x, cache, pos)
         self._pos = pos + 1
-        return portable.softmax(self._logits(x[:, 0], counts))
+        return portable.softmax(self._logits(x[:, 0], counts, keep=True))
 
     # --- identity ----------------------------------------------------------------------------
     def digest(self) -> str:

@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import STRUCTURE_BITS
+
 PURITY = 4                 # levels of "how much of the context one byte owns": <1/3, <2/3, <1, all
 LIMIT = 255 - 128          # a row is halved before an update could push a count past 255
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)   # Fibonacci hashing multiplier
 _WORD = np.uint64(0x100000001B3)          # FNV-style multiplier for word hashes
-_LETTER = np.zeros(256, dtype=bool)
-_LETTER[ord("a"):ord("z") + 1] = _LETTER[ord("A"):ord("Z") + 1] = _LETTER[128:] = True
+_LETTER = np.zeros(256, dtype=bool)       # bytes that continue a word
+_LETTER[ord("a"):ord("z") + 1] = _LETTER[ord("A"):ord("Z") + 1] = _LETTER[ord("0"):ord("9") + 1] = True
+_LETTER[0x80:0xE0] = True                  # UTF-8 continuation bytes, and 2-byte letters (Greek, Cyrillic, ...)
+_OPENS = np.zeros(256, dtype=bool)         # bytes that end the word before them and start a new one:
+_OPENS[0xE0:] = True                       # 3- and 4-byte UTF-8 leads (CJK: a character is a word)
 _FOLD = np.arange(256)
 _FOLD[ord("A"):ord("Z") + 1] += 32
 
@@ -79,7 +84,7 @@ class MatchModel:
         full = self.written[rows] >= self.min_len
         key = (((history & self._mask) * _GOLDEN) >> self._shift).astype(np.int64)
         lost = full & (self.place[rows] < 0)                 # no guess: where did this context occur?
-        found = self.where[key] >= 0
+        found = self._verified(self.where[key], history)
         self.place[rows] = np.where(lost & found, self.where[key], self.place[rows])
         self.run[rows] = np.where(lost & found, 1, self.run[rows])
         # then remember this occurrence (the byte after it comes next); two streams with the
@@ -87,12 +92,100 @@ class MatchModel:
         keys, first = np.unique(key[full], return_index=True)
         self.where[keys] = (rows[full][first] * self.STRIDE + self.written[rows][full][first])
 
+    def _verified(self, place: np.ndarray, history: np.ndarray) -> np.ndarray:
+        """Is `place` a real occurrence of the newest `min_len` bytes, not a hash collision:
+        the bytes before it, still in their stream's ring, equal `history` (newest lowest)."""
+        back = np.arange(1, self.min_len + 1)
+        ok, byte = self._known(np.where(place >= 0, place, -1)[:, None] - back[None, :])
+        want = (history[:, None] >> (np.uint64(8) * (back - 1).astype(np.uint64))) & np.uint64(255)
+        return (place >= 0) & (ok & (byte == want.astype(np.int64))).all(axis=1)
+
     def clear(self) -> None:
         self.ring.fill(0)
         self.where.fill(-1)
         self.written.fill(0)
         self.place.fill(-1)
         self.run.fill(0)
+
+
+STRUCTURE = ("sparse", "column", "record", "align")   # ModelConfig.structure: bit i adds context i
+
+
+class Structure:
+    """Contexts for data with a shape, one per bit of `ModelConfig.structure` (STRUCTURE):
+
+      sparse  the two bytes before the last one (skips a changing byte: counters, UTF-16);
+      column  the column in the line and the byte above it (markup, tables, source code);
+      record  the record length and the bytes one and two records above, once a byte has
+              recurred at one fixed distance three times (fixed-length binary records);
+      align   the position mod 4 and the byte 4 back (arrays of 32-bit numbers).
+
+    Each stream keeps its newest RING bytes; all state is integer numpy and is rebuilt from the
+    bytes on resume, like the counts."""
+
+    RING = 1 << 13
+    MAX_RECORD = RING // 2 - 1
+    CONFIRM = 3               # a distance seen this many times in a row becomes the record length
+
+    def __init__(self, mask: int, streams: int):
+        self.kinds = [k for i, k in enumerate(STRUCTURE) if mask >> i & 1]
+        self.n = len(self.kinds)
+        self.ring = np.zeros((streams, self.RING), dtype=np.int64)
+        self.pos = np.zeros(streams, dtype=np.int64)             # bytes seen per stream
+        self.line = np.zeros(streams, dtype=np.int64)            # where the current line starts
+        self.above = np.zeros(streams, dtype=np.int64)           # where the line before it starts
+        self.last = np.full((streams, 256), -1, dtype=np.int64)  # where each byte value was last seen
+        self.gap = np.zeros((streams, 256), dtype=np.int64)      # and at what distance before that
+        self.candidate = np.zeros(streams, dtype=np.int64)
+        self.seen = np.zeros(streams, dtype=np.int64)
+        self.record = np.zeros(streams, dtype=np.int64)          # 0: no record length found
+
+    def _back(self, distance: np.ndarray) -> np.ndarray:
+        """The byte `distance` back in each stream (0 where that is before its start)."""
+        where = self.pos - distance
+        ok = (distance > 0) & (where >= 0)
+        return np.where(ok, self.ring[np.arange(len(self.pos)), where & (self.RING - 1)], 0)
+
+    def contexts(self, history: np.ndarray) -> np.ndarray:
+        """(streams, n) uint64 context values; the kind's number in the top byte keeps them apart."""
+        out = []
+        for i, kind in enumerate(self.kinds):
+            if kind == "sparse":
+                v = (history >> np.uint64(8)) & np.uint64(0xFFFF)
+            elif kind == "column":
+                col = self.pos - self.line
+                width = self.line - self.above
+                up = np.where(col < width, self._back(width), 256)
+                v = (np.minimum(col, 255) << 9 | up).astype(np.uint64)
+            elif kind == "record":
+                r = self.record
+                v = ((np.minimum(r, 0xFFFF) << 18) | (self._back(r) << 9) | self._back(2 * r)).astype(np.uint64)
+            else:
+                v = ((self.pos & 3) << 8 | self._back(np.full_like(self.pos, 4))).astype(np.uint64)
+            out.append(v | np.uint64(i + 1) << np.uint64(56))
+        return np.stack(out, axis=-1)
+
+    def update(self, rows: np.ndarray, symbols: np.ndarray) -> None:
+        pos = self.pos[rows]
+        self.ring[rows, pos & (self.RING - 1)] = symbols
+        newline = symbols == 10
+        self.above[rows] = np.where(newline, self.line[rows], self.above[rows])
+        self.line[rows] = np.where(newline, pos + 1, self.line[rows])
+        # record length: a byte value that recurs at the distance it recurred at before
+        distance = np.where(self.last[rows, symbols] >= 0, pos - self.last[rows, symbols], 0)
+        steady = (distance == self.gap[rows, symbols]) & (distance >= 2) & (distance <= self.MAX_RECORD)
+        again = steady & (distance == self.candidate[rows])
+        self.seen[rows] = np.where(again, self.seen[rows] + 1, np.where(steady, 1, self.seen[rows]))
+        self.candidate[rows] = np.where(steady, distance, self.candidate[rows])
+        self.record[rows] = np.where(self.seen[rows] >= self.CONFIRM, self.candidate[rows], self.record[rows])
+        self.gap[rows, symbols] = distance
+        self.last[rows, symbols] = pos
+        self.pos[rows] = pos + 1
+
+    def clear(self) -> None:
+        for a in (self.ring, self.pos, self.line, self.above, self.candidate, self.seen, self.record, self.gap):
+            a.fill(0)
+        self.last.fill(-1)
 
 
 class ContextCounts:
@@ -103,11 +196,14 @@ class ContextCounts:
     """
 
     def __init__(self, orders: tuple[int, ...], table_bits: int, streams: int, words: int = 0,
-                 match: int = 0, span: int = 0):
+                 match: int = 0, span: int = 0, structure: int = 0):
         self.orders, self.words = tuple(orders), words
-        # the match model's row comes last, after the orders and the word contexts
+        # the match model's row comes last, after the orders, the word and the structure contexts
         self.match = MatchModel(match, streams, span) if match else None
-        self.bits = [min(8 * k, table_bits) for k in self.orders] + [table_bits] * words
+        self.shape = Structure(structure, streams) if structure else None
+        n_shape = self.shape.n if self.shape else 0
+        self.bits = ([min(8 * k, table_bits) for k in self.orders] + [table_bits] * words
+                     + [min(table_bits, STRUCTURE_BITS)] * n_shape)
         sizes = [1 << b for b in self.bits]
         self.offset = np.cumsum([0] + sizes[:-1]).astype(np.int64)
         self.table = np.zeros((sum(sizes), 256), dtype=np.uint8)
@@ -119,9 +215,10 @@ class ContextCounts:
         self._masks = np.array([(1 << (8 * k)) - 1 for k in self.orders], dtype=np.uint64)
         self._hashed = np.array([b < 8 * k for k, b in zip(self.orders, self.bits)], dtype=bool)
         self._shift = np.array([64 - b for b in self.bits], dtype=np.uint64)
-        self._byte_offset, self._word_offset = self.offset[:n], self.offset[n:]
-        self._byte_shift, self._word_shift = self._shift[:n], self._shift[n:]
-        self._pair = np.array([int(b < 8 * k) for k, b in zip(self.orders, self.bits)] + [1] * words,
+        self._byte_offset, self._word_offset = self.offset[:n], self.offset[n:n + words]
+        self._byte_shift, self._word_shift = self._shift[:n], self._shift[n:n + words]
+        self._shape_offset, self._shape_shift = self.offset[n + words:], self._shift[n + words:]
+        self._pair = np.array([int(b < 8 * k) for k, b in zip(self.orders, self.bits)] + [1] * (words + n_shape),
                               dtype=np.int64)       # hashed rows come in pairs: row ^ 1 is the other
         self._slots, self._checks = self._compute_slots()
 
@@ -133,18 +230,27 @@ class ContextCounts:
         product = ctx * _GOLDEN                                 # Fibonacci hashing: the top bits
         slots = np.where(self._hashed, product >> self._byte_shift, ctx).astype(np.int64) + self._byte_offset
         checks = np.where(self._hashed, (product >> (self._byte_shift - np.uint64(8))) & np.uint64(255), 0)
-        if not self.words:
-            return slots, checks.astype(np.uint8)
+        slots, checks = [slots], [checks]
+        if self.words:
+            slots, checks = self._word_slots(slots, checks, word, prev)
+        if self.shape is not None:
+            ctx = self.shape.contexts(history) if word is None else \
+                np.zeros(history.shape + (self.shape.n,), dtype=np.uint64)   # replay: not known
+            product = ctx * _GOLDEN
+            slots.append((product >> self._shape_shift).astype(np.int64) + self._shape_offset)
+            checks.append((product >> (self._shape_shift - np.uint64(8))) & np.uint64(255))
+        return np.concatenate(slots, axis=-1), np.concatenate(checks, axis=-1).astype(np.uint8)
+
+    def _word_slots(self, slots, checks, word, prev):
         word = self.word if word is None else word
         prev = self.prev if prev is None else prev
         # context 1: the word so far (or, between words, the last word); 2: both words
         ctx = np.stack([np.where(word != 0, word, prev * _WORD + np.uint64(1)),
                         word * _WORD + prev][:self.words], axis=-1)
         product = ctx * _GOLDEN
-        hashed = (product >> self._word_shift).astype(np.int64) + self._word_offset
-        word_checks = (product >> (self._word_shift - np.uint64(8))) & np.uint64(255)
-        return (np.concatenate([slots, hashed], axis=-1),
-                np.concatenate([checks, word_checks], axis=-1).astype(np.uint8))
+        slots.append((product >> self._word_shift).astype(np.int64) + self._word_offset)
+        checks.append((product >> (self._word_shift - np.uint64(8))) & np.uint64(255))
+        return slots, checks
 
     def _find(self, slots: np.ndarray, checks: np.ndarray) -> np.ndarray:
         """The row that holds each context: its home row or the other row of the pair if that
@@ -160,12 +266,15 @@ class ContextCounts:
 
     @staticmethod
     def _next_words(word, prev, symbols):
-        """Word hashes after one more byte: letters (case folded, and bytes >= 128) extend the
-        word; anything else ends it."""
-        letter = _LETTER[symbols]
+        """Word hashes after one more byte: letters and digits (case folded) and UTF-8
+        continuation bytes extend the word; a 3- or 4-byte UTF-8 lead ends it and starts the
+        next (scripts without spaces: one character, one word); anything else ends it."""
+        letter, opens = _LETTER[symbols], _OPENS[symbols]
         folded = _FOLD[symbols].astype(np.uint64)
-        new_word = np.where(letter, (word + folded + np.uint64(1)) * _WORD, np.uint64(0))
-        new_prev = np.where(~letter & (word != 0), word, prev)
+        ends = ~letter & (word != 0)
+        start = np.where(opens, np.uint64(0), word)
+        new_word = np.where(letter | opens, (start + folded + np.uint64(1)) * _WORD, np.uint64(0))
+        new_prev = np.where(ends, word, prev)
         return new_word, new_prev
 
     def lookup(self) -> np.ndarray:
@@ -186,13 +295,16 @@ class ContextCounts:
         ctx = np.zeros((n, W), dtype=np.uint64)
         for back in range(1, 9):                       # byte `back` positions before the target
             ctx |= t[:, 8 - back:8 - back + W] << np.uint64(8 * (back - 1))
-        word = prev = None
+        word = prev = np.zeros((n, W), dtype=np.uint64)  # zeros, not None: this is not the live state
         if self.words:                                 # word state as far as 8 bytes can tell
             word = np.zeros((n, W), dtype=np.uint64)
             prev = np.zeros((n, W), dtype=np.uint64)
             for back in range(8, 0, -1):
                 word, prev = self._next_words(word, prev, t[:, 8 - back:8 - back + W].astype(np.int64))
         got = self._gather(self._find(*self._compute_slots(ctx, word, prev)))   # (n, W, K, 256)
+        if self.shape is not None:                     # structure contexts need more than 8 bytes
+            first = len(self.orders) + self.words
+            got[:, :, first:first + self.shape.n] = 0
         target = t[:, 8:].astype(np.int64)
         own = np.take_along_axis(got, target[:, :, None, None].repeat(got.shape[2], axis=2), axis=3)
         np.put_along_axis(got, target[:, :, None, None].repeat(got.shape[2], axis=2),
@@ -230,6 +342,9 @@ class ContextCounts:
             self.match.update(index, symbols, self.history[index])
         if self.words:
             self.word[rows], self.prev[rows] = self._next_words(self.word[rows], self.prev[rows], symbols)
+        if self.shape is not None:
+            self.shape.update(np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, dtype=np.int64),
+                              symbols)
         self._slots, self._checks = self._compute_slots()
 
     def clear(self) -> None:
@@ -239,6 +354,8 @@ class ContextCounts:
             a.fill(0)
         if self.match is not None:
             self.match.clear()
+        if self.shape is not None:
+            self.shape.clear()
         self._slots, self._checks = self._compute_slots()
 
 

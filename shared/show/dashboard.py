@@ -33,7 +33,7 @@ from rich.text import Text
 
 from ..core.errors import UsageError
 from ..core.layout import n_steps
-from .telemetry import Telemetry
+from .telemetry import Telemetry, earned_line
 
 ROLES = {
     "earth": {"name": "EARTH", "what": "sender (Alice)", "colour": "bright_blue", "peer": "Mars"},
@@ -333,8 +333,9 @@ def plain_line(s: dict) -> str:
         n, coded = r.get("input_bytes", 0), r.get("compressed_bytes", 0)
         bpb = coded * 8 / n if n else 0.0
         extra = f", {r['syncs_checked']} digests matched Earth's" if "syncs_checked" in r else ""
+        earned = f"; what earned the bits: {earned_line(r)}" if r.get("bits_by_part") else ""
         return (f"{who} VERIFIED: SHA-256 ok{extra}; {n:,} bytes as {coded:,} coded bytes ({bpb:.3f} bits/byte); "
-                f"final digest {_short(r.get('final_digest'))}; {r.get('seconds', s['elapsed']):.1f} s")
+                f"final digest {_short(r.get('final_digest'))}; {r.get('seconds', s['elapsed']):.1f} s{earned}")
     total = s["total_bytes"] or 0
     pct = 100 * s["tokens_done"] / total if total else 0.0
     done = s["tokens_done"]
@@ -492,6 +493,9 @@ def render(s: dict, width: int = 100, height: int = 40):
         n, c = r.get("input_bytes", 0), r.get("compressed_bytes", 0)
         t.append(f"{n:,} bytes as {c:,} coded bytes ({c * 8 / n if n else 0:.3f} bits/byte) "
                  f"in {fmt_s(r.get('seconds', s['elapsed']))}\n")
+        if r.get("bits_by_part"):
+            t.append("what earned the bits: ", style="bold")
+            t.append(earned_line(r) + "\n")
         t.append("final digest ")
         t.append(_short(r.get("final_digest"), 16), style="bold black on bright_white")
         footer = Panel(t, border_style="green3", box=box.HEAVY, width=width)

@@ -38,6 +38,7 @@ from ..core.engine import Twin, Watcher
 from ..core.pinned import torch
 from ..core.quantize import quantize
 from .ledger import PROGRAM, STATE_COMPRESSOR, program_size, state_sizes
+from .telemetry import earned_line
 
 
 # --- exact intervals --------------------------------------------------------------------------
@@ -517,10 +518,13 @@ class Lecture:
                  "whole final byte)\n")
         t.append(f"{len(self.data)} bytes raw = {len(self.data) * 8} bits; this untrained tiny model pays "
                  f"{earth.ideal_bits / len(self.data):.2f} bits/byte, and learns as it goes.\n")
+        t.append("what earned the bits: ", style="bold")
+        t.append(earned_line({"input_bytes": len(self.data), "bits_by_part": earth.earned,
+                              "compressed_bytes": payload_bits // 8}) + "\n")
         ledger = self._ledger(earth, payload_bits)
         t.append(ledger["text"])
         self.console.print(Panel(t, border_style="green3" if ok else "red", title="result", title_align="left"))
-        return {"ok": ok, "ideal_bits": earth.ideal_bits, "exact_bits": exact_bits, "payload_bits": payload_bits,
+        return {"ok": ok, "ideal_bits": earth.ideal_bits, "bits_by_part": earth.earned, "exact_bits": exact_bits, "payload_bits": payload_bits,
                 "program": ledger["program"], "state": ledger["state"]}
 
     @staticmethod

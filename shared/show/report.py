@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 from .ledger import PROGRAM, ROOT, STATE_COMPRESSOR, program_size
+from .telemetry import earned
 
 SOURCE_DIRS = ("shared", "sender", "receiver", "protocol")
 STATE_COLOURS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a")
@@ -71,6 +72,7 @@ def summarize(alice: dict, bob: dict, input_path: str, relay: dict | None = None
         "payload_bytes": payload, "payload_bits": payload * 8, "ideal_bits": ideal,
         "coder_overhead_bits": payload * 8 - ideal,
         "bits_per_byte": payload * 8 / n if n else 0.0,
+        "earned": earned(alice),
         "wire_bytes": alice.get("wire_bytes"),
         "steps": alice.get("steps"), "preset": alice.get("preset"),
         "final_digest_alice": alice.get("final_digest"), "final_digest_bob": bob.get("final_digest"),
@@ -213,6 +215,9 @@ def page(alice: dict, bob: dict, s: dict, png: bytes) -> str:
         comp_rows.append([name, f"{size:,}", f"{size * 8 / n:.3f}" if n else "n/a"])
     comp_rows.append(["raw", f"{n:,}", "8.000"])
     comp = _table(["method", "bytes", "bits/byte"], comp_rows, 'id="compressors"')
+    earned_table = _table(["what this run would have cost under", "bits/byte"],
+                          [[label, "n/a (not in this preset)" if v is None else f"{v:.3f}"] for label, v in s["earned"]],
+                          'id="earned"')
     p, src = s["program"], s["source"]
     ledger_rows = [
         ["area under the loss curve", _f(s["ideal_bits"]), "sum over every byte of -log2 p(byte), as both models predicted it"],
@@ -288,6 +293,8 @@ details {{ margin-bottom: 2em; }}
 <img alt="loss curves, cumulative bits, description-length ledger" src="data:image/png;base64,{base64.b64encode(png).decode()}">
 <h2>Summary</h2>{summary}
 <h2>Against classic compressors</h2>{comp}
+<h2>What earned the bits</h2>
+<p>Each figure is the log-loss of the coded bytes under one part of the prediction, computed in the same pass.</p>{earned_table}
 <h2>Description-length ledger</h2>{ledger}
 <details><summary>the {len(p['files'])} files counted as the program ({PROGRAM})</summary>{program_list}</details>
 {relay}

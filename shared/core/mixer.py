@@ -1,0 +1,234 @@
+"""Byte-tree mixing and secondary estimation: the paq half of the prediction, in integers.
+
+The GPT and its CountMixer give one distribution over 256 bytes, learned once per optimizer
+step. paq's lesson is that a mixture should learn at every position, per binary decision, and
+that a last adaptive map (SSE, here APM) repairs what the mixture still gets wrong in a small
+context. So the twin sees each byte as 8 binary decisions down a tree (node 1 the root, node
+j's children 2j and 2j+1, leaf 256 + byte) and, for every node of every stream:
+
+  1. inputs    stretch(p) of the node's split under the model's distribution, under each
+               count row (order k's counts of the bytes below each child, KT estimate), the
+               same again where that row has seen only one side (a deterministic context),
+               and a bias;
+  2. mix       a dot product with integer weights kept per node, squashed back to a
+               probability (`TreeMixer`);
+  3. refine    two APMs map (context, stretch(p)) to a better probability by interpolating
+               in a learned table: one keyed by the node, one by the node and the byte before;
+  4. split     the nodes' probabilities become 24-bit integer frequencies top-down, every byte
+               at least 1, so the coder gets a cdf as it always did (`split_to_cdf`);
+  5. learn     once the byte is known, only the 8 nodes on its path update their weights and
+               APM cells, by integer steps summed with np.add.at (order-free, so exact).
+
+Everything is integer numpy: the same bits on every CPU (docs/determinism.md). Measurements:
+docs/results.md.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .config import FREQ_BITS, VOCAB
+
+# --- the logistic domain: lpaq1's integer squash and its inverse ------------------------------
+_KNOTS = (1, 2, 3, 6, 10, 16, 27, 45, 73, 120, 194, 310, 488, 747, 1101, 1546, 2047, 2549, 2994,
+          3348, 3607, 3785, 3901, 3975, 4022, 4050, 4068, 4079, 4085, 4089, 4092, 4093, 4094)
+ST_MAX = 2047                       # stretch(p) = ln(p / (1 - p)) * 256, within -2047..2047
+
+
+def _squash_scalar(d: int) -> int:
+    """4096 / (1 + e^(-d/256)) by linear interpolation between 33 knots: a 12-bit probability."""
+    if d > ST_MAX:
+        return 4095
+    if d < -ST_MAX:
+        return 1
+    w = d & 127
+    i = (d >> 7) + 16
+    return (_KNOTS[i] * (128 - w) + _KNOTS[i + 1] * w + 64) >> 7
+
+
+_SQUASH = np.array([_squash_scalar(d) for d in range(-ST_MAX, ST_MAX + 1)], dtype=np.int64)
+
+
+def _stretch_table() -> np.ndarray:
+    """The inverse of squash on 12-bit probabilities: the smallest d with squash(d) >= p."""
+    table = np.full(4096, ST_MAX, dtype=np.int64)
+    done = 0
+    for d in range(-ST_MAX, ST_MAX + 1):
+        v = _squash_scalar(d)
+        table[done:v + 1] = d
+        done = max(done, v + 1)
+    return table
+
+
+_STRETCH = _stretch_table()
+
+
+def squash(d: np.ndarray) -> np.ndarray:
+    """Stretched values (any integers) -> 12-bit probabilities 1..4095."""
+    return _SQUASH[np.clip(d, -ST_MAX, ST_MAX) + ST_MAX]
+
+
+def stretch(p12: np.ndarray) -> np.ndarray:
+    """12-bit probabilities 0..4095 -> -2047..2047."""
+    return _STRETCH[p12]
+
+
+# --- the byte tree -----------------------------------------------------------------------------
+NODES = VOCAB - 1                                   # internal nodes 1..255, stored at index node-1
+_node = np.arange(1, VOCAB)
+_depth = np.array([n.bit_length() - 1 for n in range(1, VOCAB)])
+_width = VOCAB >> _depth                            # bytes below the node
+LO = (_node - (1 << _depth)) * _width               # first byte below the node
+MID = LO + _width // 2                              # first byte of its right child (bit 1)
+HI = LO + _width
+_SHIFTS = np.arange(8, 0, -1)
+
+
+def path(symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 8) node indices (0-based) from the root down to each symbol, and the bit taken at each."""
+    leaf = symbols.astype(np.int64)[:, None] + VOCAB
+    return (leaf >> _SHIFTS) - 1, (leaf >> (_SHIFTS - 1)) & 1
+
+
+def count_splits(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Counts (..., 256) -> (n0, n1) at every node (..., 255): the counts below each child,
+    summed pairwise up the tree (node order is depth by depth, as the heap numbers them)."""
+    sums = counts.astype(np.int64)
+    left, right = [], []
+    for depth in range(7, -1, -1):
+        pairs = sums.reshape(sums.shape[:-1] + (1 << depth, 2))
+        left.append(pairs[..., 0])
+        right.append(pairs[..., 1])
+        sums = pairs[..., 0] + pairs[..., 1]
+    return np.concatenate(left[::-1], axis=-1), np.concatenate(right[::-1], axis=-1)
+
+
+def kt_split(n0: np.ndarray, n1: np.ndarray) -> np.ndarray:
+    """12-bit P(bit 1) = (n1 + 1/2) / (n0 + n1 + 1), the Krichevsky–Trofimov estimate, in 1..4095."""
+    return np.clip(((2 * n1 + 1) << 12) // (2 * (n0 + n1) + 2), 1, 4095)
+
+
+def cdf_split(cdf: np.ndarray) -> np.ndarray:
+    """12-bit P(bit 1) at every node of a quantized distribution (n, 257), in 1..4095."""
+    right = cdf[:, HI] - cdf[:, MID]
+    return np.clip((right << 12) // (cdf[:, HI] - cdf[:, LO]), 1, 4095)
+
+
+_TOTAL = 1 << FREQ_BITS
+_LEVELS = [np.arange(1 << d, 2 << d) for d in range(8)]
+
+
+def split_to_cdf(p16: np.ndarray) -> np.ndarray:
+    """Node probabilities (n, 255), 16-bit P(bit 1) in 1..65535, to cumulative frequencies
+    (n, 257) summing to 2**FREQ_BITS with every byte at least 1: the root's mass is split
+    top-down in integers, so nothing is lost or rounded twice."""
+    n = p16.shape[0]
+    mass = np.empty((n, 2 * VOCAB), dtype=np.int64)     # column = node (1-based); leaves 256..511
+    mass[:, 1] = _TOTAL - VOCAB
+    for parents in _LEVELS:
+        right = (mass[:, parents] * p16[:, parents - 1]) >> 16
+        mass[:, 2 * parents + 1] = right
+        mass[:, 2 * parents] = mass[:, parents] - right
+    cdf = np.zeros((n, VOCAB + 1), dtype=np.int64)
+    np.cumsum(mass[:, VOCAB:] + 1, axis=1, out=cdf[:, 1:])
+    return cdf
+
+
+def learn(table: np.ndarray, cells: np.ndarray, targets: np.ndarray, rate: int) -> None:
+    """Move each cell 1/2**rate of the way toward the mean of its targets. Several streams may
+    hit one cell at one position: the mean (integer sums, floor division) keeps the step the
+    same size however many did, and the result independent of their order."""
+    uniq, inverse = np.unique(cells, return_inverse=True)
+    gap = np.zeros(len(uniq), dtype=np.int64)
+    np.add.at(gap, inverse, targets - table[cells])
+    table[uniq] += (gap // np.bincount(inverse)) >> rate
+
+
+class APM:
+    """Adaptive probability map (paq's SSE): per context, 33 cells along the stretch axis, each
+    a 16-bit probability. The output interpolates the two cells around stretch(p); learning
+    moves the nearer one toward the coded bit. Cells start on the identity, so a fresh map
+    changes nothing."""
+
+    CELLS = 33
+    RATE = 7            # a cell moves 1/128 of the way per update
+
+    def __init__(self, contexts: int):
+        start = squash((np.arange(self.CELLS) - 16) * 128) * 16
+        self.table = np.tile(start, contexts)               # (contexts * 33,) int64, 16-bit values
+        self._cell = None
+
+    def refine(self, st: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+        """st (n, NODES) stretched probabilities, ctx (n, NODES) contexts -> 16-bit probabilities."""
+        pos = (st + 2048) * 32                              # st in -2047..2047: 32 .. 131040
+        base = ctx * self.CELLS + (pos >> 12)
+        w = pos & 4095
+        self._cell = base + (w >> 11)                       # the nearer cell learns
+        return (self.table[base] * (4096 - w) + self.table[base + 1] * w) >> 12
+
+    def update(self, rows: np.ndarray, nodes: np.ndarray, bits: np.ndarray) -> None:
+        learn(self.table, self._cell[rows, nodes].reshape(-1), (bits * 65535).reshape(-1), self.RATE)
+
+
+class TreeMixer:
+    """Mix the model's distribution with the count rows per binary decision, then refine (APM).
+
+    `predict` takes the cdf the model gives and the count rows of this position and returns
+    the cdf to code with; `update` learns from the coded symbols of the same rows.
+    """
+
+    LR = 3              # weight step = stretch * error(12-bit) * LR >> SHIFT
+    SHIFT = 14
+    ONE = 1 << 16       # weight 1.0: the mixer starts out trusting the model alone
+
+    def __init__(self, n_rows: int):
+        self.K = n_rows
+        self.n_in = 2 * n_rows + 2                          # model, K rows, K deterministic rows, bias
+        self.weights = np.zeros((NODES, self.n_in), dtype=np.int64)
+        self.weights[:, 0] = self.ONE
+        self.apm_node = APM(NODES)
+        self.apm_byte = APM(NODES * VOCAB)
+        self._x = self._p = None
+
+    def predict(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray) -> np.ndarray:
+        """cdf (n, 257) from quantize; counts (n, K, 256) uint8 or None; prev (n,) the byte
+        before each position (0 at a stream's start) -> the cdf (n, 257) to code with."""
+        n, K = cdf.shape[0], self.K
+        x = np.empty((n, NODES, self.n_in), dtype=np.int64)
+        x[:, :, 0] = stretch(cdf_split(cdf))
+        if K:
+            n0, n1 = count_splits(counts)                     # (n, K, NODES)
+            kt = stretch(kt_split(n0, n1))
+            x[:, :, 1:1 + K] = kt.transpose(0, 2, 1)
+            x[:, :, 1 + K:1 + 2 * K] = np.where((n0 == 0) | (n1 == 0), kt, 0).transpose(0, 2, 1)
+        x[:, :, -1] = 256
+        p_mix = squash((x * self.weights).sum(axis=-1) >> 16)
+        st = stretch(p_mix)
+        nodes = np.arange(NODES)
+        p_node = self.apm_node.refine(st, np.broadcast_to(nodes, st.shape))
+        p_byte = self.apm_byte.refine(st, prev.astype(np.int64)[:, None] * NODES + nodes)
+        p = (p_mix * 16 + p_node + 2 * p_byte) >> 2                       # 16-bit
+        self._x, self._p = x, p_mix
+        return split_to_cdf(np.clip(p, 1, 65535))
+
+    def update(self, symbols: np.ndarray) -> float:
+        """Learn from the coded `symbols`; returns what they would have cost before SSE (bits)."""
+        nodes, bits = path(symbols)                                     # (n, 8)
+        rows = np.arange(len(symbols))[:, None]
+        p_mix = self._p[rows, nodes]
+        err = ((bits << 12) - p_mix) * self.LR                          # (n, 8)
+        np.add.at(self.weights, nodes, (self._x[rows, nodes] * err[..., None]) >> self.SHIFT)
+        self.apm_node.update(rows, nodes, bits)
+        self.apm_byte.update(rows, nodes, bits)
+        return float(-np.log2(np.where(bits == 1, p_mix, 4096 - p_mix) / 4096.0).sum())
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"weights": self.weights.copy(), "apm_node": self.apm_node.table.astype(np.uint16),
+                "apm_byte": self.apm_byte.table.astype(np.uint16)}
+
+    def load(self, state: dict) -> None:
+        for name, have in (("weights", self.weights), ("apm_node", self.apm_node.table),
+                           ("apm_byte", self.apm_byte.table)):
+            if tuple(state[name].shape) != have.shape:
+                raise ValueError(f"tree mixer state {name} has shape {tuple(state[name].shape)}, not {have.shape}")
+            have[:] = state[name]

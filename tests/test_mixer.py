@@ -1,0 +1,142 @@
+"""The byte-tree mixer and its APMs (shared/core/mixer.py): exact integer cdfs, learning that
+approaches the entropy bound, results independent of the order of the streams."""
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+
+from shared.core import mixer as M
+from shared.core.config import FREQ_BITS, VOCAB
+from shared.core.quantize import quantize
+
+
+def test_squash_and_stretch_are_inverse_and_monotone():
+    p = np.arange(1, 4096)
+    assert np.abs(M.squash(M.stretch(p)) - p).max() <= 3          # the 33-knot table's resolution
+    d = np.arange(-2047, 2048)
+    assert (np.diff(M.squash(d)) >= 0).all() and M.squash(np.array([-9999]))[0] == 1
+    assert (np.diff(M.stretch(p)) >= 0).all() and abs(M.stretch(np.array([2048]))[0]) <= 1
+
+
+def test_tree_numbering():
+    nodes, bits = M.path(np.array([0, 255, 0b10110001]))
+    assert nodes[0].tolist() == [0, 1, 3, 7, 15, 31, 63, 127]
+    assert nodes[1].tolist() == [0, 2, 6, 14, 30, 62, 126, 254]
+    assert bits[2].tolist() == [1, 0, 1, 1, 0, 0, 0, 1]
+    for node in range(M.NODES):    # the byte ranges: a node's children split it in halves
+        assert M.HI[node] - M.LO[node] == 2 * (M.MID[node] - M.LO[node])
+
+
+def test_split_to_cdf_is_exact_and_keeps_every_byte_codable():
+    rng = np.random.default_rng(7)
+    p16 = rng.integers(1, 65536, (50, M.NODES))
+    p16[0] = 65535                       # as skewed as allowed: one byte takes nearly everything
+    cdf = M.split_to_cdf(p16)
+    freqs = np.diff(cdf, axis=1)
+    assert (cdf[:, -1] == 1 << FREQ_BITS).all() and (freqs >= 1).all()
+    assert freqs[0].argmax() == 255
+    # and a node's split is what the node said, to within the integer rounding
+    right = cdf[:, M.HI] - cdf[:, M.MID]
+    whole = cdf[:, M.HI] - cdf[:, M.LO]
+    big = whole > 1 << 16
+    assert np.abs(right[big] / whole[big] - p16[big] / 65536).max() < 1e-3
+
+
+def test_count_splits_match_cumulative_sums():
+    counts = np.random.default_rng(1).integers(0, 256, (3, 4, VOCAB)).astype(np.uint8)
+    n0, n1 = M.count_splits(counts)
+    cum = np.concatenate([np.zeros((3, 4, 1), np.int64), counts.astype(np.int64).cumsum(-1)], axis=-1)
+    assert (n0 == cum[..., M.MID] - cum[..., M.LO]).all() and (n1 == cum[..., M.HI] - cum[..., M.MID]).all()
+
+
+def _cost(cdf, symbols):
+    i = np.arange(len(symbols))
+    return float((FREQ_BITS - np.log2(cdf[i, symbols + 1] - cdf[i, symbols])).sum())
+
+
+def _source(n_pos, streams, seed):
+    """A skewed memoryless source over 16 bytes, its entropy in bits, and draws from it."""
+    rng = np.random.default_rng(seed)
+    p = np.zeros(VOCAB)
+    p[65:81] = 0.5 ** np.arange(1, 17)
+    p /= p.sum()
+    entropy = -float((p[p > 0] * np.log2(p[p > 0])).sum())
+    return rng.choice(VOCAB, size=(n_pos, streams), p=p), entropy
+
+
+def test_learns_a_source_the_model_does_not_know_to_near_its_entropy():
+    """The model says 'uniform' (8 bits/byte); the mixer's bias and APMs learn the source."""
+    symbols, entropy = _source(1500, 16, seed=3)
+    mixer = M.TreeMixer(0)
+    uniform = quantize(np.full((16, VOCAB), 1 / VOCAB, dtype=np.float32))
+    cost = []
+    for sym in symbols:
+        cdf = mixer.predict(uniform, None, np.zeros(16, dtype=np.int64))
+        cost.append(_cost(cdf, sym) / 16)
+        mixer.update(sym)
+    late = float(np.mean(cost[-200:]))
+    assert entropy < late < entropy * 1.06, (late, entropy)
+
+
+def test_a_model_that_knows_the_source_loses_almost_nothing():
+    symbols, entropy = _source(400, 16, seed=4)
+    p = np.zeros(VOCAB, dtype=np.float32)
+    p[65:81] = 0.5 ** np.arange(1, 17)
+    true_cdf = quantize(np.tile(p / p.sum(), (16, 1)).astype(np.float32))
+    mixer = M.TreeMixer(0)
+    before = after = 0.0
+    for sym in symbols:
+        cdf = mixer.predict(true_cdf, None, np.zeros(16, dtype=np.int64))
+        before += _cost(true_cdf, sym)
+        after += _cost(cdf, sym)
+        mixer.update(sym)
+    assert after < before * 1.01, (after / symbols.size, before / symbols.size, entropy)
+
+
+def _run(mixer, order, steps=60):
+    rng = np.random.default_rng(11)
+    counts = rng.integers(0, 5, (steps, 8, 3, VOCAB)).astype(np.uint8)
+    probs = rng.dirichlet(np.ones(VOCAB), (steps, 8)).astype(np.float32)
+    symbols = rng.integers(0, VOCAB, (steps, 8))
+    prev = rng.integers(0, VOCAB, (steps, 8))
+    out = []
+    for s in range(steps):
+        cdf = mixer.predict(quantize(probs[s][order]), counts[s][order], prev[s][order])
+        out.append(cdf[np.argsort(order)])
+        mixer.update(symbols[s][order])
+    return out
+
+
+def _digest(mixer) -> str:
+    h = hashlib.sha256()
+    for v in mixer.state().values():
+        h.update(np.ascontiguousarray(v).astype(np.int64).tobytes())
+    return h.hexdigest()
+
+
+def test_the_order_of_the_streams_changes_nothing():
+    """Learning sums integer steps (np.add.at) and averages per cell: exact in any order, so a
+    twin's result cannot depend on how a library orders a scatter."""
+    a, b = M.TreeMixer(3), M.TreeMixer(3)
+    out_a = _run(a, np.arange(8))
+    out_b = _run(b, np.array([5, 2, 7, 0, 3, 6, 1, 4]))
+    assert all((x == y).all() for x, y in zip(out_a, out_b))
+    assert _digest(a) == _digest(b)
+
+
+def test_state_round_trips():
+    a = M.TreeMixer(3)
+    _run(a, np.arange(8), steps=10)
+    b = M.TreeMixer(3)
+    b.load(a.state())
+    assert _digest(a) == _digest(b)
+    assert all((x == y).all() for x, y in zip(_run(a, np.arange(8), 5), _run(b, np.arange(8), 5)))
+
+
+def test_learn_moves_a_cell_by_the_mean_of_its_targets():
+    table = np.array([1000, 1000], dtype=np.int64)
+    M.learn(table, np.array([0, 0, 0, 1]), np.array([65535, 65535, 0, 65535]), 7)
+    assert table.tolist() == [1000 + (((2 * 64535 - 1000) // 3) >> 7), 1000 + (64535 >> 7)]
+    assert math.isclose(table[0], 1000 + (2 * 64535 - 1000) / 3 / 128, abs_tol=1)
