@@ -205,7 +205,7 @@ class Twin:
         network, evidence = self.model.parts
         for name, logits in (("network", network), ("counts", evidence)):
             if logits is not None:
-                z = logits.numpy()[rows].astype(np.float64)
+                z = logits.numpy()[rows]
                 top = z.max(axis=1)
                 lse = top + np.log(np.exp(z - top[:, None]).sum(axis=1))
                 self.part_bits[name] += float((lse - z[index, symbols]).sum() / math.log(2))

@@ -67,9 +67,12 @@ def squash(d: np.ndarray) -> np.ndarray:
     return _SQUASH[np.clip(d, -ST_MAX, ST_MAX) + ST_MAX]
 
 
+_STRETCH32 = _STRETCH.astype(np.int32)
+
+
 def stretch(p12: np.ndarray) -> np.ndarray:
     """12-bit probabilities 0..4095 -> -2047..2047."""
-    return _STRETCH[p12]
+    return _STRETCH32.take(p12)
 
 
 # --- the byte tree -----------------------------------------------------------------------------
@@ -92,7 +95,7 @@ def path(symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def count_splits(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Counts (..., 256) -> (n0, n1) at every node (..., 255): the counts below each child,
     summed pairwise up the tree (node order is depth by depth, as the heap numbers them)."""
-    sums = counts.astype(np.int64)
+    sums = counts.astype(np.int32)         # at most 256 * 255: int32 halves the memory traffic
     left, right = [], []
     for depth in range(7, -1, -1):
         pairs = sums.reshape(sums.shape[:-1] + (1 << depth, 2))
@@ -103,8 +106,10 @@ def count_splits(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def kt_split(n0: np.ndarray, n1: np.ndarray) -> np.ndarray:
-    """12-bit P(bit 1) = (n1 + 1/2) / (n0 + n1 + 1), the Krichevsky–Trofimov estimate, in 1..4095."""
-    return np.clip(((2 * n1 + 1) << 12) // (2 * (n0 + n1) + 2), 1, 4095)
+    """12-bit P(bit 1) = (n1 + 1/2) / (n0 + n1 + 1), the Krichevsky–Trofimov estimate, in 1..4095.
+    One float64 division of exact integers (IEEE: correctly rounded everywhere), truncated."""
+    q = (2 * n1 + 1).astype(np.float64) * 4096.0 / (2 * (n0 + n1) + 2)
+    return np.clip(q.astype(np.int32), 1, 4095)
 
 
 def cdf_split(cdf: np.ndarray) -> np.ndarray:
@@ -179,6 +184,7 @@ class TreeMixer:
     LR = 3              # weight step = stretch * error(12-bit) * LR >> SHIFT
     SHIFT = 14
     ONE = 1 << 16       # weight 1.0: the mixer starts out trusting the model alone
+    W_MAX = 1 << 24     # |weight| bound: every dot product stays an exact integer in float64
 
     def __init__(self, n_rows: int):
         self.K = n_rows
@@ -187,27 +193,32 @@ class TreeMixer:
         self.weights[:, 0] = self.ONE
         self.apm_node = APM(NODES)
         self.apm_byte = APM(NODES * VOCAB)
-        self._x = self._p = None
+        self._inputs = self._p = None
 
     def predict(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray) -> np.ndarray:
         """cdf (n, 257) from quantize; counts (n, K, 256) uint8 or None; prev (n,) the byte
         before each position (0 at a stream's start) -> the cdf (n, 257) to code with."""
         n, K = cdf.shape[0], self.K
-        x = np.empty((n, NODES, self.n_in), dtype=np.int64)
-        x[:, :, 0] = stretch(cdf_split(cdf))
+        # the dot products in float64 on small integers: exact in any summation order, since
+        # every partial sum is an integer below 2**53 (|weights| <= W_MAX)
+        w = self.weights.astype(np.float64)
+        st = stretch(cdf_split(cdf))                                    # (n, NODES)
+        dot = st * w[:, 0] + 256.0 * w[:, -1]
+        kt = det = None
         if K:
-            n0, n1 = count_splits(counts)                     # (n, K, NODES)
+            n0, n1 = count_splits(counts)                               # (n, K, NODES)
             kt = stretch(kt_split(n0, n1))
-            x[:, :, 1:1 + K] = kt.transpose(0, 2, 1)
-            x[:, :, 1 + K:1 + 2 * K] = np.where((n0 == 0) | (n1 == 0), kt, 0).transpose(0, 2, 1)
-        x[:, :, -1] = 256
-        p_mix = squash((x * self.weights).sum(axis=-1) >> 16)
+            det = np.where((n0 == 0) | (n1 == 0), kt, 0)
+            dot += np.einsum("nkj,kj->nj", kt.astype(np.float64), w[:, 1:1 + K].T)
+            dot += np.einsum("nkj,kj->nj", det.astype(np.float64), w[:, 1 + K:1 + 2 * K].T)
+        self._inputs = (st, kt, det)
+        p_mix = squash(dot.astype(np.int64) >> 16)                      # 12-bit
         st = stretch(p_mix)
         nodes = np.arange(NODES)
         p_node = self.apm_node.refine(st, np.broadcast_to(nodes, st.shape))
         p_byte = self.apm_byte.refine(st, prev.astype(np.int64)[:, None] * NODES + nodes)
         p = (p_mix * 16 + p_node + 2 * p_byte) >> 2                       # 16-bit
-        self._x, self._p = x, p_mix
+        self._p = p_mix
         return split_to_cdf(np.clip(p, 1, 65535))
 
     def update(self, symbols: np.ndarray) -> float:
@@ -216,7 +227,15 @@ class TreeMixer:
         rows = np.arange(len(symbols))[:, None]
         p_mix = self._p[rows, nodes]
         err = ((bits << 12) - p_mix) * self.LR                          # (n, 8)
-        np.add.at(self.weights, nodes, (self._x[rows, nodes] * err[..., None]) >> self.SHIFT)
+        st, kt, det = self._inputs
+        x = np.empty(nodes.shape + (self.n_in,), dtype=np.int64)        # (n, 8, n_in): the path's inputs
+        x[..., 0] = st[rows, nodes]
+        if self.K:
+            x[..., 1:1 + self.K] = kt[rows, :, nodes]
+            x[..., 1 + self.K:-1] = det[rows, :, nodes]
+        x[..., -1] = 256
+        np.add.at(self.weights, nodes, (x * err[..., None]) >> self.SHIFT)
+        np.clip(self.weights, -self.W_MAX, self.W_MAX, out=self.weights)
         self.apm_node.update(rows, nodes, bits)
         self.apm_byte.update(rows, nodes, bits)
         return float(-np.log2(np.where(bits == 1, p_mix, 4096 - p_mix) / 4096.0).sum())
