@@ -140,3 +140,21 @@ def test_learn_moves_a_cell_by_the_mean_of_its_targets():
     M.learn(table, np.array([0, 0, 0, 1]), np.array([65535, 65535, 0, 65535]), 7)
     assert table.tolist() == [1000 + (((2 * 64535 - 1000) // 3) >> 7), 1000 + (64535 >> 7)]
     assert math.isclose(table[0], 1000 + (2 * 64535 - 1000) / 3 / 128, abs_tol=1)
+
+
+def test_the_weight_digest_covers_the_tree_mixer():
+    """On Alice's side the GPT never depends on the mixer (she knows every byte), so only a
+    digest that includes the mixer's state can catch a twin whose mixer went astray."""
+    from shared.core.config import preset
+    from shared.core.engine import Twin
+    from shared.texts import mission_log
+    from tests.helpers import PassThrough
+    data = mission_log(3000)
+    a, b = Twin(preset("tiny"), len(data), data), Twin(preset("tiny"), len(data), data)
+    assert a.digest() == b.digest()
+    for step in range(4):
+        if step == 2:
+            b.tree.weights[7, 0] += 1                  # one weight, one unit
+        ra, rb = a.advance(PassThrough()), b.advance(PassThrough())
+    assert ra.digest is not None and rb.digest is not None     # tiny compares every 4 steps
+    assert a.model.digest() == b.model.digest() and ra.digest != rb.digest

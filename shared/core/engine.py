@@ -24,6 +24,7 @@ happens instead of as garbage at the end.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -196,7 +197,7 @@ class Twin:
         self.ideal_bits += chunk_bits
         sync = self.step % self.config.sync_every == 0 or self.finished
         return StepReport(self.step, self.tokens_done, chunk_tokens, chunk_bits, loss,
-                          self.model.digest() if sync else None, tokens, chunk_cost)
+                          self.digest() if sync else None, tokens, chunk_cost)
 
     def _account(self, rows: np.ndarray, symbols: np.ndarray) -> None:
         """Add what `symbols` would have cost under the network alone, the counts alone and the
@@ -374,7 +375,15 @@ class Twin:
                     self.counts.update(rows, tokens[rows, t])
 
     def digest(self) -> str:
-        return self.model.digest()
+        """SHA-256 of everything the twin has learned that the bytes alone do not rebuild: the
+        GPT's weights and, with `tree`, the mixer's weights and APM tables. Matching digests at a
+        step prove both sides predict the next byte alike."""
+        if self.tree is None:
+            return self.model.digest()
+        h = hashlib.sha256(bytes.fromhex(self.model.digest()))
+        for table in self.tree.state().values():
+            h.update(np.ascontiguousarray(table).tobytes())
+        return h.hexdigest()
 
 
 class Output:

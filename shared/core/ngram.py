@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import STRUCTURE_BITS
+from .config import MAX_NGRAM_STREAMS, STRUCTURE_BITS
 
 PURITY = 4                 # levels of "how much of the context one byte owns": <1/3, <2/3, <1, all
-LIMIT = 255 - 128          # a row is halved before an update could push a count past 255
+LIMIT = 255 - MAX_NGRAM_STREAMS   # a row is halved before one update (a count per stream) could pass 255
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)   # Fibonacci hashing multiplier
 _WORD = np.uint64(0x100000001B3)          # FNV-style multiplier for word hashes
 _LETTER = np.zeros(256, dtype=bool)       # bytes that continue a word
