@@ -304,6 +304,7 @@ def _measured(rec: dict, src: str, n: int, comp: Path, back: Path, c: dict, d: d
         "compress_bytes_per_second": n / c["wall_seconds"],
         "decompress_bytes_per_second": n / d["wall_seconds"],
         "compress_seconds": c["wall_seconds"], "decompress_seconds": d["wall_seconds"],
+        "compress_cpu_seconds": c["cpu_seconds"], "decompress_cpu_seconds": d["cpu_seconds"],
         "compress_peak_rss_bytes": c["peak_rss_bytes"], "decompress_peak_rss_bytes": d["peak_rss_bytes"],
         "peak_rss_bytes": max(c["peak_rss_bytes"], d["peak_rss_bytes"]),
         "verified": same_bytes(src, str(back)),

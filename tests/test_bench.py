@@ -83,6 +83,7 @@ def test_paq8px_round_trip_is_measured_like_the_classic_tools(tmp_path):
     assert rec["compress_bytes_per_second"] == 5000 / rec["compress_seconds"]
     assert rec["decompress_bytes_per_second"] == 5000 / rec["decompress_seconds"]
     assert rec["peak_rss_bytes"] == max(rec["compress_peak_rss_bytes"], rec["decompress_peak_rss_bytes"]) > 0
+    assert rec["compress_cpu_seconds"] >= 0 and rec["decompress_cpu_seconds"] >= 0
 
 
 def test_paq8px_that_loses_a_byte_is_reported(tmp_path):
