@@ -28,7 +28,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(BIN)/python scripts/bench.py $(ARGS)
+	$(BIN)/python scripts/bench.py $(if $(PAQ8PX),--paq8px "$(PAQ8PX)") $(ARGS)
 	$(BIN)/python scripts/bench_link.py
 
 clean:

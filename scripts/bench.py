@@ -1,8 +1,9 @@
 """`make bench`: marslink's presets against the classic compressors, through the real CLIs.
 
 For every file (the built-in mission log, 200 KB of seeded random bytes, every file in
-../shared/corpora/ if that folder exists, or the files given with --files) and every chosen
-preset, this runs
+../shared/corpora/ if that folder exists; or the files given with --files and, with --devset,
+issue 23's development set, built and checked by scripts/devset.py) and every chosen preset,
+this runs
 
     alice compress IN OUT --preset P --profile X --stats-json S --progress-every 2   (one OS process)
     bob decompress OUT BACK --stats-json S --progress-every 2                         (another one)
@@ -12,7 +13,10 @@ compress and decompress bytes/s (the codec's own clock: model and coder, not the
 Python/torch start-up, which is recorded separately as wall-clock seconds), the peak resident
 memory of each process (os.wait4 on that very child: no cumulative maximum across children)
 and the arithmetic coder's overhead over the model's ideal code length. gzip -9, bzip2 -9,
-xz -9e and zstd -19 are measured on the same files the same way.
+xz -9e and zstd -19 are measured on the same files the same way, and so is paq8px -8 (the
+strongest peer, issue 23) when a binary is given: `--paq8px PATH` or the environment variable
+PAQ8PX (build it from github hxim/paq8px with build/build-linux-with-gcc.sh; -8 takes ~2 GB and
+codes ~6 kB/s, so ~3 minutes each way per MB).
 
 Every process runs with one thread (marslink pins it; the classic tools are single-threaded
 at these settings), one at a time, so the speeds are one core's.
@@ -33,6 +37,8 @@ Examples:
   .venv/bin/python scripts/bench.py --presets default --files ../shared/corpora/tinyshakespeare.txt
   .venv/bin/python scripts/bench.py --profile native --presets default --limit 100000
   make bench ARGS="--presets default --limit 200000 --baseline v0.1"   # this build against an older one
+  make bench PAQ8PX=/path/to/paq8px ARGS="--devset --presets default"    # the development set, with paq8px
+  .venv/bin/python scripts/bench.py --paq8px ~/paq8px --presets '' --devset   # the peers only
 """
 from __future__ import annotations
 
@@ -58,6 +64,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from scripts.common import child_env  # noqa: E402
+from scripts.devset import DEFAULT_OUT as DEVSET, build as build_devset  # noqa: E402
 from shared.core.config import PRESETS  # noqa: E402
 from shared.texts import mission_log  # noqa: E402
 CORPORA = ROOT.parent / "shared" / "corpora"
@@ -65,6 +72,7 @@ BIN = Path(sys.executable).parent
 RANDOM_BYTES, RANDOM_SEED = 200_000, 20240601
 PROGRESS_SECONDS = 2.0    # how often alice/bob report progress to the bench while they run
 TARGET_SPEED = 5000.0     # issue 5: the default preset, compress and decompress, one core
+PLOT_COLUMNS = 4          # frontier panels per row (the development set has ten files)
 
 CLASSIC = {
     # name: (compress argv, decompress argv); both read stdin and write stdout
@@ -73,6 +81,10 @@ CLASSIC = {
     "xz -9e": (["xz", "-9e", "-c", "-T1"], ["xz", "-d", "-c", "-T1"]),
     "zstd -19": (["zstd", "-19", "-c", "-q", "-T1"], ["zstd", "-d", "-c", "-q"]),
 }
+
+PAQ8PX = "paq8px -8"
+PAQ8PX_LEVEL = "-8"                      # 2.4 GB: the level the anchors and issue 23 quote
+PAQ8PX_VERSION = re.compile(rb"paq8px v(\S+)")   # its first line: "paq8px v216 (c) 2025, Matt Mahoney et al."
 
 # Published in ../shared/handbook/anchors.md for tinyshakespeare (another run, same kind of
 # machine): drawn on the frontier as grey reference points, never mixed into the tables.
@@ -245,6 +257,46 @@ def bench_classic(name: str, src: str, n: int, work: Path) -> dict:
     d = run_child(dargv, stdin_path=str(comp), stdout_path=str(back)) if c["rc"] == 0 else c
     if c["rc"] != 0 or d["rc"] != 0:
         return {**rec, "error": (c if c["rc"] else d)["stderr"][-300:]}
+    return _measured(rec, src, n, comp, back, c, d)
+
+
+def paq8px_version(binary: str) -> str:
+    """The version a paq8px binary prints first (run without arguments it prints it and its help);
+    a path that is not one is a one-line error, before any long run starts."""
+    path = Path(binary).expanduser()
+    hint = "build it from github hxim/paq8px (cd build && bash build-linux-with-gcc.sh) or unset PAQ8PX"
+    if not path.is_file():
+        raise SystemExit(f"bench: paq8px binary {binary!r} not found; {hint}")
+    try:
+        r = subprocess.run([str(path.resolve())], capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise SystemExit(f"bench: paq8px binary {binary!r} does not run ({e.__class__.__name__}: "
+                         f"{getattr(e, 'strerror', None) or e}); {hint}") from None
+    m = PAQ8PX_VERSION.search(r.stdout + r.stderr)
+    if not m:
+        raise SystemExit(f"bench: {binary!r} does not print a paq8px version when run; {hint}")
+    return m.group(1).decode(errors="replace")
+
+
+def bench_paq8px(binary: str, src: str, n: int, work: Path) -> dict:
+    """paq8px -8 IN ARCHIVE, then paq8px -d ARCHIVE BACK: two processes, timed and measured like
+    the classic tools (wall clock, which for paq8px is all model and coder)."""
+    comp, back = work / "out.paq8px", work / "back.paq8px"
+    for p in (comp, back):
+        p.unlink(missing_ok=True)
+    exe = str(Path(binary).expanduser().resolve())
+    rec = {"compressor": PAQ8PX, "kind": "paq8px"}
+    c = run_child([exe, PAQ8PX_LEVEL, str(Path(src).resolve()), str(comp)], cwd=work)
+    if c["rc"] != 0 or not comp.is_file():
+        return {**rec, "error": f"paq8px exited {c['rc']} compressing: {c['stderr'][-300:]}"}
+    d = run_child([exe, "-d", str(comp), str(back)], cwd=work)
+    if d["rc"] != 0 or not back.is_file():
+        return {**rec, "error": f"paq8px exited {d['rc']} decompressing: {d['stderr'][-300:]}"}
+    return _measured(rec, src, n, comp, back, c, d)
+
+
+def _measured(rec: dict, src: str, n: int, comp: Path, back: Path, c: dict, d: dict) -> dict:
+    """The record of a peer's round trip: size, speeds by the wall clock, peak RSS, verified."""
     size = comp.stat().st_size
     rec.update({
         "compressed_bytes": size,
@@ -252,6 +304,7 @@ def bench_classic(name: str, src: str, n: int, work: Path) -> dict:
         "compress_bytes_per_second": n / c["wall_seconds"],
         "decompress_bytes_per_second": n / d["wall_seconds"],
         "compress_seconds": c["wall_seconds"], "decompress_seconds": d["wall_seconds"],
+        "compress_cpu_seconds": c["cpu_seconds"], "decompress_cpu_seconds": d["cpu_seconds"],
         "compress_peak_rss_bytes": c["peak_rss_bytes"], "decompress_peak_rss_bytes": d["peak_rss_bytes"],
         "peak_rss_bytes": max(c["peak_rss_bytes"], d["peak_rss_bytes"]),
         "verified": same_bytes(src, str(back)),
@@ -280,13 +333,14 @@ def checkout(rev: str, work: Path) -> Path:
 def gather_inputs(args, work: Path) -> list[dict]:
     """[{name, path, bytes}], each file cut to --limit bytes into the work folder if needed."""
     items: list[tuple[str, bytes | None, Path | None]] = []
-    if args.files:
-        for f in args.files:
-            p = Path(f)
-            if not p.is_file():
-                raise SystemExit(f"bench: {f!r} is not a file")
-            items.append((p.name, None, p))
-    else:
+    for f in args.files or []:
+        p = Path(f)
+        if not p.is_file():
+            raise SystemExit(f"bench: {f!r} is not a file")
+        items.append((p.name, None, p))
+    if args.devset:
+        items += [(e.name, None, path) for e, path in build_devset(DEVSET)]
+    if not items:
         items.append(("mission_log.txt", mission_log(), None))
         rng = np.random.default_rng(RANDOM_SEED)
         items.append((f"random-{RANDOM_BYTES // 1000}k.bin",
@@ -405,9 +459,13 @@ def plot_frontier(path: Path, results: list[dict], inputs: list[dict]):
     files = [f for f in files if any(r["file"] == f and "error" not in r for r in results)]
     if not files:
         return False
-    fig, axes = plt.subplots(1, len(files), figsize=(6.5 * len(files), 5), squeeze=False)
+    cols = min(len(files), PLOT_COLUMNS)
+    nrows = -(-len(files) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(6.5 * cols, 5 * nrows), squeeze=False)
+    for ax in axes.flat[len(files):]:
+        ax.set_visible(False)
     markers = {"fast": "^", "default": "o", "strong": "s", "tiny": "v"}
-    for ax, name in zip(axes[0], files):
+    for ax, name in zip(axes.flat, files):
         rows = [r for r in results if r["file"] == name and "error" not in r]
         for r in rows:
             x, y = r["compress_bytes_per_second"], r["bits_per_byte"]
@@ -417,9 +475,10 @@ def plot_frontier(path: Path, results: list[dict], inputs: list[dict]):
                 ax.annotate(r["compressor"], (x, y), textcoords="offset points", xytext=(6, 6),
                             fontsize=8, color="tab:red")
             else:
-                ax.scatter([x], [y], marker="o", s=40, color="tab:blue", zorder=2)
+                color = "tab:green" if r["kind"] == "paq8px" else "tab:blue"
+                ax.scatter([x], [y], marker="o", s=40, color=color, zorder=2)
                 ax.annotate(r["compressor"], (x, y), textcoords="offset points", xytext=(6, -10), fontsize=8,
-                            color="tab:blue")
+                            color=color)
         if name.startswith("tinyshakespeare") and rows and rows[0]["input_bytes"] == 1_115_394:
             for label, (bpb, speed) in ANCHORS_TINYSHAKESPEARE.items():
                 ax.scatter([speed], [bpb], marker="x", s=40, color="grey", zorder=2)
@@ -433,7 +492,8 @@ def plot_frontier(path: Path, results: list[dict], inputs: list[dict]):
         ax.set_ylabel("bits per byte (lower is better)")
         ax.set_title(name + (f" ({rows[0]['input_bytes']:,} bytes)" if rows else ""), fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle("marslink presets vs classic compressors: speed/ratio frontier")
+    fig.suptitle("marslink presets vs classic compressors" + (" and paq8px" if any(r["kind"] == "paq8px"
+                 for r in results if "error" not in r) else "") + ": speed/ratio frontier")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -449,6 +509,10 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="portable", choices=("portable", "native"),
                     help="marslink numeric profile (default: %(default)s)")
     ap.add_argument("--no-classic", action="store_true", help="skip gzip/bzip2/xz/zstd")
+    ap.add_argument("--paq8px", metavar="PATH", default=os.environ.get("PAQ8PX") or None,
+                    help="also run paq8px -8, this binary (default: the environment variable PAQ8PX)")
+    ap.add_argument("--devset", action="store_true", help="benchmark the development set (scripts/devset.py "
+                    "builds and checks it in devset/), with the --files given, instead of the default set")
     ap.add_argument("--out", default=str(ROOT / "bench-results"), help="output folder (default: %(default)s)")
     ap.add_argument("--baseline", metavar="REV", help="also run the presets with the build at git revision REV "
                     "(e.g. a commit before a change), in the same run: the comparison docs/results.md asks for")
@@ -458,7 +522,8 @@ def main(argv=None) -> int:
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise SystemExit(f"bench: unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
-    for tool in ("alice", "bob"):
+    paq8px = paq8px_version(args.paq8px) if args.paq8px else None
+    for tool in ("alice", "bob") if presets else ():
         if not (BIN / tool).exists():
             raise SystemExit(f"bench: {BIN / tool} not found; run `make setup` first")
     classic = [] if args.no_classic else [c for c in CLASSIC if shutil.which(CLASSIC[c][0][0])]
@@ -477,8 +542,12 @@ def main(argv=None) -> int:
                 "profile": args.profile, "presets": presets, "limit": args.limit or None,
                 "preset_configs": {p: PRESETS[p].to_dict() for p in presets},
                 "inputs": [{"name": i["name"], "bytes": i["bytes"]} for i in inputs]}
+        if paq8px:
+            meta["paq8px"] = {"path": str(Path(args.paq8px).expanduser().resolve()), "version": paq8px,
+                              "level": PAQ8PX_LEVEL}
         # a baseline run follows the same preset's run on the same file: both see the machine's load alike
         jobs = [(i, "classic", c) for i in inputs for c in classic] + \
+               [(i, "paq8px", PAQ8PX) for i in inputs if paq8px] + \
                [(i, kind, p) for i in inputs for p in presets for kind in ("marslink", "baseline")
                 if kind == "marslink" or baseline]
         if baseline:
@@ -505,6 +574,7 @@ def main(argv=None) -> int:
                         print(f"bench:   {line}", file=sys.stderr, flush=True)
 
                 rec = bench_classic(what, inp["path"], inp["bytes"], work) if kind == "classic" else \
+                    bench_paq8px(args.paq8px, inp["path"], inp["bytes"], work) if kind == "paq8px" else \
                     bench_marslink(inp["path"], inp["bytes"], what, args.profile, work, on_progress,
                                    baseline if kind == "baseline" else None)
                 rec = {"file": inp["name"], "input_bytes": inp["bytes"], **rec}

@@ -44,3 +44,107 @@ def test_bench_marslink_round_trip_with_progress(tmp_path):
     # each side's last line (100%) always comes: compress ends at n, decompress at 2n
     assert 3000 in calls and calls[-1] == 6000
     assert calls == sorted(calls)
+
+
+# --- paq8px beside the classic compressors (issue 23), through a stand-in with its command line ---
+FAKE_PAQ8PX = """#!/bin/sh
+# paq8px's command line: no arguments prints the version and help; -8 IN ARCHIVE; -d ARCHIVE OUT.
+# The "archive" is the input plus a 5-byte trailer, so its size is known exactly.
+if [ $# -eq 0 ]; then echo "paq8px v216 (c) 2025, Matt Mahoney et al."; echo "Usage: ..."; exit 0; fi
+case "$1" in
+  -8) cat "$2" > "$3" && printf 'PAQ8X' >> "$3" ;;
+  -d) head -c -5 "$2" > "$3" ;;
+  *) echo "unknown option $1" >&2; exit 2 ;;
+esac
+"""
+
+
+def fake_paq8px(tmp_path, body=FAKE_PAQ8PX):
+    exe = tmp_path / "paq8px"
+    exe.write_text(body)
+    exe.chmod(0o755)
+    return exe
+
+
+def test_paq8px_round_trip_is_measured_like_the_classic_tools(tmp_path):
+    bench = load_bench()
+    exe = fake_paq8px(tmp_path)
+    src = tmp_path / "log.txt"
+    src.write_bytes(mission_log(5000))
+    work = tmp_path / "work"
+    work.mkdir()
+    assert bench.paq8px_version(str(exe)) == "216"
+    rec = bench.bench_paq8px(str(exe), str(src), 5000, work)
+    assert "error" not in rec, rec.get("error")
+    assert rec["compressor"] == "paq8px -8" and rec["kind"] == "paq8px"
+    assert rec["verified"] is True
+    assert rec["compressed_bytes"] == 5005
+    assert rec["bits_per_byte"] == 5005 * 8 / 5000
+    assert rec["compress_bytes_per_second"] == 5000 / rec["compress_seconds"]
+    assert rec["decompress_bytes_per_second"] == 5000 / rec["decompress_seconds"]
+    assert rec["peak_rss_bytes"] == max(rec["compress_peak_rss_bytes"], rec["decompress_peak_rss_bytes"]) > 0
+    assert rec["compress_cpu_seconds"] >= 0 and rec["decompress_cpu_seconds"] >= 0
+
+
+def test_paq8px_that_loses_a_byte_is_reported(tmp_path):
+    bench = load_bench()
+    exe = fake_paq8px(tmp_path, FAKE_PAQ8PX.replace("head -c -5", "head -c -6"))
+    src = tmp_path / "in.bin"
+    src.write_bytes(bytes(range(256)) * 4)
+    rec = bench.bench_paq8px(str(exe), str(src), 1024, tmp_path)
+    assert rec["verified"] is False
+    assert rec["error"] == "decompressed output differs from the input"
+
+
+def test_paq8px_failure_is_reported_with_its_message(tmp_path):
+    bench = load_bench()
+    exe = fake_paq8px(tmp_path, FAKE_PAQ8PX.replace('-d) head -c -5 "$2" > "$3" ;;',
+                                                    '-d) echo "Archive is corrupted" >&2; exit 1 ;;'))
+    src = tmp_path / "in.bin"
+    src.write_bytes(b"x" * 100)
+    rec = bench.bench_paq8px(str(exe), str(src), 100, tmp_path)
+    assert rec["error"] == "paq8px exited 1 decompressing: Archive is corrupted"
+
+
+def run_bench(*args, env=None, timeout=300):
+    import os
+    import subprocess
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_bench_with_paq8px_writes_its_row_table_and_plot(tmp_path):
+    import json
+    exe = fake_paq8px(tmp_path)
+    src = tmp_path / "log.txt"
+    src.write_bytes(mission_log(4000))
+    out = tmp_path / "out"
+    r = run_bench("--presets", "", "--no-classic", "--files", str(src), "--out", str(out),
+                  env={"PAQ8PX": str(exe)})
+    assert r.returncode == 0, r.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["meta"]["paq8px"] == {"path": str(exe), "version": "216", "level": "-8"}
+    [row] = results["results"]
+    assert (row["file"], row["compressor"], row["compressed_bytes"], row["verified"]) == \
+        ("log.txt", "paq8px -8", 4005, True)
+    assert "| log.txt | paq8px -8 | 4,005 | 8.010 |" in (out / "results.md").read_text()
+    assert (out / "frontier.png").stat().st_size > 0
+
+
+def test_bad_paq8px_binary_is_a_one_line_error(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"hello\n")
+    hint = "build it from github hxim/paq8px (cd build && bash build-linux-with-gcc.sh) or unset PAQ8PX"
+    common = ("--presets", "", "--no-classic", "--files", str(src), "--out", str(tmp_path / "out"))
+    missing = tmp_path / "nowhere" / "paq8px"
+    r = run_bench("--paq8px", str(missing), *common)
+    assert (r.returncode, r.stderr) == (1, f"bench: paq8px binary {str(missing)!r} not found; {hint}\n")
+    not_exe = tmp_path / "paq8px.txt"
+    not_exe.write_text("not a program")
+    r = run_bench(*common, env={"PAQ8PX": str(not_exe)})
+    assert (r.returncode, r.stderr) == \
+        (1, f"bench: paq8px binary {str(not_exe)!r} does not run (PermissionError: Permission denied); {hint}\n")
+    other = fake_paq8px(tmp_path, "#!/bin/sh\necho 'gzip 1.12'\n")
+    r = run_bench("--paq8px", str(other), *common)
+    assert (r.returncode, r.stderr) == (1, f"bench: {str(other)!r} does not print a paq8px version when run; {hint}\n")
+    assert not (tmp_path / "out" / "results.json").exists()

@@ -1,0 +1,106 @@
+"""scripts/devset.py: the development set is rebuilt byte for byte, and a source that changed is
+a one-line error that writes nothing. (Only the generated files are rebuilt here: the others
+come from PyPI, and no test needs the network.)"""
+import hashlib
+
+import pytest
+
+from scripts import devset
+
+GENERATED = ("sensor-records.bin", "events.msgpack", "events.pb")
+
+
+def entry(name):
+    return next(e for e in devset.MANIFEST if e.name == name)
+
+
+@pytest.mark.parametrize("name", GENERATED)
+def test_generated_file_matches_its_manifest_digest(tmp_path, name):
+    e = entry(name)
+    data = e.make(tmp_path)
+    assert hashlib.sha256(data).hexdigest() == e.sha256
+    assert 50_000 <= len(data) <= 1_000_000
+
+
+def test_manifest_has_every_kind_the_issue_asks_for():
+    kinds = " ".join(e.kind for e in devset.MANIFEST).lower()
+    for kind in ("english prose", "chinese", "source code", "html", "fixed-length binary records",
+                 "messagepack", "protocol buffers", "pdf", "jpeg"):
+        assert kind in kinds
+    assert len({e.sha256 for e in devset.MANIFEST}) == len(devset.MANIFEST) >= 8
+
+
+def test_sensor_records_are_fixed_length_rows_in_time_order(tmp_path):
+    import numpy as np
+    rows = np.frombuffer(entry("sensor-records.bin").make(tmp_path), dtype=devset.RECORD)
+    assert rows.dtype.itemsize == 32
+    assert len(rows) == 12_500
+    assert (np.diff(rows["time_s"].astype(np.int64)) > 0).all()
+    assert sorted(set(rows["station"].tolist())) == list(range(101, 109))
+
+
+def test_msgpack_encoder_is_read_back_by_a_real_decoder(tmp_path):
+    from pip._vendor import msgpack
+    assert msgpack.unpackb(entry("events.msgpack").make(tmp_path)) == devset.events(3000, devset.SEED + 1)
+    sample = {"a": [0, 127, 128, -1, -33, 255, 65_536, -40_000, 2**40], "s": "x" * 40, "f": 1.5, "n": None,
+              "t": True, "l": list(range(20)), "m": {str(i): i for i in range(17)}}
+    assert msgpack.unpackb(devset.msgpack_encode(sample), strict_map_key=False) == sample
+
+
+def test_protobuf_file_is_a_sequence_of_length_delimited_events(tmp_path):
+    data = entry("events.pb").make(tmp_path)
+
+    def varint(i):
+        n = shift = 0
+        while True:
+            b = data[i]
+            i += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return n, i
+    i, count = 0, 0
+    while i < len(data):
+        key, i = varint(i)
+        assert key == (1 << 3 | 2)             # field 1, length-delimited
+        length, i = varint(i)
+        i += length
+        count += 1
+    assert (i, count) == (len(data), 4000)
+
+
+def test_changed_source_is_a_one_line_error_and_writes_nothing(tmp_path, monkeypatch):
+    good = hashlib.sha256(b"expected").hexdigest()
+    monkeypatch.setattr(devset, "MANIFEST", [devset.Entry("x.bin", "test", "a test source", good,
+                                                          lambda cache: b"changed")])
+    with pytest.raises(SystemExit) as e:
+        devset.main(["--out", str(tmp_path / "set")])
+    assert str(e.value) == (f"devset: x.bin: SHA-256 {hashlib.sha256(b'changed').hexdigest()[:16]}... is not "
+                            f"the manifest's {good[:16]}... (a test source); the source changed: do not use this set")
+    assert [p.name for p in (tmp_path / "set").iterdir()] == [".cache"]
+
+
+def test_second_run_only_verifies(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def make(cache):
+        calls.append(cache)
+        return b"expected"
+    digest = hashlib.sha256(b"expected").hexdigest()
+    monkeypatch.setattr(devset, "MANIFEST", [devset.Entry("x.bin", "test", "a test source", digest, make)])
+    out = tmp_path / "set"
+    assert devset.main(["--out", str(out)]) == 0
+    assert devset.main(["--out", str(out)]) == 0
+    assert len(calls) == 1 and (out / "x.bin").read_bytes() == b"expected"
+    (out / "x.bin").write_bytes(b"damaged")            # a damaged copy is rebuilt, not trusted
+    assert devset.main(["--out", str(out)]) == 0
+    assert len(calls) == 2 and (out / "x.bin").read_bytes() == b"expected"
+    assert capsys.readouterr().out.splitlines() == [f"x.bin{' ' * 24}        8 B  {digest}  test"] * 3
+
+
+def test_out_that_is_a_file_is_a_one_line_error(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(SystemExit) as e:
+        devset.main(["--out", str(f)])
+    assert str(e.value) == f"devset: {f} is not a folder; give --out a folder"
