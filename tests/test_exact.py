@@ -1,4 +1,4 @@
-"""shared/exact.py: matrix products and square roots whose bits no BLAS, branch or CPU decides."""
+"""shared/core/exact.py: matrix products and square roots whose bits no BLAS, branch or CPU decides."""
 from fractions import Fraction
 
 import numpy as np

@@ -23,7 +23,7 @@ Everything that can be checked without a model is checked in `parse`, in the ord
 would want to hear about it: is this our file at all, can this build read it, is it whole.
 `parse` treats the blob as hostile: it raises FormatError or ConfigMismatch (never anything
 else), and a header cannot make it (or the decoder after it) allocate more than the limits in
-shared/config.py allow: the header inflates to at most MAX_HEADER_JSON bytes, the run
+shared/core/config.py allow: the header inflates to at most MAX_HEADER_JSON bytes, the run
 configuration is range-checked, and the declared length is capped at MAX_LENGTH.
 """
 from __future__ import annotations
