@@ -364,7 +364,7 @@ class _Session:
         return False
 
     def _checkpoint(self):
-        self.spool.save({"twin": self.twin.state_dict(), "decoder": self.decoder.ad.state(),
+        self.spool.save({"twin": self.twin.state_dict(), "decoder": self.decoder.arith.state(),
                          "stored_chunks": self.decoder.stored_chunks, "resent_bytes": self.resent_bytes,
                          "ours": {str(k): v for k, v in self.ledger.ours.items()}})
 

@@ -50,7 +50,7 @@ class Checkpoints:
     def save(self, twin: Twin, encoder: ChunkEncoder, high_water: int):
         os.makedirs(self.dir, exist_ok=True)
         checkpoint.save(os.path.join(self.dir, f"ckpt-{twin.step:09d}.pt"),
-                        {"twin": twin.state_dict(), "encoder": encoder.ac.state(),
+                        {"twin": twin.state_dict(), "encoder": encoder.arith.state(),
                          "stored_chunks": encoder.stored_chunks, "high_water": high_water})
         for old in sorted(glob.glob(os.path.join(self.dir, "ckpt-*.pt")))[:-KEEP_CHECKPOINTS]:
             os.unlink(old)
@@ -160,7 +160,7 @@ class _Run:
 
     @property
     def offset(self) -> int:
-        return self.encoder.ac.bytes_taken
+        return self.encoder.arith.bytes_taken
 
     def rewind(self, resume_offset: int):
         if self.twin.step == 0 and self.offset == 0:
@@ -169,7 +169,7 @@ class _Run:
         state = self.store.latest_within(resume_offset)
         if state is not None:
             self.twin.load_state_dict(state["twin"], self.data)
-            self.encoder.ac.restore(state["encoder"])
+            self.encoder.arith.restore(state["encoder"])
             self.encoder.stored_chunks = state["stored_chunks"]
 
     def stream(self, link: AliceLink, resume_offset: int, on_step) -> "object":
