@@ -577,13 +577,6 @@ class BobLink(_Link):
             self.refusals.add(f"refused stream {self._hello.stream_id!r}: {one_line(message)}", ("hello", code))
         self._reset()
 
-    def answer_done(self, done: Done) -> None:
-        """A receipt: tell the sender of accept()'s HELLO that its stream is already delivered,
-        and forget it (accept() again)."""
-        if self._peer is not None:
-            self._send(encode(done))
-        self._reset()
-
     def next_frame(self) -> Frame:
         """The next in-order DATA/SYNC/END; blocks (pumping acks/heartbeats) until there is one."""
         if self._welcome is None:

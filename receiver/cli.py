@@ -58,10 +58,7 @@ def listen_command(args) -> int:
 
     if not args.quiet:
         print(f"bob: listening on {args.bind}", file=sys.stderr, flush=True)
-    bar = {}
-
     def on_hello(hello):
-        bar["total"] = hello.total_length
         if not args.quiet:
             print(f"bob: receiving stream {hello.stream_id!r} ({hello.total_length:,} bytes)",
                   file=sys.stderr, flush=True)

@@ -141,7 +141,7 @@ class Tree:
                     return self.resolve_in_module(".".join(parts[:cut]), parts[cut:])
             return False
         short = [m for m in self.modules if m.rsplit(".", 1)[-1] == parts[0]]
-        if short:                                   # `ngram.features`, `exact.sqrt`
+        if short:                                   # `ngram.features`, `exact.matmul`
             return any(self.resolve_in_module(m, parts[1:]) for m in short)
         if parts[0] in self.members:                # `Twin.advance`, `GPT.prime`
             return len(parts) == 2 and parts[1] in self.members[parts[0]]
