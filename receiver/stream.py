@@ -54,11 +54,6 @@ def writing(path: str):
         raise storage_error("", path, e, then="run both sides again to resume") from None
 
 
-def default_state_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "marslink", "mars")
-
-
 def write_receipt(state_dir: str, hello, final_digest: str, out_path: str) -> str:
     """The delivery receipt: what was delivered where, and when; the newest KEEP_RECEIPTS stay."""
     folder = os.path.join(state_dir, "receipts")
@@ -193,7 +188,7 @@ class _Vacated(Exception):
 
 def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSettings,
                    on_step: Callable | None = None, on_hello: Callable | None = None,
-                   log=None, perturb_step: int | None = None, checkpoint_every: int = 16,
+                   log=None, perturb_step: int | None = None, checkpoint_every: int = checkpoint.CHECKPOINT_EVERY,
                    telemetry=None, linger_s: float = RECEIPT_LINGER_S, state_dir: str | None = None) -> dict:
     try:
         link = BobLink(bind, settings, log=log)
@@ -212,7 +207,7 @@ def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSe
                 spool.remove()
                 deadline = time.monotonic() + settings.handshake_timeout_s
                 continue
-            write_receipt(state_dir or default_state_dir(), hello, stats["final_digest"], out_path)
+            write_receipt(state_dir or checkpoint.default_state_dir("mars"), hello, stats["final_digest"], out_path)
             try:
                 link.linger(linger_s)
             except KeyboardInterrupt:         # delivered already: being stopped now only ends the wait

@@ -18,6 +18,7 @@ from protocol.frames import MAX_STREAM_ID_CHARS, FrameError, Hello
 from ..core import numeric
 from ..core.config import INT_RANGES, PRESETS, RunConfig, preset
 from ..core.errors import ProfileError
+from .checkpoint import CHECKPOINT_EVERY
 from .files import STDIO
 
 MAX_SECONDS = 30 * 24 * 3600     # longest timeout or interval: a month (longer is a typo)
@@ -146,7 +147,7 @@ def add_link_options(p: argparse.ArgumentParser, role: str) -> None:
                    help=f"seconds to wait for {waits_for} (default %(default)g)")
     p.add_argument("--window", type=WINDOW, default=link.WINDOW,
                    help="frames in flight (credit; default %(default)s)")
-    p.add_argument("--checkpoint-every", type=STEPS, default=16, help="steps between checkpoints (default %(default)s)")
+    p.add_argument("--checkpoint-every", type=STEPS, default=CHECKPOINT_EVERY, help="steps between checkpoints (default %(default)s)")
     if role == "bind":
         p.add_argument("--linger", type=seconds, default=link.RECEIPT_LINGER_S, metavar="S",
                        help="after delivering, answer a returning sender with DONE for up to S seconds "
