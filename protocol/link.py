@@ -699,11 +699,6 @@ class BobLink(_Link):
             self.stats.unexpected += 1
             self._log(f"ignoring unexpected {frame.KIND.name} from Earth")
 
-    def _same_stream(self, hello: Hello) -> bool:
-        mine = self._hello
-        return (hello.stream_id, hello.sha256, hello.total_length, hello.config) == \
-            (mine.stream_id, mine.sha256, mine.total_length, mine.config)
-
     def _stranger(self, identity: bytes, frame: Frame) -> None:
         """Someone who is not our peer: never fatal. A restarted Alice is handed to the caller
         (Reconnected), or answered DONE once her stream is delivered; anyone else is refused."""
@@ -711,7 +706,7 @@ class BobLink(_Link):
         if isinstance(frame, Ack) and self._done is not None:
             self.done_acked = True  # a returning Alice acknowledging the DONE we answered her HELLO with
             return
-        if isinstance(frame, Hello) and self._same_stream(frame):
+        if isinstance(frame, Hello) and frame.same_stream(self._hello):
             if self._done is None:
                 raise Reconnected(identity, frame)  # a restarted Alice: the caller decides (readmit)
             self._send_to(identity, encode(self._done))

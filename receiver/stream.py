@@ -294,8 +294,7 @@ class _Session:
     # -- the link, with sender reconnections handled in one place ---------------------------
     def _refusal(self, hello) -> tuple[str, str] | None:
         """Why a returning sender cannot take this stream over (code, message), or None."""
-        same = (hello.stream_id, hello.sha256, hello.total_length, hello.config)
-        if same != (self.hello.stream_id, self.hello.sha256, self.hello.total_length, self.hello.config):
+        if not hello.same_stream(self.hello):
             return "busy", (f"Mars is waiting for stream {self.hello.stream_id!r} to resume; "
                             f"try again once it is delivered")
         try:
