@@ -133,7 +133,7 @@ def make_plan(args) -> dict:
     alice = [PY, "-m", "sender", "send", str(src), "--connect", relay_ep, "--stats-json", str(out / "alice.json"),
              "--state-dir", str(out / "earth-state"), "--handshake-timeout", f"{ALICE_HANDSHAKE_S:g}",
              "--retransmit", f"{retransmit:g}", *common]
-    relay = [PY, "-m", "protocol.relay", "--listen", relay_ep, "--forward", bob_ep,
+    relay = [PY, "-m", "scripts.relay", "--listen", relay_ep, "--forward", bob_ep,
              "--bandwidth-bps", f"{args.bandwidth_bps:g}", "--loss", f"{args.loss:g}", "--dup", f"{args.dup:g}",
              "--reorder", f"{args.reorder:g}", "--seed", str(args.seed), "--fault-direction", args.fault_direction,
              "--stats-json", str(out / "relay.json")]

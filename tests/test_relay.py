@@ -1,7 +1,8 @@
 """The simulated deep-space link: delay/bandwidth arithmetic, and a lossy path that still ends exact."""
 import json
 
-from protocol.relay import Channel, delay_from, parser
+from protocol.relay import Channel
+from scripts.relay import delay_from, parser
 from shared.texts import mission_log
 from tests.helpers import free_endpoint, spawn
 
@@ -44,7 +45,7 @@ def test_lossy_duplicating_reordering_relay_is_still_byte_exact(tmp_path):
     src, out = tmp_path / "in.txt", tmp_path / "out.txt"
     src.write_bytes(data)
     relay_ep, bob_ep = free_endpoint(), free_endpoint()
-    relay = spawn("protocol.relay", "--listen", relay_ep, "--forward", bob_ep, "--delay-s", "0.15",
+    relay = spawn("scripts.relay", "--listen", relay_ep, "--forward", bob_ep, "--delay-s", "0.15",
                   "--bandwidth-bps", "400000", "--loss", "0.1", "--dup", "0.1", "--reorder", "0.1", "--seed", "5",
                   "--stats-json", str(tmp_path / "relay.json"), "--max-seconds", "150", "-q")
     common = ["--preset", "tiny", "--timeout", "20", "--link-info", "delay=0.15,bw=400000,loss=0.1,dup=0.1,reorder=0.1"]
