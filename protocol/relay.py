@@ -27,13 +27,122 @@ is per TCP connection, and the relay is a separate hop): use it with plain loopb
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 import zmq
 
 HWM = 100_000
+FAULTS = ("loss", "dup", "reorder")
+
+
+@dataclass(frozen=True)
+class SimulatedLink:
+    """The simulated path's settings, in one object: the relay runs it, the demo starts the relay
+    with it, and the dashboards show it (`--link-info` carries it as text, `to_text`/`from_text`).
+
+    The light delay may be stated as `light_minutes` at `time_scale` (kept for display);
+    `delay_s` is what the relay uses. Bandwidths are bits per second each way (0 = unlimited).
+    """
+
+    delay_s: float = 0.0
+    bandwidth_bps: float = 0.0
+    back_bandwidth_bps: float | None = None      # Mars->Earth; None: the same as bandwidth_bps
+    loss: float = 0.0
+    dup: float = 0.0
+    reorder: float = 0.0
+    seed: int = 0
+    fault_direction: str = "up"                  # "up": Earth->Mars only; "both": also ACKs and DONE
+    light_minutes: float | None = None
+    time_scale: float | None = None
+
+    @classmethod
+    def from_light(cls, minutes: float, scale: float, **kw) -> "SimulatedLink":
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError("--time-scale must be a positive number")
+        return cls(delay_s=minutes * 60.0 / scale, light_minutes=minutes, time_scale=scale, **kw)
+
+    def __post_init__(self):
+        for name in ("delay_s", "bandwidth_bps", "back_bandwidth_bps", "light_minutes"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, not {v}")
+        for name in FAULTS:
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"--{name} must be in [0, 1), not {getattr(self, name)}")
+        if self.fault_direction not in ("up", "both"):
+            raise ValueError(f"--fault-direction must be up or both, not {self.fault_direction!r}")
+
+    @property
+    def back_bps(self) -> float:
+        return self.bandwidth_bps if self.back_bandwidth_bps is None else self.back_bandwidth_bps
+
+    # -- as text (--link-info) and as JSON (stats files, dashboard states) ---------------------
+    _KEYS = {"delay": "delay_s", "bw": "bandwidth_bps", "back_bw": "back_bandwidth_bps", "loss": "loss",
+             "dup": "dup", "reorder": "reorder", "seed": "seed", "faults": "fault_direction",
+             "light": "light_minutes", "scale": "time_scale"}
+
+    def to_text(self) -> str:
+        """'delay=1.2,bw=16000,loss=0.05,...': the settings that differ from a plain wire."""
+        plain = SimulatedLink()
+        return ",".join(f"{key}={getattr(self, name):g}" if not isinstance(getattr(self, name), str)
+                        else f"{key}={getattr(self, name)}"
+                        for key, name in self._KEYS.items()
+                        if getattr(self, name) != getattr(plain, name) or key == "delay")
+
+    @classmethod
+    def from_text(cls, text: str) -> "SimulatedLink":
+        """The inverse of to_text; units may be written: '1.2s', '16k', '12min'. ValueError, one line."""
+        values: dict = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            if "=" not in part:
+                raise ValueError(f"link info {part!r} is not key=value")
+            key, value = (x.strip() for x in part.split("=", 1))
+            if key not in cls._KEYS:
+                raise ValueError(f"link info {part!r}: unknown key {key!r} (known: {', '.join(cls._KEYS)})")
+            name = cls._KEYS[key]
+            if name == "fault_direction":
+                values[name] = value
+                continue
+            v, mult = value.lower().removesuffix("min") if key == "light" else value.lower(), 1.0
+            if key == "delay":
+                v = v.rstrip("s")
+            if key in ("bw", "back_bw"):
+                v = v.removesuffix("bps").removesuffix("bit/")
+                mult, v = ({"k": 1e3, "m": 1e6}[v[-1]], v[:-1]) if v[-1:] in ("k", "m") else (1.0, v)
+            try:
+                values[name] = int(v) if name == "seed" else float(v) * mult
+            except ValueError:
+                raise ValueError(f"link info {part!r}: {value!r} is not a number") from None
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SimulatedLink":
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+    def describe(self) -> str:
+        """One line for people: 'light delay 1.20 s one-way (12 light-min / 600) | 16 kbit/s | loss 5%'."""
+        light = f" ({self.light_minutes:g} light-min / {self.time_scale:g})" if self.light_minutes is not None else ""
+        parts = [f"light delay {self.delay_s:.2f} s one-way{light}"]
+        if self.bandwidth_bps:
+            parts.append(fmt_bps(self.bandwidth_bps))
+        faults = [f"{k} {getattr(self, k):.0%}" for k in FAULTS if getattr(self, k)]
+        if faults:
+            parts.append(" ".join(faults) + (" both ways" if self.fault_direction == "both" else ""))
+        return " | ".join(parts)
+
+
+def fmt_bps(bps: float) -> str:
+    if bps >= 1e6:
+        return f"{bps / 1e6:.3g} Mbit/s"
+    if bps >= 1e3:
+        return f"{bps / 1e3:.3g} kbit/s"
+    return f"{bps:.3g} bit/s"
 
 
 @dataclass
@@ -84,17 +193,12 @@ class Channel:
 
 
 class Relay:
-    def __init__(self, listen: str, forward: str, delay_s: float = 0.0, bandwidth_bps: float = 0.0,
-                 loss: float = 0.0, dup: float = 0.0, reorder: float = 0.0, seed: int = 0,
-                 back_bandwidth_bps: float | None = None, fault_direction: str = "up"):
-        self.listen, self.forward, self.delay_s = listen, forward, delay_s
-        self.settings = {"delay_s": delay_s, "bandwidth_bps": bandwidth_bps,
-                         "back_bandwidth_bps": bandwidth_bps if back_bandwidth_bps is None else back_bandwidth_bps,
-                         "loss": loss, "dup": dup, "reorder": reorder, "seed": seed,
-                         "fault_direction": fault_direction}
-        self.up = Channel("Earth->Mars", delay_s, bandwidth_bps, loss, dup, reorder, seed, True)
-        self.down = Channel("Mars->Earth", delay_s, self.settings["back_bandwidth_bps"], loss, dup, reorder,
-                            seed + 1, fault_direction == "both")
+    def __init__(self, listen: str, forward: str, path: SimulatedLink = SimulatedLink()):
+        self.listen, self.forward, self.path = listen, forward, path
+        faults = (path.loss, path.dup, path.reorder)
+        self.up = Channel("Earth->Mars", path.delay_s, path.bandwidth_bps, *faults, path.seed, True)
+        self.down = Channel("Mars->Earth", path.delay_s, path.back_bps, *faults, path.seed + 1,
+                            path.fault_direction == "both")
         self.ctx = zmq.Context()
         self.router = self._socket(zmq.ROUTER)
         self.router.bind(listen)
@@ -174,7 +278,7 @@ class Relay:
         self._deliver(now)
 
     def stats(self) -> dict:
-        return {"settings": self.settings, "endpoint": self.endpoint, "forward": self.forward,
+        return {"settings": self.path.to_dict(), "endpoint": self.endpoint, "forward": self.forward,
                 "seconds": time.monotonic() - self.started, "senders": len(self.dealers),
                 "earth_to_mars": asdict(self.up.stats), "mars_to_earth": asdict(self.down.stats),
                 "queued": len(self.queue)}

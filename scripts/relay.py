@@ -18,16 +18,8 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from protocol.relay import Relay  # noqa: E402
-
-
-def describe(settings: dict, light_minutes: float | None = None, time_scale: float | None = None) -> str:
-    d = settings["delay_s"]
-    light = f" ({light_minutes:g} light-min / {time_scale:g})" if light_minutes is not None else ""
-    bw = settings["bandwidth_bps"]
-    faults = ", ".join(f"{k} {settings[k]:.0%}" for k in ("loss", "dup", "reorder") if settings[k])
-    where = "Earth->Mars" if settings["fault_direction"] == "up" else "both ways"
-    return (f"one-way delay {d:.2f} s{light}, {f'{bw:,.0f} bit/s' if bw else 'unlimited bandwidth'}"
-            + (f", faults ({where}): {faults}, seed {settings['seed']}" if faults else ", no faults"))
+from shared.app.options import (Parser, add_relay_display_options, add_simulated_link_options,  # noqa: E402
+                                seconds, simulated_link)
 
 
 def status_line(st: dict) -> str:
@@ -56,57 +48,28 @@ def status_table(st: dict, header: str):
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m scripts.relay",
-                                 description="Simulated deep-space link between Earth (Alice) and Mars (Bob).")
+    ap = Parser(prog="python -m scripts.relay",
+                description="Simulated deep-space link between Earth (Alice) and Mars (Bob).")
     ap.add_argument("--listen", required=True, metavar="ENDPOINT", help="where Alice connects, e.g. tcp://127.0.0.1:5601")
     ap.add_argument("--forward", required=True, metavar="ENDPOINT", help="Bob's bind address, e.g. tcp://127.0.0.1:5602")
-    ap.add_argument("--delay-s", type=float, default=None, help="one-way delay in seconds (overrides --light-minutes)")
-    ap.add_argument("--light-minutes", type=float, default=None,
-                    help="one-way light time, Earth-Mars is 3 to 22 minutes (default 12 when --delay-s is not given)")
-    ap.add_argument("--time-scale", type=float, default=600.0, help="divide the light time by this (default %(default)g)")
-    ap.add_argument("--bandwidth-bps", type=float, default=0.0, help="bits per second each way (0 = unlimited)")
-    ap.add_argument("--back-bandwidth-bps", type=float, default=None, help="Mars->Earth bandwidth (default: the same)")
-    ap.add_argument("--loss", type=float, default=0.0, help="probability a message is lost")
-    ap.add_argument("--dup", type=float, default=0.0, help="probability a message is delivered twice")
-    ap.add_argument("--reorder", type=float, default=0.0, help="probability a message is held back and overtaken")
-    ap.add_argument("--fault-direction", choices=("up", "both"), default="up",
-                    help="up: faults on Earth->Mars only (default); both: also on ACKs, heartbeats and DONE")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the fault decisions")
-    ap.add_argument("--idle-exit", type=float, default=None, metavar="S",
+    add_simulated_link_options(ap)
+    ap.add_argument("--idle-exit", type=seconds, default=None, metavar="S",
                     help="exit after S seconds without a message, once traffic has started")
-    ap.add_argument("--max-seconds", type=float, default=None, help="exit after this long in any case")
+    ap.add_argument("--max-seconds", type=seconds, default=None, help="exit after this long in any case")
     ap.add_argument("--stats-json", metavar="PATH", help="write the final counters and settings as JSON")
-    ap.add_argument("--status-every", type=float, default=2.0, help="plain mode: seconds between status lines")
-    g = ap.add_mutually_exclusive_group()
-    g.add_argument("--plain", action="store_true", help="plain status lines even on a terminal")
-    g.add_argument("-q", "--quiet", action="store_true", help="no status output")
+    add_relay_display_options(ap)
     return ap
-
-
-def delay_from(args) -> tuple[float, float | None]:
-    if args.delay_s is not None:
-        return args.delay_s, None
-    minutes = 12.0 if args.light_minutes is None else args.light_minutes
-    return minutes * 60.0 / args.time_scale, minutes
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    for name in ("loss", "dup", "reorder"):
-        if not 0.0 <= getattr(args, name) < 1.0:
-            print(f"relay: error: --{name} must be in [0, 1)", file=sys.stderr)
-            return 2
-    if args.time_scale <= 0:
-        print("relay: error: --time-scale must be positive", file=sys.stderr)
-        return 2
-    delay, minutes = delay_from(args)
+    path = simulated_link(args)
     try:
-        relay = Relay(args.listen, args.forward, delay, args.bandwidth_bps, args.loss, args.dup, args.reorder,
-                      args.seed, args.back_bandwidth_bps, args.fault_direction)
+        relay = Relay(args.listen, args.forward, path)
     except zmq.ZMQError as e:
         print(f"relay: error: cannot listen on {args.listen}: {e}", file=sys.stderr)
         return 2
-    header = "relay: " + describe(relay.settings, minutes, args.time_scale if minutes else None)
+    header = f"relay: {path.describe()}" + (f", seed {path.seed}" if path.loss or path.dup or path.reorder else "")
 
     def stop(*_):
         relay.running = False
