@@ -262,7 +262,7 @@ class _Link:
             if keys is not None:
                 keys.apply(self._sock, server=role == "bob")
                 if role == "bob":  # without a ZAP handler, CURVE would admit any client
-                    self._guards.append(ZapHandler(self._ctx, keys.allow_dir, self.refusals))
+                    self._guards.append(ZapHandler(self._ctx, keys, self.refusals))
             self._guards.append(HandshakeWatch(self._sock, role, keys, self.refusals))
         except BaseException:
             self.close()

@@ -105,6 +105,8 @@ SEED = integer(*INT_RANGES["seed"], "a seed")
 STEPS = integer(1, MAX_CHECKPOINT_EVERY, "a step count")
 WINDOW = integer(1, MAX_WINDOW, "a window")
 COUNT = integer(0, 2**63 - 1, "a count")
+PORT = integer(1, 65535, "a port")
+LAN_PORT = 5555                  # bob listen --lan, unless --port
 
 
 # -- option groups --------------------------------------------------------------------------
@@ -160,9 +162,17 @@ def add_link_options(p: argparse.ArgumentParser, role: str) -> None:
                    f"e.g. keys/{'earth' if role == 'connect' else 'mars'}.key_secret")
     if role == "connect":
         p.add_argument(peer_key, metavar="PATH", help="Mars's public key for encryption, e.g. keys/mars.key")
+        p.add_argument("--server-key-text", metavar="KEY", help="Mars's public key as text, with --code: "
+                       "what 'bob listen --lan' prints (instead of key files)")
+        p.add_argument("--code", metavar="CODE", help="the one-time code 'bob listen --lan' prints: it admits "
+                       "this Earth (with --server-key-text)")
     else:
         p.add_argument(peer_key, metavar="DIR", help="with --curve-secret: admit only senders whose public key "
                        "(NAME.key) is in DIR")
+        p.add_argument("--lan", action="store_true", help="one command on each laptop: listen on every interface "
+                       "(--port), encrypted with Mars's own keys (made once in his state folder), and print the "
+                       "line Earth types (with a one-time code that admits that Earth); instead of --bind")
+        p.add_argument("--port", type=PORT, default=LAN_PORT, help="with --lan: the port (default %(default)s)")
 
 
 def add_keygen_command(sub, planet: str, stem: str) -> None:
