@@ -133,7 +133,7 @@ class SimulatedLink:
             parts.append(fmt_bps(self.bandwidth_bps))
         faults = [f"{k} {getattr(self, k):.0%}" for k in FAULTS if getattr(self, k)]
         if faults:
-            parts.append(" ".join(faults) + (" both ways" if self.fault_direction == "both" else ""))
+            parts.append(" ".join(faults) + (" both ways" if self.fault_direction == "both" else " Earth->Mars"))
         return " | ".join(parts)
 
 
