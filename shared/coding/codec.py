@@ -46,7 +46,7 @@ def decompress(container: Container, on_step: OnStep | None = None,
     """Decode and verify everything; returns the original only if every check passed."""
     started = time.perf_counter()
     header = container.header
-    config = container.config
+    config = container.config or RunConfig.from_dict(header["config"])   # parse() did it, unless built here
     if expect_config is not None:
         require_same(expect_config, config, "file")
     compare(fingerprint(), header["fingerprint"], "the file")

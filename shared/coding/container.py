@@ -49,7 +49,7 @@ class Container:
     header: dict
     digests: list[str]           # hex prefixes, aligned with sync_steps(...)
     payload: bytes
-    config: RunConfig            # header["config"], parsed and range-checked once
+    config: RunConfig | None = None   # header["config"] as parse() checked it; None: built in memory
 
     def to_bytes(self) -> bytes:
         table = b"".join(bytes.fromhex(d) for d in self.digests)
