@@ -209,6 +209,11 @@ class Hello:
     sha256: bytes
     protocol_version: int = field(default=PROTOCOL_VERSION, init=False)
 
+    def same_stream(self, other: "Hello") -> bool:
+        """The same stream coded the same way: a restarted Alice, who may resume."""
+        return (self.stream_id, self.sha256, self.total_length, self.config) == \
+            (other.stream_id, other.sha256, other.total_length, other.config)
+
     def __post_init__(self):
         _text(self.KIND, "stream_id", self.stream_id, MAX_STREAM_ID_CHARS, r"[^\x00-\x1f\x7f]+")
         for name in ("config", "fingerprint"):

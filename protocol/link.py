@@ -262,7 +262,7 @@ class _Link:
             if keys is not None:
                 keys.apply(self._sock, server=role == "bob")
                 if role == "bob":  # without a ZAP handler, CURVE would admit any client
-                    self._guards.append(ZapHandler(self._ctx, keys.allow_dir, self.refusals))
+                    self._guards.append(ZapHandler(self._ctx, keys, self.refusals))
             self._guards.append(HandshakeWatch(self._sock, role, keys, self.refusals))
         except BaseException:
             self.close()
@@ -577,13 +577,6 @@ class BobLink(_Link):
             self.refusals.add(f"refused stream {self._hello.stream_id!r}: {one_line(message)}", ("hello", code))
         self._reset()
 
-    def answer_done(self, done: Done) -> None:
-        """A receipt: tell the sender of accept()'s HELLO that its stream is already delivered,
-        and forget it (accept() again)."""
-        if self._peer is not None:
-            self._send(encode(done))
-        self._reset()
-
     def next_frame(self) -> Frame:
         """The next in-order DATA/SYNC/END; blocks (pumping acks/heartbeats) until there is one."""
         if self._welcome is None:
@@ -706,11 +699,6 @@ class BobLink(_Link):
             self.stats.unexpected += 1
             self._log(f"ignoring unexpected {frame.KIND.name} from Earth")
 
-    def _same_stream(self, hello: Hello) -> bool:
-        mine = self._hello
-        return (hello.stream_id, hello.sha256, hello.total_length, hello.config) == \
-            (mine.stream_id, mine.sha256, mine.total_length, mine.config)
-
     def _stranger(self, identity: bytes, frame: Frame) -> None:
         """Someone who is not our peer: never fatal. A restarted Alice is handed to the caller
         (Reconnected), or answered DONE once her stream is delivered; anyone else is refused."""
@@ -718,7 +706,7 @@ class BobLink(_Link):
         if isinstance(frame, Ack) and self._done is not None:
             self.done_acked = True  # a returning Alice acknowledging the DONE we answered her HELLO with
             return
-        if isinstance(frame, Hello) and self._same_stream(frame):
+        if isinstance(frame, Hello) and frame.same_stream(self._hello):
             if self._done is None:
                 raise Reconnected(identity, frame)  # a restarted Alice: the caller decides (readmit)
             self._send_to(identity, encode(self._done))

@@ -1,7 +1,5 @@
-"""A simulated deep-space link: a relay between Earth (Alice) and Mars (Bob).
-
-    python -m protocol.relay --listen tcp://127.0.0.1:5601 --forward tcp://127.0.0.1:5602 \\
-        --light-minutes 12 --time-scale 600 --bandwidth-bps 16000 --loss 0.05 --seed 1
+"""A simulated deep-space link: a relay between Earth (Alice) and Mars (Bob). The program that
+runs it is scripts/relay.py (`python -m scripts.relay --help`).
 
 Alice connects to the relay's ROUTER (`--listen`); for each sender the relay connects a DEALER
 to Bob's ROUTER (`--forward`) carrying the sender's routing id, so Bob sees the same peer he
@@ -28,18 +26,123 @@ is per TCP connection, and the relay is a separate hop): use it with plain loopb
 """
 from __future__ import annotations
 
-import argparse
 import heapq
-import json
+import math
 import random
-import signal
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 import zmq
 
 HWM = 100_000
+FAULTS = ("loss", "dup", "reorder")
+
+
+@dataclass(frozen=True)
+class SimulatedLink:
+    """The simulated path's settings, in one object: the relay runs it, the demo starts the relay
+    with it, and the dashboards show it (`--link-info` carries it as text, `to_text`/`from_text`).
+
+    The light delay may be stated as `light_minutes` at `time_scale` (kept for display);
+    `delay_s` is what the relay uses. Bandwidths are bits per second each way (0 = unlimited).
+    """
+
+    delay_s: float = 0.0
+    bandwidth_bps: float = 0.0
+    back_bandwidth_bps: float | None = None      # Mars->Earth; None: the same as bandwidth_bps
+    loss: float = 0.0
+    dup: float = 0.0
+    reorder: float = 0.0
+    seed: int = 0
+    fault_direction: str = "up"                  # "up": Earth->Mars only; "both": also ACKs and DONE
+    light_minutes: float | None = None
+    time_scale: float | None = None
+
+    @classmethod
+    def from_light(cls, minutes: float, scale: float, **kw) -> "SimulatedLink":
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError("--time-scale must be a positive number")
+        return cls(delay_s=minutes * 60.0 / scale, light_minutes=minutes, time_scale=scale, **kw)
+
+    def __post_init__(self):
+        for name in ("delay_s", "bandwidth_bps", "back_bandwidth_bps", "light_minutes"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, not {v}")
+        for name in FAULTS:
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"--{name} must be in [0, 1), not {getattr(self, name)}")
+        if self.fault_direction not in ("up", "both"):
+            raise ValueError(f"--fault-direction must be up or both, not {self.fault_direction!r}")
+
+    @property
+    def back_bps(self) -> float:
+        return self.bandwidth_bps if self.back_bandwidth_bps is None else self.back_bandwidth_bps
+
+    # -- as text (--link-info) and as JSON (stats files, dashboard states) ---------------------
+    _KEYS = {"delay": "delay_s", "bw": "bandwidth_bps", "back_bw": "back_bandwidth_bps", "loss": "loss",
+             "dup": "dup", "reorder": "reorder", "seed": "seed", "faults": "fault_direction",
+             "light": "light_minutes", "scale": "time_scale"}
+
+    def to_text(self) -> str:
+        """'delay=1.2,bw=16000,loss=0.05,...': the settings that differ from a plain wire."""
+        plain = SimulatedLink()
+        return ",".join(f"{key}={getattr(self, name):g}" if not isinstance(getattr(self, name), str)
+                        else f"{key}={getattr(self, name)}"
+                        for key, name in self._KEYS.items()
+                        if getattr(self, name) != getattr(plain, name) or key == "delay")
+
+    @classmethod
+    def from_text(cls, text: str) -> "SimulatedLink":
+        """The inverse of to_text; units may be written: '1.2s', '16k', '12min'. ValueError, one line."""
+        values: dict = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            if "=" not in part:
+                raise ValueError(f"link info {part!r} is not key=value")
+            key, value = (x.strip() for x in part.split("=", 1))
+            if key not in cls._KEYS:
+                raise ValueError(f"link info {part!r}: unknown key {key!r} (known: {', '.join(cls._KEYS)})")
+            name = cls._KEYS[key]
+            if name == "fault_direction":
+                values[name] = value
+                continue
+            v, mult = value.lower().removesuffix("min") if key == "light" else value.lower(), 1.0
+            if key == "delay":
+                v = v.rstrip("s")
+            if key in ("bw", "back_bw"):
+                v = v.removesuffix("bps").removesuffix("bit/")
+                mult, v = ({"k": 1e3, "m": 1e6}[v[-1]], v[:-1]) if v[-1:] in ("k", "m") else (1.0, v)
+            try:
+                values[name] = int(v) if name == "seed" else float(v) * mult
+            except ValueError:
+                raise ValueError(f"link info {part!r}: {value!r} is not a number") from None
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SimulatedLink":
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+    def describe(self) -> str:
+        """One line for people: 'light delay 1.20 s one-way (12 light-min / 600) | 16 kbit/s | loss 5%'."""
+        light = f" ({self.light_minutes:g} light-min / {self.time_scale:g})" if self.light_minutes is not None else ""
+        parts = [f"light delay {self.delay_s:.2f} s one-way{light}"]
+        if self.bandwidth_bps:
+            parts.append(fmt_bps(self.bandwidth_bps))
+        faults = [f"{k} {getattr(self, k):.0%}" for k in FAULTS if getattr(self, k)]
+        if faults:
+            parts.append(" ".join(faults) + (" both ways" if self.fault_direction == "both" else " Earth->Mars"))
+        return " | ".join(parts)
+
+
+def fmt_bps(bps: float) -> str:
+    if bps >= 1e6:
+        return f"{bps / 1e6:.3g} Mbit/s"
+    if bps >= 1e3:
+        return f"{bps / 1e3:.3g} kbit/s"
+    return f"{bps:.3g} bit/s"
 
 
 @dataclass
@@ -90,17 +193,12 @@ class Channel:
 
 
 class Relay:
-    def __init__(self, listen: str, forward: str, delay_s: float = 0.0, bandwidth_bps: float = 0.0,
-                 loss: float = 0.0, dup: float = 0.0, reorder: float = 0.0, seed: int = 0,
-                 back_bandwidth_bps: float | None = None, fault_direction: str = "up"):
-        self.listen, self.forward, self.delay_s = listen, forward, delay_s
-        self.settings = {"delay_s": delay_s, "bandwidth_bps": bandwidth_bps,
-                         "back_bandwidth_bps": bandwidth_bps if back_bandwidth_bps is None else back_bandwidth_bps,
-                         "loss": loss, "dup": dup, "reorder": reorder, "seed": seed,
-                         "fault_direction": fault_direction}
-        self.up = Channel("Earth->Mars", delay_s, bandwidth_bps, loss, dup, reorder, seed, True)
-        self.down = Channel("Mars->Earth", delay_s, self.settings["back_bandwidth_bps"], loss, dup, reorder,
-                            seed + 1, fault_direction == "both")
+    def __init__(self, listen: str, forward: str, path: SimulatedLink = SimulatedLink()):
+        self.listen, self.forward, self.path = listen, forward, path
+        faults = (path.loss, path.dup, path.reorder)
+        self.up = Channel("Earth->Mars", path.delay_s, path.bandwidth_bps, *faults, path.seed, True)
+        self.down = Channel("Mars->Earth", path.delay_s, path.back_bps, *faults, path.seed + 1,
+                            path.fault_direction == "both")
         self.ctx = zmq.Context()
         self.router = self._socket(zmq.ROUTER)
         self.router.bind(listen)
@@ -180,7 +278,7 @@ class Relay:
         self._deliver(now)
 
     def stats(self) -> dict:
-        return {"settings": self.settings, "endpoint": self.endpoint, "forward": self.forward,
+        return {"settings": self.path.to_dict(), "endpoint": self.endpoint, "forward": self.forward,
                 "seconds": time.monotonic() - self.started, "senders": len(self.dealers),
                 "earth_to_mars": asdict(self.up.stats), "mars_to_earth": asdict(self.down.stats),
                 "queued": len(self.queue)}
@@ -189,137 +287,3 @@ class Relay:
         for s in [self.router, *self.dealers.values()]:
             s.close(0)
         self.ctx.term()
-
-
-def describe(settings: dict, light_minutes: float | None = None, time_scale: float | None = None) -> str:
-    d = settings["delay_s"]
-    light = f" ({light_minutes:g} light-min / {time_scale:g})" if light_minutes is not None else ""
-    bw = settings["bandwidth_bps"]
-    faults = ", ".join(f"{k} {settings[k]:.0%}" for k in ("loss", "dup", "reorder") if settings[k])
-    where = "Earth->Mars" if settings["fault_direction"] == "up" else "both ways"
-    return (f"one-way delay {d:.2f} s{light}, {f'{bw:,.0f} bit/s' if bw else 'unlimited bandwidth'}"
-            + (f", faults ({where}): {faults}, seed {settings['seed']}" if faults else ", no faults"))
-
-
-def status_line(st: dict) -> str:
-    u, d = st["earth_to_mars"], st["mars_to_earth"]
-    return (f"[relay] {st['seconds']:6.1f} s | Earth->Mars {u['messages']:,} msgs {u['bytes']:,} B, "
-            f"lost {u['dropped']}, dup {u['duplicated']}, reordered {u['reordered']}, "
-            f"max queue {u['max_queue_s']:.2f} s | Mars->Earth {d['messages']:,} msgs {d['bytes']:,} B, "
-            f"lost {d['dropped']} | in transit {st['queued']}")
-
-
-def status_table(st: dict, header: str):
-    # start-up: rich loads only for a live table on a terminal
-    from rich import box
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=False, show_edge=False)
-    for col in ("direction", "messages", "bytes", "lost", "duplicated", "reordered", "max queue", "delivered"):
-        t.add_column(col, justify="left" if col == "direction" else "right")
-    for name, key in (("Earth -> Mars", "earth_to_mars"), ("Mars -> Earth", "mars_to_earth")):
-        s = st[key]
-        t.add_row(name, f"{s['messages']:,}", f"{s['bytes']:,}", f"{s['dropped']:,}", f"{s['duplicated']:,}",
-                  f"{s['reordered']:,}", f"{s['max_queue_s']:.2f} s", f"{s['delivered']:,}")
-    return Group(Text(header, style="bold", no_wrap=True, overflow="ellipsis"), t,
-                 Text(f"{st['seconds']:.1f} s | in transit now: {st['queued']}", style="grey62"))
-
-
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m protocol.relay",
-                                 description="Simulated deep-space link between Earth (Alice) and Mars (Bob).")
-    ap.add_argument("--listen", required=True, metavar="ENDPOINT", help="where Alice connects, e.g. tcp://127.0.0.1:5601")
-    ap.add_argument("--forward", required=True, metavar="ENDPOINT", help="Bob's bind address, e.g. tcp://127.0.0.1:5602")
-    ap.add_argument("--delay-s", type=float, default=None, help="one-way delay in seconds (overrides --light-minutes)")
-    ap.add_argument("--light-minutes", type=float, default=None,
-                    help="one-way light time, Earth-Mars is 3 to 22 minutes (default 12 when --delay-s is not given)")
-    ap.add_argument("--time-scale", type=float, default=600.0, help="divide the light time by this (default %(default)g)")
-    ap.add_argument("--bandwidth-bps", type=float, default=0.0, help="bits per second each way (0 = unlimited)")
-    ap.add_argument("--back-bandwidth-bps", type=float, default=None, help="Mars->Earth bandwidth (default: the same)")
-    ap.add_argument("--loss", type=float, default=0.0, help="probability a message is lost")
-    ap.add_argument("--dup", type=float, default=0.0, help="probability a message is delivered twice")
-    ap.add_argument("--reorder", type=float, default=0.0, help="probability a message is held back and overtaken")
-    ap.add_argument("--fault-direction", choices=("up", "both"), default="up",
-                    help="up: faults on Earth->Mars only (default); both: also on ACKs, heartbeats and DONE")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the fault decisions")
-    ap.add_argument("--idle-exit", type=float, default=None, metavar="S",
-                    help="exit after S seconds without a message, once traffic has started")
-    ap.add_argument("--max-seconds", type=float, default=None, help="exit after this long in any case")
-    ap.add_argument("--stats-json", metavar="PATH", help="write the final counters and settings as JSON")
-    ap.add_argument("--status-every", type=float, default=2.0, help="plain mode: seconds between status lines")
-    g = ap.add_mutually_exclusive_group()
-    g.add_argument("--plain", action="store_true", help="plain status lines even on a terminal")
-    g.add_argument("-q", "--quiet", action="store_true", help="no status output")
-    return ap
-
-
-def delay_from(args) -> tuple[float, float | None]:
-    if args.delay_s is not None:
-        return args.delay_s, None
-    minutes = 12.0 if args.light_minutes is None else args.light_minutes
-    return minutes * 60.0 / args.time_scale, minutes
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    for name in ("loss", "dup", "reorder"):
-        if not 0.0 <= getattr(args, name) < 1.0:
-            print(f"relay: error: --{name} must be in [0, 1)", file=sys.stderr)
-            return 2
-    if args.time_scale <= 0:
-        print("relay: error: --time-scale must be positive", file=sys.stderr)
-        return 2
-    delay, minutes = delay_from(args)
-    try:
-        relay = Relay(args.listen, args.forward, delay, args.bandwidth_bps, args.loss, args.dup, args.reorder,
-                      args.seed, args.back_bandwidth_bps, args.fault_direction)
-    except zmq.ZMQError as e:
-        print(f"relay: error: cannot listen on {args.listen}: {e}", file=sys.stderr)
-        return 2
-    header = "relay: " + describe(relay.settings, minutes, args.time_scale if minutes else None)
-
-    def stop(*_):
-        relay.running = False
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-
-    live = None
-    if not args.quiet and not args.plain and sys.stdout.isatty():
-        from rich.live import Live   # start-up: only on a terminal
-        live = Live(status_table(relay.stats(), header), auto_refresh=False, transient=False)
-        live.start(refresh=True)
-    elif not args.quiet:
-        print(f"{header} ({relay.endpoint} -> {args.forward})", flush=True)
-    last_status = time.monotonic()
-    try:
-        while relay.running:
-            relay.step()
-            now = time.monotonic()
-            if live is not None and now - last_status >= 0.25:
-                live.update(status_table(relay.stats(), header), refresh=True)
-                last_status = now
-            elif live is None and not args.quiet and now - last_status >= args.status_every:
-                print(status_line(relay.stats()), flush=True)
-                last_status = now
-            if args.idle_exit is not None and relay.last_message is not None and not relay.queue \
-                    and now - relay.last_message > args.idle_exit:
-                break
-            if args.max_seconds is not None and now - relay.started > args.max_seconds:
-                break
-    finally:
-        st = relay.stats()
-        if live is not None:
-            live.update(status_table(st, header), refresh=True)
-            live.stop()
-        elif not args.quiet:
-            print(status_line(st).replace("[relay]", "[relay] done:"), flush=True)
-        if args.stats_json:
-            with open(args.stats_json, "w") as f:
-                json.dump(st, f, indent=2, sort_keys=True)
-        relay.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

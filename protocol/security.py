@@ -21,12 +21,20 @@ monitor) so a refusal is named at once instead of surfacing as a handshake timeo
 
 Key files are ZeroMQ certificates (`zmq.auth.create_certificates`): NAME.key holds the
 public key, NAME.key_secret the secret one (mode 0600; refused if others can read it).
+
+One command on each laptop (`bob listen --lan`): Mars keeps his key pair in his state folder
+and prints, for Earth, his public key as text and a one-time code. Earth's key pair is derived
+from the code and Mars's public key (`code_keys`), on both sides; Mars admits exactly that
+public key. So the link is CURVE as above, with no key files to copy: a sender without the
+code is refused like any unknown key, and a new `listen --lan` prints a new code.
 """
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
+import secrets
 import stat
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -132,6 +140,8 @@ class CurveKeys:
     server_key: Optional[bytes] = None           # Alice: Mars's public key
     allow_dir: Optional[str] = None              # Bob: folder of admitted senders' public keys
     public_file: Optional[str] = None            # our public key file, named in messages
+    allow_keys: frozenset = frozenset()          # Bob: admitted public keys beside the folder's (Z85)
+    refused_hint: Optional[str] = None           # Alice: what to say when Mars refuses our key
 
     @classmethod
     def client(cls, secret_file: str, server_key_file: str) -> "CurveKeys":
@@ -147,18 +157,84 @@ class CurveKeys:
                                f"copy each sender's NAME.key there")
         return cls(public, secret, allow_dir=allow_dir)
 
+    @classmethod
+    def lan_server(cls, key_dir: str, code: str) -> "CurveKeys":
+        """Mars for `listen --lan`: his key pair from key_dir (made there the first time), and
+        admitting only the Earth whose key the one-time `code` gives."""
+        public, secret = lan_key_pair(key_dir)
+        earth, _ = code_keys(code, public)
+        return cls(public, secret, allow_keys=frozenset({earth}))
+
+    @classmethod
+    def from_code(cls, server_key_text: str, code: str) -> "CurveKeys":
+        """Earth for the line `listen --lan` printed: Mars's public key as text plus the code."""
+        server = key_from_text(server_key_text)
+        public, secret = code_keys(code, server)
+        return cls(public, secret, server_key=server,
+                   refused_hint="the --code is not the one Mars printed for this listen "
+                                "(each 'bob listen --lan' prints a new one); type the line Mars prints now")
+
+    def admitted(self) -> dict[bytes, str]:
+        """Bob: every public key he admits -> a name for it (the allow-list folder is re-read)."""
+        keys = dict.fromkeys(self.allow_keys, "the one-time code")
+        if self.allow_dir is not None:
+            keys.update(allowed_keys(self.allow_dir))
+        return keys
+
     def apply(self, sock: zmq.Socket, server: bool) -> None:
         """Set the socket options; before bind/connect."""
         sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public_key)
         sock.setsockopt(zmq.CURVE_SECRETKEY, self.secret_key)
         if server:
-            if self.allow_dir is None:
+            if self.allow_dir is None and not self.allow_keys:
                 raise ValueError("a CURVE server needs an allow-list folder (allow_dir)")
             sock.setsockopt(zmq.CURVE_SERVER, 1)
         else:
             if self.server_key is None:
                 raise ValueError("a CURVE client needs the server's public key (server_key)")
             sock.setsockopt(zmq.CURVE_SERVERKEY, self.server_key)
+
+
+# -- one command on each laptop: Mars's key pair in his state folder, a one-time code for Earth --
+
+LAN_KEY_NAME = "mars"
+CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"   # no i, l, o, 0, 1: nothing to misread
+CODE_GROUPS, CODE_GROUP = 4, 4                      # 16 characters, about 79 bits
+
+
+def lan_key_pair(key_dir: str) -> tuple[bytes, bytes]:
+    """Mars's (public, secret) key pair in key_dir, created there the first time."""
+    secret_file = os.path.join(key_dir, LAN_KEY_NAME + ".key_secret")
+    if not os.path.exists(secret_file):
+        generate(key_dir, LAN_KEY_NAME)
+    return load_secret(secret_file)
+
+
+def new_code() -> str:
+    """A fresh one-time code, e.g. 'k7qm-x2pa-9fde-hw3t'."""
+    return "-".join("".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_GROUP)) for _ in range(CODE_GROUPS))
+
+
+def code_keys(code: str, server_key: bytes) -> tuple[bytes, bytes]:
+    """Earth's (public, secret) CURVE key pair from a one-time code and Mars's public key: both
+    sides compute it, so Mars can admit exactly this Earth. A guess costs one refused handshake,
+    and there are 31**16 codes."""
+    normal = code.replace("-", "").lower()
+    if len(normal) != CODE_GROUPS * CODE_GROUP or normal.strip(CODE_ALPHABET):
+        raise KeyFileError(f"--code {code[:40]!r} is not a code 'bob listen --lan' prints "
+                           f"({CODE_GROUPS} groups of {CODE_GROUP} letters and digits, e.g. k7qm-x2pa-9fde-hw3t)")
+    seed = hashlib.sha256(b"marslink lan code\0" + server_key + b"\0" + normal.encode()).digest()
+    secret = z85.encode(seed)
+    return zmq.curve_public(secret), secret
+
+
+def key_from_text(text: str) -> bytes:
+    """A public key given as text (40 Z85 characters, as in a NAME.key file)."""
+    key = text.strip().encode("ascii", "replace")
+    if not _valid(key):
+        raise KeyFileError(f"--server-key-text {text[:60]!r} is not a public key (40 Z85 characters, "
+                           f"as 'bob listen --lan' prints it)")
+    return key
 
 
 def _prefix(key: bytes) -> str:
@@ -194,8 +270,8 @@ class Refusals:
 class ZapHandler:
     """ZAP (RFC 27) for CURVE: admit exactly the public keys in the allow-list folder."""
 
-    def __init__(self, ctx: zmq.Context, allow_dir: str, refusals: "Refusals"):
-        self.allow_dir, self._refuse = allow_dir, refusals.add
+    def __init__(self, ctx: zmq.Context, keys: CurveKeys, refusals: "Refusals"):
+        self.keys, self._refuse = keys, refusals.add
         self.socket = ctx.socket(zmq.REP)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.bind(ZAP_ENDPOINT)       # before the ROUTER binds: no unchecked window
@@ -221,14 +297,15 @@ class ZapHandler:
             return [b"1.0", request_id, b"400", b"CURVE required", b"", b""]
         key = z85.encode(msg[6])
         try:
-            allowed = allowed_keys(self.allow_dir)
+            allowed = self.keys.admitted()
         except KeyFileError as e:
             allowed = {}
             self._refuse(f"cannot read the allow-list: {e}", b"allow-dir")
         if key in allowed:
             return [b"1.0", request_id, b"200", b"OK", allowed[key].encode("utf-8", "replace"), b""]
-        self._refuse(f"refused a sender with unknown key {_prefix(key)} from {who} "
-                     f"(not in allow-list {self.allow_dir})", key)
+        where = (f"allow-list {self.keys.allow_dir}" if self.keys.allow_dir is not None
+                 else "the one-time code's key: a wrong or old --code")
+        self._refuse(f"refused a sender with unknown key {_prefix(key)} from {who} (not in {where})", key)
         return [b"1.0", request_id, b"400", b"unknown key", b"", b""]
 
     def close(self) -> None:
@@ -273,6 +350,8 @@ class HandshakeWatch:
     def _alice(self, kind: int, value: int, mismatch: bool) -> Optional[str]:
         curve = self.keys is not None
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH and value != 300:   # 300 = temporary: retry
+            if curve and self.keys.refused_hint:
+                return f"Mars refused our key: {self.keys.refused_hint}"
             ours = (self.keys.public_file if curve else None) or "our public key"
             return f"Mars refused our key (not in its allow-list); ask Mars to add {ours}"
         if mismatch:

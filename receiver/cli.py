@@ -4,13 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shared.app.cli import check_endpoint, curve_keys, keygen_command, progress, run_main
+from shared.app.checkpoint import default_state_dir
+from shared.app.cli import check_endpoint, curve_keys, keygen_command, lan_listen, progress, run_main
 from shared.app.faults import kill_at
 from shared.app.files import check_output, check_stats, read_input, write_atomic, write_stats
-from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_command, add_link_options,
+from shared.app.options import (COUNT, LAN_PORT, Parser, add_force_option, add_keygen_command, add_link_options,
                                 add_model_options, add_numeric_options, add_report_options, link_settings,
                                 output_file, run_config)
 from shared.core import numeric
+from shared.core.errors import UsageError
 from shared.coding.container import parse
 from shared.show.dashboard import add_display_options, dashboard_for
 
@@ -26,7 +28,7 @@ def parser() -> argparse.ArgumentParser:
                         "intra-op threads (default: 1; speed only)")
     add_report_options(d)
     ls = sub.add_parser("listen", help="receive one stream from a sender and write it to --out")
-    ls.add_argument("--bind", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5555")
+    ls.add_argument("--bind", metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5555 (or --lan)")
     ls.add_argument("--out", required=True, type=output_file, metavar="FILE", help="where the verified result goes")
     add_force_option(ls)
     add_link_options(ls, "bind")
@@ -46,9 +48,24 @@ def _chain(*callbacks):
     return call
 
 
+def _endpoint_and_keys(args):
+    """--bind with its keys, or --lan: (endpoint, CurveKeys or None, the line for Earth or None)."""
+    if not args.lan:
+        if args.bind is None:
+            raise UsageError("say where to listen: --bind ENDPOINT, or --lan for one command on each laptop")
+        if args.port != LAN_PORT:
+            raise UsageError("--port goes with --lan; with --bind, the port is part of the endpoint")
+        curve = curve_keys("bind", args.curve_secret, args.allow)
+        return check_endpoint(args.bind, args.insecure, "bind", encrypted=curve is not None), curve, None
+    if args.bind is not None or args.curve_secret is not None or args.allow is not None:
+        raise UsageError("--lan chooses the endpoint and the keys itself; drop --bind, --curve-secret and --allow")
+    earth = ["--preset", args.preset] if args.preset != "default" else []
+    earth += ["--seed", str(args.seed)] if args.seed is not None else []
+    return lan_listen(getattr(args, "state_dir", None) or default_state_dir("mars"), args.port, earth)
+
+
 def listen_command(args) -> int:
-    curve = curve_keys("bind", args.curve_secret, args.allow)
-    check_endpoint(args.bind, args.insecure, "bind", encrypted=curve is not None)
+    bind, curve, earth_line = _endpoint_and_keys(args)
     check_output(args.out, force=args.force)
     check_stats(args.stats_json)
     numeric.activate(args.profile, args.threads)
@@ -56,20 +73,20 @@ def listen_command(args) -> int:
     from shared.core.fingerprint import fingerprint   # start-up: as above
     fingerprint()                       # compute the canary before a sender is waiting
 
-    if not args.quiet:
-        print(f"bob: listening on {args.bind}", file=sys.stderr, flush=True)
-    bar = {}
-
+    if earth_line is not None:          # even with -q: without it no Earth can reach us
+        print(f"bob: listening on every interface, port {args.port}, encrypted; on Earth, type this line "
+              f"(FILE: the file to send):\n{earth_line}", file=sys.stderr, flush=True)
+    elif not args.quiet:
+        print(f"bob: listening on {bind}", file=sys.stderr, flush=True)
     def on_hello(hello):
-        bar["total"] = hello.total_length
         if not args.quiet:
             print(f"bob: receiving stream {hello.stream_id!r} ({hello.total_length:,} bytes)",
                   file=sys.stderr, flush=True)
 
-    dash = dashboard_for(args, "mars", args.bind, out_path=args.out)
+    dash = dashboard_for(args, "mars", bind, out_path=args.out)
     with dash:
         on_hello = _chain(on_hello, dash.on_hello)
-        stats = receive_stream(args.bind, run_config(args), args.out, link_settings(args, curve), on_hello=on_hello,
+        stats = receive_stream(bind, run_config(args), args.out, link_settings(args, curve), on_hello=on_hello,
                                on_step=kill_at(args.fault_kill_step, dash.on_step), telemetry=dash.telemetry, log=_log,
                                perturb_step=args.fault_perturb_step, checkpoint_every=args.checkpoint_every,
                                linger_s=args.linger)

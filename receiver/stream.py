@@ -54,11 +54,6 @@ def writing(path: str):
         raise storage_error("", path, e, then="run both sides again to resume") from None
 
 
-def default_state_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "marslink", "mars")
-
-
 def write_receipt(state_dir: str, hello, final_digest: str, out_path: str) -> str:
     """The delivery receipt: what was delivered where, and when; the newest KEEP_RECEIPTS stay."""
     folder = os.path.join(state_dir, "receipts")
@@ -193,7 +188,7 @@ class _Vacated(Exception):
 
 def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSettings,
                    on_step: Callable | None = None, on_hello: Callable | None = None,
-                   log=None, perturb_step: int | None = None, checkpoint_every: int = 16,
+                   log=None, perturb_step: int | None = None, checkpoint_every: int = checkpoint.CHECKPOINT_EVERY,
                    telemetry=None, linger_s: float = RECEIPT_LINGER_S, state_dir: str | None = None) -> dict:
     try:
         link = BobLink(bind, settings, log=log)
@@ -212,7 +207,7 @@ def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSe
                 spool.remove()
                 deadline = time.monotonic() + settings.handshake_timeout_s
                 continue
-            write_receipt(state_dir or default_state_dir(), hello, stats["final_digest"], out_path)
+            write_receipt(state_dir or checkpoint.default_state_dir("mars"), hello, stats["final_digest"], out_path)
             try:
                 link.linger(linger_s)
             except KeyboardInterrupt:         # delivered already: being stopped now only ends the wait
@@ -299,8 +294,7 @@ class _Session:
     # -- the link, with sender reconnections handled in one place ---------------------------
     def _refusal(self, hello) -> tuple[str, str] | None:
         """Why a returning sender cannot take this stream over (code, message), or None."""
-        same = (hello.stream_id, hello.sha256, hello.total_length, hello.config)
-        if same != (self.hello.stream_id, self.hello.sha256, self.hello.total_length, self.hello.config):
+        if not hello.same_stream(self.hello):
             return "busy", (f"Mars is waiting for stream {self.hello.stream_id!r} to resume; "
                             f"try again once it is delivered")
         try:
@@ -364,7 +358,7 @@ class _Session:
         return False
 
     def _checkpoint(self):
-        self.spool.save({"twin": self.twin.state_dict(), "decoder": self.decoder.ad.state(),
+        self.spool.save({"twin": self.twin.state_dict(), "decoder": self.decoder.arith.state(),
                          "stored_chunks": self.decoder.stored_chunks, "resent_bytes": self.resent_bytes,
                          "ours": {str(k): v for k, v in self.ledger.ours.items()}})
 

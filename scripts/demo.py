@@ -40,12 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from protocol import link  # noqa: E402
 from scripts.common import child_env, free_endpoint, stop  # noqa: E402
+from shared.app.options import add_simulated_link_options, simulated_link, simulated_link_argv  # noqa: E402
 from shared.show.dashboard import plain_line, render  # noqa: E402
 from shared.show.report import build  # noqa: E402
 from shared.texts import mission_log  # noqa: E402
 PY = sys.executable
 DEFAULT_BYTES = 40_000
-FAULTS = (("loss", "lost"), ("dup", "duplicated"), ("reorder", "reordered"))   # the relay's fault options
 ALICE_HANDSHAKE_S = 300.0      # Alice starts beside Bob, who may still be importing torch in his pane
 
 
@@ -55,19 +55,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--bytes", type=int, default=None,
                     help=f"send only the first N bytes (default: {DEFAULT_BYTES:,} of the built-in text, all of --input)")
     ap.add_argument("--preset", default="default", help="model preset for both sides (default %(default)s)")
-    sim = ap.add_argument_group("simulated link (the relay)")
-    sim.add_argument("--light-minutes", type=float, default=12.0,
-                     help="one-way light time; Earth-Mars is 3 to 22 minutes (default %(default)g)")
-    sim.add_argument("--time-scale", type=float, default=600.0,
-                     help="divide the light time by this so the demo is watchable (default %(default)g)")
-    sim.add_argument("--delay-s", type=float, default=None, help="one-way delay in seconds (overrides the two above)")
-    sim.add_argument("--bandwidth-bps", type=float, default=16_000.0,
-                     help="link bandwidth each way in bits/s, 0 = unlimited (default %(default)g)")
-    for fault, what in FAULTS:
-        sim.add_argument(f"--{fault}", type=float, default=0.0, help=f"probability a message is {what}")
-    sim.add_argument("--fault-direction", choices=("up", "both"), default="up",
-                     help="faults on Earth->Mars only (default) or both ways")
-    sim.add_argument("--seed", type=int, default=1, help="seed of the relay's fault decisions")
+    add_simulated_link_options(ap)
+    ap.set_defaults(bandwidth_bps=16_000.0, seed=1)      # the demo's link: slow enough to watch
     ap.add_argument("--out", default=str(ROOT / "demo-out"), help="folder for results and the report (default demo-out/)")
     ap.add_argument("--no-tmux", action="store_true", help="two columns in this terminal instead of tmux panes")
     ap.add_argument("--headless", action="store_true",
@@ -99,12 +88,8 @@ def make_plan(args) -> dict:
         data = data[:DEFAULT_BYTES]
     if not data:
         raise SystemExit("demo: error: nothing to send (empty input)")
-    for fault, _ in FAULTS:
-        if not 0 <= getattr(args, fault) < 1:
-            raise SystemExit(f"demo: error: --{fault} must be in [0, 1)")
-    if args.time_scale <= 0:
-        raise SystemExit("demo: error: --time-scale must be positive")
-    delay = args.delay_s if args.delay_s is not None else args.light_minutes * 60.0 / args.time_scale
+    path = simulated_link(args)
+    delay = path.delay_s
     out.mkdir(parents=True, exist_ok=True)
     for old in ("alice.json", "bob.json", "relay.json", "alice.rc", "bob.rc", "conductor.json", "conductor.rc",
                 "received.txt", "alice.err", "bob.err", "relay.log", "earth.txt", "mars.txt", "relay.txt",
@@ -120,28 +105,18 @@ def make_plan(args) -> dict:
     timeout = link.TIMEOUT_S + 4 * delay
     retransmit = link.RETRANSMIT_S + 2 * delay
     window = 2 * link.WINDOW
-    info = [f"delay={delay:g}"]
-    if args.delay_s is None:
-        info += [f"light={args.light_minutes:g}", f"scale={args.time_scale:g}"]
-    if args.bandwidth_bps:
-        info.append(f"bw={args.bandwidth_bps:g}")
-    info += [f"{k}={getattr(args, k):g}" for k, _ in FAULTS if getattr(args, k)]
-    link_info = ",".join(info)
+    link_info = path.to_text()
     common = ["--preset", args.preset, "--timeout", f"{timeout:g}", "--window", str(window), "--link-info", link_info]
     bob = [PY, "-m", "receiver", "listen", "--bind", bob_ep, "--out", str(out / "received.txt"),
            "--stats-json", str(out / "bob.json"), "--handshake-timeout", f"{link.RECEIVER_HANDSHAKE_S:g}", *common]
     alice = [PY, "-m", "sender", "send", str(src), "--connect", relay_ep, "--stats-json", str(out / "alice.json"),
              "--state-dir", str(out / "earth-state"), "--handshake-timeout", f"{ALICE_HANDSHAKE_S:g}",
              "--retransmit", f"{retransmit:g}", *common]
-    relay = [PY, "-m", "protocol.relay", "--listen", relay_ep, "--forward", bob_ep,
-             "--bandwidth-bps", f"{args.bandwidth_bps:g}", "--loss", f"{args.loss:g}", "--dup", f"{args.dup:g}",
-             "--reorder", f"{args.reorder:g}", "--seed", str(args.seed), "--fault-direction", args.fault_direction,
+    relay = [PY, "-m", "scripts.relay", "--listen", relay_ep, "--forward", bob_ep, *simulated_link_argv(path),
              "--stats-json", str(out / "relay.json")]
-    relay += ["--delay-s", f"{args.delay_s:g}"] if args.delay_s is not None else \
-        ["--light-minutes", f"{args.light_minutes:g}", "--time-scale", f"{args.time_scale:g}"]
     return {"out": str(out), "input": str(src), "input_name": name, "bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest(), "delay": delay, "link_info": link_info,
-            "bandwidth_bps": args.bandwidth_bps, "preset": args.preset, "timeout": args.timeout,
+            "bandwidth_bps": path.bandwidth_bps, "preset": args.preset, "timeout": args.timeout,
             "alice": alice, "bob": bob, "relay": relay, "report": not args.no_report,
             "headless": bool(args.headless)}
 

@@ -3,7 +3,7 @@ relay on loopback, watching both processes' memory.
 
     .venv/bin/python scripts/soak.py --mbytes 20 --preset bulk --loss 0.02
 
-Bob listens, the relay (protocol/relay.py) forwards to him and drops, duplicates and reorders
+Bob listens, the relay (scripts/relay.py) forwards to him and drops, duplicates and reorders
 --loss of the messages each way from Earth to Mars, Alice connects to the relay. Passes when
 the output is byte-exact and each side's resident memory grows less than MAX_GROWTH from the
 first quarter of the run to the last. Writes soak.json into --out (default bench-results/).
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     env, py = child_env(), sys.executable
     common = ["--preset", args.preset, "--timeout", str(LINK_TIMEOUT_S), "-q"]
     p = f"{args.loss:g}"
-    relay = subprocess.Popen([py, "-m", "protocol.relay", "--listen", relay_ep, "--forward", bob_ep, "-q",
+    relay = subprocess.Popen([py, "-m", "scripts.relay", "--listen", relay_ep, "--forward", bob_ep, "-q",
                               "--loss", p, "--dup", p, "--reorder", p, "--seed", "1",
                               "--stats-json", str(work / "relay.json")], env=env)
     bob = subprocess.Popen([py, "-m", "receiver", "listen", "--bind", bob_ep, "--out", str(dst),

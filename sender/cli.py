@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from protocol import link
-from shared.app.cli import check_endpoint, curve_keys, keygen_command, progress, run_main
+from shared.app.cli import check_endpoint, curve_keys, keygen_command, lan_keys, progress, run_main
 from shared.app.faults import kill_at
 from shared.app.files import check_output, check_stats, read_input, write_atomic, write_stats
 from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_command, add_link_options,
@@ -50,7 +50,8 @@ def parser() -> argparse.ArgumentParser:
 
 def send_command(args) -> int:
     data = read_input(args.input)
-    curve = curve_keys("connect", args.curve_secret, args.server_key)
+    curve = lan_keys(args.server_key_text, args.code, args.curve_secret, args.server_key) \
+        or curve_keys("connect", args.curve_secret, args.server_key)
     check_endpoint(args.connect, args.insecure, "connect", encrypted=curve is not None)
     check_stats(args.stats_json)
     numeric.activate(args.profile, args.threads)

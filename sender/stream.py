@@ -36,11 +36,6 @@ MAX_PAYLOAD = 256 * 1024          # split a step's bytes into frames no larger t
 KEEP_CHECKPOINTS = 4
 
 
-def default_state_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "marslink", "earth")
-
-
 class Checkpoints:
     """Alice's checkpoints for one stream: ckpt-<step>.pt, the last few kept."""
 
@@ -50,7 +45,7 @@ class Checkpoints:
     def save(self, twin: Twin, encoder: ChunkEncoder, high_water: int):
         os.makedirs(self.dir, exist_ok=True)
         checkpoint.save(os.path.join(self.dir, f"ckpt-{twin.step:09d}.pt"),
-                        {"twin": twin.state_dict(), "encoder": encoder.ac.state(),
+                        {"twin": twin.state_dict(), "encoder": encoder.arith.state(),
                          "stored_chunks": encoder.stored_chunks, "high_water": high_water})
         for old in sorted(glob.glob(os.path.join(self.dir, "ckpt-*.pt")))[:-KEEP_CHECKPOINTS]:
             os.unlink(old)
@@ -73,14 +68,14 @@ class Checkpoints:
 
 def send_stream(data: bytes, config: RunConfig, endpoint: str, settings: LinkSettings,
                 stream_id: str | None = None, on_step: Callable | None = None, log=None,
-                state_dir: str | None = None, checkpoint_every: int = 16, telemetry=None) -> dict:
+                state_dir: str | None = None, checkpoint_every: int = checkpoint.CHECKPOINT_EVERY, telemetry=None) -> dict:
     started = time.perf_counter()
     sha = hashlib.sha256(data).digest()
     stream_id = stream_id or sha.hex()[:16]
     hello = Hello(stream_id=stream_id, config=config.to_dict(), fingerprint=fingerprint(),
                   total_length=len(data), sha256=sha)
     key = hashlib.sha256(sha + config.to_json().encode()).hexdigest()[:24]
-    store = Checkpoints(state_dir or default_state_dir(), key)
+    store = Checkpoints(state_dir or checkpoint.default_state_dir("earth"), key)
     run = _Run(data, config, store, checkpoint_every)
     run.telemetry = telemetry if telemetry is not None else Telemetry()   # per-step curves for the report
     run.high_water = store.high_water()
@@ -160,7 +155,7 @@ class _Run:
 
     @property
     def offset(self) -> int:
-        return self.encoder.ac.bytes_taken
+        return self.encoder.arith.bytes_taken
 
     def rewind(self, resume_offset: int):
         if self.twin.step == 0 and self.offset == 0:
@@ -169,7 +164,7 @@ class _Run:
         state = self.store.latest_within(resume_offset)
         if state is not None:
             self.twin.load_state_dict(state["twin"], self.data)
-            self.encoder.ac.restore(state["encoder"])
+            self.encoder.arith.restore(state["encoder"])
             self.encoder.stored_chunks = state["stored_chunks"]
 
     def stream(self, link: AliceLink, resume_offset: int, on_step) -> "object":

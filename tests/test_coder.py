@@ -93,3 +93,24 @@ def test_decoder_pulls_bytes_on_demand():
     dec = ArithmeticDecoder(ByteSource(refill=refill))
     assert np.array_equal(dec.code(cdf), symbols)
     assert len(calls) == -(-len(data) // 7)
+
+
+def test_the_interval_invariants_hold_after_every_update():
+    """What coder.Interval promises after renormalising: the top bits of low and high differ,
+    and the width exceeds a quarter (so any slice of a 24-bit total keeps an integer)."""
+    from shared.coding.coder import HALF, MASK, QUARTER
+    rng = np.random.default_rng(3)
+    total = (1 << FREQ_BITS) + VOCAB
+    enc = ArithmeticEncoder()
+    for i in range(20000):
+        kind = i % 3
+        if kind == 0:                               # the smallest slice there is
+            lo = int(rng.integers(0, total))
+            hi = lo + 1
+        elif kind == 1:                             # almost certain
+            lo, hi = 0, total - 1
+        else:
+            lo, hi = sorted(int(x) for x in rng.choice(total + 1, 2, replace=False))
+        enc.encode(lo, hi, total)
+        assert 0 <= enc.low < HALF <= enc.high <= MASK
+        assert enc.high - enc.low + 1 > QUARTER

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from shared.show.dashboard import Dashboard, parse_link_info, plain_line, render
+from protocol.relay import SimulatedLink
+from shared.show.dashboard import Dashboard, plain_line, render
 from tests.helpers import ROOT
 
 
@@ -41,15 +42,22 @@ def feed(dash, steps=3):
 
 
 def test_link_info_parsing():
-    assert parse_link_info("delay=1.2s,bw=16k,loss=0.05,light=12min,scale=600") == \
-        {"delay": 1.2, "bw": 16000.0, "loss": 0.05, "light": 12.0, "scale": 600.0}
-    with pytest.raises(ValueError):
-        parse_link_info("delay")
+    assert SimulatedLink.from_text("delay=1.2s,bw=16k,loss=0.05,light=12min,scale=600") == \
+        SimulatedLink(delay_s=1.2, bandwidth_bps=16000.0, loss=0.05, light_minutes=12.0, time_scale=600.0)
+    path = SimulatedLink.from_light(12, 600, bandwidth_bps=8000, dup=0.02, seed=3, fault_direction="both")
+    assert SimulatedLink.from_text(path.to_text()) == path                  # what the demo passes on
+    assert SimulatedLink.from_dict(path.to_dict()) == path                  # what the JSON states carry
+    assert path.describe() == "light delay 1.20 s one-way (12 light-min / 600) | 8 kbit/s | dup 2% both ways"
+    for bad, why in (("delay", "'delay' is not key=value"), ("delay=nan", "--delay-s must be a number >= 0"),
+                     ("bw=-5", "--bandwidth-bps must be a number >= 0"), ("loss=1", "--loss must be in [0, 1)"),
+                     ("speed=3", "unknown key 'speed'")):
+        with pytest.raises(ValueError, match=__import__("re").escape(why)):
+            SimulatedLink.from_text(bad)
 
 
 def test_plain_and_json_modes_and_dashboard_render():
     out = io.StringIO()
-    dash = Dashboard("earth", "tcp://127.0.0.1:1", "plain", link_info={"delay": 1.2, "bw": 16000}, every=1, file=out)
+    dash = Dashboard("earth", "tcp://127.0.0.1:1", "plain", path=SimulatedLink(delay_s=1.2, bandwidth_bps=16000), every=1, file=out)
     with dash:
         feed(dash)
         dash.finish({"input_bytes": 500, "compressed_bytes": 250, "payload_bytes": 250, "final_digest": "f" * 64,
@@ -71,7 +79,7 @@ def test_plain_and_json_modes_and_dashboard_render():
     assert bytes(b for b, _ in last["text"]).startswith(b"Sol 1.\nA dust")
 
     for role in ("earth", "mars"):
-        d = Dashboard(role, "tcp://x:1", "quiet", link_info={"delay": 1.2, "bw": 16000})
+        d = Dashboard(role, "tcp://x:1", "quiet", path=SimulatedLink(delay_s=1.2, bandwidth_bps=16000))
         feed(d, 4)
         d.result = {"input_bytes": 500, "compressed_bytes": 250, "final_digest": "e" * 64, "syncs_checked": 3}
         c = Console(width=100, height=40, record=True, file=io.StringIO(), color_system="truecolor")

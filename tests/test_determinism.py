@@ -94,7 +94,7 @@ print(json.dumps({"canary": fingerprint()["canary"], "final_digest": stats["fina
 @pytest.mark.parametrize("branch", ["COMPATIBLE", "SSE4_2", "AVX2"])
 def test_no_bit_depends_on_mkls_code_branch(branch):
     """MKL's branches compute different GEMM and sqrt bits (and its COMPATIBLE branch differed
-    between an AMD and an Intel CPU): shared/exact.py keeps every one of them out of the model."""
+    between an AMD and an Intel CPU): shared/core/exact.py keeps every one of them out of the model."""
     r = subprocess.run([sys.executable, "-c", MKL_BRANCH_PROBE, branch, str(GOLDEN["input_bytes"]), GOLDEN["preset"]],
                        capture_output=True, cwd=HERE.parent)
     assert r.returncode == 0, r.stderr.decode()

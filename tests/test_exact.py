@@ -1,4 +1,4 @@
-"""shared/exact.py: matrix products and square roots whose bits no BLAS, branch or CPU decides."""
+"""shared/core/exact.py: matrix products and square roots whose bits no BLAS, branch or CPU decides."""
 from fractions import Fraction
 
 import numpy as np
@@ -91,9 +91,3 @@ def test_linear_reuses_its_fixed_point_weight_only_while_unchanged():
     torch.testing.assert_close(second - lin.bias, 2 * (first - lin.bias))
     assert torch.equal(second, exact.linear(x, lin.weight, lin.bias).detach())
 
-
-def test_sqrt_is_correctly_rounded():
-    rng = np.random.default_rng(5)
-    x = (rng.standard_normal(100_000) ** 2 * np.exp(rng.normal(0, 10, 100_000))).astype(np.float32)
-    want = np.sqrt(x.astype(np.float64)).astype(np.float32)   # float64 then float32: correctly rounded
-    assert np.array_equal(exact.sqrt(torch.from_numpy(x)).numpy(), want)

@@ -283,3 +283,12 @@ def test_decode_fuzz_only_frame_error_or_exact_round_trip(data):
         return
     assert encode(frame) == data  # accepted means canonical
     assert decode(encode(frame)) == frame
+
+
+def test_same_stream_means_same_id_content_length_and_config():
+    """Bob lets a returning sender resume only for the very stream he holds (Hello.same_stream)."""
+    base = Hello("s1", {"seed": 1}, {"arithmetic": "1"}, 100, bytes(32))
+    assert base.same_stream(Hello("s1", {"seed": 1}, {"arithmetic": "other"}, 100, bytes(32)))
+    for other in (Hello("s2", {"seed": 1}, {}, 100, bytes(32)), Hello("s1", {"seed": 2}, {}, 100, bytes(32)),
+                  Hello("s1", {"seed": 1}, {}, 101, bytes(32)), Hello("s1", {"seed": 1}, {}, 100, bytes(31) + b"\1")):
+        assert not base.same_stream(other)

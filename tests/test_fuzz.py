@@ -321,3 +321,12 @@ def test_check_hello_fuzz_only_clean_errors(fingerprint, seed):
         assert one_line(e)
         return
     assert theirs == TINY and fp == fingerprint and length <= MAX_LENGTH
+
+
+def test_the_sync_count_a_header_implies_is_the_number_of_sync_steps():
+    """container.parse counts digests without building the list (a header may claim any length)."""
+    from shared.core.layout import sync_count
+    for steps in range(0, 120):
+        for every in range(1, 20):
+            assert sync_count(steps, every) == len(sync_steps(steps, every))
+    assert sync_count(10**15, 1) == 10**15 + 1

@@ -1,9 +1,11 @@
 """The simulated deep-space link: delay/bandwidth arithmetic, and a lossy path that still ends exact."""
 import json
 
-from protocol.relay import Channel, delay_from, parser
+from protocol.relay import Channel, SimulatedLink
+from scripts.relay import parser
+from shared.app.options import simulated_link, simulated_link_argv
 from shared.texts import mission_log
-from tests.helpers import free_endpoint, spawn
+from tests.helpers import free_endpoint, run_cli, spawn
 
 
 def test_light_delay_and_bandwidth_queue():
@@ -33,9 +35,28 @@ def test_faults_are_seeded_and_only_where_asked():
 def test_light_minutes_and_time_scale():
     args = parser().parse_args(["--listen", "tcp://127.0.0.1:1", "--forward", "tcp://127.0.0.1:2",
                                 "--light-minutes", "12", "--time-scale", "600"])
-    assert delay_from(args) == (1.2, 12.0)
+    assert (simulated_link(args).delay_s, simulated_link(args).light_minutes) == (1.2, 12.0)
     args = parser().parse_args(["--listen", "x", "--forward", "y", "--delay-s", "0.3"])
-    assert delay_from(args)[0] == 0.3
+    assert simulated_link(args).delay_s == 0.3
+
+
+def test_the_demo_starts_the_relay_with_exactly_its_simulated_link():
+    """One object: the options simulated_link_argv writes give the same SimulatedLink back."""
+    for path in (SimulatedLink.from_light(22, 300, bandwidth_bps=8000, loss=0.05, seed=4),
+                 SimulatedLink(delay_s=0.15, bandwidth_bps=4e5, back_bandwidth_bps=1e3, dup=0.1, reorder=0.1,
+                               fault_direction="both")):
+        args = parser().parse_args(["--listen", "x", "--forward", "y", *simulated_link_argv(path)])
+        assert simulated_link(args) == path
+
+
+def test_the_relay_refuses_nonsense_settings_in_one_line(tmp_path):
+    for option, value in (("--delay-s", "nan"), ("--time-scale", "nan"), ("--time-scale", "0"),
+                          ("--delay-s", "-1"), ("--bandwidth-bps", "-8000"), ("--loss", "1")):
+        r = run_cli("scripts.relay", "--listen", free_endpoint(), "--forward", free_endpoint(), option, value,
+                    timeout=60)
+        err = r.stderr.decode()
+        assert r.returncode == 2 and len(err.strip().splitlines()) == 1, err
+        assert err.startswith(f"python -m scripts.relay: error: argument {option}: {value!r} is not "), err
 
 
 def test_lossy_duplicating_reordering_relay_is_still_byte_exact(tmp_path):
@@ -44,7 +65,7 @@ def test_lossy_duplicating_reordering_relay_is_still_byte_exact(tmp_path):
     src, out = tmp_path / "in.txt", tmp_path / "out.txt"
     src.write_bytes(data)
     relay_ep, bob_ep = free_endpoint(), free_endpoint()
-    relay = spawn("protocol.relay", "--listen", relay_ep, "--forward", bob_ep, "--delay-s", "0.15",
+    relay = spawn("scripts.relay", "--listen", relay_ep, "--forward", bob_ep, "--delay-s", "0.15",
                   "--bandwidth-bps", "400000", "--loss", "0.1", "--dup", "0.1", "--reorder", "0.1", "--seed", "5",
                   "--stats-json", str(tmp_path / "relay.json"), "--max-seconds", "150", "-q")
     common = ["--preset", "tiny", "--timeout", "20", "--link-info", "delay=0.15,bw=400000,loss=0.1,dup=0.1,reorder=0.1"]

@@ -9,41 +9,28 @@ import os
 from typing import Callable, IO
 
 from ..core.errors import FormatError
-from ..core.pinned import torch
-from .files import storage_error
+from .files import write_atomic
+
+CHECKPOINT_EVERY = 16            # steps between two checkpoints, on both sides (--checkpoint-every)
 
 
-def _write(path: str, mode: str, fill: Callable[[IO], None]) -> None:
-    tmp = f"{path}.tmp"
-    try:
-        with open(tmp, mode) as f:
-            fill(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        cause = _os_error(e)
-        if cause is None:
-            raise
-        raise storage_error("checkpoint ", path, cause, then="run again to resume") from None
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+def default_state_dir(side: str) -> str:
+    """Where `side` ("earth" or "mars") keeps checkpoints and receipts unless --state-dir says."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "marslink", side)
 
 
-def _os_error(e: BaseException) -> OSError | None:
-    """The OSError behind `e`: torch.save reports a failed write as a RuntimeError from its zip
-    writer, raised while handling the OSError."""
-    while e is not None and not isinstance(e, OSError):
-        e = e.__cause__ or e.__context__
-    return e
+def _write(path: str, fill: Callable[[IO[bytes]], None]) -> None:
+    write_atomic(path, fill, force=True, what="checkpoint ", then="run again to resume")
 
 
 def save(path: str, state: dict) -> None:
-    _write(path, "wb", lambda f: torch.save(state, f))
+    from ..core.pinned import torch   # start-up: the CLIs read the constants above before torch loads
+    _write(path, lambda f: torch.save(state, f))
 
 
 def load(path: str) -> dict:
+    from ..core.pinned import torch   # start-up: as in save()
     try:
         return torch.load(path, weights_only=True)
     except Exception as e:  # any unreadable checkpoint is one clear error
@@ -51,7 +38,7 @@ def load(path: str) -> dict:
 
 
 def write_json(path: str, obj) -> None:
-    _write(path, "w", lambda f: json.dump(obj, f, sort_keys=True))
+    _write(path, lambda f: f.write(json.dumps(obj, sort_keys=True).encode()))
 
 
 def read_json(path: str):

@@ -8,15 +8,19 @@ is imported.
 from __future__ import annotations
 
 import ipaddress
+import os
+import shlex
 import signal
+import socket
 import sys
 import threading
 import time
 from contextlib import contextmanager
 from typing import Callable
 
-from protocol.security import CurveKeys, KeyFileError, generate
+from protocol.security import CurveKeys, KeyFileError, generate, new_code
 from ..core.errors import MarslinkError, UsageError
+from .files import storage_error
 
 
 class Terminated(KeyboardInterrupt):
@@ -156,6 +160,54 @@ def curve_keys(role: str, secret: str | None, other: str | None):
         return CurveKeys.client(secret, other) if role == "connect" else CurveKeys.server(secret, other)
     except KeyFileError as e:
         raise UsageError(str(e)) from None
+
+
+def lan_keys(server_key_text: str | None, code: str | None, curve_secret: str | None,
+             server_key: str | None):
+    """Earth's CurveKeys from the line `bob listen --lan` printed (--server-key-text, --code);
+    None when neither is given."""
+    if server_key_text is None and code is None:
+        return None
+    if curve_secret is not None or server_key is not None:
+        raise UsageError("--server-key-text and --code replace --curve-secret and --server-key; give one pair")
+    if server_key_text is None or code is None:
+        raise UsageError(f"the line 'bob listen --lan' prints has both --server-key-text and --code; "
+                         f"{'--code' if code is None else '--server-key-text'} is missing")
+    try:
+        return CurveKeys.from_code(server_key_text, code)
+    except KeyFileError as e:
+        raise UsageError(str(e)) from None
+
+
+def lan_address() -> str:
+    """This machine's address as a neighbour reaches it: the source address of the route out
+    (connecting a UDP socket sends nothing), else the host name's, else loopback."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))          # TEST-NET-1 (RFC 5737): only the route is looked up
+            address = s.getsockname()[0]
+    except OSError:
+        try:
+            address = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            address = "127.0.0.1"
+    return address if address != "0.0.0.0" else "127.0.0.1"
+
+
+def lan_listen(state_dir: str, port: int, earth_options: list[str]) -> tuple[str, CurveKeys, str]:
+    """`bob listen --lan`: the endpoint to bind (every interface), Mars's CURVE keys admitting
+    one Earth, and the one line that Earth types, FILE standing for the file."""
+    key_dir = os.path.join(state_dir, "keys")
+    code = new_code()
+    try:
+        keys = CurveKeys.lan_server(key_dir, code)
+    except KeyFileError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise storage_error("Mars's keys into ", key_dir, e) from None
+    line = shlex.join(["alice", "send", "FILE", "--connect", f"tcp://{lan_address()}:{port}",
+                       "--server-key-text", keys.public_key.decode("ascii"), "--code", code, *earth_options])
+    return f"tcp://*:{port}", keys, line
 
 
 def keygen_command(prog: str, folder: str, name: str) -> int:

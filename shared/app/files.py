@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import sys
+from typing import IO, Callable
 
 from ..core.errors import MarslinkError, UsageError
 
@@ -78,7 +79,7 @@ def check_output(path: str, input_path: str | None = None, force: bool = False) 
     os.unlink(tmp)
 
 
-def _create_temp(path: str) -> tuple[int, str]:
+def _create_temp(path: str, what: str = "", then: str = "run again") -> tuple[int, str]:
     """A new, exclusive temporary file beside `path` (same file system, so the rename is atomic),
     created with NEW_FILE_MODE so that the umask decides the final mode."""
     folder, name = os.path.split(os.path.abspath(path))
@@ -87,14 +88,16 @@ def _create_temp(path: str) -> tuple[int, str]:
         return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE), tmp
     except OSError as e:
         if e.errno == errno.ENOENT and os.path.isdir(folder):     # /proc, /sys: no new files, ever
-            raise StorageError(f"cannot write {path!r}: its folder takes no new files (a virtual file system "
-                               f"such as /proc?); choose a folder on a disk, then run again") from None
-        raise storage_error("", path, e) from None
+            raise StorageError(f"cannot write {what}{path!r}: its folder takes no new files (a virtual file system "
+                               f"such as /proc?); choose a folder on a disk, then {then}") from None
+        raise storage_error(what, path, e, then) from None
 
 
-def write_atomic(path: str, data: bytes, force: bool = False, what: str = "") -> None:
-    """Write to a temporary file beside `path`, fsync, then move it into place: never a
-    half-written output. Without `force`, an output that appeared meanwhile is not replaced."""
+def write_atomic(path: str, data: bytes | Callable[[IO[bytes]], None], force: bool = False, what: str = "",
+                 then: str = "run again") -> None:
+    """Write `data` (or whatever `data(file)` writes) to a temporary file beside `path`, fsync,
+    then move it into place: never a half-written output, whatever kills us. Without `force`,
+    an output that appeared meanwhile is not replaced. Outputs and checkpoints both use it."""
     if path == STDIO:
         try:
             sys.stdout.buffer.write(data)
@@ -104,18 +107,29 @@ def write_atomic(path: str, data: bytes, force: bool = False, what: str = "") ->
         except OSError as e:
             raise storage_error(what, "<standard output>", e) from None
         return
-    fd, tmp = _create_temp(path)
+    fd, tmp = _create_temp(path, what, then)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            data(f) if callable(data) else f.write(data)
             f.flush()
             os.fsync(f.fileno())
         _move_into_place(tmp, path, force)
-    except OSError as e:
-        raise storage_error(what, path, e) from None
+    except (OSError, RuntimeError) as e:
+        cause = _os_error(e)
+        if cause is None:
+            raise
+        raise storage_error(what, path, cause, then) from None
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
+
+
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError behind `e`: torch.save reports a failed write as a RuntimeError from its zip
+    writer, raised while handling the OSError."""
+    while e is not None and not isinstance(e, OSError):
+        e = e.__cause__ or e.__context__
+    return e
 
 
 def _move_into_place(tmp: str, path: str, force: bool) -> None:

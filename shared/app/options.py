@@ -14,10 +14,12 @@ import dataclasses
 import math
 
 from protocol import link
+from protocol.relay import SimulatedLink
 from protocol.frames import MAX_STREAM_ID_CHARS, FrameError, Hello
 from ..core import numeric
 from ..core.config import INT_RANGES, PRESETS, RunConfig, preset
 from ..core.errors import ProfileError
+from .checkpoint import CHECKPOINT_EVERY
 from .files import STDIO
 
 MAX_SECONDS = 30 * 24 * 3600     # longest timeout or interval: a month (longer is a typo)
@@ -103,6 +105,8 @@ SEED = integer(*INT_RANGES["seed"], "a seed")
 STEPS = integer(1, MAX_CHECKPOINT_EVERY, "a step count")
 WINDOW = integer(1, MAX_WINDOW, "a window")
 COUNT = integer(0, 2**63 - 1, "a count")
+PORT = integer(1, 65535, "a port")
+LAN_PORT = 5555                  # bob listen --lan, unless --port
 
 
 # -- option groups --------------------------------------------------------------------------
@@ -146,7 +150,7 @@ def add_link_options(p: argparse.ArgumentParser, role: str) -> None:
                    help=f"seconds to wait for {waits_for} (default %(default)g)")
     p.add_argument("--window", type=WINDOW, default=link.WINDOW,
                    help="frames in flight (credit; default %(default)s)")
-    p.add_argument("--checkpoint-every", type=STEPS, default=16, help="steps between checkpoints (default %(default)s)")
+    p.add_argument("--checkpoint-every", type=STEPS, default=CHECKPOINT_EVERY, help="steps between checkpoints (default %(default)s)")
     if role == "bind":
         p.add_argument("--linger", type=seconds, default=link.RECEIPT_LINGER_S, metavar="S",
                        help="after delivering, answer a returning sender with DONE for up to S seconds "
@@ -158,9 +162,17 @@ def add_link_options(p: argparse.ArgumentParser, role: str) -> None:
                    f"e.g. keys/{'earth' if role == 'connect' else 'mars'}.key_secret")
     if role == "connect":
         p.add_argument(peer_key, metavar="PATH", help="Mars's public key for encryption, e.g. keys/mars.key")
+        p.add_argument("--server-key-text", metavar="KEY", help="Mars's public key as text, with --code: "
+                       "what 'bob listen --lan' prints (instead of key files)")
+        p.add_argument("--code", metavar="CODE", help="the one-time code 'bob listen --lan' prints: it admits "
+                       "this Earth (with --server-key-text)")
     else:
         p.add_argument(peer_key, metavar="DIR", help="with --curve-secret: admit only senders whose public key "
                        "(NAME.key) is in DIR")
+        p.add_argument("--lan", action="store_true", help="one command on each laptop: listen on every interface "
+                       "(--port), encrypted with Mars's own keys (made once in his state folder), and print the "
+                       "line Earth types (with a one-time code that admits that Earth); instead of --bind")
+        p.add_argument("--port", type=PORT, default=LAN_PORT, help="with --lan: the port (default %(default)s)")
 
 
 def add_keygen_command(sub, planet: str, stem: str) -> None:
@@ -180,3 +192,60 @@ def run_config(args) -> RunConfig:
 def link_settings(args, curve=None, **extra) -> link.LinkSettings:
     return link.LinkSettings(window=args.window, timeout_s=args.timeout, handshake_timeout_s=args.handshake_timeout,
                              curve=curve, **extra)
+
+
+# -- the simulated deep-space link (scripts/relay.py runs it, scripts/demo.py starts it) -----
+
+BITS_PER_SECOND = number(0, 1e12, "a bandwidth in bits per second (0 = unlimited)")
+DELAY = number(0, MAX_SECONDS, f"a delay in seconds (0 to {MAX_SECONDS:,})")
+MINUTES = number(0, 24 * 60, "a light time in minutes (0 to 1440)")
+SCALE = number(0, 1e9, "a time scale (a positive number)", above_low=True)
+PROBABILITY = number(0, 0.999, "a probability below 1 (a number from 0 to 0.999)")
+LIGHT_MINUTES = 12.0             # Earth-Mars is 3 to 22 light-minutes
+TIME_SCALE = 600.0               # 12 light-minutes at scale 600: 1.2 s
+
+
+def add_simulated_link_options(p: argparse.ArgumentParser) -> None:
+    """The simulated path's settings, one option each; `simulated_link(args)` makes the object."""
+    g = p.add_argument_group("simulated link")
+    g.add_argument("--light-minutes", type=MINUTES, default=LIGHT_MINUTES,
+                   help="one-way light time; Earth-Mars is 3 to 22 minutes (default %(default)g)")
+    g.add_argument("--time-scale", type=SCALE, default=TIME_SCALE,
+                   help="divide the light time by this (default %(default)g)")
+    g.add_argument("--delay-s", type=DELAY, default=None, help="one-way delay in seconds (overrides the two above)")
+    g.add_argument("--bandwidth-bps", type=BITS_PER_SECOND, default=0.0, help="bits per second each way (0 = unlimited)")
+    g.add_argument("--back-bandwidth-bps", type=BITS_PER_SECOND, default=None,
+                   help="Mars->Earth bandwidth (default: the same)")
+    g.add_argument("--loss", type=PROBABILITY, default=0.0, help="probability a message is lost")
+    g.add_argument("--dup", type=PROBABILITY, default=0.0, help="probability a message is delivered twice")
+    g.add_argument("--reorder", type=PROBABILITY, default=0.0, help="probability a message is held back and overtaken")
+    g.add_argument("--fault-direction", choices=("up", "both"), default="up",
+                   help="up: faults on Earth->Mars only (default); both: also on ACKs, heartbeats and DONE")
+    g.add_argument("--seed", type=SEED, default=0, help="seed of the fault decisions")
+
+
+def simulated_link(args) -> SimulatedLink:
+    kw = dict(bandwidth_bps=args.bandwidth_bps, back_bandwidth_bps=args.back_bandwidth_bps, loss=args.loss,
+              dup=args.dup, reorder=args.reorder, seed=args.seed, fault_direction=args.fault_direction)
+    if args.delay_s is not None:
+        return SimulatedLink(delay_s=args.delay_s, **kw)
+    return SimulatedLink.from_light(args.light_minutes, args.time_scale, **kw)
+
+
+def add_relay_display_options(p: argparse.ArgumentParser) -> None:
+    """How the relay shows its counters: a live table on a terminal, else a line every few seconds."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--plain", action="store_true", help="plain status lines even on a terminal")
+    g.add_argument("-q", "--quiet", action="store_true", help="no status output")
+    p.add_argument("--status-every", type=seconds, default=2.0, help="plain mode: seconds between status lines")
+
+
+def simulated_link_argv(path: SimulatedLink) -> list[str]:
+    """The options above that give `path` again (the demo starts the relay with them)."""
+    argv = ["--delay-s", repr(path.delay_s)] if path.light_minutes is None else \
+        ["--light-minutes", repr(path.light_minutes), "--time-scale", repr(path.time_scale)]
+    argv += ["--bandwidth-bps", repr(path.bandwidth_bps), "--loss", repr(path.loss), "--dup", repr(path.dup),
+             "--reorder", repr(path.reorder), "--fault-direction", path.fault_direction, "--seed", str(path.seed)]
+    if path.back_bandwidth_bps is not None:
+        argv += ["--back-bandwidth-bps", repr(path.back_bandwidth_bps)]
+    return argv

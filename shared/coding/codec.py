@@ -35,7 +35,7 @@ def compress(data: bytes, config: RunConfig, on_step: OnStep | None = None) -> t
     container = Container(
         header={"config": config.to_dict(), "fingerprint": fingerprint(), "length": len(data),
                 "sha256": hashlib.sha256(data).hexdigest(), "sync_every": config.sync_every},
-        digests=[d[:2 * DIGEST_PREFIX] for d in digests], payload=payload)
+        digests=[d[:2 * DIGEST_PREFIX] for d in digests], payload=payload, config=config)
     blob = container.to_bytes()
     assert len(digests) == len(sync_steps(twin.n_steps, config.sync_every))
     return blob, run_stats(twin, len(data), len(payload), started, len(blob), stored_chunks=encoder.stored_chunks)
@@ -46,7 +46,7 @@ def decompress(container: Container, on_step: OnStep | None = None,
     """Decode and verify everything; returns the original only if every check passed."""
     started = time.perf_counter()
     header = container.header
-    config = RunConfig.from_dict(header["config"])
+    config = container.config or RunConfig.from_dict(header["config"])   # parse() did it, unless built here
     if expect_config is not None:
         require_same(expect_config, config, "file")
     compare(fingerprint(), header["fingerprint"], "the file")

@@ -1,10 +1,12 @@
 """Arithmetic coding with integer frequencies, spelled out after Nayuki's reference coder.
 
-The coder keeps an interval [low, high] of STATE_BITS-bit integers. Coding a symbol whose
-cumulative frequencies are [cum_lo, cum_hi) out of `total` narrows the interval to that slice;
-whenever the top bit of low and high agree it is final and is shifted out (`_shift`); when the
-interval straddles the middle but has become narrow, an "underflow" bit is deferred.
-With 48-bit state and 24-bit totals the rounding loss per symbol is ~2**-22 bits.
+Both sides keep an interval [low, high] of STATE_BITS-bit integers and narrow it the same
+way, in one place (`Interval.update`). Coding a symbol whose cumulative frequencies are
+[cum_lo, cum_hi) out of `total` narrows the interval to that slice; whenever the top bit of low
+and high agree it is final and is shifted out (`shift`: the encoder writes it, the decoder reads
+its next bit); when the interval straddles the middle but has become narrow, an "underflow"
+bit is deferred (`underflow`). With 48-bit state and 24-bit totals the rounding loss per symbol
+is ~2**-22 bits.
 
 Probabilities become integer frequencies in `quantize` (float64 arithmetic on the float32
 model output: exactly reproducible), every symbol at least 1, so any byte is codable.
@@ -29,53 +31,84 @@ QUARTER = FULL >> 2
 MASK = FULL - 1
 
 
-class ArithmeticEncoder:
+class Interval:
+    """The interval both coders narrow identically; subclasses say what a settled bit means.
+
+    Invariants, true after `__init__` and after every `update` (the renormalising loops):
+      0 <= low < HALF <= high <= MASK   (the top bits differ: nothing more is settled)
+      high - low + 1 > QUARTER          (not inside [QUARTER, 3·QUARTER): no pending underflow)
+    So the width is always more than 2**(STATE_BITS-2) = 2**46, far above any `total` (at most
+    2**24 + VOCAB): every symbol's slice, however small, keeps at least one integer, and
+    low <= new high follows from cum_lo < cum_hi.
+    """
+
     def __init__(self):
         self.low, self.high = 0, MASK
-        self.pending = 0                  # deferred underflow bits
-        self._acc, self._nacc = 0, 0      # bits not yet making a whole byte
-        self.out = bytearray()            # whole bytes not yet taken
-        self.bytes_taken = 0
 
-    def _bit(self, bit: int):
-        self._acc = (self._acc << 1) | bit
-        self._nacc += 1
-        if self._nacc == 8:
-            self.out.append(self._acc)
-            self._acc, self._nacc = 0, 0
-
-    def encode(self, cum_lo: int, cum_hi: int, total: int):
-        low, high = self.low, self.high
-        rng = high - low + 1
-        high = low + rng * cum_hi // total - 1
-        low = low + rng * cum_lo // total
-        while not ((low ^ high) & HALF):          # top bits agree: emit them
-            bit = low >> (STATE_BITS - 1)
-            self._bit(bit)
-            for _ in range(self.pending):
-                self._bit(bit ^ 1)
-            self.pending = 0
+    def update(self, cum_lo: int, cum_hi: int, total: int) -> None:
+        """Narrow to the slice [cum_lo, cum_hi) of `total`, then renormalise."""
+        low = self.low
+        width = self.high - low + 1
+        high = low + width * cum_hi // total - 1
+        low = low + width * cum_lo // total
+        while not ((low ^ high) & HALF):          # top bits agree: that bit is settled
+            self.shift(low >> (STATE_BITS - 1))
             low = (low << 1) & MASK
             high = ((high << 1) & MASK) | 1
-        while low & ~high & QUARTER:              # straddling the middle, narrow: defer
-            self.pending += 1
+        while low & ~high & QUARTER:              # low in [Q, H), high in [H, 3Q): defer a bit
+            self.underflow()
             low = (low << 1) ^ HALF
             high = ((high ^ HALF) << 1) | HALF | 1
         self.low, self.high = low, high
 
+    def shift(self, bit: int) -> None:
+        raise NotImplementedError
+
+    def underflow(self) -> None:
+        raise NotImplementedError
+
+
+class ArithmeticEncoder(Interval):
+    """Settled bits go out, each followed by the deferred underflow bits (its complement)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pending = 0                  # deferred underflow bits
+        self.partial_byte, self.partial_bits = 0, 0   # bits not yet making a whole byte
+        self.out = bytearray()            # whole bytes not yet taken
+        self.bytes_taken = 0
+
+    def _write(self, bit: int):
+        self.partial_byte = (self.partial_byte << 1) | bit
+        self.partial_bits += 1
+        if self.partial_bits == 8:
+            self.out.append(self.partial_byte)
+            self.partial_byte, self.partial_bits = 0, 0
+
+    def shift(self, bit: int) -> None:
+        self._write(bit)
+        for _ in range(self.pending):
+            self._write(bit ^ 1)
+        self.pending = 0
+
+    def underflow(self) -> None:
+        self.pending += 1
+
+    encode = Interval.update              # coding a symbol is narrowing to its slice
+
     def code(self, cdf: np.ndarray, symbols: np.ndarray) -> np.ndarray:
         """Encode symbols[i] with the distribution cdf[i]; return the symbols."""
         for lo, hi, total in _slices(cdf, symbols):
-            self.encode(lo, hi, total)
+            self.update(lo, hi, total)
         return symbols
 
     def state(self) -> list[int]:
         """Everything needed to continue this stream later (after take(): no bytes held)."""
         assert not self.out, "take() the bytes before saving the coder state"
-        return [self.low, self.high, self.pending, self._acc, self._nacc, self.bytes_taken]
+        return [self.low, self.high, self.pending, self.partial_byte, self.partial_bits, self.bytes_taken]
 
     def restore(self, state: list[int]):
-        self.low, self.high, self.pending, self._acc, self._nacc, self.bytes_taken = state
+        self.low, self.high, self.pending, self.partial_byte, self.partial_bits, self.bytes_taken = state
         self.out.clear()
 
     def take(self) -> bytes:
@@ -87,9 +120,9 @@ class ArithmeticEncoder:
 
     def finish(self) -> bytes:
         """Emit the final '1' bit and pad: the decoder reads zeros past the end."""
-        self._bit(1)
-        while self._nacc:
-            self._bit(0)
+        self._write(1)
+        while self.partial_bits:
+            self._write(0)
         return self.take()
 
 
@@ -132,53 +165,51 @@ class ByteSource:
         return b
 
 
-class ArithmeticDecoder:
+class ArithmeticDecoder(Interval):
+    """Follows the encoder's interval; `code_value` (STATE_BITS bits of the stream, kept inside
+    [low, high]) says which slice the encoder chose."""
+
     def __init__(self, source: ByteSource):
-        self.src = source
-        self.low, self.high = 0, MASK
-        self._acc, self._nacc = 0, 0
+        super().__init__()
+        self.source = source
+        self.byte, self.bits_left = 0, 0  # the byte being read, and its bits not yet read
         self.code_value = 0
         for _ in range(STATE_BITS):
-            self.code_value = (self.code_value << 1) | self._bit()
+            self.code_value = (self.code_value << 1) | self._read()
 
     def state(self) -> list[int]:
-        return [self.low, self.high, self.code_value, self._acc, self._nacc, self.src.consumed]
+        return [self.low, self.high, self.code_value, self.byte, self.bits_left, self.source.consumed]
 
     @classmethod
     def resume(cls, source: "ByteSource", state: list[int]) -> "ArithmeticDecoder":
         """A decoder continuing from state; `source` must start at the saved stream offset."""
         dec = cls.__new__(cls)
-        dec.src = source
-        dec.low, dec.high, dec.code_value, dec._acc, dec._nacc, _ = state
+        dec.source = source
+        dec.low, dec.high, dec.code_value, dec.byte, dec.bits_left, _ = state
         return dec
 
-    def _bit(self) -> int:
-        if self._nacc == 0:
-            self._acc, self._nacc = self.src.next_byte(), 8
-        self._nacc -= 1
-        return (self._acc >> self._nacc) & 1
+    def _read(self) -> int:
+        if self.bits_left == 0:
+            self.byte, self.bits_left = self.source.next_byte(), 8
+        self.bits_left -= 1
+        return (self.byte >> self.bits_left) & 1
+
+    def shift(self, bit: int) -> None:
+        self.code_value = ((self.code_value << 1) & MASK) | self._read()
+
+    def underflow(self) -> None:
+        self.code_value = (self.code_value & HALF) | ((self.code_value << 1) & (MASK >> 1)) | self._read()
 
     def decode_row(self, cdf_row) -> int:
         """Decode one symbol; cdf_row is a list (fast path) or array of VOCAB+1 cumulative counts."""
         if not isinstance(cdf_row, list):
             cdf_row = cdf_row.tolist()
-        low, high, code = self.low, self.high, self.code_value
         total = cdf_row[-1]
-        rng = high - low + 1
-        value = ((code - low + 1) * total - 1) // rng        # where the code falls, in frequency units
-        sym = bisect_right(cdf_row, value) - 1
-        high = low + rng * cdf_row[sym + 1] // total - 1
-        low = low + rng * cdf_row[sym] // total
-        while not ((low ^ high) & HALF):
-            low = (low << 1) & MASK
-            high = ((high << 1) & MASK) | 1
-            code = ((code << 1) & MASK) | self._bit()
-        while low & ~high & QUARTER:
-            low = (low << 1) ^ HALF
-            high = ((high ^ HALF) << 1) | HALF | 1
-            code = (code & HALF) | ((code << 1) & (MASK >> 1)) | self._bit()
-        self.low, self.high, self.code_value = low, high, code
-        return sym
+        width = self.high - self.low + 1
+        value = ((self.code_value - self.low + 1) * total - 1) // width   # where the code falls, in frequency units
+        symbol = bisect_right(cdf_row, value) - 1
+        self.update(cdf_row[symbol], cdf_row[symbol + 1], total)
+        return symbol
 
     def code(self, cdf: np.ndarray, symbols=None) -> np.ndarray:
         """Decode one symbol per row of cdf (the `symbols` argument is the encoder's and is ignored)."""
@@ -201,60 +232,60 @@ class ChunkEncoder:
     """Alice's side: buffers a chunk's coding intervals, then emits flag + the cheaper coding."""
 
     def __init__(self):
-        self.ac = ArithmeticEncoder()
+        self.arith = ArithmeticEncoder()
         self.stored_chunks = 0
-        self._pending: list[tuple[int, int, int]] = []
+        self._chunk_slices: list[tuple[int, int, int]] = []
         self._symbols: list[int] = []
         self._model_bits = 0.0
 
     def begin_chunk(self):
-        self._pending.clear()
+        self._chunk_slices.clear()
         self._symbols.clear()
         self._model_bits = 0.0
 
     def code(self, cdf: np.ndarray, symbols: np.ndarray) -> np.ndarray:
         rows = np.arange(len(symbols))
         self._model_bits += float(np.log2(cdf[:, -1] / (cdf[rows, symbols + 1] - cdf[rows, symbols])).sum())
-        self._pending.extend(_slices(cdf, symbols))
+        self._chunk_slices.extend(_slices(cdf, symbols))
         self._symbols.extend(symbols.tolist())
         return symbols
 
     def end_chunk(self):
         if self._model_bits > 8 * len(self._symbols) + 8:
             self.stored_chunks += 1
-            self.ac.encode(*FLAG_STORED, FLAG_TOTAL)
+            self.arith.encode(*FLAG_STORED, FLAG_TOTAL)
             for s in self._symbols:
-                self.ac.encode(s, s + 1, VOCAB)
+                self.arith.encode(s, s + 1, VOCAB)
         else:
-            self.ac.encode(*FLAG_MODEL, FLAG_TOTAL)
-            for lo, hi, total in self._pending:
-                self.ac.encode(lo, hi, total)
+            self.arith.encode(*FLAG_MODEL, FLAG_TOTAL)
+            for lo, hi, total in self._chunk_slices:
+                self.arith.encode(lo, hi, total)
 
     def take(self) -> bytes:
-        return self.ac.take()
+        return self.arith.take()
 
     def finish(self) -> bytes:
-        return self.ac.finish()
+        return self.arith.finish()
 
 
 class ChunkDecoder:
     """Bob's side: reads the chunk's flag first, then decodes with the model or uniformly."""
 
     def __init__(self, source: ByteSource, state: list[int] | None = None):
-        self.ad = ArithmeticDecoder(source) if state is None else ArithmeticDecoder.resume(source, state)
+        self.arith = ArithmeticDecoder(source) if state is None else ArithmeticDecoder.resume(source, state)
         self.stored = False
         self.stored_chunks = 0
 
     def begin_chunk(self):
-        flag = self.ad.decode_row([0, FLAG_MODEL[1], FLAG_TOTAL])
+        flag = self.arith.decode_row([0, FLAG_MODEL[1], FLAG_TOTAL])
         self.stored = flag == 1
         self.stored_chunks += self.stored
 
     def code(self, cdf: np.ndarray, symbols=None) -> np.ndarray:
         """Decode one symbol per row (the `symbols` argument is the encoder's and is ignored)."""
         if self.stored:
-            return np.array([self.ad.decode_row(_UNIFORM_LIST) for _ in range(len(cdf))], dtype=np.int64)
-        return self.ad.code(cdf)
+            return np.array([self.arith.decode_row(_UNIFORM_LIST) for _ in range(len(cdf))], dtype=np.int64)
+        return self.arith.code(cdf)
 
     def end_chunk(self):
         pass

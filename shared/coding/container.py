@@ -25,7 +25,7 @@ Everything that can be checked without a model is checked in `parse`, in the ord
 would want to hear about it: is this our file at all, can this build read it, is it whole.
 `parse` treats the blob as hostile: it raises FormatError or ConfigMismatch (never anything
 else), and a header cannot make it (or the decoder after it) allocate more than the limits in
-shared/config.py allow: the header inflates to at most MAX_HEADER_JSON bytes, the run
+shared/core/config.py allow: the header inflates to at most MAX_HEADER_JSON bytes, the run
 configuration is range-checked, and the declared length is capped at MAX_LENGTH.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from ..core.config import MAX_LENGTH, RunConfig
 from ..core.errors import FormatError
-from ..core.layout import n_steps
+from ..core.layout import n_steps, sync_count
 
 MAGIC = b"MRSL"
 FORMAT_VERSION = 6          # the twins' computation is part of the format; see the table above
@@ -51,6 +51,7 @@ class Container:
     header: dict
     digests: list[str]           # hex prefixes, aligned with sync_steps(...)
     payload: bytes
+    config: RunConfig | None = None   # header["config"] as parse() checked it; None: built in memory
 
     def to_bytes(self) -> bytes:
         table = b"".join(bytes.fromhex(d) for d in self.digests)
@@ -77,7 +78,7 @@ def parse(blob: bytes, name: str = "input") -> Container:
     if crc != zlib.crc32(blob[:end]):
         raise FormatError(f"{name} is corrupted: header checksum mismatch (bit flip or damaged copy)")
     header, config = _read_header(blob[_FIXED.size:end], name)
-    n_sync = _n_sync(n_steps(header["length"], config.streams, config.model.chunk), header["sync_every"])
+    n_sync = sync_count(n_steps(header["length"], config.streams, config.model.chunk), header["sync_every"])
     declared = header["payload_bytes"]
     start = end + 4
     digests_end = start + n_sync * DIGEST_PREFIX
@@ -92,12 +93,7 @@ def parse(blob: bytes, name: str = "input") -> Container:
     if zlib.crc32(payload) != header["payload_crc32"]:
         raise FormatError(f"{name} is corrupted: payload checksum mismatch (bit flip or damaged copy)")
     digests = [blob[i:i + DIGEST_PREFIX].hex() for i in range(start, digests_end, DIGEST_PREFIX)]
-    return Container(header, digests, payload)
-
-
-def _n_sync(n_steps: int, every: int) -> int:
-    """len(sync_steps(n_steps, every)), without building the list."""
-    return n_steps // every + 1 + (1 if n_steps % every else 0)
+    return Container(header, digests, payload, config)
 
 
 def _no_constants(name: str):

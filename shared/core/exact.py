@@ -13,10 +13,9 @@ could differ:
   sum *exactly*, whatever its blocking, summation order, FMA use, vector width or thread count;
   one rounding to float32 follows. Precision: 21-24 bits of each row's largest entry, about
   float32's own 24 bits.
-* `sqrt`: numpy's, the IEEE square root instruction, correctly rounded everywhere.
 
-Everything else whose bits matter (sums, softmax, LayerNorm, GELU, the optimizer) is defined
-in portable.py from IEEE basic operations in a fixed order.
+Everything else whose bits matter (sums, softmax, LayerNorm, GELU, the optimizer and its square
+roots) is defined in portable.py from IEEE basic operations in a fixed order.
 """
 from __future__ import annotations
 
@@ -103,7 +102,3 @@ class Linear(torch.nn.Linear):
         y = y.view(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
-
-def sqrt(x: torch.Tensor) -> torch.Tensor:
-    """Correctly rounded square root of a CPU float tensor (numpy's: the IEEE instruction)."""
-    return torch.from_numpy(np.sqrt(x.detach().numpy()))

@@ -21,12 +21,6 @@ from .model import GPT, log_count_table, make_optimizer
 from .pinned import torch
 
 
-def library_versions() -> dict[str, str]:
-    """What this process runs on, for reports and bug reports: not compared between the sides."""
-    return {"torch": torch.__version__, "numpy": np.__version__,
-            "capability": torch.backends.cpu.get_cpu_capability().lower()}
-
-
 _fingerprint: dict | None = None
 
 

@@ -17,9 +17,19 @@ def n_steps(length: int, streams: int, chunk: int) -> int:
     return -(-row_length(length, streams) // chunk)
 
 
+def _every(n_steps: int, every: int) -> range:
+    return range(0, n_steps + 1, every)
+
+
 def sync_steps(n_steps: int, every: int) -> list[int]:
     """Steps after which a weight digest is compared: 0 (initial weights), every k-th, and the last."""
-    steps = list(range(0, n_steps + 1, every))
-    if n_steps not in steps:
+    steps = list(_every(n_steps, every))
+    if steps[-1] != n_steps:
         steps.append(n_steps)
     return steps
+
+
+def sync_count(n_steps: int, every: int) -> int:
+    """len(sync_steps(n_steps, every)) without building the list: a header may claim any length."""
+    steps = _every(n_steps, every)
+    return len(steps) + (steps[-1] != n_steps)

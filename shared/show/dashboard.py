@@ -31,6 +31,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from protocol.relay import SimulatedLink
 from ..core.errors import UsageError
 from ..core.layout import n_steps
 from .telemetry import Telemetry, earned_line
@@ -57,50 +58,6 @@ def heat(bits: float | None) -> str:
 
 # --- link settings shown on the dashboards ---------------------------------------------------
 
-def parse_link_info(text: str | None) -> dict:
-    """'delay=1.2s,bw=20000,loss=0.05' -> {'delay': 1.2, 'bw': 20000.0, 'loss': 0.05}.
-
-    Keys: delay (one-way seconds), light (light-minutes), scale (time scale), bw (bits/s; k/M
-    suffixes), loss, dup, reorder (probabilities), relay (a free-form name). Values as configured.
-    """
-    out: dict = {}
-    if not text:
-        return out
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "=" not in part:
-            raise ValueError(f"link info {part!r} is not key=value")
-        key, value = (x.strip() for x in part.split("=", 1))
-        if key == "relay":
-            out[key] = value
-            continue
-        v = value.lower().rstrip("s") if key == "delay" else value.lower()
-        if key == "light":
-            v = v.removesuffix("min")
-        mult = 1.0
-        if key == "bw":
-            v = v.removesuffix("bps").removesuffix("bit/")
-            if v.endswith("k"):
-                mult, v = 1e3, v[:-1]
-            elif v.endswith("m"):
-                mult, v = 1e6, v[:-1]
-        try:
-            out[key] = float(v) * mult
-        except ValueError:
-            raise ValueError(f"link info {part!r}: {value!r} is not a number") from None
-    return out
-
-
-def fmt_bps(bps: float) -> str:
-    if bps >= 1e6:
-        return f"{bps / 1e6:.3g} Mbit/s"
-    if bps >= 1e3:
-        return f"{bps / 1e3:.3g} kbit/s"
-    return f"{bps:.3g} bit/s"
-
-
 def fmt_s(s: float) -> str:
     if s < 60:
         return f"{s:.1f} s"
@@ -109,22 +66,14 @@ def fmt_s(s: float) -> str:
     return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
 
 
-def link_line(info: dict) -> str:
-    parts = []
-    if "delay" in info:
-        light = f" ({info['light']:g} light-min / {info['scale']:g})" if "light" in info and "scale" in info else ""
-        parts.append(f"light delay {info['delay']:.2f} s one-way{light}")
-    if info.get("bw"):
-        parts.append(fmt_bps(info["bw"]))
-    faults = [f"{k} {info[k]:.0%}" for k in ("loss", "dup", "reorder") if info.get(k)]
-    if faults:
-        parts.append(" ".join(faults))
-    return " | ".join(parts) if parts else "direct (no simulated link)"
+def link_line(info: dict | None) -> str:
+    """The simulated link as configured (a SimulatedLink's dict, as the JSON state carries it)."""
+    return SimulatedLink.from_dict(info).describe() if info else "direct (no simulated link)"
 
 
 def transfer_times(state: dict) -> tuple[float, float] | None:
     """(raw seconds, coded seconds) for the bytes done so far over the configured bandwidth."""
-    bw = state["link_info"].get("bw")
+    bw = (state["link_info"] or {}).get("bandwidth_bps")
     if not bw:
         return None
     return state["tokens_done"] * 8 / bw, state["payload_bytes"] * 8 / bw
@@ -134,7 +83,7 @@ def transfer_times(state: dict) -> tuple[float, float] | None:
 
 class Dashboard:
     def __init__(self, role: str, endpoint: str, mode: str = "auto", total_bytes: int | None = None,
-                 link_info: dict | None = None, every: int | None = None, file=None, telemetry=None,
+                 path: SimulatedLink | None = None, every: int | None = None, file=None, telemetry=None,
                  out_path: str | None = None):
         if role not in ROLES:
             raise ValueError(f"role must be one of {list(ROLES)}")
@@ -147,7 +96,7 @@ class Dashboard:
             telemetry = Telemetry()
         self.role, self.endpoint, self.mode = role, endpoint, mode
         self.telemetry, self.every, self.out_path = telemetry, every, out_path
-        self.link_info = dict(link_info or {})
+        self.link_info = path.to_dict() if path is not None else None
         self.started = time.monotonic()
         self.phase = "connecting" if role == "earth" else "listening"
         self.total_bytes, self.n_steps, self.streams = total_bytes, None, None
@@ -463,7 +412,7 @@ def render(s: dict, width: int = 100, height: int = 40):
     tt = transfer_times(s)
     if tt is not None:
         raw_s, coded_s = tt
-        light = info.get("delay", 0.0)
+        light = info["delay_s"] if info else 0.0
         t = Text(f"raw {done:,} B: {fmt_s(raw_s)}  vs  ")
         t.append(f"coded {coded:,} B: {fmt_s(coded_s)}", style="bold green3")
         if light:
@@ -544,9 +493,10 @@ def add_display_options(p) -> None:
 def dashboard_for(args, role: str, endpoint: str, total_bytes: int | None = None, file=None,
                   out_path: str | None = None) -> Dashboard:
     try:
-        info = parse_link_info(getattr(args, "link_info", None))
+        text = getattr(args, "link_info", None)
+        path = SimulatedLink.from_text(text) if text else None
     except ValueError as e:
         raise UsageError(str(e)) from None
     mode = "quiet" if getattr(args, "quiet", False) else getattr(args, "display", "auto")
-    return Dashboard(role, endpoint, mode, total_bytes=total_bytes, link_info=info,
+    return Dashboard(role, endpoint, mode, total_bytes=total_bytes, path=path,
                      every=getattr(args, "log_every", None), file=file, out_path=out_path)

@@ -455,7 +455,7 @@ class Lecture:
             t.append(f"this chunk cost {r.chunk_bits / max(r.chunk_tokens, 1):.3f} bits/byte to code; after the "
                      f"training step it would cost {after:.3f}; training loss {r.loss:.3f} nats; weights ")
             t.append(digest[:12], style="bold black on bright_white")
-            t.append(f"\n{len(sent)} coded bytes leave for Mars ({enc.ac.bytes_taken} so far)")
+            t.append(f"\n{len(sent)} coded bytes leave for Mars ({enc.arith.bytes_taken} so far)")
             self.console.print(t)
             self._collect(mars, r.step)
             self._pause()
@@ -506,7 +506,7 @@ class Lecture:
         out = getattr(self, "mars_output", None)
         final = getattr(self, "mars_final", None)
         ok = out == self.data and final == earth.digest() and self.mars_ok
-        payload_bits = enc.ac.bytes_taken * 8
+        payload_bits = enc.arith.bytes_taken * 8
         exact_bits = len(self.exact.code_bits())
         t = Text()
         t.append("✔ VERIFIED " if ok else "✘ MISMATCH ", style="bold black on green3" if ok else "bold white on red")
@@ -514,7 +514,7 @@ class Lecture:
                  f"{(final or '')[:12]} = {earth.digest()[:12]}: {final == earth.digest()}\n")
         t.append(f"ideal (area under the loss curve) {earth.ideal_bits:.1f} bits; exact-fraction coder "
                  f"{exact_bits} bits (the symbols only); the engine's coder sent {payload_bits} bits "
-                 f"({enc.ac.bytes_taken} bytes: + a 1/256 flag per chunk, {enc.stored_chunks} chunks stored raw, "
+                 f"({enc.arith.bytes_taken} bytes: + a 1/256 flag per chunk, {enc.stored_chunks} chunks stored raw, "
                  "whole final byte)\n")
         t.append(f"{len(self.data)} bytes raw = {len(self.data) * 8} bits; this untrained tiny model pays "
                  f"{earth.ideal_bits / len(self.data):.2f} bits/byte, and learns as it goes.\n")

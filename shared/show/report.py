@@ -101,7 +101,9 @@ def plot(alice: dict, bob: dict, s: dict, path: str) -> None:
 
     fig = plt.figure(figsize=(13, 8.4), dpi=110)
     gs = fig.add_gridspec(2, 2, height_ratios=[1, 1], hspace=0.38, wspace=0.22)
-    ax1, ax2, ax3 = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1]), fig.add_subplot(gs[1, :])
+    ax1, ax2 = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
+    bottom = gs[1, :].subgridspec(1, 2, width_ratios=[1.25, 1], wspace=0.04)
+    ax3, ax4 = fig.add_subplot(bottom[0]), fig.add_subplot(bottom[1])
     fig.suptitle(f"marslink: {s['input']} ({s['input_bytes']:,} bytes, preset {s['preset']}) - "
                  f"{s['bits_per_byte']:.3f} bits/byte, final digests "
                  f"{'equal' if s['digests_equal'] else 'DIFFER'} ({(s['final_digest_bob'] or '')[:12]})",
@@ -155,6 +157,26 @@ def plot(alice: dict, bob: dict, s: dict, path: str) -> None:
     for name, size in s["compressors"].items():
         rows.append((name, [(size * 8, None, "#7f7f7f")]))
     rows.append(("raw", [(n * 8, None, "#c7c7c7")]))
+    # The trained state is 100x the stream: on one linear axis the stream's bar is invisible.
+    # So two panels: the left at the scale of what crosses a link (stream, compressors, raw),
+    # where a longer bar runs off the edge with its total printed there, the right whole.
+    near = 1.2 * max(sum(b for b, _, _ in parts) for name, parts in rows if name != "+ program (never sent)"
+                     and not name.startswith("send state")) / 1000
+    _ledger(ax3, rows, near)
+    _ledger(ax4, rows, None)
+    ax3.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=9)
+    ax4.set_yticks(range(len(rows)), [""] * len(rows))
+    ax3.set_title("Description length at the stream's scale (kbit)", fontsize=10)
+    ax4.set_title("The same, whole: what crossed the link, what did not (kbit)", fontsize=10)
+    ax4.legend(fontsize=7, loc="lower right")
+    fig.subplots_adjust(left=0.13, right=0.97, top=0.9, bottom=0.07)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _ledger(ax, rows: list, xmax: float | None) -> None:
+    """Stacked bars, one row per way of describing the data, each total printed at its end
+    (at the right edge, with an arrow, when the bar runs past `xmax`)."""
     labelled = set()
     for i, (name, parts) in enumerate(rows):
         left = 0.0
@@ -162,18 +184,19 @@ def plot(alice: dict, bob: dict, s: dict, path: str) -> None:
             lab = label if label and label not in labelled else None
             if lab:
                 labelled.add(lab)
-            ax3.barh(i, bits / 1000, left=left, color=colour, label=lab, edgecolor="white")
+            ax.barh(i, bits / 1000, left=left, color=colour, label=lab, edgecolor="white")
             left += bits / 1000
-        ax3.text(left, i, f" {left:,.1f}", va="center", fontsize=8)
-    ax3.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=9)
-    ax3.invert_yaxis()
-    ax3.set_xlabel("kbit")
-    ax3.set_title("Description length: what crossed the link, what did not", fontsize=10)
-    ax3.legend(fontsize=8, loc="lower right")
-    ax3.grid(alpha=0.3, axis="x")
-    fig.subplots_adjust(left=0.13, right=0.97, top=0.9, bottom=0.07)
-    fig.savefig(path)
-    plt.close(fig)
+        if xmax is not None and left > xmax:
+            ax.text(xmax, i, f"{left:,.1f} \u2192", va="center", ha="right", fontsize=8,
+                    bbox=dict(facecolor="white", edgecolor="none", pad=1))
+        else:
+            ax.text(left, i, f" {left:,.1f}", va="center", fontsize=8)
+    if xmax is not None:
+        ax.set_xlim(0, xmax)
+    else:
+        ax.set_xlim(0, ax.get_xlim()[1] * 1.08)            # room for the largest total
+    ax.invert_yaxis()
+    ax.grid(alpha=0.3, axis="x")
 
 
 # --- the page -------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ computed from bit-identical probabilities); the report overlays them to show it.
 from __future__ import annotations
 
 import math
-import time
 
 
 
@@ -75,7 +74,6 @@ class Telemetry:
     def stats(self) -> dict:
         steps = sorted(self.rows)
         rows = [(s, *self.rows[s]) for s in steps]
-        started = time.perf_counter()
         from .ledger import state_sizes   # start-up: numpy loads only after the CLI pinned the profile
         state = state_sizes(self.twin) if self.twin is not None else None
         return {
@@ -89,8 +87,5 @@ class Telemetry:
             "parameters": self.parameters,
             # the trained state at the end, row by row, raw and gzip -9: the report's ledger
             "state": state,
-            # how long measuring it took: the streams call stats() before their clock stops, so
-            # their "seconds" include this (scripts/bench_link.py takes it out)
-            "state_seconds": time.perf_counter() - started,
         }
 
