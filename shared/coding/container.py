@@ -1,6 +1,6 @@
 """The file-mode container. Torch-free, so Bob can read the header before choosing his profile.
 
-Format version 5:
+Format version 6:
 
     offset   size  field
     0        4     magic  b"MRSL"
@@ -8,16 +8,26 @@ Format version 5:
                    layout do)
     5        4     header length H, u32 little-endian
     9        H     header: zlib-deflated UTF-8 JSON {config, fingerprint, length, sha256,
-                   sync_every, digests_crc32, payload_bytes, payload_crc32}
-    9+H      4     CRC32 of bytes 0 .. 9+H: covers the header, and through digests_crc32 and
-                   payload_crc32 everything after it
-    13+H     4*S   sync digests: the first DIGEST_PREFIX bytes of the weight digest after steps
+                   sync_every, digests_crc32, payload_bytes, payload_crc32, segment_size,
+                   segments, segments_crc32}
+    9+H      4     CRC32 of bytes 0 .. 9+H: covers the header, and through segments_crc32,
+                   digests_crc32 and payload_crc32 everything after it
+    13+H     64*N  segment table (SEGMENT_RECORD, one per segment; CRC32 in segments_crc32):
+                   offset u64, length u64, payload bytes u64, payload CRC32, digests CRC32,
+                   SHA-256 of the segment's original bytes
+    ...      4*S   sync digests: the first DIGEST_PREFIX bytes of the weight digest after steps
                    0, k, 2k, ... (k = sync_every) and after the last step; CRC32 in digests_crc32
     ...      P     payload: the arithmetic-coded stream; CRC32 in payload_crc32
 
+Segments (version 6): the input is cut into N = ceil(length / segment_size) segments (one if
+the input is empty), each coded by its own twin from the same configuration, independently of
+the others. The digest table and the payload are the segments' own, laid end to end in segment
+order; a one-segment file holds exactly the digests and payload one twin makes.
+
 Versions 1 to 4 are refused by number: 1, 2 and 4 decode differently (4: before the portable
 arithmetic of shared/core/portable.py), and 3 has no checksum over the digest table (a flipped
-bit there showed only after decoding, as a divergence). Version 5 has version 4's layout.
+bit there showed only after decoding, as a divergence). Version 5 has version 4's layout; 6
+adds the segment table.
 
 Everything that can be checked without a model is checked in `parse`, in the order a user
 would want to hear about it: is this our file at all, can this build read it, is it whole.
@@ -31,17 +41,42 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..core.config import MAX_LENGTH, RunConfig
 from ..core.errors import FormatError
 from ..core.layout import n_steps
 
 MAGIC = b"MRSL"
-FORMAT_VERSION = 5          # the twins' computation is part of the format; see the table above
+FORMAT_VERSION = 6          # the twins' computation is part of the format; see the table above
 DIGEST_PREFIX = 4                # bytes of each weight digest kept in the file
 _FIXED = struct.Struct("<4sBI")
 MAX_HEADER_JSON = 1 << 20        # inflated header bytes (a real one is ~1 KB): no zlib bombs
+MIN_SEGMENT = 1 << 10            # smallest segment size: bounds the table at 64 B per KiB of output
+MAX_SEGMENT = MAX_LENGTH         # largest: one segment holds the largest file
+DEFAULT_SEGMENT = 4 << 20        # alice compress's --segment; why this size: docs/segments.md
+SEGMENT_RECORD = struct.Struct("<QQQII32s")   # offset, length, payload bytes, CRC32s, SHA-256: 64 bytes
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One segment's row of the segment table: where its bytes go, how many coded bytes it has,
+    and the checks a worker can apply to its part alone."""
+    offset: int
+    length: int
+    payload_bytes: int
+    payload_crc32: int
+    digests_crc32: int
+    sha256: str                  # hex, of the segment's original bytes
+
+    def pack(self) -> bytes:
+        return SEGMENT_RECORD.pack(self.offset, self.length, self.payload_bytes, self.payload_crc32,
+                                   self.digests_crc32, bytes.fromhex(self.sha256))
+
+
+def segment_count(length: int, segment_size: int) -> int:
+    """Segments an input of `length` bytes is cut into: ceil(length / size), and one if empty."""
+    return max(1, -(-length // segment_size))
 
 
 @dataclass
@@ -49,15 +84,20 @@ class Container:
     header: dict
     digests: list[str]           # hex prefixes, aligned with sync_steps(...)
     payload: bytes
+    segments: list[Segment] = field(default_factory=list)   # empty: one segment, the whole input
 
     def to_bytes(self) -> bytes:
         table = b"".join(bytes.fromhex(d) for d in self.digests)
+        segments = self.segments or [Segment(0, self.header["length"], len(self.payload), zlib.crc32(self.payload),
+                                             zlib.crc32(table), self.header["sha256"])]
+        rows = b"".join(s.pack() for s in segments)
         header = dict(self.header, digests_crc32=zlib.crc32(table), payload_bytes=len(self.payload),
-                      payload_crc32=zlib.crc32(self.payload))
+                      payload_crc32=zlib.crc32(self.payload), segments=len(segments), segments_crc32=zlib.crc32(rows))
+        header.setdefault("segment_size", max(self.header["length"], MIN_SEGMENT))
         hjson = zlib.compress(json.dumps(header, sort_keys=True, separators=(",", ":")).encode(), 9)
         head = _FIXED.pack(MAGIC, FORMAT_VERSION, len(hjson)) + hjson
         head += struct.pack("<I", zlib.crc32(head))
-        return head + table + self.payload
+        return head + rows + table + self.payload
 
 
 
@@ -75,9 +115,10 @@ def parse(blob: bytes, name: str = "input") -> Container:
     if crc != zlib.crc32(blob[:end]):
         raise FormatError(f"{name} is corrupted: header checksum mismatch (bit flip or damaged copy)")
     header, config = _read_header(blob[_FIXED.size:end], name)
-    n_sync = _n_sync(n_steps(header["length"], config.streams, config.model.chunk), header["sync_every"])
+    segments, start = _read_segments(blob, end + 4, header, name)
+    n_sync = sum(_n_sync(n_steps(s.length, config.streams, config.model.chunk), header["sync_every"])
+                 for s in segments)
     declared = header["payload_bytes"]
-    start = end + 4
     digests_end = start + n_sync * DIGEST_PREFIX
     have = len(blob) - digests_end
     if have < declared:
@@ -90,7 +131,60 @@ def parse(blob: bytes, name: str = "input") -> Container:
     if zlib.crc32(payload) != header["payload_crc32"]:
         raise FormatError(f"{name} is corrupted: payload checksum mismatch (bit flip or damaged copy)")
     digests = [blob[i:i + DIGEST_PREFIX].hex() for i in range(start, digests_end, DIGEST_PREFIX)]
-    return Container(header, digests, payload)
+    _check_segments(segments, config, header["sync_every"], blob[start:digests_end], payload, name)
+    return Container(header, digests, payload, segments)
+
+
+def _read_segments(blob: bytes, start: int, header: dict, name: str) -> tuple[list[Segment], int]:
+    """The segment table after the header: (rows, where the digest table starts). Every row
+    must be the one `segment_size` implies (offset, length), so a crafted table cannot make
+    a decoder write outside the output or allocate more than the declared length."""
+    def damaged(why: str) -> FormatError:
+        return FormatError(f"{name} has a damaged segment table ({why}); the file is corrupted")
+    for key in ("segment_size", "segments", "segments_crc32"):
+        if type(header.get(key)) is not int:
+            raise damaged(f"no whole number {key!r} in the header")
+    size, count, length = header["segment_size"], header["segments"], header["length"]
+    if not MIN_SEGMENT <= size <= MAX_SEGMENT:
+        raise damaged(f"segment size {size:,} is outside {MIN_SEGMENT:,}..{MAX_SEGMENT:,}")
+    if count != segment_count(length, size):
+        raise damaged(f"{count:,} segments declared, {segment_count(length, size):,} expected")
+    end = start + count * SEGMENT_RECORD.size
+    if len(blob) < end:
+        raise FormatError(f"{name} is truncated: the segment table needs {end} bytes, the file has {len(blob)}")
+    rows = blob[start:end]
+    if zlib.crc32(rows) != header["segments_crc32"]:
+        raise damaged("checksum mismatch")
+    segments = []
+    for i in range(count):
+        offset, n, payload_bytes, pcrc, dcrc, sha = SEGMENT_RECORD.unpack_from(rows, i * SEGMENT_RECORD.size)
+        if offset != i * size or n != min(size, length - offset):
+            raise damaged(f"segment {i} at {offset:,}+{n:,}, expected {i * size:,}+{min(size, length - i * size):,}")
+        segments.append(Segment(offset, n, payload_bytes, pcrc, dcrc, sha.hex()))
+    if sum(s.payload_bytes for s in segments) != header["payload_bytes"]:
+        raise damaged("segment payload sizes do not add up to the payload")
+    return segments, end
+
+
+def _check_segments(segments: list[Segment], config: RunConfig, every: int, digests: bytes, payload: bytes,
+                    name: str) -> None:
+    """Each segment's slice of the digest table and payload against its row's CRC32s."""
+    d = p = 0
+    for i, s in enumerate(segments):
+        n = _n_sync(n_steps(s.length, config.streams, config.model.chunk), every) * DIGEST_PREFIX
+        if zlib.crc32(digests[d:d + n]) != s.digests_crc32 or zlib.crc32(payload[p:p + s.payload_bytes]) != s.payload_crc32:
+            raise FormatError(f"{name} is corrupted: segment {i} checksum mismatch (bit flip or damaged copy)")
+        d, p = d + n, p + s.payload_bytes
+
+
+def segment_slices(container: Container, config: RunConfig) -> list[tuple[Segment, list[str], bytes]]:
+    """Each segment with its own digests and payload, cut out of the container's tables."""
+    out, d, p = [], 0, 0
+    for s in container.segments:
+        n = _n_sync(n_steps(s.length, config.streams, config.model.chunk), container.header["sync_every"])
+        out.append((s, container.digests[d:d + n], container.payload[p:p + s.payload_bytes]))
+        d, p = d + n, p + s.payload_bytes
+    return out
 
 
 def _n_sync(n_steps: int, every: int) -> int:
