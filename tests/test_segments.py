@@ -1,0 +1,241 @@
+"""Segment-parallel file mode (issue 24): the same bytes for any number of workers, on this
+machine or a real Dask cluster on loopback; one-line refusals; honest stats; no process left.
+
+Small on purpose: the tiny preset, 1 KiB segments, a few KB of input."""
+import json
+import time
+import uuid
+import zlib
+
+import pytest
+
+from shared.app.parallel import InProcess, LocalPool, compress_file, decompress_file
+from shared.coding.codec import compress
+from shared.coding.container import MIN_SEGMENT, SEGMENT_RECORD, parse
+from shared.core.config import preset
+from shared.core.errors import FormatError
+from shared.texts import mission_log
+from tests.helpers import (dask_scheduler, dask_worker, expect_error, free_port, kill_all, leftovers, run_cli,
+                           spawn, tagged_processes)
+
+DATA = mission_log(2500)        # three segments of 1 KiB: 1024, 1024, 452
+SEGMENT = 1024
+TINY = preset("tiny")
+
+
+def quiet(done, bits=None, note=""):
+    pass
+
+
+@pytest.fixture(scope="module")
+def one_job():
+    """The reference: --jobs 1, in this process."""
+    return compress_file(DATA, TINY, SEGMENT, InProcess("portable"), quiet)
+
+
+def test_jobs_2_gives_the_bytes_of_jobs_1_and_round_trips(tmp_path, one_job):
+    """Two spawned worker processes (the CLI), against one job in this process; then Bob with
+    two jobs. Progress lines count segments; the stats add up; no worker is left behind."""
+    blob, stats = one_job
+    src, out, back = tmp_path / "in.txt", tmp_path / "in.mrs", tmp_path / "back.txt"
+    src.write_bytes(DATA)
+    tag = uuid.uuid4().hex
+    r = run_cli("sender", "compress", str(src), str(out), "--preset", "tiny", "--segment", "1K", "--jobs", "2",
+                "--progress-every", "0.01", "--stats-json", str(tmp_path / "a.json"),
+                env={"MARSLINK_TEST_TAG": tag})
+    assert r.returncode == 0, r.stderr.decode()
+    assert out.read_bytes() == blob
+    assert tagged_processes(tag) == []
+    lines = r.stderr.decode().splitlines()
+    assert "3/3 segments" in lines[-2] and lines[-2].startswith("Earth: compressing: 2,500 / 2,500 B (100.0%)")
+    a = json.loads((tmp_path / "a.json").read_text())
+    assert a["segments"] == 3 and a["segment_size"] == SEGMENT and a["workers"] == "2 worker processes"
+    assert [s["input_bytes"] for s in a["segment_stats"]] == [1024, 1024, 452]
+    assert a["payload_bytes"] == sum(s["payload_bytes"] for s in a["segment_stats"]) == stats["payload_bytes"]
+    assert a["compressed_bytes"] == len(blob) == a["payload_bytes"] + a["header_bytes"]
+    assert a["final_digest"] == stats["final_digest"]
+
+    r = run_cli("receiver", "decompress", str(out), str(back), "--jobs", "2", "--stats-json", str(tmp_path / "b.json"),
+                env={"MARSLINK_TEST_TAG": tag})
+    assert r.returncode == 0, r.stderr.decode()
+    assert back.read_bytes() == DATA
+    assert tagged_processes(tag) == []
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert [s["final_digest"] for s in b["segment_stats"]] == [s["final_digest"] for s in a["segment_stats"]]
+
+
+def test_a_pool_of_three_in_process_decodes_and_the_segments_are_independent(one_job):
+    """Three workers decode what one job made; each segment is exactly a one-twin file of its bytes."""
+    blob, _ = one_job
+    pool = LocalPool(3, "portable")
+    try:
+        data, stats = decompress_file(parse(blob), pool, quiet)
+    finally:
+        pool.close()
+    assert data == DATA and stats["segments"] == 3
+    alone, _ = compress(DATA[SEGMENT:2 * SEGMENT], TINY)
+    one = parse(alone)
+    c = parse(blob)
+    assert c.payload[c.segments[0].payload_bytes:][:c.segments[1].payload_bytes] == one.payload
+
+
+def test_an_input_smaller_than_a_segment_codes_as_one_twin():
+    data = DATA[:900]
+    blob, stats = compress_file(data, TINY, 4 * SEGMENT, InProcess("portable"), quiet)
+    today, today_stats = compress(data, TINY)
+    ours, theirs = parse(blob), parse(today)
+    assert ours.payload == theirs.payload and ours.digests == theirs.digests
+    assert ours.header["segment_size"] == 4 * SEGMENT and len(ours.segments) == 1
+    assert stats["final_digest"] == today_stats["final_digest"] and stats["ideal_bits"] == today_stats["ideal_bits"]
+    def but_size(header):
+        return {k: v for k, v in header.items() if k != "segment_size"}
+    assert but_size(ours.header) == but_size(theirs.header) and ours.segments == theirs.segments
+
+
+def _rewrite(blob: bytes, edit) -> bytes:
+    """A file whose segment table `edit` changed, with every checksum made right again: only
+    the table's own consistency checks stand between it and a decoder."""
+    c = parse(blob)
+    rows = edit(list(c.segments))
+    c.segments = rows
+    return c.to_bytes()
+
+
+def test_a_damaged_segment_table_is_one_line(tmp_path, one_job):
+    blob, _ = one_job
+    table_at = 13 + int.from_bytes(blob[5:9], "little")
+    flipped = bytearray(blob)
+    flipped[table_at + SEGMENT_RECORD.size + 3] ^= 1
+    with pytest.raises(FormatError, match=r"^'f' has a damaged segment table \(checksum mismatch\); "
+                                          r"the file is corrupted$"):
+        parse(bytes(flipped), "'f'")
+    moved = _rewrite(blob, lambda rows: [rows[0], rows[1].__class__(**{**rows[1].__dict__, "offset": 1000}), rows[2]])
+    with pytest.raises(FormatError, match=r"segment 1 at 1,000\+1,024, expected 1,024\+1,024"):
+        parse(moved)
+    src, before = tmp_path / "bad.mrs", None
+    src.write_bytes(bytes(flipped))
+    before = leftovers(tmp_path)
+    r = run_cli("receiver", "decompress", str(src), str(tmp_path / "out.txt"))
+    expect_error(r, f"bob: error: '{src}' has a damaged segment table (checksum mismatch); the file is corrupted",
+                 tmp_path, before)
+
+
+def test_a_flipped_payload_bit_names_the_file_not_a_segment(one_job):
+    blob, _ = one_job
+    bad = bytearray(blob)
+    bad[-5] ^= 0x10
+    with pytest.raises(FormatError, match="payload checksum mismatch"):
+        parse(bytes(bad))
+    c = parse(blob)
+    c.segments = [c.segments[0].__class__(**{**c.segments[0].__dict__, "payload_crc32": zlib.crc32(b"x")}),
+                  *c.segments[1:]]
+    with pytest.raises(FormatError, match="segment 0 checksum mismatch"):
+        parse(c.to_bytes())
+
+
+BAD_OPTIONS = [
+    (["--segment", "0"], "argument --segment: '0' is not a segment size: give 1K to 1G, e.g. 4M (K, M, G: KiB, MiB, GiB)"),
+    (["--segment", "2G"], "argument --segment: '2G' is not a segment size: give 1K to 1G, e.g. 4M (K, M, G: KiB, MiB, GiB)"),
+    (["--segment", "4X"], "argument --segment: '4X' is not a segment size: give 1K to 1G, e.g. 4M (K, M, G: KiB, MiB, GiB)"),
+    (["--jobs", "0"], "argument --jobs: '0' is not a number of worker processes (a whole number in 1..1024)"),
+    (["--jobs", "two"], "argument --jobs: 'two' is not a number of worker processes (a whole number in 1..1024)"),
+    (["--cluster", "localhost:8786"], "argument --cluster: 'localhost:8786' is not a Dask scheduler address: give "
+                                      "tcp://HOST:PORT, e.g. tcp://127.0.0.1:8786"),
+    (["--cluster", "tcp://h:99999"], "argument --cluster: 'tcp://h:99999' is not a Dask scheduler address: give "
+                                     "tcp://HOST:PORT, e.g. tcp://127.0.0.1:8786"),
+    (["--jobs", "2", "--cluster", "tcp://h:1"], "argument --cluster: not allowed with argument --jobs"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
+def test_bad_options_are_one_line_and_write_nothing(tmp_path, args, message):
+    src = tmp_path / "in.txt"
+    src.write_bytes(DATA)
+    before = leftovers(tmp_path)
+    r = run_cli("sender", "compress", str(src), str(tmp_path / "out.mrs"), *args)
+    expect_error(r, f"alice compress: error: {message}; see 'alice compress --help'", tmp_path, before)
+
+
+# -- a real Dask cluster on loopback --------------------------------------------------------------
+
+def test_dask_cluster_gives_the_same_bytes_both_ways(tmp_path, one_job):
+    blob, _ = one_job
+    src, out, back = tmp_path / "in.txt", tmp_path / "in.mrs", tmp_path / "back.txt"
+    src.write_bytes(DATA)
+    scheduler, address = dask_scheduler(tmp_path)
+    workers = [dask_worker(address, tmp_path, f"w{i}") for i in range(2)]
+    try:
+        r = run_cli("sender", "compress", str(src), str(out), "--preset", "tiny", "--segment", "1K",
+                    "--cluster", address, "--stats-json", str(tmp_path / "a.json"))
+        assert r.returncode == 0, r.stderr.decode()
+        assert out.read_bytes() == blob
+        assert json.loads((tmp_path / "a.json").read_text())["workers"] == f"Dask scheduler {address}"
+        r = run_cli("receiver", "decompress", str(out), str(back), "--cluster", address)
+        assert r.returncode == 0, r.stderr.decode()
+        assert back.read_bytes() == DATA
+    finally:
+        kill_all(*workers, scheduler)
+
+
+def test_a_killed_dask_worker_has_its_segment_redone(tmp_path, one_job):
+    """The only worker dies by SIGKILL after step 2 of its first segment; a worker that joins
+    later codes every segment, that one again from its start: the same bytes."""
+    blob, _ = one_job
+    src, out = tmp_path / "in.txt", tmp_path / "in.mrs"
+    src.write_bytes(DATA)
+    scheduler, address = dask_scheduler(tmp_path)
+    doomed = dask_worker(address, tmp_path, "doomed", MARSLINK_FAULT_KILL_STEP="2")
+    alice = later = None
+    try:
+        alice = spawn("sender", "compress", str(src), str(out), "--preset", "tiny", "--segment", "1K",
+                      "--cluster", address)
+        assert doomed.wait(120) == -9
+        later = dask_worker(address, tmp_path, "later")
+        _, err = alice.communicate(timeout=180)
+        assert alice.returncode == 0, err.decode()
+        assert out.read_bytes() == blob
+    finally:
+        kill_all(*[p for p in (alice, doomed, later, scheduler) if p is not None])
+
+
+def test_workers_without_marslink_or_with_other_arithmetic_are_one_line(tmp_path):
+    scheduler, address = dask_scheduler(tmp_path)
+    src = tmp_path / "in.txt"
+    src.write_bytes(DATA)
+    no_marslink = tmp_path / "no_marslink.py"
+    no_marslink.write_text("import sys\nsys.modules['shared'] = None   # as if marslink were not installed\n")
+    other = tmp_path / "other_arithmetic.py"
+    other.write_text("from shared.core import portable\nportable.ARITHMETIC_VERSION = 'other-7'\n")
+    worker = None
+    try:
+        worker = dask_worker(address, tmp_path, "bare", "--preload", str(no_marslink))
+        before = leftovers(tmp_path)
+        r = run_cli("sender", "compress", str(src), str(tmp_path / "x.mrs"), "--preset", "tiny", "--cluster", address)
+        err = r.stderr.decode().strip()
+        assert r.returncode == 2 and "\n" not in err, err
+        assert err.startswith("alice: error: Dask worker tcp://127.0.0.1:") and "cannot run marslink (" in err
+        assert err.endswith("install this marslink release on every worker (docs/cluster.md)")
+        assert leftovers(tmp_path) == before
+        kill_all(worker)
+        worker = dask_worker(address, tmp_path, "other", "--preload", str(other))
+        r = run_cli("sender", "compress", str(src), str(tmp_path / "x.mrs"), "--preset", "tiny", "--cluster", address)
+        err = r.stderr.decode().strip()
+        assert r.returncode == 2 and "\n" not in err, err
+        assert err.startswith("alice: error: numeric profile mismatch in 'arithmetic': Dask worker tcp://127.0.0.1:")
+        assert "has 'other-7'" in err
+    finally:
+        kill_all(*[p for p in (worker, scheduler) if p is not None])
+
+
+def test_an_unreachable_scheduler_is_one_line_in_time(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(DATA)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    r = run_cli("sender", "compress", str(src), str(tmp_path / "x.mrs"), "--cluster", address)
+    err = r.stderr.decode().strip()
+    assert r.returncode == 2 and "\n" not in err, err
+    assert err.startswith(f"alice: error: cannot reach the Dask scheduler at {address} within 10 s (")
+    assert err.endswith("start it with 'dask scheduler' and check the address")
+    assert time.monotonic() - started < 60      # 10 s, and the start-up of a loaded machine
+
