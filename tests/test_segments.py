@@ -18,7 +18,7 @@ from shared.texts import mission_log
 from tests.helpers import (dask_scheduler, dask_worker, expect_error, free_port, kill_all, leftovers, run_cli,
                            spawn, tagged_processes)
 
-DATA = mission_log(2500)        # three segments of 1 KiB: 1024, 1024, 452
+DATA = mission_log(2200)        # three segments of 1 KiB: 1024, 1024, 152
 SEGMENT = 1024
 TINY = preset("tiny")
 
@@ -47,10 +47,10 @@ def test_jobs_2_gives_the_bytes_of_jobs_1_and_round_trips(tmp_path, one_job):
     assert out.read_bytes() == blob
     assert tagged_processes(tag) == []
     lines = r.stderr.decode().splitlines()
-    assert "3/3 segments" in lines[-2] and lines[-2].startswith("Earth: compressing: 2,500 / 2,500 B (100.0%)")
+    assert "3/3 segments" in lines[-2] and lines[-2].startswith("Earth: compressing: 2,200 / 2,200 B (100.0%)")
     a = json.loads((tmp_path / "a.json").read_text())
     assert a["segments"] == 3 and a["segment_size"] == SEGMENT and a["workers"] == "2 worker processes"
-    assert [s["input_bytes"] for s in a["segment_stats"]] == [1024, 1024, 452]
+    assert [s["input_bytes"] for s in a["segment_stats"]] == [1024, 1024, 152]
     assert a["payload_bytes"] == sum(s["payload_bytes"] for s in a["segment_stats"]) == stats["payload_bytes"]
     assert a["compressed_bytes"] == len(blob) == a["payload_bytes"] + a["header_bytes"]
     assert a["final_digest"] == stats["final_digest"]

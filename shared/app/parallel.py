@@ -152,12 +152,11 @@ def encode_task(index: int, data: bytes, config: dict, profile: str | None = Non
 
 
 def decode_task(index: int, header: dict, segment, digests: list[str], payload: bytes,
-                profile: str | None = None, on_step=None) -> tuple[int, bytes, dict]:
-    """One segment decoded and checked, wherever this runs."""
+                profile: str | None = None, on_step=None):
+    """One segment decoded and checked, wherever this runs. Returns segments.Decoded."""
     _pin(profile)
     from ..coding.segments import decode_segment   # start-up: torch loads after _pin
-    data, stats = decode_segment(index, header, segment, digests, payload, on_step or _on_step(index))
-    return index, data, stats
+    return decode_segment(index, header, segment, digests, payload, on_step or _on_step(index))
 
 
 def probe(profile: str | None = None) -> dict:
@@ -283,7 +282,7 @@ class DaskCluster:
         futures = [self.client.submit(fn, *task, profile=self.profile, pure=False) for task in tasks]
         try:
             out = []
-            for future in as_completed(futures):
+            for future in as_completed(futures, loop=self.client.loop):
                 try:
                     result = future.result()
                 except KilledWorker:
@@ -295,9 +294,7 @@ class DaskCluster:
                     raise ProfileError(f"a Dask worker could not code a segment ({_short(e)}); install this "
                                        f"marslink release on every worker (docs/cluster.md)") from None
                 out.append(result)
-                index = result.index if hasattr(result, "index") else result[0]
-                stats = result.stats if hasattr(result, "stats") else result[2]
-                progress(index, -1, stats["ideal_bits"])     # -1: the whole segment
+                progress(result.index, -1, result.stats["ideal_bits"])     # -1: the whole segment
             return out
         finally:
             self.client.cancel(futures)
@@ -357,9 +354,9 @@ def decompress_file(container, runner, update) -> tuple[bytes, dict]:
     header = {k: container.header[k] for k in ("config", "fingerprint", "sync_every")}
     tasks = [(i, header, s, d, p) for i, s, d, p in jobs_of(container)]
     results = runner.run(decode_task, tasks, Tally([s.length for _, _, s, _, _ in tasks], update))
-    data = join(container, [(i, part) for i, part, _ in results])
+    data = join(container, results)
     config = RunConfig.from_dict(container.header["config"])
-    return data, total_stats([s for _, _, s in results], started, None,
+    return data, total_stats([r.stats for r in results], started, None,
                              **_run_fields(config, runner, container.header["segment_size"]))
 
 

@@ -28,6 +28,14 @@ class Coded:
     stats: dict                  # codec.run_stats of the segment's twin
 
 
+@dataclass
+class Decoded:
+    """One segment decoded and checked, as a worker hands it back."""
+    index: int
+    data: bytes
+    stats: dict
+
+
 def plan(length: int, segment_size: int) -> list[tuple[int, int]]:
     """(offset, length) of each segment."""
     return [(i * segment_size, min(segment_size, length - i * segment_size))
@@ -42,12 +50,12 @@ def encode_segment(index: int, data: bytes, config: RunConfig, on_step=None) -> 
 
 
 def decode_segment(index: int, header: dict, segment: Segment, digests: list[str], payload: bytes,
-                   on_step=None) -> tuple[bytes, dict]:
+                   on_step=None) -> Decoded:
     """One twin back over one segment, checked alone: its digests and its SHA-256."""
     one = Container({"config": header["config"], "fingerprint": header["fingerprint"], "length": segment.length,
                      "sha256": segment.sha256, "sync_every": header["sync_every"]}, digests, payload)
     data, stats = codec.decompress(one, on_step)
-    return data, _segment_stats(stats, index)
+    return Decoded(index, data, _segment_stats(stats, index))
 
 
 def _segment_stats(stats: dict, index: int) -> dict:
@@ -87,9 +95,9 @@ def jobs_of(container: Container) -> list[tuple[int, Segment, list[str], bytes]]
     return [(i, *part) for i, part in enumerate(segment_slices(container, config))]
 
 
-def join(container: Container, parts: list[tuple[int, bytes]]) -> bytes:
+def join(container: Container, parts: list[Decoded]) -> bytes:
     """The decoded segments in order, checked against the whole file's SHA-256."""
-    data = b"".join(part for _, part in sorted(parts, key=lambda p: p[0]))
+    data = b"".join(part.data for part in sorted(parts, key=lambda p: p.index))
     if hashlib.sha256(data).hexdigest() != container.header["sha256"]:
         raise ChecksumError("decoded data does not match the original's SHA-256; nothing was written "
                             "(the file is corrupted or was made by an incompatible build)")
