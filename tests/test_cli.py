@@ -85,7 +85,7 @@ def test_wrong_format_version(cli, tmp_path, made, version):
     (tmp_path / "v.mrs").write_bytes(blob)
     r = cli("receiver", "decompress", str(tmp_path / "v.mrs"), str(tmp_path / "out"))
     expect_error(r, f"bob: error: {str(tmp_path / 'v.mrs')!r} is marslink format version {version}; this build "
-                    "reads version 5 (use a matching marslink release)", tmp_path, ["v.mrs"])
+                    "reads version 6 (use a matching marslink release)", tmp_path, ["v.mrs"])
 
 
 def test_truncated_file(cli, tmp_path, made):

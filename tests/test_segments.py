@@ -2,6 +2,7 @@
 machine or a real Dask cluster on loopback; one-line refusals; honest stats; no process left.
 
 Small on purpose: the tiny preset, 1 KiB segments, a few KB of input."""
+import dataclasses
 import json
 import time
 import uuid
@@ -9,9 +10,9 @@ import zlib
 
 import pytest
 
-from shared.app.parallel import InProcess, LocalPool, compress_file, decompress_file
+from shared.app.parallel import InProcess, compress_file
 from shared.coding.codec import compress
-from shared.coding.container import MIN_SEGMENT, SEGMENT_RECORD, parse
+from shared.coding.container import MAX_SEGMENTS, parse
 from shared.core.config import preset
 from shared.core.errors import FormatError
 from shared.texts import mission_log
@@ -64,19 +65,13 @@ def test_jobs_2_gives_the_bytes_of_jobs_1_and_round_trips(tmp_path, one_job):
     assert [s["final_digest"] for s in b["segment_stats"]] == [s["final_digest"] for s in a["segment_stats"]]
 
 
-def test_a_pool_of_three_in_process_decodes_and_the_segments_are_independent(one_job):
-    """Three workers decode what one job made; each segment is exactly a one-twin file of its bytes."""
+def test_each_segment_is_a_one_twin_file_of_its_bytes(one_job):
+    """Independent twins: the middle segment's payload is what one twin makes of its bytes alone."""
     blob, _ = one_job
-    pool = LocalPool(3, "portable")
-    try:
-        data, stats = decompress_file(parse(blob), pool, quiet)
-    finally:
-        pool.close()
-    assert data == DATA and stats["segments"] == 3
-    alone, _ = compress(DATA[SEGMENT:2 * SEGMENT], TINY)
-    one = parse(alone)
-    c = parse(blob)
-    assert c.payload[c.segments[0].payload_bytes:][:c.segments[1].payload_bytes] == one.payload
+    c, alone = parse(blob), parse(compress(DATA[SEGMENT:2 * SEGMENT], TINY)[0])
+    start = c.segments[0].payload_bytes
+    assert c.payload[start:start + c.segments[1].payload_bytes] == alone.payload
+    assert c.segments[1].sha256 == alone.header["sha256"]
 
 
 def test_an_input_smaller_than_a_segment_codes_as_one_twin():
@@ -93,30 +88,41 @@ def test_an_input_smaller_than_a_segment_codes_as_one_twin():
 
 
 def _rewrite(blob: bytes, edit) -> bytes:
-    """A file whose segment table `edit` changed, with every checksum made right again: only
-    the table's own consistency checks stand between it and a decoder."""
+    """The file with its segment table changed by `edit` (rows of Segment), every checksum made
+    right again: only the table's own checks stand between it and a decoder."""
     c = parse(blob)
-    rows = edit(list(c.segments))
-    c.segments = rows
+    c.segments = edit(list(c.segments))
     return c.to_bytes()
+
+
+def _moved(rows):
+    return [rows[0], dataclasses.replace(rows[1], offset=1000), rows[2]]
 
 
 def test_a_damaged_segment_table_is_one_line(tmp_path, one_job):
     blob, _ = one_job
-    table_at = 13 + int.from_bytes(blob[5:9], "little")
-    flipped = bytearray(blob)
-    flipped[table_at + SEGMENT_RECORD.size + 3] ^= 1
-    with pytest.raises(FormatError, match=r"^'f' has a damaged segment table \(checksum mismatch\); "
-                                          r"the file is corrupted$"):
-        parse(bytes(flipped), "'f'")
-    moved = _rewrite(blob, lambda rows: [rows[0], rows[1].__class__(**{**rows[1].__dict__, "offset": 1000}), rows[2]])
-    with pytest.raises(FormatError, match=r"segment 1 at 1,000\+1,024, expected 1,024\+1,024"):
-        parse(moved)
-    src, before = tmp_path / "bad.mrs", None
-    src.write_bytes(bytes(flipped))
+    with pytest.raises(FormatError, match=r"^'f' has a damaged segment table \(segment 1 at 1,000\+1,024, "
+                                          r"expected 1,024\+1,024\); the file is corrupted$"):
+        parse(_rewrite(blob, _moved), "'f'")
+    with pytest.raises(FormatError, match=r"damaged segment table \(2 rows for 3 segments\)"):
+        parse(_rewrite(blob, lambda rows: rows[:2]))
+    with pytest.raises(FormatError, match=r"damaged segment table \(segment payload sizes do not add up"):
+        parse(_rewrite(blob, lambda rows: [dataclasses.replace(rows[0], payload_bytes=1), *rows[1:]]))
+    bad = tmp_path / "bad.mrs"
+    bad.write_bytes(_rewrite(blob, _moved))
     before = leftovers(tmp_path)
-    r = run_cli("receiver", "decompress", str(src), str(tmp_path / "out.txt"))
-    expect_error(r, f"bob: error: '{src}' has a damaged segment table (checksum mismatch); the file is corrupted",
+    r = run_cli("receiver", "decompress", str(bad), str(tmp_path / "out.txt"))
+    expect_error(r, f"bob: error: '{bad}' has a damaged segment table (segment 1 at 1,000+1,024, expected "
+                    f"1,024+1,024); the file is corrupted", tmp_path, before)
+
+
+def test_too_many_segments_are_refused_before_the_work(tmp_path):
+    src = tmp_path / "big.bin"
+    src.write_bytes(bytes(MAX_SEGMENTS * 1024 + 1))
+    before = leftovers(tmp_path)
+    r = run_cli("sender", "compress", str(src), str(tmp_path / "out.mrs"), "--segment", "1K", "--preset", "tiny")
+    expect_error(r, f"alice: error: --segment 1,024 cuts this {MAX_SEGMENTS * 1024 + 1:,}-byte input into "
+                    f"{MAX_SEGMENTS + 1:,} segments, more than {MAX_SEGMENTS:,}; give --segment 2K or more",
                  tmp_path, before)
 
 
@@ -126,11 +132,9 @@ def test_a_flipped_payload_bit_names_the_file_not_a_segment(one_job):
     bad[-5] ^= 0x10
     with pytest.raises(FormatError, match="payload checksum mismatch"):
         parse(bytes(bad))
-    c = parse(blob)
-    c.segments = [c.segments[0].__class__(**{**c.segments[0].__dict__, "payload_crc32": zlib.crc32(b"x")}),
-                  *c.segments[1:]]
+    forged = _rewrite(blob, lambda rows: [dataclasses.replace(rows[0], payload_crc32=zlib.crc32(b"x")), *rows[1:]])
     with pytest.raises(FormatError, match="segment 0 checksum mismatch"):
-        parse(c.to_bytes())
+        parse(forged)
 
 
 BAD_OPTIONS = [
@@ -158,44 +162,30 @@ def test_bad_options_are_one_line_and_write_nothing(tmp_path, args, message):
 
 # -- a real Dask cluster on loopback --------------------------------------------------------------
 
-def test_dask_cluster_gives_the_same_bytes_both_ways(tmp_path, one_job):
+def test_dask_cluster_redoes_a_killed_workers_segment_and_gives_the_same_bytes(tmp_path, one_job):
+    """A real scheduler; its only worker dies by SIGKILL after step 2 of its first segment. Two
+    workers that join later code every segment, that one again from its start: the bytes of
+    --jobs 1. Then Bob decodes on the same cluster."""
     blob, _ = one_job
     src, out, back = tmp_path / "in.txt", tmp_path / "in.mrs", tmp_path / "back.txt"
     src.write_bytes(DATA)
     scheduler, address = dask_scheduler(tmp_path)
-    workers = [dask_worker(address, tmp_path, f"w{i}") for i in range(2)]
+    doomed = dask_worker(address, tmp_path, "doomed", MARSLINK_FAULT_KILL_STEP="2")
+    alice, later = None, []
     try:
-        r = run_cli("sender", "compress", str(src), str(out), "--preset", "tiny", "--segment", "1K",
-                    "--cluster", address, "--stats-json", str(tmp_path / "a.json"))
-        assert r.returncode == 0, r.stderr.decode()
+        alice = spawn("sender", "compress", str(src), str(out), "--preset", "tiny", "--segment", "1K",
+                      "--cluster", address, "--stats-json", str(tmp_path / "a.json"))
+        assert doomed.wait(120) == -9
+        later = [dask_worker(address, tmp_path, f"later{i}") for i in range(2)]
+        _, err = alice.communicate(timeout=180)
+        assert alice.returncode == 0, err.decode()
         assert out.read_bytes() == blob
         assert json.loads((tmp_path / "a.json").read_text())["workers"] == f"Dask scheduler {address}"
         r = run_cli("receiver", "decompress", str(out), str(back), "--cluster", address)
         assert r.returncode == 0, r.stderr.decode()
         assert back.read_bytes() == DATA
     finally:
-        kill_all(*workers, scheduler)
-
-
-def test_a_killed_dask_worker_has_its_segment_redone(tmp_path, one_job):
-    """The only worker dies by SIGKILL after step 2 of its first segment; a worker that joins
-    later codes every segment, that one again from its start: the same bytes."""
-    blob, _ = one_job
-    src, out = tmp_path / "in.txt", tmp_path / "in.mrs"
-    src.write_bytes(DATA)
-    scheduler, address = dask_scheduler(tmp_path)
-    doomed = dask_worker(address, tmp_path, "doomed", MARSLINK_FAULT_KILL_STEP="2")
-    alice = later = None
-    try:
-        alice = spawn("sender", "compress", str(src), str(out), "--preset", "tiny", "--segment", "1K",
-                      "--cluster", address)
-        assert doomed.wait(120) == -9
-        later = dask_worker(address, tmp_path, "later")
-        _, err = alice.communicate(timeout=180)
-        assert alice.returncode == 0, err.decode()
-        assert out.read_bytes() == blob
-    finally:
-        kill_all(*[p for p in (alice, doomed, later, scheduler) if p is not None])
+        kill_all(*[p for p in (alice, doomed, *later, scheduler) if p is not None])
 
 
 def test_workers_without_marslink_or_with_other_arithmetic_are_one_line(tmp_path):

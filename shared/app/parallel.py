@@ -336,7 +336,7 @@ def compress_file(data: bytes, config: RunConfig, segment_size: int, runner, upd
     """The container of `data` cut into segments and coded by `runner`; (blob, stats)."""
     from ..coding.segments import assemble, check_size, plan, total_stats   # start-up: torch, after pinning
     from ..core.fingerprint import fingerprint
-    check_size(len(data))
+    check_size(len(data), segment_size)
     started = time.perf_counter()
     pieces = plan(len(data), segment_size)
     tasks = [(i, data[o:o + n], config.to_dict()) for i, (o, n) in enumerate(pieces)]

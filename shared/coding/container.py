@@ -9,13 +9,12 @@ Format version 6:
     5        4     header length H, u32 little-endian
     9        H     header: zlib-deflated UTF-8 JSON {config, fingerprint, length, sha256,
                    sync_every, digests_crc32, payload_bytes, payload_crc32, segment_size,
-                   segments, segments_crc32}
-    9+H      4     CRC32 of bytes 0 .. 9+H: covers the header, and through segments_crc32,
-                   digests_crc32 and payload_crc32 everything after it
-    13+H     64*N  segment table (SEGMENT_RECORD, one per segment; CRC32 in segments_crc32):
-                   offset u64, length u64, payload bytes u64, payload CRC32, digests CRC32,
-                   SHA-256 of the segment's original bytes
-    ...      4*S   sync digests: the first DIGEST_PREFIX bytes of the weight digest after steps
+                   segments}; segments is the segment table, one row per segment:
+                   [offset, length, payload bytes, payload CRC32, digests CRC32, SHA-256 (hex)
+                   of the segment's original bytes]
+    9+H      4     CRC32 of bytes 0 .. 9+H: covers the header, and through digests_crc32 and
+                   payload_crc32 everything after it
+    13+H     4*S   sync digests: the first DIGEST_PREFIX bytes of the weight digest after steps
                    0, k, 2k, ... (k = sync_every) and after the last step; CRC32 in digests_crc32
     ...      P     payload: the arithmetic-coded stream; CRC32 in payload_crc32
 
@@ -52,10 +51,10 @@ FORMAT_VERSION = 6          # the twins' computation is part of the format; see 
 DIGEST_PREFIX = 4                # bytes of each weight digest kept in the file
 _FIXED = struct.Struct("<4sBI")
 MAX_HEADER_JSON = 1 << 20        # inflated header bytes (a real one is ~1 KB): no zlib bombs
-MIN_SEGMENT = 1 << 10            # smallest segment size: bounds the table at 64 B per KiB of output
+MIN_SEGMENT = 1 << 10            # smallest segment size (bytes)
 MAX_SEGMENT = MAX_LENGTH         # largest: one segment holds the largest file
+MAX_SEGMENTS = 4096              # rows of the segment table: ~110 bytes of header JSON each
 DEFAULT_SEGMENT = 4 << 20        # alice compress's --segment; why this size: docs/segments.md
-SEGMENT_RECORD = struct.Struct("<QQQII32s")   # offset, length, payload bytes, CRC32s, SHA-256: 64 bytes
 
 
 @dataclass(frozen=True)
@@ -69,9 +68,8 @@ class Segment:
     digests_crc32: int
     sha256: str                  # hex, of the segment's original bytes
 
-    def pack(self) -> bytes:
-        return SEGMENT_RECORD.pack(self.offset, self.length, self.payload_bytes, self.payload_crc32,
-                                   self.digests_crc32, bytes.fromhex(self.sha256))
+    def row(self) -> list:
+        return [self.offset, self.length, self.payload_bytes, self.payload_crc32, self.digests_crc32, self.sha256]
 
 
 def segment_count(length: int, segment_size: int) -> int:
@@ -90,14 +88,13 @@ class Container:
         table = b"".join(bytes.fromhex(d) for d in self.digests)
         segments = self.segments or [Segment(0, self.header["length"], len(self.payload), zlib.crc32(self.payload),
                                              zlib.crc32(table), self.header["sha256"])]
-        rows = b"".join(s.pack() for s in segments)
         header = dict(self.header, digests_crc32=zlib.crc32(table), payload_bytes=len(self.payload),
-                      payload_crc32=zlib.crc32(self.payload), segments=len(segments), segments_crc32=zlib.crc32(rows))
+                      payload_crc32=zlib.crc32(self.payload), segments=[s.row() for s in segments])
         header.setdefault("segment_size", max(self.header["length"], MIN_SEGMENT))
         hjson = zlib.compress(json.dumps(header, sort_keys=True, separators=(",", ":")).encode(), 9)
         head = _FIXED.pack(MAGIC, FORMAT_VERSION, len(hjson)) + hjson
         head += struct.pack("<I", zlib.crc32(head))
-        return head + rows + table + self.payload
+        return head + table + self.payload
 
 
 
@@ -115,10 +112,10 @@ def parse(blob: bytes, name: str = "input") -> Container:
     if crc != zlib.crc32(blob[:end]):
         raise FormatError(f"{name} is corrupted: header checksum mismatch (bit flip or damaged copy)")
     header, config = _read_header(blob[_FIXED.size:end], name)
-    segments, start = _read_segments(blob, end + 4, header, name)
-    n_sync = sum(_n_sync(n_steps(s.length, config.streams, config.model.chunk), header["sync_every"])
-                 for s in segments)
+    lengths = _segment_lengths(header, name)
+    n_sync = sum(_n_sync(n_steps(n, config.streams, config.model.chunk), header["sync_every"]) for n in lengths)
     declared = header["payload_bytes"]
+    start = end + 4
     digests_end = start + n_sync * DIGEST_PREFIX
     have = len(blob) - digests_end
     if have < declared:
@@ -131,39 +128,44 @@ def parse(blob: bytes, name: str = "input") -> Container:
     if zlib.crc32(payload) != header["payload_crc32"]:
         raise FormatError(f"{name} is corrupted: payload checksum mismatch (bit flip or damaged copy)")
     digests = [blob[i:i + DIGEST_PREFIX].hex() for i in range(start, digests_end, DIGEST_PREFIX)]
+    segments = _read_segments(header, lengths, name)
     _check_segments(segments, config, header["sync_every"], blob[start:digests_end], payload, name)
     return Container(header, digests, payload, segments)
 
 
-def _read_segments(blob: bytes, start: int, header: dict, name: str) -> tuple[list[Segment], int]:
-    """The segment table after the header: (rows, where the digest table starts). Every row
-    must be the one `segment_size` implies (offset, length), so a crafted table cannot make
-    a decoder write outside the output or allocate more than the declared length."""
-    def damaged(why: str) -> FormatError:
-        return FormatError(f"{name} has a damaged segment table ({why}); the file is corrupted")
-    for key in ("segment_size", "segments", "segments_crc32"):
-        if type(header.get(key)) is not int:
-            raise damaged(f"no whole number {key!r} in the header")
-    size, count, length = header["segment_size"], header["segments"], header["length"]
-    if not MIN_SEGMENT <= size <= MAX_SEGMENT:
-        raise damaged(f"segment size {size:,} is outside {MIN_SEGMENT:,}..{MAX_SEGMENT:,}")
-    if count != segment_count(length, size):
-        raise damaged(f"{count:,} segments declared, {segment_count(length, size):,} expected")
-    end = start + count * SEGMENT_RECORD.size
-    if len(blob) < end:
-        raise FormatError(f"{name} is truncated: the segment table needs {end} bytes, the file has {len(blob)}")
-    rows = blob[start:end]
-    if zlib.crc32(rows) != header["segments_crc32"]:
-        raise damaged("checksum mismatch")
+def _damaged(name: str, why: str) -> FormatError:
+    return FormatError(f"{name} has a damaged segment table ({why}); the file is corrupted")
+
+
+def _segment_lengths(header: dict, name: str) -> list[int]:
+    """The segments' lengths, from the length and segment size alone (checked, bounded)."""
+    size = header.get("segment_size")
+    if type(size) is not int or not MIN_SEGMENT <= size <= MAX_SEGMENT:
+        raise _damaged(name, f"segment size {str(size)[:40]} is not a whole number in {MIN_SEGMENT:,}..{MAX_SEGMENT:,}")
+    count = segment_count(header["length"], size)
+    if count > MAX_SEGMENTS:
+        raise _damaged(name, f"{count:,} segments; this build reads at most {MAX_SEGMENTS:,}")
+    return [min(size, header["length"] - i * size) for i in range(count)]
+
+
+def _read_segments(header: dict, lengths: list[int], name: str) -> list[Segment]:
+    """The segment table's rows: each must sit where `segment_size` puts it and be of the right
+    types, so a crafted table cannot make a decoder write outside the output."""
+    rows, size = header.get("segments"), header["segment_size"]
+    if type(rows) is not list or len(rows) != len(lengths):
+        raise _damaged(name, f"{len(rows) if type(rows) is list else 'no'} rows for {len(lengths):,} segments")
     segments = []
-    for i in range(count):
-        offset, n, payload_bytes, pcrc, dcrc, sha = SEGMENT_RECORD.unpack_from(rows, i * SEGMENT_RECORD.size)
-        if offset != i * size or n != min(size, length - offset):
-            raise damaged(f"segment {i} at {offset:,}+{n:,}, expected {i * size:,}+{min(size, length - i * size):,}")
-        segments.append(Segment(offset, n, payload_bytes, pcrc, dcrc, sha.hex()))
+    for i, (row, n) in enumerate(zip(rows, lengths)):
+        if (type(row) is not list or len(row) != 6 or any(type(v) is not int or v < 0 for v in row[:5])
+                or row[3] >= 1 << 32 or row[4] >= 1 << 32 or type(row[5]) is not str or len(row[5]) != 64
+                or row[5].strip("0123456789abcdef")):
+            raise _damaged(name, f"row {i} is not [offset, length, payload bytes, CRC32, CRC32, SHA-256]")
+        if row[0] != i * size or row[1] != n:
+            raise _damaged(name, f"segment {i} at {row[0]:,}+{row[1]:,}, expected {i * size:,}+{n:,}")
+        segments.append(Segment(*row))
     if sum(s.payload_bytes for s in segments) != header["payload_bytes"]:
-        raise damaged("segment payload sizes do not add up to the payload")
-    return segments, end
+        raise _damaged(name, "segment payload sizes do not add up to the payload")
+    return segments
 
 
 def _check_segments(segments: list[Segment], config: RunConfig, every: int, digests: bytes, payload: bytes,

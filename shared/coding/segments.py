@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..core.config import MAX_LENGTH, RunConfig
 from ..core.errors import ChecksumError, UsageError
 from . import codec
-from .container import Container, DIGEST_PREFIX, Segment, parse, segment_count, segment_slices
+from .container import MAX_SEGMENTS, Container, DIGEST_PREFIX, Segment, parse, segment_count, segment_slices
 
 
 @dataclass
@@ -67,9 +67,15 @@ def _segment_stats(stats: dict, index: int) -> dict:
     return row
 
 
-def check_size(data_length: int) -> None:
-    if data_length > MAX_LENGTH:                # no receiver would decode it: say so before the work
+def check_size(data_length: int, segment_size: int) -> None:
+    """Refuse, before the work, an input no receiver would decode."""
+    if data_length > MAX_LENGTH:
         raise UsageError(f"input is {data_length:,} bytes; marslink codes at most {MAX_LENGTH:,} per file")
+    if segment_count(data_length, segment_size) > MAX_SEGMENTS:
+        least = -(-data_length // MAX_SEGMENTS)
+        raise UsageError(f"--segment {segment_size:,} cuts this {data_length:,}-byte input into "
+                         f"{segment_count(data_length, segment_size):,} segments, more than {MAX_SEGMENTS:,}; "
+                         f"give --segment {-(-least // 1024)}K or more")
 
 
 def assemble(data: bytes, config: RunConfig, segment_size: int, coded: list[Coded], fingerprint: dict) -> bytes:
