@@ -4,9 +4,12 @@ machine or a real Dask cluster on loopback; one-line refusals; honest stats; no 
 Small on purpose: the tiny preset, 1 KiB segments, a few KB of input."""
 import dataclasses
 import json
+import subprocess
+import sys
 import time
 import uuid
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -16,8 +19,8 @@ from shared.coding.container import MAX_SEGMENTS, parse
 from shared.core.config import preset
 from shared.core.errors import FormatError
 from shared.texts import mission_log
-from tests.helpers import (dask_scheduler, dask_worker, expect_error, free_port, kill_all, leftovers, run_cli,
-                           spawn, tagged_processes)
+from tests.helpers import (ROOT, child_env, dask_scheduler, dask_worker, expect_error, free_port, kill_all,
+                           leftovers, run_cli, spawn, tagged_processes)
 
 DATA = mission_log(2200)        # three segments of 1 KiB: 1024, 1024, 152
 SEGMENT = 1024
@@ -63,6 +66,29 @@ def test_jobs_2_gives_the_bytes_of_jobs_1_and_round_trips(tmp_path, one_job):
     assert tagged_processes(tag) == []
     b = json.loads((tmp_path / "b.json").read_text())
     assert [s["final_digest"] for s in b["segment_stats"]] == [s["final_digest"] for s in a["segment_stats"]]
+
+
+def test_workers_die_with_a_killed_alice(tmp_path):
+    """SIGKILL runs no cleanup in Alice; her workers still end (they asked the kernel to kill
+    them with their parent) and nothing is written."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(DATA)
+    tag = uuid.uuid4().hex
+    alice = subprocess.Popen([sys.executable, "-m", "sender", "compress", str(src), str(tmp_path / "out.mrs"),
+                              "--preset", "tiny", "--segment", "1K", "--jobs", "2"], cwd=ROOT,
+                             env=child_env(MARSLINK_TEST_TAG=tag), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(tagged_processes(tag)) < 3 and time.monotonic() < deadline:   # Alice and two workers
+            time.sleep(0.2)
+        assert len(tagged_processes(tag)) >= 3, "the workers never started"
+    finally:
+        kill_all(alice)
+    deadline = time.monotonic() + 30
+    while tagged_processes(tag) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in tagged_processes(tag)] == []
+    assert leftovers(tmp_path) == ["in.txt"]
 
 
 def test_each_segment_is_a_one_twin_file_of_its_bytes(one_job):

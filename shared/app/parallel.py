@@ -34,7 +34,7 @@ from ..core.errors import LinkFailure, MarslinkError, ProfileError, UsageError
 from ..coding.container import segment_count
 
 MAX_JOBS = 1024                  # worker processes one run may ask for
-WORKER_BASE_BYTES = 300 << 20    # a worker with torch loaded, before its twin (docs/segments.md)
+WORKER_BASE_BYTES = 320 << 20    # a worker with torch loaded, before its twin (docs/segments.md)
 PROGRESS_EVERY_S = 0.2           # how often a worker reports its twin's progress
 POLL_S = 0.1                     # how often the parent looks at results and progress
 DASK_CONNECT_S = 10.0            # an unreachable scheduler is reported after this long
@@ -120,11 +120,28 @@ def _pin(profile: str | None) -> None:
         numeric.active()
 
 
-def _init_pool_worker(reports, profile: str | None) -> None:
+def _init_pool_worker(reports, profile: str | None, parent: int) -> None:
     global _reports
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent handles Ctrl-C and stops us
+    _die_with_parent(parent)
     _reports = reports
     _pin(profile)
+
+
+PR_SET_PDEATHSIG = 1             # prctl(2): the signal a process gets when its parent dies
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this worker when the parent dies, even by SIGKILL (which runs no cleanup),
+    so no worker outlives the command; a parent already gone means exit now. Elsewhere the
+    parent's own cleanup is all there is."""
+    try:
+        import ctypes                          # start-up: only in a worker
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _on_step(index: int) -> Callable | None:
@@ -196,7 +213,7 @@ class LocalPool:
         context = multiprocessing.get_context("spawn")   # no fork of a process holding torch
         self.reports = context.Queue()
         self.pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_pool_worker,
-                                        initargs=(self.reports, profile))
+                                        initargs=(self.reports, profile, os.getpid()))
 
     def run(self, fn, tasks: list[tuple], progress: Progress) -> list:
         pending = {self.pool.submit(fn, *task, profile=self.profile) for task in tasks}
