@@ -4,6 +4,7 @@ machine or a real Dask cluster on loopback; one-line refusals; honest stats; no 
 Small on purpose: the tiny preset, 1 KiB segments, a few KB of input."""
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.app import parallel
 from shared.app.parallel import InProcess, compress_file
 from shared.coding.codec import compress
 from shared.coding.container import MAX_SEGMENTS, parse
@@ -45,19 +47,20 @@ def test_jobs_2_gives_the_bytes_of_jobs_1_and_round_trips(tmp_path, one_job):
     src.write_bytes(DATA)
     tag = uuid.uuid4().hex
     r = run_cli("sender", "compress", str(src), str(out), "--preset", "tiny", "--segment", "1K", "--jobs", "2",
-                "--progress-every", "0.01", "--stats-json", str(tmp_path / "a.json"),
+                "--verify", "--progress-every", "0.01", "--stats-json", str(tmp_path / "a.json"),
                 env={"MARSLINK_TEST_TAG": tag})
     assert r.returncode == 0, r.stderr.decode()
     assert out.read_bytes() == blob
     assert tagged_processes(tag) == []
     lines = r.stderr.decode().splitlines()
-    assert "3/3 segments" in lines[-2] and lines[-2].startswith("Earth: compressing: 2,200 / 2,200 B (100.0%)")
+    done = [line for line in lines if "2,200 / 2,200 B (100.0%), 3/3 segments" in line]
+    assert [line.split(":")[0] for line in done] == ["Earth", "Earth"], lines       # compressing, verifying
     a = json.loads((tmp_path / "a.json").read_text())
     assert a["segments"] == 3 and a["segment_size"] == SEGMENT and a["workers"] == "2 worker processes"
     assert [s["input_bytes"] for s in a["segment_stats"]] == [1024, 1024, 152]
     assert a["payload_bytes"] == sum(s["payload_bytes"] for s in a["segment_stats"]) == stats["payload_bytes"]
     assert a["compressed_bytes"] == len(blob) == a["payload_bytes"] + a["header_bytes"]
-    assert a["final_digest"] == stats["final_digest"]
+    assert a["final_digest"] == stats["final_digest"] and a["verified"] is True
 
     r = run_cli("receiver", "decompress", str(out), str(back), "--jobs", "2", "--stats-json", str(tmp_path / "b.json"),
                 env={"MARSLINK_TEST_TAG": tag})
@@ -184,6 +187,26 @@ def test_bad_options_are_one_line_and_write_nothing(tmp_path, args, message):
     before = leftovers(tmp_path)
     r = run_cli("sender", "compress", str(src), str(tmp_path / "out.mrs"), *args)
     expect_error(r, f"alice compress: error: {message}; see 'alice compress --help'", tmp_path, before)
+
+
+def test_bob_refuses_bad_jobs_the_same_way(tmp_path):
+    before = leftovers(tmp_path)
+    r = run_cli("receiver", "decompress", str(tmp_path / "x.mrs"), str(tmp_path / "out"), "--jobs", "-1")
+    expect_error(r, "bob decompress: error: argument --jobs: '-1' is not a number of worker processes (a whole "
+                    "number in 1..1024); see 'bob decompress --help'", tmp_path, before)
+
+
+def test_memory_caps_the_default_jobs_and_says_so(monkeypatch):
+    need = parallel.worker_memory(TINY, SEGMENT)
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(parallel, "available_memory", lambda: need * 10**6)
+    assert parallel.default_jobs(TINY, SEGMENT, 1000) == (min(cores, 1000), None)
+    assert parallel.default_jobs(TINY, SEGMENT, 1) == (1, None)        # never more workers than segments
+    monkeypatch.setattr(parallel, "available_memory", lambda: need * 3 // 2)
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert parallel.default_jobs(TINY, SEGMENT, 100) == (
+        1, f"1 worker(s), not 8: each needs about {need >> 20:,} MiB and {need * 3 // 2 >> 20:,} MiB of memory "
+           f"are available")
 
 
 # -- a real Dask cluster on loopback --------------------------------------------------------------
