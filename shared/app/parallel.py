@@ -198,6 +198,7 @@ class InProcess:
             index = task[0]
             out.append(fn(*task, profile=self.profile,
                           on_step=lambda twin, report, i=index: progress(i, report.tokens_done, twin.ideal_bits)))
+            progress(index, -1, out[-1].stats["ideal_bits"])          # -1: the whole segment, done
         return out
 
     def close(self):
@@ -227,7 +228,8 @@ class LocalPool:
                 except BrokenProcessPool:
                     raise MarslinkError("a worker process died (killed, or out of memory?); nothing was "
                                         "written; run again, with fewer --jobs if memory is short") from None
-        self._drain(progress)
+                self._drain(progress)
+                progress(out[-1].index, -1, out[-1].stats["ideal_bits"])
         return out
 
     def _drain(self, progress: Progress) -> None:
@@ -341,12 +343,15 @@ class Tally:
         self.lengths, self.update = lengths, update
         self.done = [0] * len(lengths)
         self.bits = [0.0] * len(lengths)
+        self.finished: set[int] = set()
 
     def __call__(self, index: int, tokens: int, bits: float) -> None:
-        self.done[index] = self.lengths[index] if tokens < 0 else tokens
+        """tokens: what the segment's twin has coded so far; -1 when its result is in."""
+        if tokens < 0:
+            self.finished.add(index)
+        self.done[index] = self.lengths[index] if tokens < 0 else min(tokens, self.lengths[index])
         self.bits[index] = bits
-        finished = sum(d == n for d, n in zip(self.done, self.lengths))
-        self.update(sum(self.done), sum(self.bits), f"{finished}/{len(self.lengths)} segments")
+        self.update(sum(self.done), sum(self.bits), f"{len(self.finished)}/{len(self.lengths)} segments")
 
 
 def compress_file(data: bytes, config: RunConfig, segment_size: int, runner, update) -> tuple[bytes, dict]:
