@@ -17,7 +17,7 @@ import pytest
 from shared.app import parallel
 from shared.app.parallel import InProcess, compress_file
 from shared.coding.codec import compress
-from shared.coding.container import MAX_SEGMENTS, parse
+from shared.coding.container import DEFAULT_SEGMENT, MAX_SEGMENTS, parse
 from shared.core.config import preset
 from shared.core.errors import FormatError
 from shared.texts import mission_log
@@ -114,6 +114,7 @@ def test_an_input_smaller_than_a_segment_codes_as_one_twin():
     def but_size(header):
         return {k: v for k, v in header.items() if k != "segment_size"}
     assert but_size(ours.header) == but_size(theirs.header) and ours.segments == theirs.segments
+    assert compress_file(data, TINY, DEFAULT_SEGMENT, InProcess("portable"), quiet)[0] == today   # alice's default
 
 
 def _rewrite(blob: bytes, edit) -> bytes:

@@ -90,7 +90,7 @@ class Container:
                                              zlib.crc32(table), self.header["sha256"])]
         header = dict(self.header, digests_crc32=zlib.crc32(table), payload_bytes=len(self.payload),
                       payload_crc32=zlib.crc32(self.payload), segments=[s.row() for s in segments])
-        header.setdefault("segment_size", max(self.header["length"], MIN_SEGMENT))
+        header.setdefault("segment_size", max(self.header["length"], DEFAULT_SEGMENT))   # as alice's default
         hjson = zlib.compress(json.dumps(header, sort_keys=True, separators=(",", ":")).encode(), 9)
         head = _FIXED.pack(MAGIC, FORMAT_VERSION, len(hjson)) + hjson
         head += struct.pack("<I", zlib.crc32(head))
