@@ -40,10 +40,10 @@ def one_job():
 
 
 def test_jobs_2_gives_the_bytes_of_jobs_1_and_round_trips(tmp_path, one_job):
-    """Two spawned worker processes (the CLI), against one job in this process; then Bob with
-    two jobs. Progress lines count segments; the stats add up; no worker is left behind."""
+    """Two spawned worker processes (the CLI, --verify: they decode it too), against one job in
+    this process. Progress lines count segments; the stats add up; no worker is left behind."""
     blob, stats = one_job
-    src, out, back = tmp_path / "in.txt", tmp_path / "in.mrs", tmp_path / "back.txt"
+    src, out = tmp_path / "in.txt", tmp_path / "in.mrs"
     src.write_bytes(DATA)
     tag = uuid.uuid4().hex
     r = run_cli("sender", "compress", str(src), str(out), "--preset", "tiny", "--segment", "1K", "--jobs", "2",
@@ -54,21 +54,13 @@ def test_jobs_2_gives_the_bytes_of_jobs_1_and_round_trips(tmp_path, one_job):
     assert tagged_processes(tag) == []
     lines = r.stderr.decode().splitlines()
     done = [line for line in lines if "2,200 / 2,200 B (100.0%), 3/3 segments" in line]
-    assert [line.split(":")[0] for line in done] == ["Earth", "Earth"], lines       # compressing, verifying
+    assert [line.split(":")[1].strip() for line in done] == ["compressing", "verifying"], lines
     a = json.loads((tmp_path / "a.json").read_text())
     assert a["segments"] == 3 and a["segment_size"] == SEGMENT and a["workers"] == "2 worker processes"
     assert [s["input_bytes"] for s in a["segment_stats"]] == [1024, 1024, 152]
     assert a["payload_bytes"] == sum(s["payload_bytes"] for s in a["segment_stats"]) == stats["payload_bytes"]
     assert a["compressed_bytes"] == len(blob) == a["payload_bytes"] + a["header_bytes"]
     assert a["final_digest"] == stats["final_digest"] and a["verified"] is True
-
-    r = run_cli("receiver", "decompress", str(out), str(back), "--jobs", "2", "--stats-json", str(tmp_path / "b.json"),
-                env={"MARSLINK_TEST_TAG": tag})
-    assert r.returncode == 0, r.stderr.decode()
-    assert back.read_bytes() == DATA
-    assert tagged_processes(tag) == []
-    b = json.loads((tmp_path / "b.json").read_text())
-    assert [s["final_digest"] for s in b["segment_stats"]] == [s["final_digest"] for s in a["segment_stats"]]
 
 
 def test_workers_die_with_a_killed_alice(tmp_path):
