@@ -31,7 +31,7 @@ from typing import Callable
 from ..core import numeric
 from ..core.config import RunConfig, table_bytes
 from ..core.errors import LinkFailure, MarslinkError, ProfileError, UsageError
-from ..coding.container import segment_count
+from ..coding.container import check_plan, segment_count
 
 MAX_JOBS = 1024                  # worker processes one run may ask for
 WORKER_BASE_BYTES = 320 << 20    # a worker with torch loaded, before its twin (docs/segments.md)
@@ -89,6 +89,7 @@ def plan_jobs(prog: str, config: RunConfig, length: int, segment_size: int, jobs
               cluster: str | None, quiet: bool):
     """The runner --jobs / --cluster ask for (default: default_jobs), closed on the way out
     whatever happens, so no worker outlives the command."""
+    check_plan(length, segment_size)
     segments = segment_count(length, segment_size)
     profile = numeric.active().name
     if cluster:
@@ -356,9 +357,9 @@ class Tally:
 
 def compress_file(data: bytes, config: RunConfig, segment_size: int, runner, update) -> tuple[bytes, dict]:
     """The container of `data` cut into segments and coded by `runner`; (blob, stats)."""
-    from ..coding.segments import assemble, check_size, plan, total_stats   # start-up: torch, after pinning
+    from ..coding.segments import assemble, plan, total_stats   # start-up: torch, after pinning
     from ..core.fingerprint import fingerprint
-    check_size(len(data), segment_size)
+    check_plan(len(data), segment_size)
     started = time.perf_counter()
     pieces = plan(len(data), segment_size)
     tasks = [(i, data[o:o + n], config.to_dict()) for i, (o, n) in enumerate(pieces)]

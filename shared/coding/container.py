@@ -43,7 +43,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from ..core.config import MAX_LENGTH, RunConfig
-from ..core.errors import FormatError
+from ..core.errors import FormatError, UsageError
 from ..core.layout import n_steps
 
 MAGIC = b"MRSL"
@@ -75,6 +75,18 @@ class Segment:
 def segment_count(length: int, segment_size: int) -> int:
     """Segments an input of `length` bytes is cut into: ceil(length / size), and one if empty."""
     return max(1, -(-length // segment_size))
+
+
+def check_plan(length: int, segment_size: int) -> None:
+    """Refuse, before any work, an input that no receiver would decode: too long, or cut into
+    more segments than a file may hold."""
+    if length > MAX_LENGTH:
+        raise UsageError(f"input is {length:,} bytes; marslink codes at most {MAX_LENGTH:,} per file")
+    count = segment_count(length, segment_size)
+    if count > MAX_SEGMENTS:
+        least = -(-length // MAX_SEGMENTS)
+        raise UsageError(f"--segment {segment_size:,} cuts this {length:,}-byte input into {count:,} segments, "
+                         f"more than {MAX_SEGMENTS:,}; give --segment {-(-least // 1024)}K or more")
 
 
 @dataclass

@@ -13,10 +13,10 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from ..core.config import MAX_LENGTH, RunConfig
-from ..core.errors import ChecksumError, UsageError
+from ..core.config import RunConfig
+from ..core.errors import ChecksumError
 from . import codec
-from .container import MAX_SEGMENTS, Container, DIGEST_PREFIX, Segment, parse, segment_count, segment_slices
+from .container import Container, DIGEST_PREFIX, Segment, parse, segment_count, segment_slices
 
 
 @dataclass
@@ -65,17 +65,6 @@ def _segment_stats(stats: dict, index: int) -> dict:
     row = {"segment": index, **{k: stats[k] for k in keep if k in stats}}
     row["bits_per_byte"] = row["payload_bytes"] * 8 / row["input_bytes"] if row["input_bytes"] else 0.0
     return row
-
-
-def check_size(data_length: int, segment_size: int) -> None:
-    """Refuse, before the work, an input no receiver would decode."""
-    if data_length > MAX_LENGTH:
-        raise UsageError(f"input is {data_length:,} bytes; marslink codes at most {MAX_LENGTH:,} per file")
-    if segment_count(data_length, segment_size) > MAX_SEGMENTS:
-        least = -(-data_length // MAX_SEGMENTS)
-        raise UsageError(f"--segment {segment_size:,} cuts this {data_length:,}-byte input into "
-                         f"{segment_count(data_length, segment_size):,} segments, more than {MAX_SEGMENTS:,}; "
-                         f"give --segment {-(-least // 1024)}K or more")
 
 
 def assemble(data: bytes, config: RunConfig, segment_size: int, coded: list[Coded], fingerprint: dict) -> bytes:
