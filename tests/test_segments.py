@@ -86,6 +86,17 @@ def test_workers_die_with_a_killed_alice(tmp_path):
     assert leftovers(tmp_path) == ["in.txt"]
 
 
+def test_a_dead_worker_process_is_one_line_and_nothing_is_written(tmp_path):
+    """A --jobs worker killed mid-segment (SIGKILL, as the OOM killer would): one line, exit 2."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(DATA)
+    before = leftovers(tmp_path)
+    r = run_cli("sender", "compress", str(src), str(tmp_path / "out.mrs"), "--preset", "tiny", "--segment", "1K",
+                "--jobs", "2", env={parallel.FAULT_KILL_ENV: "2"})
+    expect_error(r, "alice: error: a worker process died (killed, or out of memory?); nothing was written; run "
+                    "again, with fewer --jobs if memory is short", tmp_path, before)
+
+
 def test_each_segment_is_a_one_twin_file_of_its_bytes(one_job):
     """Independent twins: the middle segment's payload is what one twin makes of its bytes alone."""
     blob, _ = one_job
