@@ -90,7 +90,8 @@ def compress_command(args) -> int:
             blob, stats = compress_file(data, config, args.segment, runner, update)
         if args.verify:
             with progress("Earth: verifying", len(data), not args.quiet, args.progress_every) as update:
-                decoded, _ = decompress_file(parse(blob), runner, lambda done, bits=None, note="": update(done, None, note))
+                decoded, _ = decompress_file(parse(blob), runner,
+                                             lambda done, bits=None, note="": update(done, None, note))
             if decoded != data:  # decompress checks the SHA-256 already; this cannot differ silently
                 raise AssertionError("verification failed")
             stats["verified"] = True

@@ -171,9 +171,8 @@ def test_a_flipped_payload_bit_names_the_file_not_a_segment(one_job):
 
 
 BAD_OPTIONS = [
-    (["--segment", "0"], "argument --segment: '0' is not a segment size: give 1K to 1G, e.g. 4M (K, M, G: KiB, MiB, GiB)"),
-    (["--segment", "2G"], "argument --segment: '2G' is not a segment size: give 1K to 1G, e.g. 4M (K, M, G: KiB, MiB, GiB)"),
-    (["--segment", "4X"], "argument --segment: '4X' is not a segment size: give 1K to 1G, e.g. 4M (K, M, G: KiB, MiB, GiB)"),
+    *[(["--segment", size], f"argument --segment: {size!r} is not a segment size: give 1K to 1G, e.g. 4M "
+                            f"(K, M, G: KiB, MiB, GiB)") for size in ("0", "2G", "4X", "1.5M")],
     (["--jobs", "0"], "argument --jobs: '0' is not a number of worker processes (a whole number in 1..1024)"),
     (["--jobs", "two"], "argument --jobs: 'two' is not a number of worker processes (a whole number in 1..1024)"),
     (["--cluster", "localhost:8786"], "argument --cluster: 'localhost:8786' is not a Dask scheduler address: give "

@@ -186,7 +186,8 @@ def _check_segments(segments: list[Segment], config: RunConfig, every: int, dige
     d = p = 0
     for i, s in enumerate(segments):
         n = _n_sync(n_steps(s.length, config.streams, config.model.chunk), every) * DIGEST_PREFIX
-        if zlib.crc32(digests[d:d + n]) != s.digests_crc32 or zlib.crc32(payload[p:p + s.payload_bytes]) != s.payload_crc32:
+        if (zlib.crc32(digests[d:d + n]) != s.digests_crc32
+                or zlib.crc32(payload[p:p + s.payload_bytes]) != s.payload_crc32):
             raise FormatError(f"{name} is corrupted: segment {i} checksum mismatch (bit flip or damaged copy)")
         d, p = d + n, p + s.payload_bytes
 
