@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,report]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,report,cluster]'
 	touch $(STAMP)
 
 demo: $(STAMP)

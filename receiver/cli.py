@@ -9,8 +9,9 @@ from shared.app.cli import check_endpoint, curve_keys, keygen_command, lan_liste
 from shared.app.faults import kill_at
 from shared.app.files import check_output, check_stats, read_input, write_atomic, write_stats
 from shared.app.options import (COUNT, LAN_PORT, Parser, add_force_option, add_keygen_command, add_link_options,
-                                add_model_options, add_numeric_options, add_report_options, link_settings,
-                                output_file, run_config)
+                                add_model_options, add_numeric_options, add_parallel_options, add_report_options,
+                                link_settings, output_file, run_config)
+from shared.app.parallel import decompress_file, plan_jobs
 from shared.core import numeric
 from shared.core.errors import UsageError
 from shared.coding.container import parse
@@ -26,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
     add_force_option(d)
     add_numeric_options(d, "numeric profile (default: portable; speed only, any decodes any file)",
                         "intra-op threads (default: 1; speed only)")
+    add_parallel_options(d, compress=False)
     add_report_options(d)
     ls = sub.add_parser("listen", help="receive one stream from a sender and write it to --out")
     ls.add_argument("--bind", metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5555 (or --lan)")
@@ -109,11 +111,11 @@ def decompress_command(args) -> int:
     check_stats(args.stats_json)
     container = parse(blob, "input" if args.input == "-" else repr(args.input))
     numeric.activate(args.profile, args.threads)     # no setting changes a bit: the file records none
-    from shared.coding.codec import decompress   # start-up: torch loads only once the options are valid
-
-    with progress("Mars: decompressing", container.header["length"], not args.quiet,
-                  args.progress_every) as update:
-        data, stats = decompress(container, lambda twin, r: update(r.tokens_done, twin.ideal_bits))
+    header = container.header
+    with plan_jobs("bob", container.config, header["length"], header["segment_size"],
+                   args.jobs, args.cluster, args.quiet) as runner:
+        with progress("Mars: decompressing", header["length"], not args.quiet, args.progress_every) as update:
+            data, stats = decompress_file(container, runner, update)
     stats["compressed_bytes"] = len(blob)
     write_atomic(args.output, data, args.force)
     write_stats(args.stats_json, stats)

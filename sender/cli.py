@@ -9,8 +9,9 @@ from shared.app.cli import check_endpoint, curve_keys, keygen_command, lan_keys,
 from shared.app.faults import kill_at
 from shared.app.files import check_output, check_stats, read_input, write_atomic, write_stats
 from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_command, add_link_options,
-                                add_model_options, add_report_options, fraction, link_settings, run_config,
-                                seconds, stream_id)
+                                add_model_options, add_parallel_options, add_report_options, fraction,
+                                link_settings, run_config, seconds, stream_id)
+from shared.app.parallel import compress_file, decompress_file, plan_jobs
 from shared.core import numeric
 from shared.coding.container import parse
 from shared.show.dashboard import add_display_options, dashboard_for
@@ -25,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--verify", action="store_true", help="decode the result again before writing it")
     add_force_option(c)
     add_model_options(c, "the receiver")
+    add_parallel_options(c, compress=True)
     add_report_options(c)
     s = sub.add_parser("send", help="stream INPUT to a listening receiver")
     s.add_argument("input")
@@ -83,16 +85,17 @@ def compress_command(args) -> int:
     check_output(args.output, args.input, args.force)
     check_stats(args.stats_json)
     numeric.activate(args.profile, args.threads)
-    from shared.coding.codec import compress, decompress   # start-up: torch loads only once the options are valid
-
-    with progress("Earth: compressing", len(data), not args.quiet, args.progress_every) as update:
-        blob, stats = compress(data, run_config(args), lambda twin, r: update(r.tokens_done, twin.ideal_bits))
-    if args.verify:
-        with progress("Earth: verifying", len(data), not args.quiet, args.progress_every) as update:
-            decoded, _ = decompress(parse(blob), lambda twin, r: update(r.tokens_done))
-        if decoded != data:  # decompress checks the SHA-256 already; this cannot differ silently
-            raise AssertionError("verification failed")
-        stats["verified"] = True
+    config = run_config(args)
+    with plan_jobs("alice", config, len(data), args.segment, args.jobs, args.cluster, args.quiet) as runner:
+        with progress("Earth: compressing", len(data), not args.quiet, args.progress_every) as update:
+            blob, stats = compress_file(data, config, args.segment, runner, update)
+        if args.verify:
+            with progress("Earth: verifying", len(data), not args.quiet, args.progress_every) as update:
+                decoded, _ = decompress_file(parse(blob), runner,
+                                             lambda done, bits=None, note="": update(done, None, note))
+            if decoded != data:  # decompress checks the SHA-256 already; this cannot differ silently
+                raise AssertionError("verification failed")
+            stats["verified"] = True
     write_atomic(args.output, blob, args.force)
     write_stats(args.stats_json, stats)
     if not args.quiet and args.output != "-":

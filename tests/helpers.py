@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -217,3 +220,62 @@ def send_to(bob, tmp_path, endpoint, data: bytes, *args):
     finally:
         if bob.poll() is None:
             bob.kill()
+
+
+# -- segments, worker processes and a Dask cluster on loopback (issue 24) ---------------------------
+
+def tagged_processes(tag: str) -> list[int]:
+    """Processes still alive whose environment holds MARSLINK_TEST_TAG=tag: a command and
+    every worker it started inherit it, so none may be left once the command has ended."""
+    needle = f"MARSLINK_TEST_TAG={tag}".encode()
+    alive = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    with open(f"/proc/{entry}/stat") as s:
+                        if s.read().rsplit(")", 1)[1].split()[0] != "Z":   # a zombie has ended
+                            alive.append(int(entry))
+        except OSError:
+            continue
+    return alive
+
+
+DASK = str(Path(sys.executable).parent / "dask")
+
+
+def dask_scheduler(log_dir) -> tuple[subprocess.Popen, str]:
+    """A real `dask scheduler` on a free loopback port, answering when this returns."""
+    port = free_port()
+    proc = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+                             "--no-show"], cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL,
+                            stderr=open(log_dir / f"scheduler-{port}.log", "wb"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"dask scheduler exited: {(log_dir / f'scheduler-{port}.log').read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"tcp://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("dask scheduler did not listen within 60 s")
+
+
+def dask_worker(address: str, log_dir, name: str, *args, **env) -> subprocess.Popen:
+    """A real `dask worker` (one thread, no nanny: a killed worker stays dead) for `address`."""
+    return subprocess.Popen([DASK, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                             "--name", name, *args], cwd=ROOT, env=child_env(**env), stdout=subprocess.DEVNULL,
+                            stderr=open(log_dir / f"worker-{name}.log", "wb"))
+
+
+def kill_all(*procs: subprocess.Popen) -> None:
+    """SIGKILL and reap: nothing of a test outlives it."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    for p in procs:
+        p.wait(30)

@@ -179,7 +179,7 @@ def test_hostile_headers_are_refused_with_clear_messages(real):
     assert "'length' is not an integer" in refused(seal_header(dict(h, length=1e3), rng, d, p))
     assert "no 'sync_every'" in refused(seal_header({k: v for k, v in h.items() if k != "sync_every"}, rng, d, p))
     # a length that makes sync_steps() enormous: answered from arithmetic, at once
-    many = dict(h, length=MAX_LENGTH, config=dict(h["config"], sync_every=1, streams=1,
+    many = dict(h, length=MAX_LENGTH, segment_size=MAX_LENGTH, config=dict(h["config"], sync_every=1, streams=1,
                                                   model=dict(h["config"]["model"], chunk=1)), sync_every=1)
     started = time.perf_counter()
     assert "is truncated" in refused(seal_header(many, rng, d, p))

@@ -64,21 +64,22 @@ def run_main(prog: str, body: Callable[[], int | None]) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
-PROGRESS_LINE = "{label}: {done:,} / {total:,} B ({percent:.1f}%){bpb}, {rate:,.0f} B/s, {left} left"
+PROGRESS_LINE = "{label}: {done:,} / {total:,} B ({percent:.1f}%){note}{bpb}, {rate:,.0f} B/s, {left} left"
 
 
 @contextmanager
 def progress(label: str, total: int, enabled: bool = True, every: float | None = None):
-    """Progress on stderr, yielding update(done_bytes, bits): a rich bar on a terminal; elsewhere
-    (a log, a pipe, `make bench`) one plain PROGRESS_LINE every `every` seconds if asked, since
-    an hour-long `strong` run with no sign of life is indistinguishable from a hung one."""
+    """Progress on stderr, yielding update(done_bytes, bits, note): a rich bar on a terminal;
+    elsewhere (a log, a pipe, `make bench`) one plain PROGRESS_LINE every `every` seconds if asked,
+    since an hour-long `strong` run with no sign of life is indistinguishable from a hung one.
+    `note` is shown beside the bytes (segmented runs: "3/8 segments")."""
     if not enabled or total == 0 or (not sys.stderr.isatty() and not every):
-        yield lambda done, bits=None: None
+        yield lambda done, bits=None, note="": None
         return
     if not sys.stderr.isatty():
         started = last = time.monotonic()
 
-        def line(done: int, bits: float | None = None):
+        def line(done: int, bits: float | None = None, note: str = ""):
             nonlocal last
             now = time.monotonic()
             if now - last >= every or done >= total:
@@ -86,6 +87,7 @@ def progress(label: str, total: int, enabled: bool = True, every: float | None =
                 rate = done / (now - started) if now > started else 0.0
                 left = (total - done) / rate if rate > 0 else 0.0
                 print(PROGRESS_LINE.format(label=label, done=done, total=total, percent=100.0 * done / total,
+                                           note=f", {note}" if note else "",
                                            bpb=f", {bits / done:.3f} bits/byte" if bits is not None and done else "",
                                            rate=rate, left=f"{int(left) // 3600}:{int(left) % 3600 // 60:02d}:{int(left) % 60:02d}"),
                       file=sys.stderr, flush=True)
@@ -96,18 +98,18 @@ def progress(label: str, total: int, enabled: bool = True, every: float | None =
     from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-               TransferSpeedColumn(), TextColumn("{task.fields[bpb]}"), TimeElapsedColumn(),
-               TimeRemainingColumn()]
+               TransferSpeedColumn(), TextColumn("{task.fields[note]}"), TextColumn("{task.fields[bpb]}"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total, bpb="")
+        task = bar.add_task(label, total=total, bpb="", note="")
         last = [0.0]
 
-        def update(done: int, bits: float | None = None):
+        def update(done: int, bits: float | None = None, note: str = ""):
             now = time.monotonic()
             if now - last[0] > 0.1 or done >= total:
                 last[0] = now
                 bpb = f"{bits / done:.3f} bits/byte" if bits is not None and done else ""
-                bar.update(task, completed=done, bpb=bpb)
+                bar.update(task, completed=done, bpb=bpb, note=note)
         yield update
 
 

@@ -20,7 +20,9 @@ from ..core import numeric
 from ..core.config import INT_RANGES, PRESETS, RunConfig, preset
 from ..core.errors import ProfileError
 from .checkpoint import CHECKPOINT_EVERY
+from ..coding.container import DEFAULT_SEGMENT, MAX_SEGMENT, MIN_SEGMENT
 from .files import STDIO
+from .parallel import MAX_JOBS
 
 MAX_SECONDS = 30 * 24 * 3600     # longest timeout or interval: a month (longer is a typo)
 MAX_WINDOW = 4096                # frames in flight: Bob may buffer this many messages of up to 1 MiB
@@ -101,7 +103,34 @@ def output_file(text: str) -> str:
     return text
 
 
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}    # binary, as xz and zstd read them
+
+
+def segment_size(text: str) -> int:
+    """argparse type for --segment: bytes, with an optional K, M or G suffix (KiB, MiB, GiB)."""
+    number, unit = text.strip(), ""
+    if number[-1:].upper() in SIZE_UNITS and number[-1:].isalpha():
+        number, unit = number[:-1], number[-1].upper()
+    value = int(number, 10) * SIZE_UNITS[unit] if number.isascii() and number.isdigit() else None
+    if value is None or not MIN_SEGMENT <= value <= MAX_SEGMENT:
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not a segment size: give {MIN_SEGMENT >> 10}K to {MAX_SEGMENT >> 30}G, "
+            f"e.g. 4M (K, M, G: KiB, MiB, GiB)")
+    return value
+
+
+def cluster_address(text: str) -> str:
+    """argparse type for --cluster: a Dask scheduler's tcp://HOST:PORT."""
+    host, _, port = text[len("tcp://"):].rpartition(":") if text.startswith("tcp://") else ("", "", "")
+    if (not host or not text.isprintable() or any(c in host for c in " /@?#") or not port.isascii()
+            or not port.isdigit() or not 1 <= int(port) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a Dask scheduler address: give tcp://HOST:PORT, "
+                                         f"e.g. tcp://127.0.0.1:8786")
+    return text
+
+
 SEED = integer(*INT_RANGES["seed"], "a seed")
+JOBS = integer(1, MAX_JOBS, "a number of worker processes")
 STEPS = integer(1, MAX_CHECKPOINT_EVERY, "a step count")
 WINDOW = integer(1, MAX_WINDOW, "a window")
 COUNT = integer(0, 2**63 - 1, "a count")
@@ -133,6 +162,20 @@ def add_report_options(p: argparse.ArgumentParser, progress_every: bool = True) 
     if progress_every:
         p.add_argument("--progress-every", type=seconds, default=None, metavar="S",
                        help="when stderr is not a terminal (a log), print a plain progress line every S seconds")
+
+
+def add_parallel_options(p: argparse.ArgumentParser, compress: bool) -> None:
+    """--jobs / --cluster (and, compressing, --segment): who codes the segments. Never a bit."""
+    if compress:
+        p.add_argument("--segment", type=segment_size, default=DEFAULT_SEGMENT, metavar="SIZE",
+                       help=f"code the input in independent segments of SIZE bytes, K/M/G suffixes "
+                            f"(default: {DEFAULT_SEGMENT >> 20}M); the receiver reads it from the file")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--jobs", type=JOBS, default=None, metavar="N",
+                       help="worker processes, one thread each (default: every core this process may use, "
+                            "as memory allows); the output never depends on N")
+    where.add_argument("--cluster", type=cluster_address, default=None, metavar="tcp://HOST:PORT",
+                       help="code the segments on a Dask scheduler's workers instead (docs/cluster.md)")
 
 
 def add_force_option(p: argparse.ArgumentParser) -> None:

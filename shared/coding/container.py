@@ -8,18 +8,26 @@ Format version 6:
                    layout do)
     5        4     header length H, u32 little-endian
     9        H     header: zlib-deflated UTF-8 JSON {config, fingerprint, length, sha256,
-                   sync_every, digests_crc32, payload_bytes, payload_crc32}
+                   sync_every, digests_crc32, payload_bytes, payload_crc32, segment_size,
+                   segments}; segments is the segment table, one row per segment:
+                   [offset, length, payload bytes, payload CRC32, digests CRC32, SHA-256 (hex)
+                   of the segment's original bytes]
     9+H      4     CRC32 of bytes 0 .. 9+H: covers the header, and through digests_crc32 and
                    payload_crc32 everything after it
     13+H     4*S   sync digests: the first DIGEST_PREFIX bytes of the weight digest after steps
                    0, k, 2k, ... (k = sync_every) and after the last step; CRC32 in digests_crc32
     ...      P     payload: the arithmetic-coded stream; CRC32 in payload_crc32
 
+Segments (version 6): the input is cut into N = ceil(length / segment_size) segments (one if
+the input is empty), each coded by its own twin from the same configuration, independently of
+the others. The digest table and the payload are the segments' own, laid end to end in segment
+order; a one-segment file holds exactly the digests and payload one twin makes.
+
 Versions 1 to 4 are refused by number: 1, 2 and 4 decode differently (4: before the portable
 arithmetic of shared/core/portable.py), and 3 has no checksum over the digest table (a flipped
 bit there showed only after decoding, as a divergence). Version 5 has version 4's layout; 6
 predicts differently (the byte-tree mixer, structure contexts, UTF-8 words and the verified match
-model of issue 23), so a version-5 file is refused by number too.
+model of issue 23) and adds the segment table, so a version-5 file is refused by number too.
 
 Everything that can be checked without a model is checked in `parse`, in the order a user
 would want to hear about it: is this our file at all, can this build read it, is it whole.
@@ -33,10 +41,10 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..core.config import MAX_LENGTH, RunConfig
-from ..core.errors import FormatError
+from ..core.errors import FormatError, UsageError
 from ..core.layout import n_steps, sync_count
 
 MAGIC = b"MRSL"
@@ -44,6 +52,42 @@ FORMAT_VERSION = 6          # the twins' computation is part of the format; see 
 DIGEST_PREFIX = 4                # bytes of each weight digest kept in the file
 _FIXED = struct.Struct("<4sBI")
 MAX_HEADER_JSON = 1 << 20        # inflated header bytes (a real one is ~1 KB): no zlib bombs
+MIN_SEGMENT = 1 << 10            # smallest segment size (bytes)
+MAX_SEGMENT = MAX_LENGTH         # largest: one segment holds the largest file
+MAX_SEGMENTS = 4096              # rows of the segment table: ~110 bytes of header JSON each
+DEFAULT_SEGMENT = 4 << 20        # alice compress's --segment; why this size: docs/segments.md
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One segment's row of the segment table: where its bytes go, how many coded bytes it has,
+    and the checks a worker can apply to its part alone."""
+    offset: int
+    length: int
+    payload_bytes: int
+    payload_crc32: int
+    digests_crc32: int
+    sha256: str                  # hex, of the segment's original bytes
+
+    def row(self) -> list:
+        return [self.offset, self.length, self.payload_bytes, self.payload_crc32, self.digests_crc32, self.sha256]
+
+
+def segment_count(length: int, segment_size: int) -> int:
+    """Segments an input of `length` bytes is cut into: ceil(length / size), and one if empty."""
+    return max(1, -(-length // segment_size))
+
+
+def check_plan(length: int, segment_size: int) -> None:
+    """Refuse, before any work, an input that no receiver would decode: too long, or cut into
+    more segments than a file may hold."""
+    if length > MAX_LENGTH:
+        raise UsageError(f"input is {length:,} bytes; marslink codes at most {MAX_LENGTH:,} per file")
+    count = segment_count(length, segment_size)
+    if count > MAX_SEGMENTS:
+        least = -(-length // MAX_SEGMENTS)
+        raise UsageError(f"--segment {segment_size:,} cuts this {length:,}-byte input into {count:,} segments, "
+                         f"more than {MAX_SEGMENTS:,}; give --segment {-(-least // 1024)}K or more")
 
 
 @dataclass
@@ -52,11 +96,15 @@ class Container:
     digests: list[str]           # hex prefixes, aligned with sync_steps(...)
     payload: bytes
     config: RunConfig | None = None   # header["config"] as parse() checked it; None: built in memory
+    segments: list[Segment] = field(default_factory=list)   # empty: one segment, the whole input
 
     def to_bytes(self) -> bytes:
         table = b"".join(bytes.fromhex(d) for d in self.digests)
+        segments = self.segments or [Segment(0, self.header["length"], len(self.payload), zlib.crc32(self.payload),
+                                             zlib.crc32(table), self.header["sha256"])]
         header = dict(self.header, digests_crc32=zlib.crc32(table), payload_bytes=len(self.payload),
-                      payload_crc32=zlib.crc32(self.payload))
+                      payload_crc32=zlib.crc32(self.payload), segments=[s.row() for s in segments])
+        header.setdefault("segment_size", max(self.header["length"], DEFAULT_SEGMENT))   # as alice's default
         hjson = zlib.compress(json.dumps(header, sort_keys=True, separators=(",", ":")).encode(), 9)
         head = _FIXED.pack(MAGIC, FORMAT_VERSION, len(hjson)) + hjson
         head += struct.pack("<I", zlib.crc32(head))
@@ -78,7 +126,8 @@ def parse(blob: bytes, name: str = "input") -> Container:
     if crc != zlib.crc32(blob[:end]):
         raise FormatError(f"{name} is corrupted: header checksum mismatch (bit flip or damaged copy)")
     header, config = _read_header(blob[_FIXED.size:end], name)
-    n_sync = sync_count(n_steps(header["length"], config.streams, config.model.chunk), header["sync_every"])
+    lengths = _segment_lengths(header, name)
+    n_sync = sum(sync_count(n_steps(n, config.streams, config.model.chunk), header["sync_every"]) for n in lengths)
     declared = header["payload_bytes"]
     start = end + 4
     digests_end = start + n_sync * DIGEST_PREFIX
@@ -93,7 +142,67 @@ def parse(blob: bytes, name: str = "input") -> Container:
     if zlib.crc32(payload) != header["payload_crc32"]:
         raise FormatError(f"{name} is corrupted: payload checksum mismatch (bit flip or damaged copy)")
     digests = [blob[i:i + DIGEST_PREFIX].hex() for i in range(start, digests_end, DIGEST_PREFIX)]
-    return Container(header, digests, payload, config)
+    segments = _read_segments(header, lengths, name)
+    _check_segments(segments, config, header["sync_every"], blob[start:digests_end], payload, name)
+    return Container(header, digests, payload, config, segments)
+
+
+def _damaged(name: str, why: str) -> FormatError:
+    return FormatError(f"{name} has a damaged segment table ({why}); the file is corrupted")
+
+
+def _segment_lengths(header: dict, name: str) -> list[int]:
+    """The segments' lengths, from the length and segment size alone (checked, bounded)."""
+    size = header.get("segment_size")
+    if type(size) is not int or not MIN_SEGMENT <= size <= MAX_SEGMENT:
+        raise _damaged(name, f"segment size {str(size)[:40]} is not a whole number in {MIN_SEGMENT:,}..{MAX_SEGMENT:,}")
+    count = segment_count(header["length"], size)
+    if count > MAX_SEGMENTS:
+        raise _damaged(name, f"{count:,} segments; this build reads at most {MAX_SEGMENTS:,}")
+    return [min(size, header["length"] - i * size) for i in range(count)]
+
+
+def _read_segments(header: dict, lengths: list[int], name: str) -> list[Segment]:
+    """The segment table's rows: each must sit where `segment_size` puts it and be of the right
+    types, so a crafted table cannot make a decoder write outside the output."""
+    rows, size = header.get("segments"), header["segment_size"]
+    if type(rows) is not list or len(rows) != len(lengths):
+        raise _damaged(name, f"{len(rows) if type(rows) is list else 'no'} rows for {len(lengths):,} segments")
+    segments = []
+    for i, (row, n) in enumerate(zip(rows, lengths)):
+        if (type(row) is not list or len(row) != 6 or any(type(v) is not int or v < 0 for v in row[:5])
+                or row[3] >= 1 << 32 or row[4] >= 1 << 32 or type(row[5]) is not str or len(row[5]) != 64
+                or row[5].strip("0123456789abcdef")):
+            raise _damaged(name, f"row {i} is not [offset, length, payload bytes, CRC32, CRC32, SHA-256]")
+        if row[0] != i * size or row[1] != n:
+            raise _damaged(name, f"segment {i} at {row[0]:,}+{row[1]:,}, expected {i * size:,}+{n:,}")
+        segments.append(Segment(*row))
+    if sum(s.payload_bytes for s in segments) != header["payload_bytes"]:
+        raise _damaged(name, "segment payload sizes do not add up to the payload")
+    return segments
+
+
+def _check_segments(segments: list[Segment], config: RunConfig, every: int, digests: bytes, payload: bytes,
+                    name: str) -> None:
+    """Each segment's slice of the digest table and payload against its row's CRC32s."""
+    d = p = 0
+    for i, s in enumerate(segments):
+        n = sync_count(n_steps(s.length, config.streams, config.model.chunk), every) * DIGEST_PREFIX
+        if (zlib.crc32(digests[d:d + n]) != s.digests_crc32
+                or zlib.crc32(payload[p:p + s.payload_bytes]) != s.payload_crc32):
+            raise FormatError(f"{name} is corrupted: segment {i} checksum mismatch (bit flip or damaged copy)")
+        d, p = d + n, p + s.payload_bytes
+
+
+def segment_slices(container: Container, config: RunConfig) -> list[tuple[Segment, list[str], bytes]]:
+    """Each segment with its own digests and payload, cut out of the container's tables."""
+    out, d, p = [], 0, 0
+    for s in container.segments:
+        n = sync_count(n_steps(s.length, config.streams, config.model.chunk), container.header["sync_every"])
+        out.append((s, container.digests[d:d + n], container.payload[p:p + s.payload_bytes]))
+        d, p = d + n, p + s.payload_bytes
+    return out
+
 
 
 def _no_constants(name: str):
