@@ -61,7 +61,7 @@ def decode_segment(index: int, header: dict, segment: Segment, digests: list[str
 def _segment_stats(stats: dict, index: int) -> dict:
     """A segment's row of the statistics: its own twin's numbers, without its one-twin header."""
     keep = ("input_bytes", "payload_bytes", "ideal_bits", "coder_overhead_bits", "seconds", "steps",
-            "final_digest", "stored_chunks")
+            "final_digest", "stored_chunks", "bits_by_part")
     row = {"segment": index, **{k: stats[k] for k in keep if k in stats}}
     row["bits_per_byte"] = row["payload_bytes"] * 8 / row["input_bytes"] if row["input_bytes"] else 0.0
     return row
@@ -119,6 +119,10 @@ def total_stats(rows: list[dict], started: float, compressed_bytes: int | None, 
         hashlib.sha256("".join(r["final_digest"] for r in rows).encode()).hexdigest(),
         "segments": len(rows), "segment_stats": rows,
     }
+    parts = [r["bits_by_part"] for r in rows if "bits_by_part" in r]
+    if parts:             # what earned the bits, summed over the segments (None: not in this preset)
+        stats["bits_by_part"] = {k: None if any(p[k] is None for p in parts) else sum(p[k] for p in parts)
+                                 for k in parts[0]}
     if "stored_chunks" in rows[0]:
         stats["stored_chunks"] = sum(r["stored_chunks"] for r in rows)
     if compressed_bytes is not None:
