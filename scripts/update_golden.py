@@ -27,7 +27,7 @@ golden = {"input": "shared/texts/mission_log.txt, first bytes", "input_bytes": I
 # The shipped presets too (n-gram counts, replay), on a shorter input: in-process check only.
 golden["presets_input_bytes"] = PRESETS_INPUT_BYTES
 golden["presets"] = {}
-for name in ("fast", "default", "strong"):
+for name in ("fast", "default", "strong", "neural"):
     blob, stats = compress(mission_log(PRESETS_INPUT_BYTES), preset(name))
     golden["presets"][name] = {"container_sha256": hashlib.sha256(blob).hexdigest(),
                                "final_digest": stats["final_digest"]}

@@ -215,11 +215,12 @@ PRESETS: dict[str, RunConfig] = {
                                            orders=(1, 2, 3, 4, 6), words=2, table_bits=18, match=8,
                                            structure=15, tree=1),
                          train=TrainConfig(lr=4e-3, lr_decay=15), streams=64, preset="default"),
-    # strong: ratio first; default's counts, a wider two-layer GPT with a longer context.
+    # strong: ratio first; default's counts and order 5, a wider two-layer GPT with a longer
+    # context, and one replay step on older history.
     "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=16, chunk=8,
                                           orders=(1, 2, 3, 4, 5, 6), words=2, table_bits=18,
                                           match=8, structure=15, tree=1),
-                        train=TrainConfig(lr=2e-3, lr_decay=15), streams=64, preset="strong"),
+                        train=TrainConfig(lr=2e-3, replay=1, lr_decay=15), streams=64, preset="strong"),
     # neural: the network alone, no counts and no match model: what the GPT itself learns.
     "neural": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=32, chunk=8),
                         train=TrainConfig(lr=3e-3, lr_decay=60), streams=64, preset="neural"),
