@@ -29,6 +29,8 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--bind", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5555")
     ls.add_argument("--out", required=True, type=output_file, metavar="FILE", help="where the verified result goes")
     add_force_option(ls)
+    ls.add_argument("--state-dir", default=None, help="where Mars keeps delivery receipts "
+                    "(default: ~/.cache/marslink/mars)")
     add_link_options(ls, "bind")
     ls.add_argument("--fault-perturb-step", type=COUNT, default=None, help=argparse.SUPPRESS)
     add_display_options(ls)
@@ -50,7 +52,7 @@ def listen_command(args) -> int:
     curve = curve_keys("bind", args.curve_secret, args.allow)
     check_endpoint(args.bind, args.insecure, "bind", encrypted=curve is not None)
     check_output(args.out, force=args.force)
-    check_stats(args.stats_json)
+    check_stats(args.stats_json, output_path=args.out)
     numeric.activate(args.profile, args.threads)
     from receiver.stream import receive_stream   # start-up: torch loads only once the options are valid
     from shared.core.fingerprint import fingerprint   # start-up: as above
@@ -72,7 +74,7 @@ def listen_command(args) -> int:
         stats = receive_stream(args.bind, run_config(args), args.out, link_settings(args, curve), on_hello=on_hello,
                                on_step=kill_at(args.fault_kill_step, dash.on_step), telemetry=dash.telemetry, log=_log,
                                perturb_step=args.fault_perturb_step, checkpoint_every=args.checkpoint_every,
-                               linger_s=args.linger)
+                               linger_s=args.linger, state_dir=args.state_dir, force=args.force)
         dash.finish(stats)
     write_stats(args.stats_json, stats)
     if not args.quiet and dash.mode != "dashboard":
@@ -89,7 +91,7 @@ def _log(message: str) -> None:
 def decompress_command(args) -> int:
     blob = read_input(args.input)
     check_output(args.output, args.input, args.force)
-    check_stats(args.stats_json)
+    check_stats(args.stats_json, args.input, args.output)
     container = parse(blob, "input" if args.input == "-" else repr(args.input))
     numeric.activate(args.profile, args.threads)     # no setting changes a bit: the file records none
     from shared.coding.codec import decompress   # start-up: torch loads only once the options are valid

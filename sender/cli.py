@@ -52,7 +52,7 @@ def send_command(args) -> int:
     data = read_input(args.input)
     curve = curve_keys("connect", args.curve_secret, args.server_key)
     check_endpoint(args.connect, args.insecure, "connect", encrypted=curve is not None)
-    check_stats(args.stats_json)
+    check_stats(args.stats_json, args.input)
     numeric.activate(args.profile, args.threads)
     from sender.stream import send_stream   # start-up: torch loads only once the options are valid
     faults = link.FaultPlan(args.fault_drop, args.fault_dup, args.fault_reorder, args.fault_seed,
@@ -80,7 +80,7 @@ def send_command(args) -> int:
 def compress_command(args) -> int:
     data = read_input(args.input)
     check_output(args.output, args.input, args.force)
-    check_stats(args.stats_json)
+    check_stats(args.stats_json, args.input, args.output)
     numeric.activate(args.profile, args.threads)
     from shared.coding.codec import compress, decompress   # start-up: torch loads only once the options are valid
 

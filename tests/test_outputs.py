@@ -131,3 +131,27 @@ def test_an_output_that_appears_during_the_run_is_not_replaced(tmp_path):
     assert leftovers(tmp_path) == ["o"]
     write_atomic(str(out), b"ours", force=True)
     assert out.read_bytes() == b"ours" and leftovers(tmp_path) == ["o"]
+
+
+def test_stats_json_naming_the_input_or_the_output_is_refused_before_any_work(cli, tmp_path, made):
+    """Issue 25 A1: `--stats-json notes.txt` once replaced the original with JSON and exited 0."""
+    src, mrs, back = tmp_path / "notes.txt", tmp_path / "notes.mrs", tmp_path / "back.txt"
+    src.write_bytes(TEXT)
+    r = cli("sender", "compress", str(src), str(mrs), "--preset", "tiny", "--stats-json", str(src))
+    expect_error(r, "alice: error: --stats-json would overwrite the input; choose another name for the statistics",
+                 tmp_path, ["notes.txt"])
+    r = cli("sender", "compress", str(src), str(mrs), "--preset", "tiny", "--stats-json", str(tmp_path / "." / "notes.mrs"))
+    expect_error(r, "alice: error: --stats-json would overwrite the output; choose another name for the statistics",
+                 tmp_path, ["notes.txt"])
+    assert src.read_bytes() == TEXT
+    shutil.copy(made / "c.mrs", mrs)
+    r = cli("receiver", "decompress", str(mrs), str(back), "--stats-json", str(back))
+    expect_error(r, "bob: error: --stats-json would overwrite the output; choose another name for the statistics",
+                 tmp_path, ["notes.mrs", "notes.txt"])
+    r = cli("receiver", "decompress", str(mrs), str(back), "--stats-json", str(mrs))
+    expect_error(r, "bob: error: --stats-json would overwrite the input; choose another name for the statistics",
+                 tmp_path, ["notes.mrs", "notes.txt"])
+    r = cli("receiver", "listen", "--bind", "tcp://127.0.0.1:1", "--out", str(back), "--stats-json", str(back))
+    expect_error(r, "bob: error: --stats-json would overwrite the output; choose another name for the statistics",
+                 tmp_path, ["notes.mrs", "notes.txt"])
+    assert mrs.read_bytes() == (made / "c.mrs").read_bytes()

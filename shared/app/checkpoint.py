@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from typing import Callable, IO
 
 from ..core.errors import FormatError
@@ -14,7 +15,7 @@ from .files import storage_error
 
 
 def _write(path: str, mode: str, fill: Callable[[IO], None]) -> None:
-    tmp = f"{path}.tmp"
+    tmp = f"{path}.{secrets.token_hex(4)}.tmp"       # unique: two writers never share a temporary file
     try:
         with open(tmp, mode) as f:
             fill(f)

@@ -8,10 +8,12 @@ what to do; a failed write leaves no temporary file behind. Torch-free.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import secrets
 import sys
+from contextlib import contextmanager
 
 from ..core.errors import MarslinkError, UsageError
 
@@ -118,6 +120,14 @@ def write_atomic(path: str, data: bytes, force: bool = False, what: str = "") ->
             os.unlink(tmp)
 
 
+def publish(tmp: str, path: str, force: bool) -> None:
+    """Put the finished file `tmp` in place as `path` (same folder). Without `force` a file that
+    appeared at `path` meanwhile is never replaced: UsageError, and `tmp` stays."""
+    _move_into_place(tmp, path, force)
+    if os.path.lexists(tmp) and os.path.lexists(path) and os.path.samefile(tmp, path):
+        os.unlink(tmp)          # the hard link is in place: the temporary name goes
+
+
 def _move_into_place(tmp: str, path: str, force: bool) -> None:
     if force:
         os.replace(tmp, path)
@@ -134,14 +144,77 @@ def _move_into_place(tmp: str, path: str, force: bool) -> None:
         os.replace(tmp, path)
 
 
+@contextmanager
+def locked(path: str, busy: str, what: str = "lock file "):
+    """Hold an exclusive lock on the file `path` (created, and removed on the way out) for the
+    block: one process at a time per output or per stream. Another holder means UsageError(busy)
+    at once, never a wait. Removing a lock file races with a process that opened it just before:
+    so the lock counts only if `path` still names the file we locked."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise storage_error(what, path, e) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(busy) from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)             # its holder removed it as we locked it: take the new one
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def check_folder(folder: str, what: str, then: str) -> None:
+    """Fail before any work if `folder` (created if missing) cannot take a new file: probed for
+    real, as check_output does, since /proc, read-only mounts and permissions answer only when asked."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = _create_temp(os.path.join(folder, "probe"))
+    except OSError as e:
+        raise storage_error(what, folder, e, then=then) from None
+    except StorageError:
+        raise StorageError(f"cannot write {what}{folder!r}: it takes no new files; {then}") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def _exists(path: str) -> UsageError:
     return UsageError(f"output {path!r} already exists; add --force to replace it, or choose another name")
 
 
-def check_stats(path: str | None) -> None:
-    """--stats-json: writable? Checked before the work, like the output; replacing it is fine."""
-    if path:
-        check_output(path, force=True)
+def same_file(a: str, b: str) -> bool:
+    """`a` and `b` name one file: one path once links are resolved, or one inode ('-' is stdout)."""
+    if STDIO in (a, b):
+        return a == b
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_stats(path: str | None, input_path: str | None = None, output_path: str | None = None) -> None:
+    """--stats-json: writable, and neither the input nor the output (replaced on every run, so
+    naming either would silently turn it into JSON)? Checked before the work, like the output."""
+    if not path:
+        return
+    for what, other in (("input", None if input_path == STDIO else input_path), ("output", output_path)):
+        if other is not None and same_file(path, other):
+            raise UsageError(f"--stats-json would overwrite the {what}; choose another name for the statistics")
+    check_output(path, force=True)
 
 
 def write_stats(path: str | None, stats: dict) -> None:
