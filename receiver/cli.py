@@ -6,7 +6,7 @@ import sys
 
 from shared.app.cli import check_endpoint, curve_keys, keygen_command, progress, run_main
 from shared.app.faults import kill_at
-from shared.app.files import check_output, check_stats, read_input, write_atomic, write_stats
+from shared.app.files import check_output, check_stats, output_lock, read_input, write_atomic, write_stats
 from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_command, add_link_options,
                                 add_model_options, add_numeric_options, add_report_options, link_settings,
                                 output_file, run_config)
@@ -53,6 +53,11 @@ def listen_command(args) -> int:
     check_endpoint(args.bind, args.insecure, "bind", encrypted=curve is not None)
     check_output(args.out, force=args.force)
     check_stats(args.stats_json, output_path=args.out)
+    with output_lock(args.out):
+        return _listen(args, curve)
+
+
+def _listen(args, curve) -> int:
     numeric.activate(args.profile, args.threads)
     from receiver.stream import receive_stream   # start-up: torch loads only once the options are valid
     from shared.core.fingerprint import fingerprint   # start-up: as above

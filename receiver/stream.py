@@ -27,7 +27,7 @@ from typing import Callable
 from protocol.frames import Data, Done, End, FrameError, Sync, Welcome
 from protocol.link import RECEIPT_LINGER_S, BobLink, LinkError, LinkSettings, PeerError, PeerLost, Reconnected
 from shared.app import checkpoint
-from shared.app.files import NEW_FILE_MODE, StorageError, check_folder, locked, publish, storage_error
+from shared.app.files import NEW_FILE_MODE, StorageError, check_folder, publish, storage_error
 from shared.coding.codec import run_stats
 from shared.coding.coder import ByteSource, ChunkDecoder
 from shared.core.config import MAX_LENGTH, RunConfig, require_same
@@ -199,15 +199,6 @@ def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSe
                    force: bool = False) -> dict:
     state_dir = state_dir or default_state_dir()
     check_folder(state_dir, "Mars's state folder ", "choose a writable one with --state-dir, then run again")
-    folder, name = os.path.split(os.path.abspath(out_path))
-    with locked(os.path.join(folder, f".{name}.lock"), f"another bob is receiving into {out_path!r}; "
-                f"give this one another --out"):
-        return _receive(bind, config, out_path, settings, on_step, on_hello, log, perturb_step, checkpoint_every,
-                        telemetry, linger_s, state_dir, force)
-
-
-def _receive(bind, config, out_path, settings, on_step, on_hello, log, perturb_step, checkpoint_every,
-             telemetry, linger_s, state_dir, force) -> dict:
     try:
         link = BobLink(bind, settings, log=log)
     except LinkError as e:                            # e.g. the port is taken: one clear line

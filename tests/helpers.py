@@ -217,3 +217,15 @@ def send_to(bob, tmp_path, endpoint, data: bytes, *args):
     finally:
         if bob.poll() is None:
             bob.kill()
+
+
+def wait_for_line(proc, start: str, timeout: float = 120) -> str:
+    """Read `proc`'s stderr until a line beginning with `start` (e.g. Bob's 'bob: listening on');
+    the lines before it are dropped. Fails if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline().decode()
+        if line.startswith(start):
+            return line.rstrip("\n")
+        assert line, f"the process ended (rc {proc.wait()}) before printing {start!r}"
+    raise AssertionError(f"no line {start!r} within {timeout} s")

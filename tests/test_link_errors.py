@@ -139,3 +139,26 @@ def test_a_full_disk_at_bobs_checkpoint_is_one_line_on_both_sides_and_resumable(
     (rc, alice_lines), (bob_rc, _) = send_to(bob, tmp_path, ep, data, "--state-dir", str(tmp_path / "earth"))
     assert rc == 0 and bob_rc == 0, alice_lines
     assert out.read_bytes() == data
+
+
+def test_one_file_sent_to_two_bobs_at_once_from_one_state_folder(tmp_path):
+    """Issue 25 A7: both Alices wrote the same checkpoint key with one fixed temporary name, and
+    the first to finish removed the folder under the other. Now each receiver has its own
+    folder, temporary names are unique, and both deliveries are byte-exact."""
+    data, state = mission_log(30_000), tmp_path / "earth"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    bobs = [listen(tmp_path / side) for side in ("a", "b")]
+    src = tmp_path / "in.bin"
+    src.write_bytes(data)
+    alices = [spawn("sender", "send", str(src), "--connect", ep, "--preset", "tiny", "--timeout", "20",
+                    "--checkpoint-every", "2", "--state-dir", str(state)) for _, ep, _ in bobs]
+    try:
+        results = [finish(p, 300) for p in alices] + [finish(bob, 60) for bob, _, _ in bobs]
+    finally:
+        for p in alices + [bob for bob, _, _ in bobs]:
+            if p.poll() is None:
+                p.kill()
+    assert [rc for rc, _ in results] == [0, 0, 0, 0], results
+    assert all(out.read_bytes() == data for _, _, out in bobs)
+    assert not any(state.iterdir())

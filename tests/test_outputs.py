@@ -8,7 +8,8 @@ import pytest
 
 from shared.app.files import write_atomic
 from shared.core.errors import UsageError
-from tests.helpers import assert_verified, expect_error, leftovers, run_cli, run_cli_with, run_pair, tmpfs
+from tests.helpers import (assert_verified, expect_error, finish, leftovers, listen, run_cli, run_cli_with, run_pair,
+                           send_to, tmpfs, wait_for_line)
 
 TEXT = b"Sol 7. Dust storm on the horizon; the rover waits.\n" * 20
 NO_ROOT_BYPASS = ("setpriv", "--bounding-set=-dac_override,-dac_read_search",
@@ -155,3 +156,38 @@ def test_stats_json_naming_the_input_or_the_output_is_refused_before_any_work(cl
     expect_error(r, "bob: error: --stats-json would overwrite the output; choose another name for the statistics",
                  tmp_path, ["notes.mrs", "notes.txt"])
     assert mrs.read_bytes() == (made / "c.mrs").read_bytes()
+
+
+def test_listen_never_replaces_an_out_that_appears_while_bob_waits(tmp_path):
+    """Issue 25 A2: Bob's last step was an unconditional rename. Now he publishes with a hard link,
+    as file mode does: the stream is refused at the end, the other file stays, Alice hears why."""
+    bob, ep, out = listen(tmp_path)
+    try:
+        wait_for_line(bob, "bob: listening on")
+        out.write_bytes(b"someone else's")
+        (rc, lines), (bob_rc, bob_lines) = send_to(bob, tmp_path, ep, TEXT, "--state-dir", str(tmp_path / "earth"))
+    finally:
+        if bob.poll() is None:
+            bob.kill()
+    assert bob_rc == 2 and bob_lines[-1] == exists_message("bob", out), bob_lines
+    assert rc == 2 and lines[-1].startswith("alice: error: Mars stopped the stream"), lines
+    assert lines[-1].endswith(exists_message("bob", out)[len("bob: error: "):]), lines
+    assert out.read_bytes() == b"someone else's"
+
+
+def test_two_bobs_given_the_same_out_do_not_break_each_other(tmp_path):
+    """Issue 25 A2: the second Bob is refused at once; the first one delivers."""
+    first, ep, out = listen(tmp_path)
+    try:
+        wait_for_line(first, "bob: listening on")
+        second, _, _ = listen(tmp_path)
+        rc2, lines2 = finish(second, 60)
+        assert rc2 == 2 and lines2 == [f"bob: error: another bob is receiving into {str(out)!r}; "
+                                       f"give this one another --out"], lines2
+        (rc, lines), (bob_rc, bob_lines) = send_to(first, tmp_path, ep, TEXT, "--state-dir", str(tmp_path / "earth"))
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert rc == 0 and bob_rc == 0, (lines, bob_lines)
+    assert out.read_bytes() == TEXT
+    assert leftovers(tmp_path) == ["alice.json", "bob.json", "earth", "in.bin", "out.bin"]

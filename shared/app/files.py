@@ -176,6 +176,13 @@ def locked(path: str, busy: str, what: str = "lock file "):
         os.close(fd)
 
 
+def output_lock(path: str):
+    """One receiver per output: `with output_lock(out):` around everything that writes it."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return locked(os.path.join(folder, f".{name}.lock"), f"another bob is receiving into {path!r}; "
+                  f"give this one another --out")
+
+
 def check_folder(folder: str, what: str, then: str) -> None:
     """Fail before any work if `folder` (created if missing) cannot take a new file: probed for
     real, as check_output does, since /proc, read-only mounts and permissions answer only when asked."""
