@@ -11,7 +11,7 @@ from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_comm
                                 add_model_options, add_numeric_options, add_report_options, link_settings,
                                 output_file, run_config)
 from shared.core import numeric
-from shared.coding.container import parse
+from shared.coding.container import MAGIC, MAX_CONTAINER_BYTES, parse
 from shared.show.dashboard import add_display_options, dashboard_for
 
 
@@ -94,7 +94,7 @@ def _log(message: str) -> None:
 
 
 def decompress_command(args) -> int:
-    blob = read_input(args.input)
+    blob = read_input(args.input, MAX_CONTAINER_BYTES, MAGIC)
     check_output(args.output, args.input, args.force)
     check_stats(args.stats_json, args.input, args.output)
     container = parse(blob, "input" if args.input == "-" else repr(args.input))

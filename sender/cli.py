@@ -12,6 +12,7 @@ from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_comm
                                 add_model_options, add_report_options, fraction, link_settings, run_config,
                                 seconds, stream_id)
 from shared.core import numeric
+from shared.core.config import MAX_LENGTH
 from shared.coding.container import parse
 from shared.show.dashboard import add_display_options, dashboard_for
 
@@ -49,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def send_command(args) -> int:
-    data = read_input(args.input)
+    data = read_input(args.input, MAX_LENGTH)
     curve = curve_keys("connect", args.curve_secret, args.server_key)
     check_endpoint(args.connect, args.insecure, "connect", encrypted=curve is not None)
     check_stats(args.stats_json, args.input)
@@ -78,8 +79,8 @@ def send_command(args) -> int:
 
 
 def compress_command(args) -> int:
-    data = read_input(args.input)
-    check_output(args.output, args.input, args.force)
+    data = read_input(args.input, MAX_LENGTH)
+    check_output(args.output, args.input, args.force, binary=True)
     check_stats(args.stats_json, args.input, args.output)
     numeric.activate(args.profile, args.threads)
     from shared.coding.codec import compress, decompress   # start-up: torch loads only once the options are valid

@@ -44,12 +44,16 @@ def storage_error(what: str, path: str, e: OSError, then: str = "run again") -> 
     return StorageError(f"cannot write {what}{path!r}: {reason}; {advice}, then {then}")
 
 
-def read_input(path: str) -> bytes:
-    if path == STDIO:
-        return sys.stdin.buffer.read()
+READ_BLOCK = 1 << 20             # bytes per read: memory grows only with what really arrives
+
+
+def read_input(path: str, limit: int, magic: bytes | None = None) -> bytes:
+    """The whole input, but never more than `limit` bytes: a bigger regular file is refused by
+    its size, and anything else (stdin, /dev/zero, a pipe) after `limit` + 1 bytes. With `magic`,
+    reading stops after the first block if the input does not start with it (its parser refuses it)."""
+    name = "standard input" if path == STDIO else repr(path)
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        f = getattr(sys.stdin, "buffer", None) if path == STDIO else open(path, "rb")
     except FileNotFoundError:
         raise UsageError(f"input file {path!r} not found; check the path") from None
     except IsADirectoryError:
@@ -58,13 +62,43 @@ def read_input(path: str) -> bytes:
         raise UsageError(f"input file {path!r} is not readable (permission denied)") from None
     except OSError as e:
         raise UsageError(f"cannot read {path!r}: {e.strerror}") from None
+    if f is None:                                                # python started with stdin closed
+        raise UsageError("standard input is closed; give an input file, or pipe data in")
+    too_big = UsageError(f"input {name} is larger than {limit:,} bytes, the most marslink takes in one "
+                         f"file; split it into smaller files")
+    try:
+        if path != STDIO and os.path.isfile(path) and os.fstat(f.fileno()).st_size > limit:
+            raise too_big
+        blocks, size = [], 0
+        while size <= limit:
+            block = f.read(min(READ_BLOCK, limit + 1 - size))
+            if not block:
+                break
+            blocks.append(block)
+            size += len(block)
+            if magic is not None and len(blocks) == 1 and not block.startswith(magic[:len(block)]):
+                break
+        if size > limit:
+            raise too_big
+        return b"".join(blocks)
+    except OSError as e:
+        raise UsageError(f"cannot read {name}: {e.strerror or e}") from None
+    finally:
+        if path != STDIO:
+            f.close()
 
 
-def check_output(path: str, input_path: str | None = None, force: bool = False) -> None:
+def check_output(path: str, input_path: str | None = None, force: bool = False, binary: bool = False) -> None:
     """Fail before any work if the output cannot be written, rather than after an hour of it:
     the folder must exist and take a new file (probed for real: /proc, read-only mounts and
-    permissions all answer only when asked), and an existing file needs --force."""
+    permissions all answer only when asked), and an existing file needs --force. Standard
+    output must be open, and (`binary`, as gzip) not a terminal unless --force."""
     if path == STDIO:
+        if sys.stdout is None:                                   # python started with stdout closed
+            raise UsageError("standard output is closed; give an output file name instead of '-'")
+        if binary and not force and sys.stdout.isatty():
+            raise UsageError("compressed data not written to a terminal; redirect it (> FILE), give an "
+                             "output file name, or add --force")
         return
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
@@ -98,6 +132,8 @@ def write_atomic(path: str, data: bytes, force: bool = False, what: str = "") ->
     """Write to a temporary file beside `path`, fsync, then move it into place: never a
     half-written output. Without `force`, an output that appeared meanwhile is not replaced."""
     if path == STDIO:
+        if sys.stdout is None:
+            raise UsageError("standard output is closed; give an output file name instead of '-'")
         try:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
