@@ -6,7 +6,7 @@ import sys
 
 from shared.app.cli import check_endpoint, curve_keys, keygen_command, progress, run_main
 from shared.app.faults import kill_at
-from shared.app.files import check_output, check_stats, output_lock, read_input, write_atomic, write_stats
+from shared.app.files import check_folder, check_output, check_stats, output_lock, read_input, write_atomic, write_stats
 from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_command, add_link_options,
                                 add_model_options, add_numeric_options, add_report_options, link_settings,
                                 output_file, run_config)
@@ -59,8 +59,10 @@ def listen_command(args) -> int:
 
 def _listen(args, curve) -> int:
     numeric.activate(args.profile, args.threads)
-    from receiver.stream import receive_stream   # start-up: torch loads only once the options are valid
+    from receiver.stream import default_state_dir, receive_stream   # start-up: torch loads only once the options are valid
     from shared.core.fingerprint import fingerprint   # start-up: as above
+    state_dir = args.state_dir or default_state_dir()
+    check_folder(state_dir, "Mars's state folder (--state-dir) ")   # receipts: before a stream, not after it
     fingerprint()                       # compute the canary before a sender is waiting
 
     if not args.quiet:
@@ -79,7 +81,7 @@ def _listen(args, curve) -> int:
         stats = receive_stream(args.bind, run_config(args), args.out, link_settings(args, curve), on_hello=on_hello,
                                on_step=kill_at(args.fault_kill_step, dash.on_step), telemetry=dash.telemetry, log=_log,
                                perturb_step=args.fault_perturb_step, checkpoint_every=args.checkpoint_every,
-                               linger_s=args.linger, state_dir=args.state_dir, force=args.force)
+                               linger_s=args.linger, state_dir=state_dir, force=args.force)
         dash.finish(stats)
     write_stats(args.stats_json, stats)
     if not args.quiet and dash.mode != "dashboard":

@@ -27,7 +27,7 @@ from typing import Callable
 from protocol.frames import Data, Done, End, FrameError, Sync, Welcome
 from protocol.link import RECEIPT_LINGER_S, BobLink, LinkError, LinkSettings, PeerError, PeerLost, Reconnected
 from shared.app import checkpoint
-from shared.app.files import NEW_FILE_MODE, StorageError, check_folder, publish, storage_error
+from shared.app.files import NEW_FILE_MODE, StorageError, publish, storage_error
 from shared.coding.codec import run_stats
 from shared.coding.coder import ByteSource, ChunkDecoder
 from shared.core.config import MAX_LENGTH, RunConfig, require_same
@@ -197,8 +197,7 @@ def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSe
                    log=None, perturb_step: int | None = None, checkpoint_every: int = 16,
                    telemetry=None, linger_s: float = RECEIPT_LINGER_S, state_dir: str | None = None,
                    force: bool = False) -> dict:
-    state_dir = state_dir or default_state_dir()
-    check_folder(state_dir, "Mars's state folder ", "choose a writable one with --state-dir, then run again")
+    state_dir = state_dir or default_state_dir()     # probed by the caller (check_folder) before listening
     try:
         link = BobLink(bind, settings, log=log)
     except LinkError as e:                            # e.g. the port is taken: one clear line

@@ -86,7 +86,7 @@ def send_stream(data: bytes, config: RunConfig, endpoint: str, settings: LinkSet
     # one folder per stream and receiver: one file sent to two Bobs at once keeps two resume points
     key = hashlib.sha256(sha + config.to_json().encode() + endpoint.encode()).hexdigest()[:24]
     root = state_dir or default_state_dir()
-    check_folder(root, "Earth's state folder ", "choose a writable one with --state-dir, then run again")
+    check_folder(root, "Earth's state folder (--state-dir) ")
     with locked(os.path.join(root, key + ".lock"), f"another alice is sending this file to {endpoint} from "
                 f"state folder {root!r}; wait for it to finish"):
         return _send(data, config, endpoint, settings, stream_id, on_step, log, Checkpoints(root, key),

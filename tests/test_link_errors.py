@@ -1,6 +1,7 @@
 """Every failure on the live link is one line that names what happened and what to do
 (issue 19, findings 4, 7 and 10): a full disk at Bob's, nobody listening, SIGTERM through
 coreutils `timeout`, an IPv6 loopback endpoint, a raw TCP client."""
+import re
 import signal
 import socket
 import subprocess
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from shared.texts import mission_log
-from tests.helpers import CACHE, ROOT, child_env, finish, free_port, listen, send, send_to, spawn
+from tests.helpers import CACHE, ROOT, child_env, finish, free_port, listen, run_cli, send, send_to, spawn, tmpfs
 
 
 def test_alice_with_nobody_listening_gives_up_after_the_time_she_states(tmp_path):
@@ -162,3 +163,37 @@ def test_one_file_sent_to_two_bobs_at_once_from_one_state_folder(tmp_path):
     assert [rc for rc, _ in results] == [0, 0, 0, 0], results
     assert all(out.read_bytes() == data for _, _, out in bobs)
     assert not any(state.iterdir())
+
+
+def test_unwritable_state_folders_are_one_line_before_any_work(tmp_path):
+    """Issue 25 A6, A8: Bob exited 2 after a successful delivery when his receipt folder could not
+    be written (and advised running both sides again); Alice failed after 16 steps with a raw
+    [Errno 30]. Both folders are now probed first; `bob listen` has a --state-dir."""
+    ep, out = f"tcp://127.0.0.1:{free_port()}", str(tmp_path / "out.bin")
+    why = "no such file or folder; check the path, then run again"
+    r = run_cli("receiver", "listen", "--bind", ep, "--out", out, "--preset", "tiny", "--state-dir", "/proc/mars")
+    assert r.returncode == 2 and r.stderr.decode().splitlines() == [
+        f"bob: error: cannot write Mars's state folder (--state-dir) '/proc/mars': {why}"]
+    r = run_cli("receiver", "listen", "--bind", ep, "--out", out, "--preset", "tiny", env={"XDG_CACHE_HOME": "/proc/c"})
+    assert r.returncode == 2 and r.stderr.decode().splitlines() == [
+        f"bob: error: cannot write Mars's state folder (--state-dir) '/proc/c/marslink/mars': {why}"]
+    (tmp_path / "in.bin").write_bytes(b"hello mars")
+    r = run_cli("sender", "send", str(tmp_path / "in.bin"), "--connect", ep, "--preset", "tiny", "-q",
+                "--state-dir", "/proc/earth")
+    assert r.returncode == 2 and r.stderr.decode().splitlines()[-1] == (
+        f"alice: error: cannot write Earth's state folder (--state-dir) '/proc/earth': {why}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.bin"]
+
+
+def test_a_full_state_folder_on_alices_side_stops_both_sides_with_one_line(tmp_path):
+    """Issue 25 A8: any failure on Alice's side during a stream reaches Bob as ERROR, at once."""
+    with tmpfs(tmp_path / "earth", "64k") as state:
+        bob, ep, out = listen(tmp_path)
+        (rc, lines), (bob_rc, bob_lines) = send_to(bob, tmp_path, ep, mission_log(20_000), "--state-dir", str(state),
+                                                   "--checkpoint-every", "2")
+    assert rc == 2 and re.fullmatch(r"alice: error: cannot write checkpoint '.*/ckpt-000000002\.pt': no space left "
+                                    r"on device; free some space or choose another folder, then run again to resume",
+                                    lines[-1]), lines
+    assert bob_rc == 2 and bob_lines[-1] == ("bob: error: Earth stopped the stream (write-failed): "
+                                             + lines[-1][len("alice: error: "):]), bob_lines
+    assert not out.exists()

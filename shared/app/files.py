@@ -219,16 +219,18 @@ def output_lock(path: str):
                   f"give this one another --out")
 
 
-def check_folder(folder: str, what: str, then: str) -> None:
+def check_folder(folder: str, what: str) -> None:
     """Fail before any work if `folder` (created if missing) cannot take a new file: probed for
     real, as check_output does, since /proc, read-only mounts and permissions answer only when asked."""
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = _create_temp(os.path.join(folder, "probe"))
     except OSError as e:
-        raise storage_error(what, folder, e, then=then) from None
+        raise storage_error(what, folder, e) from None
+    try:
+        fd, tmp = _create_temp(os.path.join(folder, "probe"))
     except StorageError:
-        raise StorageError(f"cannot write {what}{folder!r}: it takes no new files; {then}") from None
+        raise StorageError(f"cannot write {what}{folder!r}: it takes no new files; choose a folder on a disk, "
+                           f"then run again") from None
     os.close(fd)
     os.unlink(tmp)
 
