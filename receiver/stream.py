@@ -206,10 +206,8 @@ def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSe
         deadline = time.monotonic() + settings.handshake_timeout_s
         while True:
             hello, spool, saved = _admit(link, config, out_path, deadline)
-            if on_hello:
-                on_hello(hello)
             try:
-                stats = _serve(link, hello, config, spool, saved, out_path, on_step, perturb_step,
+                stats = _serve(link, hello, config, spool, saved, out_path, on_hello, on_step, perturb_step,
                                checkpoint_every, telemetry, force)
             except _Vacated:
                 spool.remove()
@@ -244,10 +242,12 @@ def _admit(link: BobLink, config: RunConfig, out_path: str, deadline: float):
             link.refuse(ERROR_CODES.get(type(e), "refused"), str(e))
 
 
-def _serve(link: BobLink, hello, config, spool: "Spool", saved, out_path: str, on_step, perturb_step,
+def _serve(link: BobLink, hello, config, spool: "Spool", saved, out_path: str, on_hello, on_step, perturb_step,
            checkpoint_every: int, telemetry, force: bool) -> dict:
     started = time.perf_counter()
     try:
+        if on_hello:
+            on_hello(hello)
         session = _Session(link, hello, config, spool, saved, perturb_step, checkpoint_every)
         session.telemetry = telemetry if telemetry is not None else Telemetry()   # curves for the report
         stats = session.run(out_path, on_step, started, force)
@@ -265,6 +265,13 @@ def _serve(link: BobLink, hello, config, spool: "Spool", saved, out_path: str, o
         raise
     except KeyboardInterrupt:
         link.abort("interrupted", "Mars was interrupted; its partial stream is kept for resume")
+        raise
+    except BrokenPipeError:
+        link.abort("interrupted", "Mars's standard output was closed (broken pipe); its partial stream is kept "
+                                  "for resume")
+        raise
+    except Exception as e:                    # anything else on Mars's side: Earth must hear of it too
+        link.abort("receiver-failed", f"Mars failed ({e.__class__.__name__}: {e})")
         raise
     finally:
         spool.close()

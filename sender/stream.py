@@ -132,6 +132,9 @@ def _send(data, config, endpoint, settings, stream_id, on_step, log, store, chec
             except KeyboardInterrupt:
                 link.abort("interrupted", "Earth was interrupted; run it again to resume")
                 raise
+            except BrokenPipeError:
+                link.abort("interrupted", "Earth's standard output was closed (broken pipe); run it again to resume")
+                raise
             except Exception as e:                   # anything else on Earth's side: Mars must hear of it too
                 link.abort("sender-failed", f"Earth failed ({e.__class__.__name__}: {e})")
                 raise

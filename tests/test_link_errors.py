@@ -197,3 +197,43 @@ def test_a_full_state_folder_on_alices_side_stops_both_sides_with_one_line(tmp_p
     assert bob_rc == 2 and bob_lines[-1] == ("bob: error: Earth stopped the stream (write-failed): "
                                              + lines[-1][len("alice: error: "):]), bob_lines
     assert not out.exists()
+
+
+def test_a_display_whose_reader_leaves_stops_the_stream_with_one_line_on_both_sides(tmp_path):
+    """Issue 25 A9: `bob listen --display json | head -c 10` ended Bob silently with exit 1 and
+    told Alice nothing true. Now Bob sends ERROR and prints one line; the same on Alice's side."""
+    data = mission_log(40_000)
+    (tmp_path / "in.bin").write_bytes(data)
+    bob, ep, out = listen(tmp_path, "--display", "json")
+    alice = spawn("sender", "send", str(tmp_path / "in.bin"), "--connect", ep, "--preset", "tiny", "--timeout", "20",
+                  "-q", "--state-dir", str(tmp_path / "earth"))
+    try:
+        while b'"phase":"receiving"' not in bob.stdout.readline():    # Bob has a peer to tell: close now
+            assert bob.poll() is None
+        bob.stdout.close()
+        rc, lines = finish(alice, 300)
+        bob_rc, bob_lines = finish(bob, 60)
+    finally:
+        for p in (alice, bob):
+            if p.poll() is None:
+                p.kill()
+    assert bob_rc == 2 and bob_lines[-1] == "bob: error: standard output was closed by its reader (broken pipe); stopped"
+    assert rc == 2 and lines[-1] == ("alice: error: Mars stopped the stream (interrupted): Mars's standard output "
+                                     "was closed (broken pipe); its partial stream is kept for resume"), (lines, bob_lines)
+    assert not out.exists()
+    bob, ep, out = listen(tmp_path, "--force", out_name="again.bin")
+    alice = spawn("sender", "send", str(tmp_path / "in.bin"), "--connect", ep, "--preset", "tiny", "--timeout", "20",
+                  "--display", "json", "--state-dir", str(tmp_path / "earth"))
+    while b'"phase":"sending"' not in alice.stdout.readline():      # Alice has a peer to tell: close now
+        assert alice.poll() is None
+    alice.stdout.close()
+    try:
+        rc, lines = finish(alice, 300)
+        bob_rc, bob_lines = finish(bob, 60)
+    finally:
+        for p in (alice, bob):
+            if p.poll() is None:
+                p.kill()
+    assert rc == 2 and lines[-1] == "alice: error: standard output was closed by its reader (broken pipe); stopped", lines
+    assert bob_rc == 2 and bob_lines[-1] == ("bob: error: Earth stopped the stream (interrupted): Earth's standard "
+                                             "output was closed (broken pipe); run it again to resume"), bob_lines

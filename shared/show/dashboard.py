@@ -185,8 +185,11 @@ class Dashboard:
         return self.start()
 
     def __exit__(self, exc_type, exc, tb):
+        if isinstance(exc, BrokenPipeError):       # our own output is gone: nothing more to draw
+            self._live = None
+            return
         if exc is not None and self.result is None and self.error is None:
-            self.fail(str(exc) or type(exc).__name__)
+            self.fail(str(exc) or ("interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__))
         self.stop()
 
     def on_hello(self, hello) -> None:
