@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
+import math
 import random
 import signal
 import sys
@@ -226,28 +227,67 @@ def status_table(st: dict, header: str):
                  Text(f"{st['seconds']:.1f} s | in transit now: {st['queued']}", style="grey62"))
 
 
+class _Parser(argparse.ArgumentParser):
+    """One-line errors, as alice and bob give them: `prog: error: what; see 'prog --help'`, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
+def _number(low: float, high: float, what: str, above_low: bool = False):
+    """argparse type: a finite number in low..high (above low, if `above_low`); NaN never passes."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not ((low < value) if above_low else (low <= value)) or not value <= high:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not {what}")
+        return value
+    return parse
+
+
+def _endpoint(text: str) -> str:
+    """argparse type: a ZeroMQ endpoint with its transport (zmq refuses anything else only later)."""
+    transport, sep, rest = text.partition("://")
+    if not sep or transport not in ("tcp", "ipc") or not rest or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not an endpoint such as tcp://127.0.0.1:5602")
+    return text
+
+
+MAX_DELAY_S = 24 * 3600.0        # a one-way delay longer than a day is a typo
+_SECONDS = _number(0.0, MAX_DELAY_S, f"a number of seconds from 0 to {MAX_DELAY_S:g}")
+_POSITIVE_SECONDS = _number(0.0, 30 * 24 * 3600.0, "a positive number of seconds", above_low=True)
+_BPS = _number(0.0, 1e12, "a bandwidth in bits per second (0 = unlimited, at most 1e12)")
+_PROBABILITY = _number(0.0, 0.999999, "a probability from 0 to below 1")
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m protocol.relay",
-                                 description="Simulated deep-space link between Earth (Alice) and Mars (Bob).")
-    ap.add_argument("--listen", required=True, metavar="ENDPOINT", help="where Alice connects, e.g. tcp://127.0.0.1:5601")
-    ap.add_argument("--forward", required=True, metavar="ENDPOINT", help="Bob's bind address, e.g. tcp://127.0.0.1:5602")
-    ap.add_argument("--delay-s", type=float, default=None, help="one-way delay in seconds (overrides --light-minutes)")
-    ap.add_argument("--light-minutes", type=float, default=None,
+    ap = _Parser(prog="python -m protocol.relay",
+                 description="Simulated deep-space link between Earth (Alice) and Mars (Bob).")
+    ap.add_argument("--listen", required=True, type=_endpoint, metavar="ENDPOINT",
+                    help="where Alice connects, e.g. tcp://127.0.0.1:5601")
+    ap.add_argument("--forward", required=True, type=_endpoint, metavar="ENDPOINT",
+                    help="Bob's bind address, e.g. tcp://127.0.0.1:5602")
+    ap.add_argument("--delay-s", type=_SECONDS, default=None, help="one-way delay in seconds (overrides --light-minutes)")
+    ap.add_argument("--light-minutes", type=_number(0.0, MAX_DELAY_S / 60, "a number of minutes from 0 to 1440"),
+                    default=None,
                     help="one-way light time, Earth-Mars is 3 to 22 minutes (default 12 when --delay-s is not given)")
-    ap.add_argument("--time-scale", type=float, default=600.0, help="divide the light time by this (default %(default)g)")
-    ap.add_argument("--bandwidth-bps", type=float, default=0.0, help="bits per second each way (0 = unlimited)")
-    ap.add_argument("--back-bandwidth-bps", type=float, default=None, help="Mars->Earth bandwidth (default: the same)")
-    ap.add_argument("--loss", type=float, default=0.0, help="probability a message is lost")
-    ap.add_argument("--dup", type=float, default=0.0, help="probability a message is delivered twice")
-    ap.add_argument("--reorder", type=float, default=0.0, help="probability a message is held back and overtaken")
+    ap.add_argument("--time-scale", type=_number(0.0, 1e9, "a positive number (at most 1e9)", above_low=True),
+                    default=600.0, help="divide the light time by this (default %(default)g)")
+    ap.add_argument("--bandwidth-bps", type=_BPS, default=0.0, help="bits per second each way (0 = unlimited)")
+    ap.add_argument("--back-bandwidth-bps", type=_BPS, default=None, help="Mars->Earth bandwidth (default: the same)")
+    ap.add_argument("--loss", type=_PROBABILITY, default=0.0, help="probability a message is lost")
+    ap.add_argument("--dup", type=_PROBABILITY, default=0.0, help="probability a message is delivered twice")
+    ap.add_argument("--reorder", type=_PROBABILITY, default=0.0, help="probability a message is held back and overtaken")
     ap.add_argument("--fault-direction", choices=("up", "both"), default="up",
                     help="up: faults on Earth->Mars only (default); both: also on ACKs, heartbeats and DONE")
     ap.add_argument("--seed", type=int, default=0, help="seed of the fault decisions")
-    ap.add_argument("--idle-exit", type=float, default=None, metavar="S",
+    ap.add_argument("--idle-exit", type=_POSITIVE_SECONDS, default=None, metavar="S",
                     help="exit after S seconds without a message, once traffic has started")
-    ap.add_argument("--max-seconds", type=float, default=None, help="exit after this long in any case")
+    ap.add_argument("--max-seconds", type=_POSITIVE_SECONDS, default=None, help="exit after this long in any case")
     ap.add_argument("--stats-json", metavar="PATH", help="write the final counters and settings as JSON")
-    ap.add_argument("--status-every", type=float, default=2.0, help="plain mode: seconds between status lines")
+    ap.add_argument("--status-every", type=_POSITIVE_SECONDS, default=2.0, help="plain mode: seconds between status lines")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--plain", action="store_true", help="plain status lines even on a terminal")
     g.add_argument("-q", "--quiet", action="store_true", help="no status output")

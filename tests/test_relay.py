@@ -34,7 +34,7 @@ def test_light_minutes_and_time_scale():
     args = parser().parse_args(["--listen", "tcp://127.0.0.1:1", "--forward", "tcp://127.0.0.1:2",
                                 "--light-minutes", "12", "--time-scale", "600"])
     assert delay_from(args) == (1.2, 12.0)
-    args = parser().parse_args(["--listen", "x", "--forward", "y", "--delay-s", "0.3"])
+    args = parser().parse_args(["--listen", "tcp://127.0.0.1:1", "--forward", "tcp://127.0.0.1:2", "--delay-s", "0.3"])
     assert delay_from(args)[0] == 0.3
 
 
@@ -76,3 +76,33 @@ def test_lossy_duplicating_reordering_relay_is_still_byte_exact(tmp_path):
         assert "\x1b[" not in text
         assert "VERIFIED: SHA-256 ok" in text and a["final_digest"][:12] in text
         assert "loss 10%" in text                                  # the configured link, as shown
+
+
+def test_nonsense_settings_are_refused_at_once_with_one_line(tmp_path):
+    """Issue 25 A10: `--delay-s nan` and `--time-scale nan` made the relay busy-loop forever,
+    negative delays and bandwidths were accepted, and `--forward 127.0.0.1:PORT` printed a
+    ZMQError traceback, then hung on exit."""
+    ep = free_endpoint()
+    see = "; see 'python -m protocol.relay --help'"
+    cases = {
+        ("--delay-s", "nan"): "argument --delay-s: 'nan' is not a number of seconds from 0 to 86400",
+        ("--delay-s", "-1"): "argument --delay-s: '-1' is not a number of seconds from 0 to 86400",
+        ("--time-scale", "nan"): "argument --time-scale: 'nan' is not a positive number (at most 1e9)",
+        ("--time-scale", "0"): "argument --time-scale: '0' is not a positive number (at most 1e9)",
+        ("--bandwidth-bps", "-8000"): "argument --bandwidth-bps: '-8000' is not a bandwidth in bits per second "
+                                      "(0 = unlimited, at most 1e12)",
+        ("--back-bandwidth-bps", "inf"): "argument --back-bandwidth-bps: 'inf' is not a bandwidth in bits per "
+                                         "second (0 = unlimited, at most 1e12)",
+        ("--light-minutes", "-3"): "argument --light-minutes: '-3' is not a number of minutes from 0 to 1440",
+        ("--loss", "nan"): "argument --loss: 'nan' is not a probability from 0 to below 1",
+        ("--status-every", "0"): "argument --status-every: '0' is not a positive number of seconds",
+        ("--forward", "127.0.0.1:5602"): "argument --forward: '127.0.0.1:5602' is not an endpoint such as "
+                                         "tcp://127.0.0.1:5602",
+    }
+    for (flag, value), message in cases.items():
+        args = {"--listen": ep, "--forward": "tcp://127.0.0.1:5602", flag: value}
+        relay = spawn("protocol.relay", *[x for kv in args.items() for x in kv], "--plain")
+        out, err = relay.communicate(timeout=60)
+        assert relay.returncode == 2 and err.decode().splitlines() == [f"python -m protocol.relay: error: "
+                                                                       f"{message}{see}"], (flag, value, err)
+        assert out == b""
