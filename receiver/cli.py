@@ -51,7 +51,7 @@ def _chain(*callbacks):
 def listen_command(args) -> int:
     curve = curve_keys("bind", args.curve_secret, args.allow)
     check_endpoint(args.bind, args.insecure, "bind", encrypted=curve is not None)
-    check_output(args.out, force=args.force)
+    check_output(args.out, force=args.force, stream_ok=False)   # published by a link: a file only
     check_stats(args.stats_json, output_path=args.out)
     with output_lock(args.out):
         return _listen(args, curve)

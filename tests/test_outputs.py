@@ -1,8 +1,10 @@
 """Outputs the way gzip and zstd write them: an existing file is refused unless --force, a new
 file gets the umask's mode, and every write the OS refuses (read-only, permissions, /proc) is
 one line naming the path and what to do, with nothing half-written left behind."""
+import os
 import shutil
 import stat
+import threading
 
 import pytest
 
@@ -191,3 +193,28 @@ def test_two_bobs_given_the_same_out_do_not_break_each_other(tmp_path):
     assert rc == 0 and bob_rc == 0, (lines, bob_lines)
     assert out.read_bytes() == TEXT
     assert leftovers(tmp_path) == ["alice.json", "bob.json", "earth", "in.bin", "out.bin"]
+
+
+def test_devices_and_fifos_are_written_in_place_or_refused_never_replaced(cli, tmp_path, made):
+    """Issue 25 A11: `alice compress x /dev/null` advised --force, and --force replaced device
+    nodes and FIFOs with regular files. Now a character device or a FIFO is written in place
+    (as a shell redirection would); `bob listen`, who publishes by linking a file, refuses them."""
+    for force in ((), ("--force",)):
+        r = cli("sender", "compress", str(made / "in.txt"), "/dev/null", "--preset", "tiny", "-q", *force)
+        assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+        r = cli("receiver", "decompress", str(made / "c.mrs"), "/dev/null", "-q", "--stats-json", "/dev/null", *force)
+        assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+        assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    r = cli("sender", "compress", str(made / "in.txt"), str(fifo), "--preset", "tiny", "-q", "--force")
+    reader.join(60)
+    assert r.returncode == 0, r.stderr.decode()
+    assert got == [(made / "c.mrs").read_bytes()] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    for out in ("/dev/null", str(fifo)):
+        r = cli("receiver", "listen", "--bind", "tcp://127.0.0.1:1", "--out", out, "--preset", "tiny", "--force")
+        expect_error(r, f"bob: error: output {out!r} is not a regular file (a device, FIFO or socket); give a file name")
+    assert leftovers(tmp_path) == ["pipe"] and stat.S_ISFIFO(os.stat(fifo).st_mode)

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import secrets
+import stat
 import sys
 from contextlib import contextmanager
 
@@ -88,11 +89,30 @@ def read_input(path: str, limit: int, magic: bytes | None = None) -> bytes:
             f.close()
 
 
-def check_output(path: str, input_path: str | None = None, force: bool = False, binary: bool = False) -> None:
+def _device(path: str) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _stream_target(path: str) -> bool:
+    """`path` is a character device or a FIFO (/dev/null, a named pipe): written in place, as a
+    shell redirection would, never replaced by a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def check_output(path: str, input_path: str | None = None, force: bool = False, binary: bool = False,
+                 stream_ok: bool = True) -> None:
     """Fail before any work if the output cannot be written, rather than after an hour of it:
     the folder must exist and take a new file (probed for real: /proc, read-only mounts and
     permissions all answer only when asked), and an existing file needs --force. Standard
-    output must be open, and (`binary`, as gzip) not a terminal unless --force."""
+    output must be open, and (`binary`, as gzip) not a terminal unless --force. A device or
+    FIFO is written in place (`stream_ok`) or refused, never replaced."""
     if path == STDIO:
         if sys.stdout is None:                                   # python started with stdout closed
             raise UsageError("standard output is closed; give an output file name instead of '-'")
@@ -105,6 +125,10 @@ def check_output(path: str, input_path: str | None = None, force: bool = False, 
         raise UsageError(f"output folder {folder!r} does not exist; create it first")
     if os.path.isdir(path):
         raise UsageError(f"output {path!r} is a folder; give a file name")
+    if os.path.lexists(path) and os.path.exists(path) and not os.path.isfile(path):
+        if stream_ok and _stream_target(path):
+            return
+        raise UsageError(f"output {path!r} is not a regular file (a device, FIFO or socket); give a file name")
     if input_path not in (None, STDIO) and os.path.exists(path) and os.path.samefile(path, input_path):
         raise UsageError("output would overwrite the input; choose another output name")
     if os.path.lexists(path) and not force:
@@ -141,6 +165,13 @@ def write_atomic(path: str, data: bytes, force: bool = False, what: str = "") ->
             raise
         except OSError as e:
             raise storage_error(what, "<standard output>", e) from None
+        return
+    if _stream_target(path):
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            raise storage_error(what, path, e) from None
         return
     fd, tmp = _create_temp(path)
     try:
@@ -257,7 +288,7 @@ def check_stats(path: str | None, input_path: str | None = None, output_path: st
     if not path:
         return
     for what, other in (("input", None if input_path == STDIO else input_path), ("output", output_path)):
-        if other is not None and same_file(path, other):
+        if other is not None and same_file(path, other) and not _device(path):   # /dev/null twice is fine
             raise UsageError(f"--stats-json would overwrite the {what}; choose another name for the statistics")
     check_output(path, force=True)
 
