@@ -72,6 +72,9 @@ def generate(folder: str, name: str) -> tuple[str, str]:
 
 
 def _read(path: str, what: str) -> tuple[bytes, Optional[bytes]]:
+    if os.path.exists(path) and not os.path.isfile(path):   # a FIFO would block the open forever
+        raise KeyFileError(f"{what} {path!r} is not a regular file (a FIFO or device?); "
+                           f"keys are files made by 'keygen'")
     try:
         public, secret = zmq.auth.load_certificate(path)
     except OSError:
@@ -105,8 +108,14 @@ def load_secret(path: str) -> tuple[bytes, bytes]:
 
 
 def load_public(path: str) -> bytes:
-    """A peer's public key from its NAME.key file."""
-    return _read(path, "public key file")[0]
+    """A peer's public key from its NAME.key file; a secret key there is refused, loudly: a
+    secret outside its owner's --curve-secret file has leaked, and only a new pair helps."""
+    public, secret = _read(path, "public key file")
+    if secret is not None:
+        readable = " (readable by other users)" if os.stat(path).st_mode & (stat.S_IRGRP | stat.S_IROTH) else ""
+        raise KeyFileError(f"{path!r} holds a secret key{readable} where only a public key belongs; treat that "
+                           f"secret as leaked: make a new pair with 'keygen', then hand out only NAME.key")
+    return public
 
 
 def allowed_keys(folder: str, strict: bool = False) -> dict[bytes, str]:
