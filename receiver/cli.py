@@ -101,12 +101,12 @@ def decompress_command(args) -> int:
     check_stats(args.stats_json, args.input, args.output)
     container = parse(blob, "input" if args.input == "-" else repr(args.input))
     numeric.activate(args.profile, args.threads)     # no setting changes a bit: the file records none
-    from shared.coding.codec import decompress   # start-up: torch loads only once the options are valid
+    from shared.coding.codec import decompress, size_stats   # start-up: torch loads only once the options are valid
 
     with progress("Mars: decompressing", container.header["length"], not args.quiet,
                   args.progress_every) as update:
         data, stats = decompress(container, lambda twin, r: update(r.tokens_done, twin.ideal_bits))
-    stats["compressed_bytes"] = len(blob)
+    stats.update(size_stats(len(blob), stats["payload_bytes"], stats["input_bytes"]))   # as alice compress writes them
     write_atomic(args.output, data, args.force)
     write_stats(args.stats_json, stats)
     if not args.quiet and args.output != "-":

@@ -15,6 +15,7 @@ from shared.core import numeric
 from shared.core.config import MAX_LENGTH
 from shared.coding.container import parse
 from shared.show.dashboard import add_display_options, dashboard_for
+from shared.show.telemetry import bits_per_byte
 
 
 def parser() -> argparse.ArgumentParser:
@@ -73,7 +74,7 @@ def send_command(args) -> int:
               f"SHA-256 ok); nothing to send, checkpoints cleared", file=sys.stderr)
     elif not args.quiet and dash.mode != "dashboard":
         print(f"alice: sent {stats['input_bytes']:,} bytes as {stats['compressed_bytes']:,} "
-              f"({stats['compressed_bytes'] * 8 / max(stats['input_bytes'], 1):.3f} bits/byte); "
+              f"({bits_per_byte(stats['compressed_bytes'], stats['input_bytes'])}); "
               f"Mars verified it, final digest {stats['final_digest'][:16]}", file=sys.stderr)
     return 0
 
@@ -97,7 +98,7 @@ def compress_command(args) -> int:
     write_stats(args.stats_json, stats)
     if not args.quiet and args.output != "-":
         print(f"alice: {stats['input_bytes']:,} -> {stats['compressed_bytes']:,} bytes "
-              f"({stats['bits_per_byte']:.3f} bits/byte, {stats['bytes_per_second']:,.0f} B/s), "
+              f"({bits_per_byte(stats['compressed_bytes'], stats['input_bytes'])}, {stats['bytes_per_second']:,.0f} B/s), "
               f"final digest {stats['final_digest'][:16]}", file=sys.stderr)
     return 0
 

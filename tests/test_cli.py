@@ -239,3 +239,29 @@ def test_compressed_data_is_not_written_to_a_terminal(made):
     finally:
         os.close(main)
         os.close(terminal)
+
+
+def test_decompress_stats_have_the_sizes_compress_writes(cli, tmp_path, made):
+    """Issue 25: `bob decompress --stats-json` lacked bits_per_byte and header_bytes."""
+    r = cli("receiver", "decompress", str(made / "c.mrs"), str(tmp_path / "back.txt"), "-q",
+            "--stats-json", str(tmp_path / "d.json"))
+    assert r.returncode == 0, r.stderr.decode()
+    alice, bob = json.loads((made / "stats.json").read_text()), json.loads((tmp_path / "d.json").read_text())
+    for key in ("compressed_bytes", "header_bytes", "bits_per_byte", "payload_bytes", "input_bytes"):
+        assert bob[key] == alice[key], key
+    assert bob["header_bytes"] == bob["compressed_bytes"] - bob["payload_bytes"] > 0
+
+
+def test_an_empty_input_has_no_bits_per_byte(cli, tmp_path):
+    """Issue 25: an empty input reported "8.000 bits/byte" (one coded byte over max(0, 1))."""
+    (tmp_path / "empty").write_bytes(b"")
+    r = cli("sender", "compress", str(tmp_path / "empty"), str(tmp_path / "e.mrs"), "--preset", "tiny",
+            "--stats-json", str(tmp_path / "e.json"))
+    assert r.returncode == 0, r.stderr.decode()
+    size = (tmp_path / "e.mrs").stat().st_size
+    assert r.stderr.decode().startswith(f"alice: 0 -> {size:,} bytes (an empty input, ")
+    assert json.loads((tmp_path / "e.json").read_text())["bits_per_byte"] is None
+    r = cli("receiver", "decompress", str(tmp_path / "e.mrs"), str(tmp_path / "e.out"), "--stats-json",
+            str(tmp_path / "d.json"))
+    assert r.returncode == 0 and (tmp_path / "e.out").read_bytes() == b""
+    assert json.loads((tmp_path / "d.json").read_text())["bits_per_byte"] is None

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from shared.texts import mission_log
-from tests.helpers import CACHE, ROOT, child_env, finish, free_port, listen, run_cli, send, send_to, spawn, tmpfs
+from tests.helpers import (CACHE, ROOT, child_env, finish, free_port, listen, run_cli, send, send_to, spawn, tmpfs,
+                           wait_for_line)
 
 
 def test_alice_with_nobody_listening_gives_up_after_the_time_she_states(tmp_path):
@@ -237,3 +238,25 @@ def test_a_display_whose_reader_leaves_stops_the_stream_with_one_line_on_both_si
     assert rc == 2 and lines[-1] == "alice: error: standard output was closed by its reader (broken pipe); stopped", lines
     assert bob_rc == 2 and bob_lines[-1] == ("bob: error: Earth stopped the stream (interrupted): Earth's standard "
                                              "output was closed (broken pipe); run it again to resume"), bob_lines
+
+
+def test_an_empty_stream_and_an_interrupt_read_plainly_on_the_display(tmp_path):
+    """Issue 25: an empty input was reported as "8.000 bits/byte", and the dashboard showed
+    `FAILED: KeyboardInterrupt` after Ctrl-C."""
+    bob, ep, out = listen(tmp_path, "--display", "plain")
+    (rc, lines), (bob_rc, _) = send_to(bob, tmp_path, ep, b"", "--display", "plain",
+                                       "--state-dir", str(tmp_path / "earth"))
+    assert rc == 0 and bob_rc == 0 and out.read_bytes() == b""
+    assert lines[-1].startswith("alice: sent 0 bytes as ") and "(an empty input)" in lines[-1], lines
+    bob, ep, out = listen(tmp_path, "--display", "plain", "--force")
+    try:
+        wait_for_line(bob, "bob: listening on")
+        assert bob.stdout.readline().decode().startswith("[mars] receiver (Bob) on")   # the display is up
+        time.sleep(1.0)                          # ... and Bob is inside it, listening
+        bob.send_signal(signal.SIGINT)
+        shown, err = bob.communicate(timeout=60)
+    finally:
+        if bob.poll() is None:
+            bob.kill()
+    assert bob.returncode == 130, err
+    assert shown.decode().strip().splitlines()[-1:] == ["[mars] FAILED: interrupted"], (shown, err)

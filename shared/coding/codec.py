@@ -110,8 +110,13 @@ def run_stats(twin: Twin, input_bytes: int, payload_bytes: int, started: float,
         "threads": profile.threads,
     }
     if compressed_bytes is not None:
-        stats["compressed_bytes"] = compressed_bytes
-        stats["header_bytes"] = compressed_bytes - payload_bytes
-        stats["bits_per_byte"] = compressed_bytes * 8 / input_bytes if input_bytes else 0.0
+        stats.update(size_stats(compressed_bytes, payload_bytes, input_bytes))
     stats.update(extra)
     return stats
+
+
+def size_stats(compressed_bytes: int, payload_bytes: int, input_bytes: int) -> dict:
+    """The sizes every --stats-json reports, compress and decompress alike; bits_per_byte is
+    null for an empty input (it has no such ratio)."""
+    return {"compressed_bytes": compressed_bytes, "header_bytes": compressed_bytes - payload_bytes,
+            "bits_per_byte": compressed_bytes * 8 / input_bytes if input_bytes else None}
