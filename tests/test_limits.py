@@ -11,6 +11,7 @@ import pytest
 from shared.coding.codec import compress
 from shared.coding.container import Container, parse
 from shared.core.config import MAX_LENGTH, MAX_MEMORY, MAX_STEP_WORK, MAX_SYNC_EVERY, PRESETS, RunConfig, cost
+from shared.core.errors import ConfigMismatch, UsageError
 from shared.core.layout import n_steps, sync_steps
 from tests.helpers import ROOT, child_env
 
@@ -138,3 +139,20 @@ def test_a_gib_announced_with_two_bytes_of_payload_stops_within_the_first_step(t
     assert rc == 2 and lines == [f"bob: error: payload ended at step 1 of {steps:,}, with {MAX_LENGTH - done:,} "
                                  f"bytes still to decode: the file is truncated or corrupted; nothing was written"]
     assert peak < 1 << 30
+
+
+def test_validate_refuses_everything_from_dict_refuses():
+    """Issue 25: config.validate raised only when the problem mentioned orders or n-gram, so a
+    configuration the receiver refuses (from_dict) could still be used to compress."""
+    refused = [dataclasses.replace(TINY, sync_every=MAX_SYNC_EVERY + 1), dataclasses.replace(TINY, seed=-1),
+               dataclasses.replace(TINY, streams=200), model(TINY, n_embd=33),
+               model(TINY, n_layer=64, n_head=1, context=8000), model(TINY, table_bits=30),
+               dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, lr=float("nan")))]
+    for config in refused:
+        with pytest.raises(ConfigMismatch) as theirs:
+            RunConfig.from_dict(config.to_dict())
+        with pytest.raises(UsageError) as ours:
+            config.validate()
+        assert str(ours.value) == str(theirs.value)
+    for config in [*PRESETS.values(), FUTURE]:
+        assert config.validate() is config
