@@ -308,9 +308,12 @@ class HandshakeWatch:
         elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
             # A mechanism mismatch is noticed by whichever side reads the other's greeting first;
             # the other side only sees the connection drop. So this is most likely the same case.
+            # A sender that gave up waiting (this receiver was paused, e.g. SIGSTOP) leaves the same
+            # trace: a connection accepted by the kernel and closed before its handshake was read.
             message = (f"dropped a sender on {endpoint} mid-handshake (a plain-text sender? this receiver "
-                       f"requires CURVE encryption)" if curve else f"dropped a sender on {endpoint} "
-                       f"mid-handshake (not a marslink sender, or an encrypted one: this receiver listens in plain text)")
+                       f"requires CURVE encryption; or one that gave up waiting for this receiver)" if curve else
+                       f"dropped a sender on {endpoint} mid-handshake (one that gave up waiting for this "
+                       f"receiver, or not a marslink sender, or an encrypted one: this receiver listens in plain text)")
         elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
             message, kind_of = (f"refused a sender on {endpoint} whose handshake did not decrypt: "
                                 f"its --server-key is not this receiver's public key"), "crypto"

@@ -105,8 +105,9 @@ def test_a_raw_tcp_client_is_not_called_an_encrypted_sender(tmp_path):
             bob.kill()
     assert rc == 143 and lines[-1] == "bob: stopped (SIGTERM); no output was written"
     dropped = [line for line in lines if line.startswith("bob: dropped a sender on ")]
-    assert dropped and dropped[0].endswith("mid-handshake (not a marslink sender, or an encrypted one: "
-                                           "this receiver listens in plain text)"), lines
+    assert dropped and dropped[0].endswith("mid-handshake (one that gave up waiting for this receiver, or not a "
+                                           "marslink sender, or an encrypted one: this receiver listens in plain "
+                                           "text)"), lines
     assert not any("encrypted sender?" in line for line in lines)
 
 
@@ -260,3 +261,33 @@ def test_an_empty_stream_and_an_interrupt_read_plainly_on_the_display(tmp_path):
             bob.kill()
     assert bob.returncode == 130, err
     assert shown.decode().strip().splitlines()[-1:] == ["[mars] FAILED: interrupted"], (shown, err)
+
+
+def test_a_receiver_paused_and_resumed_does_not_call_the_real_sender_a_stranger(tmp_path):
+    """Issue 25: after SIGSTOP/SIGCONT Bob logged the real Alice's abandoned connections as
+    "not a marslink sender". Now such a drop names the likely cause, and the stream ends exact."""
+    data = mission_log(40_000)
+    bob, ep, out = listen(tmp_path)
+    (tmp_path / "in.bin").write_bytes(data)
+    alice = spawn("sender", "send", str(tmp_path / "in.bin"), "--connect", ep, "--preset", "tiny", "--timeout", "3",
+                  "--handshake-timeout", "120", "--state-dir", str(tmp_path / "earth"))
+    try:
+        spool = tmp_path / "out.bin.partial" / "stream.bin"
+        deadline = time.monotonic() + 120
+        while not (spool.exists() and spool.stat().st_size > 2000):
+            assert time.monotonic() < deadline and bob.poll() is None
+            time.sleep(0.05)
+        bob.send_signal(signal.SIGSTOP)
+        time.sleep(10)                           # Alice gives up on this connection and knocks again
+        bob.send_signal(signal.SIGCONT)
+        rc, lines = finish(alice, 300)
+        bob_rc, bob_lines = finish(bob, 120)
+    finally:
+        for p in (alice, bob):
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+    assert rc == 0 and bob_rc == 0, (lines, bob_lines)
+    assert out.read_bytes() == data
+    dropped = [line for line in bob_lines if line.startswith("bob: dropped a sender")]
+    assert all("one that gave up waiting for this receiver" in line for line in dropped), dropped
