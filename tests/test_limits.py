@@ -10,7 +10,8 @@ import pytest
 
 from shared.coding.codec import compress
 from shared.coding.container import Container, parse
-from shared.core.config import MAX_LENGTH, MAX_MEMORY, MAX_STEP_WORK, MAX_SYNC_EVERY, PRESETS, RunConfig, cost
+from shared.core.config import (MATCH_ROWS, MATCH_SPAN, MAX_LENGTH, MAX_MEMORY, MAX_STEP_WORK, MAX_SYNC_EVERY, PRESETS,
+                                RunConfig, cost)
 from shared.core.errors import ConfigMismatch, UsageError
 from shared.core.layout import n_steps, sync_steps
 from tests.helpers import ROOT, child_env
@@ -156,3 +157,8 @@ def test_validate_refuses_everything_from_dict_refuses():
         assert str(ours.value) == str(theirs.value)
     for config in [*PRESETS.values(), FUTURE]:
         assert config.validate() is config
+
+
+def test_the_match_model_sizes_the_estimate_counts_are_the_model_s_own():
+    from shared.core.ngram import MatchModel
+    assert (MATCH_SPAN, MATCH_ROWS) == (MatchModel.SPAN, 1 << MatchModel.BITS)

@@ -30,7 +30,7 @@ FLOAT_RANGES = {"train.lr": (0.0, 1.0), "train.beta1": (0.0, 0.999999), "train.b
 # What one twin of a configuration may cost, whatever its header says (`cost` estimates both from
 # every big tensor the twin holds or builds in a step; the presets use at most 1/5 of each):
 MAX_MEMORY = 4 << 30        # bytes: weights + Adam state, masks, KV cache, a step's training graph, tables
-MAX_STEP_WORK = 1 << 39     # work units (one float64 multiply-add each) in one step: ~40 s on a 2-core EPYC
+MAX_STEP_WORK = 1 << 39     # work units (one float64 multiply-add each) in one step (docs/reliability.md)
 SCORE_WORK = 1 << 10        # one attention score through the portable softmax, in work units (measured)
 CALL_WORK = 1 << 24         # one layer's per-position call overhead in `extend`, in work units (measured)
 RUNTIME_BYTES = 1 << 27     # what a twin's first steps add whatever its size (allocator, thread pools)
