@@ -59,14 +59,10 @@ def decompress(container: Container, on_step: OnStep | None = None,
     twin = Twin(config, header["length"])
     output = twin.sink = _Output(twin.layout)
     ledger.receiver(0, twin.digest())
-    source = ByteSource(container.payload)
+    source = _Payload(container.payload, twin)
     decoder = ChunkDecoder(source)
     while not twin.finished:
         report = twin.advance(decoder)
-        if source.past_end > MAX_READ_PAST_END:    # checked every step: a crafted length decodes no further
-            raise FormatError(f"payload ended at step {report.step} of {twin.n_steps:,}, with "
-                              f"{twin.layout.length - report.tokens_done:,} bytes still to decode: the file "
-                              f"is truncated or corrupted; nothing was written")
         if report.digest is not None:
             ledger.receiver(report.step, report.digest)
         if on_step:
@@ -78,6 +74,24 @@ def decompress(container: Container, on_step: OnStep | None = None,
         raise ChecksumError("decoded data does not match the original's SHA-256; nothing was written "
                             "(the file is corrupted or was made by an incompatible build)")
     return data, run_stats(twin, len(data), len(container.payload), started)
+
+
+class _Payload(ByteSource):
+    """The payload for the decoder, which stops the moment it reads further past the end than
+    its look-ahead: a header that declares more than the payload holds decodes no further."""
+
+    def __init__(self, payload: bytes, twin: Twin):
+        super().__init__(payload)
+        self.twin = twin
+
+    def next_byte(self) -> int:
+        byte = super().next_byte()
+        if self.past_end > MAX_READ_PAST_END:
+            twin = self.twin
+            raise FormatError(f"payload ended in step {twin.step + 1} of {twin.n_steps:,}, "
+                              f"{twin.layout.length - twin.tokens_done:,} bytes before the end: the file is "
+                              f"truncated or corrupted; nothing was written")
+        return byte
 
 
 class _Output(Output):
