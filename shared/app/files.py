@@ -1,4 +1,4 @@
-"""Files the way gzip and zstd treat them: read whole, write all-or-nothing, never clobber.
+"""Files as gzip and zstd treat them: read whole (to a limit), write all-or-nothing, never clobber.
 
 An output appears under its name only when it is complete (temp file beside it, fsync,
 rename), gets the mode the umask gives a new file, and replaces an existing file only when
