@@ -30,7 +30,7 @@ import heapq
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 
 import zmq
 

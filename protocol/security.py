@@ -80,6 +80,9 @@ def generate(folder: str, name: str) -> tuple[str, str]:
 
 
 def _read(path: str, what: str) -> tuple[bytes, Optional[bytes]]:
+    if os.path.exists(path) and not os.path.isfile(path):   # a FIFO would block the open forever
+        raise KeyFileError(f"{what} {path!r} is not a regular file (a FIFO or device?); "
+                           f"keys are files made by 'keygen'")
     try:
         public, secret = zmq.auth.load_certificate(path)
     except OSError:
@@ -113,8 +116,14 @@ def load_secret(path: str) -> tuple[bytes, bytes]:
 
 
 def load_public(path: str) -> bytes:
-    """A peer's public key from its NAME.key file."""
-    return _read(path, "public key file")[0]
+    """A peer's public key from its NAME.key file; a secret key there is refused, loudly: a
+    secret outside its owner's --curve-secret file has leaked, and only a new pair helps."""
+    public, secret = _read(path, "public key file")
+    if secret is not None:
+        readable = " (readable by other users)" if os.stat(path).st_mode & (stat.S_IRGRP | stat.S_IROTH) else ""
+        raise KeyFileError(f"{path!r} holds a secret key{readable} where only a public key belongs; treat that "
+                           f"secret as leaked: make a new pair with 'keygen', then hand out only NAME.key")
+    return public
 
 
 def allowed_keys(folder: str, strict: bool = False) -> dict[bytes, str]:
@@ -378,9 +387,12 @@ class HandshakeWatch:
         elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
             # A mechanism mismatch is noticed by whichever side reads the other's greeting first;
             # the other side only sees the connection drop. So this is most likely the same case.
+            # A sender that gave up waiting (this receiver was paused, e.g. SIGSTOP) leaves the same
+            # trace: a connection accepted by the kernel and closed before its handshake was read.
             message = (f"dropped a sender on {endpoint} mid-handshake (a plain-text sender? this receiver "
-                       f"requires CURVE encryption)" if curve else f"dropped a sender on {endpoint} "
-                       f"mid-handshake (not a marslink sender, or an encrypted one: this receiver listens in plain text)")
+                       f"requires CURVE encryption; or one that gave up waiting for this receiver)" if curve else
+                       f"dropped a sender on {endpoint} mid-handshake (one that gave up waiting for this "
+                       f"receiver, or not a marslink sender, or an encrypted one: this receiver listens in plain text)")
         elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
             message, kind_of = (f"refused a sender on {endpoint} whose handshake did not decrypt: "
                                 f"its --server-key is not this receiver's public key"), "crypto"

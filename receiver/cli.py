@@ -7,14 +7,14 @@ import sys
 from shared.app.checkpoint import default_state_dir
 from shared.app.cli import check_endpoint, curve_keys, keygen_command, lan_listen, progress, run_main
 from shared.app.faults import kill_at
-from shared.app.files import check_output, check_stats, read_input, write_atomic, write_stats
+from shared.app.files import check_folder, check_output, check_stats, output_lock, read_input, write_atomic, write_stats
 from shared.app.options import (COUNT, LAN_PORT, Parser, add_force_option, add_keygen_command, add_link_options,
                                 add_model_options, add_numeric_options, add_parallel_options, add_report_options,
                                 link_settings, output_file, run_config)
 from shared.app.parallel import decompress_file, plan_jobs
 from shared.core import numeric
 from shared.core.errors import UsageError
-from shared.coding.container import parse
+from shared.coding.container import MAGIC, MAX_CONTAINER_BYTES, parse
 from shared.show.dashboard import add_display_options, dashboard_for
 
 
@@ -33,6 +33,8 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--bind", metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5555 (or --lan)")
     ls.add_argument("--out", required=True, type=output_file, metavar="FILE", help="where the verified result goes")
     add_force_option(ls)
+    ls.add_argument("--state-dir", default=None, help="where Mars keeps delivery receipts "
+                    "(default: ~/.cache/marslink/mars)")
     add_link_options(ls, "bind")
     ls.add_argument("--fault-perturb-step", type=COUNT, default=None, help=argparse.SUPPRESS)
     add_display_options(ls)
@@ -68,11 +70,18 @@ def _endpoint_and_keys(args):
 
 def listen_command(args) -> int:
     bind, curve, earth_line = _endpoint_and_keys(args)
-    check_output(args.out, force=args.force)
-    check_stats(args.stats_json)
+    check_output(args.out, force=args.force, stream_ok=False)   # published by a link: a file only
+    check_stats(args.stats_json, output_path=args.out)
+    with output_lock(args.out):
+        return _listen(args, bind, curve, earth_line)
+
+
+def _listen(args, bind, curve, earth_line) -> int:
     numeric.activate(args.profile, args.threads)
     from receiver.stream import receive_stream   # start-up: torch loads only once the options are valid
     from shared.core.fingerprint import fingerprint   # start-up: as above
+    state_dir = args.state_dir or default_state_dir("mars")
+    check_folder(state_dir, "Mars's state folder (--state-dir) ")   # receipts: before a stream, not after it
     fingerprint()                       # compute the canary before a sender is waiting
 
     if earth_line is not None:          # even with -q: without it no Earth can reach us
@@ -91,7 +100,7 @@ def listen_command(args) -> int:
         stats = receive_stream(bind, run_config(args), args.out, link_settings(args, curve), on_hello=on_hello,
                                on_step=kill_at(args.fault_kill_step, dash.on_step), telemetry=dash.telemetry, log=_log,
                                perturb_step=args.fault_perturb_step, checkpoint_every=args.checkpoint_every,
-                               linger_s=args.linger)
+                               linger_s=args.linger, state_dir=state_dir, force=args.force)
         dash.finish(stats)
     write_stats(args.stats_json, stats)
     if not args.quiet and dash.mode != "dashboard":
@@ -106,9 +115,9 @@ def _log(message: str) -> None:
 
 
 def decompress_command(args) -> int:
-    blob = read_input(args.input)
+    blob = read_input(args.input, MAX_CONTAINER_BYTES, MAGIC)
     check_output(args.output, args.input, args.force)
-    check_stats(args.stats_json)
+    check_stats(args.stats_json, args.input, args.output)
     container = parse(blob, "input" if args.input == "-" else repr(args.input))
     numeric.activate(args.profile, args.threads)     # no setting changes a bit: the file records none
     header = container.header
@@ -116,7 +125,8 @@ def decompress_command(args) -> int:
                    args.jobs, args.cluster, args.quiet) as runner:
         with progress("Mars: decompressing", header["length"], not args.quiet, args.progress_every) as update:
             data, stats = decompress_file(container, runner, update)
-    stats["compressed_bytes"] = len(blob)
+    from shared.coding.codec import size_stats   # start-up: torch is loaded by now anyway
+    stats.update(size_stats(len(blob), stats["payload_bytes"], stats["input_bytes"]))   # as alice compress writes them
     write_atomic(args.output, data, args.force)
     write_stats(args.stats_json, stats)
     if not args.quiet and args.output != "-":

@@ -27,7 +27,7 @@ from typing import Callable
 from protocol.frames import Data, Done, End, FrameError, Sync, Welcome
 from protocol.link import RECEIPT_LINGER_S, BobLink, LinkError, LinkSettings, PeerError, PeerLost, Reconnected
 from shared.app import checkpoint
-from shared.app.files import NEW_FILE_MODE, StorageError, storage_error
+from shared.app.files import NEW_FILE_MODE, StorageError, publish, storage_error
 from shared.coding.codec import run_stats
 from shared.coding.coder import ByteSource, ChunkDecoder
 from shared.core.config import MAX_LENGTH, RunConfig, require_same
@@ -154,11 +154,12 @@ class Spool:
                 h.update(block)
         return h.digest()
 
-    def publish(self, out_path: str) -> None:
-        """Move the verified data into place: same folder, so the rename is atomic."""
+    def publish(self, out_path: str, force: bool) -> None:
+        """Put the verified data in place: same folder, so it is atomic; as file mode does it (a
+        hard link), so without --force an --out that appeared meanwhile is never replaced."""
         with writing(out_path):
             os.fsync(self.data)
-            os.replace(self.path("data.bin"), os.path.abspath(out_path))
+            publish(self.path("data.bin"), os.path.abspath(out_path), force)
 
     def close(self) -> None:
         if self.stream is not None:
@@ -189,7 +190,9 @@ class _Vacated(Exception):
 def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSettings,
                    on_step: Callable | None = None, on_hello: Callable | None = None,
                    log=None, perturb_step: int | None = None, checkpoint_every: int = checkpoint.CHECKPOINT_EVERY,
-                   telemetry=None, linger_s: float = RECEIPT_LINGER_S, state_dir: str | None = None) -> dict:
+                   telemetry=None, linger_s: float = RECEIPT_LINGER_S, state_dir: str | None = None,
+                   force: bool = False) -> dict:
+    state_dir = state_dir or checkpoint.default_state_dir("mars")   # probed by the caller (check_folder)
     try:
         link = BobLink(bind, settings, log=log)
     except LinkError as e:                            # e.g. the port is taken: one clear line
@@ -198,16 +201,18 @@ def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSe
         deadline = time.monotonic() + settings.handshake_timeout_s
         while True:
             hello, spool, saved = _admit(link, config, out_path, deadline)
-            if on_hello:
-                on_hello(hello)
             try:
-                stats = _serve(link, hello, config, spool, saved, out_path, on_step, perturb_step,
-                               checkpoint_every, telemetry)
+                stats = _serve(link, hello, config, spool, saved, out_path, on_hello, on_step, perturb_step,
+                               checkpoint_every, telemetry, force)
             except _Vacated:
                 spool.remove()
                 deadline = time.monotonic() + settings.handshake_timeout_s
                 continue
-            write_receipt(state_dir or checkpoint.default_state_dir("mars"), hello, stats["final_digest"], out_path)
+            try:
+                write_receipt(state_dir, hello, stats["final_digest"], out_path)
+            except StorageError as e:         # delivered and verified: a missing receipt only costs a resend
+                if log:
+                    log(f"delivered, but no receipt was kept ({e})")
             try:
                 link.linger(linger_s)
             except KeyboardInterrupt:         # delivered already: being stopped now only ends the wait
@@ -232,13 +237,15 @@ def _admit(link: BobLink, config: RunConfig, out_path: str, deadline: float):
             link.refuse(ERROR_CODES.get(type(e), "refused"), str(e))
 
 
-def _serve(link: BobLink, hello, config, spool: "Spool", saved, out_path: str, on_step, perturb_step,
-           checkpoint_every: int, telemetry) -> dict:
+def _serve(link: BobLink, hello, config, spool: "Spool", saved, out_path: str, on_hello, on_step, perturb_step,
+           checkpoint_every: int, telemetry, force: bool) -> dict:
     started = time.perf_counter()
     try:
+        if on_hello:
+            on_hello(hello)
         session = _Session(link, hello, config, spool, saved, perturb_step, checkpoint_every)
         session.telemetry = telemetry if telemetry is not None else Telemetry()   # curves for the report
-        stats = session.run(out_path, on_step, started)
+        stats = session.run(out_path, on_step, started, force)
     except PeerError as e:
         raise LinkFailure(f"Earth stopped the stream ({e.code}): {e.message}") from None
     except PeerLost as e:
@@ -253,6 +260,13 @@ def _serve(link: BobLink, hello, config, spool: "Spool", saved, out_path: str, o
         raise
     except KeyboardInterrupt:
         link.abort("interrupted", "Mars was interrupted; its partial stream is kept for resume")
+        raise
+    except BrokenPipeError:
+        link.abort("interrupted", "Mars's standard output was closed (broken pipe); its partial stream is kept "
+                                  "for resume")
+        raise
+    except Exception as e:                    # anything else on Mars's side: Earth must hear of it too
+        link.abort("receiver-failed", f"Mars failed ({e.__class__.__name__}: {e})")
         raise
     finally:
         spool.close()
@@ -362,7 +376,7 @@ class _Session:
                          "stored_chunks": self.decoder.stored_chunks, "resent_bytes": self.resent_bytes,
                          "ours": {str(k): v for k, v in self.ledger.ours.items()}})
 
-    def run(self, out_path: str, on_step, started: float) -> dict:
+    def run(self, out_path: str, on_step, started: float, force: bool) -> dict:
         twin = self.twin
         while not twin.finished:
             report = twin.advance(self.decoder)
@@ -388,7 +402,7 @@ class _Session:
         sha = self.spool.data_sha256()
         if sha != self.end.sha256 or sha != self.hello.sha256:
             raise ChecksumError("decoded data does not match the original's SHA-256; nothing was written")
-        self.spool.publish(out_path)
+        self.spool.publish(out_path, force)
         final = twin.digest()
         self.link.done(Done(sha, final))      # repeated while Bob lingers (receive_stream)
         link = self.link.stats

@@ -13,8 +13,10 @@ from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_comm
                                 link_settings, run_config, seconds, stream_id)
 from shared.app.parallel import compress_file, decompress_file, plan_jobs
 from shared.core import numeric
+from shared.core.config import MAX_LENGTH
 from shared.coding.container import parse
 from shared.show.dashboard import add_display_options, dashboard_for
+from shared.show.telemetry import bits_per_byte
 
 
 def parser() -> argparse.ArgumentParser:
@@ -51,11 +53,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def send_command(args) -> int:
-    data = read_input(args.input)
+    data = read_input(args.input, MAX_LENGTH)
     curve = lan_keys(args.server_key_text, args.code, args.curve_secret, args.server_key) \
         or curve_keys("connect", args.curve_secret, args.server_key)
     check_endpoint(args.connect, args.insecure, "connect", encrypted=curve is not None)
-    check_stats(args.stats_json)
+    check_stats(args.stats_json, args.input)
     numeric.activate(args.profile, args.threads)
     from sender.stream import send_stream   # start-up: torch loads only once the options are valid
     faults = link.FaultPlan(args.fault_drop, args.fault_dup, args.fault_reorder, args.fault_seed,
@@ -75,15 +77,15 @@ def send_command(args) -> int:
               f"SHA-256 ok); nothing to send, checkpoints cleared", file=sys.stderr)
     elif not args.quiet and dash.mode != "dashboard":
         print(f"alice: sent {stats['input_bytes']:,} bytes as {stats['compressed_bytes']:,} "
-              f"({stats['compressed_bytes'] * 8 / max(stats['input_bytes'], 1):.3f} bits/byte); "
+              f"({bits_per_byte(stats['compressed_bytes'], stats['input_bytes'])}); "
               f"Mars verified it, final digest {stats['final_digest'][:16]}", file=sys.stderr)
     return 0
 
 
 def compress_command(args) -> int:
-    data = read_input(args.input)
-    check_output(args.output, args.input, args.force)
-    check_stats(args.stats_json)
+    data = read_input(args.input, MAX_LENGTH)
+    check_output(args.output, args.input, args.force, binary=True)
+    check_stats(args.stats_json, args.input, args.output)
     numeric.activate(args.profile, args.threads)
     config = run_config(args)
     with plan_jobs("alice", config, len(data), args.segment, args.jobs, args.cluster, args.quiet) as runner:
@@ -100,7 +102,7 @@ def compress_command(args) -> int:
     write_stats(args.stats_json, stats)
     if not args.quiet and args.output != "-":
         print(f"alice: {stats['input_bytes']:,} -> {stats['compressed_bytes']:,} bytes "
-              f"({stats['bits_per_byte']:.3f} bits/byte, {stats['bytes_per_second']:,.0f} B/s), "
+              f"({bits_per_byte(stats['compressed_bytes'], stats['input_bytes'])}, {stats['bytes_per_second']:,.0f} B/s), "
               f"final digest {stats['final_digest'][:16]}", file=sys.stderr)
     return 0
 

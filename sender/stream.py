@@ -24,6 +24,7 @@ from typing import Callable
 from protocol.frames import Data, Done, End, FrameError, Hello, Sync
 from protocol.link import AliceLink, AuthFailed, HandshakeTimeout, LinkError, LinkSettings, PeerError, PeerLost
 from shared.app import checkpoint
+from shared.app.files import StorageError, check_folder, locked, storage_error
 from shared.coding.codec import run_stats
 from shared.coding.coder import ChunkEncoder
 from shared.core.config import RunConfig
@@ -43,7 +44,10 @@ class Checkpoints:
         self.dir = os.path.join(root, key)    # made by the first save: no folder for streams never started
 
     def save(self, twin: Twin, encoder: ChunkEncoder, high_water: int):
-        os.makedirs(self.dir, exist_ok=True)
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+        except OSError as e:
+            raise storage_error("checkpoint folder ", self.dir, e, then="run again to resume") from None
         checkpoint.save(os.path.join(self.dir, f"ckpt-{twin.step:09d}.pt"),
                         {"twin": twin.state_dict(), "encoder": encoder.arith.state(),
                          "stored_chunks": encoder.stored_chunks, "high_water": high_water})
@@ -74,8 +78,18 @@ def send_stream(data: bytes, config: RunConfig, endpoint: str, settings: LinkSet
     stream_id = stream_id or sha.hex()[:16]
     hello = Hello(stream_id=stream_id, config=config.to_dict(), fingerprint=fingerprint(),
                   total_length=len(data), sha256=sha)
-    key = hashlib.sha256(sha + config.to_json().encode()).hexdigest()[:24]
-    store = Checkpoints(state_dir or checkpoint.default_state_dir("earth"), key)
+    # one folder per stream and receiver: one file sent to two Bobs at once keeps two resume points
+    key = hashlib.sha256(sha + config.to_json().encode() + endpoint.encode()).hexdigest()[:24]
+    root = state_dir or checkpoint.default_state_dir("earth")
+    check_folder(root, "Earth's state folder (--state-dir) ")
+    with locked(os.path.join(root, key + ".lock"), f"another alice is sending this file to {endpoint} from "
+                f"state folder {root!r}; wait for it to finish"):
+        return _send(data, config, endpoint, settings, stream_id, on_step, log, Checkpoints(root, key),
+                     checkpoint_every, telemetry, hello, sha, started)
+
+
+def _send(data, config, endpoint, settings, stream_id, on_step, log, store, checkpoint_every, telemetry,
+          hello, sha, started) -> dict:
     run = _Run(data, config, store, checkpoint_every)
     run.telemetry = telemetry if telemetry is not None else Telemetry()   # per-step curves for the report
     run.high_water = store.high_water()
@@ -108,10 +122,16 @@ def send_stream(data: bytes, config: RunConfig, endpoint: str, settings: LinkSet
             except FrameError as e:
                 raise LinkFailure(f"Mars sent a malformed message: {e}") from None
             except MarslinkError as e:
-                link.abort("sender-failed", str(e))
+                link.abort("write-failed" if isinstance(e, StorageError) else "sender-failed", str(e))
                 raise
             except KeyboardInterrupt:
                 link.abort("interrupted", "Earth was interrupted; run it again to resume")
+                raise
+            except BrokenPipeError:
+                link.abort("interrupted", "Earth's standard output was closed (broken pipe); run it again to resume")
+                raise
+            except Exception as e:                   # anything else on Earth's side: Mars must hear of it too
+                link.abort("sender-failed", f"Earth failed ({e.__class__.__name__}: {e})")
                 raise
             finally:
                 for k in totals:

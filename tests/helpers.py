@@ -279,3 +279,15 @@ def kill_all(*procs: subprocess.Popen) -> None:
             p.kill()
     for p in procs:
         p.wait(30)
+
+
+def wait_for_line(proc, start: str, timeout: float = 120) -> str:
+    """Read `proc`'s stderr until a line beginning with `start` (e.g. Bob's 'bob: listening on');
+    the lines before it are dropped. Fails if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline().decode()
+        if line.startswith(start):
+            return line.rstrip("\n")
+        assert line, f"the process ended (rc {proc.wait()}) before printing {start!r}"
+    raise AssertionError(f"no line {start!r} within {timeout} s")

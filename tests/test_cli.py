@@ -1,11 +1,15 @@
 """The command lines as a user runs them: round trips, stats, and one-line errors with no debris."""
 import json
+import os
+import pty
 import struct
+import subprocess
+import sys
 
 import pytest
 
 from shared.texts import mission_log
-from tests.helpers import expect_error, leftovers, run_cli
+from tests.helpers import ROOT, child_env, expect_error, leftovers, run_cli, run_cli_with
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +185,83 @@ def test_progress_every_must_be_a_positive_duration(cli, tmp_path):
     r = cli("sender", "compress", str(src), str(tmp_path / "c.mrs"), "--progress-every", "0")
     expect_error(r, "alice compress: error: argument --progress-every: '0' is not a positive number of seconds "
                     "(at most 2,592,000); see 'alice compress --help'", tmp_path, ["in.txt"])
+
+
+TOO_BIG = "is larger than 1,073,741,824 bytes, the most marslink takes in one file; split it into smaller files"
+
+
+def test_endless_and_huge_inputs_are_refused_after_the_limit(cli, tmp_path):
+    """Issue 25 A5: /dev/zero ended in a MemoryError traceback, a 2 GB sparse file reached 2.4 GB
+    of memory before its size was refused. Now at most the limit plus one byte is read."""
+    r = cli("sender", "compress", "/dev/zero", str(tmp_path / "z.mrs"))
+    expect_error(r, f"alice: error: input '/dev/zero' {TOO_BIG}", tmp_path, [])
+    with open("/dev/zero", "rb") as zero:
+        r = run_cli_with("sender", "compress", "-", str(tmp_path / "z.mrs"), stdin=zero)
+    expect_error(r, f"alice: error: input standard input {TOO_BIG}", tmp_path, [])
+    r = cli("receiver", "decompress", "/dev/zero", str(tmp_path / "z.txt"))
+    expect_error(r, "bob: error: '/dev/zero' is not a marslink file (no MRSL signature); was it made by "
+                    "'alice compress'?", tmp_path, [])
+    sparse = tmp_path / "sparse.bin"
+    with open(sparse, "wb") as f:
+        f.truncate(2 << 30)
+    for prog, cmd in (("alice", ("sender", "compress")), ("alice", ("sender", "send")), ("bob", ("receiver", "decompress"))):
+        args = ("--connect", "tcp://127.0.0.1:1") if cmd[1] == "send" else (str(tmp_path / "o"),)
+        r = run_cli_with(*cmd, str(sparse), *args, prefix=("prlimit", "--as=1500000000", "--"))
+        limit = "1,073,741,824" if prog == "alice" else "1,207,959,552"
+        expect_error(r, f"{prog}: error: input {str(sparse)!r} is larger than {limit} bytes, the most marslink "
+                        f"takes in one file; split it into smaller files", tmp_path, ["sparse.bin"])
+
+
+def test_closed_standard_streams_are_one_line_before_any_work(tmp_path, made):
+    """Issue 25 A12: `<&-` and `>&-` gave an AttributeError traceback; decompress to a closed stdout
+    failed only after decoding everything."""
+    def shell(command):
+        return subprocess.run(["bash", "-c", command], cwd=ROOT, env=child_env(), capture_output=True, timeout=300)
+    py = f"{sys.executable} -m"
+    r = shell(f"{py} sender compress - {tmp_path / 'x.mrs'} --preset tiny <&-")
+    expect_error(r, "alice: error: standard input is closed; give an input file, or pipe data in", tmp_path, [])
+    r = shell(f"{py} sender compress {made / 'in.txt'} - --preset tiny >&-")
+    expect_error(r, "alice: error: standard output is closed; give an output file name instead of '-'")
+    r = shell(f"{py} receiver decompress {made / 'c.mrs'} - >&-")
+    expect_error(r, "bob: error: standard output is closed; give an output file name instead of '-'")
+
+
+def test_compressed_data_is_not_written_to_a_terminal(made):
+    """Issue 25 A13: `alice compress in -` wrote binary to a terminal; gzip refuses this, so does alice."""
+    main, terminal = pty.openpty()
+    try:
+        r = run_cli_with("sender", "compress", str(made / "in.txt"), "-", "--preset", "tiny", stdout=terminal)
+        expect_error(r, "alice: error: compressed data not written to a terminal; redirect it (> FILE), give an "
+                        "output file name, or add --force")
+        os.set_blocking(main, False)
+        with pytest.raises(BlockingIOError):
+            os.read(main, 100)                  # not a byte reached the terminal
+    finally:
+        os.close(main)
+        os.close(terminal)
+
+
+def test_decompress_stats_have_the_sizes_compress_writes(cli, tmp_path, made):
+    """Issue 25: `bob decompress --stats-json` lacked bits_per_byte and header_bytes."""
+    r = cli("receiver", "decompress", str(made / "c.mrs"), str(tmp_path / "back.txt"), "-q",
+            "--stats-json", str(tmp_path / "d.json"))
+    assert r.returncode == 0, r.stderr.decode()
+    alice, bob = json.loads((made / "stats.json").read_text()), json.loads((tmp_path / "d.json").read_text())
+    for key in ("compressed_bytes", "header_bytes", "bits_per_byte", "payload_bytes", "input_bytes"):
+        assert bob[key] == alice[key], key
+    assert bob["header_bytes"] == bob["compressed_bytes"] - bob["payload_bytes"] > 0
+
+
+def test_an_empty_input_has_no_bits_per_byte(cli, tmp_path):
+    """Issue 25: an empty input reported "8.000 bits/byte" (one coded byte over max(0, 1))."""
+    (tmp_path / "empty").write_bytes(b"")
+    r = cli("sender", "compress", str(tmp_path / "empty"), str(tmp_path / "e.mrs"), "--preset", "tiny",
+            "--stats-json", str(tmp_path / "e.json"))
+    assert r.returncode == 0, r.stderr.decode()
+    size = (tmp_path / "e.mrs").stat().st_size
+    assert r.stderr.decode().startswith(f"alice: 0 -> {size:,} bytes (an empty input, ")
+    assert json.loads((tmp_path / "e.json").read_text())["bits_per_byte"] is None
+    r = cli("receiver", "decompress", str(tmp_path / "e.mrs"), str(tmp_path / "e.out"), "--stats-json",
+            str(tmp_path / "d.json"))
+    assert r.returncode == 0 and (tmp_path / "e.out").read_bytes() == b""
+    assert json.loads((tmp_path / "d.json").read_text())["bits_per_byte"] is None

@@ -1,6 +1,7 @@
 """Every failure on the live link is one line that names what happened and what to do
 (issue 19, findings 4, 7 and 10): a full disk at Bob's, nobody listening, SIGTERM through
 coreutils `timeout`, an IPv6 loopback endpoint, a raw TCP client."""
+import re
 import signal
 import socket
 import subprocess
@@ -10,7 +11,8 @@ import time
 import pytest
 
 from shared.texts import mission_log
-from tests.helpers import CACHE, ROOT, child_env, finish, free_port, listen, send, send_to, spawn
+from tests.helpers import (CACHE, ROOT, child_env, finish, free_port, listen, run_cli, send, send_to, spawn, tmpfs,
+                           wait_for_line)
 
 
 def test_alice_with_nobody_listening_gives_up_after_the_time_she_states(tmp_path):
@@ -103,8 +105,9 @@ def test_a_raw_tcp_client_is_not_called_an_encrypted_sender(tmp_path):
             bob.kill()
     assert rc == 143 and lines[-1] == "bob: stopped (SIGTERM); no output was written"
     dropped = [line for line in lines if line.startswith("bob: dropped a sender on ")]
-    assert dropped and dropped[0].endswith("mid-handshake (not a marslink sender, or an encrypted one: "
-                                           "this receiver listens in plain text)"), lines
+    assert dropped and dropped[0].endswith("mid-handshake (one that gave up waiting for this receiver, or not a "
+                                           "marslink sender, or an encrypted one: this receiver listens in plain "
+                                           "text)"), lines
     assert not any("encrypted sender?" in line for line in lines)
 
 
@@ -139,3 +142,152 @@ def test_a_full_disk_at_bobs_checkpoint_is_one_line_on_both_sides_and_resumable(
     (rc, alice_lines), (bob_rc, _) = send_to(bob, tmp_path, ep, data, "--state-dir", str(tmp_path / "earth"))
     assert rc == 0 and bob_rc == 0, alice_lines
     assert out.read_bytes() == data
+
+
+def test_one_file_sent_to_two_bobs_at_once_from_one_state_folder(tmp_path):
+    """Issue 25 A7: both Alices wrote the same checkpoint key with one fixed temporary name, and
+    the first to finish removed the folder under the other. Now each receiver has its own
+    folder, temporary names are unique, and both deliveries are byte-exact."""
+    data, state = mission_log(30_000), tmp_path / "earth"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    bobs = [listen(tmp_path / side) for side in ("a", "b")]
+    src = tmp_path / "in.bin"
+    src.write_bytes(data)
+    alices = [spawn("sender", "send", str(src), "--connect", ep, "--preset", "tiny", "--timeout", "20",
+                    "--checkpoint-every", "2", "--state-dir", str(state)) for _, ep, _ in bobs]
+    try:
+        results = [finish(p, 300) for p in alices] + [finish(bob, 60) for bob, _, _ in bobs]
+    finally:
+        for p in alices + [bob for bob, _, _ in bobs]:
+            if p.poll() is None:
+                p.kill()
+    assert [rc for rc, _ in results] == [0, 0, 0, 0], results
+    assert all(out.read_bytes() == data for _, _, out in bobs)
+    assert not any(state.iterdir())
+
+
+def test_unwritable_state_folders_are_one_line_before_any_work(tmp_path):
+    """Issue 25 A6, A8: Bob exited 2 after a successful delivery when his receipt folder could not
+    be written (and advised running both sides again); Alice failed after 16 steps with a raw
+    [Errno 30]. Both folders are now probed first; `bob listen` has a --state-dir."""
+    ep, out = f"tcp://127.0.0.1:{free_port()}", str(tmp_path / "out.bin")
+    why = "no such file or folder; check the path, then run again"
+    r = run_cli("receiver", "listen", "--bind", ep, "--out", out, "--preset", "tiny", "--state-dir", "/proc/mars")
+    assert r.returncode == 2 and r.stderr.decode().splitlines() == [
+        f"bob: error: cannot write Mars's state folder (--state-dir) '/proc/mars': {why}"]
+    r = run_cli("receiver", "listen", "--bind", ep, "--out", out, "--preset", "tiny", env={"XDG_CACHE_HOME": "/proc/c"})
+    assert r.returncode == 2 and r.stderr.decode().splitlines() == [
+        f"bob: error: cannot write Mars's state folder (--state-dir) '/proc/c/marslink/mars': {why}"]
+    (tmp_path / "in.bin").write_bytes(b"hello mars")
+    r = run_cli("sender", "send", str(tmp_path / "in.bin"), "--connect", ep, "--preset", "tiny", "-q",
+                "--state-dir", "/proc/earth")
+    assert r.returncode == 2 and r.stderr.decode().splitlines()[-1] == (
+        f"alice: error: cannot write Earth's state folder (--state-dir) '/proc/earth': {why}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.bin"]
+
+
+def test_a_full_state_folder_on_alices_side_stops_both_sides_with_one_line(tmp_path):
+    """Issue 25 A8: any failure on Alice's side during a stream reaches Bob as ERROR, at once."""
+    with tmpfs(tmp_path / "earth", "64k") as state:
+        bob, ep, out = listen(tmp_path)
+        (rc, lines), (bob_rc, bob_lines) = send_to(bob, tmp_path, ep, mission_log(20_000), "--state-dir", str(state),
+                                                   "--checkpoint-every", "2")
+    assert rc == 2 and re.fullmatch(r"alice: error: cannot write checkpoint '.*/ckpt-000000002\.pt': no space left "
+                                    r"on device; free some space or choose another folder, then run again to resume",
+                                    lines[-1]), lines
+    assert bob_rc == 2 and bob_lines[-1] == ("bob: error: Earth stopped the stream (write-failed): "
+                                             + lines[-1][len("alice: error: "):]), bob_lines
+    assert not out.exists()
+
+
+def test_a_display_whose_reader_leaves_stops_the_stream_with_one_line_on_both_sides(tmp_path):
+    """Issue 25 A9: `bob listen --display json | head -c 10` ended Bob silently with exit 1 and
+    told Alice nothing true. Now Bob sends ERROR and prints one line; the same on Alice's side."""
+    data = mission_log(40_000)
+    (tmp_path / "in.bin").write_bytes(data)
+    bob, ep, out = listen(tmp_path, "--display", "json")
+    alice = spawn("sender", "send", str(tmp_path / "in.bin"), "--connect", ep, "--preset", "tiny", "--timeout", "20",
+                  "-q", "--state-dir", str(tmp_path / "earth"))
+    try:
+        while b'"phase":"receiving"' not in bob.stdout.readline():    # Bob has a peer to tell: close now
+            assert bob.poll() is None
+        bob.stdout.close()
+        rc, lines = finish(alice, 300)
+        bob_rc, bob_lines = finish(bob, 60)
+    finally:
+        for p in (alice, bob):
+            if p.poll() is None:
+                p.kill()
+    assert bob_rc == 2 and bob_lines[-1] == "bob: error: standard output was closed by its reader (broken pipe); stopped"
+    assert rc == 2 and lines[-1] == ("alice: error: Mars stopped the stream (interrupted): Mars's standard output "
+                                     "was closed (broken pipe); its partial stream is kept for resume"), (lines, bob_lines)
+    assert not out.exists()
+    bob, ep, out = listen(tmp_path, "--force", out_name="again.bin")
+    alice = spawn("sender", "send", str(tmp_path / "in.bin"), "--connect", ep, "--preset", "tiny", "--timeout", "20",
+                  "--display", "json", "--state-dir", str(tmp_path / "earth"))
+    while b'"phase":"sending"' not in alice.stdout.readline():      # Alice has a peer to tell: close now
+        assert alice.poll() is None
+    alice.stdout.close()
+    try:
+        rc, lines = finish(alice, 300)
+        bob_rc, bob_lines = finish(bob, 60)
+    finally:
+        for p in (alice, bob):
+            if p.poll() is None:
+                p.kill()
+    assert rc == 2 and lines[-1] == "alice: error: standard output was closed by its reader (broken pipe); stopped", lines
+    assert bob_rc == 2 and bob_lines[-1] == ("bob: error: Earth stopped the stream (interrupted): Earth's standard "
+                                             "output was closed (broken pipe); run it again to resume"), bob_lines
+
+
+def test_an_empty_stream_and_an_interrupt_read_plainly_on_the_display(tmp_path):
+    """Issue 25: an empty input was reported as "8.000 bits/byte", and the dashboard showed
+    `FAILED: KeyboardInterrupt` after Ctrl-C."""
+    bob, ep, out = listen(tmp_path, "--display", "plain")
+    (rc, lines), (bob_rc, _) = send_to(bob, tmp_path, ep, b"", "--display", "plain",
+                                       "--state-dir", str(tmp_path / "earth"))
+    assert rc == 0 and bob_rc == 0 and out.read_bytes() == b""
+    assert lines[-1].startswith("alice: sent 0 bytes as ") and "(an empty input)" in lines[-1], lines
+    bob, ep, out = listen(tmp_path, "--display", "plain", "--force")
+    try:
+        wait_for_line(bob, "bob: listening on")
+        assert bob.stdout.readline().decode().startswith("[mars] receiver (Bob) on")   # the display is up
+        time.sleep(1.0)                          # ... and Bob is inside it, listening
+        bob.send_signal(signal.SIGINT)
+        shown, err = bob.communicate(timeout=60)
+    finally:
+        if bob.poll() is None:
+            bob.kill()
+    assert bob.returncode == 130, err
+    assert shown.decode().strip().splitlines()[-1:] == ["[mars] FAILED: interrupted"], (shown, err)
+
+
+def test_a_receiver_paused_and_resumed_does_not_call_the_real_sender_a_stranger(tmp_path):
+    """Issue 25: after SIGSTOP/SIGCONT Bob logged the real Alice's abandoned connections as
+    "not a marslink sender". Now such a drop names the likely cause, and the stream ends exact."""
+    data = mission_log(40_000)
+    bob, ep, out = listen(tmp_path)
+    (tmp_path / "in.bin").write_bytes(data)
+    alice = spawn("sender", "send", str(tmp_path / "in.bin"), "--connect", ep, "--preset", "tiny", "--timeout", "3",
+                  "--handshake-timeout", "120", "--state-dir", str(tmp_path / "earth"))
+    try:
+        spool = tmp_path / "out.bin.partial" / "stream.bin"
+        deadline = time.monotonic() + 120
+        while not (spool.exists() and spool.stat().st_size > 2000):
+            assert time.monotonic() < deadline and bob.poll() is None
+            time.sleep(0.05)
+        bob.send_signal(signal.SIGSTOP)
+        time.sleep(10)                           # Alice gives up on this connection and knocks again
+        bob.send_signal(signal.SIGCONT)
+        rc, lines = finish(alice, 300)
+        bob_rc, bob_lines = finish(bob, 120)
+    finally:
+        for p in (alice, bob):
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+    assert rc == 0 and bob_rc == 0, (lines, bob_lines)
+    assert out.read_bytes() == data
+    dropped = [line for line in bob_lines if line.startswith("bob: dropped a sender")]
+    assert all("one that gave up waiting for this receiver" in line for line in dropped), dropped

@@ -12,7 +12,7 @@ from receiver.cli import parser as bob_parser
 from sender.cli import parser as alice_parser
 from shared.app.options import run_config
 from shared.core.config import INT_RANGES, RunConfig
-from tests.helpers import ROOT, child_env, expect_error, run_cli
+from tests.helpers import ROOT, assert_verified, child_env, expect_error, run_cli, run_pair
 
 EP = "tcp://127.0.0.1:1"          # never contacted: every case below fails while parsing
 ALICE = ["send", "in.txt", "--connect", EP]
@@ -34,6 +34,8 @@ BAD = [
     ("--threads", "0", "'0' is not a thread count: threads must be between 1 and 256 (got 0)"),
     ("--threads", "257", "'257' is not a thread count: threads must be between 1 and 256 (got 257)"),
     ("--threads", "two", "'two' is not a thread count (a whole number)"),
+    ("--log-every", "0", "'0' is not a step count (a whole number in 1..1073741824)"),     # issue 25
+    ("--log-every", "-3", "'-3' is not a step count (a whole number in 1..1073741824)"),
 ]
 
 
@@ -143,3 +145,13 @@ def test_torch_does_not_load_for_help_or_an_option_error(module, argv):
 def test_missing_subcommand_is_one_line():
     r = run_cli("sender")
     expect_error(r, "alice: error: the following arguments are required: command; see 'alice --help'")
+
+
+def test_linger_0_means_do_not_linger_and_a_negative_one_is_refused(tmp_path):
+    """Issue 25: `--linger 0` was refused, so there was no way to say "don't linger"."""
+    assert parse_error(bob_parser, [*BOB, "--linger", "-1"]) == (
+        "bob listen: error: argument --linger: '-1' is not a number of seconds from 0 (do not linger) to "
+        "2,592,000; see 'bob listen --help'")
+    data = b"Sol 3. Nothing to report.\n" * 200
+    result = run_pair(tmp_path, data, bob_args=("--linger", "0", "-q"), alice_args=("-q",))
+    assert_verified(result, data)

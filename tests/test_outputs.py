@@ -1,14 +1,17 @@
 """Outputs the way gzip and zstd write them: an existing file is refused unless --force, a new
 file gets the umask's mode, and every write the OS refuses (read-only, permissions, /proc) is
 one line naming the path and what to do, with nothing half-written left behind."""
+import os
 import shutil
 import stat
+import threading
 
 import pytest
 
 from shared.app.files import write_atomic
 from shared.core.errors import UsageError
-from tests.helpers import assert_verified, expect_error, leftovers, run_cli, run_cli_with, run_pair, tmpfs
+from tests.helpers import (assert_verified, expect_error, finish, leftovers, listen, run_cli, run_cli_with, run_pair,
+                           send_to, tmpfs, wait_for_line)
 
 TEXT = b"Sol 7. Dust storm on the horizon; the rover waits.\n" * 20
 NO_ROOT_BYPASS = ("setpriv", "--bounding-set=-dac_override,-dac_read_search",
@@ -131,3 +134,87 @@ def test_an_output_that_appears_during_the_run_is_not_replaced(tmp_path):
     assert leftovers(tmp_path) == ["o"]
     write_atomic(str(out), b"ours", force=True)
     assert out.read_bytes() == b"ours" and leftovers(tmp_path) == ["o"]
+
+
+def test_stats_json_naming_the_input_or_the_output_is_refused_before_any_work(cli, tmp_path, made):
+    """Issue 25 A1: `--stats-json notes.txt` once replaced the original with JSON and exited 0."""
+    src, mrs, back = tmp_path / "notes.txt", tmp_path / "notes.mrs", tmp_path / "back.txt"
+    src.write_bytes(TEXT)
+    r = cli("sender", "compress", str(src), str(mrs), "--preset", "tiny", "--stats-json", str(src))
+    expect_error(r, "alice: error: --stats-json would overwrite the input; choose another name for the statistics",
+                 tmp_path, ["notes.txt"])
+    r = cli("sender", "compress", str(src), str(mrs), "--preset", "tiny", "--stats-json", str(tmp_path / "." / "notes.mrs"))
+    expect_error(r, "alice: error: --stats-json would overwrite the output; choose another name for the statistics",
+                 tmp_path, ["notes.txt"])
+    assert src.read_bytes() == TEXT
+    shutil.copy(made / "c.mrs", mrs)
+    r = cli("receiver", "decompress", str(mrs), str(back), "--stats-json", str(back))
+    expect_error(r, "bob: error: --stats-json would overwrite the output; choose another name for the statistics",
+                 tmp_path, ["notes.mrs", "notes.txt"])
+    r = cli("receiver", "decompress", str(mrs), str(back), "--stats-json", str(mrs))
+    expect_error(r, "bob: error: --stats-json would overwrite the input; choose another name for the statistics",
+                 tmp_path, ["notes.mrs", "notes.txt"])
+    r = cli("receiver", "listen", "--bind", "tcp://127.0.0.1:1", "--out", str(back), "--stats-json", str(back))
+    expect_error(r, "bob: error: --stats-json would overwrite the output; choose another name for the statistics",
+                 tmp_path, ["notes.mrs", "notes.txt"])
+    assert mrs.read_bytes() == (made / "c.mrs").read_bytes()
+
+
+def test_listen_never_replaces_an_out_that_appears_while_bob_waits(tmp_path):
+    """Issue 25 A2: Bob's last step was an unconditional rename. Now he publishes with a hard link,
+    as file mode does: the stream is refused at the end, the other file stays, Alice hears why."""
+    bob, ep, out = listen(tmp_path)
+    try:
+        wait_for_line(bob, "bob: listening on")
+        out.write_bytes(b"someone else's")
+        (rc, lines), (bob_rc, bob_lines) = send_to(bob, tmp_path, ep, TEXT, "--state-dir", str(tmp_path / "earth"))
+    finally:
+        if bob.poll() is None:
+            bob.kill()
+    assert bob_rc == 2 and bob_lines[-1] == exists_message("bob", out), bob_lines
+    assert rc == 2 and lines[-1].startswith("alice: error: Mars stopped the stream"), lines
+    assert lines[-1].endswith(exists_message("bob", out)[len("bob: error: "):]), lines
+    assert out.read_bytes() == b"someone else's"
+
+
+def test_two_bobs_given_the_same_out_do_not_break_each_other(tmp_path):
+    """Issue 25 A2: the second Bob is refused at once; the first one delivers."""
+    first, ep, out = listen(tmp_path)
+    try:
+        wait_for_line(first, "bob: listening on")
+        second, _, _ = listen(tmp_path)
+        rc2, lines2 = finish(second, 60)
+        assert rc2 == 2 and lines2 == [f"bob: error: another bob is receiving into {str(out)!r}; "
+                                       f"give this one another --out"], lines2
+        (rc, lines), (bob_rc, bob_lines) = send_to(first, tmp_path, ep, TEXT, "--state-dir", str(tmp_path / "earth"))
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert rc == 0 and bob_rc == 0, (lines, bob_lines)
+    assert out.read_bytes() == TEXT
+    assert leftovers(tmp_path) == ["alice.json", "bob.json", "earth", "in.bin", "out.bin"]
+
+
+def test_devices_and_fifos_are_written_in_place_or_refused_never_replaced(cli, tmp_path, made):
+    """Issue 25 A11: `alice compress x /dev/null` advised --force, and --force replaced device
+    nodes and FIFOs with regular files. Now a character device or a FIFO is written in place
+    (as a shell redirection would); `bob listen`, who publishes by linking a file, refuses them."""
+    for force in ((), ("--force",)):
+        r = cli("sender", "compress", str(made / "in.txt"), "/dev/null", "--preset", "tiny", "-q", *force)
+        assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+        r = cli("receiver", "decompress", str(made / "c.mrs"), "/dev/null", "-q", "--stats-json", "/dev/null", *force)
+        assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+        assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    r = cli("sender", "compress", str(made / "in.txt"), str(fifo), "--preset", "tiny", "-q", "--force")
+    reader.join(60)
+    assert r.returncode == 0, r.stderr.decode()
+    assert got == [(made / "c.mrs").read_bytes()] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    for out in ("/dev/null", str(fifo)):
+        r = cli("receiver", "listen", "--bind", "tcp://127.0.0.1:1", "--out", out, "--preset", "tiny", "--force")
+        expect_error(r, f"bob: error: output {out!r} is not a regular file (a device, FIFO or socket); give a file name")
+    assert leftovers(tmp_path) == ["pipe"] and stat.S_ISFIFO(os.stat(fifo).st_mode)

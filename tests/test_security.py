@@ -19,7 +19,7 @@ from protocol.link import AliceLink, AuthFailed, BobLink, HandshakeTimeout
 from shared.app.cli import check_endpoint, curve_keys, run_main
 from shared.core.errors import UsageError
 from shared.texts import mission_log
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_cli
 from tests.helpers import SHA, Background, free_port, hello, settings
 
 
@@ -344,3 +344,40 @@ def test_sigterm_stops_bob_mid_stream_cleanly(tmp_path):
     assert err_lines(bob)[-1] == "bob: stopped (SIGTERM); no output was written"
     assert err_lines(alice)[-1].startswith("alice: error: Mars stopped the stream (interrupted): Mars was interrupted")
     assert not out.exists()
+
+
+def test_a_fifo_in_the_allow_folder_is_one_line_not_a_hang(keys, tmp_path):
+    """Issue 25 A14: a FIFO named *.key in --allow hung Bob forever at start."""
+    allow = tmp_path / "allow"
+    allow.mkdir()
+    (allow / "earth.key").write_bytes((keys / "earth" / "earth.key").read_bytes())
+    os.mkfifo(allow / "trap.key")
+    r = run_cli("receiver", "listen", "--bind", f"tcp://127.0.0.1:{free_port()}", "--out", str(tmp_path / "o"),
+                "--preset", "tiny", "--curve-secret", str(keys / "mars" / "mars.key_secret"), "--allow", str(allow),
+                "--handshake-timeout", "3", timeout=60)
+    assert r.returncode == 2 and r.stderr.decode().splitlines() == [
+        f"bob: error: public key file {str(allow / 'trap.key')!r} is not a regular file (a FIFO or device?); "
+        f"keys are files made by 'keygen'"]
+
+
+def test_a_secret_key_where_a_public_key_belongs_is_refused_as_leaked(keys, tmp_path):
+    """Issue 25 A15: a secret key was silently accepted as --server-key, and as a world-readable
+    copy inside --allow."""
+    mars_secret = str(keys / "mars" / "mars.key_secret")
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"hello mars")
+    r = run_cli("sender", "send", str(src), "--connect", f"tcp://127.0.0.1:{free_port()}", "--preset", "tiny",
+                "--curve-secret", str(keys / "earth" / "earth.key_secret"), "--server-key", mars_secret, timeout=60)
+    assert r.returncode == 2 and r.stderr.decode().splitlines() == [
+        f"alice: error: {mars_secret!r} holds a secret key where only a public key belongs; treat that secret as "
+        f"leaked: make a new pair with 'keygen', then hand out only NAME.key"]
+    allow = tmp_path / "allow"
+    allow.mkdir()
+    copy = allow / "earth.key"
+    copy.write_bytes((keys / "earth" / "earth.key_secret").read_bytes())
+    copy.chmod(0o644)
+    r = run_cli("receiver", "listen", "--bind", f"tcp://127.0.0.1:{free_port()}", "--out", str(tmp_path / "o"),
+                "--preset", "tiny", "--curve-secret", mars_secret, "--allow", str(allow), timeout=60)
+    assert r.returncode == 2 and r.stderr.decode().splitlines() == [
+        f"bob: error: {str(copy)!r} holds a secret key (readable by other users) where only a public key belongs; "
+        f"treat that secret as leaked: make a new pair with 'keygen', then hand out only NAME.key"]

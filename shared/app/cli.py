@@ -52,8 +52,10 @@ def run_main(prog: str, body: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; no output was written", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 1
+    except BrokenPipeError:                 # e.g. `... --display json | head`: the reader left
+        _drop_stdout()
+        print(f"{prog}: error: standard output was closed by its reader (broken pipe); stopped", file=sys.stderr)
+        return 2
     except OSError as e:    # a safety net: the file helpers turn the expected ones into StorageError
         where = f" ({e.filename!r})" if e.filename else ""
         print(f"{prog}: error: {e.strerror or e}{where}; check the path and the device, then run again",
@@ -62,6 +64,16 @@ def run_main(prog: str, body: Callable[[], int | None]) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's final flush does not print a second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, AttributeError, ValueError):
+        pass
 
 
 PROGRESS_LINE = "{label}: {done:,} / {total:,} B ({percent:.1f}%){note}{bpb}, {rate:,.0f} B/s, {left} left"

@@ -1,4 +1,4 @@
-"""Files the way gzip and zstd treat them: read whole, write all-or-nothing, never clobber.
+"""Files as gzip and zstd treat them: read whole (to a limit), write all-or-nothing, never clobber.
 
 An output appears under its name only when it is complete (temp file beside it, fsync,
 rename), gets the mode the umask gives a new file, and replaces an existing file only when
@@ -8,10 +8,13 @@ what to do; a failed write leaves no temporary file behind. Torch-free.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import secrets
+import stat
 import sys
+from contextlib import contextmanager
 from typing import IO, Callable
 
 from ..core.errors import MarslinkError, UsageError
@@ -43,12 +46,16 @@ def storage_error(what: str, path: str, e: OSError, then: str = "run again") -> 
     return StorageError(f"cannot write {what}{path!r}: {reason}; {advice}, then {then}")
 
 
-def read_input(path: str) -> bytes:
-    if path == STDIO:
-        return sys.stdin.buffer.read()
+READ_BLOCK = 1 << 20             # bytes per read: memory grows only with what really arrives
+
+
+def read_input(path: str, limit: int, magic: bytes | None = None) -> bytes:
+    """The whole input, but never more than `limit` bytes: a bigger regular file is refused by
+    its size, and anything else (stdin, /dev/zero, a pipe) after `limit` + 1 bytes. With `magic`,
+    reading stops after the first block if the input does not start with it (its parser refuses it)."""
+    name = "standard input" if path == STDIO else repr(path)
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        f = getattr(sys.stdin, "buffer", None) if path == STDIO else open(path, "rb")
     except FileNotFoundError:
         raise UsageError(f"input file {path!r} not found; check the path") from None
     except IsADirectoryError:
@@ -57,19 +64,72 @@ def read_input(path: str) -> bytes:
         raise UsageError(f"input file {path!r} is not readable (permission denied)") from None
     except OSError as e:
         raise UsageError(f"cannot read {path!r}: {e.strerror}") from None
+    if f is None:                                                # python started with stdin closed
+        raise UsageError("standard input is closed; give an input file, or pipe data in")
+    too_big = UsageError(f"input {name} is larger than {limit:,} bytes, the most marslink takes in one "
+                         f"file; split it into smaller files")
+    try:
+        if path != STDIO and os.path.isfile(path) and os.fstat(f.fileno()).st_size > limit:
+            raise too_big
+        blocks, size = [], 0
+        while size <= limit:
+            block = f.read(min(READ_BLOCK, limit + 1 - size))
+            if not block:
+                break
+            blocks.append(block)
+            size += len(block)
+            if magic is not None and len(blocks) == 1 and not block.startswith(magic[:len(block)]):
+                break
+        if size > limit:
+            raise too_big
+        return b"".join(blocks)
+    except OSError as e:
+        raise UsageError(f"cannot read {name}: {e.strerror or e}") from None
+    finally:
+        if path != STDIO:
+            f.close()
 
 
-def check_output(path: str, input_path: str | None = None, force: bool = False) -> None:
+def _device(path: str) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _stream_target(path: str) -> bool:
+    """`path` is a character device or a FIFO (/dev/null, a named pipe): written in place, as a
+    shell redirection would, never replaced by a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def check_output(path: str, input_path: str | None = None, force: bool = False, binary: bool = False,
+                 stream_ok: bool = True) -> None:
     """Fail before any work if the output cannot be written, rather than after an hour of it:
     the folder must exist and take a new file (probed for real: /proc, read-only mounts and
-    permissions all answer only when asked), and an existing file needs --force."""
+    permissions all answer only when asked), and an existing file needs --force. Standard
+    output must be open, and (`binary`, as gzip) not a terminal unless --force. A device or
+    FIFO is written in place (`stream_ok`) or refused, never replaced."""
     if path == STDIO:
+        if sys.stdout is None:                                   # python started with stdout closed
+            raise UsageError("standard output is closed; give an output file name instead of '-'")
+        if binary and not force and sys.stdout.isatty():
+            raise UsageError("compressed data not written to a terminal; redirect it (> FILE), give an "
+                             "output file name, or add --force")
         return
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"output folder {folder!r} does not exist; create it first")
     if os.path.isdir(path):
         raise UsageError(f"output {path!r} is a folder; give a file name")
+    if os.path.lexists(path) and os.path.exists(path) and not os.path.isfile(path):
+        if stream_ok and _stream_target(path):
+            return
+        raise UsageError(f"output {path!r} is not a regular file (a device, FIFO or socket); give a file name")
     if input_path not in (None, STDIO) and os.path.exists(path) and os.path.samefile(path, input_path):
         raise UsageError("output would overwrite the input; choose another output name")
     if os.path.lexists(path) and not force:
@@ -99,6 +159,8 @@ def write_atomic(path: str, data: bytes | Callable[[IO[bytes]], None], force: bo
     then move it into place: never a half-written output, whatever kills us. Without `force`,
     an output that appeared meanwhile is not replaced. Outputs and checkpoints both use it."""
     if path == STDIO:
+        if sys.stdout is None:
+            raise UsageError("standard output is closed; give an output file name instead of '-'")
         try:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
@@ -106,6 +168,13 @@ def write_atomic(path: str, data: bytes | Callable[[IO[bytes]], None], force: bo
             raise
         except OSError as e:
             raise storage_error(what, "<standard output>", e) from None
+        return
+    if _stream_target(path):
+        try:
+            with open(path, "wb") as f:
+                data(f) if callable(data) else f.write(data)
+        except OSError as e:
+            raise storage_error(what, path, e) from None
         return
     fd, tmp = _create_temp(path, what, then)
     try:
@@ -132,6 +201,14 @@ def _os_error(e: BaseException) -> OSError | None:
     return e
 
 
+def publish(tmp: str, path: str, force: bool) -> None:
+    """Put the finished file `tmp` in place as `path` (same folder). Without `force` a file that
+    appeared at `path` meanwhile is never replaced: UsageError, and `tmp` stays."""
+    _move_into_place(tmp, path, force)
+    if os.path.lexists(tmp) and os.path.lexists(path) and os.path.samefile(tmp, path):
+        os.unlink(tmp)          # the hard link is in place: the temporary name goes
+
+
 def _move_into_place(tmp: str, path: str, force: bool) -> None:
     if force:
         os.replace(tmp, path)
@@ -148,14 +225,86 @@ def _move_into_place(tmp: str, path: str, force: bool) -> None:
         os.replace(tmp, path)
 
 
+@contextmanager
+def locked(path: str, busy: str, what: str = "lock file "):
+    """Hold an exclusive lock on the file `path` (created, and removed on the way out) for the
+    block: one process at a time per output or per stream. Another holder means UsageError(busy)
+    at once, never a wait. Removing a lock file races with a process that opened it just before:
+    so the lock counts only if `path` still names the file we locked."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise storage_error(what, path, e) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(busy) from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)             # its holder removed it as we locked it: take the new one
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def output_lock(path: str):
+    """One receiver per output: `with output_lock(out):` around everything that writes it."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return locked(os.path.join(folder, f".{name}.lock"), f"another bob is receiving into {path!r}; "
+                  f"give this one another --out")
+
+
+def check_folder(folder: str, what: str) -> None:
+    """Fail before any work if `folder` (created if missing) cannot take a new file: probed for
+    real, as check_output does, since /proc, read-only mounts and permissions answer only when asked."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise storage_error(what, folder, e) from None
+    try:
+        fd, tmp = _create_temp(os.path.join(folder, "probe"))
+    except StorageError:
+        raise StorageError(f"cannot write {what}{folder!r}: it takes no new files; choose a folder on a disk, "
+                           f"then run again") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def _exists(path: str) -> UsageError:
     return UsageError(f"output {path!r} already exists; add --force to replace it, or choose another name")
 
 
-def check_stats(path: str | None) -> None:
-    """--stats-json: writable? Checked before the work, like the output; replacing it is fine."""
-    if path:
-        check_output(path, force=True)
+def same_file(a: str, b: str) -> bool:
+    """`a` and `b` name one file: one path once links are resolved, or one inode ('-' is stdout)."""
+    if STDIO in (a, b):
+        return a == b
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_stats(path: str | None, input_path: str | None = None, output_path: str | None = None) -> None:
+    """--stats-json: writable, and neither the input nor the output (replaced on every run, so
+    naming either would silently turn it into JSON)? Checked before the work, like the output."""
+    if not path:
+        return
+    for what, other in (("input", None if input_path == STDIO else input_path), ("output", output_path)):
+        if other is not None and same_file(path, other) and not _device(path):   # /dev/null twice is fine
+            raise UsageError(f"--stats-json would overwrite the {what}; choose another name for the statistics")
+    check_output(path, force=True)
 
 
 def write_stats(path: str | None, stats: dict) -> None:

@@ -68,6 +68,7 @@ def number(low: float, high: float, what: str, above_low: bool = False):
 
 seconds = number(0, MAX_SECONDS, f"a positive number of seconds (at most {MAX_SECONDS:,})", above_low=True)
 fraction = number(0, 1, "a probability (a number from 0 to 1)")
+LINGER = number(0, MAX_SECONDS, f"a number of seconds from 0 (do not linger) to {MAX_SECONDS:,}")
 
 
 def threads(text: str) -> int:
@@ -195,9 +196,9 @@ def add_link_options(p: argparse.ArgumentParser, role: str) -> None:
                    help="frames in flight (credit; default %(default)s)")
     p.add_argument("--checkpoint-every", type=STEPS, default=CHECKPOINT_EVERY, help="steps between checkpoints (default %(default)s)")
     if role == "bind":
-        p.add_argument("--linger", type=seconds, default=link.RECEIPT_LINGER_S, metavar="S",
+        p.add_argument("--linger", type=LINGER, default=link.RECEIPT_LINGER_S, metavar="S",
                        help="after delivering, answer a returning sender with DONE for up to S seconds "
-                            "(default %(default)g)")
+                            "(default %(default)g; 0: do not linger)")
     p.add_argument("--fault-kill-step", type=COUNT, default=None, help=argparse.SUPPRESS)   # tests: SIGKILL after step N
     p.add_argument("--insecure", action="store_true", help="allow plain text to or on a non-loopback address")
     me, peer_key = ("Earth's", "--server-key") if role == "connect" else ("Mars's", "--allow")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import mmap
 import time
 from typing import Callable
 
@@ -11,11 +12,11 @@ from ..core.engine import Output, StepReport, SyncLedger, Twin
 from ..core.errors import ChecksumError, FormatError, UsageError
 from ..core.fingerprint import compare, fingerprint
 from ..core.layout import n_steps, sync_steps
-from .coder import ByteSource, ChunkDecoder, ChunkEncoder
+from .coder import STATE_BITS, ByteSource, ChunkDecoder, ChunkEncoder
 from .container import DIGEST_PREFIX, Container
 
 OnStep = Callable[[Twin, StepReport], None]
-MAX_READ_PAST_END = 8     # the decoder may look a few bytes beyond the last coded byte
+MAX_READ_PAST_END = STATE_BITS // 8 + 2   # the decoder looks this far beyond the last coded byte, at most
 
 
 def compress(data: bytes, config: RunConfig, on_step: OnStep | None = None) -> tuple[bytes, dict]:
@@ -56,9 +57,9 @@ def decompress(container: Container, on_step: OnStep | None = None,
         ledger.sender(step, digest)
 
     twin = Twin(config, header["length"])
-    output = twin.sink = Output(twin.layout)
+    output = twin.sink = _Output(twin.layout)
     ledger.receiver(0, twin.digest())
-    source = ByteSource(container.payload)
+    source = _Payload(container.payload, twin)
     decoder = ChunkDecoder(source)
     while not twin.finished:
         report = twin.advance(decoder)
@@ -66,15 +67,41 @@ def decompress(container: Container, on_step: OnStep | None = None,
             ledger.receiver(report.step, report.digest)
         if on_step:
             on_step(twin, report)
-    if source.past_end > MAX_READ_PAST_END:
-        raise FormatError(f"payload ended {source.past_end} bytes early: the file is truncated or corrupted")
     if ledger.unmatched():
         raise FormatError(f"sync digests for steps {ledger.unmatched()[:3]} were never matched: corrupted header")
-    data = bytes(output.buf)
+    data = output.buf[:header["length"]]
     if hashlib.sha256(data).hexdigest() != header["sha256"]:
         raise ChecksumError("decoded data does not match the original's SHA-256; nothing was written "
                             "(the file is corrupted or was made by an incompatible build)")
     return data, run_stats(twin, len(data), len(container.payload), started)
+
+
+class _Payload(ByteSource):
+    """The payload for the decoder, which stops the moment it reads further past the end than
+    its look-ahead: a header that declares more than the payload holds decodes no further."""
+
+    def __init__(self, payload: bytes, twin: Twin):
+        super().__init__(payload)
+        self.twin = twin
+
+    def next_byte(self) -> int:
+        byte = super().next_byte()
+        if self.past_end > MAX_READ_PAST_END:
+            twin = self.twin
+            raise FormatError(f"payload ended in step {twin.step + 1} of {twin.n_steps:,}, "
+                              f"{twin.layout.length - twin.tokens_done:,} bytes before the end: the file is "
+                              f"truncated or corrupted; nothing was written")
+        return byte
+
+
+class _Output(Output):
+    """Output into an anonymous mapping: a page costs memory only once bytes are decoded into
+    it, so a header that merely declares a large length costs nothing (a bytearray is zeroed,
+    so touched, whole)."""
+
+    def __init__(self, layout):     # Output's fields, without its zeroed bytearray
+        self.layout = layout
+        self.buf = mmap.mmap(-1, max(layout.length, 1))
 
 
 def run_stats(twin: Twin, input_bytes: int, payload_bytes: int, started: float,
@@ -99,8 +126,13 @@ def run_stats(twin: Twin, input_bytes: int, payload_bytes: int, started: float,
         "threads": profile.threads,
     }
     if compressed_bytes is not None:
-        stats["compressed_bytes"] = compressed_bytes
-        stats["header_bytes"] = compressed_bytes - payload_bytes
-        stats["bits_per_byte"] = compressed_bytes * 8 / input_bytes if input_bytes else 0.0
+        stats.update(size_stats(compressed_bytes, payload_bytes, input_bytes))
     stats.update(extra)
     return stats
+
+
+def size_stats(compressed_bytes: int, payload_bytes: int, input_bytes: int) -> dict:
+    """The sizes every --stats-json reports, compress and decompress alike; bits_per_byte is
+    null for an empty input (it has no such ratio)."""
+    return {"compressed_bytes": compressed_bytes, "header_bytes": compressed_bytes - payload_bytes,
+            "bits_per_byte": compressed_bytes * 8 / input_bytes if input_bytes else None}

@@ -52,6 +52,7 @@ FORMAT_VERSION = 6          # the twins' computation is part of the format; see 
 DIGEST_PREFIX = 4                # bytes of each weight digest kept in the file
 _FIXED = struct.Struct("<4sBI")
 MAX_HEADER_JSON = 1 << 20        # inflated header bytes (a real one is ~1 KB): no zlib bombs
+MAX_CONTAINER_BYTES = MAX_LENGTH + (MAX_LENGTH >> 3)   # the largest file a preset writes, with room
 MIN_SEGMENT = 1 << 10            # smallest segment size (bytes)
 MAX_SEGMENT = MAX_LENGTH         # largest: one segment holds the largest file
 MAX_SEGMENTS = 4096              # rows of the segment table: ~110 bytes of header JSON each

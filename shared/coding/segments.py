@@ -126,8 +126,6 @@ def total_stats(rows: list[dict], started: float, compressed_bytes: int | None, 
     if "stored_chunks" in rows[0]:
         stats["stored_chunks"] = sum(r["stored_chunks"] for r in rows)
     if compressed_bytes is not None:
-        stats["compressed_bytes"] = compressed_bytes
-        stats["header_bytes"] = compressed_bytes - payload
-        stats["bits_per_byte"] = compressed_bytes * 8 / n if n else 0.0
+        stats.update(codec.size_stats(compressed_bytes, payload, n))
     stats.update(extra)
     return stats

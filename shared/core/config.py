@@ -19,17 +19,25 @@ FREQ_BITS = 24              # probability quantisation: totals of 2**24 (docs/de
 # What a configuration from a file header or a peer's HELLO may ask for (RunConfig.from_dict):
 # checked before anything is allocated, so a hostile header cannot exhaust memory.
 MAX_LENGTH = 1 << 30        # bytes one file or stream may declare: the decoder sizes its output by it
-INT_RANGES = {"streams": (1, 1024), "seed": (0, 2**63 - 1), "sync_every": (1, 1 << 20),
+MAX_SYNC_EVERY = 64         # steps between weight digests: a crafted file is caught within this many steps
+INT_RANGES = {"streams": (1, 1024), "seed": (0, 2**63 - 1), "sync_every": (1, MAX_SYNC_EVERY),
               "model.n_layer": (1, 64), "model.n_head": (1, 64), "model.n_embd": (1, 4096),
               "model.context": (1, 8192), "model.chunk": (1, 8192), "model.table_bits": (8, 24), "model.words": (0, 2),
               "model.match": (0, 8), "model.tree": (0, 1), "model.structure": (0, 15), "train.steps_per_chunk": (1, 64),
               "train.replay": (0, 16), "train.replay_span": (1, 1 << 16), "train.lr_decay": (0, 1 << 30)}
 FLOAT_RANGES = {"train.lr": (0.0, 1.0), "train.beta1": (0.0, 0.999999), "train.beta2": (0.0, 0.999999),
                 "train.eps": (0.0, 1.0), "train.weight_decay": (0.0, 1.0), "train.grad_clip": (0.0, 1e6)}
-MAX_PARAMS = 1 << 28        # ~12·n_layer·n_embd² weights: 1 GiB, ~4 GiB with gradients and Adam state
-MAX_ACTIVATIONS = 1 << 27   # streams × (context + chunk) × n_embd × n_layer: KV cache, training activations
-MAX_ATTENTION = 1 << 27     # streams × n_head × (context + chunk)²: attention scores
+# What one twin of a configuration may cost, whatever its header says (`cost` estimates both from
+# every big tensor the twin holds or builds in a step; the presets use at most 1/5 of each):
+MAX_MEMORY = 4 << 30        # bytes: weights + Adam state, masks, KV cache, a step's training graph, tables
+MAX_STEP_WORK = 1 << 39     # work units (one float64 multiply-add each) in one step (docs/reliability.md)
+SCORE_WORK = 1 << 10        # one attention score through the portable softmax, in work units (measured)
+CALL_WORK = 1 << 24         # one layer's per-position call overhead in `extend`, in work units (measured)
+RUNTIME_BYTES = 1 << 27     # what a twin's first steps add whatever its size (allocator, thread pools)
+PARAM_BYTES = 40            # per weight: itself, its gradient, Adam's moments, float64 and update temporaries
 MAX_TABLES = 1 << 30        # bytes of n-gram count tables (one byte per count)
+MATCH_SPAN = 1 << 18        # bytes of history the match model keeps per stream (ngram.MatchModel.SPAN)
+MATCH_ROWS = 1 << 20        # its table of places (ngram.MatchModel.BITS), 8 bytes each
 MAX_ORDER = 8               # n-gram contexts live in one 64-bit word per stream
 STRUCTURE_BITS = 16         # rows per structure context (ngram.Structure), at most: few distinct contexts
 MAX_NGRAM_STREAMS = 128     # counts saturate at 255: a step adds at most `streams` to one row
@@ -142,29 +150,43 @@ class RunConfig:
             return f"streams = {self.streams} is above {MAX_NGRAM_STREAMS}, the limit with n-gram counts"
         if m.n_embd % m.n_head:
             return f"model.n_embd ({m.n_embd}) must be a multiple of model.n_head ({m.n_head})"
-        for what, size, limit in (
-                ("model size (about 12·n_layer·n_embd² weights)", 12 * m.n_layer * m.n_embd ** 2, MAX_PARAMS),
-                ("activations (streams·(context+chunk)·n_embd·n_layer)",
-                 self.streams * m.block_size * m.n_embd * m.n_layer, MAX_ACTIVATIONS),
-                ("attention (streams·n_head·(context+chunk)²)", self.streams * m.n_head * m.block_size ** 2,
-                 MAX_ATTENTION),
-                ("n-gram tables (bytes)", table_bytes(m), MAX_TABLES)):
+        memory, work = cost(self)
+        for what, size, limit in (("n-gram tables (bytes)", table_bytes(m), MAX_TABLES),
+                                  ("memory (bytes)", memory, MAX_MEMORY),
+                                  ("work per step (multiply-adds)", work, MAX_STEP_WORK)):
             if size > limit:
                 return f"{what} = {size:,} exceeds this build's limit of {limit:,}"
         return None
 
     def validate(self) -> "RunConfig":
-        m = self.model
+        """Refuse, before any work, every configuration from_dict would refuse: a run one side
+        starts is one the other side accepts."""
         problem = self.problem()
-        if problem and ("orders" in problem or "n-gram" in problem):
-            raise UsageError(problem)
-        if m.n_embd % m.n_head:
-            raise UsageError(f"n_embd ({m.n_embd}) must be a multiple of n_head ({m.n_head})")
-        for name, v in (("streams", self.streams), ("chunk", m.chunk), ("context", m.context),
-                        ("n_layer", m.n_layer), ("sync_every", self.sync_every)):
-            if v < 1:
-                raise UsageError(f"{name} must be at least 1 (got {v})")
+        if problem:
+            raise UsageError(f"run configuration refused: {problem}")
         return self
+
+
+def cost(config: RunConfig) -> tuple[int, int]:
+    """(bytes of memory, work units per step) one twin of `config` needs, counted from every big
+    tensor it holds or builds in a step, so that a crafted header is refused before it is built
+    (MAX_MEMORY, MAX_STEP_WORK). Generous rather than exact; tests/test_limits.py checks it
+    against what a twin really takes. A new model field that costs memory or time belongs here."""
+    m, tc, B = config.model, config.train, config.streams
+    E, L, H, S, C, T, K = m.n_embd, m.n_layer, m.n_head, m.block_size, m.context, m.chunk, m.n_contexts
+    params = (VOCAB + 1 + S) * E + L * (12 * E * E + 13 * E) + 2 * E + VOCAB * E + (K * K * 64 + E * K + K)
+    trains = tc.steps_per_chunk + tc.replay                        # forward + backward passes per step
+    scores = L * B * H * (C * C + C * T + T * T // 2 + 3 * trains * S * S)   # attention scores computed
+    macs = B * S * (L * 12 * E * E + VOCAB * E + E * K + K * VOCAB) * (2 + 3 * trains)
+    work = macs + SCORE_WORK * scores + CALL_WORK * L * (T + 1 + 3 * trains)
+    memory = (RUNTIME_BYTES + PARAM_BYTES * params                # weights, gradients, Adam, their temporaries
+              + L * S * S                                         # each layer's causal mask
+              + L * 2 * B * S * E * 4                             # KV cache
+              + B * S * (L * (24 * E * 4 + 24 * H * S) + VOCAB * 16 + K * VOCAB * 9)   # a step's graph
+              + table_bytes(m) + (table_bytes(m) >> 8)            # count tables and their check bytes
+              + (B * MATCH_SPAN + MATCH_ROWS * 8 if m.match else 0)
+              + B * tc.replay_span * 2 * (tc.replay > 0))
+    return memory, work
 
 
 def table_bytes(m: ModelConfig) -> int:

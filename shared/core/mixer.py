@@ -198,7 +198,7 @@ class TreeMixer:
     def predict(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray) -> np.ndarray:
         """cdf (n, 257) from quantize; counts (n, K, 256) uint8 or None; prev (n,) the byte
         before each position (0 at a stream's start) -> the cdf (n, 257) to code with."""
-        n, K = cdf.shape[0], self.K
+        K = self.K
         # the dot products in float64 on small integers: exact in any summation order, since
         # every partial sum is an integer below 2**53 (|weights| <= W_MAX)
         w = self.weights.astype(np.float64)

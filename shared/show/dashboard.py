@@ -32,9 +32,10 @@ from rich.table import Table
 from rich.text import Text
 
 from protocol.relay import SimulatedLink
+from ..app.options import integer
 from ..core.errors import UsageError
 from ..core.layout import n_steps
-from .telemetry import Telemetry, earned_line
+from .telemetry import Telemetry, bits_per_byte, earned_line
 
 ROLES = {
     "earth": {"name": "EARTH", "what": "sender (Alice)", "colour": "bright_blue", "peer": "Mars"},
@@ -134,8 +135,11 @@ class Dashboard:
         return self.start()
 
     def __exit__(self, exc_type, exc, tb):
+        if isinstance(exc, BrokenPipeError):       # our own output is gone: nothing more to draw
+            self._live = None
+            return
         if exc is not None and self.result is None and self.error is None:
-            self.fail(str(exc) or type(exc).__name__)
+            self.fail(str(exc) or ("interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__))
         self.stop()
 
     def on_hello(self, hello) -> None:
@@ -280,10 +284,9 @@ def plain_line(s: dict) -> str:
     r = s.get("result")
     if r:
         n, coded = r.get("input_bytes", 0), r.get("compressed_bytes", 0)
-        bpb = coded * 8 / n if n else 0.0
         extra = f", {r['syncs_checked']} digests matched Earth's" if "syncs_checked" in r else ""
         earned = f"; what earned the bits: {earned_line(r)}" if r.get("bits_by_part") else ""
-        return (f"{who} VERIFIED: SHA-256 ok{extra}; {n:,} bytes as {coded:,} coded bytes ({bpb:.3f} bits/byte); "
+        return (f"{who} VERIFIED: SHA-256 ok{extra}; {n:,} bytes as {coded:,} coded bytes ({bits_per_byte(coded, n)}); "
                 f"final digest {_short(r.get('final_digest'))}; {r.get('seconds', s['elapsed']):.1f} s{earned}")
     total = s["total_bytes"] or 0
     pct = 100 * s["tokens_done"] / total if total else 0.0
@@ -440,7 +443,7 @@ def render(s: dict, width: int = 100, height: int = 40):
             t.append(f"  SHA-256 ok, {r.get('syncs_checked', 0)} weight digests matched Earth's"
                      + (f", written to {s['out_path']}" if s.get("out_path") else "") + "\n")
         n, c = r.get("input_bytes", 0), r.get("compressed_bytes", 0)
-        t.append(f"{n:,} bytes as {c:,} coded bytes ({c * 8 / n if n else 0:.3f} bits/byte) "
+        t.append(f"{n:,} bytes as {c:,} coded bytes ({bits_per_byte(c, n)}) "
                  f"in {fmt_s(r.get('seconds', s['elapsed']))}\n")
         if r.get("bits_by_part"):
             t.append("what earned the bits: ", style="bold")
@@ -484,7 +487,7 @@ def add_display_options(p) -> None:
                    help="same as --display dashboard")
     g.add_argument("--plain", dest="display", action="store_const", const="plain",
                    help="same as --display plain: one line every --log-every steps, no colours")
-    p.add_argument("--log-every", type=int, default=None, metavar="N",
+    p.add_argument("--log-every", type=integer(1, 1 << 30, "a step count"), default=None, metavar="N",
                    help="plain mode: a line every N steps (default: about 20 lines per run)")
     p.add_argument("--link-info", default=None, metavar="K=V,...",
                    help="link settings to show, as configured on the relay, e.g. 'delay=1.2,bw=16000,loss=0.05'")

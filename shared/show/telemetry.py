@@ -10,6 +10,11 @@ import math
 
 
 
+def bits_per_byte(coded_bytes: int, input_bytes: int) -> str:
+    """'2.039 bits/byte' for the summary lines; an empty input has no such ratio (not 8.000)."""
+    return f"{coded_bytes * 8 / input_bytes:.3f} bits/byte" if input_bytes else "an empty input"
+
+
 def _num(x: float | None, digits: int = 6):
     """A JSON-safe number: NaN/inf become null."""
     if x is None or not math.isfinite(x):

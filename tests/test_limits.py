@@ -1,0 +1,163 @@
+"""What a configuration may cost, whatever a file header or a HELLO says (issue 25 A3, A4): the
+limits in shared/core/config.py count real memory and real work per step (config.cost), the
+presets stay far inside them, and a crafted container is refused at once or within a step."""
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from shared.coding.codec import compress
+from shared.coding.container import Container, parse
+from shared.core.config import (MATCH_ROWS, MATCH_SPAN, MAX_LENGTH, MAX_MEMORY, MAX_STEP_WORK, MAX_SYNC_EVERY, PRESETS,
+                                RunConfig, cost)
+from shared.core.errors import ConfigMismatch, UsageError
+from shared.core.layout import n_steps, sync_steps
+from tests.helpers import ROOT, child_env
+
+TINY = PRESETS["tiny"]
+# a bigger preset someone may well add: 2 layers x 256 wide x 64+64 context on 32 streams
+FUTURE = dataclasses.replace(PRESETS["strong"], model=dataclasses.replace(
+    PRESETS["strong"].model, n_layer=2, n_head=8, n_embd=256, context=64, chunk=64))
+# the peak memory of the process, printed as its last line on the way out
+MAXRSS = ("import atexit, resource, sys; atexit.register(lambda: print('maxrss', "
+          "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, file=sys.stderr))")
+
+
+def model(config, **kw):
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, **kw))
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_far_inside_the_limits(name):
+    memory, work = cost(PRESETS[name])
+    assert memory <= MAX_MEMORY // 5 and work <= MAX_STEP_WORK // 50
+
+
+def test_a_bigger_future_preset_stays_inside_the_limits():
+    memory, work = cost(FUTURE)
+    assert FUTURE.problem() is None
+    assert memory <= MAX_MEMORY // 3 and work <= MAX_STEP_WORK // 4
+
+
+MEASURE = """
+import json, resource, sys
+from shared.core import numeric
+numeric.activate("portable")
+from shared.core.config import RunConfig
+from shared.core.engine import Twin
+from tests.helpers import PassThrough
+config = RunConfig.from_dict(json.loads(sys.argv[1]))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+data = bytes(range(256)) * (config.streams * config.model.chunk * 3 // 256 + 1)
+twin = Twin(config, len(data), data)
+for _ in range(2):
+    twin.advance(PassThrough())
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+"""
+
+
+@pytest.mark.parametrize("shape", [
+    dict(n_layer=2, n_head=2, n_embd=512, context=16, chunk=8),                   # weights and Adam state
+    dict(n_layer=2, n_head=8, n_embd=32, context=384, chunk=8, orders=(), words=0, match=0),   # attention
+])
+def test_the_memory_estimate_covers_what_a_twin_really_takes(shape):
+    config = model(dataclasses.replace(TINY, streams=4), **shape)
+    r = subprocess.run([sys.executable, "-c", MEASURE, config.to_json()], cwd=ROOT, env=child_env(),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    grown = int(r.stdout.split()[-1])
+    assert grown <= cost(config)[0], (grown, cost(config)[0])
+
+
+@pytest.fixture(scope="module")
+def real():
+    """A real tiny container: its fingerprint and step-0 digest are what an attacker copies."""
+    blob, _ = compress(b"Sol 1. All quiet.\n" * 40, TINY)
+    return parse(blob)
+
+
+def crafted(real, config: RunConfig, length: int, payload: bytes, digests=None) -> bytes:
+    config_dict = config.to_dict()
+    n_sync = len(sync_steps(n_steps(length, config.streams, config.model.chunk), config.sync_every)) \
+        if config.problem() is None else 1
+    digests = digests or [real.digests[0]] + ["00000000"] * (n_sync - 1)
+    return Container(header={"config": config_dict, "fingerprint": real.header["fingerprint"], "length": length,
+                             "sha256": "0" * 64, "sync_every": config.sync_every},
+                     digests=digests, payload=payload).to_bytes()
+
+
+def decompress_process(tmp_path, blob: bytes):
+    """`bob decompress` in its own process; returns (exit code, stderr lines, peak bytes of memory)."""
+    (tmp_path / "crafted.mrs").write_bytes(blob)
+    r = subprocess.run([sys.executable, "-c", f"{MAXRSS}; import runpy; runpy.run_module('receiver', "
+                        f"run_name='__main__', alter_sys=True)", "decompress", str(tmp_path / "crafted.mrs"),
+                        str(tmp_path / "out"), "-q"], cwd=ROOT, env=child_env(), capture_output=True,
+                       timeout=300)
+    lines = r.stderr.decode().strip().splitlines()
+    assert lines[-1].startswith("maxrss "), lines
+    assert not (tmp_path / "out").exists()
+    return r.returncode, lines[:-1], int(lines[-1].split()[1])
+
+
+def test_64_layers_over_an_8192_byte_context_are_refused_before_anything_is_built(tmp_path, real):
+    """Issue 25 A4: this 2.6 KB header took 8.9 GB (a causal mask per layer) before a refusal."""
+    config = model(TINY, n_layer=64, n_head=1, context=8192 - 16)
+    memory, _ = cost(config)
+    rc, lines, peak = decompress_process(tmp_path, crafted(real, config, 1000, b"\0\1"))
+    assert rc == 2 and lines == [f"bob: error: run configuration refused: memory (bytes) = {memory:,} exceeds "
+                                 f"this build's limit of {MAX_MEMORY:,}"]
+    assert peak < 1 << 30
+
+
+def test_a_configuration_that_only_costs_time_is_refused_too(tmp_path, real):
+    """Inside the memory limit, minutes per step: 64 layers predicting 1024 positions one by one."""
+    config = model(dataclasses.replace(TINY, streams=1), n_layer=64, n_head=1, context=16, chunk=1024)
+    memory, work = cost(config)
+    assert memory <= MAX_MEMORY
+    rc, lines, _ = decompress_process(tmp_path, crafted(real, config, 1000, b"\0\1"))
+    assert rc == 2 and lines == [f"bob: error: run configuration refused: work per step (multiply-adds) = "
+                                 f"{work:,} exceeds this build's limit of {MAX_STEP_WORK:,}"]
+
+
+def test_a_sync_interval_beyond_the_limit_is_refused(tmp_path, real):
+    """Issue 25 A3: sync_every = 2**20 put the first digest check a million steps away."""
+    config = dataclasses.replace(TINY, sync_every=1 << 20)
+    rc, lines, _ = decompress_process(tmp_path, crafted(real, config, 1000, b"\0\1", digests=["00000000"] * 2))
+    assert rc == 2 and lines == [f"bob: error: run configuration refused: sync_every = {1 << 20} is outside "
+                                 f"1..{MAX_SYNC_EVERY}"]
+
+
+def test_a_gib_announced_with_two_bytes_of_payload_stops_in_the_first_step(tmp_path, real):
+    """Issue 25 A3: this header (1 GiB declared, 2 bytes coded, its step-0 digest copied from a real
+    file) kept Bob busy for about 48 hours. The decoder now stops as soon as it has read more than
+    its look-ahead past the payload, and Bob's memory stays small."""
+    config = dataclasses.replace(TINY, sync_every=MAX_SYNC_EVERY)
+    rc, lines, peak = decompress_process(tmp_path, crafted(real, config, MAX_LENGTH, b"\0\1"))
+    steps = n_steps(MAX_LENGTH, config.streams, config.model.chunk)
+    assert rc == 2 and lines == [f"bob: error: payload ended in step 1 of {steps:,}, {MAX_LENGTH:,} bytes before "
+                                 f"the end: the file is truncated or corrupted; nothing was written"]
+    assert peak < 1 << 30
+
+
+def test_validate_refuses_everything_from_dict_refuses():
+    """Issue 25: config.validate raised only when the problem mentioned orders or n-gram, so a
+    configuration the receiver refuses (from_dict) could still be used to compress."""
+    refused = [dataclasses.replace(TINY, sync_every=MAX_SYNC_EVERY + 1), dataclasses.replace(TINY, seed=-1),
+               dataclasses.replace(TINY, streams=200), model(TINY, n_embd=33),
+               model(TINY, n_layer=64, n_head=1, context=8000), model(TINY, table_bits=30),
+               dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, lr=float("nan")))]
+    for config in refused:
+        with pytest.raises(ConfigMismatch) as theirs:
+            RunConfig.from_dict(config.to_dict())
+        with pytest.raises(UsageError) as ours:
+            config.validate()
+        assert str(ours.value) == str(theirs.value)
+    for config in [*PRESETS.values(), FUTURE]:
+        assert config.validate() is config
+
+
+def test_the_match_model_sizes_the_estimate_counts_are_the_model_s_own():
+    from shared.core.ngram import MatchModel
+    assert (MATCH_SPAN, MATCH_ROWS) == (MatchModel.SPAN, 1 << MatchModel.BITS)
