@@ -40,6 +40,7 @@ MATCH_SPAN = 1 << 18        # bytes of history the match model keeps per stream 
 MATCH_ROWS = 1 << 20        # its table of places (ngram.MatchModel.BITS), 8 bytes each
 MAX_ORDER = 8               # n-gram contexts live in one 64-bit word per stream
 STRUCTURE_BITS = 16         # rows per structure context (ngram.Structure), at most: few distinct contexts
+STRUCTURE_RING = 1 << 13    # bytes of history per stream the structure contexts look back into
 MAX_NGRAM_STREAMS = 128     # counts saturate at 255: a step adds at most `streams` to one row
 
 
@@ -185,7 +186,12 @@ def cost(config: RunConfig) -> tuple[int, int]:
               + B * S * (L * (24 * E * 4 + 24 * H * S) + VOCAB * 16 + K * VOCAB * 9)   # a step's graph
               + table_bytes(m) + (table_bytes(m) >> 8)            # count tables and their check bytes
               + (B * MATCH_SPAN + MATCH_ROWS * 8 if m.match else 0)
-              + B * tc.replay_span * 2 * (tc.replay > 0))
+              + B * tc.replay_span * 2 * (tc.replay > 0)
+              + (B * (STRUCTURE_RING * 8 + 2 * 256 * 8) if m.structure else 0)   # ngram.Structure's rings
+              # mixer.TreeMixer: its APMs (node, node x previous byte; 33 cells of int64) and a
+              # position's inputs for every node of every stream
+              + ((VOCAB + 1) * (VOCAB - 1) * 33 * 8 + B * (2 * K + 2) * (VOCAB - 1) * 8 * 4 if m.tree else 0))
+    work += B * T * (VOCAB - 1) * (2 * K + 2) * 8 if m.tree else 0
     return memory, work
 
 

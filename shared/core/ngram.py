@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import MAX_NGRAM_STREAMS, STRUCTURE_BITS
+from .config import MAX_NGRAM_STREAMS, STRUCTURE_BITS, STRUCTURE_RING
 
 PURITY = 4                 # levels of "how much of the context one byte owns": <1/3, <2/3, <1, all
 LIMIT = 255 - MAX_NGRAM_STREAMS   # a row is halved before one update (a count per stream) could pass 255
@@ -123,7 +123,7 @@ class Structure:
     Each stream keeps its newest RING bytes; all state is integer numpy and is rebuilt from the
     bytes on resume, like the counts."""
 
-    RING = 1 << 13
+    RING = STRUCTURE_RING
     MAX_RECORD = RING // 2 - 1
     CONFIRM = 3               # a distance seen this many times in a row becomes the record length
 
