@@ -51,7 +51,7 @@ class ModelConfig:
     n_embd: int = 128
     context: int = 64       # tokens of already-coded history re-read before each chunk
     chunk: int = 32         # tokens per stream coded between two training steps
-    # Byte n-gram counts mixed into the logits (shared/ngram.py): which orders, table size.
+    # Byte n-gram counts mixed into the logits (shared/core/ngram.py): which orders, table size.
     orders: tuple = ()      # e.g. (1, 2, 3, 4, 6): k bytes of context each, at most 8
     table_bits: int = 18    # each order's table holds 2**table_bits contexts x 256 counts
     words: int = 0          # word contexts: 1 = the word so far, 2 = also with the word before

@@ -410,7 +410,7 @@ class SyncLedger:
         self.theirs: dict[int, str] = {}      # sender digests not yet matched
         self.ours: dict[int, str] = {}        # all of ours: a resumed sender may repeat old steps
         self.checked = 0
-        self.last_step, self.last_digest = 0, None
+        self.last_step = 0
 
     def _check(self, step: int):
         a, b = self.ours[step], self.theirs.pop(step)
@@ -418,7 +418,7 @@ class SyncLedger:
         if a[:n] != b[:n]:
             raise DivergenceError(step, a, b, self.what)
         self.checked += 1
-        self.last_step, self.last_digest = step, a
+        self.last_step = step
 
     def sender(self, step: int, digest: str):
         self.theirs[step] = digest

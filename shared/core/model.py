@@ -98,7 +98,7 @@ class Block(nn.Module):
 
 
 class CountMixer(nn.Module):
-    """Turns n-gram counts (shared/ngram.py) into logit evidence added to the GPT's logits.
+    """Turns n-gram counts (shared/core/ngram.py) into logit evidence added to the GPT's logits.
 
     For order k, the evidence for byte s is log(count of s + 1/16), scaled by a learned trust
     that depends on how often each order's context was seen (a log2 bucket of its total), how
