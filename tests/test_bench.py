@@ -17,9 +17,12 @@ def load_bench():
 def test_progress_line_format_is_what_bench_parses():
     bench = load_bench()
     line = PROGRESS_LINE.format(label="Mars: decompressing", done=123_456, total=1_115_394, percent=11.07,
-                                bpb=", 2.001 bits/byte", rate=301.5, left="0:55:12")
+                                note="", bpb=", 2.001 bits/byte", rate=301.5, left="0:55:12")
     assert line == "Mars: decompressing: 123,456 / 1,115,394 B (11.1%), 2.001 bits/byte, 302 B/s, 0:55:12 left"
     assert bench.PROGRESS_BYTES.search(line).group(1) == "123,456"
+    segmented = PROGRESS_LINE.format(label="Earth: compressing", done=9_000_000, total=10_000_000, percent=90.0,
+                                     note=", 3/4 segments", bpb="", rate=20_000, left="0:00:50")
+    assert bench.PROGRESS_BYTES.search(segmented).group(1) == "9,000,000"
 
 
 def test_run_child_passes_each_stderr_line_while_it_runs():
