@@ -24,10 +24,10 @@ CHECKED_SUFFIXES = (".py", ".md", ".sh")      # a bare `name.py` must be a proje
 FILE_SUFFIXES = "py|md|png|sh|json|txt|mrs|html|key|key_secret|toml"   # not dotted names
 EXTERNAL_MODULES = ("zmq", "zlib", "sys", "struct", "os", "json", "hashlib", "math")
 # Names from outside the project that the docs discuss (ZeroMQ events and options, torch
-# methods, CUDA intrinsics and nvcc options, oneDNN's ISA names).
+# methods, CUDA intrinsics and nvcc options, oneDNN's ISA names, dask worker's options).
 EXTERNAL_NAMES = {"HANDSHAKE_FAILED_NO_DETAIL", "HANDSHAKE_IVL", "sum_to_size", "index_add",
                   "DEFAULT", "__fadd_rn", "__fmul_rn", "__fdiv_rn", "__fsqrt_rn", "__expf",
-                  "--fmad", "--use_fast_math", "AVX2", "SSE4_2"}
+                  "--fmad", "--use_fast_math", "AVX2", "SSE4_2", "--nworkers"}
 
 
 def checked_docs(root: Path) -> list[Path]:
