@@ -318,7 +318,9 @@ class Twin:
         if self.past is not None:
             state["past"] = {"tokens": torch.from_numpy(self.past.copy()), "length": self.past_len}
         if self.tree is not None:
-            state["tree"] = {k: torch.from_numpy(v.astype(np.int64)) for k, v in self.tree.state().items()}
+            # 16-bit APM cells travel as int16 (torch's own 16-bit integer), 4 MB instead of 17
+            state["tree"] = {k: torch.from_numpy(v.view(np.int16) if v.dtype == np.uint16 else v)
+                             for k, v in self.tree.state().items()}
         state["part_bits"] = dict(self.part_bits)
         return state
 
@@ -352,7 +354,8 @@ class Twin:
             raise FormatError("checkpoint does not fit this stream's configuration (tree mixer); remove it")
         if self.tree is not None:
             try:
-                self.tree.load({k: v.numpy() for k, v in state["tree"].items()})
+                self.tree.load({k: v.numpy().view(np.uint16) if v.dtype == torch.int16 else v.numpy()
+                                for k, v in state["tree"].items()})
             except (KeyError, ValueError) as e:
                 raise FormatError(f"checkpoint does not fit this stream (tree mixer: {e}); remove it") from None
         self.part_bits = {**dict.fromkeys(PARTS[:3], 0.0), **state.get("part_bits", {})}
