@@ -136,7 +136,7 @@ def test_twin_checkpoint_mid_stream_resumes_bit_identically():
     damaged[min(first.layout.row_len, first.step * 16) - 1] ^= 1     # stream 0's newest byte
     with pytest.raises(FormatError, match="does not match the data coded so far"):
         Twin(config, len(data), None).load_state_dict(state, bytes(damaged))
-    plain = Twin(replace(config, model=replace(config.model, orders=(), words=0, match=0)), len(data), data)
+    plain = Twin(replace(config, model=replace(config.model, orders=(), words=0, match=0, structure=0)), len(data), data)
     with pytest.raises(FormatError, match=r"configuration \(n-gram counts\)"):
         plain.load_state_dict(state)
 
