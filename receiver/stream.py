@@ -265,6 +265,8 @@ def _serve(link: BobLink, hello, config, spool: "Spool", saved, out_path: str, o
         link.abort("interrupted", "Mars's standard output was closed (broken pipe); its partial stream is kept "
                                   "for resume")
         raise
+    except _Vacated:                          # a stranger who left: not a failure, and the link stays open
+        raise
     except Exception as e:                    # anything else on Mars's side: Earth must hear of it too
         link.abort("receiver-failed", f"Mars failed ({e.__class__.__name__}: {e})")
         raise

@@ -19,7 +19,7 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from protocol.relay import Relay  # noqa: E402
 from shared.app.options import (Parser, add_relay_display_options, add_simulated_link_options,  # noqa: E402
-                                seconds, simulated_link)
+                                endpoint, seconds, simulated_link)
 
 
 def status_line(st: dict) -> str:
@@ -50,8 +50,8 @@ def status_table(st: dict, header: str):
 def parser() -> argparse.ArgumentParser:
     ap = Parser(prog="python -m scripts.relay",
                 description="Simulated deep-space link between Earth (Alice) and Mars (Bob).")
-    ap.add_argument("--listen", required=True, metavar="ENDPOINT", help="where Alice connects, e.g. tcp://127.0.0.1:5601")
-    ap.add_argument("--forward", required=True, metavar="ENDPOINT", help="Bob's bind address, e.g. tcp://127.0.0.1:5602")
+    ap.add_argument("--listen", required=True, type=endpoint, metavar="ENDPOINT", help="where Alice connects, e.g. tcp://127.0.0.1:5601")
+    ap.add_argument("--forward", required=True, type=endpoint, metavar="ENDPOINT", help="Bob's bind address, e.g. tcp://127.0.0.1:5602")
     add_simulated_link_options(ap)
     ap.add_argument("--idle-exit", type=seconds, default=None, metavar="S",
                     help="exit after S seconds without a message, once traffic has started")

@@ -18,7 +18,7 @@ from tests.helpers import ROOT, child_env
 
 TINY = PRESETS["tiny"]
 # a bigger preset someone may well add: 2 layers x 256 wide x 64+64 context on 32 streams
-FUTURE = dataclasses.replace(PRESETS["strong"], model=dataclasses.replace(
+FUTURE = dataclasses.replace(PRESETS["strong"], streams=32, model=dataclasses.replace(
     PRESETS["strong"].model, n_layer=2, n_head=8, n_embd=256, context=64, chunk=64))
 # the peak memory of the process, printed as its last line on the way out
 MAXRSS = ("import atexit, resource, sys; atexit.register(lambda: print('maxrss', "

@@ -120,6 +120,14 @@ def segment_size(text: str) -> int:
     return value
 
 
+def endpoint(text: str) -> str:
+    """argparse type: a ZeroMQ endpoint with its transport (zmq would refuse anything else only later)."""
+    transport, sep, rest = text.partition("://")
+    if not sep or transport not in ("tcp", "ipc") or not rest or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not an endpoint such as tcp://127.0.0.1:5602")
+    return text
+
+
 def cluster_address(text: str) -> str:
     """argparse type for --cluster: a Dask scheduler's tcp://HOST:PORT."""
     host, _, port = text[len("tcp://"):].rpartition(":") if text.startswith("tcp://") else ("", "", "")
