@@ -21,8 +21,9 @@ demo: $(STAMP)
 lecture: $(STAMP)
 	$(BIN)/python scripts/lecture.py $(ARGS)
 
+# One pytest worker per core, each test file on one worker (files keep their order and fixtures).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

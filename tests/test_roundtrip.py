@@ -30,8 +30,8 @@ def test_exact_round_trip(name):
     assert stats["input_bytes"] == len(data) and stats["compressed_bytes"] == len(blob)
 
 
-def test_100kb_text_round_trip_and_coder_overhead():
-    data = mission_log(100_000)
+def test_30kb_text_round_trip_and_coder_overhead():
+    data = mission_log(30_000)
     blob, stats = compress(data, preset("tiny"))
     out, dstats = decompress(parse(blob))
     assert out == data

@@ -10,8 +10,8 @@ from tests.helpers import assert_verified, finish, free_endpoint, listen, run_pa
 
 
 
-def test_100kb_text_bob_first(tmp_path):
-    data = mission_log(100_000)
+def test_30kb_text_bob_first(tmp_path):
+    data = mission_log(30_000)
     a, b = assert_verified(run_pair(tmp_path, data, bob_first=True), data)
     assert a["compressed_bytes"] == b["compressed_bytes"] < len(data) / 2
 
