@@ -36,7 +36,7 @@ def test_light_minutes_and_time_scale():
     args = parser().parse_args(["--listen", "tcp://127.0.0.1:1", "--forward", "tcp://127.0.0.1:2",
                                 "--light-minutes", "12", "--time-scale", "600"])
     assert (simulated_link(args).delay_s, simulated_link(args).light_minutes) == (1.2, 12.0)
-    args = parser().parse_args(["--listen", "x", "--forward", "y", "--delay-s", "0.3"])
+    args = parser().parse_args(["--listen", "tcp://127.0.0.1:1", "--forward", "tcp://127.0.0.1:2", "--delay-s", "0.3"])
     assert simulated_link(args).delay_s == 0.3
 
 
@@ -45,7 +45,8 @@ def test_the_demo_starts_the_relay_with_exactly_its_simulated_link():
     for path in (SimulatedLink.from_light(22, 300, bandwidth_bps=8000, loss=0.05, seed=4),
                  SimulatedLink(delay_s=0.15, bandwidth_bps=4e5, back_bandwidth_bps=1e3, dup=0.1, reorder=0.1,
                                fault_direction="both")):
-        args = parser().parse_args(["--listen", "x", "--forward", "y", *simulated_link_argv(path)])
+        args = parser().parse_args(["--listen", "tcp://127.0.0.1:1", "--forward", "tcp://127.0.0.1:2",
+                                    *simulated_link_argv(path)])
         assert simulated_link(args) == path
 
 

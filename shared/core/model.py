@@ -256,6 +256,20 @@ class AdamW(torch.optim.Optimizer):
                                       eps, decay, correction1, correction2_sqrt)
 
 
+def _skip_dynamo(*methods) -> None:
+    """torch wraps these Optimizer methods to keep torch.compile out, and that wrapper imports
+    torch._dynamo (about 2 s of every process's start) on first call. Nothing here is compiled,
+    so hand each wrapper its own function as the already-disabled one: same call, no import."""
+    for method in methods:
+        fn = getattr(method, "__wrapped__", None)
+        if fn is not None:
+            setattr(fn, "__dynamo_disable", fn)
+
+
+_skip_dynamo(torch.optim.Optimizer.add_param_group, torch.optim.Optimizer.zero_grad,
+             torch.optim.Optimizer.state_dict, torch.optim.Optimizer.load_state_dict)
+
+
 def _power(x: float, n: int) -> float:
     """x**n by repeated squaring: IEEE multiplications only, the same bits everywhere."""
     result = 1.0

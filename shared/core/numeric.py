@@ -87,7 +87,9 @@ def activate(profile: NumericProfile | str | None = None, threads: int | None = 
 
     torch.set_num_threads(profile.threads)
     torch.set_num_interop_threads(1)
-    torch.use_deterministic_algorithms(True)
+    # torch.use_deterministic_algorithms(True) less its import of torch._inductor (2 s per process):
+    # the flag is the same; the inductor's copy only matters to torch.compile, never used here
+    torch._C._set_deterministic_algorithms(True)
     torch.set_float32_matmul_precision("highest")
     torch.backends.mkldnn.enabled = False
     _active = profile
