@@ -58,10 +58,12 @@ def test_golden_digests_of_the_shipped_presets(name):
 
 # The caller's environment must not matter: no thread count, kernel level (ATEN_CPU_CAPABILITY:
 # these now really run, tests/test_portable.py checks each), MKL branch or oneDNN setting decides a bit.
+# `make test` runs the clean one and the one that sets everything at once (threads, kernel level,
+# MKL branch, oneDNN); the two in between are in `make test-slow` (20 s of CPU each).
 HOSTILE_ENVIRONMENTS = [
     {},
-    {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"},
-    {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO"},
+    pytest.param({"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}, marks=pytest.mark.slow),
+    pytest.param({"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO"}, marks=pytest.mark.slow),
     {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AVX2", "OMP_NUM_THREADS": "3", "ONEDNN_MAX_CPU_ISA": "ALL"},
 ]
 
@@ -91,7 +93,7 @@ print(json.dumps({"canary": fingerprint()["canary"], "final_digest": stats["fina
 """
 
 
-@pytest.mark.parametrize("branch", ["COMPATIBLE", "SSE4_2", "AVX2"])
+@pytest.mark.parametrize("branch", ["COMPATIBLE", pytest.param("SSE4_2", marks=pytest.mark.slow), "AVX2"])
 def test_no_bit_depends_on_mkls_code_branch(branch):
     """MKL's branches compute different GEMM and sqrt bits (and its COMPATIBLE branch differed
     between an AMD and an Intel CPU): shared/core/exact.py keeps every one of them out of the model."""

@@ -37,7 +37,8 @@ def kill_and_restart(tmp_path, victim: str, step: int):
     assert not any((tmp_path / "earth").iterdir()), "Earth's checkpoints are cleared once Mars verified"
 
 
-STEPS = (1, 2, 3, LATER)
+# `make test` kills at the first step and a later one; steps 2 and 3 are in `make test-slow`
+STEPS = (1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow), LATER)
 
 
 @pytest.mark.parametrize("step", STEPS)
