@@ -113,22 +113,22 @@ def test_a_raw_tcp_client_is_not_called_an_encrypted_sender(tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 12 MB tmpfs, most of it taken by a filler file that the test can delete."""
+    """A 16 MB tmpfs, most of it taken by a filler file that the test can delete."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(disk)], capture_output=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({r.stderr.decode().strip() or 'not root'}); "
                     f"the full-disk test needs root and mount rights")
     try:
-        (disk / "filler").write_bytes(bytes(11_500 * 1024))
+        (disk / "filler").write_bytes(bytes(15_500 * 1024))
         yield disk
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 def test_a_full_disk_at_bobs_checkpoint_is_one_line_on_both_sides_and_resumable(tmp_path, small_disk):
-    data = mission_log(40_000)                       # Bob's first checkpoint (~4.5 MB, at step 16) cannot fit
+    data = mission_log(40_000)                       # Bob's first checkpoint (~5.8 MB, at step 16) cannot fit
     bob, ep, out = listen(small_disk, "--stats-json", str(tmp_path / "bob.json"))
     (rc, alice_lines), (bob_rc, bob_lines) = send_to(bob, tmp_path, ep, data, "--state-dir", str(tmp_path / "earth"))
     ckpt = small_disk / "out.bin.partial" / "checkpoint.pt"
