@@ -12,7 +12,7 @@ from shared.core.pinned import torch
 from shared.texts import mission_log
 from tests.helpers import free_endpoint, leftovers, run_twin, spawn, tmpfs
 
-DATA = mission_log(20_000)
+DATA = mission_log(10_000)
 COMMON = ["--preset", "tiny", "--timeout", "10", "-q"]
 
 

@@ -44,7 +44,7 @@ def hello(stream_id: str, **config) -> Hello:
 
 
 def test_a_stranger_cannot_stop_a_live_stream_and_gets_refusals(tmp_path):
-    data_in = mission_log(50_000)
+    data_in = mission_log(20_000)
     bob, ep, out = listen(tmp_path)
     eve = Stranger(ep)
     try:

@@ -10,14 +10,14 @@ from tests.helpers import assert_verified, finish, free_endpoint, listen, run_pa
 
 
 
-def test_30kb_text_bob_first(tmp_path):
-    data = mission_log(30_000)
+def test_text_bob_first(tmp_path):
+    data = mission_log(12_000)
     a, b = assert_verified(run_pair(tmp_path, data, bob_first=True), data)
     assert a["compressed_bytes"] == b["compressed_bytes"] < len(data) / 2
 
 
 def test_binary_file_alice_first(tmp_path):
-    data = np.random.default_rng(3).integers(0, 256, 20_000, dtype=np.uint8).tobytes() + bytes(range(256))
+    data = np.random.default_rng(3).integers(0, 256, 8_000, dtype=np.uint8).tobytes() + bytes(range(256))
     assert_verified(run_pair(tmp_path, data, bob_first=False), data)
 
 
