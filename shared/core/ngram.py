@@ -15,6 +15,8 @@ used to predict a token never include that token.
 """
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 
 from .config import MAX_NGRAM_STREAMS, STRUCTURE_BITS, STRUCTURE_RING
@@ -206,7 +208,7 @@ class ContextCounts:
                      + [min(table_bits, STRUCTURE_BITS)] * n_shape)
         sizes = [1 << b for b in self.bits]
         self.offset = np.cumsum([0] + sizes[:-1]).astype(np.int64)
-        self.table = np.zeros((sum(sizes), 256), dtype=np.uint8)
+        self.table = sparse_zeros((sum(sizes), 256))
         self.check = np.zeros(sum(sizes), dtype=np.uint8)    # which context owns each hashed row
         self.history = np.zeros(streams, dtype=np.uint64)   # last 8 bytes per stream, newest lowest
         self.word = np.zeros(streams, dtype=np.uint64)      # hash of the word being written (0: none)
@@ -348,7 +350,7 @@ class ContextCounts:
         self._slots, self._checks = self._compute_slots()
 
     def clear(self) -> None:
-        self.table.fill(0)
+        self.table = sparse_zeros(self.table.shape)
         self.check.fill(0)
         for a in (self.history, self.word, self.prev):
             a.fill(0)
@@ -357,6 +359,15 @@ class ContextCounts:
         if self.shape is not None:
             self.shape.clear()
         self._slots, self._checks = self._compute_slots()
+
+
+def sparse_zeros(shape: tuple[int, int]) -> np.ndarray:
+    """A zeroed uint8 array whose memory arrives 4 KB at a time, where a row is first written.
+    Hashed rows are touched sparsely; numpy's own large arrays ask Linux for 2 MB pages, each
+    zeroed whole (and on some kernels compacted) at its first touch: seconds of a short run.
+    Anonymous memory is zero by definition, so the table costs nothing until it is used."""
+    size = shape[0] * shape[1]
+    return np.frombuffer(mmap.mmap(-1, max(size, 1)), dtype=np.uint8, count=size).reshape(shape)
 
 
 def table_bits_for(table_bits: int, length: int) -> int:
