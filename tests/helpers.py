@@ -281,6 +281,17 @@ def kill_all(*procs: subprocess.Popen) -> None:
         p.wait(30)
 
 
+def wait_for_spool(bob, folder, size: int, out_name: str = "out.bin", timeout: float = 120) -> None:
+    """Until Bob's partial stream for `out_name` in `folder` holds at least `size` coded bytes:
+    he is mid-stream, and a test may now stop, pause or disturb him."""
+    spool = Path(folder) / f"{out_name}.partial" / "stream.bin"
+    deadline = time.monotonic() + timeout
+    while not (spool.exists() and spool.stat().st_size >= size):
+        assert bob.poll() is None, f"Bob ended (rc {bob.returncode}) before his stream held {size} bytes"
+        assert time.monotonic() < deadline, f"Bob's stream did not reach {size} bytes in {timeout} s"
+        time.sleep(0.01)
+
+
 def wait_for_line(proc, start: str, timeout: float = 120) -> str:
     """Read `proc`'s stderr until a line beginning with `start` (e.g. Bob's 'bob: listening on');
     the lines before it are dropped. Fails if the process ends first."""

@@ -9,7 +9,6 @@ import pytest
 
 from shared.coding.codec import compress, decompress
 from shared.coding.container import parse
-from shared.core import numeric
 from shared.core.config import preset
 from shared.core.errors import ChecksumError, DivergenceError, FormatError, ProfileError
 from shared.core.fingerprint import compare, fingerprint
@@ -143,8 +142,6 @@ def numeric_torch():
 
 def test_corruption_that_slips_past_the_crc_is_still_caught():
     """Flip a payload bit and forge the CRC: decoding must fail loudly, never return wrong data."""
-    import struct
-    import zlib
     data = mission_log(6000)
     blob, _ = compress(data, preset("tiny"))
     c = parse(blob)

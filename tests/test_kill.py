@@ -7,7 +7,7 @@ import random
 import pytest
 
 from shared.texts import mission_log
-from tests.helpers import finish, free_endpoint, spawn
+from tests.helpers import finish, free_endpoint, kill_all, spawn
 
 DATA = mission_log(8000)                     # 32 steps on the tiny preset
 COMMON = ["--preset", "tiny", "--timeout", "3", "--handshake-timeout", "90", "-q"]
@@ -69,8 +69,6 @@ def test_removing_an_unreadable_checkpoint_as_bob_advises_leads_to_a_working_res
         alice = spawn(*alice_cmd)
         results = {"alice": finish(alice, 240), "bob": finish(bob, 240)}
     finally:
-        for p in (alice, bob):
-            if p.poll() is None:
-                p.kill()
+        kill_all(alice, bob)
     assert results["alice"][0] == 0 and results["bob"][0] == 0, results
     assert out.read_bytes() == DATA

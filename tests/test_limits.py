@@ -2,7 +2,6 @@
 limits in shared/core/config.py count real memory and real work per step (config.cost), the
 presets stay far inside them, and a crafted container is refused at once or within a step."""
 import dataclasses
-import json
 import subprocess
 import sys
 

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from shared.texts import mission_log
-from tests.helpers import (CACHE, ROOT, child_env, finish, free_port, listen, run_cli, send, send_to, spawn, tmpfs,
-                           wait_for_line)
+from tests.helpers import (CACHE, ROOT, child_env, finish, free_port, kill_all, listen, run_cli, send, send_to, spawn,
+                           tmpfs, wait_for_line, wait_for_spool)
 
 
 def test_alice_with_nobody_listening_gives_up_after_the_time_she_states(tmp_path):
@@ -29,25 +29,19 @@ def test_alice_with_nobody_listening_gives_up_after_the_time_she_states(tmp_path
 
 def sigterm_mid_stream(tmp_path, stop):
     """Bob is stopped by `stop(bob)` mid-stream: one line on his side, an ERROR frame to Alice."""
-    data = mission_log(40_000)
+    data = mission_log(20_000)
     bob, ep, out = listen(tmp_path)
     src = tmp_path / "in.bin"
     src.write_bytes(data)
     alice = spawn("sender", "send", str(src), "--connect", ep, "--preset", "tiny", "--timeout", "20",
                   "--state-dir", str(tmp_path / "earth"))
     try:
-        spool = tmp_path / "out.bin.partial" / "stream.bin"
-        deadline = time.monotonic() + 120
-        while not (spool.exists() and spool.stat().st_size > 2000):
-            assert time.monotonic() < deadline and bob.poll() is None, finish(bob)[1]
-            time.sleep(0.05)
+        wait_for_spool(bob, tmp_path, 400)             # about a quarter of the stream
         stop(bob)
         rc, bob_lines = finish(bob, 60)
         alice_rc, alice_lines = finish(alice, 120)
     finally:
-        for p in (alice, bob):
-            if p.poll() is None:
-                p.kill()
+        kill_all(alice, bob)
     assert bob_lines[-1] == "bob: stopped (SIGTERM); no output was written", bob_lines[-3:]
     assert alice_rc == 2 and alice_lines[-1] == ("alice: error: Mars stopped the stream (interrupted): "
                                                  "Mars was interrupted; its partial stream is kept for resume")
@@ -216,9 +210,7 @@ def test_a_display_whose_reader_leaves_stops_the_stream_with_one_line_on_both_si
         rc, lines = finish(alice, 300)
         bob_rc, bob_lines = finish(bob, 60)
     finally:
-        for p in (alice, bob):
-            if p.poll() is None:
-                p.kill()
+        kill_all(alice, bob)
     assert bob_rc == 2 and bob_lines[-1] == "bob: error: standard output was closed by its reader (broken pipe); stopped"
     assert rc == 2 and lines[-1] == ("alice: error: Mars stopped the stream (interrupted): Mars's standard output "
                                      "was closed (broken pipe); its partial stream is kept for resume"), (lines, bob_lines)
@@ -233,9 +225,7 @@ def test_a_display_whose_reader_leaves_stops_the_stream_with_one_line_on_both_si
         rc, lines = finish(alice, 300)
         bob_rc, bob_lines = finish(bob, 60)
     finally:
-        for p in (alice, bob):
-            if p.poll() is None:
-                p.kill()
+        kill_all(alice, bob)
     assert rc == 2 and lines[-1] == "alice: error: standard output was closed by its reader (broken pipe); stopped", lines
     assert bob_rc == 2 and bob_lines[-1] == ("bob: error: Earth stopped the stream (interrupted): Earth's standard "
                                              "output was closed (broken pipe); run it again to resume"), bob_lines
@@ -272,21 +262,14 @@ def test_a_receiver_paused_and_resumed_does_not_call_the_real_sender_a_stranger(
     alice = spawn("sender", "send", str(tmp_path / "in.bin"), "--connect", ep, "--preset", "tiny", "--timeout", "3",
                   "--handshake-timeout", "120", "--state-dir", str(tmp_path / "earth"))
     try:
-        spool = tmp_path / "out.bin.partial" / "stream.bin"
-        deadline = time.monotonic() + 120
-        while not (spool.exists() and spool.stat().st_size > 400):   # about a quarter of the stream
-            assert time.monotonic() < deadline and bob.poll() is None
-            time.sleep(0.05)
+        wait_for_spool(bob, tmp_path, 400)             # about a quarter of the stream
         bob.send_signal(signal.SIGSTOP)
         time.sleep(10)                           # Alice gives up on this connection and knocks again
         bob.send_signal(signal.SIGCONT)
         rc, lines = finish(alice, 300)
         bob_rc, bob_lines = finish(bob, 120)
     finally:
-        for p in (alice, bob):
-            if p.poll() is None:
-                p.send_signal(signal.SIGCONT)
-                p.kill()
+        kill_all(alice, bob)
     assert rc == 0 and bob_rc == 0, (lines, bob_lines)
     assert out.read_bytes() == data
     dropped = [line for line in bob_lines if line.startswith("bob: dropped a sender")]

@@ -12,7 +12,7 @@ from pathlib import Path
 from shared.coding.codec import compress
 from shared.core.config import preset
 from shared.texts import mission_log
-from tests.helpers import CACHE, ROOT, child_env, finish, listen, send, spawn
+from tests.helpers import CACHE, ROOT, child_env, finish, kill_all, listen, send, spawn, wait_for_spool
 
 
 def test_an_alice_who_missed_done_gets_a_receipt_on_restart(tmp_path):
@@ -23,12 +23,9 @@ def test_an_alice_who_missed_done_gets_a_receipt_on_restart(tmp_path):
     src.write_bytes(data)
     alice = spawn("sender", "send", str(src), "--connect", ep, "--preset", "tiny", "--state-dir", str(state))
     try:
-        spool = tmp_path / "out.bin.partial" / "stream.bin"
-        deadline = time.monotonic() + 120
-        while not (spool.exists() and spool.stat().st_size >= expected["payload_bytes"]):
-            assert time.monotonic() < deadline and bob.poll() is None, finish(bob)[1]
-            time.sleep(0.005)
+        wait_for_spool(bob, tmp_path, expected["payload_bytes"])
         alice.send_signal(signal.SIGSTOP)                     # her END is out; Bob's DONE will not be read
+        deadline = time.monotonic() + 120
         while not out.exists():
             assert time.monotonic() < deadline, "Bob did not publish"
             time.sleep(0.05)
@@ -45,9 +42,7 @@ def test_an_alice_who_missed_done_gets_a_receipt_on_restart(tmp_path):
         rc, bob_lines = finish(bob)
         assert time.monotonic() - started < 40                # Bob's linger ended with Alice's acknowledgement
     finally:
-        for p in (alice, bob):
-            if p.poll() is None:
-                p.kill()
+        kill_all(alice, bob)
     assert rc == 0, bob_lines
     assert out.read_bytes() == data
     receipt = json.loads((Path(CACHE) / "marslink" / "mars" / "receipts" /

@@ -5,7 +5,7 @@ from protocol.relay import Channel, SimulatedLink
 from scripts.relay import parser
 from shared.app.options import simulated_link, simulated_link_argv
 from shared.texts import mission_log
-from tests.helpers import free_endpoint, spawn
+from tests.helpers import free_endpoint, kill_all, spawn
 
 
 def test_light_delay_and_bandwidth_queue():
@@ -68,9 +68,7 @@ def test_lossy_duplicating_reordering_relay_is_still_byte_exact(tmp_path):
         a_out, a_err = alice.communicate(timeout=150)
         b_out, b_err = bob.communicate(timeout=60)
     finally:
-        for p in (alice, bob):
-            if p.poll() is None:
-                p.kill()
+        kill_all(alice, bob)
         relay.terminate()
         relay.communicate(timeout=30)
     assert alice.returncode == 0, a_err.decode()[-2000:]

@@ -12,7 +12,7 @@ from protocol.frames import Ack, Error, Hello, decode, encode
 from shared.core.config import preset
 from shared.core.fingerprint import fingerprint
 from shared.texts import mission_log
-from tests.helpers import data, finish, listen, send, spawn
+from tests.helpers import data, finish, kill_all, listen, send, spawn, wait_for_spool
 
 
 class Stranger:
@@ -53,11 +53,7 @@ def test_a_stranger_cannot_stop_a_live_stream_and_gets_refusals(tmp_path):
         src.write_bytes(data_in)
         alice = spawn("sender", "send", str(src), "--connect", ep, "--preset", "tiny", "--timeout", "20",
                       "--state-dir", str(tmp_path / "earth"), "--stats-json", str(tmp_path / "alice.json"))
-        spool = tmp_path / "out.bin.partial" / "stream.bin"
-        deadline = time.monotonic() + 120
-        while not (spool.exists() and spool.stat().st_size > 0):
-            assert time.monotonic() < deadline and alice.poll() is None, "the stream did not start"
-            time.sleep(0.1)
+        wait_for_spool(bob, tmp_path, 1)                         # the stream has started
         busy = Error("busy", f"Mars is busy with stream {hashlib.sha256(data_in).hexdigest()[:16]!r}; "
                              f"try again once it is delivered")
         assert eve.ask(Error("x", "stop"), wait_s=1.0) is None   # a stranger's ERROR: dropped
@@ -73,9 +69,7 @@ def test_a_stranger_cannot_stop_a_live_stream_and_gets_refusals(tmp_path):
         rc, lines = finish(bob)
     finally:
         eve.close()
-        for p in (bob, alice):
-            if p.poll() is None:
-                p.kill()
+        kill_all(bob, alice)
     assert rc == 0, lines
     assert out.read_bytes() == data_in
 
