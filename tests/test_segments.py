@@ -5,6 +5,7 @@ Small on purpose: the tiny preset, 1 KiB segments, a few KB of input."""
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -233,9 +234,14 @@ def test_dask_cluster_redoes_a_killed_workers_segment_and_gives_the_same_bytes(t
         assert alice.returncode == 0, err.decode()
         assert out.read_bytes() == blob
         assert json.loads((tmp_path / "a.json").read_text())["workers"] == f"Dask scheduler {address}"
-        r = run_cli("receiver", "decompress", str(out), str(back), "--cluster", address)
+        r = run_cli("receiver", "decompress", str(out), str(back), "--cluster", address, "--progress-every", "0.001")
         assert r.returncode == 0, r.stderr.decode()
         assert back.read_bytes() == DATA
+        # the workers report each segment's steps as they go, not only its end: bytes are counted
+        # while no segment has finished yet
+        lines = r.stderr.decode().splitlines()
+        assert any(re.match(r"Mars: decompressing: [1-9][\d,]* / 2,200 B \([\d.]+%\), 0/3 segments", line)
+                   for line in lines), lines
     finally:
         kill_all(*[p for p in (alice, doomed, *later, scheduler) if p is not None])
 

@@ -8,7 +8,8 @@ on how many workers there were or which finished first. Three small patterns:
   * `LocalPool`: `--jobs N`, N spawned processes, one torch thread each; per-step progress
     comes back over a queue; a worker that dies ends the run with one line;
   * `DaskCluster`: `--cluster tcp://HOST:PORT`, one task per segment on a Dask scheduler; the
-    scheduler gives a dead worker's segment to another worker. Before any work, every worker
+    scheduler gives a dead worker's segment to another worker; per-step progress comes back as
+    worker events on a topic this run subscribes to. Before any work, every worker
     is asked for its arithmetic fingerprint, so a worker without marslink or with another
     arithmetic is named in one line, not met as garbage. docs/cluster.md: how to run one.
 
@@ -36,6 +37,7 @@ from ..coding.container import check_plan, segment_count
 MAX_JOBS = 1024                  # worker processes one run may ask for
 WORKER_BASE_BYTES = 320 << 20    # a worker with torch loaded, before its twin (docs/segments.md)
 PROGRESS_EVERY_S = 0.2           # how often a worker reports its twin's progress
+DASK_PROGRESS_EVERY_S = 1.0      # the same on a Dask worker (each report goes through the scheduler)
 POLL_S = 0.1                     # how often the parent looks at results and progress
 DASK_CONNECT_S = 10.0            # an unreachable scheduler is reported after this long
 DASK_WORKERS_S = 20.0            # a scheduler without workers is reported after this long
@@ -145,36 +147,43 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _on_step(index: int) -> Callable | None:
-    """The worker's per-step hook: progress onto the queue (LocalPool), and the test fault."""
+def _on_step(index: int, topic: str | None = None) -> Callable | None:
+    """The worker's per-step hook: progress onto the queue (LocalPool) or, on a Dask worker, as
+    an event on `topic`; and the test fault."""
     kill = os.environ.get(FAULT_KILL_ENV)
-    if _reports is None and not kill:
+    send, every = (_reports.put, PROGRESS_EVERY_S) if _reports is not None else (None, 0.0)
+    if topic is not None:
+        from distributed import get_worker      # optional, and only ever on a Dask worker
+        worker = get_worker()
+        send, every = (lambda event: worker.log_event(topic, event)), DASK_PROGRESS_EVERY_S
+    if send is None and not kill:
         return None
     last = [0.0]
 
     def call(twin, report):
         now = time.monotonic()
-        if _reports is not None and (now - last[0] >= PROGRESS_EVERY_S or twin.finished):
+        if send is not None and (now - last[0] >= every or twin.finished):
             last[0] = now
-            _reports.put((index, report.tokens_done, twin.ideal_bits))
+            send((int(index), int(report.tokens_done), float(twin.ideal_bits)))
         if kill and report.step == int(kill):
             os.kill(os.getpid(), signal.SIGKILL)
     return call
 
 
-def encode_task(index: int, data: bytes, config: dict, profile: str | None = None, on_step=None):
+def encode_task(index: int, data: bytes, config: dict, profile: str | None = None, on_step=None,
+                topic: str | None = None):
     """One segment coded, wherever this runs. Returns segments.Coded."""
     _pin(profile)
     from ..coding.segments import encode_segment   # start-up: torch loads after _pin
-    return encode_segment(index, data, RunConfig.from_dict(config), on_step or _on_step(index))
+    return encode_segment(index, data, RunConfig.from_dict(config), on_step or _on_step(index, topic))
 
 
 def decode_task(index: int, header: dict, segment, digests: list[str], payload: bytes,
-                profile: str | None = None, on_step=None):
+                profile: str | None = None, on_step=None, topic: str | None = None):
     """One segment decoded and checked, wherever this runs. Returns segments.Decoded."""
     _pin(profile)
     from ..coding.segments import decode_segment   # start-up: torch loads after _pin
-    return decode_segment(index, header, segment, digests, payload, on_step or _on_step(index))
+    return decode_segment(index, header, segment, digests, payload, on_step or _on_step(index, topic))
 
 
 def probe(profile: str | None = None) -> dict:
@@ -299,25 +308,36 @@ class DaskCluster:
     def run(self, fn, tasks: list[tuple], progress: Progress) -> list:
         from distributed import as_completed    # optional, as above
         from distributed.scheduler import KilledWorker
-        futures = [self.client.submit(fn, *task, profile=self.profile, pure=False) for task in tasks]
+        topic = f"marslink-progress-{os.getpid()}-{time.time_ns()}"      # this run's alone
+        events: queue_module.SimpleQueue = queue_module.SimpleQueue()
+        self.client.subscribe_topic(topic, lambda event: events.put(event[1]))   # (time, msg)
+        futures = [self.client.submit(fn, *task, profile=self.profile, topic=topic, pure=False) for task in tasks]
         try:
             out = []
-            for future in as_completed(futures, loop=self.client.loop):
-                try:
-                    result = future.result()
-                except KilledWorker:
-                    raise LinkFailure(f"a segment killed {self._allowed_failures()} Dask workers in turn (out of "
-                                      f"memory?); nothing was written") from None
-                except MarslinkError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - a worker's failure, told in one line
-                    raise ProfileError(f"a Dask worker could not code a segment ({_short(e)}); install this "
-                                       f"marslink release on every worker (docs/cluster.md)") from None
-                out.append(result)
-                progress(result.index, -1, result.stats["ideal_bits"])     # -1: the whole segment
+            done = as_completed(futures, loop=self.client.loop)
+            while not done.is_empty():
+                batch = done.next_batch(block=False) if done.has_ready() else []
+                while not events.empty():                              # per-step progress first
+                    progress(*events.get())
+                if not batch:
+                    time.sleep(POLL_S)
+                for future in batch:
+                    try:
+                        result = future.result()
+                    except KilledWorker:
+                        raise LinkFailure(f"a segment killed {self._allowed_failures()} Dask workers in turn (out "
+                                          f"of memory?); nothing was written") from None
+                    except MarslinkError:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - a worker's failure, told in one line
+                        raise ProfileError(f"a Dask worker could not code a segment ({_short(e)}); install this "
+                                           f"marslink release on every worker (docs/cluster.md)") from None
+                    out.append(result)
+                    progress(result.index, -1, result.stats["ideal_bits"])     # -1: the whole segment
             return out
         finally:
             self.client.cancel(futures)
+            self.client.unsubscribe_topic(topic)
 
     def _allowed_failures(self) -> int:
         import dask                              # optional, as above
@@ -347,7 +367,10 @@ class Tally:
         self.finished: set[int] = set()
 
     def __call__(self, index: int, tokens: int, bits: float) -> None:
-        """tokens: what the segment's twin has coded so far; -1 when its result is in."""
+        """tokens: what the segment's twin has coded so far (a segment redone elsewhere starts
+        again from 0); -1 when its result is in, after which a late report changes nothing."""
+        if index in self.finished:
+            return
         if tokens < 0:
             self.finished.add(index)
         self.done[index] = self.lengths[index] if tokens < 0 else min(tokens, self.lengths[index])
