@@ -245,10 +245,16 @@ class ChunkEncoder:
 
     def code(self, cdf: np.ndarray, symbols: np.ndarray) -> np.ndarray:
         rows = np.arange(len(symbols))
-        self._model_bits += float(np.log2(cdf[:, -1] / (cdf[rows, symbols + 1] - cdf[rows, symbols])).sum())
-        self._chunk_slices.extend(_slices(cdf, symbols))
-        self._symbols.extend(symbols.tolist())
+        self.code_slices(cdf[rows, symbols], cdf[rows, symbols + 1], cdf[:, -1], symbols)
         return symbols
+
+    def code_slices(self, lo: np.ndarray, hi: np.ndarray, total, symbols: np.ndarray) -> None:
+        """Code symbols[i] as the slice [lo[i], hi[i]) of `total` (an int or one per symbol):
+        all the encoder needs of a distribution."""
+        total = np.broadcast_to(np.asarray(total, dtype=np.int64), lo.shape)
+        self._model_bits += float(np.log2(total / (hi - lo)).sum())
+        self._chunk_slices.extend(zip(lo.tolist(), hi.tolist(), total.tolist()))
+        self._symbols.extend(symbols.tolist())
 
     def end_chunk(self):
         if self._model_bits > 8 * len(self._symbols) + 8:

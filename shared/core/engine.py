@@ -154,6 +154,9 @@ class Twin:
         # 1-2. predict and code, token by token, identically on both sides
         probs = self.model.prime(torch.from_numpy(win[:, :C]), self._counts_for(C))
         coder.begin_chunk()
+        # Alice, unwatched, gives the coder each byte's slice, from the tree's path to it alone
+        on_path = (self.tree is not None and self.data is not None and self.watcher is None
+                   and hasattr(coder, "code_slices"))
         for t in range(T):
             rows = self.layout.active(t0 + t)
             if rows.any():
@@ -161,15 +164,24 @@ class Twin:
                 cdf = quantize(p)
                 if self.tree is not None:
                     prev = win[rows, C + t - 1]
-                    cdf = self.tree.predict(cdf, self.count_window[rows, C + t] if self.counts is not None else None,
-                                            np.where(prev == PAD, 0, prev))
-                symbols = coder.code(cdf, win[rows, C + t])
+                    counts = self.count_window[rows, C + t] if self.counts is not None else None
+                    prev = np.where(prev == PAD, 0, prev)
+                if on_path:
+                    symbols = win[rows, C + t]
+                    lo, hi = self.tree.slices(cdf, counts, prev, symbols)
+                    coder.code_slices(lo, hi, 1 << FREQ_BITS, symbols)
+                    width = hi - lo
+                else:
+                    if self.tree is not None:
+                        cdf = self.tree.predict(cdf, counts, prev)
+                    symbols = coder.code(cdf, win[rows, C + t])
+                    index = np.arange(len(symbols))
+                    width = cdf[index, symbols + 1] - cdf[index, symbols]
                 win[rows, C + t] = symbols
                 if self.counts is not None:
                     self.counts.update(rows, symbols)
                 self._account(rows, symbols)
-                index = np.arange(len(symbols))
-                bits = FREQ_BITS - np.log2((cdf[index, symbols + 1] - cdf[index, symbols]).astype(np.float64))
+                bits = FREQ_BITS - np.log2(width.astype(np.float64))
                 chunk_cost[rows, t] = bits
                 chunk_bits += float(bits.sum())
                 chunk_tokens += len(symbols)

@@ -19,6 +19,11 @@ j's children 2j and 2j+1, leaf 256 + byte) and, for every node of every stream:
   5. learn     once the byte is known, only the 8 nodes on its path update their weights and
                APM cells, by integer steps summed with np.add.at (order-free, so exact).
 
+Alice knows the byte before she codes it, and a node's probability and mass depend only on the
+node and its ancestors, so she computes the 8 nodes on its path and its slice of the total
+(`slices`): the same integers as steps 1-4 for all 255 nodes. Bob must search the tree, so he
+computes it whole (`predict`).
+
 Everything is integer numpy: the same bits on every CPU (docs/determinism.md). Measurements:
 docs/results.md.
 """
@@ -170,8 +175,9 @@ class APM:
         self._cell = base + (w >> 11)                       # the nearer cell learns
         return (self.table[base] * (4096 - w) + self.table[base + 1] * w) >> 12
 
-    def update(self, rows: np.ndarray, nodes: np.ndarray, bits: np.ndarray) -> None:
-        learn(self.table, self._cell[rows, nodes].reshape(-1), (bits * 65535).reshape(-1), self.RATE)
+    def update(self, cells: np.ndarray, bits: np.ndarray) -> None:
+        """The cells `refine` chose on the coded bytes' paths, (n, 8), learn their bits."""
+        learn(self.table, cells.reshape(-1), (bits * 65535).reshape(-1), self.RATE)
 
 
 class TreeMixer:
@@ -194,6 +200,7 @@ class TreeMixer:
         self.apm_node = APM(NODES)
         self.apm_byte = APM(NODES * VOCAB)
         self._inputs = self._p = None
+        self._on_path = False               # whether the last prediction was `slices`' (path only)
 
     def predict(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray) -> np.ndarray:
         """cdf (n, 257) from quantize; counts (n, K, 256) uint8 or None; prev (n,) the byte
@@ -212,32 +219,81 @@ class TreeMixer:
             dot += np.einsum("nkj,kj->nj", kt.astype(np.float64), w[:, 1:1 + K].T)
             dot += np.einsum("nkj,kj->nj", det.astype(np.float64), w[:, 1 + K:1 + 2 * K].T)
         self._inputs = (st, kt, det)
+        self._on_path = False
+        return split_to_cdf(self._refine(dot, np.broadcast_to(np.arange(NODES), st.shape), prev))
+
+    def slices(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray,
+               symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What `predict` gives, at the coded `symbols` only: the slice [lo, hi) of each in the
+        2**FREQ_BITS total (lo = cdf[symbol], hi = cdf[symbol + 1]), from the 8 nodes on its
+        path. Every dot product is the same exact integer, every probability and mass the same."""
+        K = self.K
+        nodes, bits = path(symbols)                                     # (n, 8)
+        rows = np.arange(len(symbols))[:, None]
+        w = self.weights[nodes].astype(np.float64)                      # (n, 8, n_in)
+        right = cdf[rows, HI[nodes]] - cdf[rows, MID[nodes]]
+        st = stretch(np.clip((right << 12) // (cdf[rows, HI[nodes]] - cdf[rows, LO[nodes]]), 1, 4095))
+        dot = st * w[..., 0] + 256.0 * w[..., -1]
+        kt = det = None
+        if K:
+            sums = np.zeros(counts.shape[:-1] + (VOCAB + 1,), dtype=np.int32)
+            np.cumsum(counts, axis=-1, dtype=np.int32, out=sums[..., 1:])  # (n, K, 257)
+            at = (rows[:, :, None], np.arange(K)[None, :, None])
+            lo, mid, hi = (edge[nodes][:, None, :] for edge in (LO, MID, HI))
+            n0 = sums[at + (mid,)] - sums[at + (lo,)]                   # (n, K, 8)
+            n1 = sums[at + (hi,)] - sums[at + (mid,)]
+            kt = stretch(kt_split(n0, n1))
+            det = np.where((n0 == 0) | (n1 == 0), kt, 0)
+            dot += np.einsum("nkd,ndk->nd", kt.astype(np.float64), w[..., 1:1 + K])
+            dot += np.einsum("nkd,ndk->nd", det.astype(np.float64), w[..., 1 + K:1 + 2 * K])
+        self._inputs = (st, kt, det)
+        self._on_path = True
+        p16 = self._refine(dot, nodes, prev)
+        mass = np.full(len(symbols), _TOTAL - VOCAB, dtype=np.int64)    # split_to_cdf, down one path
+        below = np.zeros(len(symbols), dtype=np.int64)
+        for d in range(8):
+            take_right = bits[:, d] == 1
+            right = (mass * p16[:, d]) >> 16
+            below += np.where(take_right, mass - right, 0)               # the left child lies below
+            mass = np.where(take_right, right, mass - right)
+        lo = below + symbols                                             # every byte has 1 extra
+        return lo, lo + mass + 1
+
+    def _refine(self, dot: np.ndarray, nodes: np.ndarray, prev: np.ndarray) -> np.ndarray:
+        """Mixed dot products at `nodes` -> 16-bit probabilities after the APMs, in 1..65535."""
         p_mix = squash(dot.astype(np.int64) >> 16)                      # 12-bit
         st = stretch(p_mix)
-        nodes = np.arange(NODES)
-        p_node = self.apm_node.refine(st, np.broadcast_to(nodes, st.shape))
+        p_node = self.apm_node.refine(st, nodes)
         p_byte = self.apm_byte.refine(st, prev.astype(np.int64)[:, None] * NODES + nodes)
-        p = (p_mix * 16 + p_node + 2 * p_byte) >> 2                       # 16-bit
         self._p = p_mix
-        return split_to_cdf(np.clip(p, 1, 65535))
+        return np.clip((p_mix * 16 + p_node + 2 * p_byte) >> 2, 1, 65535)   # 16-bit
 
     def update(self, symbols: np.ndarray) -> float:
         """Learn from the coded `symbols`; returns what they would have cost before SSE (bits)."""
         nodes, bits = path(symbols)                                     # (n, 8)
         rows = np.arange(len(symbols))[:, None]
-        p_mix = self._p[rows, nodes]
-        err = ((bits << 12) - p_mix) * self.LR                          # (n, 8)
         st, kt, det = self._inputs
+        if self._on_path:               # already the path's: (n, 8) and (n, K, 8)
+            p_mix = self._p
+            cells = [apm._cell for apm in (self.apm_node, self.apm_byte)]
+            if self.K:
+                kt, det = kt.transpose(0, 2, 1), det.transpose(0, 2, 1)
+        else:                           # all 255 nodes: take the path's
+            p_mix, st = self._p[rows, nodes], st[rows, nodes]
+            cells = [apm._cell[rows, nodes] for apm in (self.apm_node, self.apm_byte)]
+            if self.K:
+                kt, det = kt[rows, :, nodes], det[rows, :, nodes]
+        err = ((bits << 12) - p_mix) * self.LR                          # (n, 8)
         x = np.empty(nodes.shape + (self.n_in,), dtype=np.int64)        # (n, 8, n_in): the path's inputs
-        x[..., 0] = st[rows, nodes]
+        x[..., 0] = st
         if self.K:
-            x[..., 1:1 + self.K] = kt[rows, :, nodes]
-            x[..., 1 + self.K:-1] = det[rows, :, nodes]
+            x[..., 1:1 + self.K] = kt
+            x[..., 1 + self.K:-1] = det
         x[..., -1] = 256
         np.add.at(self.weights, nodes, (x * err[..., None]) >> self.SHIFT)
         np.clip(self.weights, -self.W_MAX, self.W_MAX, out=self.weights)
-        self.apm_node.update(rows, nodes, bits)
-        self.apm_byte.update(rows, nodes, bits)
+        self.apm_node.update(cells[0], bits)
+        self.apm_byte.update(cells[1], bits)
         return float(-np.log2(np.where(bits == 1, p_mix, 4096 - p_mix) / 4096.0).sum())
 
     # --- checkpoints --------------------------------------------------------------------------
