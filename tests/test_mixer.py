@@ -158,3 +158,24 @@ def test_the_weight_digest_covers_the_tree_mixer():
         ra, rb = a.advance(PassThrough()), b.advance(PassThrough())
     assert ra.digest is not None and rb.digest is not None     # tiny compares every 4 steps
     assert a.model.digest() == b.model.digest() and ra.digest != rb.digest
+
+
+def test_alices_path_gives_the_slices_of_the_whole_tree_and_learns_the_same():
+    """`slices` (Alice: the 8 nodes on each byte's path) against `predict` (Bob: all 255, then
+    the coder searches the cdf): the same slice of every coded byte at every position, and the
+    same state after each update, since a node depends only on its ancestors."""
+    rng = np.random.default_rng(5)
+    steps, n, K = 40, 8, 3
+    counts = rng.integers(0, 40, (steps, n, K, VOCAB)).astype(np.uint8)
+    counts[:, :, 1, 128:] = 0                          # one-sided rows: the deterministic inputs
+    probs = rng.dirichlet(np.full(VOCAB, 0.3), (steps, n)).astype(np.float32)
+    symbols = rng.integers(0, VOCAB, (steps, n))
+    prev = rng.integers(0, VOCAB, (steps, n))
+    whole, path = M.TreeMixer(K), M.TreeMixer(K)
+    i = np.arange(n)
+    for s in range(steps):
+        cdf = whole.predict(quantize(probs[s]), counts[s], prev[s])
+        lo, hi = path.slices(quantize(probs[s]), counts[s], prev[s], symbols[s])
+        assert (lo == cdf[i, symbols[s]]).all() and (hi == cdf[i, symbols[s] + 1]).all(), s
+        assert whole.update(symbols[s]) == path.update(symbols[s])
+        assert _digest(whole) == _digest(path), s
