@@ -5,6 +5,7 @@ and a one-time code; the address in it is replaced by 127.0.0.1 here (tests send
 other addresses). Senders without the code, or with another one, are refused, and Bob keeps
 listening for the right one.
 """
+import dataclasses
 import ipaddress
 import shlex
 import subprocess
@@ -50,6 +51,20 @@ def on_loopback(words: list[str], path) -> list[str]:
     return out
 
 
+def server_key(words: list[str]) -> str:
+    """Mars's public key from the line he printed (`--server-key-text=KEY`)."""
+    return next(w.split("=", 1)[1] for w in words if w.startswith("--server-key-text="))
+
+
+def without_key_and_code(words: list[str]) -> list[str]:
+    """The line as a plain-text sender would type it: no key, no code."""
+    out = []
+    for i, w in enumerate(words):
+        if not (w.startswith("--server-key-text=") or w == "--code" or (i and words[i - 1] == "--code")):
+            out.append(w)
+    return out
+
+
 def alice(tmp_path, words: list[str], timeout: float = 300):
     assert words[:2] == ["alice", "send"]
     return subprocess.run([sys.executable, "-m", "sender", *words[1:], "--state-dir", str(tmp_path / "earth"),
@@ -72,8 +87,7 @@ def test_one_command_on_each_laptop_encrypted_and_only_for_the_earth_with_the_co
         code = words[words.index("--code") + 1]
 
         # No code and no key: a plain-text sender. Refused; Bob keeps listening.
-        plain = alice(tmp_path, [w for i, w in enumerate(line) if i < line.index("--server-key-text")
-                                 or i > line.index("--code") + 1])
+        plain = alice(tmp_path, without_key_and_code(line))
         assert plain.returncode == 2
         assert plain.stderr.strip().splitlines()[-1] == \
             "alice: error: Mars requires encryption (CURVE); pass --server-key and --curve-secret"
@@ -111,7 +125,7 @@ def test_mars_keeps_his_key_and_prints_a_new_code_each_time(tmp_path):
             bob.communicate()
         assert said.count("\n") == 2                   # -q: the line for Earth is still said, and its header
         lines.append(words)
-    key = [w[w.index("--server-key-text") + 1] for w in lines]
+    key = [server_key(w) for w in lines]
     code = [w[w.index("--code") + 1] for w in lines]
     assert key[0] == key[1] and len(key[0]) == 40
     assert code[0] != code[1]
@@ -147,3 +161,22 @@ def test_lan_and_line_options_refuse_what_they_cannot_use(tmp_path):
         r = run(*args)
         assert (r.returncode, r.stderr.strip()) == (2, message)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_key_that_begins_with_a_dash_is_read_as_the_key(tmp_path, monkeypatch):
+    """Z85 has "-" among its 85 characters: about one listen in 85 printed a key that argparse
+    took for an option ("expected one argument"). The line gives it as --server-key-text=KEY."""
+    import zmq
+    from sender.cli import parser
+    from shared.app import cli
+    from protocol.security import CurveKeys
+    public, secret = next(k for k in iter(zmq.curve_keypair, None) if k[0].startswith(b"-"))
+    real = CurveKeys.lan_server
+
+    def dashed(key_dir, code):
+        return dataclasses.replace(real(key_dir, code), public_key=public, secret_key=secret)
+    monkeypatch.setattr(CurveKeys, "lan_server", staticmethod(dashed))
+    _, _, line = cli.lan_listen(str(tmp_path), free_port(), ["--preset", "tiny"])
+    args = parser().parse_args(shlex.split(line)[1:])
+    assert args.server_key_text == public.decode("ascii")
+    assert CurveKeys.from_code(args.server_key_text, args.code).server_key == public

@@ -219,8 +219,9 @@ def lan_listen(state_dir: str, port: int, earth_options: list[str]) -> tuple[str
         raise UsageError(str(e)) from None
     except OSError as e:
         raise storage_error("Mars's keys into ", key_dir, e) from None
+    # key=value: a Z85 key may begin with "-", which argparse would take for an option
     line = shlex.join(["alice", "send", "FILE", "--connect", f"tcp://{lan_address()}:{port}",
-                       "--server-key-text", keys.public_key.decode("ascii"), "--code", code, *earth_options])
+                       f"--server-key-text={keys.public_key.decode('ascii')}", "--code", code, *earth_options])
     return f"tcp://*:{port}", keys, line
 
 
