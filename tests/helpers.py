@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -79,7 +80,10 @@ def spawn(*args, prelude=None):
     cmd = [sys.executable, "-m", *args] if prelude is None else \
         [sys.executable, "-c", f"{prelude}; import runpy; runpy.run_module({args[0]!r}, run_name='__main__', "
                                f"alter_sys=True)", *args[1:]]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # SIGINT at its default: an ignored SIGINT is inherited, and then the child's Python never
+    # turns Ctrl-C into KeyboardInterrupt (seen under the full suite: a Bob that outlived SIGINT)
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def run_pair(tmp_path, data: bytes, bob_first=True, alice_args=(), bob_args=(), timeout=300):
