@@ -153,6 +153,13 @@ def learn(table: np.ndarray, cells: np.ndarray, targets: np.ndarray, rate: int) 
     table[uniq] += (gap // np.bincount(inverse)) >> rate
 
 
+def _count_inputs(n0: np.ndarray, n1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A count row's two mixer inputs at a node: stretch of its KT split, and the same where the
+    row has seen one side only (a deterministic context), else 0."""
+    kt = stretch(kt_split(n0, n1))
+    return kt, np.where((n0 == 0) | (n1 == 0), kt, 0)
+
+
 class APM:
     """Adaptive probability map (paq's SSE): per context, 33 cells along the stretch axis, each
     a 16-bit probability. The output interpolates the two cells around stretch(p); learning
@@ -214,8 +221,7 @@ class TreeMixer:
         kt = det = None
         if K:
             n0, n1 = count_splits(counts)                               # (n, K, NODES)
-            kt = stretch(kt_split(n0, n1))
-            det = np.where((n0 == 0) | (n1 == 0), kt, 0)
+            kt, det = _count_inputs(n0, n1)
             dot += np.einsum("nkj,kj->nj", kt.astype(np.float64), w[:, 1:1 + K].T)
             dot += np.einsum("nkj,kj->nj", det.astype(np.float64), w[:, 1 + K:1 + 2 * K].T)
         self._inputs = (st, kt, det)
@@ -242,8 +248,7 @@ class TreeMixer:
             lo, mid, hi = (edge[nodes][:, None, :] for edge in (LO, MID, HI))
             n0 = sums[at + (mid,)] - sums[at + (lo,)]                   # (n, K, 8)
             n1 = sums[at + (hi,)] - sums[at + (mid,)]
-            kt = stretch(kt_split(n0, n1))
-            det = np.where((n0 == 0) | (n1 == 0), kt, 0)
+            kt, det = _count_inputs(n0, n1)
             dot += np.einsum("nkd,ndk->nd", kt.astype(np.float64), w[..., 1:1 + K])
             dot += np.einsum("nkd,ndk->nd", det.astype(np.float64), w[..., 1 + K:1 + 2 * K])
         self._inputs = (st, kt, det)
