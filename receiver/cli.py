@@ -14,7 +14,7 @@ from shared.app.options import (COUNT, LAN_PORT, Parser, add_force_option, add_k
 from shared.app.parallel import decompress_file, plan_jobs
 from shared.core import numeric
 from shared.core.errors import UsageError
-from shared.coding.container import MAGIC, MAX_CONTAINER_BYTES, parse
+from shared.coding.container import MAGIC, MAX_CONTAINER_BYTES, parse, size_stats
 from shared.show.dashboard import add_display_options, dashboard_for
 
 
@@ -125,7 +125,6 @@ def decompress_command(args) -> int:
                    args.jobs, args.cluster, args.quiet) as runner:
         with progress("Mars: decompressing", header["length"], not args.quiet, args.progress_every) as update:
             data, stats = decompress_file(container, runner, update)
-    from shared.coding.codec import size_stats   # start-up: torch is loaded by now anyway
     stats.update(size_stats(len(blob), stats["payload_bytes"], stats["input_bytes"]))   # as alice compress writes them
     write_atomic(args.output, data, args.force)
     write_stats(args.stats_json, stats)

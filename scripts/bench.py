@@ -21,6 +21,12 @@ codes ~6 kB/s, so ~3 minutes each way per MB).
 Every process runs with one thread (marslink pins it; the classic tools are single-threaded
 at these settings), one at a time, so the speeds are one core's.
 
+With `--jobs N` (issue 24) each preset and file is also coded in segments (`--segment SIZE`,
+default: a quarter of the file, so 4 segments) with `alice compress --jobs 1` and `--jobs N`,
+and decoded with `bob decompress --jobs 1` and `--jobs N`, one after the other in the same run:
+wall-clock time from start to exit (start-up included: the user's wait), the speedup, and a
+check that both files are the same bytes and both round trips exact.
+
 Progress: alice and bob run with `--progress-every 2` and the bench follows their lines, so its
 bar moves within a run (`strong` codes about 850 B/s each way, docs/results.md, so a round trip
 of tinyshakespeare's 1.1 MB takes about 45 minutes); when stderr is a log rather than a
@@ -39,6 +45,7 @@ Examples:
   make bench ARGS="--presets default --limit 200000 --baseline v0.1"   # this build against an older one
   make bench PAQ8PX=/path/to/paq8px ARGS="--devset --presets default"    # the development set, with paq8px
   .venv/bin/python scripts/bench.py --paq8px ~/paq8px --presets '' --devset   # the peers only
+  make bench ARGS="--presets default --limit 131072 --no-classic --jobs 2"   # two workers against one
 """
 from __future__ import annotations
 
@@ -249,6 +256,56 @@ def _without_progress(stderr: str) -> str:
     return "\n".join(line for line in stderr.splitlines() if not PROGRESS_BYTES.search(line))
 
 
+def bench_jobs(src: str, n: int, preset: str, profile: str, work: Path, segment: int, jobs: int) -> dict:
+    """The same segmented file coded and decoded with --jobs 1 and --jobs `jobs`, one run after
+    the other: wall seconds of each (start to exit), the speedup, and whether both files are
+    the same bytes and both round trips exact."""
+    rec = {"file": None, "compressor": f"marslink {preset} --jobs", "preset": preset, "segment_size": segment, "jobs": jobs,
+           "segments": -(-n // segment)}
+    files = {}
+    for j in (1, jobs):
+        comp, back, stats = work / f"jobs{j}.mrs", work / f"jobs{j}.bin", work / f"jobs{j}.json"
+        c = run_child([str(BIN / "alice"), "compress", src, str(comp), "--preset", preset, "--profile", profile,
+                       "--segment", str(segment), "--jobs", str(j), "-f", "-q", "--stats-json", str(stats)],
+                      env=child_env())
+        d = run_child([str(BIN / "bob"), "decompress", str(comp), str(back), "--jobs", str(j), "-f", "-q"],
+                      env=child_env()) if c["rc"] == 0 else c
+        if c["rc"] != 0 or d["rc"] != 0:
+            return {**rec, "error": f"--jobs {j}: exited {(c if c['rc'] else d)['rc']}: "
+                                    f"{(c if c['rc'] else d)['stderr'][-300:]}"}
+        rec[f"compress_wall_seconds_{j}"], rec[f"decompress_wall_seconds_{j}"] = c["wall_seconds"], d["wall_seconds"]
+        rec[f"peak_rss_bytes_{j}"] = max(c["peak_rss_bytes"], d["peak_rss_bytes"])
+        rec[f"workers_{j}"] = json.loads(stats.read_text())["workers"]
+        files[j] = (comp, back)
+    rec["compress_speedup"] = rec["compress_wall_seconds_1"] / rec[f"compress_wall_seconds_{jobs}"]
+    rec["decompress_speedup"] = rec["decompress_wall_seconds_1"] / rec[f"decompress_wall_seconds_{jobs}"]
+    rec["same_bytes"] = same_bytes(str(files[1][0]), str(files[jobs][0]))
+    rec["verified"] = all(same_bytes(src, str(back)) for _, back in files.values())
+    if not (rec["same_bytes"] and rec["verified"]):
+        rec["error"] = "--jobs 1 and --jobs %d differ, or a round trip is not exact" % jobs
+    return rec
+
+
+def jobs_rows(workers: list[dict]):
+    for r in workers:
+        j = r["jobs"]
+        if "error" in r:
+            yield [r["file"], r["preset"], f"{r['segments']} x {r['segment_size']:,} B", "ERROR", r["error"][:60]]
+            continue
+        yield [r["file"], r["preset"], f"{r['segments']} x {r['segment_size']:,} B",
+               f"{r['compress_wall_seconds_1']:.1f} s / {r[f'compress_wall_seconds_{j}']:.1f} s",
+               f"{r['compress_speedup']:.2f}x",
+               f"{r['decompress_wall_seconds_1']:.1f} s / {r[f'decompress_wall_seconds_{j}']:.1f} s",
+               f"{r['decompress_speedup']:.2f}x",
+               f"{human_mem(r['peak_rss_bytes_1'])} / {human_mem(r[f'peak_rss_bytes_{j}'])}",
+               "same bytes, exact" if r["verified"] and r["same_bytes"] else "DIFFERENT"]
+
+
+def jobs_headers(jobs: int) -> list[str]:
+    return ["file", "preset", "segments", f"compress --jobs 1 / {jobs}", "speedup",
+            f"decompress --jobs 1 / {jobs}", "speedup", "peak RSS 1 / %d (largest process)" % jobs, "files"]
+
+
 def bench_classic(name: str, src: str, n: int, work: Path) -> dict:
     cargv, dargv = CLASSIC[name]
     comp, back = work / "out.classic", work / "back.classic"
@@ -436,7 +493,7 @@ def print_table(results: list[dict]):
     console.print(t)
 
 
-def write_markdown(path: Path, results: list[dict], meta: dict):
+def write_markdown(path: Path, results: list[dict], meta: dict, workers: list[dict] = (), jobs: int = 0):
     lines = [f"Measured {meta['date']} on {meta['machine'].get('cpu', '?')}, one core per process, "
              f"numeric profile `{meta['profile']}`"
              + (f", first {meta['limit']:,} bytes of each file" if meta.get("limit") else "") + ".",
@@ -447,6 +504,11 @@ def write_markdown(path: Path, results: list[dict], meta: dict):
                                    for h in HEADERS) + " |")
     for _, row in table_rows(results):
         lines.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
+    if workers:
+        lines += ["", f"Segments on workers, `--jobs 1` against `--jobs {jobs}`, one run after the other; "
+                  "wall-clock seconds from start to exit (start-up included):", "",
+                  "| " + " | ".join(jobs_headers(jobs)) + " |", "|" + " --- |" * len(jobs_headers(jobs))]
+        lines += ["| " + " | ".join(jobs_rows([r]).__next__()) + " |" for r in workers]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -516,7 +578,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench-results"), help="output folder (default: %(default)s)")
     ap.add_argument("--baseline", metavar="REV", help="also run the presets with the build at git revision REV "
                     "(e.g. a commit before a change), in the same run: the comparison docs/results.md asks for")
+    ap.add_argument("--jobs", type=int, default=0, metavar="N", help="also code each preset and file in "
+                    "segments with --jobs 1 and --jobs N, and report the speedup (issue 24)")
+    ap.add_argument("--segment", type=int, default=0, metavar="BYTES", help="segment size for --jobs (default: "
+                    "a quarter of each file, rounded up to KiB: 4 segments)")
     args = ap.parse_args(argv)
+    if args.jobs == 1 or args.jobs < 0 or args.segment < 0:
+        raise SystemExit("bench: --jobs must be 2 or more (it is compared with --jobs 1), --segment positive")
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     unknown = [p for p in presets if p not in PRESETS]
@@ -534,6 +602,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
+    workers: list[dict] = []        # --jobs: the segmented runs, a table of their own
     with tempfile.TemporaryDirectory(prefix="marslink-bench-") as tmp:
         work = Path(tmp)
         inputs = gather_inputs(args, work)
@@ -588,17 +657,35 @@ def main(argv=None) -> int:
                     bar.console.print(msg)
                 # write as we go: a long bench interrupted late still leaves its numbers
                 (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+        for inp in inputs if args.jobs else ():
+            for p in presets:
+                segment = args.segment or -(-inp["bytes"] // 4096) * 1024
+                console.print(f"bench: {p} on {inp['name']} in segments of {segment:,} B, --jobs 1 and {args.jobs} ...")
+                rec = {**bench_jobs(inp["path"], inp["bytes"], p, args.profile, work, segment, args.jobs),
+                       "file": inp["name"]}
+                workers.append(rec)
+                console.print("  " + " | ".join(next(jobs_rows([rec]))[3:]))
+                (out / "results.json").write_text(json.dumps({"meta": meta, "results": results, "workers": workers},
+                                                             indent=2) + "\n")
 
     # group rows by file for the tables: classic first, then marslink presets in the given order
     order = {i["name"]: n for n, i in enumerate(inputs)}
     results.sort(key=lambda r: (order[r["file"]], r.get("kind") == "marslink"))
-    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    write_markdown(out / "results.md", results, meta)
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results, "workers": workers},
+                                                 indent=2) + "\n")
+    write_markdown(out / "results.md", results, meta, workers, args.jobs)
     plotted = plot_frontier(out / "frontier.png", results, inputs)
     print_table(results)
+    if workers:
+        t = Table(title=f"segments on workers: --jobs 1 against --jobs {args.jobs} (wall, start-up included)")
+        for h in jobs_headers(args.jobs):
+            t.add_column(h)
+        for row in jobs_rows(workers):
+            t.add_row(*row)
+        Console(width=170).print(t)
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}" + (f", {out / 'frontier.png'}" if plotted else ""),
           file=sys.stderr)
-    failed = [r for r in results if "error" in r]
+    failed = [r for r in results + workers if "error" in r]
     if failed:
         print(f"bench: {len(failed)} run(s) failed: "
               + "; ".join(f"{r['compressor']} on {r['file']}: {r['error'][:80]}" for r in failed), file=sys.stderr)

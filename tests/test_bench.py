@@ -49,6 +49,21 @@ def test_bench_marslink_round_trip_with_progress(tmp_path):
     assert calls == sorted(calls)
 
 
+def test_bench_jobs_compares_one_worker_with_two_on_the_same_file(tmp_path):
+    """--jobs (issue 24): the same segmented file through --jobs 1 (this process) and --jobs 2
+    (two workers), both round trips checked and the two files compared byte for byte."""
+    bench = load_bench()
+    src = tmp_path / "log.txt"
+    src.write_bytes(mission_log(3000))
+    rec = bench.bench_jobs(str(src), 3000, "tiny", "portable", tmp_path, 1024, 2)
+    assert "error" not in rec, rec.get("error")
+    assert (rec["segments"], rec["workers_1"], rec["workers_2"]) == (3, "this process", "2 worker processes")
+    assert rec["same_bytes"] is True and rec["verified"] is True
+    assert rec["compress_speedup"] == rec["compress_wall_seconds_1"] / rec["compress_wall_seconds_2"]
+    row = next(bench.jobs_rows([{**rec, "file": "log.txt"}]))
+    assert row[:3] == ["log.txt", "tiny", "3 x 1,024 B"] and row[-1] == "same bytes, exact"
+
+
 # --- paq8px beside the classic compressors (issue 23), through a stand-in with its command line ---
 FAKE_PAQ8PX = """#!/bin/sh
 # paq8px's command line: no arguments prints the version and help; -8 IN ARCHIVE; -d ARCHIVE OUT.

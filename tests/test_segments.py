@@ -64,6 +64,40 @@ def test_jobs_2_gives_the_bytes_of_jobs_1_and_round_trips(tmp_path, one_job):
     assert a["final_digest"] == stats["final_digest"] and a["verified"] is True
 
 
+def test_the_parent_of_workers_never_loads_torch(tmp_path, one_job):
+    """With --jobs 2 only the workers load torch (seconds of start-up each); the parent cuts,
+    assembles and checks, so its own start-up is not on the critical path. Checked in the parent
+    itself, after a compress with --verify and a decompress."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(DATA)
+    mrs, back = tmp_path / "in.mrs", tmp_path / "back.txt"
+    code = ("import sys\nfrom sender.cli import main as alice\nfrom receiver.cli import main as bob\n"
+            f"a = alice(['compress', {str(src)!r}, {str(mrs)!r}, '--preset', 'tiny', '--segment', '1K', "
+            "'--jobs', '2', '--verify', '-q'])\n"
+            f"b = bob(['decompress', {str(mrs)!r}, {str(back)!r}, '--jobs', '2', '-q'])\n"
+            "print(a, b, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True, text=True,
+                       timeout=300)
+    assert r.stdout.split() == ["0", "0", "False"], r.stderr
+    assert mrs.read_bytes() == one_job[0] and back.read_bytes() == DATA
+
+
+def test_workers_refuse_a_file_of_other_arithmetic_in_one_line(tmp_path, one_job):
+    """The parent no longer compares the file's arithmetic itself: each worker does, before its
+    first token, and the run ends in the same one line as with one job."""
+    one = parse(one_job[0])
+    ours = one.header["fingerprint"]["canary"]
+    one.header["fingerprint"] = {**one.header["fingerprint"], "canary": "0123456789abcdef"}
+    bad = tmp_path / "other.mrs"
+    bad.write_bytes(one.to_bytes())
+    before = leftovers(tmp_path)
+    for jobs in ("1", "2"):
+        r = run_cli("receiver", "decompress", str(bad), str(tmp_path / "out.txt"), "--jobs", jobs)
+        expect_error(r, "bob: error: numeric profile mismatch in 'canary': the file has '0123456789abcdef', this "
+                        f"machine has {ours!r}; both sides need a marslink build with "
+                        "the same arithmetic", tmp_path, before)
+
+
 def test_workers_die_with_a_killed_alice(tmp_path):
     """SIGKILL runs no cleanup in Alice; her workers still end (they asked the kernel to kill
     them with their parent) and nothing is written."""

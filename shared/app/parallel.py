@@ -383,23 +383,20 @@ class Tally:
 
 def compress_file(data: bytes, config: RunConfig, segment_size: int, runner, update) -> tuple[bytes, dict]:
     """The container of `data` cut into segments and coded by `runner`; (blob, stats)."""
-    from ..coding.segments import assemble, plan, total_stats   # start-up: torch, after pinning
-    from ..core.fingerprint import fingerprint
+    from ..coding.segments import assemble, plan, total_stats
     check_plan(len(data), segment_size)
     started = time.perf_counter()
     pieces = plan(len(data), segment_size)
     tasks = [(i, data[o:o + n], config.to_dict()) for i, (o, n) in enumerate(pieces)]
     coded = runner.run(encode_task, tasks, Tally([n for _, n in pieces], update))
-    blob = assemble(data, config, segment_size, coded, fingerprint())
+    blob = assemble(data, config, segment_size, coded)
     return blob, total_stats([c.stats for c in coded], started, len(blob), **_run_fields(config, runner, segment_size))
 
 
 def decompress_file(container, runner, update) -> tuple[bytes, dict]:
     """The original of a parsed container, every segment decoded and checked by `runner`."""
-    from ..coding.segments import jobs_of, join, total_stats   # start-up: torch, after pinning
-    from ..core.fingerprint import compare, fingerprint
+    from ..coding.segments import jobs_of, join, total_stats
     started = time.perf_counter()
-    compare(fingerprint(), container.header["fingerprint"], "the file")   # before any worker starts
     header = {k: container.header[k] for k in ("config", "fingerprint", "sync_every")}
     tasks = [(i, header, s, d, p) for i, s, d, p in jobs_of(container)]
     results = runner.run(decode_task, tasks, Tally([s.length for _, _, s, _, _ in tasks], update))

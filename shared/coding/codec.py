@@ -13,7 +13,7 @@ from ..core.errors import ChecksumError, FormatError, UsageError
 from ..core.fingerprint import compare, fingerprint
 from ..core.layout import n_steps, sync_steps
 from .coder import STATE_BITS, ByteSource, ChunkDecoder, ChunkEncoder
-from .container import DIGEST_PREFIX, Container
+from .container import DIGEST_PREFIX, Container, size_stats
 
 OnStep = Callable[[Twin, StepReport], None]
 MAX_READ_PAST_END = STATE_BITS // 8 + 2   # the decoder looks this far beyond the last coded byte, at most
@@ -129,10 +129,3 @@ def run_stats(twin: Twin, input_bytes: int, payload_bytes: int, started: float,
         stats.update(size_stats(compressed_bytes, payload_bytes, input_bytes))
     stats.update(extra)
     return stats
-
-
-def size_stats(compressed_bytes: int, payload_bytes: int, input_bytes: int) -> dict:
-    """The sizes every --stats-json reports, compress and decompress alike; bits_per_byte is
-    null for an empty input (it has no such ratio)."""
-    return {"compressed_bytes": compressed_bytes, "header_bytes": compressed_bytes - payload_bytes,
-            "bits_per_byte": compressed_bytes * 8 / input_bytes if input_bytes else None}

@@ -246,3 +246,10 @@ def _read_header(deflated: bytes, name: str) -> tuple[dict, RunConfig]:
     if len(header["sha256"]) != 64 or header["sha256"].strip("0123456789abcdef"):
         raise unreadable("'sha256' is not 64 hex digits")
     return header, config
+
+
+def size_stats(compressed_bytes: int, payload_bytes: int, input_bytes: int) -> dict:
+    """The sizes every --stats-json reports, compress and decompress alike; bits_per_byte is
+    null for an empty input (it has no such ratio)."""
+    return {"compressed_bytes": compressed_bytes, "header_bytes": compressed_bytes - payload_bytes,
+            "bits_per_byte": compressed_bytes * 8 / input_bytes if input_bytes else None}

@@ -5,6 +5,9 @@ same configuration and seed), so the one path that makes and checks a twin's out
 only one; this module cuts, and puts the segments' digests and payloads into one container
 (container.py's segment table). Which process or machine codes a segment never changes its
 bits: a twin sees only its own segment. Who runs the segments is shared/app/parallel.py's job.
+
+Torch-free at import: the parent of `--jobs` workers only cuts, assembles and checks, so it
+never loads torch (seconds of start-up on the critical path); `codec` loads where a twin runs.
 """
 from __future__ import annotations
 
@@ -14,9 +17,8 @@ import zlib
 from dataclasses import dataclass
 
 from ..core.config import RunConfig
-from ..core.errors import ChecksumError
-from . import codec
-from .container import Container, DIGEST_PREFIX, Segment, parse, segment_count, segment_slices
+from ..core.errors import ChecksumError, ProfileError
+from .container import Container, DIGEST_PREFIX, Segment, parse, segment_count, segment_slices, size_stats
 
 
 @dataclass
@@ -26,6 +28,7 @@ class Coded:
     digests: list[str]           # hex prefixes, DIGEST_PREFIX bytes each
     payload: bytes
     stats: dict                  # codec.run_stats of the segment's twin
+    fingerprint: dict            # the arithmetic that coded it (the header records it)
 
 
 @dataclass
@@ -44,14 +47,17 @@ def plan(length: int, segment_size: int) -> list[tuple[int, int]]:
 
 def encode_segment(index: int, data: bytes, config: RunConfig, on_step=None) -> Coded:
     """One twin over one segment: the digests and payload a one-twin file of it holds."""
+    from . import codec          # start-up: torch, where the twin runs
     blob, stats = codec.compress(data, config, on_step)
     one = parse(blob)
-    return Coded(index, one.digests, one.payload, _segment_stats(stats, index))
+    return Coded(index, one.digests, one.payload, _segment_stats(stats, index), one.header["fingerprint"])
 
 
 def decode_segment(index: int, header: dict, segment: Segment, digests: list[str], payload: bytes,
                    on_step=None) -> Decoded:
-    """One twin back over one segment, checked alone: its digests and its SHA-256."""
+    """One twin back over one segment, checked alone: its arithmetic against the file's (before
+    the first token), its digests and its SHA-256."""
+    from . import codec          # start-up: torch, where the twin runs
     one = Container({"config": header["config"], "fingerprint": header["fingerprint"], "length": segment.length,
                      "sha256": segment.sha256, "sync_every": header["sync_every"]}, digests, payload)
     data, stats = codec.decompress(one, on_step)
@@ -67,9 +73,15 @@ def _segment_stats(stats: dict, index: int) -> dict:
     return row
 
 
-def assemble(data: bytes, config: RunConfig, segment_size: int, coded: list[Coded], fingerprint: dict) -> bytes:
-    """The container of a segmented file from its segments' results, in segment order."""
+def assemble(data: bytes, config: RunConfig, segment_size: int, coded: list[Coded]) -> bytes:
+    """The container of a segmented file from its segments' results, in segment order. The
+    header records the arithmetic the twins ran, which must be one for every segment."""
     coded = sorted(coded, key=lambda c: c.index)
+    fingerprint = coded[0].fingerprint
+    for c in coded:
+        if c.fingerprint != fingerprint:
+            raise ProfileError(f"segment {c.index} was coded with arithmetic {c.fingerprint}, segment 0 with "
+                               f"{fingerprint}; every worker needs the same marslink build")
     rows = []
     for (offset, length), c in zip(plan(len(data), segment_size), coded):
         table = b"".join(bytes.fromhex(d) for d in c.digests)
@@ -126,6 +138,6 @@ def total_stats(rows: list[dict], started: float, compressed_bytes: int | None, 
     if "stored_chunks" in rows[0]:
         stats["stored_chunks"] = sum(r["stored_chunks"] for r in rows)
     if compressed_bytes is not None:
-        stats.update(codec.size_stats(compressed_bytes, payload, n))
+        stats.update(size_stats(compressed_bytes, payload, n))
     stats.update(extra)
     return stats

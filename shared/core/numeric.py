@@ -8,7 +8,9 @@ oneDNN, nor the thread count decides one. `activate()` still pins threads and dy
 threading before torch is imported (hygiene: fewer surprises, steadier timing); it no longer
 pins or requires a CPU capability, so marslink starts on any CPU torch supports.
 
-Torch-free: `pinned.py` is the one module that calls `active()` and then imports torch;
+Torch-free, and `activate()` loads no torch either: `pinned.py` is the one module that calls
+`active()`, imports torch and applies torch's own settings (`configure`). So a process that
+never runs a twin (the parent of `--jobs` workers) never pays torch's seconds of start-up.
 `fingerprint.py` describes the result for the handshake.
 """
 from __future__ import annotations
@@ -83,8 +85,13 @@ def activate(profile: NumericProfile | str | None = None, threads: int | None = 
             os.environ[key] = value
         else:
             os.environ.pop(key, None)
-    import torch  # noqa: E402  (the whole point: only after the environment is pinned)
+    _active = profile
+    return profile
 
+
+def configure(torch) -> None:
+    """torch's own settings for the active profile, right after torch is imported (pinned.py)."""
+    profile = active()
     torch.set_num_threads(profile.threads)
     torch.set_num_interop_threads(1)
     # torch.use_deterministic_algorithms(True) less its import of torch._inductor (2 s per process):
@@ -92,8 +99,6 @@ def activate(profile: NumericProfile | str | None = None, threads: int | None = 
     torch._C._set_deterministic_algorithms(True)
     torch.set_float32_matmul_precision("highest")
     torch.backends.mkldnn.enabled = False
-    _active = profile
-    return profile
 
 
 def active() -> NumericProfile:
