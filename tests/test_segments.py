@@ -64,6 +64,19 @@ def test_jobs_2_gives_the_bytes_of_jobs_1_and_round_trips(tmp_path, one_job):
     assert a["final_digest"] == stats["final_digest"] and a["verified"] is True
 
 
+def test_jobs_4_gives_the_bytes_of_jobs_1(tmp_path):
+    """Four workers (more than the cores here) on five segments: the file of one job, byte for byte."""
+    src, out = tmp_path / "in.txt", tmp_path / "in.mrs"
+    src.write_bytes(DATA)
+    blob, _ = compress_file(DATA, TINY, 512, InProcess("portable"), quiet)
+    r = run_cli("sender", "compress", str(src), str(out), "--preset", "tiny", "--segment", "512", "--jobs", "4",
+                "-q", "--stats-json", str(tmp_path / "a.json"))
+    assert r.returncode == 0, r.stderr.decode()
+    assert out.read_bytes() == blob
+    a = json.loads((tmp_path / "a.json").read_text())
+    assert (a["segments"], a["workers"]) == (5, "4 worker processes")
+
+
 def test_the_parent_of_workers_never_loads_torch(tmp_path, one_job):
     """With --jobs 2 only the workers load torch (seconds of start-up each); the parent cuts,
     assembles and checks, so its own start-up is not on the critical path. Checked in the parent
