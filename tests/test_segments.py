@@ -66,10 +66,11 @@ def test_jobs_2_gives_the_bytes_of_jobs_1_and_round_trips(tmp_path, one_job):
 
 def test_jobs_4_gives_the_bytes_of_jobs_1(tmp_path):
     """Four workers (more than the cores here) on five segments: the file of one job, byte for byte."""
+    data = mission_log(4200)                 # 4 x 1,024 + 104
     src, out = tmp_path / "in.txt", tmp_path / "in.mrs"
-    src.write_bytes(DATA)
-    blob, _ = compress_file(DATA, TINY, 512, InProcess("portable"), quiet)
-    r = run_cli("sender", "compress", str(src), str(out), "--preset", "tiny", "--segment", "512", "--jobs", "4",
+    src.write_bytes(data)
+    blob, _ = compress_file(data, TINY, SEGMENT, InProcess("portable"), quiet)
+    r = run_cli("sender", "compress", str(src), str(out), "--preset", "tiny", "--segment", "1K", "--jobs", "4",
                 "-q", "--stats-json", str(tmp_path / "a.json"))
     assert r.returncode == 0, r.stderr.decode()
     assert out.read_bytes() == blob
