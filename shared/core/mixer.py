@@ -113,8 +113,14 @@ def count_splits(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def kt_split(n0: np.ndarray, n1: np.ndarray) -> np.ndarray:
     """12-bit P(bit 1) = (n1 + 1/2) / (n0 + n1 + 1), the Krichevsky–Trofimov estimate, in 1..4095.
     One float64 division of exact integers (IEEE: correctly rounded everywhere), truncated."""
-    q = (2 * n1 + 1).astype(np.float64) * 4096.0 / (2 * (n0 + n1) + 2)
-    return np.clip(q.astype(np.int32), 1, 4095)
+    q = n1.astype(np.float64)                   # (n1 + 1/2) * 4096 / (n0 + n1 + 1): the same exact
+    q += 0.5                                    # operands, so the same correctly rounded quotient,
+    q *= 4096.0                                 # in place (Bob computes it at all 255 nodes)
+    den = (n0 + n1).astype(np.float64)
+    den += 1.0
+    q /= den
+    p = q.astype(np.int32)
+    return np.clip(p, 1, 4095, out=p)
 
 
 def cdf_split(cdf: np.ndarray) -> np.ndarray:
@@ -124,7 +130,6 @@ def cdf_split(cdf: np.ndarray) -> np.ndarray:
 
 
 _TOTAL = 1 << FREQ_BITS
-_LEVELS = [np.arange(1 << d, 2 << d) for d in range(8)]
 
 
 def split_to_cdf(p16: np.ndarray) -> np.ndarray:
@@ -134,12 +139,17 @@ def split_to_cdf(p16: np.ndarray) -> np.ndarray:
     n = p16.shape[0]
     mass = np.empty((n, 2 * VOCAB), dtype=np.int64)     # column = node (1-based); leaves 256..511
     mass[:, 1] = _TOTAL - VOCAB
-    for parents in _LEVELS:
-        right = (mass[:, parents] * p16[:, parents - 1]) >> 16
-        mass[:, 2 * parents + 1] = right
-        mass[:, 2 * parents] = mass[:, parents] - right
+    for depth in range(8):                              # a level's nodes are contiguous columns,
+        first, end = 1 << depth, 2 << depth             # their children the next level, in pairs
+        parents = mass[:, first:end]
+        right = (parents * p16[:, first - 1:end - 1]) >> 16
+        children = mass[:, 2 * first:2 * end].reshape(n, first, 2)
+        children[..., 1] = right
+        np.subtract(parents, right, out=children[..., 0])
+    leaves = mass[:, VOCAB:]
+    leaves += 1
     cdf = np.zeros((n, VOCAB + 1), dtype=np.int64)
-    np.cumsum(mass[:, VOCAB:] + 1, axis=1, out=cdf[:, 1:])
+    np.cumsum(leaves, axis=1, out=cdf[:, 1:])
     return cdf
 
 
@@ -157,7 +167,7 @@ def _count_inputs(n0: np.ndarray, n1: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """A count row's two mixer inputs at a node: stretch of its KT split, and the same where the
     row has seen one side only (a deterministic context), else 0."""
     kt = stretch(kt_split(n0, n1))
-    return kt, np.where((n0 == 0) | (n1 == 0), kt, 0)
+    return kt, kt * ((n0 == 0) | (n1 == 0))
 
 
 class APM:
