@@ -23,9 +23,10 @@ at these settings), one at a time, so the speeds are one core's.
 
 With `--jobs N` (issue 24) each preset and file is also coded in segments (`--segment SIZE`,
 default: a quarter of the file, so 4 segments) with `alice compress --jobs 1` and `--jobs N`,
-and decoded with `bob decompress --jobs 1` and `--jobs N`, one after the other in the same run:
-wall-clock time from start to exit (start-up included: the user's wait), the speedup, and a
-check that both files are the same bytes and both round trips exact.
+and decoded with `bob decompress --jobs 1` and `--jobs N`, one after the other in the same run
+(`--repeat R`: R times, alternating, medians compared): wall-clock time from start to exit
+(start-up included: the user's wait), the speedup, and a check that every file is the same
+bytes and every round trip exact.
 
 Progress: alice and bob run with `--progress-every 2` and the bench follows their lines, so its
 bar moves within a run (`strong` codes about 850 B/s each way, docs/results.md, so a round trip
@@ -256,32 +257,46 @@ def _without_progress(stderr: str) -> str:
     return "\n".join(line for line in stderr.splitlines() if not PROGRESS_BYTES.search(line))
 
 
-def bench_jobs(src: str, n: int, preset: str, profile: str, work: Path, segment: int, jobs: int) -> dict:
-    """The same segmented file coded and decoded with --jobs 1 and --jobs `jobs`, one run after
-    the other: wall seconds of each (start to exit), the speedup, and whether both files are
-    the same bytes and both round trips exact."""
-    rec = {"file": None, "compressor": f"marslink {preset} --jobs", "preset": preset, "segment_size": segment, "jobs": jobs,
-           "segments": -(-n // segment)}
-    files = {}
+def bench_jobs(src: str, n: int, preset: str, profile: str, work: Path, segment: int, jobs: int,
+               repeat: int = 1) -> dict:
+    """The same segmented file coded and decoded with --jobs 1 and --jobs `jobs`, `repeat` times,
+    alternating (1, N, 1, N, ...: a load that drifts meets both alike): the median wall seconds
+    of each (start to exit; every run kept in `runs`), the speedup of the medians, and whether
+    every file is the same bytes and every round trip exact."""
+    rec = {"file": None, "compressor": f"marslink {preset} --jobs", "preset": preset, "segment_size": segment,
+           "jobs": jobs, "segments": -(-n // segment), "repeat": repeat, "runs": []}
+    first = work / "jobs-first.mrs"
+    first.unlink(missing_ok=True)
+    same, exact = True, True
+    for _ in range(repeat):
+        for j in (1, jobs):
+            comp, back, stats = work / f"jobs{j}.mrs", work / f"jobs{j}.bin", work / f"jobs{j}.json"
+            c = run_child([str(BIN / "alice"), "compress", src, str(comp), "--preset", preset, "--profile", profile,
+                           "--segment", str(segment), "--jobs", str(j), "-f", "-q", "--stats-json", str(stats)],
+                          env=child_env())
+            d = run_child([str(BIN / "bob"), "decompress", str(comp), str(back), "--jobs", str(j), "-f", "-q"],
+                          env=child_env()) if c["rc"] == 0 else c
+            if c["rc"] != 0 or d["rc"] != 0:
+                return {**rec, "error": f"--jobs {j}: exited {(c if c['rc'] else d)['rc']}: "
+                                        f"{(c if c['rc'] else d)['stderr'][-300:]}"}
+            rec["runs"].append({"jobs": j, "compress_wall_seconds": c["wall_seconds"],
+                                "decompress_wall_seconds": d["wall_seconds"],
+                                "peak_rss_bytes": max(c["peak_rss_bytes"], d["peak_rss_bytes"])})
+            rec[f"workers_{j}"] = json.loads(stats.read_text())["workers"]
+            if not first.exists():
+                comp.rename(first)
+            else:
+                same = same and same_bytes(str(first), str(comp))
+            exact = exact and same_bytes(src, str(back))
     for j in (1, jobs):
-        comp, back, stats = work / f"jobs{j}.mrs", work / f"jobs{j}.bin", work / f"jobs{j}.json"
-        c = run_child([str(BIN / "alice"), "compress", src, str(comp), "--preset", preset, "--profile", profile,
-                       "--segment", str(segment), "--jobs", str(j), "-f", "-q", "--stats-json", str(stats)],
-                      env=child_env())
-        d = run_child([str(BIN / "bob"), "decompress", str(comp), str(back), "--jobs", str(j), "-f", "-q"],
-                      env=child_env()) if c["rc"] == 0 else c
-        if c["rc"] != 0 or d["rc"] != 0:
-            return {**rec, "error": f"--jobs {j}: exited {(c if c['rc'] else d)['rc']}: "
-                                    f"{(c if c['rc'] else d)['stderr'][-300:]}"}
-        rec[f"compress_wall_seconds_{j}"], rec[f"decompress_wall_seconds_{j}"] = c["wall_seconds"], d["wall_seconds"]
-        rec[f"peak_rss_bytes_{j}"] = max(c["peak_rss_bytes"], d["peak_rss_bytes"])
-        rec[f"workers_{j}"] = json.loads(stats.read_text())["workers"]
-        files[j] = (comp, back)
+        mine = [r for r in rec["runs"] if r["jobs"] == j]
+        for side in ("compress", "decompress"):
+            rec[f"{side}_wall_seconds_{j}"] = float(np.median([r[f"{side}_wall_seconds"] for r in mine]))
+        rec[f"peak_rss_bytes_{j}"] = max(r["peak_rss_bytes"] for r in mine)
     rec["compress_speedup"] = rec["compress_wall_seconds_1"] / rec[f"compress_wall_seconds_{jobs}"]
     rec["decompress_speedup"] = rec["decompress_wall_seconds_1"] / rec[f"decompress_wall_seconds_{jobs}"]
-    rec["same_bytes"] = same_bytes(str(files[1][0]), str(files[jobs][0]))
-    rec["verified"] = all(same_bytes(src, str(back)) for _, back in files.values())
-    if not (rec["same_bytes"] and rec["verified"]):
+    rec["same_bytes"], rec["verified"] = same, exact
+    if not (same and exact):
         rec["error"] = "--jobs 1 and --jobs %d differ, or a round trip is not exact" % jobs
     return rec
 
@@ -302,8 +317,8 @@ def jobs_rows(workers: list[dict]):
 
 
 def jobs_headers(jobs: int) -> list[str]:
-    return ["file", "preset", "segments", f"compress --jobs 1 / {jobs}", "speedup",
-            f"decompress --jobs 1 / {jobs}", "speedup", "peak RSS 1 / %d (largest process)" % jobs, "files"]
+    return ["file", "preset", "segments", f"compress --jobs 1 / {jobs} (median)", "speedup",
+            f"decompress --jobs 1 / {jobs} (median)", "speedup", "peak RSS 1 / %d (largest process)" % jobs, "files"]
 
 
 def bench_classic(name: str, src: str, n: int, work: Path) -> dict:
@@ -582,9 +597,12 @@ def main(argv=None) -> int:
                     "segments with --jobs 1 and --jobs N, and report the speedup (issue 24)")
     ap.add_argument("--segment", type=int, default=0, metavar="BYTES", help="segment size for --jobs (default: "
                     "a quarter of each file, rounded up to KiB: 4 segments)")
+    ap.add_argument("--repeat", type=int, default=1, metavar="R", help="with --jobs: run each side R times, "
+                    "alternating, and compare the medians (default: %(default)s)")
     args = ap.parse_args(argv)
-    if args.jobs == 1 or args.jobs < 0 or args.segment < 0:
-        raise SystemExit("bench: --jobs must be 2 or more (it is compared with --jobs 1), --segment positive")
+    if args.jobs == 1 or args.jobs < 0 or args.segment < 0 or args.repeat < 1:
+        raise SystemExit("bench: --jobs must be 2 or more (it is compared with --jobs 1), --segment positive, "
+                         "--repeat at least 1")
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     unknown = [p for p in presets if p not in PRESETS]
@@ -661,8 +679,8 @@ def main(argv=None) -> int:
             for p in presets:
                 segment = args.segment or -(-inp["bytes"] // 4096) * 1024
                 console.print(f"bench: {p} on {inp['name']} in segments of {segment:,} B, --jobs 1 and {args.jobs} ...")
-                rec = {**bench_jobs(inp["path"], inp["bytes"], p, args.profile, work, segment, args.jobs),
-                       "file": inp["name"]}
+                rec = {**bench_jobs(inp["path"], inp["bytes"], p, args.profile, work, segment, args.jobs,
+                                    args.repeat), "file": inp["name"]}
                 workers.append(rec)
                 console.print("  " + " | ".join(next(jobs_rows([rec]))[3:]))
                 (out / "results.json").write_text(json.dumps({"meta": meta, "results": results, "workers": workers},

@@ -51,14 +51,18 @@ def test_bench_marslink_round_trip_with_progress(tmp_path):
 
 def test_bench_jobs_compares_one_worker_with_two_on_the_same_file(tmp_path):
     """--jobs (issue 24): the same segmented file through --jobs 1 (this process) and --jobs 2
-    (two workers), both round trips checked and the two files compared byte for byte."""
+    (two workers), twice, alternating; every round trip checked, every file compared byte for
+    byte with the first, the medians of each side's runs compared."""
+    import statistics
     bench = load_bench()
     src = tmp_path / "log.txt"
     src.write_bytes(mission_log(3000))
-    rec = bench.bench_jobs(str(src), 3000, "tiny", "portable", tmp_path, 1024, 2)
+    rec = bench.bench_jobs(str(src), 3000, "tiny", "portable", tmp_path, 1024, 2, repeat=2)
     assert "error" not in rec, rec.get("error")
     assert (rec["segments"], rec["workers_1"], rec["workers_2"]) == (3, "this process", "2 worker processes")
     assert rec["same_bytes"] is True and rec["verified"] is True
+    assert [r["jobs"] for r in rec["runs"]] == [1, 2, 1, 2]
+    assert rec["compress_wall_seconds_2"] == statistics.median(r["compress_wall_seconds"] for r in rec["runs"][1::2])
     assert rec["compress_speedup"] == rec["compress_wall_seconds_1"] / rec["compress_wall_seconds_2"]
     row = next(bench.jobs_rows([{**rec, "file": "log.txt"}]))
     assert row[:3] == ["log.txt", "tiny", "3 x 1,024 B"] and row[-1] == "same bytes, exact"
