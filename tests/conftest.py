@@ -1,3 +1,4 @@
+import importlib
 import sys
 from pathlib import Path
 
@@ -8,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shared.core import numeric  # noqa: E402
 
 numeric.activate("portable")  # the test process itself runs the default profile
-from shared.core import pinned  # noqa: E402,F401  (and torch configured for it, before any test imports torch)
+importlib.import_module("shared.core.pinned")  # and torch configured for it, before any test imports torch
 
 from tests.helpers import run_cli  # noqa: E402
 
