@@ -297,7 +297,7 @@ def bench_jobs(src: str, n: int, preset: str, profile: str, work: Path, segment:
     rec["decompress_speedup"] = rec["decompress_wall_seconds_1"] / rec[f"decompress_wall_seconds_{jobs}"]
     rec["same_bytes"], rec["verified"] = same, exact
     if not (same and exact):
-        rec["error"] = "--jobs 1 and --jobs %d differ, or a round trip is not exact" % jobs
+        rec["error"] = f"--jobs 1 and --jobs {jobs} differ, or a round trip is not exact"
     return rec
 
 
@@ -318,7 +318,7 @@ def jobs_rows(workers: list[dict]):
 
 def jobs_headers(jobs: int) -> list[str]:
     return ["file", "preset", "segments", f"compress --jobs 1 / {jobs} (median)", "speedup",
-            f"decompress --jobs 1 / {jobs} (median)", "speedup", "peak RSS 1 / %d (largest process)" % jobs, "files"]
+            f"decompress --jobs 1 / {jobs} (median)", "speedup", f"peak RSS 1 / {jobs} (largest process)", "files"]
 
 
 def bench_classic(name: str, src: str, n: int, work: Path) -> dict:
@@ -523,7 +523,7 @@ def write_markdown(path: Path, results: list[dict], meta: dict, workers: list[di
         lines += ["", f"Segments on workers, `--jobs 1` against `--jobs {jobs}`, one run after the other; "
                   "wall-clock seconds from start to exit (start-up included):", "",
                   "| " + " | ".join(jobs_headers(jobs)) + " |", "|" + " --- |" * len(jobs_headers(jobs))]
-        lines += ["| " + " | ".join(jobs_rows([r]).__next__()) + " |" for r in workers]
+        lines += ["| " + " | ".join(row) + " |" for row in jobs_rows(workers)]
     path.write_text("\n".join(lines) + "\n")
 
 
