@@ -188,3 +188,54 @@ def test_state_rows_are_the_twins_state_sized_independently(twin_run):
     for name, arrays in expected.items():
         assert rows[name]["raw_bytes"] == sum(a.nbytes for a in arrays), name
         assert rows[name]["gzip_bytes"] == _gzip(arrays), name
+
+
+@pytest.fixture(scope="module")
+def file_run(tmp_path_factory):
+    """A segmented file, as a user makes one: alice compress (3 segments of 1 KiB) and bob
+    decompress, each writing --stats-json, as separate processes."""
+    from tests.helpers import run_cli
+    d = tmp_path_factory.mktemp("file-report")
+    src, mrs, out = d / "in.txt", d / "in.mrs", d / "out.txt"
+    src.write_bytes(mission_log(2200))
+    for args in (("sender", "compress", src, mrs, "--preset", "tiny", "--segment", "1K", "--stats-json", d / "a.json"),
+                 ("receiver", "decompress", mrs, out, "--stats-json", d / "b.json")):
+        r = run_cli(*map(str, args), "--jobs", "1", "-q")
+        assert r.returncode == 0, r.stderr.decode()
+    assert (d / "out.txt").read_bytes() == (d / "in.txt").read_bytes()
+    return d, json.loads((d / "a.json").read_text()), json.loads((d / "b.json").read_text())
+
+
+def test_a_segmented_files_report_compares_each_twin_and_counts_the_program_once(file_run):
+    d, alice, bob = file_run
+    s = build(alice, bob, str(d / "in.txt"), str(d / "rep"))
+    size = (d / "in.mrs").stat().st_size
+    assert (s["mode"], s["segments"], s["segment_size"], s["segment_digests_equal"]) == ("file", 3, 1024, True)
+    assert s["curves_equal"] is None and s["compressed_bytes"] == size
+    page = (d / "rep" / "report.html").read_text()
+    assert "Bob decoded Alice's file in lockstep" in page
+    assert "disagree" not in page
+    ledger = {row[0]: row for row in re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>",
+                                                  page.split('id="ledger"')[1].split("</table>")[0])}
+    bits = {k: int(v[1].replace(",", "")) for k, v in ledger.items() if v[1] not in ("n/a",) and "." not in v[1]}
+    assert bits["= coded payload"] + bits["+ container header"] == bits["= the file"] == size * 8
+    assert bits["+ container header"] == alice["header_bytes"] * 8
+    program = [k for k in ledger if k.startswith("the program")]
+    assert len(program) == 1 and "counted once, though 3 twins ran it" in ledger[program[0]][2]
+    table = page.split('id="segments"')[1].split("</table>")[0]
+    rows = re.findall(r"<tr><td>(\d+)</td><td>([\d,]+)</td><td>([\d,]+)</td>", table)
+    assert [(int(a), int(b.replace(",", ""))) for a, b, _ in rows] == [(0, 1024), (1, 1024), (2, 152)]
+    assert sum(int(c.replace(",", "")) for _, _, c in rows) == alice["payload_bytes"]
+    assert table.count("<td>yes</td>") == 3
+    assert (d / "rep" / "report.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_a_segment_whose_twin_ended_elsewhere_is_reported_as_a_disagreement(file_run, tmp_path):
+    d, alice, bob = file_run
+    bob = json.loads(json.dumps(bob))
+    bob["segment_stats"][1]["final_digest"] = "00" * 32
+    s = build(alice, bob, str(d / "in.txt"), str(tmp_path / "rep"))
+    assert s["digests_equal"] and s["segment_digests_equal"] is False
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "Alice and Bob disagree" in page
+    assert page.split('id="segments"')[1].split("</table>")[0].count("<td>NO</td>") == 1

@@ -14,6 +14,11 @@ What it shows, all measured:
     trained state instead would cost, row by row, raw and gzip -9 (shared/show/ledger.py; the
     state is measured from each side's twin at the end of its run and comes in its stats).
 
+The same page comes from file mode's stats (`alice compress` / `bob decompress --stats-json`,
+segmented or not): there are no per-step curves, so it compares each segment's twin instead,
+adds the container header (config, sync digests, segment table) to the ledger, and counts the
+program once however many twins ran it.
+
 Torch-free; matplotlib (the `report` extra) draws the PNG.
 """
 from __future__ import annotations
@@ -60,13 +65,34 @@ def _series(stats: dict, key: str) -> dict[int, float | None]:
     return {int(row[0]): row[1] for row in stats.get(key, [])}
 
 
+def is_file_mode(stats: dict) -> bool:
+    """Stats of `alice compress` / `bob decompress` (a container, no link): no per-step curves."""
+    return "compressed_bytes" in stats and "curve" not in stats
+
+
+def segment_rows(stats: dict) -> list[dict]:
+    """File mode's per-segment rows; an older or one-twin stats file is one segment, the whole."""
+    return stats.get("segment_stats") or [{"segment": 0, "input_bytes": stats.get("input_bytes"),
+                                           "payload_bytes": stats.get("payload_bytes"),
+                                           "bits_per_byte": None, "final_digest": stats.get("final_digest")}]
+
+
 def summarize(alice: dict, bob: dict, input_path: str, relay: dict | None = None) -> dict:
     data = Path(input_path).read_bytes()
     n = len(data)
     payload = int(alice["payload_bytes"])
     ideal = float(alice["ideal_bits"])
     params = alice.get("parameters") or bob.get("parameters")
+    file_mode = is_file_mode(alice) and is_file_mode(bob)
+    segs_a, segs_b = (segment_rows(x) for x in (alice, bob))
     return {
+        "mode": "file" if file_mode else "link",
+        # file mode: the container around the payload, and the twins (one per segment) compared
+        "compressed_bytes": alice.get("compressed_bytes"), "header_bytes": alice.get("header_bytes"),
+        "segments": len(segs_a) if file_mode else None, "segment_size": alice.get("segment_size"),
+        "workers": alice.get("workers"),
+        "segment_digests_equal": ([a.get("final_digest") for a in segs_a] == [b.get("final_digest") for b in segs_b]
+                                  if file_mode else None),
         "input": os.path.basename(input_path), "input_bytes": n,
         "alice_input_bytes": alice.get("input_bytes"), "bob_output_bytes": bob.get("input_bytes"),
         "payload_bytes": payload, "payload_bits": payload * 8, "ideal_bits": ideal,
@@ -77,8 +103,8 @@ def summarize(alice: dict, bob: dict, input_path: str, relay: dict | None = None
         "steps": alice.get("steps"), "preset": alice.get("preset"),
         "final_digest_alice": alice.get("final_digest"), "final_digest_bob": bob.get("final_digest"),
         "digests_equal": alice.get("final_digest") == bob.get("final_digest"),
-        "curves_equal": alice.get("curve") == bob.get("curve") and bool(alice.get("curve")),
-        "loss_curves_equal": alice.get("loss_curve") == bob.get("loss_curve"),
+        "curves_equal": None if file_mode else alice.get("curve") == bob.get("curve") and bool(alice.get("curve")),
+        "loss_curves_equal": None if file_mode else alice.get("loss_curve") == bob.get("loss_curve"),
         "syncs_checked": bob.get("syncs_checked"),
         "seconds_alice": alice.get("seconds"), "seconds_bob": bob.get("seconds"),
         "frames_resent": alice.get("frames_resent"), "duplicates": bob.get("duplicates"),
@@ -90,6 +116,14 @@ def summarize(alice: dict, bob: dict, input_path: str, relay: dict | None = None
         "program": program_size(), "source": source_size(), "compressors": compressor_sizes(input_path),
         "relay": relay,
     }
+
+
+def in_lockstep(s: dict) -> bool:
+    """Did Bob follow Alice? Link: identical curves and final weights. File: every segment's
+    twin ended with Alice's weights (and so the whole's digest)."""
+    if s["mode"] == "file":
+        return s["digests_equal"] and s["segment_digests_equal"]
+    return s["digests_equal"] and s["curves_equal"] and s["loss_curves_equal"]
 
 
 # --- the picture ----------------------------------------------------------------------------
@@ -108,49 +142,29 @@ def plot(alice: dict, bob: dict, s: dict, path: str) -> None:
                  f"{s['bits_per_byte']:.3f} bits/byte, final digests "
                  f"{'equal' if s['digests_equal'] else 'DIFFER'} ({(s['final_digest_bob'] or '')[:12]})",
                  fontsize=12, fontweight="bold")
-
-    # 1. the loss curves, both sides
-    for stats, who, style in ((alice, "Alice (Earth)", dict(lw=2.4, color="#1f77b4")),
-                              (bob, "Bob (Mars)", dict(lw=1.2, ls="--", color="#d62728"))):
-        c = sorted(_series(stats, "curve").items())
-        ax1.plot([k for k, v in c if v is not None], [v for k, v in c if v is not None],
-                 label=f"{who}: coded bits/byte", **style)
-    for stats, who, style in ((alice, "Alice", dict(lw=1.6, color="#2ca02c", alpha=0.8)),
-                              (bob, "Bob", dict(lw=1.0, ls=":", color="#000000"))):
-        c = sorted(_series(stats, "loss_curve").items())
-        ax1.plot([k for k, v in c if v is not None], [v / math.log(2) for k, v in c if v is not None],
-                 label=f"{who}: training loss (bits)", **style)
-    ax1.set_xlabel("step")
-    ax1.set_ylabel("bits per byte")
-    ax1.set_title("Alice and Bob: one loss curve, computed twice"
-                  + (" (identical)" if s["curves_equal"] and s["loss_curves_equal"] else " (DIFFERENT)"),
-                  fontsize=10)
-    ax1.legend(fontsize=8)
-    ax1.grid(alpha=0.3)
-
-    # 2. cumulative bits
     n = s["input_bytes"]
-    wa = alice.get("wire_curve", [])
-    ax2.plot([0] + [r[1] for r in wa], [0] + [r[2] * 8 / 1000 for r in wa], lw=2.4, color="#1f77b4",
-             label="marslink: coded bits sent")
-    ax2.plot([0, n], [0, n * 8 / 1000], color="grey", lw=1.2, ls="--", label="raw (8 bits/byte)")
+    if s["mode"] == "file":
+        _segment_panels(ax1, ax2, alice, bob, s)
+    else:
+        _curve_panels(ax1, ax2, alice, bob, s)
     markers = {"gzip -9": "o", "bzip2 -9": "s", "xz -9e": "^"}
+    ax2.plot([0, n], [0, n * 8 / 1000], color="grey", lw=1.2, ls="--", label="raw (8 bits/byte)")
     for name, size in s["compressors"].items():
         ax2.plot([n], [size * 8 / 1000], markers.get(name, "x"), ms=8, label=f"{name}: {size:,} B (whole file)")
     ax2.set_xlabel("bytes of input coded")
     ax2.set_ylabel("kbit")
-    ax2.set_title("Cumulative bits on the link vs raw and classic compressors", fontsize=10)
     ax2.legend(fontsize=8, loc="upper left")
     ax2.grid(alpha=0.3)
 
     # 3. description-length ledger (kbit)
     rows = []
-    rows.append(("marslink stream", [(s["ideal_bits"], "area under the loss curve", "#1f77b4"),
-                                     (max(s["coder_overhead_bits"], 0), "coder overhead", "#ff7f0e")]))
-    rows.append(("+ program (never sent)", [(s["ideal_bits"], None, "#1f77b4"),
-                                            (max(s["coder_overhead_bits"], 0), None, "#ff7f0e"),
-                                            (s["program"]["gzip_bytes"] * 8,
-                                             f"the program ({PROGRAM}), gzip -9", "#9467bd")]))
+    stream = [(s["ideal_bits"], "area under the loss curve", "#1f77b4"),
+              (max(s["coder_overhead_bits"], 0), "coder overhead", "#ff7f0e")]
+    if s["mode"] == "file":
+        stream.append((s["header_bytes"] * 8, "container header (config, digests, segment table)", "#2ca02c"))
+    rows.append(("marslink file" if s["mode"] == "file" else "marslink stream", stream))
+    rows.append(("+ program (never sent)", [(bits, None, colour) for bits, _, colour in stream] +
+                 [(s["program"]["gzip_bytes"] * 8, f"the program ({PROGRAM}), gzip -9", "#9467bd")]))
     if s["state"]:
         rows.append((f"send state ({STATE_COMPRESSOR})",
                      [(r["gzip_bytes"] * 8, r["name"], colour) for r, colour in zip(s["state"], STATE_COLOURS)]))
@@ -172,6 +186,58 @@ def plot(alice: dict, bob: dict, s: dict, path: str) -> None:
     fig.subplots_adjust(left=0.13, right=0.97, top=0.9, bottom=0.07)
     fig.savefig(path)
     plt.close(fig)
+
+
+def _curve_panels(ax1, ax2, alice: dict, bob: dict, s: dict) -> None:
+    """Link mode: both sides' per-step curves (1), and the bits on the link as they went (2)."""
+    for stats, who, style in ((alice, "Alice (Earth)", dict(lw=2.4, color="#1f77b4")),
+                              (bob, "Bob (Mars)", dict(lw=1.2, ls="--", color="#d62728"))):
+        c = sorted(_series(stats, "curve").items())
+        ax1.plot([k for k, v in c if v is not None], [v for k, v in c if v is not None],
+                 label=f"{who}: coded bits/byte", **style)
+    for stats, who, style in ((alice, "Alice", dict(lw=1.6, color="#2ca02c", alpha=0.8)),
+                              (bob, "Bob", dict(lw=1.0, ls=":", color="#000000"))):
+        c = sorted(_series(stats, "loss_curve").items())
+        ax1.plot([k for k, v in c if v is not None], [v / math.log(2) for k, v in c if v is not None],
+                 label=f"{who}: training loss (bits)", **style)
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("bits per byte")
+    ax1.set_title("Alice and Bob: one loss curve, computed twice"
+                  + (" (identical)" if in_lockstep(s) else " (DIFFERENT)"), fontsize=10)
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3)
+    wa = alice.get("wire_curve", [])
+    ax2.plot([0] + [r[1] for r in wa], [0] + [r[2] * 8 / 1000 for r in wa], lw=2.4, color="#1f77b4",
+             label="marslink: coded bits sent")
+    ax2.set_title("Cumulative bits on the link vs raw and classic compressors", fontsize=10)
+
+
+def _segment_panels(ax1, ax2, alice: dict, bob: dict, s: dict) -> None:
+    """File mode: each segment's twin, Alice's bits/byte against Bob's (1), and the file as it
+    grows, header first, then segment after segment (2)."""
+    segs_a, segs_b = segment_rows(alice), segment_rows(bob)
+    x = list(range(len(segs_a)))
+    bpb = [r["payload_bytes"] * 8 / r["input_bytes"] if r.get("input_bytes") else 0.0 for r in segs_a]
+    ax1.bar(x, bpb, color="#1f77b4", label="Alice: coded bits/byte of the segment")
+    same = [a.get("final_digest") == b.get("final_digest") for a, b in zip(segs_a, segs_b)]
+    ax1.plot([i for i, ok in zip(x, same) if ok], [v for v, ok in zip(bpb, same) if ok], "o", color="#2ca02c",
+             label="Bob: the same final weights")
+    if not all(same):
+        ax1.plot([i for i, ok in zip(x, same) if not ok], [v for v, ok in zip(bpb, same) if not ok], "x", ms=10,
+                 color="#d62728", label="Bob: other final weights")
+    ax1.set_xticks(x)
+    ax1.set_xlabel(f"segment ({s['segment_size']:,} bytes each)" if s.get("segment_size") else "segment")
+    ax1.set_ylabel("bits per byte")
+    ax1.set_title(f"{len(x)} twin(s), one per segment, each run by Alice and by Bob"
+                  + (" (identical)" if in_lockstep(s) else " (DIFFERENT)"), fontsize=10)
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3, axis="y")
+    done, bits = [0], [s["header_bytes"] * 8 / 1000]
+    for r in segs_a:
+        done.append(done[-1] + r["input_bytes"])
+        bits.append(bits[-1] + r["payload_bytes"] * 8 / 1000)
+    ax2.plot(done, bits, lw=2.4, color="#1f77b4", marker=".", label="marslink: the file (header, then segments)")
+    ax2.set_title("The file segment by segment vs raw and classic compressors", fontsize=10)
 
 
 def _ledger(ax, rows: list, xmax: float | None) -> None:
@@ -217,15 +283,29 @@ def _f(x, digits: int = 1) -> str:
 
 def page(alice: dict, bob: dict, s: dict, png: bytes) -> str:
     n = s["input_bytes"]
+    file_mode = s["mode"] == "file"
+    if file_mode:
+        segs = s["segments"]
+        sent_row = ["the file alice compress wrote (header included)",
+                    f"{s['compressed_bytes']:,} bytes ({s['compressed_bytes'] * 8 / n:.3f} bits/byte), "
+                    f"of which the header {s['header_bytes']:,}" if n else _f(s["compressed_bytes"])]
+        lockstep_rows = [
+            ["segments (one twin each)", f"{segs} of {_f(s['segment_size'])} bytes, run by {s['workers'] or 'n/a'}"],
+            ["every segment's final weights equal (Alice / Bob)", "yes" if s["segment_digests_equal"] else "NO"],
+            ["per-step curves equal (bits/byte and loss)", "n/a: file mode keeps no per-step curves"]]
+    else:
+        sent_row = ["bytes written to the link by Alice (frames, heartbeats, resends)", _f(s["wire_bytes"])]
+        lockstep_rows = [["per-step curves equal (bits/byte and loss)",
+                          "yes" if s["curves_equal"] and s["loss_curves_equal"] else "NO"]]
     summary = _table(["", "value"], [
         ["input", f"{s['input']} ({n:,} bytes)"],
         ["coded payload", f"{s['payload_bytes']:,} bytes = {s['payload_bits']:,} bits ({s['bits_per_byte']:.3f} bits/byte)"],
-        ["bytes written to the link by Alice (frames, heartbeats, resends)", _f(s["wire_bytes"])],
+        sent_row,
         ["steps / preset", f"{s['steps']} / {s['preset']}"],
         ["final weight digest, Alice", s["final_digest_alice"]],
         ["final weight digest, Bob", s["final_digest_bob"]],
         ["digests equal", "yes" if s["digests_equal"] else "NO"],
-        ["per-step curves equal (bits/byte and loss)", "yes" if s["curves_equal"] and s["loss_curves_equal"] else "NO"],
+        *lockstep_rows,
         ["sync digests Bob checked against Alice's", _f(s["syncs_checked"])],
         ["trained-state sizes equal (each side measured its own twin)",
          ("yes" if s["state_equal"] else "NO") if s["state"] else "n/a"],
@@ -234,6 +314,9 @@ def page(alice: dict, bob: dict, s: dict, png: bytes) -> str:
         ["seconds (Alice / Bob)", f"{_f(s['seconds_alice'])} / {_f(s['seconds_bob'])}"],
     ], 'id="summary"')
     comp_rows = [["marslink (coded payload)", f"{s['payload_bytes']:,}", f"{s['bits_per_byte']:.3f}"]]
+    if file_mode:
+        comp_rows.append(["marslink (the whole file, header included)", f"{s['compressed_bytes']:,}",
+                          f"{s['compressed_bytes'] * 8 / n:.3f}" if n else "n/a"])
     for name, size in s["compressors"].items():
         comp_rows.append([name, f"{size:,}", f"{size * 8 / n:.3f}" if n else "n/a"])
     comp_rows.append(["raw", f"{n:,}", "8.000"])
@@ -245,11 +328,21 @@ def page(alice: dict, bob: dict, s: dict, png: bytes) -> str:
     ledger_rows = [
         ["area under the loss curve", _f(s["ideal_bits"]), "sum over every byte of -log2 p(byte), as both models predicted it"],
         ["+ arithmetic-coder overhead", _f(s["coder_overhead_bits"]), "payload x 8 - ideal bits (flags, rounding, final bits)"],
-        ["= coded payload", f"{s['payload_bits']:,}", "what crossed the link, apart from framing"],
+        ["= coded payload", f"{s['payload_bits']:,}",
+         f"the {s['segments']} segment(s)' streams, end to end" if file_mode
+         else "what crossed the link, apart from framing"],
+    ]
+    if file_mode:
+        ledger_rows += [
+            ["+ container header", f"{s['header_bytes'] * 8:,}",
+             f"the preset and seed, the sync digests and the segment table ({s['segments']} row(s))"],
+            ["= the file", f"{s['compressed_bytes'] * 8:,}", "what alice compress wrote"]]
+    ledger_rows += [
         [f"the program ({PROGRAM})", f"{p['gzip_bytes'] * 8:,}",
          f"{len(p['files'])} files, {p['bytes']:,} bytes, gzip -9 to {p['gzip_bytes']:,}: every module of the "
          "lockstep core and the arithmetic coder; both sides have it, never sent (torch, numpy and Python "
-         "itself not counted)"],
+         "itself not counted)" + (f"; counted once, though {s['segments']} twins ran it" if file_mode
+                                  and s["segments"] > 1 else "")],
         ["all of marslink's source", f"{src['gzip_bytes'] * 8:,}",
          f"{src['files']} Python files, {src['bytes']:,} bytes, gzip -9 to {src['gzip_bytes']:,} "
          "(CLIs, link, dashboards too)"],
@@ -260,7 +353,9 @@ def page(alice: dict, bob: dict, s: dict, png: bytes) -> str:
                             f"({', '.join(r['arrays'])}); {r['note']}"])
     ledger_rows.append(["= sending the trained state instead", _f(s["state_bits"]),
                         f"the rows above, {STATE_COMPRESSOR}: what a receiver would need to continue without the "
-                        "stream" if s["state"] else "n/a: the stats hold no state sizes"])
+                        "stream" if s["state"] else "n/a: the stats hold no state sizes"
+                        + (f" (a receiver would need {s['segments']} twins' states, one per segment)"
+                           if file_mode and s["segments"] > 1 else "")])
     ledger = _table(["item", "bits", "note"], ledger_rows, 'id="ledger"')
     program_list = _table(["file counted as the program"], [[f] for f in p["files"]], 'id="program-files"')
     ca, cb = _series(alice, "curve"), _series(bob, "curve")
@@ -297,7 +392,20 @@ def page(alice: dict, bob: dict, s: dict, png: bytes) -> str:
              f"{down.get('messages', 0):,}, {down.get('dropped', 0)}, {down.get('duplicated', 0)}, "
              f"{down.get('reordered', 0)}"],
         ], 'id="relay"')
-    ok = s["digests_equal"] and s["curves_equal"]
+    if file_mode:
+        seg_rows = [[a.get("segment"), _f(a.get("input_bytes")), _f(a.get("payload_bytes")),
+                     f"{a['payload_bytes'] * 8 / a['input_bytes']:.3f}" if a.get("input_bytes") else "n/a",
+                     (a.get("final_digest") or "")[:16],
+                     "yes" if a.get("final_digest") == b.get("final_digest") else "NO"]
+                    for a, b in zip(segment_rows(alice), segment_rows(bob))]
+        per_step = (f"<h2>Segments</h2>" + _table(["segment", "bytes", "coded bytes", "bits/byte",
+                                                   "final digest (Alice)", "Bob's equal"], seg_rows, 'id="segments"'))
+    else:
+        per_step = (f"<h2>Per-step curve</h2>\n<details><summary>{len(curve_rows)} steps (the plotted series)"
+                    f"</summary>{curve}</details>")
+    ok = in_lockstep(s)
+    good = ("Bob decoded Alice's file in lockstep: every segment's twin ended with the same weights."
+            if file_mode else "Alice and Bob stayed in lockstep: identical loss curves and final weights.")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>marslink report: {html.escape(s['input'])}</title>
 <style>
@@ -311,8 +419,7 @@ img {{ max-width: 100%; border: 1px solid #ddd; }}
 details {{ margin-bottom: 2em; }}
 </style></head><body>
 <h1>marslink: {html.escape(s['input'])}</h1>
-<p class="{'ok' if ok else 'bad'}">{'Alice and Bob stayed in lockstep: identical loss curves and final weights.'
-    if ok else 'Alice and Bob disagree: see below.'}</p>
+<p class="{'ok' if ok else 'bad'}">{good if ok else 'Alice and Bob disagree: see below.'}</p>
 <img alt="loss curves, cumulative bits, description-length ledger" src="data:image/png;base64,{base64.b64encode(png).decode()}">
 <h2>Summary</h2>{summary}
 <h2>Against classic compressors</h2>{comp}
@@ -321,8 +428,7 @@ details {{ margin-bottom: 2em; }}
 <h2>Description-length ledger</h2>{ledger}
 <details><summary>the {len(p['files'])} files counted as the program ({PROGRAM})</summary>{program_list}</details>
 {relay}
-<h2>Per-step curve</h2>
-<details><summary>{len(curve_rows)} steps (the plotted series)</summary>{curve}</details>
+{per_step}
 <script type="application/json" id="series">{html.escape(json.dumps(series))}</script>
 </body></html>
 """
