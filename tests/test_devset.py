@@ -104,3 +104,47 @@ def test_out_that_is_a_file_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit) as e:
         devset.main(["--out", str(f)])
     assert str(e.value) == f"devset: {f} is not a folder; give --out a folder"
+
+
+def fake_sources(tmp_path, monkeypatch, size=20):
+    """A two-file set, one more source and a 6-byte tinyshakespeare, so mixed() runs offline."""
+    corpora = tmp_path / "corpora"
+    corpora.mkdir()
+    (corpora / "tinyshakespeare.txt").write_bytes(b"TS-ts\n")
+    files = [(b"aaaa", "a.txt"), (b"bbbbbb", "b.bin")]
+    monkeypatch.setattr(devset, "MANIFEST", [devset.Entry(n, "test", "test", hashlib.sha256(d).hexdigest(),
+                                                          lambda cache, d=d: d) for d, n in files])
+    monkeypatch.setattr(devset, "MIXED_MORE", [("more", lambda cache: b"0123456789")])
+    monkeypatch.setattr(devset, "CORPORA", corpora)
+    monkeypatch.setattr(devset, "MIXED_SIZE", size)
+    return b"TS-ts\n" + b"aaaa" + b"bbbbbb" + b"0123456789"
+
+
+def test_mixed_input_is_tinyshakespeare_the_set_then_more_cut_at_its_size(tmp_path, monkeypatch, capsys):
+    whole = fake_sources(tmp_path, monkeypatch)
+    monkeypatch.setattr(devset, "MIXED_SHA256", hashlib.sha256(whole[:20]).hexdigest())
+    assert devset.main(["--out", str(tmp_path / "set"), "--mixed"]) == 0
+    assert (tmp_path / "set" / devset.MIXED_NAME).read_bytes() == whole[:20]
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"{devset.MIXED_NAME}{' ' * 15}        20 B  ")
+
+
+def test_mixed_input_of_changed_sources_is_a_one_line_error_and_not_written(tmp_path, monkeypatch):
+    whole = fake_sources(tmp_path, monkeypatch)
+    with pytest.raises(SystemExit) as e:
+        devset.main(["--out", str(tmp_path / "set"), "--mixed"])
+    assert str(e.value) == (f"devset: {devset.MIXED_NAME}: SHA-256 {hashlib.sha256(whole[:20]).hexdigest()[:16]}"
+                            f"... is not the manifest's {devset.MIXED_SHA256[:16]}...; a source changed: do not use it")
+    assert not (tmp_path / "set" / devset.MIXED_NAME).exists()
+    monkeypatch.setattr(devset, "MIXED_SIZE", 27)          # more than the sources hold
+    with pytest.raises(SystemExit) as e:
+        devset.main(["--out", str(tmp_path / "set"), "--mixed"])
+    assert str(e.value) == "devset: the mixed input has only 26 bytes, not 27"
+
+
+def test_mixed_inputs_generated_parts_are_new_data_not_repeats_of_the_set(tmp_path):
+    more = dict(devset.MIXED_MORE)
+    assert len(more) == len(devset.MIXED_MORE) >= 10
+    for kind, name in (("binary records", "sensor-records.bin"), ("MessagePack", "events.msgpack"),
+                       ("protocol buffers", "events.pb")):
+        data, first = more[kind](tmp_path), entry(name).make(tmp_path)
+        assert data[:4096] not in first and len(data) >= 200_000
