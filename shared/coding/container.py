@@ -56,7 +56,7 @@ MAX_CONTAINER_BYTES = MAX_LENGTH + (MAX_LENGTH >> 3)   # the largest file a pres
 MIN_SEGMENT = 1 << 10            # smallest segment size (bytes)
 MAX_SEGMENT = MAX_LENGTH         # largest: one segment holds the largest file
 MAX_SEGMENTS = 4096              # rows of the segment table: ~110 bytes of header JSON each
-DEFAULT_SEGMENT = 4 << 20        # alice compress's --segment; why this size: docs/segments.md
+DEFAULT_SEGMENT = 16 << 20       # alice compress's --segment; why this size: docs/segments.md
 
 
 @dataclass(frozen=True)
