@@ -74,7 +74,12 @@ def segment_rows(stats: dict) -> list[dict]:
     """File mode's per-segment rows; an older or one-twin stats file is one segment, the whole."""
     return stats.get("segment_stats") or [{"segment": 0, "input_bytes": stats.get("input_bytes"),
                                            "payload_bytes": stats.get("payload_bytes"),
-                                           "bits_per_byte": None, "final_digest": stats.get("final_digest")}]
+                                           "final_digest": stats.get("final_digest")}]
+
+
+def segment_bpb(row: dict) -> float | None:
+    """A segment's coded bits per byte of its input (its payload only: the header is the file's)."""
+    return row["payload_bytes"] * 8 / row["input_bytes"] if row.get("input_bytes") else None
 
 
 def summarize(alice: dict, bob: dict, input_path: str, relay: dict | None = None) -> dict:
@@ -217,7 +222,7 @@ def _segment_panels(ax1, ax2, alice: dict, bob: dict, s: dict) -> None:
     grows, header first, then segment after segment (2)."""
     segs_a, segs_b = segment_rows(alice), segment_rows(bob)
     x = list(range(len(segs_a)))
-    bpb = [r["payload_bytes"] * 8 / r["input_bytes"] if r.get("input_bytes") else 0.0 for r in segs_a]
+    bpb = [segment_bpb(r) or 0.0 for r in segs_a]
     ax1.bar(x, bpb, color="#1f77b4", label="Alice: coded bits/byte of the segment")
     same = [a.get("final_digest") == b.get("final_digest") for a, b in zip(segs_a, segs_b)]
     ax1.plot([i for i, ok in zip(x, same) if ok], [v for v, ok in zip(bpb, same) if ok], "o", color="#2ca02c",
@@ -394,7 +399,7 @@ def page(alice: dict, bob: dict, s: dict, png: bytes) -> str:
         ], 'id="relay"')
     if file_mode:
         seg_rows = [[a.get("segment"), _f(a.get("input_bytes")), _f(a.get("payload_bytes")),
-                     f"{a['payload_bytes'] * 8 / a['input_bytes']:.3f}" if a.get("input_bytes") else "n/a",
+                     _f(segment_bpb(a), 3),
                      (a.get("final_digest") or "")[:16],
                      "yes" if a.get("final_digest") == b.get("final_digest") else "NO"]
                     for a, b in zip(segment_rows(alice), segment_rows(bob))]
