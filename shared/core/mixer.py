@@ -123,10 +123,21 @@ def kt_split(n0: np.ndarray, n1: np.ndarray) -> np.ndarray:
     return np.clip(p, 1, 4095, out=p)
 
 
+def _split12(right: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """12-bit P(bit 1) = floor(4096 right / whole) in 1..4095, from one float64 division of
+    exact integers (right < whole <= 2**25): a quotient that is not a whole number lies at
+    least 2**-25 below the next one, far more than float64's rounding at 4096, so truncating
+    it gives the integer floor on every CPU."""
+    q = right.astype(np.float64)
+    q *= 4096.0
+    q /= whole
+    p = q.astype(np.int32)
+    return np.clip(p, 1, 4095, out=p)
+
+
 def cdf_split(cdf: np.ndarray) -> np.ndarray:
     """12-bit P(bit 1) at every node of a quantized distribution (n, 257), in 1..4095."""
-    right = cdf[:, HI] - cdf[:, MID]
-    return np.clip((right << 12) // (cdf[:, HI] - cdf[:, LO]), 1, 4095)
+    return _split12(cdf[:, HI] - cdf[:, MID], cdf[:, HI] - cdf[:, LO])
 
 
 _TOTAL = 1 << FREQ_BITS
@@ -160,7 +171,7 @@ def learn(table: np.ndarray, cells: np.ndarray, targets: np.ndarray, rate: int) 
     uniq, inverse = np.unique(cells, return_inverse=True)
     gap = np.zeros(len(uniq), dtype=np.int64)
     np.add.at(gap, inverse, targets - table[cells])
-    table[uniq] += (gap // np.bincount(inverse)) >> rate
+    table[uniq] = table[uniq] + ((gap // np.bincount(inverse)) >> rate)   # stays in 0..65535
 
 
 def _count_inputs(n0: np.ndarray, n1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -168,6 +179,27 @@ def _count_inputs(n0: np.ndarray, n1: np.ndarray) -> tuple[np.ndarray, np.ndarra
     row has seen one side only (a deterministic context), else 0."""
     kt = stretch(kt_split(n0, n1))
     return kt, kt * ((n0 == 0) | (n1 == 0))
+
+
+_EMPTY = int(stretch(kt_split(np.zeros(1), np.zeros(1)))[0])   # both inputs where a row saw nothing
+
+
+def _count_dots(n0: np.ndarray, n1: np.ndarray, w_kt: np.ndarray, w_det: np.ndarray) -> np.ndarray:
+    """Sum over the count rows k of kt * w_kt[:, k] + det * w_det[:, k] at every node: (n, NODES)
+    float64, the same exact integers as the dense products (terms below 2**35, sums below
+    2**53, so any order). Most nodes of most rows saw nothing below them (KT 1/2: both inputs
+    _EMPTY), so that is added for every node at once and only the nodes that saw a byte are
+    computed and corrected."""
+    n, K, _ = n0.shape
+    dots = np.empty((n, NODES))
+    dots[:] = (w_kt.sum(axis=1) + w_det.sum(axis=1)) * _EMPTY
+    seen = np.flatnonzero((n0 | n1) != 0)               # into (n, K, NODES); a bool mask is numpy's fast path
+    kt, det = _count_inputs(n0.reshape(-1)[seen], n1.reshape(-1)[seen])
+    node, row = seen % NODES, seen // NODES             # row = stream * K + k
+    k = row % K
+    fix = (kt - _EMPTY) * w_kt[node, k] + (det - _EMPTY) * w_det[node, k]
+    dots += np.bincount((row // K) * NODES + node, weights=fix, minlength=n * NODES).reshape(n, NODES)
+    return dots
 
 
 class APM:
@@ -181,7 +213,9 @@ class APM:
 
     def __init__(self, contexts: int):
         start = squash((np.arange(self.CELLS) - 16) * 128) * 16
-        self.table = np.tile(start, contexts)               # (contexts * 33,) int64, 16-bit values
+        # (contexts * 33,) 16-bit probabilities, stored as such: Bob reads 2 x 255 cells per
+        # stream and position from the byte APM's 2 million, and the narrow table caches better
+        self.table = np.tile(start, contexts).astype(np.uint16)
         self._cell = None
 
     def refine(self, st: np.ndarray, ctx: np.ndarray) -> np.ndarray:
@@ -228,13 +262,11 @@ class TreeMixer:
         w = self.weights.astype(np.float64)
         st = stretch(cdf_split(cdf))                                    # (n, NODES)
         dot = st * w[:, 0] + 256.0 * w[:, -1]
-        kt = det = None
+        splits = None
         if K:
-            n0, n1 = count_splits(counts)                               # (n, K, NODES)
-            kt, det = _count_inputs(n0, n1)
-            dot += np.einsum("nkj,kj->nj", kt.astype(np.float64), w[:, 1:1 + K].T)
-            dot += np.einsum("nkj,kj->nj", det.astype(np.float64), w[:, 1 + K:1 + 2 * K].T)
-        self._inputs = (st, kt, det)
+            splits = count_splits(counts)                               # (n, K, NODES) each
+            dot += _count_dots(*splits, w[:, 1:1 + K], w[:, 1 + K:1 + 2 * K])
+        self._inputs = (st, splits)
         self._on_path = False
         return split_to_cdf(self._refine(dot, np.broadcast_to(np.arange(NODES), st.shape), prev))
 
@@ -248,7 +280,7 @@ class TreeMixer:
         rows = np.arange(len(symbols))[:, None]
         w = self.weights[nodes].astype(np.float64)                      # (n, 8, n_in)
         right = cdf[rows, HI[nodes]] - cdf[rows, MID[nodes]]
-        st = stretch(np.clip((right << 12) // (cdf[rows, HI[nodes]] - cdf[rows, LO[nodes]]), 1, 4095))
+        st = stretch(_split12(right, cdf[rows, HI[nodes]] - cdf[rows, LO[nodes]]))
         dot = st * w[..., 0] + 256.0 * w[..., -1]
         kt = det = None
         if K:
@@ -261,7 +293,7 @@ class TreeMixer:
             kt, det = _count_inputs(n0, n1)
             dot += np.einsum("nkd,ndk->nd", kt.astype(np.float64), w[..., 1:1 + K])
             dot += np.einsum("nkd,ndk->nd", det.astype(np.float64), w[..., 1 + K:1 + 2 * K])
-        self._inputs = (st, kt, det)
+        self._inputs = (st, (kt, det))
         self._on_path = True
         p16 = self._refine(dot, nodes, prev)
         mass = np.full(len(symbols), _TOTAL - VOCAB, dtype=np.int64)    # split_to_cdf, down one path
@@ -287,17 +319,18 @@ class TreeMixer:
         """Learn from the coded `symbols`; returns what they would have cost before SSE (bits)."""
         nodes, bits = path(symbols)                                     # (n, 8)
         rows = np.arange(len(symbols))[:, None]
-        st, kt, det = self._inputs
+        st, inputs = self._inputs
         if self._on_path:               # already the path's: (n, 8) and (n, K, 8)
             p_mix = self._p
             cells = [apm._cell for apm in (self.apm_node, self.apm_byte)]
             if self.K:
-                kt, det = kt.transpose(0, 2, 1), det.transpose(0, 2, 1)
+                kt, det = (x.transpose(0, 2, 1) for x in inputs)
         else:                           # all 255 nodes: take the path's
             p_mix, st = self._p[rows, nodes], st[rows, nodes]
             cells = [apm._cell[rows, nodes] for apm in (self.apm_node, self.apm_byte)]
-            if self.K:
-                kt, det = kt[rows, :, nodes], det[rows, :, nodes]
+            if self.K:                  # the count inputs from the path's splits, (n, 8, K)
+                n0, n1 = inputs
+                kt, det = _count_inputs(n0[rows, :, nodes], n1[rows, :, nodes])
         err = ((bits << 12) - p_mix) * self.LR                          # (n, 8)
         x = np.empty(nodes.shape + (self.n_in,), dtype=np.int64)        # (n, 8, n_in): the path's inputs
         x[..., 0] = st
