@@ -51,6 +51,20 @@ def test_a_full_row_is_halved_before_it_can_overflow():
     assert c.table.max() <= 255
 
 
+def test_each_rows_total_and_top_stay_those_of_its_counts():
+    """Eviction and halving read the row sums and maxima kept beside the table; through claims,
+    evictions, halvings and many streams hitting one cell, they stay exactly the table's."""
+    c = ContextCounts((1, 3), table_bits=8, streams=64)    # few rows: many claims and evictions
+    rng = np.random.default_rng(2)
+    rows = np.ones(64, bool)
+    halved = False
+    for step in range(400):
+        symbols = rng.integers(0, 4, 64) if step % 4 else rng.integers(0, 256, 64)
+        halved |= bool((c.top > LIMIT).any())
+        c.update(rows, symbols)
+    assert halved and (c.total == c.table.sum(axis=1)).all() and (c.top == c.table.max(axis=1)).all()
+
+
 def test_hashed_orders_stay_inside_their_own_rows():
     c = ContextCounts((1, 3, 6), table_bits=10, streams=3)
     rng = np.random.default_rng(0)

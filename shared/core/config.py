@@ -184,7 +184,7 @@ def cost(config: RunConfig) -> tuple[int, int]:
               + L * S * S                                         # each layer's causal mask
               + L * 2 * B * S * E * 4                             # KV cache
               + B * S * (L * (24 * E * 4 + 24 * H * S) + VOCAB * 16 + K * VOCAB * 9)   # a step's graph
-              + table_bytes(m) + (table_bytes(m) >> 8)            # count tables and their check bytes
+              + table_bytes(m) + 4 * (table_bytes(m) >> 8)        # count tables; per row: check, total, top
               + (B * MATCH_SPAN + MATCH_ROWS * 8 if m.match else 0)
               + B * tc.replay_span * 2 * (tc.replay > 0)
               + (B * (STRUCTURE_RING * 8 + 2 * 256 * 8) if m.structure else 0)   # ngram.Structure's rings

@@ -210,6 +210,10 @@ class ContextCounts:
         self.offset = np.cumsum([0] + sizes[:-1]).astype(np.int64)
         self.table = sparse_zeros((sum(sizes), 256))
         self.check = np.zeros(sum(sizes), dtype=np.uint8)    # which context owns each hashed row
+        # each row's sum and largest count, kept beside it: eviction and halving read 3 bytes of
+        # a row instead of its 256 (both are exact: counts only grow by whole steps or halve)
+        self.total = np.zeros(sum(sizes), dtype=np.uint16)    # at most 256 * 255
+        self.top = np.zeros(sum(sizes), dtype=np.uint8)
         self.history = np.zeros(streams, dtype=np.uint64)   # last 8 bytes per stream, newest lowest
         self.word = np.zeros(streams, dtype=np.uint64)      # hash of the word being written (0: none)
         self.prev = np.zeros(streams, dtype=np.uint64)      # hash of the word before it
@@ -324,20 +328,25 @@ class ContextCounts:
         if new.any():                  # a context without a row takes the emptier row of its pair
             home = slots[new]
             other = home ^ np.broadcast_to(self._pair, slots.shape)[new]
-            fuller = self.table[home].sum(axis=1, dtype=np.int64) > self.table[other].sum(axis=1, dtype=np.int64)
+            fuller = self.total[home] > self.total[other]
             victim = np.where(fuller, other, home)
             claimed, first = np.unique(victim, return_index=True)   # two claims: the first stream wins
             self.table[claimed] = 0
+            self.total[claimed] = self.top[claimed] = 0
             self.check[claimed] = checks[new][first]
             idx = self._find(slots, checks)          # a context that lost its row is not counted now
         counted = idx >= 0
         idx, counted_symbols = idx[counted], np.broadcast_to(symbols[:, None], counted.shape)[counted]
-        hot = idx[self.table[idx].max(axis=1) > LIMIT]
+        hot = idx[self.top[idx] > LIMIT]
         if len(hot):
             self.table[hot] >>= 1      # duplicates halve once: fancy assignment, not accumulation
+            self.top[hot] >>= 1        # the largest of the halves is half the largest, floored
+            self.total[hot] = self.table[hot].sum(axis=1)
         cell, times = np.unique(idx * 256 + counted_symbols, return_counts=True)
         flat = self.table.reshape(-1)
         flat[cell] += times.astype(np.uint8)
+        np.add.at(self.total, cell >> 8, times.astype(np.uint16))
+        np.maximum.at(self.top, cell >> 8, flat[cell])
         self.history[rows] = (self.history[rows] << np.uint64(8)) | symbols.astype(np.uint64)
         if self.match is not None:
             index = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, dtype=np.int64)
@@ -351,7 +360,8 @@ class ContextCounts:
 
     def clear(self) -> None:
         self.table = sparse_zeros(self.table.shape)
-        self.check.fill(0)
+        for a in (self.check, self.total, self.top):
+            a.fill(0)
         for a in (self.history, self.word, self.prev):
             a.fill(0)
         if self.match is not None:
