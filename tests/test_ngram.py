@@ -118,7 +118,7 @@ def test_features_are_exact_integers_and_buckets():
 
 def test_counts_make_repetitive_text_much_cheaper():
     data = mission_log(8000)
-    plain = replace(preset("tiny"), model=replace(preset("tiny").model, orders=(), words=0))
+    plain = replace(preset("tiny"), model=replace(preset("tiny").model, orders=(), words=0, match=0, structure=0))
     with_counts = preset("tiny")
     assert with_counts.model.orders, "the tiny preset (golden digests) exercises the n-gram path"
     blob_plain, _ = compress(data, plain)
@@ -235,6 +235,46 @@ def test_match_model_guesses_the_byte_after_the_last_repeat_and_counts_its_run()
     assert match_row(c).sum() == 0
     feed(c, b"the ")                                     # ... and found again from the newest "the "
     assert match_row(c)[ord("q")] == 1 and match_row(c).sum() == 1
+
+
+def test_match_model_survives_one_wrong_byte_after_a_long_run_but_not_two():
+    c = ContextCounts((1,), table_bits=12, streams=1, match=4, span=1000)
+    line = b"for each stream the same computation, "                 # 38 bytes, no 4 bytes twice
+    feed(c, line + line[:20])                                         # 16+ right guesses in a row
+    assert match_row(c)[line[20]] >= MatchModel.RECOVER
+    feed(c, b"X")                                                     # one wrong byte: the guess goes on
+    row = match_row(c)
+    assert row[line[21]] == 1 and row.sum() == 1                      # from the next place, run 1
+    feed(c, line[21:23])
+    assert match_row(c)[line[23]] == 3
+    feed(c, b"YZ")                                                    # wrong twice in a row: dropped
+    assert match_row(c).sum() == 0
+    short = ContextCounts((1,), table_bits=12, streams=1, match=4, span=1000)
+    feed(short, line + line[:8] + b"X")                               # a short run ends at once
+    assert match_row(short).sum() == 0
+
+
+def test_nest_context_knows_brackets_tags_and_indentation():
+    from shared.core.ngram import Structure
+    def state(text: bytes) -> tuple[Structure, int]:
+        s = Structure(0b10000, streams=1)                            # nest only
+        hist = np.zeros(1, dtype=np.uint64)
+        for b in text:
+            s.update(np.array([0]), np.array([b]))
+            hist = (hist << np.uint64(8)) | np.uint64(b)
+        return s, int(s.contexts(hist)[0, 0])
+    s, ctx = state(b'<div class="x">\n  f(a[')
+    assert (s.depth[0], s.in_tag[0], s.naming[0], s.indent[0], s.lead[0]) == (2, 0, 0, 2, 0)
+    assert state(b'<div id="y">\n  g(b[')[1] == ctx                  # the same tag, depth, indent, last byte
+    for other in (b'<span class="x">\n  f(a[', b'<div class="x">\n f(a[', b'<div class="x">\n  f(a(',
+                  b'<div class="x">\n  f(a[)['[:-1], b'<div class="x">\n  f(a[</div>'[:-6]):
+        assert state(other)[1] != ctx or other == b'<div class="x">\n  f(a[', other
+    s, _ = state(b"<p>a</p")
+    assert (s.in_tag[0], s.naming[0]) == (1, 1) and s.tag[0] != state(b"<p")[0].tag[0]   # "/p" is not "p"
+    s, _ = state(b"))}\n\t x <")
+    assert (s.depth[0], s.indent[0], s.in_tag[0]) == (0, 2, 1)        # depth never below 0; a tab indents
+    s.clear()
+    assert (s.depth[0], s.indent[0], s.in_tag[0], s.tag[0], s.lead[0]) == (0, 0, 0, 0, 1)
 
 
 def test_match_model_finds_repeats_across_streams_but_only_of_known_bytes():

@@ -23,7 +23,7 @@ MAX_SYNC_EVERY = 64         # steps between weight digests: a crafted file is ca
 INT_RANGES = {"streams": (1, 1024), "seed": (0, 2**63 - 1), "sync_every": (1, MAX_SYNC_EVERY),
               "model.n_layer": (1, 64), "model.n_head": (1, 64), "model.n_embd": (1, 4096),
               "model.context": (1, 8192), "model.chunk": (1, 8192), "model.table_bits": (8, 24), "model.words": (0, 2),
-              "model.match": (0, 8), "model.tree": (0, 1), "model.structure": (0, 15), "train.steps_per_chunk": (1, 64),
+              "model.match": (0, 8), "model.tree": (0, 1), "model.structure": (0, 31), "train.steps_per_chunk": (1, 64),
               "train.replay": (0, 16), "train.replay_span": (1, 1 << 16), "train.lr_decay": (0, 1 << 30)}
 FLOAT_RANGES = {"train.lr": (0.0, 1.0), "train.beta1": (0.0, 0.999999), "train.beta2": (0.0, 0.999999),
                 "train.eps": (0.0, 1.0), "train.weight_decay": (0.0, 1.0), "train.grad_clip": (0.0, 1e6)}
@@ -56,7 +56,7 @@ class ModelConfig:
     table_bits: int = 18    # each order's table holds 2**table_bits contexts x 256 counts
     words: int = 0          # word contexts: 1 = the word so far, 2 = also with the word before
     match: int = 0          # match model (ngram.MatchModel): bytes of context it looks up (0: none)
-    structure: int = 0      # structure contexts, a bit each (ngram.STRUCTURE): sparse, column, record, align
+    structure: int = 0      # structure contexts, a bit each (ngram.STRUCTURE): sparse, column, record, align, nest
     tree: int = 0           # 1: a byte-tree mixer and APMs refine each prediction (mixer.py)
 
     @property
@@ -187,7 +187,7 @@ def cost(config: RunConfig) -> tuple[int, int]:
               + table_bytes(m) + 4 * (table_bytes(m) >> 8)        # count tables; per row: check, total, top
               + (B * MATCH_SPAN + MATCH_ROWS * 8 if m.match else 0)
               + B * tc.replay_span * 2 * (tc.replay > 0)
-              + (B * (STRUCTURE_RING * 8 + 2 * 256 * 8) if m.structure else 0)   # ngram.Structure's rings
+              + (B * (STRUCTURE_RING * 8 + 2 * 256 * 8 + 16 * 8) if m.structure else 0)   # ngram.Structure's rings, state
               # mixer.TreeMixer: its APMs (node, node x previous byte; 33 cells of int64) and a
               # position's inputs for every node of every stream
               + ((VOCAB + 1) * (VOCAB - 1) * 33 * 8 + B * (2 * K + 2) * (VOCAB - 1) * 8 * 4 if m.tree else 0))
@@ -241,13 +241,13 @@ PRESETS: dict[str, RunConfig] = {
     # a narrow GPT the rest, and the byte-tree mixer with its APMs learns at every position.
     "default": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=8, chunk=8,
                                            orders=(1, 2, 3, 4, 6), words=2, table_bits=18, match=8,
-                                           structure=15, tree=1),
+                                           structure=31, tree=1),
                          train=TrainConfig(lr=4e-3, lr_decay=15), streams=64, preset="default"),
     # strong: ratio first; default's counts and order 5, a wider two-layer GPT with a longer
     # context, and one replay step on older history.
     "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=16, chunk=8,
                                           orders=(1, 2, 3, 4, 5, 6), words=2, table_bits=18,
-                                          match=8, structure=15, tree=1),
+                                          match=8, structure=31, tree=1),
                         train=TrainConfig(lr=2e-3, replay=1, lr_decay=15), streams=64, preset="strong"),
     # neural: the network alone, no counts and no match model: what the GPT itself learns.
     "neural": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=32, chunk=8),
@@ -259,7 +259,7 @@ PRESETS: dict[str, RunConfig] = {
     # contexts and the tree mixer, so the golden digests cover them all.
     "tiny": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=16, chunk=16,
                                         orders=(1, 2, 3), words=2, table_bits=12, match=8,
-                                        structure=15, tree=1),
+                                        structure=31, tree=1),
                       train=TrainConfig(lr=3e-3), streams=16, sync_every=4, preset="tiny"),
 }
 

@@ -30,6 +30,11 @@ _LETTER[ord("a"):ord("z") + 1] = _LETTER[ord("A"):ord("Z") + 1] = _LETTER[ord("0
 _LETTER[0x80:0xE0] = True                  # UTF-8 continuation bytes, and 2-byte letters (Greek, Cyrillic, ...)
 _OPENS = np.zeros(256, dtype=bool)         # bytes that end the word before them and start a new one:
 _OPENS[0xE0:] = True                       # 3- and 4-byte UTF-8 leads (CJK: a character is a word)
+_BRACKET = np.zeros(256, dtype=np.int64)   # +1 opens a bracket, -1 closes one (source code, markup)
+_BRACKET[[ord(c) for c in "([{"]] = 1
+_BRACKET[[ord(c) for c in ")]}"]] = -1
+_TAG_NAME = _LETTER.copy()                 # bytes that continue a markup tag's name after "<"
+_TAG_NAME[[ord(c) for c in "/!?-:"]] = True
 _FOLD = np.arange(256)
 _FOLD[ord("A"):ord("Z") + 1] += 32
 
@@ -37,7 +42,8 @@ _FOLD[ord("A"):ord("Z") + 1] += 32
 class MatchModel:
     """The byte that followed the last occurrence of the newest `min_len` bytes (in any stream),
     and how many bytes in a row that guess has been right: long repeats (markup, tables, code,
-    binaries) that a hashed order-6 table forgets or never sees whole. Shown to the mixer as one
+    binaries) that a hashed order-6 table forgets or never sees whole. A long run survives one
+    wrong byte (RECOVER): the guess goes on from the same place. Shown to the mixer as one
     more count row, [byte] = run length (capped at 255), so its trust is learned per log2 of the
     run length like any order's (PAQ's match model, with a learned rather than fixed weight).
 
@@ -48,6 +54,7 @@ class MatchModel:
     BITS = 20                 # rows of the "where did this context last occur" table
     SPAN = 1 << 18            # bytes of history kept per stream, at most
     STRIDE = np.int64(1 << 40)   # a place is stream * STRIDE + position in that stream
+    RECOVER = 16              # a guess right this many times in a row survives one wrong byte
 
     def __init__(self, min_len: int, streams: int, span: int):
         self.min_len, self.streams = min_len, streams
@@ -79,8 +86,11 @@ class MatchModel:
         with the symbol already shifted in."""
         ok, byte = self._known(self.place[rows])
         hit = ok & (byte == symbols)
-        self.run[rows] = np.where(hit, self.run[rows] + 1, 0)
-        self.place[rows] = np.where(hit, self.place[rows] + 1, -1)
+        # after a long run, one wrong byte (an edited word, a changed digit) is not the end of the
+        # repeat: keep reading the same place, with the run length of a fresh guess
+        recover = ok & ~hit & (self.run[rows] >= self.RECOVER)
+        self.run[rows] = np.where(hit, self.run[rows] + 1, np.where(recover, 1, 0))
+        self.place[rows] = np.where(hit | recover, self.place[rows] + 1, -1)
         self.ring[rows, self.written[rows] & (self.span - 1)] = symbols
         self.written[rows] += 1
         full = self.written[rows] >= self.min_len
@@ -110,7 +120,7 @@ class MatchModel:
         self.run.fill(0)
 
 
-STRUCTURE = ("sparse", "column", "record", "align")   # ModelConfig.structure: bit i adds context i
+STRUCTURE = ("sparse", "column", "record", "align", "nest")   # ModelConfig.structure: bit i adds context i
 
 
 class Structure:
@@ -120,7 +130,10 @@ class Structure:
       column  the column in the line and the byte above it (markup, tables, source code);
       record  the record length and the bytes one and two records above, once a byte has
               recurred at one fixed distance three times (fixed-length binary records);
-      align   the position mod 4 and the byte 4 back (arrays of 32-bit numbers).
+      align   the position mod 4 and the byte 4 back (arrays of 32-bit numbers);
+      nest    the bracket depth, whether the byte is inside a markup tag "<...>", the name of the
+              last tag opened or closed, the line's indentation, and the last byte (source code,
+              HTML, XML: what paq8px's XML and nesting models know, in one context).
 
     Each stream keeps its newest RING bytes; all state is integer numpy and is rebuilt from the
     bytes on resume, like the counts."""
@@ -141,6 +154,12 @@ class Structure:
         self.candidate = np.zeros(streams, dtype=np.int64)
         self.seen = np.zeros(streams, dtype=np.int64)
         self.record = np.zeros(streams, dtype=np.int64)          # 0: no record length found
+        self.depth = np.zeros(streams, dtype=np.int64)           # brackets open (never below 0)
+        self.tag = np.zeros(streams, dtype=np.uint64)            # hash of the last tag's name
+        self.in_tag = np.zeros(streams, dtype=np.int64)          # 1 between "<" and ">"
+        self.naming = np.zeros(streams, dtype=np.int64)          # 1 while the tag's name is written
+        self.indent = np.zeros(streams, dtype=np.int64)          # spaces and tabs opening the line
+        self.lead = np.ones(streams, dtype=np.int64)             # 1 while the line holds only those
 
     def _back(self, distance: np.ndarray) -> np.ndarray:
         """The byte `distance` back in each stream (0 where that is before its start)."""
@@ -162,8 +181,12 @@ class Structure:
             elif kind == "record":
                 r = self.record
                 v = ((np.minimum(r, 0xFFFF) << 18) | (self._back(r) << 9) | self._back(2 * r)).astype(np.uint64)
-            else:
+            elif kind == "align":
                 v = ((self.pos & 3) << 8 | self._back(np.full_like(self.pos, 4))).astype(np.uint64)
+            else:
+                small = (np.minimum(self.depth, 15) << 12 | self.in_tag << 11 | self.naming << 10
+                         | np.minimum(self.indent, 63) << 4).astype(np.uint64)
+                v = ((self.tag * _WORD) ^ small) << np.uint64(8) | (history & np.uint64(255))
             out.append(v | np.uint64(i + 1) << np.uint64(56))
         return np.stack(out, axis=-1)
 
@@ -183,11 +206,28 @@ class Structure:
         self.gap[rows, symbols] = distance
         self.last[rows, symbols] = pos
         self.pos[rows] = pos + 1
+        if "nest" in self.kinds:
+            self._nest(rows, symbols, newline)
+
+    def _nest(self, rows: np.ndarray, symbols: np.ndarray, newline: np.ndarray) -> None:
+        blank = (symbols == 32) | (symbols == 9)
+        lead = self.lead[rows] == 1
+        self.indent[rows] = np.where(newline, 0, self.indent[rows] + (lead & blank))
+        self.lead[rows] = newline | (lead & blank)
+        self.depth[rows] = np.maximum(self.depth[rows] + _BRACKET[symbols], 0)
+        opens = symbols == 60                                      # "<": a tag's name follows
+        naming = (self.naming[rows] == 1) & _TAG_NAME[symbols]
+        name = (self.tag[rows] + symbols.astype(np.uint64) + np.uint64(1)) * _WORD
+        self.tag[rows] = np.where(opens, np.uint64(0), np.where(naming, name, self.tag[rows]))
+        self.naming[rows] = opens | naming
+        self.in_tag[rows] = np.where(opens, 1, np.where(symbols == 62, 0, self.in_tag[rows]))
 
     def clear(self) -> None:
-        for a in (self.ring, self.pos, self.line, self.above, self.candidate, self.seen, self.record, self.gap):
+        for a in (self.ring, self.pos, self.line, self.above, self.candidate, self.seen, self.record, self.gap,
+                  self.depth, self.tag, self.in_tag, self.naming, self.indent):
             a.fill(0)
         self.last.fill(-1)
+        self.lead.fill(1)
 
 
 class ContextCounts:
