@@ -210,6 +210,8 @@ class Structure:
             self._nest(rows, symbols, newline)
 
     def _nest(self, rows: np.ndarray, symbols: np.ndarray, newline: np.ndarray) -> None:
+        """The nest context's state after one more byte. A tag's name is the bytes after "<" up
+        to the first that cannot continue it, so "</p" and "p" are different names."""
         blank = (symbols == 32) | (symbols == 9)
         lead = self.lead[rows] == 1
         self.indent[rows] = np.where(newline, 0, self.indent[rows] + (lead & blank))
