@@ -266,9 +266,12 @@ def test_nest_context_knows_brackets_tags_and_indentation():
     s, ctx = state(b'<div class="x">\n  f(a[')
     assert (s.depth[0], s.in_tag[0], s.naming[0], s.indent[0], s.lead[0]) == (2, 0, 0, 2, 0)
     assert state(b'<div id="y">\n  g(b[')[1] == ctx                  # the same tag, depth, indent, last byte
-    for other in (b'<span class="x">\n  f(a[', b'<div class="x">\n f(a[', b'<div class="x">\n  f(a(',
-                  b'<div class="x">\n  f(a[)['[:-1], b'<div class="x">\n  f(a[</div>'[:-6]):
-        assert state(other)[1] != ctx or other == b'<div class="x">\n  f(a[', other
+    for other in (b'<span class="x">\n  f(a[',            # another tag
+                  b'<div class="x">\n f(a[',              # another indentation
+                  b'<div class="x">\n  f(a(',             # another last byte
+                  b'<div class="x">\n  f((a[',            # another depth
+                  b'<div class="x"\n  f(a['):             # still inside the tag
+        assert state(other)[1] != ctx, other
     s, _ = state(b"<p>a</p")
     assert (s.in_tag[0], s.naming[0]) == (1, 1) and s.tag[0] != state(b"<p")[0].tag[0]   # "/p" is not "p"
     s, _ = state(b"))}\n\t x <")

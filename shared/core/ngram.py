@@ -159,7 +159,11 @@ class Structure:
         self.in_tag = np.zeros(streams, dtype=np.int64)          # 1 between "<" and ">"
         self.naming = np.zeros(streams, dtype=np.int64)          # 1 while the tag's name is written
         self.indent = np.zeros(streams, dtype=np.int64)          # spaces and tabs opening the line
-        self.lead = np.ones(streams, dtype=np.int64)             # 1 while the line holds only those
+
+    @property
+    def lead(self) -> np.ndarray:
+        """1 where the current line holds only its indentation so far (its column is its indent)."""
+        return (self.pos - self.line == self.indent).astype(np.int64)
 
     def _back(self, distance: np.ndarray) -> np.ndarray:
         """The byte `distance` back in each stream (0 where that is before its start)."""
@@ -213,9 +217,8 @@ class Structure:
         """The nest context's state after one more byte. A tag's name is the bytes after "<" up
         to the first that cannot continue it, so "</p" and "p" are different names."""
         blank = (symbols == 32) | (symbols == 9)
-        lead = self.lead[rows] == 1
+        lead = self.pos[rows] - 1 - self.line[rows] == self.indent[rows]   # before this byte (pos is past it)
         self.indent[rows] = np.where(newline, 0, self.indent[rows] + (lead & blank))
-        self.lead[rows] = newline | (lead & blank)
         self.depth[rows] = np.maximum(self.depth[rows] + _BRACKET[symbols], 0)
         opens = symbols == 60                                      # "<": a tag's name follows
         naming = (self.naming[rows] == 1) & _TAG_NAME[symbols]
@@ -229,7 +232,6 @@ class Structure:
                   self.depth, self.tag, self.in_tag, self.naming, self.indent):
             a.fill(0)
         self.last.fill(-1)
-        self.lead.fill(1)
 
 
 class ContextCounts:
