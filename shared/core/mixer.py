@@ -10,14 +10,16 @@ j's children 2j and 2j+1, leaf 256 + byte) and, for every node of every stream:
                count row (order k's counts of the bytes below each child, KT estimate), the
                same again where that row has seen only one side (a deterministic context),
                and a bias;
-  2. mix       a dot product with integer weights kept per node, squashed back to a
-               probability (`TreeMixer`);
+  2. mix       two dot products with integer weights, one set kept per node and one per node
+               and kind of the byte before (space, letter, digit, ...), each squashed back to
+               a probability; a final mixer per node weighs the two (`TreeMixer`);
   3. refine    two APMs map (context, stretch(p)) to a better probability by interpolating
                in a learned table: one keyed by the node, one by the node and the byte before;
   4. split     the nodes' probabilities become 24-bit integer frequencies top-down, every byte
                at least 1, so the coder gets a cdf as it always did (`split_to_cdf`);
-  5. learn     once the byte is known, only the 8 nodes on its path update their weights and
-               APM cells, by integer steps summed with np.add.at (order-free, so exact).
+  5. learn     once the byte is known, only the 8 nodes on its path update their weights (each
+               set from its own error, the final mixer from the mixture's) and APM cells, by
+               integer steps summed with np.add.at (order-free, so exact).
 
 Alice knows the byte before she codes it, and a node's probability and mass depend only on the
 node and its ancestors, so she computes the 8 nodes on its path and its slice of the total
@@ -183,23 +185,40 @@ def _count_inputs(n0: np.ndarray, n1: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 _EMPTY = int(stretch(kt_split(np.zeros(1), np.zeros(1)))[0])   # both inputs where a row saw nothing
 
+# The kind of the byte before, which picks the mixer's second weight set: after a space, inside a
+# word, after a digit or at a line's start, the same evidence deserves different trust.
+KINDS = 8
+_KIND = np.full(VOCAB, 7, dtype=np.int64)          # 7: other punctuation and control bytes
+_KIND[ord(" ")], _KIND[ord("\n")] = 0, 1
+_KIND[ord("a"):ord("z") + 1] = 2
+_KIND[ord("A"):ord("Z") + 1] = 3
+_KIND[ord("0"):ord("9") + 1] = 4
+_KIND[0x80:] = 5                                  # UTF-8 and binary
+_KIND[[ord(c) for c in ".,;:!?"]] = 6
 
-def _count_dots(n0: np.ndarray, n1: np.ndarray, w_kt: np.ndarray, w_det: np.ndarray) -> np.ndarray:
-    """Sum over the count rows k of kt * w_kt[:, k] + det * w_det[:, k] at every node: (n, NODES)
-    float64, the same exact integers as the dense products (terms below 2**35, sums below
-    2**53, so any order). Most nodes of most rows saw nothing below them (KT 1/2: both inputs
-    _EMPTY), so that is added for every node at once and only the nodes that saw a byte are
-    computed and corrected."""
+
+def _count_dots(n0: np.ndarray, n1: np.ndarray, sets) -> list[np.ndarray]:
+    """For each weight set (w_kt, w_det, group) of `sets`, the sum over the count rows k of
+    kt * w_kt[g, :, k] + det * w_det[g, :, k] at every node, g = group[stream] the stream's
+    weights: (n, NODES) float64 each, the same exact integers as the dense products (terms below
+    2**36, sums below 2**53, so any order). Most nodes of most rows saw nothing below them (KT
+    1/2: both inputs _EMPTY), so that is added for every node at once and only the nodes that
+    saw a byte are computed and corrected, once for all the sets."""
     n, K, _ = n0.shape
-    dots = np.empty((n, NODES))
-    dots[:] = (w_kt.sum(axis=1) + w_det.sum(axis=1)) * _EMPTY
     seen = np.flatnonzero((n0 | n1) != 0)               # into (n, K, NODES); a bool mask is numpy's fast path
     kt, det = _count_inputs(n0.reshape(-1)[seen], n1.reshape(-1)[seen])
+    kt, det = kt - _EMPTY, det - _EMPTY
     node, row = seen % NODES, seen // NODES             # row = stream * K + k
-    k = row % K
-    fix = (kt - _EMPTY) * w_kt[node, k] + (det - _EMPTY) * w_det[node, k]
-    dots += np.bincount((row // K) * NODES + node, weights=fix, minlength=n * NODES).reshape(n, NODES)
-    return dots
+    stream, k = row // K, row % K
+    at = stream * NODES + node
+    out = []
+    for w_kt, w_det, group in sets:                     # (groups, NODES, K) each, (n,)
+        dots = ((w_kt.sum(axis=2) + w_det.sum(axis=2)) * _EMPTY)[group]
+        g = group[stream]
+        fix = kt * w_kt[g, node, k] + det * w_det[g, node, k]
+        dots += np.bincount(at, weights=fix, minlength=n * NODES).reshape(n, NODES)
+        out.append(dots)
+    return out
 
 
 class APM:
@@ -234,11 +253,15 @@ class APM:
 class TreeMixer:
     """Mix the model's distribution with the count rows per binary decision, then refine (APM).
 
-    `predict` takes the cdf the model gives and the count rows of this position and returns
-    the cdf to code with; `update` learns from the coded symbols of the same rows.
+    Two weight sets see the same inputs: one per node, one per node and kind of the byte before
+    (`_KIND`). Each alone would learn slowly or miss the byte before; a final mixer per node
+    weighs their two stretched outputs (paq's two-layer mixer). `predict` takes the cdf the model
+    gives and the count rows of this position and returns the cdf to code with; `update` learns
+    from the coded symbols of the same rows.
     """
 
-    LR = 3              # weight step = stretch * error(12-bit) * LR >> SHIFT
+    LR = (4, 5)         # weight step = stretch * error(12-bit) * LR[set] >> SHIFT
+    FINAL_LR = 1        # the final mixer's step, the same way
     SHIFT = 14
     ONE = 1 << 16       # weight 1.0: the mixer starts out trusting the model alone
     W_MAX = 1 << 24     # |weight| bound: every dot product stays an exact integer in float64
@@ -246,11 +269,14 @@ class TreeMixer:
     def __init__(self, n_rows: int):
         self.K = n_rows
         self.n_in = 2 * n_rows + 2                          # model, K rows, K deterministic rows, bias
-        self.weights = np.zeros((NODES, self.n_in), dtype=np.int64)
+        self.weights = np.zeros((NODES, self.n_in), dtype=np.int64)   # set 0: row = node
         self.weights[:, 0] = self.ONE
+        self.by_kind = np.zeros((KINDS * NODES, self.n_in), dtype=np.int64)   # set 1: kind * NODES + node
+        self.by_kind[:, 0] = self.ONE
+        self.final = np.full((KINDS * NODES, 2), self.ONE // 2, dtype=np.int64)   # the two sets' outputs, by kind and node
         self.apm_node = APM(NODES)
         self.apm_byte = APM(NODES * VOCAB)
-        self._inputs = self._p = None
+        self._inputs = self._p = self._sets = self._kind = None
         self._on_path = False               # whether the last prediction was `slices`' (path only)
 
     def predict(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray) -> np.ndarray:
@@ -259,16 +285,21 @@ class TreeMixer:
         K = self.K
         # the dot products in float64 on small integers: exact in any summation order, since
         # every partial sum is an integer below 2**53 (|weights| <= W_MAX)
-        w = self.weights.astype(np.float64)
+        kind = _KIND[prev]
+        groups = np.zeros(len(prev), dtype=np.int64), kind
+        tables = [t.astype(np.float64).reshape(-1, NODES, self.n_in) for t in (self.weights, self.by_kind)]
         st = stretch(cdf_split(cdf))                                    # (n, NODES)
-        dot = st * w[:, 0] + 256.0 * w[:, -1]
+        dots = [st * w[g, :, 0] + 256.0 * w[g, :, -1] for w, g in zip(tables, groups)]
         splits = None
         if K:
             splits = count_splits(counts)                               # (n, K, NODES) each
-            dot += _count_dots(*splits, w[:, 1:1 + K], w[:, 1 + K:1 + 2 * K])
-        self._inputs = (st, splits)
+            fixes = _count_dots(*splits, [(w[..., 1:1 + K], w[..., 1 + K:1 + 2 * K], g)
+                                          for w, g in zip(tables, groups)])
+            dots = [d + f for d, f in zip(dots, fixes)]
+        self._inputs, self._kind = (st, splits), kind
         self._on_path = False
-        return split_to_cdf(self._refine(dot, np.broadcast_to(np.arange(NODES), st.shape), prev))
+        p16 = self._refine(self._mix(dots, np.arange(NODES)), np.broadcast_to(np.arange(NODES), st.shape), prev)
+        return split_to_cdf(p16)
 
     def slices(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray,
                symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -278,11 +309,10 @@ class TreeMixer:
         K = self.K
         nodes, bits = path(symbols)                                     # (n, 8)
         rows = np.arange(len(symbols))[:, None]
-        w = self.weights[nodes].astype(np.float64)                      # (n, 8, n_in)
         right = cdf[rows, HI[nodes]] - cdf[rows, MID[nodes]]
-        st = stretch(_split12(right, cdf[rows, HI[nodes]] - cdf[rows, LO[nodes]]))
-        dot = st * w[..., 0] + 256.0 * w[..., -1]
-        kt = det = None
+        x = np.empty(nodes.shape + (self.n_in,), dtype=np.int64)        # (n, 8, n_in): the path's inputs
+        x[..., 0] = stretch(_split12(right, cdf[rows, HI[nodes]] - cdf[rows, LO[nodes]]))
+        x[..., -1] = 256
         if K:
             sums = np.zeros(counts.shape[:-1] + (VOCAB + 1,), dtype=np.int32)
             np.cumsum(counts, axis=-1, dtype=np.int32, out=sums[..., 1:])  # (n, K, 257)
@@ -291,11 +321,15 @@ class TreeMixer:
             n0 = sums[at + (mid,)] - sums[at + (lo,)]                   # (n, K, 8)
             n1 = sums[at + (hi,)] - sums[at + (mid,)]
             kt, det = _count_inputs(n0, n1)
-            dot += np.einsum("nkd,ndk->nd", kt.astype(np.float64), w[..., 1:1 + K])
-            dot += np.einsum("nkd,ndk->nd", det.astype(np.float64), w[..., 1 + K:1 + 2 * K])
-        self._inputs = (st, (kt, det))
+            x[..., 1:1 + K] = kt.transpose(0, 2, 1)
+            x[..., 1 + K:-1] = det.transpose(0, 2, 1)
+        kind = _KIND[prev]
+        xf = x.astype(np.float64)
+        dots = [np.einsum("ndi,ndi->nd", xf, table[cell].astype(np.float64))
+                for table, cell in zip((self.weights, self.by_kind), (nodes, kind[:, None] * NODES + nodes))]
+        self._inputs, self._kind = x, kind
         self._on_path = True
-        p16 = self._refine(dot, nodes, prev)
+        p16 = self._refine(self._mix(dots, nodes), nodes, prev)
         mass = np.full(len(symbols), _TOTAL - VOCAB, dtype=np.int64)    # split_to_cdf, down one path
         below = np.zeros(len(symbols), dtype=np.int64)
         for d in range(8):
@@ -306,9 +340,15 @@ class TreeMixer:
         lo = below + symbols                                             # every byte has 1 extra
         return lo, lo + mass + 1
 
-    def _refine(self, dot: np.ndarray, nodes: np.ndarray, prev: np.ndarray) -> np.ndarray:
-        """Mixed dot products at `nodes` -> 16-bit probabilities after the APMs, in 1..65535."""
-        p_mix = squash(dot.astype(np.int64) >> 16)                      # 12-bit
+    def _mix(self, dots: list[np.ndarray], nodes: np.ndarray) -> np.ndarray:
+        """The two sets' dot products at `nodes` -> the final mixer's 12-bit probability."""
+        self._sets = [squash(d.astype(np.int64) >> 16) for d in dots]   # each set's 12-bit probability
+        self._stretched = np.stack([stretch(p) for p in self._sets], axis=-1).astype(np.int64)
+        final = self.final[self._kind[:, None] * NODES + nodes]         # (n, nodes, 2)
+        return squash((self._stretched * final).sum(axis=-1) >> 16)
+
+    def _refine(self, p_mix: np.ndarray, nodes: np.ndarray, prev: np.ndarray) -> np.ndarray:
+        """The mixture's 12-bit probabilities at `nodes` -> 16-bit after the APMs, in 1..65535."""
         st = stretch(p_mix)
         p_node = self.apm_node.refine(st, nodes)
         p_byte = self.apm_byte.refine(st, prev.astype(np.int64)[:, None] * NODES + nodes)
@@ -319,39 +359,40 @@ class TreeMixer:
         """Learn from the coded `symbols`; returns what they would have cost before SSE (bits)."""
         nodes, bits = path(symbols)                                     # (n, 8)
         rows = np.arange(len(symbols))[:, None]
-        st, inputs = self._inputs
-        if self._on_path:               # already the path's: (n, 8) and (n, K, 8)
-            p_mix = self._p
+        if self._on_path:               # already the path's: (n, 8, ...)
+            x, p_mix, p_sets, s = self._inputs, self._p, self._sets, self._stretched
             cells = [apm._cell for apm in (self.apm_node, self.apm_byte)]
-            if self.K:
-                kt, det = (x.transpose(0, 2, 1) for x in inputs)
         else:                           # all 255 nodes: take the path's
-            p_mix, st = self._p[rows, nodes], st[rows, nodes]
+            st, splits = self._inputs
+            p_mix, s = self._p[rows, nodes], self._stretched[rows, nodes]
+            p_sets = [p[rows, nodes] for p in self._sets]
             cells = [apm._cell[rows, nodes] for apm in (self.apm_node, self.apm_byte)]
+            x = np.empty(nodes.shape + (self.n_in,), dtype=np.int64)    # (n, 8, n_in): the path's inputs
+            x[..., 0] = st[rows, nodes]
+            x[..., -1] = 256
             if self.K:                  # the count inputs from the path's splits, (n, 8, K)
-                n0, n1 = inputs
-                kt, det = _count_inputs(n0[rows, :, nodes], n1[rows, :, nodes])
-        err = ((bits << 12) - p_mix) * self.LR                          # (n, 8)
-        x = np.empty(nodes.shape + (self.n_in,), dtype=np.int64)        # (n, 8, n_in): the path's inputs
-        x[..., 0] = st
-        if self.K:
-            x[..., 1:1 + self.K] = kt
-            x[..., 1 + self.K:-1] = det
-        x[..., -1] = 256
-        np.add.at(self.weights, nodes, (x * err[..., None]) >> self.SHIFT)
-        np.clip(self.weights, -self.W_MAX, self.W_MAX, out=self.weights)
+                n0, n1 = splits
+                x[..., 1:1 + self.K], x[..., 1 + self.K:-1] = _count_inputs(n0[rows, :, nodes], n1[rows, :, nodes])
+        by_kind = self._kind[:, None] * NODES + nodes                   # (n, 8): rows of by_kind and final
+        for table, cell, p, lr in zip((self.weights, self.by_kind), (nodes, by_kind), p_sets, self.LR):
+            err = ((bits << 12) - p) * lr                               # (n, 8): each set its own error
+            np.add.at(table, cell, (x * err[..., None]) >> self.SHIFT)
+            np.clip(table, -self.W_MAX, self.W_MAX, out=table)
+        err = ((bits << 12) - p_mix) * self.FINAL_LR
+        np.add.at(self.final, by_kind, (s * err[..., None]) >> self.SHIFT)
+        np.clip(self.final, -self.W_MAX, self.W_MAX, out=self.final)
         self.apm_node.update(cells[0], bits)
         self.apm_byte.update(cells[1], bits)
         return float(-np.log2(np.where(bits == 1, p_mix, 4096 - p_mix) / 4096.0).sum())
 
     # --- checkpoints --------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"weights": self.weights.copy(), "apm_node": self.apm_node.table.astype(np.uint16),
-                "apm_byte": self.apm_byte.table.astype(np.uint16)}
+        return {"weights": self.weights.copy(), "by_kind": self.by_kind.copy(), "final": self.final.copy(),
+                "apm_node": self.apm_node.table.astype(np.uint16), "apm_byte": self.apm_byte.table.astype(np.uint16)}
 
     def load(self, state: dict) -> None:
-        for name, have in (("weights", self.weights), ("apm_node", self.apm_node.table),
-                           ("apm_byte", self.apm_byte.table)):
+        for name, have in (("weights", self.weights), ("by_kind", self.by_kind), ("final", self.final),
+                           ("apm_node", self.apm_node.table), ("apm_byte", self.apm_byte.table)):
             if tuple(state[name].shape) != have.shape:
                 raise ValueError(f"tree mixer state {name} has shape {tuple(state[name].shape)}, not {have.shape}")
             have[:] = state[name]
