@@ -187,13 +187,14 @@ _EMPTY = int(stretch(kt_split(np.zeros(1), np.zeros(1)))[0])   # both inputs whe
 
 # The kind of the byte before, which picks the mixer's second weight set: after a space, inside a
 # word, after a digit or at a line's start, the same evidence deserves different trust.
-KINDS = 8
+KINDS = 9
 _KIND = np.full(VOCAB, 7, dtype=np.int64)          # 7: other punctuation and control bytes
 _KIND[ord(" ")], _KIND[ord("\n")] = 0, 1
 _KIND[ord("a"):ord("z") + 1] = 2
 _KIND[ord("A"):ord("Z") + 1] = 3
 _KIND[ord("0"):ord("9") + 1] = 4
-_KIND[0x80:] = 5                                  # UTF-8 and binary
+_KIND[0x80:0xC0] = 5                               # UTF-8 continuation bytes
+_KIND[0xC0:] = 8                                   # UTF-8 lead bytes (a character's first)
 _KIND[[ord(c) for c in ".,;:!?"]] = 6
 
 
