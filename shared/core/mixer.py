@@ -12,7 +12,7 @@ j's children 2j and 2j+1, leaf 256 + byte) and, for every node of every stream:
                and a bias;
   2. mix       two dot products with integer weights, one set kept per node and one per node
                and kind of the byte before (space, letter, digit, ...), each squashed back to
-               a probability; a final mixer per node weighs the two (`TreeMixer`);
+               a probability; a final mixer per node and kind weighs the two (`TreeMixer`);
   3. refine    two APMs map (context, stretch(p)) to a better probability by interpolating
                in a learned table: one keyed by the node, one by the node and the byte before;
   4. split     the nodes' probabilities become 24-bit integer frequencies top-down, every byte
@@ -199,24 +199,28 @@ _KIND[[ord(c) for c in ".,;:!?"]] = 6
 
 
 def _count_dots(n0: np.ndarray, n1: np.ndarray, sets) -> list[np.ndarray]:
-    """For each weight set (w_kt, w_det, group) of `sets`, the sum over the count rows k of
-    kt * w_kt[g, :, k] + det * w_det[g, :, k] at every node, g = group[stream] the stream's
-    weights: (n, NODES) float64 each, the same exact integers as the dense products (terms below
-    2**36, sums below 2**53, so any order). Most nodes of most rows saw nothing below them (KT
-    1/2: both inputs _EMPTY), so that is added for every node at once and only the nodes that
-    saw a byte are computed and corrected, once for all the sets."""
+    """For each weight set (table, group) of `sets`, table (groups, NODES, n_in) float64 with the
+    K count rows' weights in columns 1..K and their deterministic twins in K+1..2K, and group (n,)
+    the stream's group: the sum over k of kt * table[g, node, 1 + k] + det * table[g, node,
+    1 + K + k] at every node, (n, NODES) float64, the same exact integers as the dense products
+    (terms below 2**36, sums below 2**53, so any order). Most nodes of most rows saw nothing
+    below them (KT 1/2: both inputs _EMPTY), so that is added for every node at once and only
+    the nodes that saw a byte are computed and corrected, once for all the sets."""
     n, K, _ = n0.shape
     seen = np.flatnonzero((n0 | n1) != 0)               # into (n, K, NODES); a bool mask is numpy's fast path
     kt, det = _count_inputs(n0.reshape(-1)[seen], n1.reshape(-1)[seen])
     kt, det = kt - _EMPTY, det - _EMPTY
-    node, row = seen % NODES, seen // NODES             # row = stream * K + k
-    stream, k = row // K, row % K
+    row, node = np.divmod(seen, NODES)                  # row = stream * K + k
+    stream, k = np.divmod(row, K)
     at = stream * NODES + node
     out = []
-    for w_kt, w_det, group in sets:                     # (groups, NODES, K) each, (n,)
-        dots = ((w_kt.sum(axis=2) + w_det.sum(axis=2)) * _EMPTY)[group]
-        g = group[stream]
-        fix = kt * w_kt[g, node, k] + det * w_det[g, node, k]
+    for table, group in sets:
+        n_in = table.shape[2]
+        dots = (table[:, :, 1:1 + 2 * K].sum(axis=2) * _EMPTY)[group]
+        cell = ((group[stream] * NODES + node) * n_in + 1) + k   # the flat index of w_kt[g, node, k]
+        flat = table.reshape(-1)
+        fix = kt * flat.take(cell)
+        fix += det * flat.take(cell + K)
         dots += np.bincount(at, weights=fix, minlength=n * NODES).reshape(n, NODES)
         out.append(dots)
     return out
@@ -255,8 +259,8 @@ class TreeMixer:
     """Mix the model's distribution with the count rows per binary decision, then refine (APM).
 
     Two weight sets see the same inputs: one per node, one per node and kind of the byte before
-    (`_KIND`). Each alone would learn slowly or miss the byte before; a final mixer per node
-    weighs their two stretched outputs (paq's two-layer mixer). `predict` takes the cdf the model
+    (`_KIND`). Each alone would learn slowly or miss the byte before; a final mixer per node and
+    kind weighs their two stretched outputs (paq's two-layer mixer). `predict` takes the cdf the model
     gives and the count rows of this position and returns the cdf to code with; `update` learns
     from the coded symbols of the same rows.
     """
@@ -294,8 +298,7 @@ class TreeMixer:
         splits = None
         if K:
             splits = count_splits(counts)                               # (n, K, NODES) each
-            fixes = _count_dots(*splits, [(w[..., 1:1 + K], w[..., 1 + K:1 + 2 * K], g)
-                                          for w, g in zip(tables, groups)])
+            fixes = _count_dots(*splits, list(zip(tables, groups)))
             dots = [d + f for d, f in zip(dots, fixes)]
         self._inputs, self._kind = (st, splits), kind
         self._on_path = False
@@ -344,9 +347,10 @@ class TreeMixer:
     def _mix(self, dots: list[np.ndarray], nodes: np.ndarray) -> np.ndarray:
         """The two sets' dot products at `nodes` -> the final mixer's 12-bit probability."""
         self._sets = [squash(d.astype(np.int64) >> 16) for d in dots]   # each set's 12-bit probability
-        self._stretched = np.stack([stretch(p) for p in self._sets], axis=-1).astype(np.int64)
+        s0, s1 = (stretch(p).astype(np.int64) for p in self._sets)
+        self._stretched = s0, s1
         final = self.final[self._kind[:, None] * NODES + nodes]         # (n, nodes, 2)
-        return squash((self._stretched * final).sum(axis=-1) >> 16)
+        return squash((s0 * final[..., 0] + s1 * final[..., 1]) >> 16)
 
     def _refine(self, p_mix: np.ndarray, nodes: np.ndarray, prev: np.ndarray) -> np.ndarray:
         """The mixture's 12-bit probabilities at `nodes` -> 16-bit after the APMs, in 1..65535."""
@@ -361,11 +365,13 @@ class TreeMixer:
         nodes, bits = path(symbols)                                     # (n, 8)
         rows = np.arange(len(symbols))[:, None]
         if self._on_path:               # already the path's: (n, 8, ...)
-            x, p_mix, p_sets, s = self._inputs, self._p, self._sets, self._stretched
+            x, p_mix, p_sets = self._inputs, self._p, self._sets
+            s = np.stack(self._stretched, axis=-1)
             cells = [apm._cell for apm in (self.apm_node, self.apm_byte)]
         else:                           # all 255 nodes: take the path's
             st, splits = self._inputs
-            p_mix, s = self._p[rows, nodes], self._stretched[rows, nodes]
+            p_mix = self._p[rows, nodes]
+            s = np.stack([v[rows, nodes] for v in self._stretched], axis=-1)
             p_sets = [p[rows, nodes] for p in self._sets]
             cells = [apm._cell[rows, nodes] for apm in (self.apm_node, self.apm_byte)]
             x = np.empty(nodes.shape + (self.n_in,), dtype=np.int64)    # (n, 8, n_in): the path's inputs
