@@ -327,11 +327,10 @@ class TreeMixer:
             kt, det = _count_inputs(n0, n1)
             x[..., 1:1 + K] = kt.transpose(0, 2, 1)
             x[..., 1 + K:-1] = det.transpose(0, 2, 1)
-        kind = _KIND[prev]
+        self._inputs, self._kind = x, _KIND[prev]
         xf = x.astype(np.float64)
         dots = [np.einsum("ndi,ndi->nd", xf, table[cell].astype(np.float64))
-                for table, cell in zip((self.weights, self.by_kind), (nodes, kind[:, None] * NODES + nodes))]
-        self._inputs, self._kind = x, kind
+                for table, cell in zip((self.weights, self.by_kind), (nodes, self._kind_rows(nodes)))]
         self._on_path = True
         p16 = self._refine(self._mix(dots, nodes), nodes, prev)
         mass = np.full(len(symbols), _TOTAL - VOCAB, dtype=np.int64)    # split_to_cdf, down one path
@@ -344,12 +343,17 @@ class TreeMixer:
         lo = below + symbols                                             # every byte has 1 extra
         return lo, lo + mass + 1
 
+    def _kind_rows(self, nodes: np.ndarray) -> np.ndarray:
+        """Rows of `by_kind` and `final` for `nodes` (n, ...) of streams whose previous byte's kind
+        is `self._kind` (n,)."""
+        return self._kind[:, None] * NODES + nodes
+
     def _mix(self, dots: list[np.ndarray], nodes: np.ndarray) -> np.ndarray:
         """The two sets' dot products at `nodes` -> the final mixer's 12-bit probability."""
         self._sets = [squash(d.astype(np.int64) >> 16) for d in dots]   # each set's 12-bit probability
         s0, s1 = (stretch(p).astype(np.int64) for p in self._sets)
         self._stretched = s0, s1
-        final = self.final[self._kind[:, None] * NODES + nodes]         # (n, nodes, 2)
+        final = self.final[self._kind_rows(nodes)]                      # (n, nodes, 2)
         return squash((s0 * final[..., 0] + s1 * final[..., 1]) >> 16)
 
     def _refine(self, p_mix: np.ndarray, nodes: np.ndarray, prev: np.ndarray) -> np.ndarray:
@@ -380,7 +384,7 @@ class TreeMixer:
             if self.K:                  # the count inputs from the path's splits, (n, 8, K)
                 n0, n1 = splits
                 x[..., 1:1 + self.K], x[..., 1 + self.K:-1] = _count_inputs(n0[rows, :, nodes], n1[rows, :, nodes])
-        by_kind = self._kind[:, None] * NODES + nodes                   # (n, 8): rows of by_kind and final
+        by_kind = self._kind_rows(nodes)                                # (n, 8)
         for table, cell, p, lr in zip((self.weights, self.by_kind), (nodes, by_kind), p_sets, self.LR):
             err = ((bits << 12) - p) * lr                               # (n, 8): each set its own error
             np.add.at(table, cell, (x * err[..., None]) >> self.SHIFT)

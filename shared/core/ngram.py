@@ -195,6 +195,7 @@ class Structure:
         return np.stack(out, axis=-1)
 
     def update(self, rows: np.ndarray, symbols: np.ndarray) -> None:
+        lead = self.lead[rows] == 1 if "nest" in self.kinds else None   # before this byte
         pos = self.pos[rows]
         self.ring[rows, pos & (self.RING - 1)] = symbols
         newline = symbols == 10
@@ -211,13 +212,12 @@ class Structure:
         self.last[rows, symbols] = pos
         self.pos[rows] = pos + 1
         if "nest" in self.kinds:
-            self._nest(rows, symbols, newline)
+            self._nest(rows, symbols, newline, lead)
 
-    def _nest(self, rows: np.ndarray, symbols: np.ndarray, newline: np.ndarray) -> None:
+    def _nest(self, rows: np.ndarray, symbols: np.ndarray, newline: np.ndarray, lead: np.ndarray) -> None:
         """The nest context's state after one more byte. A tag's name is the bytes after "<" up
         to the first that cannot continue it, so "</p" and "p" are different names."""
         blank = (symbols == 32) | (symbols == 9)
-        lead = self.pos[rows] - 1 - self.line[rows] == self.indent[rows]   # before this byte (pos is past it)
         self.indent[rows] = np.where(newline, 0, self.indent[rows] + (lead & blank))
         self.depth[rows] = np.maximum(self.depth[rows] + _BRACKET[symbols], 0)
         opens = symbols == 60                                      # "<": a tag's name follows
