@@ -201,19 +201,21 @@ class ArithmeticDecoder(Interval):
         self.code_value = (self.code_value & HALF) | ((self.code_value << 1) & (MASK >> 1)) | self._read()
 
     def decode_row(self, cdf_row) -> int:
-        """Decode one symbol; cdf_row is a list (fast path) or array of VOCAB+1 cumulative counts."""
-        if not isinstance(cdf_row, list):
-            cdf_row = cdf_row.tolist()
-        total = cdf_row[-1]
+        """Decode one symbol; cdf_row is a list or a numpy array of cumulative counts (searched
+        in place: making a list of a whole row costs more than the search)."""
+        total = int(cdf_row[-1])
         width = self.high - self.low + 1
         value = ((self.code_value - self.low + 1) * total - 1) // width   # where the code falls, in frequency units
-        symbol = bisect_right(cdf_row, value) - 1
-        self.update(cdf_row[symbol], cdf_row[symbol + 1], total)
+        if isinstance(cdf_row, list):
+            symbol = bisect_right(cdf_row, value) - 1
+        else:
+            symbol = int(cdf_row.searchsorted(value, side="right")) - 1
+        self.update(int(cdf_row[symbol]), int(cdf_row[symbol + 1]), total)
         return symbol
 
     def code(self, cdf: np.ndarray, symbols=None) -> np.ndarray:
         """Decode one symbol per row of cdf (the `symbols` argument is the encoder's and is ignored)."""
-        return np.array([self.decode_row(row) for row in cdf.tolist()], dtype=np.int64)
+        return np.array([self.decode_row(row) for row in cdf], dtype=np.int64)
 
 
 # --- the engine's coders: one chunk at a time, with a stored-chunk escape -------------------

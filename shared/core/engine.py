@@ -121,6 +121,9 @@ class Twin:
         self._log_count = log_count_table()
         self.count_window = (np.zeros((config.streams, m.context + m.chunk, m.n_contexts, 256), np.uint8)
                              if m.n_contexts else None)
+        # their features (evidence, trust index), kept from coding for training: the same
+        # function of the same counts, computed once instead of again for every training pass
+        self.feature_window = self._features_np(self.count_window) if m.n_contexts else None
         # the newest `replay_span` coded tokens of every stream, if the config replays history
         tc = config.train
         self.past = np.full((config.streams, tc.replay_span), PAD, dtype=np.int16) if tc.replay else None
@@ -204,6 +207,8 @@ class Twin:
         if self.count_window is not None:
             self.count_window[:, :C] = self.count_window[:, -C:].copy()
             self.count_window[:, C:] = 0
+            for kept in self.feature_window:       # its positions C.. are all written before training
+                kept[:, :C] = kept[:, -C:].copy()
         self.step += 1
         self.tokens_done += chunk_tokens
         self.ideal_bits += chunk_bits
@@ -239,19 +244,25 @@ class Twin:
         return out
 
     def _counts_for(self, pos: int):
-        """Look up the n-gram counts for predicting window position `pos`; remember them."""
+        """Look up the n-gram counts for predicting window position `pos`; remember them and
+        their features."""
         if self.counts is None:
             return None
         self.count_window[:, pos] = self.counts.lookup()
-        return self._features(self.count_window[:, pos])
+        got = self._features_np(self.count_window[:, pos])
+        for kept, new in zip(self.feature_window, got):
+            kept[:, pos] = new
+        return tuple(torch.from_numpy(a) for a in got)
 
     def features_for_training(self, count_window: np.ndarray):
         """Features aligned with a training pass over window[:, :-1] (targets window[:, 1:])."""
         return self._features(count_window[:, 1:])
 
+    def _features_np(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return features(counts, self._log_count, CountMixer.N_BUCKETS)
+
     def _features(self, counts: np.ndarray):
-        evidence, which = features(counts, self._log_count, CountMixer.N_BUCKETS)
-        return torch.from_numpy(evidence), torch.from_numpy(which)
+        return tuple(torch.from_numpy(a) for a in self._features_np(counts))
 
     def _learn(self, t0: int) -> float:
         C, T = self.config.model.context, self.config.model.chunk
@@ -266,7 +277,8 @@ class Twin:
         if not mask.any():
             return math.nan
         x, y = torch.from_numpy(inputs), torch.from_numpy(targets)
-        counts = self.features_for_training(self.count_window) if self.counts is not None else None
+        counts = (tuple(torch.from_numpy(a[:, 1:]) for a in self.feature_window)
+                  if self.counts is not None else None)     # = features_for_training(count_window)
         tc = self.config.train
         if tc.lr_decay:       # a function of the step alone: a resumed twin needs no scheduler state
             for group in self.opt.param_groups:
@@ -356,6 +368,7 @@ class Twin:
                 raise FormatError(f"checkpoint at step {state['step']} does not match the data coded so far "
                                   f"(n-gram history differs); remove it to start over")
             self.count_window[:] = ngram["count_window"].numpy()
+            self.feature_window = self._features_np(self.count_window)
         if (self.past is not None) != ("past" in state) or (
                 self.past is not None and tuple(state["past"]["tokens"].shape) != self.past.shape):
             raise FormatError("checkpoint does not fit this stream's configuration (replay history); remove it")

@@ -34,8 +34,7 @@ def _grid(x: np.ndarray, axis: int, bits: int) -> np.ndarray:
     it again is exact."""
     _, exponent = np.frexp(np.abs(x).max(axis=axis, keepdims=True))     # max |x| < 2**exponent
     magic = np.ldexp(1.5, 52 + exponent - bits)
-    y = x.astype(np.float64)
-    y += magic
+    y = np.add(x, magic, dtype=np.float64)      # x widened exactly, then one rounding, one pass
     y -= magic
     return y
 

@@ -82,6 +82,15 @@ def stretch(p12: np.ndarray) -> np.ndarray:
     return _STRETCH32.take(p12)
 
 
+_RESTRETCH = _STRETCH.take(_SQUASH)       # stretch(squash(d)) for d in -2047..2047: one lookup
+
+
+def _squash_index(d: np.ndarray) -> np.ndarray:
+    """Stretched values (int64, any) -> their index into _SQUASH and _RESTRETCH, in place."""
+    d += ST_MAX
+    return np.clip(d, 0, 2 * ST_MAX, out=d)
+
+
 # --- the byte tree -----------------------------------------------------------------------------
 NODES = VOCAB - 1                                   # internal nodes 1..255, stored at index node-1
 _node = np.arange(1, VOCAB)
@@ -348,17 +357,23 @@ class TreeMixer:
         is `self._kind` (n,)."""
         return self._kind[:, None] * NODES + nodes
 
-    def _mix(self, dots: list[np.ndarray], nodes: np.ndarray) -> np.ndarray:
-        """The two sets' dot products at `nodes` -> the final mixer's 12-bit probability."""
-        self._sets = [squash(d.astype(np.int64) >> 16) for d in dots]   # each set's 12-bit probability
-        s0, s1 = (stretch(p).astype(np.int64) for p in self._sets)
-        self._stretched = s0, s1
-        final = self.final[self._kind_rows(nodes)]                      # (n, nodes, 2)
-        return squash((s0 * final[..., 0] + s1 * final[..., 1]) >> 16)
+    def _mix(self, dots: list[np.ndarray], nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The two sets' dot products at `nodes` -> the final mixer's 12-bit probability, and
+        its stretch."""
+        at = [_squash_index(d.astype(np.int64) >> 16) for d in dots]
+        self._sets = [_SQUASH.take(i) for i in at]                      # each set's 12-bit probability
+        s0, s1 = self._stretched = [_RESTRETCH.take(i) for i in at]     # stretch(squash(.))
+        rows = self._kind_rows(nodes)
+        final = self.final.reshape(-1)
+        mixed = s0 * final.take(2 * rows)                               # the final mixer, (n, nodes)
+        mixed += s1 * final.take(2 * rows + 1)
+        at = _squash_index(mixed >> 16)
+        return _SQUASH.take(at), _RESTRETCH.take(at)
 
-    def _refine(self, p_mix: np.ndarray, nodes: np.ndarray, prev: np.ndarray) -> np.ndarray:
-        """The mixture's 12-bit probabilities at `nodes` -> 16-bit after the APMs, in 1..65535."""
-        st = stretch(p_mix)
+    def _refine(self, mixed: tuple[np.ndarray, np.ndarray], nodes: np.ndarray, prev: np.ndarray) -> np.ndarray:
+        """The mixture's 12-bit probabilities at `nodes` and their stretch -> 16-bit after the
+        APMs, in 1..65535."""
+        p_mix, st = mixed
         p_node = self.apm_node.refine(st, nodes)
         p_byte = self.apm_byte.refine(st, prev.astype(np.int64)[:, None] * NODES + nodes)
         self._p = p_mix

@@ -39,21 +39,38 @@ def tree_sum(x, axis: int = -1, keepdims: bool = False):
     power of two, add the upper half onto the lower half until one term is left. Elementwise
     adds only (torch's add is a + 1*b, exact even where its kernel uses an FMA), so every CPU
     adds the same pairs in the same order; np.sum's and torch.sum's trees depend on the vector
-    width. numpy is cheaper for small arrays, torch for large ones: same bits."""
+    width. The padding is never built: its first level is written out, a term whose partner is
+    padding plus 0 (the same IEEE add). numpy is cheaper for small arrays, torch for large
+    ones: same bits."""
     axis = axis % x.ndim
     n = x.shape[axis]
     size = 1 << max(n - 1, 0).bit_length()
+    half = size // 2
     if isinstance(x, torch.Tensor):
-        if size != n:
-            x = torch.cat([x, x.new_zeros(x.shape[:axis] + (size - n,) + x.shape[axis + 1:])], axis)
+        if n == 0:
+            x = x.new_zeros(x.shape[:axis] + (1,) + x.shape[axis + 1:])
+        elif size != n:               # the first level: n - half pairs, then terms plus padding
+            x = torch.cat([x.narrow(axis, 0, n - half) + x.narrow(axis, half, n - half),
+                           x.narrow(axis, n - half, size - n) + 0.0], axis)
+            size = half
         while size > 1:
             size //= 2
             x = x.narrow(axis, 0, size) + x.narrow(axis, size, size)
         return x if keepdims else x.squeeze(axis)
     # numpy: the summed axis first and contiguous, so that every level is one contiguous add
     rest = x.shape[:axis] + x.shape[axis + 1:]
-    x = x.transpose((axis,) + tuple(i for i in range(x.ndim) if i != axis))
-    x = np.concatenate([x, np.zeros((size - n,) + rest, x.dtype)]) if size != n else np.ascontiguousarray(x)
+    if axis:
+        x = x.transpose((axis,) + tuple(range(axis)) + tuple(range(axis + 1, x.ndim)))
+    if n == 0:
+        x = np.zeros((1,) + rest, x.dtype)
+    elif size != n or not x.flags.c_contiguous:     # the first level, into a contiguous array
+        y = np.empty((max(half, 1),) + rest, x.dtype)
+        if n == 1:
+            y[0] = x[0]
+        else:
+            np.add(x[:n - half], x[half:], out=y[:n - half])
+            np.add(x[n - half:half], x.dtype.type(0), out=y[n - half:])
+        x, size = y, max(half, 1)
     while size > 1:
         size //= 2
         x = x[:size] + x[size:]
