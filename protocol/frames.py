@@ -26,7 +26,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
-PROTOCOL_VERSION = 7        # as FORMAT_VERSION: a version-1 to -6 peer's twin computes differently
+PROTOCOL_VERSION = 8        # as FORMAT_VERSION: a version-1 to -7 peer's twin computes differently
 MAGIC = b"ML"
 MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB: the one place the message size limit lives
 

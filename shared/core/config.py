@@ -23,7 +23,7 @@ MAX_SYNC_EVERY = 64         # steps between weight digests: a crafted file is ca
 INT_RANGES = {"streams": (1, 1024), "seed": (0, 2**63 - 1), "sync_every": (1, MAX_SYNC_EVERY),
               "model.n_layer": (1, 64), "model.n_head": (1, 64), "model.n_embd": (1, 4096),
               "model.context": (1, 8192), "model.chunk": (1, 8192), "model.table_bits": (8, 24), "model.words": (0, 2),
-              "model.match": (0, 8), "model.tree": (0, 1), "model.structure": (0, 31), "train.steps_per_chunk": (1, 64),
+              "model.match": (0, 8), "model.tree": (0, 1), "model.structure": (0, 127), "train.steps_per_chunk": (1, 64),
               "train.replay": (0, 16), "train.replay_span": (1, 1 << 16), "train.lr_decay": (0, 1 << 30)}
 FLOAT_RANGES = {"train.lr": (0.0, 1.0), "train.beta1": (0.0, 0.999999), "train.beta2": (0.0, 0.999999),
                 "train.eps": (0.0, 1.0), "train.weight_decay": (0.0, 1.0), "train.grad_clip": (0.0, 1e6)}
@@ -39,7 +39,7 @@ MAX_TABLES = 1 << 30        # bytes of n-gram count tables (one byte per count)
 MATCH_SPAN = 1 << 18        # bytes of history the match model keeps per stream (ngram.MatchModel.SPAN)
 MATCH_ROWS = 1 << 20        # its table of places (ngram.MatchModel.BITS), 8 bytes each
 MAX_ORDER = 8               # n-gram contexts live in one 64-bit word per stream
-STRUCTURE_BITS = 16         # rows per structure context (ngram.Structure), at most: few distinct contexts
+STRUCTURE_BITS = 16         # rows per structure context (ngram.Structure), at most (the near ones too: 2**18 gained 0.02%)
 STRUCTURE_RING = 1 << 13    # bytes of history per stream the structure contexts look back into
 MAX_NGRAM_STREAMS = 128     # counts saturate at 255: a step adds at most `streams` to one row
 
@@ -56,7 +56,8 @@ class ModelConfig:
     table_bits: int = 18    # each order's table holds 2**table_bits contexts x 256 counts
     words: int = 0          # word contexts: 1 = the word so far, 2 = also with the word before
     match: int = 0          # match model (ngram.MatchModel): bytes of context it looks up (0: none)
-    structure: int = 0      # structure contexts, a bit each (ngram.STRUCTURE): sparse, column, record, align, nest
+    structure: int = 0      # structure contexts, a bit each (ngram.STRUCTURE): sparse, column, record, align, nest,
+                            # near, near_word
     tree: int = 0           # 1: a byte-tree mixer and APMs refine each prediction (mixer.py)
 
     @property
@@ -239,17 +240,18 @@ PRESETS: dict[str, RunConfig] = {
     "fast": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=8, chunk=16,
                                         orders=(1, 2, 3, 4), words=1, table_bits=16, match=8),
                       train=TrainConfig(lr=4e-3, lr_decay=15), streams=64, preset="fast"),
-    # default: the demo's and everyone's; the counts and the structure contexts carry the ratio,
-    # a narrow GPT the rest, and the byte-tree mixer with its APMs learns at every position.
+    # default: the demo's and everyone's; the counts and the structure contexts (the near ones
+    # too) carry the ratio, a narrow GPT the rest, and the byte-tree mixer with its APMs learns
+    # at every position.
     "default": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=8, chunk=8,
                                            orders=(1, 2, 3, 4, 6), words=2, table_bits=18, match=8,
-                                           structure=31, tree=1),
+                                           structure=127, tree=1),
                          train=TrainConfig(lr=4e-3, lr_decay=15), streams=64, preset="default"),
-    # strong: ratio first; default's counts and order 5, a wider two-layer GPT with a longer
-    # context, and one replay step on older history.
+    # strong: ratio first; default's counts, a wider two-layer GPT with a longer context, and
+    # one replay step on older history.
     "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=16, chunk=8,
-                                          orders=(1, 2, 3, 4, 5, 6), words=2, table_bits=18,
-                                          match=8, structure=31, tree=1),
+                                          orders=(1, 2, 3, 4, 6), words=2, table_bits=18,
+                                          match=8, structure=127, tree=1),
                         train=TrainConfig(lr=2e-3, replay=1, lr_decay=15), streams=64, preset="strong"),
     # neural: the network alone, no counts and no match model: what the GPT itself learns.
     "neural": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=32, chunk=8),
@@ -261,7 +263,7 @@ PRESETS: dict[str, RunConfig] = {
     # contexts and the tree mixer, so the golden digests cover them all.
     "tiny": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=16, chunk=16,
                                         orders=(1, 2, 3), words=2, table_bits=12, match=8,
-                                        structure=31, tree=1),
+                                        structure=127, tree=1),
                       train=TrainConfig(lr=3e-3), streams=16, sync_every=4, preset="tiny"),
 }
 

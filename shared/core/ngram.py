@@ -120,7 +120,9 @@ class MatchModel:
         self.run.fill(0)
 
 
-STRUCTURE = ("sparse", "column", "record", "align", "nest")   # ModelConfig.structure: bit i adds context i
+# ModelConfig.structure: bit i adds context i
+STRUCTURE = ("sparse", "column", "record", "align", "nest", "near", "near_word")
+_STREAM_KEY = np.uint64(0x9E3779B1)       # a near context's key times this, xor the stream's number times _WORD
 
 
 class Structure:
@@ -133,7 +135,14 @@ class Structure:
       align   the position mod 4 and the byte 4 back (arrays of 32-bit numbers);
       nest    the bracket depth, whether the byte is inside a markup tag "<...>", the name of the
               last tag opened or closed, the line's indentation, and the last byte (source code,
-              HTML, XML: what paq8px's XML and nesting models know, in one context).
+              HTML, XML: what paq8px's XML and nesting models know, in one context);
+      near    the last two bytes, in rows of this stream's own;
+      near_word  the letters of the word so far (0 between words), in rows of this stream's own.
+
+    The near contexts are what the shared counts lose by coding 64 regions of the input side by
+    side: every shared row mixes what all of them said, a near row only what this region said,
+    so it knows the identifiers of this function, the tags of this table, the names in this
+    chapter (paq8px, coding in one pass, gets that from counts that favour recent bytes).
 
     Each stream keeps its newest RING bytes; all state is integer numpy and is rebuilt from the
     bytes on resume, like the counts."""
@@ -159,6 +168,8 @@ class Structure:
         self.in_tag = np.zeros(streams, dtype=np.int64)          # 1 between "<" and ">"
         self.naming = np.zeros(streams, dtype=np.int64)          # 1 while the tag's name is written
         self.indent = np.zeros(streams, dtype=np.int64)          # spaces and tabs opening the line
+        self.word = np.zeros(streams, dtype=np.uint64)           # hash of the word so far (0: none)
+        self._stream = (np.arange(streams, dtype=np.uint64) + np.uint64(1)) * _WORD
 
     @property
     def lead(self) -> np.ndarray:
@@ -187,10 +198,13 @@ class Structure:
                 v = ((np.minimum(r, 0xFFFF) << 18) | (self._back(r) << 9) | self._back(2 * r)).astype(np.uint64)
             elif kind == "align":
                 v = ((self.pos & 3) << 8 | self._back(np.full_like(self.pos, 4))).astype(np.uint64)
-            else:
+            elif kind == "nest":
                 small = (np.minimum(self.depth, 15) << 12 | self.in_tag << 11 | self.naming << 10
                          | np.minimum(self.indent, 63) << 4).astype(np.uint64)
                 v = ((self.tag * _WORD) ^ small) << np.uint64(8) | (history & np.uint64(255))
+            else:
+                key = history & np.uint64(0xFFFF) if kind == "near" else self.word
+                v = (key * _STREAM_KEY ^ self._stream) & np.uint64((1 << 56) - 1)
             out.append(v | np.uint64(i + 1) << np.uint64(56))
         return np.stack(out, axis=-1)
 
@@ -213,6 +227,10 @@ class Structure:
         self.pos[rows] = pos + 1
         if "nest" in self.kinds:
             self._nest(rows, symbols, newline, lead)
+        if "near_word" in self.kinds:             # letters and digits, case folded, and UTF-8 up to 0xDF
+            self.word[rows] = np.where(_LETTER[symbols],
+                                       (self.word[rows] + _FOLD[symbols].astype(np.uint64) + np.uint64(1)) * _WORD,
+                                       np.uint64(0))
 
     def _nest(self, rows: np.ndarray, symbols: np.ndarray, newline: np.ndarray, lead: np.ndarray) -> None:
         """The nest context's state after one more byte. A tag's name is the bytes after "<" up
@@ -229,7 +247,7 @@ class Structure:
 
     def clear(self) -> None:
         for a in (self.ring, self.pos, self.line, self.above, self.candidate, self.seen, self.record, self.gap,
-                  self.depth, self.tag, self.in_tag, self.naming, self.indent):
+                  self.depth, self.tag, self.in_tag, self.naming, self.indent, self.word):
             a.fill(0)
         self.last.fill(-1)
 
