@@ -39,7 +39,7 @@ MAX_TABLES = 1 << 30        # bytes of n-gram count tables (one byte per count)
 MATCH_SPAN = 1 << 18        # bytes of history the match model keeps per stream (ngram.MatchModel.SPAN)
 MATCH_ROWS = 1 << 20        # its table of places (ngram.MatchModel.BITS), 8 bytes each
 MAX_ORDER = 8               # n-gram contexts live in one 64-bit word per stream
-STRUCTURE_BITS = 16         # rows per structure context (ngram.Structure), at most (the near ones too: 2**18 gained 0.02%)
+STRUCTURE_BITS = 16         # rows per structure context (ngram.Structure), at most; the near ones too (docs/results.md)
 STRUCTURE_RING = 1 << 13    # bytes of history per stream the structure contexts look back into
 MAX_NGRAM_STREAMS = 128     # counts saturate at 255: a step adds at most `streams` to one row
 
