@@ -39,6 +39,12 @@ _FOLD = np.arange(256)
 _FOLD[ord("A"):ord("Z") + 1] += 32
 
 
+def _extend_word(word: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+    """A word's hash with one more byte, case folded (word 0: the hash of that byte alone).
+    The one definition both word states use: the counts' word contexts and near_word."""
+    return (word + _FOLD[symbols].astype(np.uint64) + np.uint64(1)) * _WORD
+
+
 class MatchModel:
     """The byte that followed the last occurrence of the newest `min_len` bytes (in any stream),
     and how many bytes in a row that guess has been right: long repeats (markup, tables, code,
@@ -228,9 +234,7 @@ class Structure:
         if "nest" in self.kinds:
             self._nest(rows, symbols, newline, lead)
         if "near_word" in self.kinds:             # letters and digits, case folded, and UTF-8 up to 0xDF
-            self.word[rows] = np.where(_LETTER[symbols],
-                                       (self.word[rows] + _FOLD[symbols].astype(np.uint64) + np.uint64(1)) * _WORD,
-                                       np.uint64(0))
+            self.word[rows] = np.where(_LETTER[symbols], _extend_word(self.word[rows], symbols), np.uint64(0))
 
     def _nest(self, rows: np.ndarray, symbols: np.ndarray, newline: np.ndarray, lead: np.ndarray) -> None:
         """The nest context's state after one more byte. A tag's name is the bytes after "<" up
@@ -338,10 +342,9 @@ class ContextCounts:
         continuation bytes extend the word; a 3- or 4-byte UTF-8 lead ends it and starts the
         next (scripts without spaces: one character, one word); anything else ends it."""
         letter, opens = _LETTER[symbols], _OPENS[symbols]
-        folded = _FOLD[symbols].astype(np.uint64)
         ends = ~letter & (word != 0)
         start = np.where(opens, np.uint64(0), word)
-        new_word = np.where(letter | opens, (start + folded + np.uint64(1)) * _WORD, np.uint64(0))
+        new_word = np.where(letter | opens, _extend_word(start, symbols), np.uint64(0))
         new_prev = np.where(ends, word, prev)
         return new_word, new_prev
 
