@@ -123,9 +123,11 @@ def assert_verified(result, data):
 
 class PassThrough:
     """A coder that hands Alice's tokens through: the twin's computation without the bits."""
+    stored = False
     def begin_chunk(self): pass
     def end_chunk(self): pass
     def code(self, cdf, symbols): return symbols
+    def code_bits(self, p16, bits, symbols): pass
 
 
 def run_twin(config, data, steps=None) -> Twin:

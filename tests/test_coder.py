@@ -114,3 +114,66 @@ def test_the_interval_invariants_hold_after_every_update():
         enc.encode(lo, hi, total)
         assert 0 <= enc.low < HALF <= enc.high <= MASK
         assert enc.high - enc.low + 1 > QUARTER
+
+
+# -- binary decisions (the byte-tree mixer codes each byte as 8 of them) --------------------------
+
+def _bits_and_probs(rng, n):
+    """Decisions whose P(bit 1) ranges over the whole 16-bit scale, the extremes included, and
+    bits drawn from them."""
+    p = rng.integers(1, 1 << 16, n)
+    p[::7] = 1                                      # as unlikely as a bit can be
+    p[3::7] = (1 << 16) - 1                         # as likely
+    bits = (rng.random(n) < p / 65536.0).astype(np.int64)
+    return p, bits
+
+
+def test_binary_decisions_round_trip_at_the_entropy_bound():
+    from shared.core.mixer import bit_cost
+    rng = np.random.default_rng(11)
+    p, bits = _bits_and_probs(rng, 40000)
+    enc = ArithmeticEncoder()
+    enc.encode_bits(p.tolist(), bits.tolist())
+    data = enc.finish()
+    ideal = bit_cost(p, bits).sum()
+    assert ideal - 1 <= len(data) * 8 <= ideal * 1.0005 + 16
+    dec = ArithmeticDecoder(ByteSource(data))
+    assert dec.decode_bits(p.tolist()) == bits.tolist()
+
+
+def test_binary_decisions_do_not_depend_on_how_they_are_grouped_into_calls():
+    """Alice encodes a position's 8 x n decisions in one call, Bob decodes them n at a time
+    (a tree depth per call), and slice-coded symbols may come between: the same stream."""
+    rng = np.random.default_rng(12)
+    p, bits = _bits_and_probs(rng, 6000)
+    cuts = [0, 1, 64, 65, 600, 1900, 4000, 6000]
+    whole = ArithmeticEncoder()
+    whole.encode(3, 200, 256)
+    whole.encode_bits(p.tolist(), bits.tolist())
+    whole.encode(5, 6, 256)
+    one = whole.finish()
+    parts = ArithmeticEncoder()
+    parts.encode(3, 200, 256)
+    for a, b in zip(cuts, cuts[1:]):
+        parts.encode_bits(p[a:b].tolist(), bits[a:b].tolist())
+    parts.encode(5, 6, 256)
+    assert parts.finish() == one
+    dec = ArithmeticDecoder(ByteSource(one))
+    assert dec.decode_row([0, 3, 200, 256]) == 1
+    got = []
+    for a, b in zip(cuts, cuts[1:]):
+        got += dec.decode_bits(p[a:b].tolist())
+    assert got == bits.tolist()
+    assert dec.decode_row(list(range(257))) == 5
+
+
+def test_between_binary_decisions_the_width_never_falls_below_lazy():
+    """The binary loops settle only below LAZY (coder.Interval): every split keeps both parts."""
+    from shared.coding.coder import LAZY
+    rng = np.random.default_rng(13)
+    enc = ArithmeticEncoder()
+    for _ in range(3000):
+        p, bits = _bits_and_probs(rng, 8)
+        enc.encode_bits(p.tolist(), bits.tolist())
+        assert enc.high - enc.low >= LAZY
+        assert 0 <= enc.low <= enc.high < 1 << 48

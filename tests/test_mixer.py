@@ -6,6 +6,7 @@ import hashlib
 import math
 
 import numpy as np
+import pytest
 
 from shared.core import mixer as M
 from shared.core.config import FREQ_BITS, VOCAB
@@ -160,22 +161,66 @@ def test_the_weight_digest_covers_the_tree_mixer():
     assert a.model.digest() == b.model.digest() and ra.digest != rb.digest
 
 
-def test_alices_path_gives_the_slices_of_the_whole_tree_and_learns_the_same():
-    """`slices` (Alice: the 8 nodes on each byte's path) against `predict` (Bob: all 255, then
-    the coder searches the cdf): the same slice of every coded byte at every position, and the
-    same state after each update, since a node depends only on its ancestors."""
-    rng = np.random.default_rng(5)
-    steps, n, K = 40, 8, 3
+def _positions(seed, steps=40, n=8, K=3):
+    rng = np.random.default_rng(seed)
     counts = rng.integers(0, 40, (steps, n, K, VOCAB)).astype(np.uint8)
     counts[:, :, 1, 128:] = 0                          # one-sided rows: the deterministic inputs
     probs = rng.dirichlet(np.full(VOCAB, 0.3), (steps, n)).astype(np.float32)
-    symbols = rng.integers(0, VOCAB, (steps, n))
-    prev = rng.integers(0, VOCAB, (steps, n))
-    whole, path = M.TreeMixer(K), M.TreeMixer(K)
-    i = np.arange(n)
-    for s in range(steps):
-        cdf = whole.predict(quantize(probs[s]), counts[s], prev[s])
-        lo, hi = path.slices(quantize(probs[s]), counts[s], prev[s], symbols[s])
-        assert (lo == cdf[i, symbols[s]]).all() and (hi == cdf[i, symbols[s] + 1]).all(), s
-        assert whole.update(symbols[s]) == path.update(symbols[s])
-        assert _digest(whole) == _digest(path), s
+    return counts, probs, rng.integers(0, VOCAB, (steps, n)), rng.integers(0, VOCAB, (steps, n))
+
+
+def _as_decoder(symbols):
+    """A `decide` for `walk` that answers with the bits of known bytes, depth by depth."""
+    _, bits = M.path(symbols)
+    depth = iter(range(8))
+    return lambda p16: bits[:, next(depth)]
+
+
+def test_alices_path_and_bobs_walk_give_the_whole_trees_probabilities_and_learn_the_same():
+    """`path` (Alice: the 8 nodes on each byte's path, at once), `walk` (Bob: a depth at a time,
+    the next node chosen by the bit just decoded) and `predict` (the whole tree, for a watcher):
+    the same 16-bit P(bit 1) at every node of every coded byte's path, and the same state after
+    each update, since a node depends only on its ancestors."""
+    counts, probs, symbols, prev = _positions(5)
+    whole, path, walk = M.TreeMixer(3), M.TreeMixer(3), M.TreeMixer(3)
+    i = np.arange(len(prev[0]))[:, None]
+    for s in range(len(symbols)):
+        cdf = quantize(probs[s])
+        shown = whole.predict(cdf, counts[s], prev[s])
+        nodes, bits = M.path(symbols[s])
+        p_whole, bits_whole = whole.path(cdf, counts[s], prev[s], symbols[s])    # read from the tree
+        p_path, bits_path = path.path(cdf, counts[s], prev[s], symbols[s])
+        found, p_walk, bits_walk = walk.walk(cdf, counts[s], prev[s], _as_decoder(symbols[s]))
+        assert (found == symbols[s]).all() and (bits_walk == bits).all() and (bits_path == bits).all()
+        assert (p_path == p_whole).all() and (p_walk == p_whole).all(), s
+        assert (M.split_to_cdf(whole._whole) == shown).all()
+        assert whole.update(symbols[s]) == path.update(symbols[s]) == walk.update(symbols[s])
+        assert _digest(whole) == _digest(path) == _digest(walk), s
+
+
+def test_a_walk_after_predict_reads_the_whole_tree():
+    """A watched Bob: `predict` first, then `walk` takes its nodes, and learns the same."""
+    counts, probs, symbols, prev = _positions(6, steps=12)
+    a, b = M.TreeMixer(3), M.TreeMixer(3)
+    for s in range(len(symbols)):
+        cdf = quantize(probs[s])
+        a.predict(cdf, counts[s], prev[s])
+        got_a = a.walk(cdf, counts[s], prev[s], _as_decoder(symbols[s]))
+        got_b = b.walk(cdf, counts[s], prev[s], _as_decoder(symbols[s]))
+        assert all((x == y).all() for x, y in zip(got_a, got_b))
+        assert a.update(symbols[s]) == b.update(symbols[s])
+        assert _digest(a) == _digest(b), s
+
+
+@pytest.mark.parametrize("levels", [1, 2, 4, 8])
+def test_the_walk_gives_the_same_whatever_the_subtree_it_computes_at_once(levels, monkeypatch):
+    counts, probs, symbols, prev = _positions(7, steps=6)
+    a, b = M.TreeMixer(3), M.TreeMixer(3)
+    monkeypatch.setattr(b, "WALK", levels)
+    for s in range(len(symbols)):
+        cdf = quantize(probs[s])
+        got_a = a.walk(cdf, counts[s], prev[s], _as_decoder(symbols[s]))
+        got_b = b.walk(cdf, counts[s], prev[s], _as_decoder(symbols[s]))
+        assert all((x == y).all() for x, y in zip(got_a, got_b))
+        a.update(symbols[s]), b.update(symbols[s])
+        assert _digest(a) == _digest(b), s

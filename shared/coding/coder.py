@@ -21,7 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.config import VOCAB
+from ..core.config import PROB_BITS, VOCAB
+from ..core.mixer import bit_cost
 
 
 STATE_BITS = 48
@@ -29,17 +30,20 @@ FULL = 1 << STATE_BITS
 HALF = FULL >> 1
 QUARTER = FULL >> 2
 MASK = FULL - 1
+LAZY = 1 << 32                # the binary loops settle once the width falls below this (see Interval)
 
 
 class Interval:
     """The interval both coders narrow identically; subclasses say what a settled bit means.
 
-    Invariants, true after `__init__` and after every `update` (the renormalising loops):
+    Invariants, true after `__init__` and after every `_settle` (the renormalising loops, which
+    end every `update`):
       0 <= low < HALF <= high <= MASK   (the top bits differ: nothing more is settled)
       high - low + 1 > QUARTER          (not inside [QUARTER, 3·QUARTER): no pending underflow)
-    So the width is always more than 2**(STATE_BITS-2) = 2**46, far above any `total` (at most
-    2**24 + VOCAB): every symbol's slice, however small, keeps at least one integer, and
-    low <= new high follows from cum_lo < cum_hi.
+    So the width is more than 2**(STATE_BITS-2) = 2**46 after a settle, and never below LAZY =
+    2**32 in between (the binary loops below), far above any `total` (at most 2**24 + VOCAB):
+    every symbol's slice, however small, keeps at least one integer, and low <= new high
+    follows from cum_lo < cum_hi.
     """
 
     def __init__(self):
@@ -51,6 +55,11 @@ class Interval:
         width = self.high - low + 1
         high = low + width * cum_hi // total - 1
         low = low + width * cum_lo // total
+        self.low, self.high = self._settle(low, high)
+
+    def _settle(self, low: int, high: int) -> tuple[int, int]:
+        """Renormalise a narrowed interval: shift out settled bits, defer underflow bits, until
+        the invariants hold again."""
         while not ((low ^ high) & HALF):          # top bits agree: that bit is settled
             self.shift(low >> (STATE_BITS - 1))
             low = (low << 1) & MASK
@@ -59,7 +68,14 @@ class Interval:
             self.underflow()
             low = (low << 1) ^ HALF
             high = ((high ^ HALF) << 1) | HALF | 1
-        self.low, self.high = low, high
+        return low, high
+
+    # A binary decision with P(bit 1) = p / 2**PROB_BITS, p in 1 .. 2**PROB_BITS - 1: bit 1 takes
+    # the lower part [low, low + r), r = width * p >> PROB_BITS, bit 0 the rest. The coders' loops
+    # below spell this out inline (a call per bit would cost more than the bit) and settle lazily:
+    # only once the width has fallen below LAZY (>= 2**(PROB_BITS + 16)), so 1 <= r < width and
+    # both parts keep integers, rounding costs under 2**-15 bits a decision, and one `_settle`
+    # shifts out a dozen bits instead of one. Encoder and decoder settle at the same widths.
 
     def shift(self, bit: int) -> None:
         raise NotImplementedError
@@ -96,6 +112,19 @@ class ArithmeticEncoder(Interval):
 
     encode = Interval.update              # coding a symbol is narrowing to its slice
 
+    def encode_bits(self, probs: list[int], bits: list[int]) -> None:
+        """Encode each bits[i] with P(bit 1) = probs[i] / 2**PROB_BITS (see Interval)."""
+        low, high = self.low, self.high
+        for p, bit in zip(probs, bits):
+            mid = low + (((high - low + 1) * p) >> PROB_BITS)
+            if bit:
+                high = mid - 1
+            else:
+                low = mid
+            if high - low < LAZY:
+                low, high = self._settle(low, high)
+        self.low, self.high = low, high
+
     def code(self, cdf: np.ndarray, symbols: np.ndarray) -> np.ndarray:
         """Encode symbols[i] with the distribution cdf[i]; return the symbols."""
         for lo, hi, total in _slices(cdf, symbols):
@@ -120,6 +149,7 @@ class ArithmeticEncoder(Interval):
 
     def finish(self) -> bytes:
         """Emit the final '1' bit and pad: the decoder reads zeros past the end."""
+        self.low, self.high = self._settle(self.low, self.high)   # the binary loops may have left it open
         self._write(1)
         while self.partial_bits:
             self._write(0)
@@ -200,6 +230,25 @@ class ArithmeticDecoder(Interval):
     def underflow(self) -> None:
         self.code_value = (self.code_value & HALF) | ((self.code_value << 1) & (MASK >> 1)) | self._read()
 
+    def decode_bits(self, probs: list[int]) -> list[int]:
+        """Decode one bit per entry, bit i with P(bit 1) = probs[i] / 2**PROB_BITS: the bit is 1
+        where the code lies in the lower part, as `encode_bits` put it."""
+        out = []
+        low, high, code = self.low, self.high, self.code_value
+        for p in probs:
+            mid = low + (((high - low + 1) * p) >> PROB_BITS)
+            if code < mid:
+                high = mid - 1
+                out.append(1)
+            else:
+                low = mid
+                out.append(0)
+            if high - low < LAZY:
+                low, high = self._settle(low, high)
+                code = self.code_value
+        self.low, self.high = low, high
+        return out
+
     def decode_row(self, cdf_row) -> int:
         """Decode one symbol; cdf_row is a list or a numpy array of cumulative counts (searched
         in place: making a list of a whole row costs more than the search)."""
@@ -231,31 +280,38 @@ _UNIFORM_LIST = UNIFORM_CDF.tolist()
 
 
 class ChunkEncoder:
-    """Alice's side: buffers a chunk's coding intervals, then emits flag + the cheaper coding."""
+    """Alice's side: buffers a chunk's codings, then emits flag + the cheaper coding. A position
+    is coded as each byte's slice of a cdf (`code`) or, with the byte-tree mixer, as each byte's
+    8 binary decisions (`code_bits`), depth by depth across the streams: the order in which Bob,
+    walking down the tree for every stream at once, decodes them."""
+
+    stored = False            # decided at the chunk's end; the engine asks the decoder only
 
     def __init__(self):
         self.arith = ArithmeticEncoder()
         self.stored_chunks = 0
-        self._chunk_slices: list[tuple[int, int, int]] = []
+        self._chunk: list[tuple] = []           # ("slices", lo, hi, total) or ("bits", probs, bits): lists
         self._symbols: list[int] = []
         self._model_bits = 0.0
 
     def begin_chunk(self):
-        self._chunk_slices.clear()
+        self._chunk.clear()
         self._symbols.clear()
         self._model_bits = 0.0
 
     def code(self, cdf: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+        """Code symbols[i] as its slice of the distribution cdf[i]."""
         rows = np.arange(len(symbols))
-        self.code_slices(cdf[rows, symbols], cdf[rows, symbols + 1], cdf[:, -1], symbols)
+        lo, hi, total = cdf[rows, symbols], cdf[rows, symbols + 1], cdf[:, -1]
+        self._model_bits += float(np.log2(total / (hi - lo)).sum())
+        self._chunk.append(("slices", lo.tolist(), hi.tolist(), total.tolist()))
+        self._symbols.extend(symbols.tolist())
         return symbols
 
-    def code_slices(self, lo: np.ndarray, hi: np.ndarray, total, symbols: np.ndarray) -> None:
-        """Code symbols[i] as the slice [lo[i], hi[i]) of `total` (an int or one per symbol):
-        all the encoder needs of a distribution."""
-        total = np.broadcast_to(np.asarray(total, dtype=np.int64), lo.shape)
-        self._model_bits += float(np.log2(total / (hi - lo)).sum())
-        self._chunk_slices.extend(zip(lo.tolist(), hi.tolist(), total.tolist()))
+    def code_bits(self, p16: np.ndarray, bits: np.ndarray, symbols: np.ndarray) -> None:
+        """Code symbols[i] as its path's bits[i] (8) with P(bit 1) = p16[i] / 2**16, depth-major."""
+        self._model_bits += float(bit_cost(p16, bits).sum())
+        self._chunk.append(("bits", p16.T.ravel().tolist(), bits.T.ravel().tolist()))
         self._symbols.extend(symbols.tolist())
 
     def end_chunk(self):
@@ -266,8 +322,12 @@ class ChunkEncoder:
                 self.arith.encode(s, s + 1, VOCAB)
         else:
             self.arith.encode(*FLAG_MODEL, FLAG_TOTAL)
-            for lo, hi, total in self._chunk_slices:
-                self.arith.encode(lo, hi, total)
+            for kind, *part in self._chunk:
+                if kind == "bits":
+                    self.arith.encode_bits(*part)
+                else:
+                    for lo, hi, total in zip(*part):
+                        self.arith.encode(lo, hi, total)
 
     def take(self) -> bytes:
         return self.arith.take()
@@ -294,6 +354,13 @@ class ChunkDecoder:
         if self.stored:
             return np.array([self.arith.decode_row(_UNIFORM_LIST) for _ in range(len(cdf))], dtype=np.int64)
         return self.arith.code(cdf)
+
+    def decode_bits(self, p16: np.ndarray) -> np.ndarray:
+        """One binary decision per stream, (n,) P(bit 1) in 16 bits -> (n,) bits."""
+        return np.array(self.arith.decode_bits(p16.tolist()), dtype=np.int64)
+
+    def code_bits(self, p16, bits, symbols) -> None:
+        """Nothing to do: `decode_bits` already read them."""
 
     def end_chunk(self):
         pass

@@ -15,6 +15,7 @@ from .errors import ConfigMismatch, UsageError
 VOCAB = 256                 # byte-level tokens: every file is a token sequence
 PAD = 256                   # input-only token: "before the start of the stream"
 FREQ_BITS = 24              # probability quantisation: totals of 2**24 (docs/determinism.md)
+PROB_BITS = 16              # a binary decision's P(bit 1), as the byte-tree mixer codes it: 1 .. 2**16 - 1
 
 # What a configuration from a file header or a peer's HELLO may ask for (RunConfig.from_dict):
 # checked before anything is allocated, so a hostile header cannot exhaust memory.

@@ -34,7 +34,7 @@ from . import portable
 from .config import FREQ_BITS, PAD, RunConfig
 from .errors import DivergenceError, FormatError
 from .layout import n_steps, row_length
-from .mixer import TreeMixer
+from .mixer import TreeMixer, bit_cost
 from .model import GPT, CountMixer, log_count_table, loss_on, make_optimizer
 from .ngram import ContextCounts, features, table_bits_for
 from .pinned import torch
@@ -136,6 +136,7 @@ class Twin:
         # what the coded bytes would have cost under each part of the prediction (`earned`)
         self.part_bits = dict.fromkeys(PARTS[:3], 0.0)
         self.watcher: Watcher | None = None
+        self._shown = None        # with a watcher and the tree mixer: the cdf shown for the last position
 
     @property
     def n_steps(self) -> int:
@@ -157,39 +158,26 @@ class Twin:
         # 1-2. predict and code, token by token, identically on both sides
         probs = self.model.prime(torch.from_numpy(win[:, :C]), self._counts_for(C))
         coder.begin_chunk()
-        # Alice, unwatched, gives the coder each byte's slice, from the tree's path to it alone
-        on_path = (self.tree is not None and self.data is not None and self.watcher is None
-                   and hasattr(coder, "code_slices"))
         for t in range(T):
             rows = self.layout.active(t0 + t)
             if rows.any():
                 p = probs.numpy()[rows]
                 cdf = quantize(p)
-                if self.tree is not None:
-                    prev = win[rows, C + t - 1]
-                    counts = self.count_window[rows, C + t] if self.counts is not None else None
-                    prev = np.where(prev == PAD, 0, prev)
-                if on_path:
-                    symbols = win[rows, C + t]
-                    lo, hi = self.tree.slices(cdf, counts, prev, symbols)
-                    coder.code_slices(lo, hi, 1 << FREQ_BITS, symbols)
-                    width = hi - lo
-                else:
-                    if self.tree is not None:
-                        cdf = self.tree.predict(cdf, counts, prev)
+                if self.tree is None:
                     symbols = coder.code(cdf, win[rows, C + t])
                     index = np.arange(len(symbols))
-                    width = cdf[index, symbols + 1] - cdf[index, symbols]
+                    bits = FREQ_BITS - np.log2((cdf[index, symbols + 1] - cdf[index, symbols]).astype(np.float64))
+                else:
+                    symbols, bits = self._code_tree(coder, rows, C + t, cdf)
                 win[rows, C + t] = symbols
                 if self.counts is not None:
                     self.counts.update(rows, symbols)
                 self._account(rows, symbols)
-                bits = FREQ_BITS - np.log2(width.astype(np.float64))
                 chunk_cost[rows, t] = bits
                 chunk_bits += float(bits.sum())
                 chunk_tokens += len(symbols)
                 if self.watcher is not None:    # what was coded: after the tree mixer, if any
-                    shown = p if self.tree is None else (np.diff(cdf, axis=1) / float(1 << FREQ_BITS)).astype(np.float32)
+                    shown = p if self.tree is None else (np.diff(self._shown, axis=1) / float(1 << FREQ_BITS)).astype(np.float32)
                     self.watcher.position(self.step, t, rows, shown, symbols)
             if t < T - 1:
                 probs = self.model.extend(torch.from_numpy(win[:, C + t]), self._counts_for(C + t + 1))
@@ -215,6 +203,25 @@ class Twin:
         sync = self.step % self.config.sync_every == 0 or self.finished
         return StepReport(self.step, self.tokens_done, chunk_tokens, chunk_bits, loss,
                           self.digest() if sync else None, tokens, chunk_cost)
+
+    def _code_tree(self, coder, rows: np.ndarray, pos: int, cdf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Code window position `pos` of `rows` through the byte-tree mixer: each byte is its 8
+        binary decisions. Alice (and Bob in a stored chunk, whose bytes came uniformly) knows the
+        bytes, so the mixer computes their paths; Bob walks down the tree, a bit per stream and
+        depth from his decoder. Returns the bytes and what each cost (bits)."""
+        win = self.window
+        prev = win[rows, pos - 1]
+        prev = np.where(prev == PAD, 0, prev)
+        counts = self.count_window[rows, pos] if self.counts is not None else None
+        if self.watcher is not None:                 # the whole tree, to show
+            self._shown = self.tree.predict(cdf, counts, prev)
+        if self.data is not None or coder.stored:
+            symbols = win[rows, pos] if self.data is not None else coder.code(cdf)
+            p16, bits = self.tree.path(cdf, counts, prev, symbols)
+        else:
+            symbols, p16, bits = self.tree.walk(cdf, counts, prev, coder.decode_bits)
+        coder.code_bits(p16, bits, symbols)
+        return symbols, bit_cost(p16, bits).sum(axis=1)
 
     def _account(self, rows: np.ndarray, symbols: np.ndarray) -> None:
         """Add what `symbols` would have cost under the network alone, the counts alone and the

@@ -15,25 +15,28 @@ j's children 2j and 2j+1, leaf 256 + byte) and, for every node of every stream:
                a probability; a final mixer per node and kind weighs the two (`TreeMixer`);
   3. refine    two APMs map (context, stretch(p)) to a better probability by interpolating
                in a learned table: one keyed by the node, one by the node and the byte before;
-  4. split     the nodes' probabilities become 24-bit integer frequencies top-down, every byte
-               at least 1, so the coder gets a cdf as it always did (`split_to_cdf`);
+  4. code      each of the byte's 8 decisions is coded with its node's 16-bit P(bit 1), root
+               first (the coder's `encode_bits` / `decode_bits`);
   5. learn     once the byte is known, only the 8 nodes on its path update their weights (each
                set from its own error, the final mixer from the mixture's) and APM cells, by
                integer steps summed with np.add.at (order-free, so exact).
 
-Alice knows the byte before she codes it, and a node's probability and mass depend only on the
-node and its ancestors, so she computes the 8 nodes on its path and its slice of the total
-(`slices`): the same integers as steps 1-4 for all 255 nodes. Bob must search the tree, so he
-computes it whole (`predict`).
+A node's probability depends only on the node and the position, never on its siblings, so no
+one computes more than the nodes coded: Alice knows the byte and computes its path's 8 nodes at
+once (`path`); Bob walks down, a level of every stream at a time, each step chosen by the bit
+just decoded (`walk`); a watcher's twin computes the whole tree to show it (`predict`, with
+`split_to_cdf` for the distribution). All three give the same integers at the same nodes.
 
 Everything is integer numpy: the same bits on every CPU (docs/determinism.md). Measurements:
 docs/results.md.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
-from .config import FREQ_BITS, VOCAB
+from .config import FREQ_BITS, PROB_BITS, VOCAB
 
 # --- the logistic domain: lpaq1's integer squash and its inverse ------------------------------
 _KNOTS = (1, 2, 3, 6, 10, 16, 27, 45, 73, 120, 194, 310, 488, 747, 1101, 1546, 2047, 2549, 2994,
@@ -100,6 +103,17 @@ LO = (_node - (1 << _depth)) * _width               # first byte below the node
 MID = LO + _width // 2                              # first byte of its right child (bit 1)
 HI = LO + _width
 _SHIFTS = np.arange(8, 0, -1)
+
+
+def _subtree(levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """A subtree of `levels` levels in heap order: each column's level below its root and its
+    offset in that level, so node i's descendants are ((i + 1) << level) + offset - 1 (0-based)."""
+    number = np.arange(1, 1 << levels)
+    level = np.array([int(v).bit_length() - 1 for v in number])
+    return level, number - (1 << level)
+
+
+_SUBTREE = {levels: _subtree(levels) for levels in range(1, 9)}
 
 
 def path(symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,6 +187,12 @@ def split_to_cdf(p16: np.ndarray) -> np.ndarray:
     cdf = np.zeros((n, VOCAB + 1), dtype=np.int64)
     np.cumsum(leaves, axis=1, out=cdf[:, 1:])
     return cdf
+
+
+def bit_cost(p16: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """What each binary decision costs in bits, -log2 of the probability of the bit taken
+    (P(bit 1) = p16 / 2**PROB_BITS): the ideal length, float64, a report (never coded)."""
+    return PROB_BITS - np.log2(np.where(bits == 1, p16, (1 << PROB_BITS) - p16).astype(np.float64))
 
 
 def learn(table: np.ndarray, cells: np.ndarray, targets: np.ndarray, rate: int) -> None:
@@ -274,6 +294,7 @@ class TreeMixer:
     from the coded symbols of the same rows.
     """
 
+    WALK = 3            # tree levels `walk` computes in one pass
     LR = (4, 5)         # weight step = stretch * error(12-bit) * LR[set] >> SHIFT
     FINAL_LR = 1        # the final mixer's step, the same way
     SHIFT = 14
@@ -291,11 +312,13 @@ class TreeMixer:
         self.apm_node = APM(NODES)
         self.apm_byte = APM(NODES * VOCAB)
         self._inputs = self._p = self._sets = self._kind = None
-        self._on_path = False               # whether the last prediction was `slices`' (path only)
+        self._on_path = False               # whether the last prediction was the path's only (`_at`)
+        self._whole = None                  # `predict`'s 16-bit P(bit 1) at all 255 nodes, until `update`
 
     def predict(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray) -> np.ndarray:
         """cdf (n, 257) from quantize; counts (n, K, 256) uint8 or None; prev (n,) the byte
-        before each position (0 at a stream's start) -> the cdf (n, 257) to code with."""
+        before each position (0 at a stream's start) -> the whole tree's distribution (n, 257),
+        to show. Once called, `path` and `walk` read its nodes instead of computing them again."""
         K = self.K
         # the dot products in float64 on small integers: exact in any summation order, since
         # every partial sum is an integer below 2**53 (|weights| <= W_MAX)
@@ -311,28 +334,80 @@ class TreeMixer:
             dots = [d + f for d, f in zip(dots, fixes)]
         self._inputs, self._kind = (st, splits), kind
         self._on_path = False
-        p16 = self._refine(self._mix(dots, np.arange(NODES)), np.broadcast_to(np.arange(NODES), st.shape), prev)
-        return split_to_cdf(p16)
+        self._whole = self._refine(self._mix(dots, np.arange(NODES)), np.broadcast_to(np.arange(NODES), st.shape), prev)
+        return split_to_cdf(self._whole)
 
-    def slices(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray,
-               symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """What `predict` gives, at the coded `symbols` only: the slice [lo, hi) of each in the
-        2**FREQ_BITS total (lo = cdf[symbol], hi = cdf[symbol + 1]), from the 8 nodes on its
-        path. Every dot product is the same exact integer, every probability and mass the same."""
-        K = self.K
+    def path(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray,
+             symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Alice, who knows each byte: the 16-bit P(bit 1) at the 8 nodes on its path and the
+        bits taken, (n, 8) each, computed at those nodes alone (or read from `predict`'s tree)."""
         nodes, bits = path(symbols)                                     # (n, 8)
-        rows = np.arange(len(symbols))[:, None]
-        right = cdf[rows, HI[nodes]] - cdf[rows, MID[nodes]]
-        x = np.empty(nodes.shape + (self.n_in,), dtype=np.int64)        # (n, 8, n_in): the path's inputs
-        x[..., 0] = stretch(_split12(right, cdf[rows, HI[nodes]] - cdf[rows, LO[nodes]]))
+        if self._whole is not None:
+            return self._whole[np.arange(len(symbols))[:, None], nodes], bits
+        return self._at(cdf, self._sums(counts), prev, nodes), bits
+
+    def walk(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray,
+             decide: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Bob, who learns each byte a bit at a time: from the root, the node's P(bit 1) for every
+        stream (n,), then `decide` (the decoder) gives the bits, and each stream steps to that
+        child. The same nodes and integers as `path` on the bytes found: (symbols, p16, bits).
+        The nodes are computed a subtree of WALK levels at a time (one numpy pass costs about
+        what 7 nodes do), and only the path's are kept for `update`."""
+        n = len(prev)
+        rows = np.arange(n)
+        node = np.zeros(n, dtype=np.int64)                              # 0-based: the root
+        p16, bits, parts = np.empty((n, 8), np.int64), np.empty((n, 8), np.int64), []
+        sums = self._sums(counts) if self._whole is None else None
+        depth = 0
+        while depth < 8:
+            levels = min(self.WALK, 8 - depth)
+            level, offset = _SUBTREE[levels]
+            below = ((node[:, None] + 1) << level) + offset - 1          # (n, 2**levels - 1), heap order
+            sub = self._whole[rows[:, None], below] if self._whole is not None else self._at(cdf, sums, prev, below)
+            col = np.zeros(n, dtype=np.int64)                           # the path's column in `below`
+            cols = []
+            for _ in range(levels):
+                p16[:, depth] = sub[rows, col]
+                bits[:, depth] = decide(p16[:, depth])
+                cols.append(col)
+                col = 2 * col + 1 + bits[:, depth]
+                node = 2 * node + 1 + bits[:, depth]                    # node j's children: 2j, 2j + 1
+                depth += 1
+            if self._whole is None:
+                parts.append(self._path_state(rows[:, None], np.stack(cols, axis=1)))
+        if parts:                                                       # as if `path` had run
+            self._inputs, self._sets, self._stretched, self._p, cells = (
+                np.concatenate(part, axis=1) if isinstance(part[0], np.ndarray) else
+                [np.concatenate(column, axis=1) for column in zip(*part)] for part in zip(*parts))
+            self.apm_node._cell, self.apm_byte._cell = cells
+        return node - NODES, p16, bits                                  # leaf 256 + byte is node 255 + byte
+
+    def _sums(self, counts: np.ndarray | None) -> np.ndarray | None:
+        """Cumulative counts (n, K, 257): any node's (n0, n1) are two differences of them."""
+        if not self.K:
+            return None
+        sums = np.zeros(counts.shape[:-1] + (VOCAB + 1,), dtype=np.int32)
+        np.cumsum(counts, axis=-1, dtype=np.int32, out=sums[..., 1:])
+        return sums
+
+    def _at(self, cdf: np.ndarray, sums: np.ndarray | None, prev: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+        """16-bit P(bit 1) at `nodes` (n, m) of each stream, computed there alone: every dot
+        product the same exact integer as `predict`'s, so every probability the same. Leaves
+        the inputs and outputs of each stage for `update` (`_path_state`)."""
+        K = self.K
+        n = len(prev)
+        rows = np.arange(n)[:, None]
+        lo, mid, hi = LO.take(nodes), MID.take(nodes), HI.take(nodes)  # (n, m) byte edges of each node
+        flat = rows * (VOCAB + 1)                                       # flat takes: numpy's cheapest gather
+        top = cdf.take(flat + hi)
+        x = np.empty(nodes.shape + (self.n_in,), dtype=np.int64)        # (n, m, n_in): the nodes' inputs
+        x[..., 0] = stretch(_split12(top - cdf.take(flat + mid), top - cdf.take(flat + lo)))
         x[..., -1] = 256
         if K:
-            sums = np.zeros(counts.shape[:-1] + (VOCAB + 1,), dtype=np.int32)
-            np.cumsum(counts, axis=-1, dtype=np.int32, out=sums[..., 1:])  # (n, K, 257)
-            at = (rows[:, :, None], np.arange(K)[None, :, None])
-            lo, mid, hi = (edge[nodes][:, None, :] for edge in (LO, MID, HI))
-            n0 = sums[at + (mid,)] - sums[at + (lo,)]                   # (n, K, 8)
-            n1 = sums[at + (hi,)] - sums[at + (mid,)]
+            flat = ((rows * K + np.arange(K)) * (VOCAB + 1))[:, :, None]   # (n, K, 1) into sums (n, K, 257)
+            left, middle = sums.take(flat + lo[:, None, :]), sums.take(flat + mid[:, None, :])
+            n0 = middle - left                                          # (n, K, m)
+            n1 = sums.take(flat + hi[:, None, :]) - middle
             kt, det = _count_inputs(n0, n1)
             x[..., 1:1 + K] = kt.transpose(0, 2, 1)
             x[..., 1 + K:-1] = det.transpose(0, 2, 1)
@@ -341,16 +416,12 @@ class TreeMixer:
         dots = [np.einsum("ndi,ndi->nd", xf, table[cell].astype(np.float64))
                 for table, cell in zip((self.weights, self.by_kind), (nodes, self._kind_rows(nodes)))]
         self._on_path = True
-        p16 = self._refine(self._mix(dots, nodes), nodes, prev)
-        mass = np.full(len(symbols), _TOTAL - VOCAB, dtype=np.int64)    # split_to_cdf, down one path
-        below = np.zeros(len(symbols), dtype=np.int64)
-        for d in range(8):
-            take_right = bits[:, d] == 1
-            right = (mass * p16[:, d]) >> 16
-            below += np.where(take_right, mass - right, 0)               # the left child lies below
-            mass = np.where(take_right, right, mass - right)
-        lo = below + symbols                                             # every byte has 1 extra
-        return lo, lo + mass + 1
+        return self._refine(self._mix(dots, nodes), nodes, prev)
+
+    def _path_state(self, rows: np.ndarray, cols: np.ndarray) -> tuple:
+        """What `update` reads after `_at`, at columns `cols` (n, m') of its nodes: a walk's path."""
+        return (self._inputs[rows, cols], [a[rows, cols] for a in self._sets], [a[rows, cols] for a in self._stretched],
+                self._p[rows, cols], [self.apm_node._cell[rows, cols], self.apm_byte._cell[rows, cols]])
 
     def _kind_rows(self, nodes: np.ndarray) -> np.ndarray:
         """Rows of `by_kind` and `final` for `nodes` (n, ...) of streams whose previous byte's kind
@@ -409,6 +480,7 @@ class TreeMixer:
         np.clip(self.final, -self.W_MAX, self.W_MAX, out=self.final)
         self.apm_node.update(cells[0], bits)
         self.apm_byte.update(cells[1], bits)
+        self._whole = None
         return float(-np.log2(np.where(bits == 1, p_mix, 4096 - p_mix) / 4096.0).sum())
 
     # --- checkpoints --------------------------------------------------------------------------
