@@ -7,7 +7,8 @@ is sent as the single bit "1". `ExactCoder` does this with `fractions.Fraction`,
 
 Part 2 runs a sender twin and a receiver twin in one process on a short text: for every token
 the model's top candidates, the true byte, the exact coding interval narrowing (fed with the
-same quantised frequencies the engine's coder uses) and the bits it has settled; after every
+quantised distribution the engine codes with: the byte's slice, where the engine's coder takes
+the same slice as 8 binary decisions down the byte tree) and the bits it has settled; after every
 chunk the training step on both sides (cost of the chunk before/after learning, weight digest).
 Mars decodes from the bytes Earth's real coder produced, in a second thread that, like Bob on a
 live link, waits whenever it needs bits that have not been sent yet. The result ends with the
