@@ -254,9 +254,11 @@ PRESETS: dict[str, RunConfig] = {
                                           orders=(1, 2, 3, 4, 6), words=2, table_bits=18,
                                           match=8, structure=127, tree=1),
                         train=TrainConfig(lr=2e-3, replay=1, lr_decay=15), streams=64, preset="strong"),
-    # neural: the network alone, no counts and no match model: what the GPT itself learns.
+    # neural: the network alone, no counts and no match model: what the GPT itself learns; on 32
+    # streams, so that it takes an optimizer step every 256 bytes (the network alone is
+    # starved of steps, not of batch).
     "neural": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=32, chunk=8),
-                        train=TrainConfig(lr=3e-3, lr_decay=60), streams=64, preset="neural"),
+                        train=TrainConfig(lr=3e-3, lr_decay=60), streams=32, preset="neural"),
     # bulk: the GPT alone, small: raw throughput for soaks and big transfers.
     "bulk": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=16, chunk=16),
                       train=TrainConfig(lr=3e-3), streams=64, sync_every=16, preset="bulk"),
