@@ -127,7 +127,7 @@ class PassThrough:
     def begin_chunk(self): pass
     def end_chunk(self): pass
     def code(self, cdf, symbols): return symbols
-    def code_bits(self, p16, bits, symbols): pass
+    def code_bits(self, p16, bits, symbols, cost): pass
 
 
 def run_twin(config, data, steps=None) -> Twin:

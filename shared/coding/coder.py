@@ -22,7 +22,6 @@ from typing import Callable
 import numpy as np
 
 from ..core.config import PROB_BITS, VOCAB
-from ..core.mixer import bit_cost
 
 
 STATE_BITS = 48
@@ -308,9 +307,10 @@ class ChunkEncoder:
         self._symbols.extend(symbols.tolist())
         return symbols
 
-    def code_bits(self, p16: np.ndarray, bits: np.ndarray, symbols: np.ndarray) -> None:
-        """Code symbols[i] as its path's bits[i] (8) with P(bit 1) = p16[i] / 2**16, depth-major."""
-        self._model_bits += float(bit_cost(p16, bits).sum())
+    def code_bits(self, p16: np.ndarray, bits: np.ndarray, symbols: np.ndarray, cost: np.ndarray) -> None:
+        """Code symbols[i] as its path's bits[i] (8) with P(bit 1) = p16[i] / 2**16, depth-major;
+        `cost` (n,) is what each byte's decisions cost, in bits (the engine's `bit_cost`)."""
+        self._model_bits += float(cost.sum())
         self._chunk.append(("bits", p16.T.ravel().tolist(), bits.T.ravel().tolist()))
         self._symbols.extend(symbols.tolist())
 
@@ -359,7 +359,7 @@ class ChunkDecoder:
         """One binary decision per stream, (n,) P(bit 1) in 16 bits -> (n,) bits."""
         return np.array(self.arith.decode_bits(p16.tolist()), dtype=np.int64)
 
-    def code_bits(self, p16, bits, symbols) -> None:
+    def code_bits(self, p16, bits, symbols, cost) -> None:
         """Nothing to do: `decode_bits` already read them."""
 
     def end_chunk(self):

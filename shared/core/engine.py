@@ -220,8 +220,9 @@ class Twin:
             p16, bits = self.tree.path(cdf, counts, prev, symbols)
         else:
             symbols, p16, bits = self.tree.walk(cdf, counts, prev, coder.decode_bits)
-        coder.code_bits(p16, bits, symbols)
-        return symbols, bit_cost(p16, bits).sum(axis=1)
+        cost = bit_cost(p16, bits).sum(axis=1)
+        coder.code_bits(p16, bits, symbols, cost)
+        return symbols, cost
 
     def _account(self, rows: np.ndarray, symbols: np.ndarray) -> None:
         """Add what `symbols` would have cost under the network alone, the counts alone and the
