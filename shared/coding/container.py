@@ -18,7 +18,7 @@ Format version 10:
                    0, k, 2k, ... (k = sync_every) and after the last step; CRC32 in digests_crc32
     ...      P     payload: the arithmetic-coded stream; CRC32 in payload_crc32
 
-Segments (versions 6 to 10): the input is cut into N = ceil(length / segment_size) segments (one if
+Segments (versions 6 to 11): the input is cut into N = ceil(length / segment_size) segments (one if
 the input is empty), each coded by its own twin from the same configuration, independently of
 the others. The digest table and the payload are the segments' own, laid end to end in segment
 order; a one-segment file holds exactly the digests and payload one twin makes.
@@ -35,7 +35,10 @@ kind of the byte before, and a final mixer, so a version-7 file is refused by nu
 has it too, and two more count rows, the near structure contexts (each stream's own rows), so a
 version-8 file is refused by number. Version 10 predicts as 9 does but codes a byte through
 the byte-tree mixer as its 8 binary decisions, depth by depth across the streams (so Bob walks
-the tree instead of computing all of it), so a version-9 file is refused by number.
+the tree instead of computing all of it), so a version-9 file is refused by number. Version 11
+has the same layout; its count mixer and byte-tree mixer start and learn differently (the
+CountMixer's own optimizer group, the tree mixer's starting weights), so a version-10 file is
+refused by number.
 
 Everything that can be checked without a model is checked in `parse`, in the order a user
 would want to hear about it: is this our file at all, can this build read it, is it whole.
@@ -56,7 +59,7 @@ from ..core.errors import FormatError, UsageError
 from ..core.layout import n_steps, sync_count
 
 MAGIC = b"MRSL"
-FORMAT_VERSION = 10         # the twins' computation is part of the format; see the table above
+FORMAT_VERSION = 11         # the twins' computation is part of the format; see the table above
 DIGEST_PREFIX = 4                # bytes of each weight digest kept in the file
 _FIXED = struct.Struct("<4sBI")
 MAX_HEADER_JSON = 1 << 20        # inflated header bytes (a real one is ~1 KB): no zlib bombs

@@ -290,7 +290,7 @@ class Twin:
         tc = self.config.train
         if tc.lr_decay:       # a function of the step alone: a resumed twin needs no scheduler state
             for group in self.opt.param_groups:
-                group["lr"] = tc.lr / math.sqrt(1.0 + self.step / tc.lr_decay)
+                group["lr"] = group["scale"] * tc.lr / math.sqrt(1.0 + self.step / tc.lr_decay)
         for _ in range(tc.steps_per_chunk):
             loss = loss_on(self.model, x, y, counts)
             self.opt.zero_grad(set_to_none=True)
@@ -393,7 +393,10 @@ class Twin:
                 raise FormatError(f"checkpoint does not fit this stream (tree mixer: {e}); remove it") from None
         self.part_bits = {**dict.fromkeys(PARTS[:3], 0.0), **state.get("part_bits", {})}
         self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
+        try:
+            self.opt.load_state_dict(state["optimizer"])
+        except (KeyError, ValueError) as e:
+            raise FormatError(f"checkpoint does not fit this build's optimizer ({e}); remove it") from None
         self.window[:] = state["window"].numpy()
         self.step, self.tokens_done, self.ideal_bits = state["step"], state["tokens_done"], state["ideal_bits"]
         if self.model.digest() != state["digest"]:

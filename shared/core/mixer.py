@@ -298,16 +298,19 @@ class TreeMixer:
     LR = (4, 5)         # weight step = stretch * error(12-bit) * LR[set] >> SHIFT
     FINAL_LR = 1        # the final mixer's step, the same way
     SHIFT = 14
-    ONE = 1 << 16       # weight 1.0: the mixer starts out trusting the model alone
+    ONE = 1 << 16       # weight 1.0
+    MODEL_START = ONE // 2   # the weights start on half the model and 1/20 of each count row's
+    ROW_START = ONE // 20    # KT input: the rows are believed from the first byte, not learned into
     W_MAX = 1 << 24     # |weight| bound: every dot product stays an exact integer in float64
 
     def __init__(self, n_rows: int):
         self.K = n_rows
         self.n_in = 2 * n_rows + 2                          # model, K rows, K deterministic rows, bias
         self.weights = np.zeros((NODES, self.n_in), dtype=np.int64)   # set 0: row = node
-        self.weights[:, 0] = self.ONE
         self.by_kind = np.zeros((KINDS * NODES, self.n_in), dtype=np.int64)   # set 1: kind * NODES + node
-        self.by_kind[:, 0] = self.ONE
+        for table in (self.weights, self.by_kind):
+            table[:, 0] = self.MODEL_START
+            table[:, 1:1 + n_rows] = self.ROW_START
         self.final = np.full((KINDS * NODES, 2), self.ONE // 2, dtype=np.int64)   # the two sets' outputs, by kind and node
         self.apm_node = APM(NODES)
         self.apm_byte = APM(NODES * VOCAB)

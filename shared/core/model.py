@@ -107,6 +107,9 @@ class CountMixer(nn.Module):
     """
     N_BUCKETS = 16          # confidence buckets: 0 for an unseen context, then 1 + log2(total)
     PRIOR = 1 / 16          # added to every count before the log
+    TRUST = 0.2             # each order's trust in itself at the start
+    LR_SCALE = 0.5          # its learning rate, relative to the GPT's (`make_optimizer`)
+    BETA1 = 0.5             # its Adam momentum: the trust follows the counts' changing worth faster
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -117,7 +120,7 @@ class CountMixer(nn.Module):
         self.gate = exact.Linear(cfg.n_embd, self.K)
 
     @torch.no_grad()
-    def init_values(self, trust: float = 0.3):
+    def init_values(self, trust: float = TRUST):
         w = torch.zeros(self.K, self.N_BUCKETS * ngram.PURITY, self.K)
         for k in range(self.K):
             w[k, :, k] = trust              # each order starts trusting only itself
@@ -282,7 +285,14 @@ def _power(x: float, n: int) -> float:
 
 
 def make_optimizer(model: GPT, train: TrainConfig) -> torch.optim.Optimizer:
-    return AdamW(model.parameters(), lr=train.lr, betas=(train.beta1, train.beta2),
+    """AdamW over the GPT, with the CountMixer in a group of its own: a smaller, less smoothed
+    step (CountMixer.LR_SCALE, BETA1), since its few weights decide how much every count row
+    is believed. Each group's `scale` times the schedule's lr is its lr (engine.Twin._learn)."""
+    groups = [dict(params=[p for name, p in model.named_parameters() if not name.startswith("mixer.")], scale=1.0)]
+    if model.mixer is not None:
+        groups.append(dict(params=list(model.mixer.parameters()), scale=CountMixer.LR_SCALE,
+                           lr=train.lr * CountMixer.LR_SCALE, betas=(CountMixer.BETA1, train.beta2)))
+    return AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2),
                  eps=train.eps, weight_decay=train.weight_decay)
 
 
