@@ -1,6 +1,6 @@
 """The file-mode container. Torch-free, so Bob can read the header before choosing his profile.
 
-Format version 10:
+Format version 11:
 
     offset   size  field
     0        4     magic  b"MRSL"
