@@ -27,7 +27,7 @@ from protocol.frames import Hello
 from shared.app.cli import check_endpoint
 from shared.coding.container import DIGEST_PREFIX, FORMAT_VERSION, MAGIC, parse
 from shared.core.config import MAX_LENGTH, PRESETS, RunConfig
-from shared.core.errors import MarslinkError
+from shared.core.errors import FormatError, MarslinkError
 from shared.core.layout import sync_steps
 from shared.texts import mission_log
 
@@ -184,6 +184,18 @@ def test_hostile_headers_are_refused_with_clear_messages(real):
     started = time.perf_counter()
     assert "is truncated" in refused(seal_header(many, rng, d, p))
     assert time.perf_counter() - started < 1
+
+
+def test_a_header_deflated_against_another_dictionary_is_one_clean_error(real):
+    """A build whose presets differ writes the same version number with another dictionary:
+    zlib's dictionary check turns that into a plain error, never a misread header."""
+    text = json.dumps(real["header"], sort_keys=True, separators=(",", ":")).encode()
+    deflater = zlib.compressobj(9, zdict=b'{"config":{"model":{"chunk":16}}}')
+    forged = seal(deflater.compress(text) + deflater.flush(), real["digests"] + real["payload"])
+    with pytest.raises(FormatError) as e:
+        parse(forged, "f.mrs")
+    assert str(e.value) == ("f.mrs has a header this build cannot read (damaged deflate stream); "
+                            "was it written by a newer marslink?")
 
 
 def test_digest_table_is_covered_by_a_checksum(real):

@@ -136,6 +136,21 @@ def test_state_round_trips():
     assert all((x == y).all() for x, y in zip(_run(a, np.arange(8), 5), _run(b, np.arange(8), 5)))
 
 
+def test_a_weight_rows_first_updates_step_larger_then_as_before(monkeypatch):
+    """paq's decaying rate: a row's first update moves its weights 4x as far as a plain step;
+    after EARLY updates of that row its step is the plain one again."""
+    def first_step(gain, done):
+        monkeypatch.setattr(M.TreeMixer, "EARLY_GAIN", gain)
+        m = M.TreeMixer(3)
+        m.updates[:], m.kind_updates[:] = done, done
+        before = m.weights.copy(), m.by_kind.copy()
+        _run(m, np.arange(8), steps=1)
+        return np.concatenate([(m.weights - before[0]).ravel(), (m.by_kind - before[1]).ravel()])
+    plain, early, late = first_step(0, 0), first_step(48, 0), first_step(48, M.TreeMixer.EARLY)
+    assert (late == plain).all() and np.abs(plain).sum() > 0
+    assert 3.9 < np.abs(early).sum() / np.abs(plain).sum() < 4.1
+
+
 def test_learn_moves_a_cell_by_the_mean_of_its_targets():
     table = np.array([1000, 1000], dtype=np.int64)
     M.learn(table, np.array([0, 0, 0, 1]), np.array([65535, 65535, 0, 65535]), 7)

@@ -18,8 +18,9 @@ j's children 2j and 2j+1, leaf 256 + byte) and, for every node of every stream:
   4. code      each of the byte's 8 decisions is coded with its node's 16-bit P(bit 1), root
                first (the coder's `encode_bits` / `decode_bits`);
   5. learn     once the byte is known, only the 8 nodes on its path update their weights (each
-               set from its own error, the final mixer from the mixture's) and APM cells, by
-               integer steps summed with np.add.at (order-free, so exact).
+               set from its own error, in larger steps over a row's first updates; the final
+               mixer from the mixture's) and APM cells, by integer steps summed with np.add.at
+               (order-free, so exact).
 
 A node's probability depends only on the node and the position, never on its siblings, so no
 one computes more than the nodes coded: Alice knows the byte and computes its path's 8 nodes at
@@ -298,9 +299,12 @@ class TreeMixer:
     LR = (4, 5)         # weight step = stretch * error(12-bit) * LR[set] >> SHIFT
     FINAL_LR = 1        # the final mixer's step, the same way
     SHIFT = 14
+    EARLY = 512         # a weight row's first updates step up to x4, falling to x1 over EARLY
+    EARLY_GAIN = 48     # updates (paq's decaying rate): extra step at the first, in 1/16
     ONE = 1 << 16       # weight 1.0
     MODEL_START = ONE // 2   # the weights start on half the model and 1/20 of each count row's
-    ROW_START = ONE // 20    # KT input: the rows are believed from the first byte, not learned into
+    ROW_START = ONE // 20    # inputs, KT and deterministic: the rows are believed from the first
+                             # byte, not learned into
     W_MAX = 1 << 24     # |weight| bound: every dot product stays an exact integer in float64
 
     def __init__(self, n_rows: int):
@@ -310,7 +314,9 @@ class TreeMixer:
         self.by_kind = np.zeros((KINDS * NODES, self.n_in), dtype=np.int64)   # set 1: kind * NODES + node
         for table in (self.weights, self.by_kind):
             table[:, 0] = self.MODEL_START
-            table[:, 1:1 + n_rows] = self.ROW_START
+            table[:, 1:-1] = self.ROW_START
+        self.updates = np.zeros(NODES, dtype=np.int64)                # updates each row of a set has had
+        self.kind_updates = np.zeros(KINDS * NODES, dtype=np.int64)
         self.final = np.full((KINDS * NODES, 2), self.ONE // 2, dtype=np.int64)   # the two sets' outputs, by kind and node
         self.apm_node = APM(NODES)
         self.apm_byte = APM(NODES * VOCAB)
@@ -474,8 +480,12 @@ class TreeMixer:
                 n0, n1 = splits
                 x[..., 1:1 + self.K], x[..., 1 + self.K:-1] = _count_inputs(n0[rows, :, nodes], n1[rows, :, nodes])
         by_kind = self._kind_rows(nodes)                                # (n, 8)
-        for table, cell, p, lr in zip((self.weights, self.by_kind), (nodes, by_kind), p_sets, self.LR):
+        for table, updates, cell, p, lr in zip((self.weights, self.by_kind), (self.updates, self.kind_updates),
+                                               (nodes, by_kind), p_sets, self.LR):
             err = ((bits << 12) - p) * lr                               # (n, 8): each set its own error
+            early = 16 + (self.EARLY_GAIN * np.maximum(0, self.EARLY - updates[cell])) // self.EARLY
+            err = (err * early) >> 4                                    # the count before this position's updates
+            np.add.at(updates, cell, 1)
             np.add.at(table, cell, (x * err[..., None]) >> self.SHIFT)
             np.clip(table, -self.W_MAX, self.W_MAX, out=table)
         err = ((bits << 12) - p_mix) * self.FINAL_LR
@@ -489,11 +499,13 @@ class TreeMixer:
     # --- checkpoints --------------------------------------------------------------------------
     def state(self) -> dict:
         return {"weights": self.weights.copy(), "by_kind": self.by_kind.copy(), "final": self.final.copy(),
-                "apm_node": self.apm_node.table.astype(np.uint16), "apm_byte": self.apm_byte.table.astype(np.uint16)}
+                "apm_node": self.apm_node.table.astype(np.uint16), "apm_byte": self.apm_byte.table.astype(np.uint16),
+                "updates": self.updates.copy(), "kind_updates": self.kind_updates.copy()}
 
     def load(self, state: dict) -> None:
         for name, have in (("weights", self.weights), ("by_kind", self.by_kind), ("final", self.final),
-                           ("apm_node", self.apm_node.table), ("apm_byte", self.apm_byte.table)):
+                           ("apm_node", self.apm_node.table), ("apm_byte", self.apm_byte.table),
+                           ("updates", self.updates), ("kind_updates", self.kind_updates)):
             if tuple(state[name].shape) != have.shape:
                 raise ValueError(f"tree mixer state {name} has shape {tuple(state[name].shape)}, not {have.shape}")
             have[:] = state[name]
