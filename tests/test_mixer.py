@@ -142,10 +142,10 @@ def test_a_weight_rows_first_updates_step_larger_then_as_before(monkeypatch):
     def first_step(gain, done):
         monkeypatch.setattr(M.TreeMixer, "EARLY_GAIN", gain)
         m = M.TreeMixer(3)
-        m.updates[:], m.kind_updates[:] = done, done
-        before = m.weights.copy(), m.by_kind.copy()
+        m.kind_updates[:], m.byte_updates[:] = done, done
+        before = m.by_kind.copy(), m.by_byte.copy()
         _run(m, np.arange(8), steps=1)
-        return np.concatenate([(m.weights - before[0]).ravel(), (m.by_kind - before[1]).ravel()])
+        return np.concatenate([(m.by_kind - before[0]).ravel(), (m.by_byte - before[1]).ravel()])
     plain, early, late = first_step(0, 0), first_step(48, 0), first_step(48, M.TreeMixer.EARLY)
     assert (late == plain).all() and np.abs(plain).sum() > 0
     assert 3.9 < np.abs(early).sum() / np.abs(plain).sum() < 4.1
@@ -170,7 +170,7 @@ def test_the_weight_digest_covers_the_tree_mixer():
     assert a.digest() == b.digest()
     for step in range(4):
         if step == 2:
-            b.tree.weights[7, 0] += 1                  # one weight, one unit
+            b.tree.by_byte[7, 0] += 1                  # one weight, one unit
         ra, rb = a.advance(PassThrough()), b.advance(PassThrough())
     assert ra.digest is not None and rb.digest is not None     # tiny compares every 4 steps
     assert a.model.digest() == b.model.digest() and ra.digest != rb.digest

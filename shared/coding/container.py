@@ -41,8 +41,9 @@ has the same layout; its count mixer and byte-tree mixer start and learn differe
 CountMixer's own optimizer group, the tree mixer's starting weights), so a version-10 file is
 refused by number. Version 12 deflates its header with a preset
 dictionary (HEADER_DICTIONARY: about 130 bytes instead of 440, 3% of a small file's output), and
-its byte-tree mixer starts every count input on the counts and steps larger over a weight row's
-first updates, so a version-11 file is refused by number.
+its byte-tree mixer starts every count input on the counts, steps larger over a weight row's
+first updates and chooses its weight sets by the kind of the byte before and by that byte, so a
+version-11 file is refused by number.
 
 Everything that can be checked without a model is checked in `parse`, in the order a user
 would want to hear about it: is this our file at all, can this build read it, is it whole.

@@ -10,9 +10,10 @@ j's children 2j and 2j+1, leaf 256 + byte) and, for every node of every stream:
                count row (order k's counts of the bytes below each child, KT estimate), the
                same again where that row has seen only one side (a deterministic context),
                and a bias;
-  2. mix       two dot products with integer weights, one set kept per node and one per node
-               and kind of the byte before (space, letter, digit, ...), each squashed back to
-               a probability; a final mixer per node and kind weighs the two (`TreeMixer`);
+  2. mix       two dot products with integer weights, one set kept per node and kind of the
+               byte before (space, letter, digit, ...), one per node and the byte before
+               itself, each squashed back to a probability; a final mixer per node and kind
+               weighs the two (`TreeMixer`);
   3. refine    two APMs map (context, stretch(p)) to a better probability by interpolating
                in a learned table: one keyed by the node, one by the node and the byte before;
   4. code      each of the byte's 8 decisions is coded with its node's 16-bit P(bit 1), root
@@ -288,9 +289,10 @@ class APM:
 class TreeMixer:
     """Mix the model's distribution with the count rows per binary decision, then refine (APM).
 
-    Two weight sets see the same inputs: one per node, one per node and kind of the byte before
-    (`_KIND`). Each alone would learn slowly or miss the byte before; a final mixer per node and
-    kind weighs their two stretched outputs (paq's two-layer mixer). `predict` takes the cdf the model
+    Two weight sets see the same inputs: one per node and kind of the byte before (`_KIND`), one
+    per node and the byte before itself. The first learns fast, the second knows more once its
+    rows have learned; a final mixer per node and kind weighs their two stretched outputs (paq's
+    two-layer mixer). `predict` takes the cdf the model
     gives and the count rows of this position and returns the cdf to code with; `update` learns
     from the coded symbols of the same rows.
     """
@@ -310,17 +312,17 @@ class TreeMixer:
     def __init__(self, n_rows: int):
         self.K = n_rows
         self.n_in = 2 * n_rows + 2                          # model, K rows, K deterministic rows, bias
-        self.weights = np.zeros((NODES, self.n_in), dtype=np.int64)   # set 0: row = node
-        self.by_kind = np.zeros((KINDS * NODES, self.n_in), dtype=np.int64)   # set 1: kind * NODES + node
-        for table in (self.weights, self.by_kind):
+        self.by_kind = np.zeros((KINDS * NODES, self.n_in), dtype=np.int64)   # set 0: kind * NODES + node
+        self.by_byte = np.zeros((VOCAB * NODES, self.n_in), dtype=np.int64)   # set 1: byte * NODES + node
+        for table in (self.by_kind, self.by_byte):
             table[:, 0] = self.MODEL_START
             table[:, 1:-1] = self.ROW_START
-        self.updates = np.zeros(NODES, dtype=np.int64)                # updates each row of a set has had
-        self.kind_updates = np.zeros(KINDS * NODES, dtype=np.int64)
+        self.kind_updates = np.zeros(KINDS * NODES, dtype=np.int64)   # updates each row of a set has had
+        self.byte_updates = np.zeros(VOCAB * NODES, dtype=np.int64)
         self.final = np.full((KINDS * NODES, 2), self.ONE // 2, dtype=np.int64)   # the two sets' outputs, by kind and node
         self.apm_node = APM(NODES)
         self.apm_byte = APM(NODES * VOCAB)
-        self._inputs = self._p = self._sets = self._kind = None
+        self._inputs = self._p = self._sets = self._kind = self._prev = None
         self._on_path = False               # whether the last prediction was the path's only (`_at`)
         self._whole = None                  # `predict`'s 16-bit P(bit 1) at all 255 nodes, until `update`
 
@@ -331,17 +333,18 @@ class TreeMixer:
         K = self.K
         # the dot products in float64 on small integers: exact in any summation order, since
         # every partial sum is an integer below 2**53 (|weights| <= W_MAX)
-        kind = _KIND[prev]
-        groups = np.zeros(len(prev), dtype=np.int64), kind
-        tables = [t.astype(np.float64).reshape(-1, NODES, self.n_in) for t in (self.weights, self.by_kind)]
+        kind, prev = _KIND[prev], prev.astype(np.int64)
+        tables = [t.reshape(-1, NODES, self.n_in)[g].astype(np.float64)   # (n, NODES, n_in): each stream's rows
+                  for t, g in zip((self.by_kind, self.by_byte), (kind, prev))]
         st = stretch(cdf_split(cdf))                                    # (n, NODES)
-        dots = [st * w[g, :, 0] + 256.0 * w[g, :, -1] for w, g in zip(tables, groups)]
+        dots = [st * w[:, :, 0] + 256.0 * w[:, :, -1] for w in tables]
         splits = None
         if K:
             splits = count_splits(counts)                               # (n, K, NODES) each
-            fixes = _count_dots(*splits, list(zip(tables, groups)))
+            own = np.arange(len(prev))                                  # stream i reads row group i of its table
+            fixes = _count_dots(*splits, [(w, own) for w in tables])
             dots = [d + f for d, f in zip(dots, fixes)]
-        self._inputs, self._kind = (st, splits), kind
+        self._inputs, self._kind, self._prev = (st, splits), kind, prev
         self._on_path = False
         self._whole = self._refine(self._mix(dots, np.arange(NODES)), np.broadcast_to(np.arange(NODES), st.shape), prev)
         return split_to_cdf(self._whole)
@@ -420,10 +423,10 @@ class TreeMixer:
             kt, det = _count_inputs(n0, n1)
             x[..., 1:1 + K] = kt.transpose(0, 2, 1)
             x[..., 1 + K:-1] = det.transpose(0, 2, 1)
-        self._inputs, self._kind = x, _KIND[prev]
+        self._inputs, self._kind, self._prev = x, _KIND[prev], prev.astype(np.int64)
         xf = x.astype(np.float64)
         dots = [np.einsum("ndi,ndi->nd", xf, table[cell].astype(np.float64))
-                for table, cell in zip((self.weights, self.by_kind), (nodes, self._kind_rows(nodes)))]
+                for table, cell in zip((self.by_kind, self.by_byte), (self._kind_rows(nodes), self._byte_rows(nodes)))]
         self._on_path = True
         return self._refine(self._mix(dots, nodes), nodes, prev)
 
@@ -436,6 +439,10 @@ class TreeMixer:
         """Rows of `by_kind` and `final` for `nodes` (n, ...) of streams whose previous byte's kind
         is `self._kind` (n,)."""
         return self._kind[:, None] * NODES + nodes
+
+    def _byte_rows(self, nodes: np.ndarray) -> np.ndarray:
+        """Rows of `by_byte` for `nodes` (n, ...) of streams whose previous byte is `self._prev`."""
+        return self._prev[:, None] * NODES + nodes
 
     def _mix(self, dots: list[np.ndarray], nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The two sets' dot products at `nodes` -> the final mixer's 12-bit probability, and
@@ -480,14 +487,15 @@ class TreeMixer:
                 n0, n1 = splits
                 x[..., 1:1 + self.K], x[..., 1 + self.K:-1] = _count_inputs(n0[rows, :, nodes], n1[rows, :, nodes])
         by_kind = self._kind_rows(nodes)                                # (n, 8)
-        for table, updates, cell, p, lr in zip((self.weights, self.by_kind), (self.updates, self.kind_updates),
-                                               (nodes, by_kind), p_sets, self.LR):
+        for table, updates, cell, p, lr in zip((self.by_kind, self.by_byte), (self.kind_updates, self.byte_updates),
+                                               (by_kind, self._byte_rows(nodes)), p_sets, self.LR):
             err = ((bits << 12) - p) * lr                               # (n, 8): each set its own error
             early = 16 + (self.EARLY_GAIN * np.maximum(0, self.EARLY - updates[cell])) // self.EARLY
             err = (err * early) >> 4                                    # the count before this position's updates
             np.add.at(updates, cell, 1)
             np.add.at(table, cell, (x * err[..., None]) >> self.SHIFT)
-            np.clip(table, -self.W_MAX, self.W_MAX, out=table)
+            touched = np.unique(cell)                                   # the other rows are within bounds already
+            table[touched] = np.clip(table[touched], -self.W_MAX, self.W_MAX)
         err = ((bits << 12) - p_mix) * self.FINAL_LR
         np.add.at(self.final, by_kind, (s * err[..., None]) >> self.SHIFT)
         np.clip(self.final, -self.W_MAX, self.W_MAX, out=self.final)
@@ -498,14 +506,15 @@ class TreeMixer:
 
     # --- checkpoints --------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"weights": self.weights.copy(), "by_kind": self.by_kind.copy(), "final": self.final.copy(),
+        # |weights| <= W_MAX < 2**31: the big byte set travels as int32, half the checkpoint
+        return {"by_kind": self.by_kind.copy(), "by_byte": self.by_byte.astype(np.int32), "final": self.final.copy(),
                 "apm_node": self.apm_node.table.astype(np.uint16), "apm_byte": self.apm_byte.table.astype(np.uint16),
-                "updates": self.updates.copy(), "kind_updates": self.kind_updates.copy()}
+                "kind_updates": self.kind_updates.copy(), "byte_updates": self.byte_updates.copy()}
 
     def load(self, state: dict) -> None:
-        for name, have in (("weights", self.weights), ("by_kind", self.by_kind), ("final", self.final),
+        for name, have in (("by_kind", self.by_kind), ("by_byte", self.by_byte), ("final", self.final),
                            ("apm_node", self.apm_node.table), ("apm_byte", self.apm_byte.table),
-                           ("updates", self.updates), ("kind_updates", self.kind_updates)):
+                           ("kind_updates", self.kind_updates), ("byte_updates", self.byte_updates)):
             if tuple(state[name].shape) != have.shape:
                 raise ValueError(f"tree mixer state {name} has shape {tuple(state[name].shape)}, not {have.shape}")
             have[:] = state[name]
