@@ -420,7 +420,7 @@ class Twin:
         if self.tree is None:
             return self.model.digest()
         h = hashlib.sha256(bytes.fromhex(self.model.digest()))
-        for table in self.tree.state().values():
+        for table in self.tree.tables():
             h.update(np.ascontiguousarray(table).tobytes())
         return h.hexdigest()
 

@@ -506,15 +506,35 @@ class TreeMixer:
 
     # --- checkpoints --------------------------------------------------------------------------
     def state(self) -> dict:
-        # |weights| <= W_MAX < 2**31: the big byte set travels as int32, half the checkpoint
-        return {"by_kind": self.by_kind.copy(), "by_byte": self.by_byte.astype(np.int32), "final": self.final.copy(),
+        """What a checkpoint keeps. Of the byte set only the rows that have learned (the others
+        still hold their start), as int32 (|weights| <= W_MAX < 2**31): most of its 65,280 rows
+        are never reached on text, so a checkpoint stays near its old size."""
+        rows = np.flatnonzero(self.byte_updates).astype(np.int32)
+        return {"by_kind": self.by_kind.copy(), "byte_rows": rows, "by_byte": self.by_byte[rows].astype(np.int32),
+                "byte_updates": self.byte_updates[rows].astype(np.int32), "final": self.final.copy(),
                 "apm_node": self.apm_node.table.astype(np.uint16), "apm_byte": self.apm_byte.table.astype(np.uint16),
-                "kind_updates": self.kind_updates.copy(), "byte_updates": self.byte_updates.copy()}
+                "kind_updates": self.kind_updates.copy()}
+
+    def tables(self) -> list[np.ndarray]:
+        """Everything the mixer has learned, whole, for the weight digest: a row that changed
+        without learning must show too (the byte set as int32, 8 MB to hash)."""
+        return [self.by_kind, self.by_byte.astype(np.int32), self.final, self.apm_node.table, self.apm_byte.table,
+                self.kind_updates, self.byte_updates]
 
     def load(self, state: dict) -> None:
-        for name, have in (("by_kind", self.by_kind), ("by_byte", self.by_byte), ("final", self.final),
+        rows = state["byte_rows"]
+        n = len(rows)
+        if (rows.ndim != 1 or (n and (rows.min() < 0 or rows.max() >= len(self.by_byte)))
+                or len(np.unique(rows)) != n):
+            raise ValueError("tree mixer state byte_rows is not a set of the byte set's rows")
+        for name, have in (("by_kind", self.by_kind), ("by_byte", self.by_byte[:n]), ("final", self.final),
                            ("apm_node", self.apm_node.table), ("apm_byte", self.apm_byte.table),
-                           ("kind_updates", self.kind_updates), ("byte_updates", self.byte_updates)):
+                           ("kind_updates", self.kind_updates), ("byte_updates", self.byte_updates[:n])):
             if tuple(state[name].shape) != have.shape:
                 raise ValueError(f"tree mixer state {name} has shape {tuple(state[name].shape)}, not {have.shape}")
+        for name, have in (("by_kind", self.by_kind), ("final", self.final), ("apm_node", self.apm_node.table),
+                           ("apm_byte", self.apm_byte.table), ("kind_updates", self.kind_updates)):
             have[:] = state[name]
+        fresh = TreeMixer(self.K)
+        self.by_byte[:], self.byte_updates[:] = fresh.by_byte, 0
+        self.by_byte[rows], self.byte_updates[rows] = state["by_byte"], state["byte_updates"]
