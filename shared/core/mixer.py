@@ -315,8 +315,7 @@ class TreeMixer:
         self.by_kind = np.zeros((KINDS * NODES, self.n_in), dtype=np.int64)   # set 0: kind * NODES + node
         self.by_byte = np.zeros((VOCAB * NODES, self.n_in), dtype=np.int64)   # set 1: byte * NODES + node
         for table in (self.by_kind, self.by_byte):
-            table[:, 0] = self.MODEL_START
-            table[:, 1:-1] = self.ROW_START
+            self._start(table)
         self.kind_updates = np.zeros(KINDS * NODES, dtype=np.int64)   # updates each row of a set has had
         self.byte_updates = np.zeros(VOCAB * NODES, dtype=np.int64)
         self.final = np.full((KINDS * NODES, 2), self.ONE // 2, dtype=np.int64)   # the two sets' outputs, by kind and node
@@ -325,6 +324,12 @@ class TreeMixer:
         self._inputs = self._p = self._sets = self._kind = self._prev = None
         self._on_path = False               # whether the last prediction was the path's only (`_at`)
         self._whole = None                  # `predict`'s 16-bit P(bit 1) at all 255 nodes, until `update`
+
+    def _start(self, table: np.ndarray) -> None:
+        """Weight rows as a fresh mixer has them: the model's input, each count input, no bias."""
+        table[:, 0] = self.MODEL_START
+        table[:, 1:-1] = self.ROW_START
+        table[:, -1] = 0
 
     def predict(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray) -> np.ndarray:
         """cdf (n, 257) from quantize; counts (n, K, 256) uint8 or None; prev (n,) the byte
@@ -535,6 +540,6 @@ class TreeMixer:
         for name, have in (("by_kind", self.by_kind), ("final", self.final), ("apm_node", self.apm_node.table),
                            ("apm_byte", self.apm_byte.table), ("kind_updates", self.kind_updates)):
             have[:] = state[name]
-        fresh = TreeMixer(self.K)
-        self.by_byte[:], self.byte_updates[:] = fresh.by_byte, 0
+        self._start(self.by_byte)
+        self.byte_updates[:] = 0
         self.by_byte[rows], self.byte_updates[rows] = state["by_byte"], state["byte_updates"]
