@@ -1,6 +1,6 @@
 """The file-mode container. Torch-free, so Bob can read the header before choosing his profile.
 
-Format version 12:
+Format version 13:
 
     offset   size  field
     0        4     magic  b"MRSL"
@@ -43,7 +43,9 @@ refused by number. Version 12 deflates its header with a preset
 dictionary (HEADER_DICTIONARY: about 130 bytes instead of 440, 3% of a small file's output), and
 its byte-tree mixer starts every count input on the counts, steps larger over a weight row's
 first updates and chooses its weight sets by the kind of the byte before and by that byte, so a
-version-11 file is refused by number.
+version-11 file is refused by number. Version 13 adds three word rows (skip_word, word_mark,
+line_word) to the presets with structure contexts, the last two read by the byte-tree mixer
+alone, so a version-12 file is refused by number.
 
 Everything that can be checked without a model is checked in `parse`, in the order a user
 would want to hear about it: is this our file at all, can this build read it, is it whole.
@@ -64,7 +66,7 @@ from ..core.errors import FormatError, UsageError
 from ..core.layout import n_steps, sync_count
 
 MAGIC = b"MRSL"
-FORMAT_VERSION = 12         # the twins' computation is part of the format; see the table above
+FORMAT_VERSION = 13         # the twins' computation is part of the format; see the table above
 DIGEST_PREFIX = 4                # bytes of each weight digest kept in the file
 _FIXED = struct.Struct("<4sBI")
 MAX_HEADER_JSON = 1 << 20        # inflated header bytes (a real one is ~1 KB): no zlib bombs

@@ -24,7 +24,7 @@ MAX_SYNC_EVERY = 64         # steps between weight digests: a crafted file is ca
 INT_RANGES = {"streams": (1, 1024), "seed": (0, 2**63 - 1), "sync_every": (1, MAX_SYNC_EVERY),
               "model.n_layer": (1, 64), "model.n_head": (1, 64), "model.n_embd": (1, 4096),
               "model.context": (1, 8192), "model.chunk": (1, 8192), "model.table_bits": (8, 24), "model.words": (0, 2),
-              "model.match": (0, 8), "model.tree": (0, 1), "model.structure": (0, 127), "train.steps_per_chunk": (1, 64),
+              "model.match": (0, 8), "model.tree": (0, 1), "model.structure": (0, 1023), "train.steps_per_chunk": (1, 64),
               "train.replay": (0, 16), "train.replay_span": (1, 1 << 16), "train.lr_decay": (0, 1 << 30)}
 FLOAT_RANGES = {"train.lr": (0.0, 1.0), "train.beta1": (0.0, 0.999999), "train.beta2": (0.0, 0.999999),
                 "train.eps": (0.0, 1.0), "train.weight_decay": (0.0, 1.0), "train.grad_clip": (0.0, 1e6)}
@@ -42,6 +42,8 @@ MATCH_ROWS = 1 << 20        # its table of places (ngram.MatchModel.BITS), 8 byt
 MAX_ORDER = 8               # n-gram contexts live in one 64-bit word per stream
 STRUCTURE_BITS = 16         # rows per structure context (ngram.Structure), at most; the near ones too (docs/results.md)
 STRUCTURE_RING = 1 << 13    # bytes of history per stream the structure contexts look back into
+TREE_ONLY = 0b11 << 8       # structure rows (word_mark, line_word) that, with the tree mixer, only it reads: so
+                            # default's network mixes 16 rows, one tree of sums (docs/results.md)
 MAX_NGRAM_STREAMS = 128     # counts saturate at 255: a step adds at most `streams` to one row
 
 
@@ -58,7 +60,7 @@ class ModelConfig:
     words: int = 0          # word contexts: 1 = the word so far, 2 = also with the word before
     match: int = 0          # match model (ngram.MatchModel): bytes of context it looks up (0: none)
     structure: int = 0      # structure contexts, a bit each (ngram.STRUCTURE): sparse, column, record, align, nest,
-                            # near, near_word
+                            # near, near_word, skip_word, word_mark, line_word
     tree: int = 0           # 1: a byte-tree mixer and APMs refine each prediction (mixer.py)
 
     @property
@@ -69,6 +71,24 @@ class ModelConfig:
     def __post_init__(self):   # JSON gives lists; compare and hash as a tuple
         if isinstance(self.orders, list):
             object.__setattr__(self, "orders", tuple(self.orders))
+
+    @property
+    def network_rows(self) -> tuple | None:
+        """The count rows the network's CountMixer reads (indices into the n_contexts rows: the
+        orders, the words, a row per structure bit, the match row), or None for all of them:
+        with the tree mixer, every row but the TREE_ONLY kinds', which only the tree mixer reads."""
+        skip = self.structure & TREE_ONLY if self.tree else 0
+        if not skip:
+            return None
+        bits = [i for i in range(self.structure.bit_length()) if self.structure >> i & 1]
+        base = len(self.orders) + self.words
+        return (tuple(range(base)) + tuple(base + r for r, i in enumerate(bits) if not skip >> i & 1)
+                + ((self.n_contexts - 1,) if self.match else ()))
+
+    @property
+    def n_network_rows(self) -> int:
+        rows = self.network_rows
+        return self.n_contexts if rows is None else len(rows)
 
     @property
     def block_size(self) -> int:
@@ -177,15 +197,16 @@ def cost(config: RunConfig) -> tuple[int, int]:
     against what a twin really takes. A new model field that costs memory or time belongs here."""
     m, tc, B = config.model, config.train, config.streams
     E, L, H, S, C, T, K = m.n_embd, m.n_layer, m.n_head, m.block_size, m.context, m.chunk, m.n_contexts
-    params = (VOCAB + 1 + S) * E + L * (12 * E * E + 13 * E) + 2 * E + VOCAB * E + (K * K * 64 + E * K + K)
+    N = m.n_network_rows                                           # the rows the network's count mixer reads
+    params = (VOCAB + 1 + S) * E + L * (12 * E * E + 13 * E) + 2 * E + VOCAB * E + (N * N * 64 + E * N + N)
     trains = tc.steps_per_chunk + tc.replay                        # forward + backward passes per step
     scores = L * B * H * (C * C + C * T + T * T // 2 + 3 * trains * S * S)   # attention scores computed
-    macs = B * S * (L * 12 * E * E + VOCAB * E + E * K + K * VOCAB) * (2 + 3 * trains)
+    macs = B * S * (L * 12 * E * E + VOCAB * E + E * N + N * VOCAB) * (2 + 3 * trains)
     work = macs + SCORE_WORK * scores + CALL_WORK * L * (T + 1 + 3 * trains)
     memory = (RUNTIME_BYTES + PARAM_BYTES * params                # weights, gradients, Adam, their temporaries
               + L * S * S                                         # each layer's causal mask
               + L * 2 * B * S * E * 4                             # KV cache
-              + B * S * (L * (24 * E * 4 + 24 * H * S) + VOCAB * 16 + K * VOCAB * 9)   # a step's graph
+              + B * S * (L * (24 * E * 4 + 24 * H * S) + VOCAB * 16 + K * VOCAB + N * VOCAB * 8)   # a step's graph
               + table_bytes(m) + 4 * (table_bytes(m) >> 8)        # count tables; per row: check, total, top
               + (B * MATCH_SPAN + MATCH_ROWS * 8 if m.match else 0)
               + B * tc.replay_span * 2 * (tc.replay > 0)
@@ -246,13 +267,13 @@ PRESETS: dict[str, RunConfig] = {
     # at every position.
     "default": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=8, chunk=8,
                                            orders=(1, 2, 3, 4, 6), words=2, table_bits=18, match=8,
-                                           structure=127, tree=1),
+                                           structure=1023, tree=1),
                          train=TrainConfig(lr=4e-3, lr_decay=15), streams=64, preset="default"),
     # strong: ratio first; default's counts, a wider two-layer GPT with a longer context, and
     # one replay step on older history.
     "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=16, chunk=8,
                                           orders=(1, 2, 3, 4, 6), words=2, table_bits=18,
-                                          match=8, structure=127, tree=1),
+                                          match=8, structure=1023, tree=1),
                         train=TrainConfig(lr=2e-3, replay=1, lr_decay=15), streams=64, preset="strong"),
     # neural: the network alone, no counts and no match model: what the GPT itself learns; on 32
     # streams, so that it takes an optimizer step every 256 bytes (the network alone is
@@ -266,7 +287,7 @@ PRESETS: dict[str, RunConfig] = {
     # contexts and the tree mixer, so the golden digests cover them all.
     "tiny": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=16, chunk=16,
                                         orders=(1, 2, 3), words=2, table_bits=12, match=8,
-                                        structure=127, tree=1),
+                                        structure=1023, tree=1),
                       train=TrainConfig(lr=3e-3), streams=16, sync_every=4, preset="tiny"),
 }
 

@@ -267,7 +267,8 @@ class Twin:
         return self._features(count_window[:, 1:])
 
     def _features_np(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return features(counts, self._log_count, CountMixer.N_BUCKETS)
+        rows = self.config.model.network_rows                   # the rows the network's count mixer reads
+        return features(counts if rows is None else counts[..., rows, :], self._log_count, CountMixer.N_BUCKETS)
 
     def _features(self, counts: np.ndarray):
         return tuple(torch.from_numpy(a) for a in self._features_np(counts))

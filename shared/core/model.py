@@ -113,7 +113,7 @@ class CountMixer(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.K = cfg.n_contexts
+        self.K = cfg.n_network_rows          # with the tree mixer, some rows are its alone
         # trust[k] = sum over orders j of trust_table[j, confidence of j][k]: how much to believe
         # order k may depend on how well every order knows its context (PAQ's selected weights)
         self.trust = portable.Embedding(self.K * self.N_BUCKETS * ngram.PURITY, self.K)

@@ -127,7 +127,8 @@ class MatchModel:
 
 
 # ModelConfig.structure: bit i adds context i
-STRUCTURE = ("sparse", "column", "record", "align", "nest", "near", "near_word")
+STRUCTURE = ("sparse", "column", "record", "align", "nest", "near", "near_word", "skip_word", "word_mark",
+             "line_word")
 _STREAM_KEY = np.uint64(0x9E3779B1)       # a near context's key times this, xor the stream's number times _WORD
 
 
@@ -143,7 +144,11 @@ class Structure:
               last tag opened or closed, the line's indentation, and the last byte (source code,
               HTML, XML: what paq8px's XML and nesting models know, in one context);
       near    the last two bytes, in rows of this stream's own;
-      near_word  the letters of the word so far (0 between words), in rows of this stream's own.
+      near_word  the letters of the word so far (0 between words), in rows of this stream's own;
+      skip_word  the word so far and the word two before it (skips one: "the X of", "self. ... =");
+      word_mark  the word so far and the last byte before it that is neither a letter nor blank
+              ("." of a method, "<" or "/" of a tag, "=" of an attribute, "\\" of a command);
+      line_word  the word so far and the line's first word (a statement's keyword, a row's key).
 
     The near contexts are what the shared counts lose by coding 64 regions of the input side by
     side: every shared row mixes what all of them said, a near row only what this region said,
@@ -159,6 +164,7 @@ class Structure:
 
     def __init__(self, mask: int, streams: int):
         self.kinds = [k for i, k in enumerate(STRUCTURE) if mask >> i & 1]
+        self._words = bool({"near_word", "skip_word", "word_mark", "line_word"} & set(self.kinds))
         self.n = len(self.kinds)
         self.ring = np.zeros((streams, self.RING), dtype=np.int64)
         self.pos = np.zeros(streams, dtype=np.int64)             # bytes seen per stream
@@ -176,6 +182,9 @@ class Structure:
         self.indent = np.zeros(streams, dtype=np.int64)          # spaces and tabs opening the line
         self.word = np.zeros(streams, dtype=np.uint64)           # hash of the word so far (0: none)
         self._stream = (np.arange(streams, dtype=np.uint64) + np.uint64(1)) * _WORD
+        self.before = np.zeros((streams, 2), dtype=np.uint64)    # the last two words ended (newest first)
+        self.mark = np.zeros(streams, dtype=np.uint64)           # the last byte neither letter nor blank
+        self.first = np.zeros(streams, dtype=np.uint64)          # the line's first word (0: none yet)
 
     @property
     def lead(self) -> np.ndarray:
@@ -208,6 +217,9 @@ class Structure:
                 small = (np.minimum(self.depth, 15) << 12 | self.in_tag << 11 | self.naming << 10
                          | np.minimum(self.indent, 63) << 4).astype(np.uint64)
                 v = ((self.tag * _WORD) ^ small) << np.uint64(8) | (history & np.uint64(255))
+            elif kind in ("skip_word", "word_mark", "line_word"):
+                other = {"skip_word": self.before[:, 1], "word_mark": self.mark, "line_word": self.first}[kind]
+                v = ((other + np.uint64(i)) * _WORD ^ self.word) & np.uint64((1 << 56) - 1)
             else:
                 key = history & np.uint64(0xFFFF) if kind == "near" else self.word
                 v = (key * _STREAM_KEY ^ self._stream) & np.uint64((1 << 56) - 1)
@@ -233,8 +245,21 @@ class Structure:
         self.pos[rows] = pos + 1
         if "nest" in self.kinds:
             self._nest(rows, symbols, newline, lead)
-        if "near_word" in self.kinds:             # letters and digits, case folded, and UTF-8 up to 0xDF
-            self.word[rows] = np.where(_LETTER[symbols], _extend_word(self.word[rows], symbols), np.uint64(0))
+        if self._words:
+            self._word_state(rows, symbols, newline)
+
+    def _word_state(self, rows: np.ndarray, symbols: np.ndarray, newline: np.ndarray) -> None:
+        """The word contexts' state after one more byte: the word so far (letters and digits, case
+        folded, and UTF-8 up to 0xDF; 0 between words), and what the word kinds pair it with."""
+        letter = _LETTER[symbols]
+        word = self.word[rows]
+        ends = ~letter & (word != 0)
+        self.before[rows] = np.where(ends[:, None], np.stack([word, self.before[rows, 0]], axis=1), self.before[rows])
+        mark = ~letter & (symbols != 32) & (symbols != 10) & (symbols != 9)
+        self.mark[rows] = np.where(mark, symbols.astype(np.uint64), self.mark[rows])
+        first = self.first[rows]
+        self.first[rows] = np.where(newline, np.uint64(0), np.where(ends & (first == 0), word, first))
+        self.word[rows] = np.where(letter, _extend_word(word, symbols), np.uint64(0))
 
     def _nest(self, rows: np.ndarray, symbols: np.ndarray, newline: np.ndarray, lead: np.ndarray) -> None:
         """The nest context's state after one more byte. A tag's name is the bytes after "<" up
@@ -251,7 +276,8 @@ class Structure:
 
     def clear(self) -> None:
         for a in (self.ring, self.pos, self.line, self.above, self.candidate, self.seen, self.record, self.gap,
-                  self.depth, self.tag, self.in_tag, self.naming, self.indent, self.word):
+                  self.depth, self.tag, self.in_tag, self.naming, self.indent, self.word, self.before, self.mark,
+                  self.first):
             a.fill(0)
         self.last.fill(-1)
 
