@@ -434,37 +434,42 @@ def test_structure_contexts_make_fixed_records_cheaper_and_round_trip():
     assert decompress(parse(blob))[0] == data
 
 
-def test_word_rows_pair_the_word_with_the_one_two_before_the_last_mark_and_the_lines_first_word():
+def test_word_rows_pair_the_word_with_the_one_two_before_and_the_last_mark_and_the_line_with_its_first_word():
     from shared.core.ngram import Structure
-    s = Structure(0b111 << 7, streams=1)                               # the three word rows only
-    assert s.kinds == ["skip_word", "word_mark", "line_word"]
+    s = Structure(0b1111 << 7, streams=1)                              # the four word rows only
+    assert s.kinds == ["skip_word", "word_mark", "mark_gap", "line_column"]
 
     def contexts(text: bytes) -> tuple:
         s.clear()
+        hist = np.zeros(1, dtype=np.uint64)
         for b in text:
             s.update(np.array([0]), np.array([b]))
-        return tuple(int(v) for v in s.contexts(np.zeros(1, dtype=np.uint64))[0])
-    skip, mark, line = 0, 1, 2
+            hist = (hist << np.uint64(8)) | np.uint64(b)
+        return tuple(int(v) for v in s.contexts(hist)[0])
+    skip, mark, gap, line = 0, 1, 2, 3
     assert contexts(b"to be or")[skip] == contexts(b"to go or")[skip]        # the word between is skipped
     assert contexts(b"to be or")[skip] != contexts(b"at be or")[skip]
     assert contexts(b"self.name")[mark] == contexts(b"x = os.name")[mark]    # "." then "name"
     assert contexts(b"self.name")[mark] != contexts(b"self=name")[mark]
     assert contexts(b"x = os.name")[mark] == contexts(b"x = os. NAME")[mark]  # blanks are no mark; case folded
-    assert contexts(b"if a and b")[line] == contexts(b"if c or b")[line]     # "if" ... "b"
-    assert contexts(b"if a and b")[line] != contexts(b"while a and b")[line]
-    assert contexts(b"if a\nfor b")[line] == contexts(b"while a\nfor b")[line]   # a new line: "for" ... "b"
-    assert len({contexts(b"to be or")[k] for k in range(3)}) == 3          # the kinds' rows stay apart
+    assert contexts(b'f(a, "x')[gap] == contexts(b'g(bc, "x')[gap]          # ',"' then one byte, "x"
+    assert contexts(b'f(a, "x')[gap] != contexts(b'f(a; "x')[gap]           # other marks
+    assert contexts(b'f(a, "x')[gap] != contexts(b'f(a, "yx')[gap]          # two bytes after the mark
+    assert contexts(b"if a and b")[line] == contexts(b"if xyz o b")[line]    # "if", column 10, "b"
+    assert contexts(b"if a and b")[line] != contexts(b"while a  b")[line]
+    assert contexts(b"if a\nfor b")[line] == contexts(b"while a\nfor b")[line]   # a new line: "for", column 5
+    assert len(set(contexts(b"to be or"))) == 4                          # the kinds' rows stay apart
 
 
-def test_only_the_tree_mixer_reads_the_word_mark_and_line_word_rows():
-    """With the tree mixer, the network's count mixer reads every row but word_mark's and
-    line_word's: default's network mixes 16 of its 18 rows (one tree of sums); without the tree
-    mixer, the network reads them all."""
+def test_only_the_tree_mixer_reads_the_mark_and_line_rows():
+    """With the tree mixer, the network's count mixer reads every row but word_mark's, mark_gap's
+    and line_column's: default's network mixes 16 of its 19 rows (one tree of sums); without the
+    tree mixer, the network reads them all."""
     m = preset("default").model
-    assert m.n_contexts == 18 and m.n_network_rows == 16
-    assert m.network_rows == tuple(range(15)) + (17,)                    # orders, words, 8 structure rows, match
+    assert m.n_contexts == 19 and m.n_network_rows == 16
+    assert m.network_rows == tuple(range(15)) + (18,)                    # orders, words, 8 structure rows, match
     assert replace(m, tree=0).network_rows is None and replace(m, structure=0b1111111).network_rows is None
     data = mission_log(3000)
     twin = Twin(preset("default"), len(data), data)
-    assert twin.model.mixer.K == 16 and twin.tree.K == 18
-    assert twin.feature_window[0].shape[-2:] == (16, 256) and twin.count_window.shape[-2:] == (18, 256)
+    assert twin.model.mixer.K == 16 and twin.tree.K == 19
+    assert twin.feature_window[0].shape[-2:] == (16, 256) and twin.count_window.shape[-2:] == (19, 256)

@@ -43,9 +43,9 @@ refused by number. Version 12 deflates its header with a preset
 dictionary (HEADER_DICTIONARY: about 130 bytes instead of 440, 3% of a small file's output), and
 its byte-tree mixer starts every count input on the counts, steps larger over a weight row's
 first updates and chooses its weight sets by the kind of the byte before and by that byte, so a
-version-11 file is refused by number. Version 13 adds three word rows (skip_word, word_mark,
-line_word) to the presets with structure contexts, the last two read by the byte-tree mixer
-alone, so a version-12 file is refused by number.
+version-11 file is refused by number. Version 13 adds four word rows (skip_word, word_mark,
+mark_gap, line_column) to the presets with structure contexts, the last three read by the
+byte-tree mixer alone, so a version-12 file is refused by number.
 
 Everything that can be checked without a model is checked in `parse`, in the order a user
 would want to hear about it: is this our file at all, can this build read it, is it whole.

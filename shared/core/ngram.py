@@ -19,7 +19,7 @@ import mmap
 
 import numpy as np
 
-from .config import MAX_NGRAM_STREAMS, STRUCTURE_BITS, STRUCTURE_RING
+from .config import MAX_NGRAM_STREAMS, STRUCTURE_BITS, STRUCTURE_RING, WORD_BITS, WORD_KINDS
 
 PURITY = 4                 # levels of "how much of the context one byte owns": <1/3, <2/3, <1, all
 LIMIT = 255 - MAX_NGRAM_STREAMS   # a row is halved before one update (a count per stream) could pass 255
@@ -128,7 +128,7 @@ class MatchModel:
 
 # ModelConfig.structure: bit i adds context i
 STRUCTURE = ("sparse", "column", "record", "align", "nest", "near", "near_word", "skip_word", "word_mark",
-             "line_word")
+             "mark_gap", "line_column")
 _STREAM_KEY = np.uint64(0x9E3779B1)       # a near context's key times this, xor the stream's number times _WORD
 
 
@@ -148,7 +148,10 @@ class Structure:
       skip_word  the word so far and the word two before it (skips one: "the X of", "self. ... =");
       word_mark  the word so far and the last byte before it that is neither a letter nor blank
               ("." of a method, "<" or "/" of a tag, "=" of an attribute, "\\" of a command);
-      line_word  the word so far and the line's first word (a statement's keyword, a row's key).
+      mark_gap  the last two such bytes, how many bytes the last one is back (up to 15) and the
+              last byte (inside a call's parentheses, an attribute's quotes, a string);
+      line_column  the line's first word, the column (up to 63) and the last byte (a statement's
+              keyword or a row's key, and where in its line the byte falls).
 
     The near contexts are what the shared counts lose by coding 64 regions of the input side by
     side: every shared row mixes what all of them said, a near row only what this region said,
@@ -164,7 +167,7 @@ class Structure:
 
     def __init__(self, mask: int, streams: int):
         self.kinds = [k for i, k in enumerate(STRUCTURE) if mask >> i & 1]
-        self._words = bool({"near_word", "skip_word", "word_mark", "line_word"} & set(self.kinds))
+        self._words = bool({"near_word", "skip_word", "word_mark", "mark_gap", "line_column"} & set(self.kinds))
         self.n = len(self.kinds)
         self.ring = np.zeros((streams, self.RING), dtype=np.int64)
         self.pos = np.zeros(streams, dtype=np.int64)             # bytes seen per stream
@@ -183,7 +186,8 @@ class Structure:
         self.word = np.zeros(streams, dtype=np.uint64)           # hash of the word so far (0: none)
         self._stream = (np.arange(streams, dtype=np.uint64) + np.uint64(1)) * _WORD
         self.before = np.zeros((streams, 2), dtype=np.uint64)    # the last two words ended (newest first)
-        self.mark = np.zeros(streams, dtype=np.uint64)           # the last byte neither letter nor blank
+        self.marks = np.zeros(streams, dtype=np.uint64)          # the last two bytes neither letter nor blank
+        self.after_mark = np.zeros(streams, dtype=np.int64)      # where the byte after the last one is
         self.first = np.zeros(streams, dtype=np.uint64)          # the line's first word (0: none yet)
 
     @property
@@ -217,9 +221,14 @@ class Structure:
                 small = (np.minimum(self.depth, 15) << 12 | self.in_tag << 11 | self.naming << 10
                          | np.minimum(self.indent, 63) << 4).astype(np.uint64)
                 v = ((self.tag * _WORD) ^ small) << np.uint64(8) | (history & np.uint64(255))
-            elif kind in ("skip_word", "word_mark", "line_word"):
-                other = {"skip_word": self.before[:, 1], "word_mark": self.mark, "line_word": self.first}[kind]
+            elif kind in ("skip_word", "word_mark"):
+                other = self.before[:, 1] if kind == "skip_word" else self.marks & np.uint64(255)
                 v = ((other + np.uint64(i)) * _WORD ^ self.word) & np.uint64((1 << 56) - 1)
+            elif kind in ("mark_gap", "line_column"):
+                other, at = (self.marks, self.after_mark) if kind == "mark_gap" else (self.first, self.line)
+                near = np.minimum(self.pos - at, 15 if kind == "mark_gap" else 63).astype(np.uint64)
+                v = (((other + np.uint64(i)) * _WORD ^ (near << np.uint64(8) | (history & np.uint64(255))))
+                     & np.uint64((1 << 56) - 1))
             else:
                 key = history & np.uint64(0xFFFF) if kind == "near" else self.word
                 v = (key * _STREAM_KEY ^ self._stream) & np.uint64((1 << 56) - 1)
@@ -256,7 +265,9 @@ class Structure:
         ends = ~letter & (word != 0)
         self.before[rows] = np.where(ends[:, None], np.stack([word, self.before[rows, 0]], axis=1), self.before[rows])
         mark = ~letter & (symbols != 32) & (symbols != 10) & (symbols != 9)
-        self.mark[rows] = np.where(mark, symbols.astype(np.uint64), self.mark[rows])
+        self.marks[rows] = np.where(mark, (self.marks[rows] << np.uint64(8) | symbols.astype(np.uint64)) & np.uint64(0xFFFF),
+                                    self.marks[rows])
+        self.after_mark[rows] = np.where(mark, self.pos[rows], self.after_mark[rows])   # pos: already after this byte
         first = self.first[rows]
         self.first[rows] = np.where(newline, np.uint64(0), np.where(ends & (first == 0), word, first))
         self.word[rows] = np.where(letter, _extend_word(word, symbols), np.uint64(0))
@@ -276,8 +287,8 @@ class Structure:
 
     def clear(self) -> None:
         for a in (self.ring, self.pos, self.line, self.above, self.candidate, self.seen, self.record, self.gap,
-                  self.depth, self.tag, self.in_tag, self.naming, self.indent, self.word, self.before, self.mark,
-                  self.first):
+                  self.depth, self.tag, self.in_tag, self.naming, self.indent, self.word, self.before, self.marks,
+                  self.after_mark, self.first):
             a.fill(0)
         self.last.fill(-1)
 
@@ -297,7 +308,8 @@ class ContextCounts:
         self.shape = Structure(structure, streams) if structure else None
         n_shape = self.shape.n if self.shape else 0
         self.bits = ([min(8 * k, table_bits) for k in self.orders] + [table_bits] * words
-                     + [min(table_bits, STRUCTURE_BITS)] * n_shape)
+                     + [min(table_bits, WORD_BITS if WORD_KINDS >> STRUCTURE.index(kind) & 1 else STRUCTURE_BITS)
+                        for kind in (self.shape.kinds if self.shape else ())])
         sizes = [1 << b for b in self.bits]
         self.offset = np.cumsum([0] + sizes[:-1]).astype(np.int64)
         self.table = sparse_zeros((sum(sizes), 256))
