@@ -312,8 +312,9 @@ class TreeMixer:
     def __init__(self, n_rows: int):
         self.K = n_rows
         self.n_in = 2 * n_rows + 2                          # model, K rows, K deterministic rows, bias
-        self.by_kind = np.zeros((KINDS * NODES, self.n_in), dtype=np.int64)   # set 0: kind * NODES + node
-        self.by_byte = np.zeros((VOCAB * NODES, self.n_in), dtype=np.int64)   # set 1: byte * NODES + node
+        # int32 (|weights| <= W_MAX < 2**31, a position's steps far smaller): half the memory
+        self.by_kind = np.zeros((KINDS * NODES, self.n_in), dtype=np.int32)   # set 0: kind * NODES + node
+        self.by_byte = np.zeros((VOCAB * NODES, self.n_in), dtype=np.int32)   # set 1: byte * NODES + node
         for table in (self.by_kind, self.by_byte):
             self._start(table)
         self.kind_updates = np.zeros(KINDS * NODES, dtype=np.int64)   # updates each row of a set has had
@@ -498,7 +499,7 @@ class TreeMixer:
             early = 16 + (self.EARLY_GAIN * np.maximum(0, self.EARLY - updates[cell])) // self.EARLY
             err = (err * early) >> 4                                    # the count before this position's updates
             np.add.at(updates, cell, 1)
-            np.add.at(table, cell, (x * err[..., None]) >> self.SHIFT)
+            np.add.at(table, cell, ((x * err[..., None]) >> self.SHIFT).astype(np.int32))
             touched = np.unique(cell)                                   # the other rows are within bounds already
             table[touched] = np.clip(table[touched], -self.W_MAX, self.W_MAX)
         err = ((bits << 12) - p_mix) * self.FINAL_LR
@@ -515,15 +516,15 @@ class TreeMixer:
         still hold their start), as int32 (|weights| <= W_MAX < 2**31): most of its 65,280 rows
         are never reached on text, so a checkpoint stays near its old size."""
         rows = np.flatnonzero(self.byte_updates).astype(np.int32)
-        return {"by_kind": self.by_kind.copy(), "byte_rows": rows, "by_byte": self.by_byte[rows].astype(np.int32),
+        return {"by_kind": self.by_kind.copy(), "byte_rows": rows, "by_byte": self.by_byte[rows],
                 "byte_updates": self.byte_updates[rows].astype(np.int32), "final": self.final.copy(),
                 "apm_node": self.apm_node.table.astype(np.uint16), "apm_byte": self.apm_byte.table.astype(np.uint16),
                 "kind_updates": self.kind_updates.copy()}
 
     def tables(self) -> list[np.ndarray]:
         """Everything the mixer has learned, whole, for the weight digest: a row that changed
-        without learning must show too (the byte set as int32, 8 MB to hash)."""
-        return [self.by_kind, self.by_byte.astype(np.int32), self.final, self.apm_node.table, self.apm_byte.table,
+        without learning must show too (the byte set: 10 MB to hash)."""
+        return [self.by_kind, self.by_byte, self.final, self.apm_node.table, self.apm_byte.table,
                 self.kind_updates, self.byte_updates]
 
     def load(self, state: dict) -> None:
