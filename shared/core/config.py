@@ -42,7 +42,7 @@ MATCH_ROWS = 1 << 20        # its table of places (ngram.MatchModel.BITS), 8 byt
 MAX_ORDER = 8               # n-gram contexts live in one 64-bit word per stream
 STRUCTURE_BITS = 16         # rows per structure context (ngram.Structure), at most; the near ones too (docs/results.md)
 WORD_KINDS = 0b1111 << 7    # the structure word rows (skip_word, word_mark, mark_gap, line_column): 2**WORD_BITS
-WORD_BITS = 14              # rows each at most, a quarter of a structure row's (strong stays under 1 GB; docs/results.md)
+WORD_BITS = 14              # rows each at most, a quarter of a structure row's (for strong's memory; docs/results.md)
 STRUCTURE_RING = 1 << 13    # bytes of history per stream the structure contexts look back into
 TREE_ONLY = 0b111 << 8      # structure rows (word_mark, mark_gap, line_column) that, with the tree mixer, only it reads: so
                             # default's network mixes 16 rows, one tree of sums (docs/results.md)

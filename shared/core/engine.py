@@ -119,6 +119,7 @@ class Twin:
         self.counts = (ContextCounts(m.orders, table_bits_for(m.table_bits, length), config.streams, m.words,
                                      m.match, -(-length // config.streams), m.structure) if m.n_contexts else None)
         self._log_count = log_count_table()
+        self._network_rows = m.network_rows             # the count rows the network's count mixer reads
         self.count_window = (np.zeros((config.streams, m.context + m.chunk, m.n_contexts, 256), np.uint8)
                              if m.n_contexts else None)
         # their features (evidence, trust index), kept from coding for training: the same
@@ -267,7 +268,7 @@ class Twin:
         return self._features(count_window[:, 1:])
 
     def _features_np(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rows = self.config.model.network_rows                   # the rows the network's count mixer reads
+        rows = self._network_rows
         return features(counts if rows is None else counts[..., rows, :], self._log_count, CountMixer.N_BUCKETS)
 
     def _features(self, counts: np.ndarray):

@@ -167,7 +167,7 @@ class Structure:
 
     def __init__(self, mask: int, streams: int):
         self.kinds = [k for i, k in enumerate(STRUCTURE) if mask >> i & 1]
-        self._words = bool({"near_word", "skip_word", "word_mark", "mark_gap", "line_column"} & set(self.kinds))
+        self._words = bool(mask & (WORD_KINDS | 1 << STRUCTURE.index("near_word")))   # kinds that read the word
         self.n = len(self.kinds)
         self.ring = np.zeros((streams, self.RING), dtype=np.int64)
         self.pos = np.zeros(streams, dtype=np.int64)             # bytes seen per stream
