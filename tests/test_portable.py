@@ -189,6 +189,25 @@ def test_forward_and_gradient_match_torch_in_float64(name):
         torch.testing.assert_close(g, g_ref.float(), rtol=2e-5, atol=2e-5)
 
 
+def test_mix_in_slices_gives_the_bits_of_one_whole_product():
+    """`mix` works a few positions at a time (for memory); each position's sums are its own, so
+    its forward and its gradient must be the whole product's, bit for bit, also on a view with
+    gaps (the engine hands it window positions sliced from a longer window)."""
+    rng = np.random.default_rng(8)
+    whole = torch.from_numpy(rng.standard_normal((5, 3 * portable.MIX_ROWS + 7, 6, 256)).astype(np.float32))
+    evidence = whole[:, 1:]                                  # (5, T, 6, 256), not contiguous
+    assert not evidence.is_contiguous()
+    w = torch.from_numpy(rng.standard_normal(evidence.shape[:-1]).astype(np.float32))
+    g = torch.from_numpy(rng.standard_normal(evidence.shape[:-2] + (256,)).astype(np.float32))
+    learned = w.clone().requires_grad_(True)
+    y = portable.mix(learned, evidence)
+    y.backward(g)
+    assert torch.equal(y.detach(), portable.tree_sum(w.unsqueeze(-1) * evidence, -2))
+    assert torch.equal(learned.grad, portable.tree_sum(g.unsqueeze(-2) * evidence, -1))
+    with torch.no_grad():                                   # the coding path: no autograd
+        assert torch.equal(portable.mix(w, evidence), y.detach())
+
+
 def test_embedding_gradient_adds_repeated_rows():
     w = torch.randn(10, 4)
     idx = torch.tensor([[1, 3, 1], [9, 1, 0]])

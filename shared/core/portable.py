@@ -22,6 +22,7 @@ handshake: change any bit of it, bump the number. Design and measurements: docs/
 """
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -351,16 +352,44 @@ class Embedding(torch.nn.Embedding):
         return embedding(idx, self.weight)
 
 
+MIX_ROWS = 64      # positions per slice of `mix`: a slice's products are about 1 MB
+
+
+def _sliced(f, a: torch.Tensor, b: torch.Tensor, width: int) -> torch.Tensor:
+    """f(a[i:j], b[i:j]) over slices of the first dimension of about MIX_ROWS positions each,
+    written into one result of `width` per position. f reduces within a position only, so the
+    bits are those of one call; the slices keep a step's 25 MB products from being allocated and
+    freed whole at every step, which lifts glibc's mmap threshold and fragments its heap. Slicing
+    the first dimension needs no copy of b, which is often a view with gaps."""
+    lead = b.shape[:-2]
+    if not lead:
+        return f(a, b)
+    a = a.expand(lead + a.shape[-1:])
+    out = b.new_empty(lead + (width,))
+    step = max(1, MIX_ROWS // max(1, math.prod(lead[1:])))
+    for i in range(0, lead[0], step):
+        out[i:i + step] = f(a[i:i + step], b[i:i + step])
+    return out
+
+
+def _mix_rows(w, evidence):
+    return tree_sum(w.unsqueeze(-1) * evidence, -2)
+
+
+def _mix_grad_rows(g, evidence):
+    return tree_sum(g.unsqueeze(-2) * evidence, -1)
+
+
 class _Mix(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w, evidence):
         ctx.save_for_backward(evidence)
-        return tree_sum(w.unsqueeze(-1) * evidence, -2)
+        return _sliced(_mix_rows, w, evidence, evidence.shape[-1])
 
     @staticmethod
     def backward(ctx, g):
         evidence, = ctx.saved_tensors
-        return tree_sum(g.unsqueeze(-2) * evidence, -1), None
+        return _sliced(_mix_grad_rows, g, evidence, evidence.shape[-2]), None
 
 
 def mix(w: torch.Tensor, evidence: torch.Tensor) -> torch.Tensor:
@@ -369,7 +398,7 @@ def mix(w: torch.Tensor, evidence: torch.Tensor) -> torch.Tensor:
     here: these are the largest tensors of a step."""
     if _grad_mode(w):
         return _Mix.apply(w, evidence)
-    return tree_sum(w.unsqueeze(-1) * evidence, -2)
+    return _sliced(_mix_rows, w, evidence, evidence.shape[-1])
 
 
 class _CrossEntropy(torch.autograd.Function):
