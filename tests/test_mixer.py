@@ -74,7 +74,7 @@ def test_learns_a_source_the_model_does_not_know_to_near_its_entropy():
     uniform = quantize(np.full((16, VOCAB), 1 / VOCAB, dtype=np.float32))
     cost = []
     for sym in symbols:
-        cdf = mixer.predict(uniform, None, np.zeros(16, dtype=np.int64))
+        cdf = mixer.predict(uniform, None, np.zeros((16, 2), dtype=np.int64))
         cost.append(_cost(cdf, sym) / 16)
         mixer.update(sym)
     late = float(np.mean(cost[-200:]))
@@ -89,7 +89,7 @@ def test_a_model_that_knows_the_source_loses_almost_nothing():
     mixer = M.TreeMixer(0)
     before = after = 0.0
     for sym in symbols:
-        cdf = mixer.predict(true_cdf, None, np.zeros(16, dtype=np.int64))
+        cdf = mixer.predict(true_cdf, None, np.zeros((16, 2), dtype=np.int64))
         before += _cost(true_cdf, sym)
         after += _cost(cdf, sym)
         mixer.update(sym)
@@ -101,7 +101,7 @@ def _run(mixer, order, steps=60):
     counts = rng.integers(0, 5, (steps, 8, 3, VOCAB)).astype(np.uint8)
     probs = rng.dirichlet(np.ones(VOCAB), (steps, 8)).astype(np.float32)
     symbols = rng.integers(0, VOCAB, (steps, 8))
-    prev = rng.integers(0, VOCAB, (steps, 8))
+    prev = rng.integers(0, VOCAB, (steps, 8, 2))
     out = []
     for s in range(steps):
         cdf = mixer.predict(quantize(probs[s][order]), counts[s][order], prev[s][order])
@@ -120,7 +120,7 @@ def _digest(mixer) -> str:
 def test_the_order_of_the_streams_changes_nothing():
     """Learning sums integer steps (np.add.at) and averages per cell: exact in any order, so a
     twin's result cannot depend on how a library orders a scatter."""
-    a, b = M.TreeMixer(3), M.TreeMixer(3)
+    a, b = M.TreeMixer(3, match=True), M.TreeMixer(3, match=True)
     out_a = _run(a, np.arange(8))
     out_b = _run(b, np.array([5, 2, 7, 0, 3, 6, 1, 4]))
     assert all((x == y).all() for x, y in zip(out_a, out_b))
@@ -128,15 +128,19 @@ def test_the_order_of_the_streams_changes_nothing():
 
 
 def test_state_round_trips():
-    a = M.TreeMixer(3)
+    a = M.TreeMixer(3, match=True)
     _run(a, np.arange(8), steps=10)
-    b = M.TreeMixer(3)
+    b = M.TreeMixer(3, match=True)
     b.by_byte += 5                                     # a stale row that the checkpoint resets
     b.load(a.state())
     assert _digest(a) == _digest(b)
     assert 0 < len(a.state()["byte_rows"]) < len(a.by_byte)   # the byte set's learned rows only
+    assert 0 < len(a.state()["shape_rows"]) < len(a.by_shape)
     bad = dict(a.state(), byte_rows=a.state()["byte_rows"] + len(a.by_byte))
     with pytest.raises(ValueError, match="byte_rows"):
+        b.load(bad)
+    bad = dict(a.state(), by_shape=a.state()["by_shape"][1:])
+    with pytest.raises(ValueError, match="by_shape has shape"):
         b.load(bad)
     assert all((x == y).all() for x, y in zip(_run(a, np.arange(8), 5), _run(b, np.arange(8), 5)))
 
@@ -146,14 +150,32 @@ def test_a_weight_rows_first_updates_step_larger_then_as_before(monkeypatch):
     after EARLY updates of that row its step is the plain one again."""
     def first_step(gain, done):
         monkeypatch.setattr(M.TreeMixer, "EARLY_GAIN", gain)
-        m = M.TreeMixer(3)
-        m.kind_updates[:], m.byte_updates[:] = done, done
-        before = m.by_kind.copy(), m.by_byte.copy()
+        m = M.TreeMixer(3, match=True)
+        m.kind_updates[:], m.byte_updates[:], m.shape_updates[:] = done, done, done
+        before = [t.copy() for t in m._weights()]
         _run(m, np.arange(8), steps=1)
-        return np.concatenate([(m.by_kind - before[0]).ravel(), (m.by_byte - before[1]).ravel()])
+        return np.concatenate([(t - b).ravel() for t, b in zip(m._weights(), before)])
     plain, early, late = first_step(0, 0), first_step(48, 0), first_step(48, M.TreeMixer.EARLY)
     assert (late == plain).all() and np.abs(plain).sum() > 0
     assert 3.9 < np.abs(early).sum() / np.abs(plain).sum() < 4.1
+
+
+def test_the_shape_set_is_chosen_by_the_match_run_and_the_kinds_of_the_two_bytes_before():
+    """The third weight set's row: log2 of the match model's run (its row's largest count: the
+    last row, with `match`), the kind of the byte two before, the kind of the byte before."""
+    counts = np.zeros((3, 4, VOCAB), dtype=np.uint8)
+    counts[0, 3, ord("e")] = 5                       # a guess right 5 times in a row: log2 bucket 3
+    counts[1, 3, 7] = 255                            # the longest runs: bucket 8
+    counts[2, 2, 9] = 200                            # not the match row: no run
+    prev = np.array([[ord("a"), ord(".")], [ord(" "), ord("Z")], [ord("7"), ord("\n")]])
+    kinds = M.KINDS
+    for match, runs in ((True, [3, 8, 0]), (False, [0, 0, 0])):
+        mixer = M.TreeMixer(4, match=match)
+        mixer._context(counts, prev)
+        assert mixer._shape.tolist() == [(r * kinds + M._KIND[b]) * kinds + M._KIND[a]
+                                         for r, (a, b) in zip(runs, prev.tolist())]
+        assert mixer._prev.tolist() == [ord("a"), ord(" "), ord("7")]
+    assert M._KIND[ord(".")] == 6 and M._KIND[ord("a")] == 2 and M.SHAPES == 9 * 9 * 9
 
 
 def test_learn_moves_a_cell_by_the_mean_of_its_targets():
@@ -186,7 +208,7 @@ def _positions(seed, steps=40, n=8, K=3):
     counts = rng.integers(0, 40, (steps, n, K, VOCAB)).astype(np.uint8)
     counts[:, :, 1, 128:] = 0                          # one-sided rows: the deterministic inputs
     probs = rng.dirichlet(np.full(VOCAB, 0.3), (steps, n)).astype(np.float32)
-    return counts, probs, rng.integers(0, VOCAB, (steps, n)), rng.integers(0, VOCAB, (steps, n))
+    return counts, probs, rng.integers(0, VOCAB, (steps, n)), rng.integers(0, VOCAB, (steps, n, 2))
 
 
 def _as_decoder(symbols):
@@ -202,7 +224,7 @@ def test_alices_path_and_bobs_walk_give_the_whole_trees_probabilities_and_learn_
     the same 16-bit P(bit 1) at every node of every coded byte's path, and the same state after
     each update, since a node depends only on its ancestors."""
     counts, probs, symbols, prev = _positions(5)
-    whole, path, walk = M.TreeMixer(3), M.TreeMixer(3), M.TreeMixer(3)
+    whole, path, walk = M.TreeMixer(3, match=True), M.TreeMixer(3, match=True), M.TreeMixer(3, match=True)
     i = np.arange(len(prev[0]))[:, None]
     for s in range(len(symbols)):
         cdf = quantize(probs[s])
@@ -221,7 +243,7 @@ def test_alices_path_and_bobs_walk_give_the_whole_trees_probabilities_and_learn_
 def test_a_walk_after_predict_reads_the_whole_tree():
     """A watched Bob: `predict` first, then `walk` takes its nodes, and learns the same."""
     counts, probs, symbols, prev = _positions(6, steps=12)
-    a, b = M.TreeMixer(3), M.TreeMixer(3)
+    a, b = M.TreeMixer(3, match=True), M.TreeMixer(3, match=True)
     for s in range(len(symbols)):
         cdf = quantize(probs[s])
         a.predict(cdf, counts[s], prev[s])
@@ -235,7 +257,7 @@ def test_a_walk_after_predict_reads_the_whole_tree():
 @pytest.mark.parametrize("levels", [1, 2, 4, 8])
 def test_the_walk_gives_the_same_whatever_the_subtree_it_computes_at_once(levels, monkeypatch):
     counts, probs, symbols, prev = _positions(7, steps=6)
-    a, b = M.TreeMixer(3), M.TreeMixer(3)
+    a, b = M.TreeMixer(3, match=True), M.TreeMixer(3, match=True)
     monkeypatch.setattr(b, "WALK", levels)
     for s in range(len(symbols)):
         cdf = quantize(probs[s])

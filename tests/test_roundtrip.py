@@ -41,8 +41,10 @@ def test_text_round_trip_and_coder_overhead():
     assert out == data
     assert dstats["final_digest"] == stats["final_digest"]
     ideal = stats["ideal_bits"]
-    # The arithmetic coder wastes almost nothing: payload within 0.1% + 64 bytes of sum(-log2 p).
-    assert stats["payload_bytes"] * 8 >= ideal
+    # The arithmetic coder wastes almost nothing: payload within 0.1% + 64 bytes of sum(-log2 p),
+    # and cannot beat it by more than its final interval (under 1 bit: it ends wider than a
+    # quarter) and integer rounding (under 2**-15 bits a binary decision, either way).
+    assert stats["payload_bytes"] * 8 >= ideal - 1 - 8 * len(data) * 2 ** -15
     assert stats["payload_bytes"] * 8 <= ideal * 1.001 + 64 * 8
     # The container adds the header (config, fingerprint, checksums, sync digests) on top.
     assert stats["compressed_bytes"] == stats["payload_bytes"] + stats["header_bytes"]
@@ -94,4 +96,4 @@ def test_a_configuration_that_is_no_preset_still_round_trips():
 def test_the_header_dictionary_is_pinned_to_the_format_version():
     """The dictionary is built from the presets: changing one changes what a version-N header
     inflates to, so it must come with a new FORMAT_VERSION (and a new pin here)."""
-    assert (FORMAT_VERSION, zlib.adler32(HEADER_DICTIONARY)) == (13, 1936868494)
+    assert (FORMAT_VERSION, zlib.adler32(HEADER_DICTIONARY)) == (14, 1936868494)

@@ -213,12 +213,13 @@ def cost(config: RunConfig) -> tuple[int, int]:
               + (B * MATCH_SPAN + MATCH_ROWS * 8 if m.match else 0)
               + B * tc.replay_span * 2 * (tc.replay > 0)
               + (B * (STRUCTURE_RING * 8 + 2 * 256 * 8 + 16 * 8) if m.structure else 0)   # ngram.Structure's rings, state
-              # mixer.TreeMixer: its APMs (node, node x previous byte; 33 cells of int64), its
-              # weights and their update counts (9 sets per node and kind of byte, 256 per node and
-              # byte) and a position's inputs and both sets' products for every node of every stream
-              + ((VOCAB + 1) * (VOCAB - 1) * 33 * 8 + (9 + VOCAB) * (VOCAB - 1) * (2 * K + 3) * 8
-                 + B * (2 * K + 2) * (VOCAB - 1) * 8 * 6 if m.tree else 0))
-    work += 2 * B * T * (VOCAB - 1) * (2 * K + 2) * 8 if m.tree else 0   # two weight sets
+              # mixer.TreeMixer: its APMs (node, node x previous byte; 33 cells of uint16), its
+              # int32 weights and int64 update counts (per node: 9 rows by kind of byte, 256 by
+              # byte, 9 * 9 * 9 by shape) and a position's inputs and the sets' products for every
+              # node of every stream
+              + ((VOCAB + 1) * (VOCAB - 1) * 33 * 2 + (9 + VOCAB + 9 * 9 * 9) * (VOCAB - 1) * ((2 * K + 2) * 4 + 8)
+                 + B * (2 * K + 2) * (VOCAB - 1) * 8 * 7 if m.tree else 0))
+    work += 3 * B * T * (VOCAB - 1) * (2 * K + 2) * 8 if m.tree else 0   # three weight sets
     return memory, work
 
 

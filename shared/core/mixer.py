@@ -10,10 +10,11 @@ j's children 2j and 2j+1, leaf 256 + byte) and, for every node of every stream:
                count row (order k's counts of the bytes below each child, KT estimate), the
                same again where that row has seen only one side (a deterministic context),
                and a bias;
-  2. mix       two dot products with integer weights, one set kept per node and kind of the
-               byte before (space, letter, digit, ...), one per node and the byte before
-               itself, each squashed back to a probability; a final mixer per node and kind
-               weighs the two (`TreeMixer`);
+  2. mix       three dot products with integer weights, one set kept per node and kind of
+               the byte before (space, letter, digit, ...), one per node and the byte before
+               itself, one per node and shape (the match model's run, the kinds of the two
+               bytes before), each squashed back to a probability; a final mixer per node and
+               kind weighs the three (`TreeMixer`);
   3. refine    two APMs map (context, stretch(p)) to a better probability by interpolating
                in a learned table: one keyed by the node, one by the node and the byte before;
   4. code      each of the byte's 8 decisions is coded with its node's 16-bit P(bit 1), root
@@ -228,6 +229,13 @@ _KIND[0x80:0xC0] = 5                               # UTF-8 continuation bytes
 _KIND[0xC0:] = 8                                   # UTF-8 lead bytes (a character's first)
 _KIND[[ord(c) for c in ".,;:!?"]] = 6
 
+# The shape, which picks the third weight set: how long the match model's guess has been right
+# (log2 of its run, 0..8) and the kinds of the two bytes before. Inside a long repeat, or after
+# ". " or "</", the same evidence deserves different trust again (paq's mixer contexts).
+RUNS = 9
+_RUN = np.array([int(run).bit_length() for run in range(256)], dtype=np.int64)   # a count 0..255 -> 0..8
+SHAPES = RUNS * KINDS * KINDS
+
 
 def _count_dots(n0: np.ndarray, n1: np.ndarray, sets) -> list[np.ndarray]:
     """For each weight set (table, group) of `sets`, table (groups, NODES, n_in) float64 with the
@@ -289,16 +297,18 @@ class APM:
 class TreeMixer:
     """Mix the model's distribution with the count rows per binary decision, then refine (APM).
 
-    Two weight sets see the same inputs: one per node and kind of the byte before (`_KIND`), one
-    per node and the byte before itself. The first learns fast, the second knows more once its
-    rows have learned; a final mixer per node and kind weighs their two stretched outputs (paq's
-    two-layer mixer). `predict` takes the cdf the model
-    gives and the count rows of this position and returns the cdf to code with; `update` learns
-    from the coded symbols of the same rows.
+    Three weight sets see the same inputs: one per node and kind of the byte before (`_KIND`),
+    one per node and the byte before itself, one per node and shape (`SHAPES`). The first learns
+    fast, the second knows more once its rows have learned, the third knows when to believe the
+    match model and what follows punctuation; a final mixer per node and kind weighs their three
+    stretched outputs (paq's two-layer mixer). `predict` takes the cdf the model gives, the count
+    rows of this position and the two bytes before it, and returns the cdf to code with;
+    `update` learns from the coded symbols of the same rows. With `match`, the last count row is
+    the match model's (its guessed byte counts the run).
     """
 
     WALK = 3            # tree levels `walk` computes in one pass
-    LR = (4, 5)         # weight step = stretch * error(12-bit) * LR[set] >> SHIFT
+    LR = (4, 5, 4)      # weight step = stretch * error(12-bit) * LR[set] >> SHIFT
     FINAL_LR = 1        # the final mixer's step, the same way
     SHIFT = 14
     EARLY = 512         # a weight row's first updates step up to x4, falling to x1 over EARLY
@@ -309,22 +319,35 @@ class TreeMixer:
                              # byte, not learned into
     W_MAX = 1 << 24     # |weight| bound: every dot product stays an exact integer in float64
 
-    def __init__(self, n_rows: int):
-        self.K = n_rows
+    def __init__(self, n_rows: int, match: bool = False):
+        self.K, self.match = n_rows, match
         self.n_in = 2 * n_rows + 2                          # model, K rows, K deterministic rows, bias
         # int32 (|weights| <= W_MAX < 2**31, a position's steps far smaller): half the memory
         self.by_kind = np.zeros((KINDS * NODES, self.n_in), dtype=np.int32)   # set 0: kind * NODES + node
         self.by_byte = np.zeros((VOCAB * NODES, self.n_in), dtype=np.int32)   # set 1: byte * NODES + node
-        for table in (self.by_kind, self.by_byte):
+        self.by_shape = np.zeros((SHAPES * NODES, self.n_in), dtype=np.int32)  # set 2: shape * NODES + node
+        for table in self._weights():
             self._start(table)
         self.kind_updates = np.zeros(KINDS * NODES, dtype=np.int64)   # updates each row of a set has had
         self.byte_updates = np.zeros(VOCAB * NODES, dtype=np.int64)
-        self.final = np.full((KINDS * NODES, 2), self.ONE // 2, dtype=np.int64)   # the two sets' outputs, by kind and node
+        self.shape_updates = np.zeros(SHAPES * NODES, dtype=np.int64)
+        self.final = np.full((KINDS * NODES, 3), self.ONE // 3, dtype=np.int64)   # the sets' outputs, by kind and node
         self.apm_node = APM(NODES)
         self.apm_byte = APM(NODES * VOCAB)
-        self._inputs = self._p = self._sets = self._kind = self._prev = None
+        self._inputs = self._p = self._sets = self._kind = self._prev = self._shape = None
         self._on_path = False               # whether the last prediction was the path's only (`_at`)
         self._whole = None                  # `predict`'s 16-bit P(bit 1) at all 255 nodes, until `update`
+
+    def _weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.by_kind, self.by_byte, self.by_shape
+
+    def _context(self, counts: np.ndarray | None, prev: np.ndarray) -> None:
+        """What picks each stream's weight rows at this position: the kind of the byte before,
+        that byte, and the shape. prev (n, 2): the byte before, and the one before it."""
+        run = counts[:, -1].max(axis=1) if self.match else np.zeros(len(prev), dtype=np.int64)
+        kind = _KIND[prev]
+        self._kind, self._prev = kind[:, 0], prev[:, 0].astype(np.int64)
+        self._shape = (_RUN[run] * KINDS + kind[:, 1]) * KINDS + kind[:, 0]
 
     def _start(self, table: np.ndarray) -> None:
         """Weight rows as a fresh mixer has them: the model's input, each count input, no bias."""
@@ -333,15 +356,16 @@ class TreeMixer:
         table[:, -1] = 0
 
     def predict(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray) -> np.ndarray:
-        """cdf (n, 257) from quantize; counts (n, K, 256) uint8 or None; prev (n,) the byte
-        before each position (0 at a stream's start) -> the whole tree's distribution (n, 257),
-        to show. Once called, `path` and `walk` read its nodes instead of computing them again."""
+        """cdf (n, 257) from quantize; counts (n, K, 256) uint8 or None; prev (n, 2) the byte
+        before each position and the one before that (0 before a stream's start) -> the whole
+        tree's distribution (n, 257), to show. Once called, `path` and `walk` read its nodes
+        instead of computing them again."""
         K = self.K
+        self._context(counts, prev)
         # the dot products in float64 on small integers: exact in any summation order, since
         # every partial sum is an integer below 2**53 (|weights| <= W_MAX)
-        kind, prev = _KIND[prev], prev.astype(np.int64)
         tables = [t.reshape(-1, NODES, self.n_in)[g].astype(np.float64)   # (n, NODES, n_in): each stream's rows
-                  for t, g in zip((self.by_kind, self.by_byte), (kind, prev))]
+                  for t, g in zip(self._weights(), (self._kind, self._prev, self._shape))]
         st = stretch(cdf_split(cdf))                                    # (n, NODES)
         dots = [st * w[:, :, 0] + 256.0 * w[:, :, -1] for w in tables]
         splits = None
@@ -350,9 +374,9 @@ class TreeMixer:
             own = np.arange(len(prev))                                  # stream i reads row group i of its table
             fixes = _count_dots(*splits, [(w, own) for w in tables])
             dots = [d + f for d, f in zip(dots, fixes)]
-        self._inputs, self._kind, self._prev = (st, splits), kind, prev
+        self._inputs = st, splits
         self._on_path = False
-        self._whole = self._refine(self._mix(dots, np.arange(NODES)), np.broadcast_to(np.arange(NODES), st.shape), prev)
+        self._whole = self._refine(self._mix(dots, np.arange(NODES)), np.broadcast_to(np.arange(NODES), st.shape))
         return split_to_cdf(self._whole)
 
     def path(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray,
@@ -362,7 +386,8 @@ class TreeMixer:
         nodes, bits = path(symbols)                                     # (n, 8)
         if self._whole is not None:
             return self._whole[np.arange(len(symbols))[:, None], nodes], bits
-        return self._at(cdf, self._sums(counts), prev, nodes), bits
+        self._context(counts, prev)
+        return self._at(cdf, self._sums(counts), nodes), bits
 
     def walk(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray,
              decide: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -375,13 +400,16 @@ class TreeMixer:
         rows = np.arange(n)
         node = np.zeros(n, dtype=np.int64)                              # 0-based: the root
         p16, bits, parts = np.empty((n, 8), np.int64), np.empty((n, 8), np.int64), []
-        sums = self._sums(counts) if self._whole is None else None
+        sums = None
+        if self._whole is None:
+            self._context(counts, prev)
+            sums = self._sums(counts)
         depth = 0
         while depth < 8:
             levels = min(self.WALK, 8 - depth)
             level, offset = _SUBTREE[levels]
             below = ((node[:, None] + 1) << level) + offset - 1          # (n, 2**levels - 1), heap order
-            sub = self._whole[rows[:, None], below] if self._whole is not None else self._at(cdf, sums, prev, below)
+            sub = self._whole[rows[:, None], below] if self._whole is not None else self._at(cdf, sums, below)
             col = np.zeros(n, dtype=np.int64)                           # the path's column in `below`
             cols = []
             for _ in range(levels):
@@ -408,12 +436,12 @@ class TreeMixer:
         np.cumsum(counts, axis=-1, dtype=np.int32, out=sums[..., 1:])
         return sums
 
-    def _at(self, cdf: np.ndarray, sums: np.ndarray | None, prev: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    def _at(self, cdf: np.ndarray, sums: np.ndarray | None, nodes: np.ndarray) -> np.ndarray:
         """16-bit P(bit 1) at `nodes` (n, m) of each stream, computed there alone: every dot
         product the same exact integer as `predict`'s, so every probability the same. Leaves
         the inputs and outputs of each stage for `update` (`_path_state`)."""
         K = self.K
-        n = len(prev)
+        n = len(nodes)
         rows = np.arange(n)[:, None]
         lo, mid, hi = LO.take(nodes), MID.take(nodes), HI.take(nodes)  # (n, m) byte edges of each node
         flat = rows * (VOCAB + 1)                                       # flat takes: numpy's cheapest gather
@@ -429,46 +457,43 @@ class TreeMixer:
             kt, det = _count_inputs(n0, n1)
             x[..., 1:1 + K] = kt.transpose(0, 2, 1)
             x[..., 1 + K:-1] = det.transpose(0, 2, 1)
-        self._inputs, self._kind, self._prev = x, _KIND[prev], prev.astype(np.int64)
+        self._inputs = x
         xf = x.astype(np.float64)
         dots = [np.einsum("ndi,ndi->nd", xf, table[cell].astype(np.float64))
-                for table, cell in zip((self.by_kind, self.by_byte), (self._kind_rows(nodes), self._byte_rows(nodes)))]
+                for table, cell in zip(self._weights(), self._rows(nodes))]
         self._on_path = True
-        return self._refine(self._mix(dots, nodes), nodes, prev)
+        return self._refine(self._mix(dots, nodes), nodes)
 
     def _path_state(self, rows: np.ndarray, cols: np.ndarray) -> tuple:
         """What `update` reads after `_at`, at columns `cols` (n, m') of its nodes: a walk's path."""
         return (self._inputs[rows, cols], [a[rows, cols] for a in self._sets], [a[rows, cols] for a in self._stretched],
                 self._p[rows, cols], [self.apm_node._cell[rows, cols], self.apm_byte._cell[rows, cols]])
 
-    def _kind_rows(self, nodes: np.ndarray) -> np.ndarray:
-        """Rows of `by_kind` and `final` for `nodes` (n, ...) of streams whose previous byte's kind
-        is `self._kind` (n,)."""
-        return self._kind[:, None] * NODES + nodes
-
-    def _byte_rows(self, nodes: np.ndarray) -> np.ndarray:
-        """Rows of `by_byte` for `nodes` (n, ...) of streams whose previous byte is `self._prev`."""
-        return self._prev[:, None] * NODES + nodes
+    def _rows(self, nodes: np.ndarray) -> list[np.ndarray]:
+        """Rows of `by_kind` (and `final`), `by_byte` and `by_shape` for `nodes` (n, ...), chosen
+        by each stream's `_context`."""
+        return [g[:, None] * NODES + nodes for g in (self._kind, self._prev, self._shape)]
 
     def _mix(self, dots: list[np.ndarray], nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The two sets' dot products at `nodes` -> the final mixer's 12-bit probability, and
         its stretch."""
         at = [_squash_index(d.astype(np.int64) >> 16) for d in dots]
         self._sets = [_SQUASH.take(i) for i in at]                      # each set's 12-bit probability
-        s0, s1 = self._stretched = [_RESTRETCH.take(i) for i in at]     # stretch(squash(.))
-        rows = self._kind_rows(nodes)
+        self._stretched = [_RESTRETCH.take(i) for i in at]              # stretch(squash(.))
+        cell = 3 * (self._kind[:, None] * NODES + nodes)                # the final mixer's row, (n, nodes)
         final = self.final.reshape(-1)
-        mixed = s0 * final.take(2 * rows)                               # the final mixer, (n, nodes)
-        mixed += s1 * final.take(2 * rows + 1)
+        mixed = self._stretched[0] * final.take(cell)
+        for j in (1, 2):
+            mixed += self._stretched[j] * final.take(cell + j)
         at = _squash_index(mixed >> 16)
         return _SQUASH.take(at), _RESTRETCH.take(at)
 
-    def _refine(self, mixed: tuple[np.ndarray, np.ndarray], nodes: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    def _refine(self, mixed: tuple[np.ndarray, np.ndarray], nodes: np.ndarray) -> np.ndarray:
         """The mixture's 12-bit probabilities at `nodes` and their stretch -> 16-bit after the
         APMs, in 1..65535."""
         p_mix, st = mixed
         p_node = self.apm_node.refine(st, nodes)
-        p_byte = self.apm_byte.refine(st, prev.astype(np.int64)[:, None] * NODES + nodes)
+        p_byte = self.apm_byte.refine(st, self._prev[:, None] * NODES + nodes)
         self._p = p_mix
         return np.clip((p_mix * 16 + p_node + 2 * p_byte) >> 2, 1, 65535)   # 16-bit
 
@@ -492,9 +517,9 @@ class TreeMixer:
             if self.K:                  # the count inputs from the path's splits, (n, 8, K)
                 n0, n1 = splits
                 x[..., 1:1 + self.K], x[..., 1 + self.K:-1] = _count_inputs(n0[rows, :, nodes], n1[rows, :, nodes])
-        by_kind = self._kind_rows(nodes)                                # (n, 8)
-        for table, updates, cell, p, lr in zip((self.by_kind, self.by_byte), (self.kind_updates, self.byte_updates),
-                                               (by_kind, self._byte_rows(nodes)), p_sets, self.LR):
+        rows_of = self._rows(nodes)                                     # (n, 8) each
+        for table, updates, cell, p, lr in zip(self._weights(), (self.kind_updates, self.byte_updates, self.shape_updates),
+                                               rows_of, p_sets, self.LR):
             err = ((bits << 12) - p) * lr                               # (n, 8): each set its own error
             early = 16 + (self.EARLY_GAIN * np.maximum(0, self.EARLY - updates[cell])) // self.EARLY
             err = (err * early) >> 4                                    # the count before this position's updates
@@ -503,7 +528,7 @@ class TreeMixer:
             touched = np.unique(cell)                                   # the other rows are within bounds already
             table[touched] = np.clip(table[touched], -self.W_MAX, self.W_MAX)
         err = ((bits << 12) - p_mix) * self.FINAL_LR
-        np.add.at(self.final, by_kind, (s * err[..., None]) >> self.SHIFT)
+        np.add.at(self.final, rows_of[0], (s * err[..., None]) >> self.SHIFT)
         np.clip(self.final, -self.W_MAX, self.W_MAX, out=self.final)
         self.apm_node.update(cells[0], bits)
         self.apm_byte.update(cells[1], bits)
@@ -511,36 +536,49 @@ class TreeMixer:
         return float(-np.log2(np.where(bits == 1, p_mix, 4096 - p_mix) / 4096.0).sum())
 
     # --- checkpoints --------------------------------------------------------------------------
+    def _sparse(self) -> tuple[tuple[str, np.ndarray, np.ndarray], ...]:
+        """The byte and shape sets, by name, with their update counts: most of their rows are
+        never reached on a given file, so a checkpoint keeps only the rows that have learned."""
+        return ("byte", self.by_byte, self.byte_updates), ("shape", self.by_shape, self.shape_updates)
+
     def state(self) -> dict:
-        """What a checkpoint keeps. Of the byte set only the rows that have learned (the others
-        still hold their start), as int32 (|weights| <= W_MAX < 2**31): most of its 65,280 rows
-        are never reached on text, so a checkpoint stays near its old size."""
-        rows = np.flatnonzero(self.byte_updates).astype(np.int32)
-        return {"by_kind": self.by_kind.copy(), "byte_rows": rows, "by_byte": self.by_byte[rows],
-                "byte_updates": self.byte_updates[rows].astype(np.int32), "final": self.final.copy(),
-                "apm_node": self.apm_node.table.astype(np.uint16), "apm_byte": self.apm_byte.table.astype(np.uint16),
-                "kind_updates": self.kind_updates.copy()}
+        """What a checkpoint keeps. Of the byte and shape sets only the rows that have learned (the
+        others still hold their start), as int32 (|weights| <= W_MAX < 2**31): a checkpoint stays
+        near the size of what was learned, not of the 94,000 rows."""
+        out = {"by_kind": self.by_kind.copy(), "final": self.final.copy(),
+               "apm_node": self.apm_node.table.astype(np.uint16), "apm_byte": self.apm_byte.table.astype(np.uint16),
+               "kind_updates": self.kind_updates.copy()}
+        for name, table, updates in self._sparse():
+            rows = np.flatnonzero(updates).astype(np.int32)
+            out |= {f"{name}_rows": rows, f"by_{name}": table[rows], f"{name}_updates": updates[rows].astype(np.int32)}
+        return out
 
     def tables(self) -> list[np.ndarray]:
         """Everything the mixer has learned, whole, for the weight digest: a row that changed
-        without learning must show too (the byte set: 10 MB to hash)."""
-        return [self.by_kind, self.by_byte, self.final, self.apm_node.table, self.apm_byte.table,
-                self.kind_updates, self.byte_updates]
+        without learning must show too (the byte and shape sets: 40 MB to hash)."""
+        return [self.by_kind, self.by_byte, self.by_shape, self.final, self.apm_node.table, self.apm_byte.table,
+                self.kind_updates, self.byte_updates, self.shape_updates]
 
     def load(self, state: dict) -> None:
-        rows = state["byte_rows"]
-        n = len(rows)
-        if (rows.ndim != 1 or (n and (rows.min() < 0 or rows.max() >= len(self.by_byte)))
-                or len(np.unique(rows)) != n):
-            raise ValueError("tree mixer state byte_rows is not a set of the byte set's rows")
-        for name, have in (("by_kind", self.by_kind), ("by_byte", self.by_byte[:n]), ("final", self.final),
-                           ("apm_node", self.apm_node.table), ("apm_byte", self.apm_byte.table),
-                           ("kind_updates", self.kind_updates), ("byte_updates", self.byte_updates[:n])):
-            if tuple(state[name].shape) != have.shape:
-                raise ValueError(f"tree mixer state {name} has shape {tuple(state[name].shape)}, not {have.shape}")
-        for name, have in (("by_kind", self.by_kind), ("final", self.final), ("apm_node", self.apm_node.table),
-                           ("apm_byte", self.apm_byte.table), ("kind_updates", self.kind_updates)):
-            have[:] = state[name]
-        self._start(self.by_byte)
-        self.byte_updates[:] = 0
-        self.by_byte[rows], self.byte_updates[rows] = state["by_byte"], state["byte_updates"]
+        for name, table, _ in self._sparse():
+            rows = state[f"{name}_rows"]
+            n = len(rows)
+            if (rows.ndim != 1 or (n and (rows.min() < 0 or rows.max() >= len(table)))
+                    or len(np.unique(rows)) != n):
+                raise ValueError(f"tree mixer state {name}_rows is not a set of the {name} set's rows")
+        dense = (("by_kind", self.by_kind), ("final", self.final), ("apm_node", self.apm_node.table),
+                 ("apm_byte", self.apm_byte.table), ("kind_updates", self.kind_updates))
+        shapes = [(key, have.shape) for key, have in dense]
+        for name, table, updates in self._sparse():
+            n = len(state[f"{name}_rows"])
+            shapes += [(f"by_{name}", (n,) + table.shape[1:]), (f"{name}_updates", (n,))]
+        for key, shape in shapes:
+            if tuple(state[key].shape) != shape:
+                raise ValueError(f"tree mixer state {key} has shape {tuple(state[key].shape)}, not {shape}")
+        for key, have in dense:
+            have[:] = state[key]
+        for name, table, updates in self._sparse():
+            rows = state[f"{name}_rows"]
+            self._start(table)
+            updates[:] = 0
+            table[rows], updates[rows] = state[f"by_{name}"], state[f"{name}_updates"]
