@@ -8,12 +8,15 @@
 # docs/portability.md for measured times). Needs ../shared/tools/arm64/setup.sh run once.
 #   usage: scripts/check_arm64.sh            PYTHON=... for the native Python (default .venv/bin/python)
 #                                            ARM_PYTHON=... for the emulated one; CPUS="neon sve256"
+#                                            PRESET=... for the files of steps 2 and 3 (default tiny;
+#                                            PRESET=neural covers its hashed contexts, a 2**18-row table)
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-$root/.venv/bin/python}
 ARM=${ARM_PYTHON:-$root/../shared/tools/arm64/python.sh}
 CPUS=${CPUS:-neon sve256}
 BYTES=${BYTES:-4000}
+PRESET=${PRESET:-tiny}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$root"
@@ -56,8 +59,8 @@ sys.exit(got != want)
 '
 
 native -c 'from shared.texts import mission_log; import sys; sys.stdout.buffer.write(mission_log('"$BYTES"'))' > "$work/in.txt"
-native -m sender compress "$work/in.txt" "$work/x86.mrs" --preset tiny -q 2>/dev/null
-echo "native: $(native -c 'import torch; print(torch.__version__, "on", torch.backends.cpu.get_cpu_capability())'), $BYTES bytes -> $(wc -c < "$work/x86.mrs") bytes"
+native -m sender compress "$work/in.txt" "$work/x86.mrs" --preset "$PRESET" -q 2>/dev/null
+echo "native: $(native -c 'import torch; print(torch.__version__, "on", torch.backends.cpu.get_cpu_capability())'), $BYTES bytes -> $(wc -c < "$work/x86.mrs") bytes ($PRESET)"
 failed=0
 for cpu in $CPUS; do
   echo "aarch64 $cpu:"
@@ -71,7 +74,7 @@ for cpu in $CPUS; do
     echo "  x86-64 file decoded under emulation: FAILED"; failed=1
   fi
   t=$(clock)
-  if arm "$cpu" -m sender compress "$work/in.txt" "$work/$cpu.mrs" --preset tiny -q >/dev/null \
+  if arm "$cpu" -m sender compress "$work/in.txt" "$work/$cpu.mrs" --preset "$PRESET" -q >/dev/null \
       && native -m receiver decompress "$work/$cpu.mrs" "$work/back-$cpu.txt" 2>/dev/null && cmp -s "$work/in.txt" "$work/back-$cpu.txt"; then
     same=$(cmp -s "$work/x86.mrs" "$work/$cpu.mrs" && echo "the same file as x86-64's" || echo "NOT the same file as x86-64's")
     echo "  compressed under emulation, decoded natively: byte-exact, $same ($(( $(clock) - t )) s)"

@@ -24,7 +24,7 @@ MAX_SYNC_EVERY = 64         # steps between weight digests: a crafted file is ca
 INT_RANGES = {"streams": (1, 1024), "seed": (0, 2**63 - 1), "sync_every": (1, MAX_SYNC_EVERY),
               "model.n_layer": (1, 64), "model.n_head": (1, 64), "model.n_embd": (1, 4096),
               "model.context": (1, 8192), "model.chunk": (1, 8192), "model.table_bits": (8, 24), "model.words": (0, 2),
-              "model.match": (0, 8), "model.tree": (0, 1), "model.structure": (0, 2047), "train.steps_per_chunk": (1, 64),
+              "model.match": (0, 8), "model.hash_bits": (8, 22), "model.tree": (0, 1), "model.structure": (0, 2047), "train.steps_per_chunk": (1, 64),
               "train.replay": (0, 16), "train.replay_span": (1, 1 << 16), "train.lr_decay": (0, 1 << 30)}
 FLOAT_RANGES = {"train.lr": (0.0, 1.0), "train.beta1": (0.0, 0.999999), "train.beta2": (0.0, 0.999999),
                 "train.eps": (0.0, 1.0), "train.weight_decay": (0.0, 1.0), "train.grad_clip": (0.0, 1e6)}
@@ -64,6 +64,10 @@ class ModelConfig:
     structure: int = 0      # structure contexts, a bit each (ngram.STRUCTURE): sparse, column, record, align, nest,
                             # near, near_word, skip_word, word_mark, mark_gap, line_column
     tree: int = 0           # 1: a byte-tree mixer and APMs refine each prediction (mixer.py)
+    # The network's own memory of contexts (model.HashedContexts): a learned vector per hashed
+    # k-byte context, added to each token's embedding; trained by the same Adam step.
+    hashed: tuple = ()      # e.g. (2, 3, 4, 6): k bytes each, at most 8
+    hash_bits: int = 16     # its table holds 2**hash_bits vectors, shared by those orders
 
     @property
     def n_contexts(self) -> int:
@@ -71,8 +75,9 @@ class ModelConfig:
         return len(self.orders) + self.words + bin(self.structure).count("1") + (1 if self.match else 0)
 
     def __post_init__(self):   # JSON gives lists; compare and hash as a tuple
-        if isinstance(self.orders, list):
-            object.__setattr__(self, "orders", tuple(self.orders))
+        for name in ("orders", "hashed"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @property
     def network_rows(self) -> tuple | None:
@@ -124,7 +129,8 @@ class RunConfig:
     def to_dict(self) -> dict:
         """Plain JSON types only (tuples become lists), so a dict survives the wire unchanged."""
         d = dataclasses.asdict(self)
-        d["model"]["orders"] = list(d["model"]["orders"])
+        for name in ("orders", "hashed"):
+            d["model"][name] = list(d["model"][name])
         return d
 
     def to_json(self) -> str:
@@ -167,10 +173,12 @@ class RunConfig:
         if type(self.preset) is not str or len(self.preset) > 64:
             return f"preset must be a name of at most 64 characters, not {self.preset!r:.40}"
         m = self.model
-        if (type(m.orders) is not tuple or len(m.orders) > MAX_ORDER
-                or any(type(k) is not int or not 1 <= k <= MAX_ORDER for k in m.orders)
-                or list(m.orders) != sorted(set(m.orders))):
-            return f"model.orders must be increasing whole numbers in 1..{MAX_ORDER}, not {m.orders!r:.60}"
+        for name in ("orders", "hashed"):
+            orders = getattr(m, name)
+            if (type(orders) is not tuple or len(orders) > MAX_ORDER
+                    or any(type(k) is not int or not 1 <= k <= MAX_ORDER for k in orders)
+                    or list(orders) != sorted(set(orders))):
+                return f"model.{name} must be increasing whole numbers in 1..{MAX_ORDER}, not {orders!r:.60}"
         if m.n_contexts and self.streams > MAX_NGRAM_STREAMS:
             return f"streams = {self.streams} is above {MAX_NGRAM_STREAMS}, the limit with n-gram counts"
         if m.n_embd % m.n_head:
@@ -204,8 +212,10 @@ def cost(config: RunConfig) -> tuple[int, int]:
     trains = tc.steps_per_chunk + tc.replay                        # forward + backward passes per step
     scores = L * B * H * (C * C + C * T + T * T // 2 + 3 * trains * S * S)   # attention scores computed
     macs = B * S * (L * 12 * E * E + VOCAB * E + E * N + N * VOCAB) * (2 + 3 * trains)
-    work = macs + SCORE_WORK * scores + CALL_WORK * L * (T + 1 + 3 * trains)
+    work = macs + SCORE_WORK * scores + CALL_WORK * L * (T + 1 + 3 * trains) + B * S * len(m.hashed) * E * 8 * trains
+    R = (1 << m.hash_bits) * E if m.hashed else 0                 # the hashed contexts' table (model.HashedContexts)
     memory = (RUNTIME_BYTES + PARAM_BYTES * params                # weights, gradients, Adam, their temporaries
+              + 12 * R + B * S * len(m.hashed) * E * 4 * 12 * trains   # it and its moments; a step's rows read
               + L * S * S                                         # each layer's causal mask
               + L * 2 * B * S * E * 4                             # KV cache
               + B * S * (L * (24 * E * 4 + 24 * H * S) + VOCAB * 16 + K * VOCAB + N * VOCAB * 8)   # a step's graph
@@ -281,8 +291,10 @@ PRESETS: dict[str, RunConfig] = {
                         train=TrainConfig(lr=2e-3, replay=1, lr_decay=15), streams=64, preset="strong"),
     # neural: the network alone, no counts and no match model: what the GPT itself learns; on 32
     # streams, so that it takes an optimizer step every 256 bytes (the network alone is
-    # starved of steps, not of batch).
-    "neural": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=32, chunk=8),
+    # starved of steps, not of batch); with its own learned memory of the contexts of 2, 3, 4
+    # and 6 bytes (model.HashedContexts), 2**18 vectors.
+    "neural": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=32, chunk=8,
+                                          hashed=(2, 3, 4, 6), hash_bits=18),
                         train=TrainConfig(lr=3e-3, lr_decay=60), streams=32, preset="neural"),
     # bulk: the GPT alone, small: raw throughput for soaks and big transfers.
     "bulk": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=16, chunk=16),

@@ -39,7 +39,7 @@ def canary_hash() -> str:
     disagree here, so the mismatch is reported before the first token rather than as garbage.
     With the portable arithmetic it is the same on every CPU (tests/golden.json records it).
     """
-    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=64, context=24, chunk=8)
+    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=64, context=24, chunk=8, hashed=(1, 3), hash_bits=8)
     model = GPT(cfg, seed=12345)
     opt = make_optimizer(model, TrainConfig())
     rng = np.random.Generator(np.random.PCG64(7))

@@ -136,6 +136,64 @@ class CountMixer(nn.Module):
         return portable.mix(w, evidence)
 
 
+class HashedContexts(nn.Module):
+    """The network's own memory of contexts: for each order k, a learned vector per hashed
+    context of the k bytes ending at a token, added to that token's embedding.
+
+    A GPT of 64 channels cannot remember which byte followed which phrase; a table can, and
+    gradient descent fills it like any other weight (no counts: with `neural` the network alone
+    still learns everything it knows). The orders share one table. A training pass reads a few
+    thousand of its rows, so it reads them as a small leaf of its own and Adam updates only those
+    rows (`AdamW`'s sparse group): a dense step over the whole table would cost more than the
+    network and move unread rows by their old momentum.
+    """
+    LR_SCALE = 16.0         # its learning rate, relative to the GPT's: a row steps only when read
+    MUL = 0x2545F491        # odd and below 2**31: a 32-bit hash times MUL stays inside int64
+    MASK = (1 << 32) - 1
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.orders, self.bits = cfg.hashed, cfg.hash_bits
+        self.weight = nn.Parameter(torch.zeros(1 << cfg.hash_bits, cfg.n_embd))   # zero: unseen adds nothing
+        self.read = None          # (rows, their copy that training differentiates) until Adam takes it
+
+    def ids(self, idx):
+        """(B, S) tokens -> (B, S, orders) table rows; tokens before the window count as PAD,
+        so a training window and the coding pass over the same window agree. Integers only."""
+        B, S = idx.shape
+        padded = torch.cat([torch.full((B, max(self.orders) - 1), PAD, dtype=idx.dtype), idx], 1)
+        end = padded.shape[1]
+        out = []
+        for k in self.orders:
+            h = torch.full_like(idx, k)
+            for j in range(k):                         # the token j places back
+                h = (h * self.MUL + padded[:, end - S - j:end - j] + 1) & self.MASK
+            out.append(((h * self.MUL) & self.MASK) >> (32 - self.bits))   # the best-mixed bits
+        return torch.stack(out, -1)
+
+    def forward(self, idx):
+        """(B, S) tokens -> the sum of their contexts' vectors (B, S, n_embd), orders in order."""
+        ids = self.ids(idx)
+        if torch.is_grad_enabled():
+            rows, inverse = torch.unique(ids, sorted=True, return_inverse=True)
+            read = self.weight.detach()[rows].requires_grad_()
+            self.read = (rows, read)
+            got = portable.embedding(inverse, read)
+        else:
+            got = self.weight[ids]
+        x = got[:, :, 0]
+        for k in range(1, len(self.orders)):
+            x = portable.add(x, got[:, :, k])
+        return x
+
+    def take_grad(self):
+        """(table, rows the last training pass read, their gradient), once; or None."""
+        read, self.read = self.read, None
+        if read is None or read[1].grad is None:
+            return None
+        return self.weight, read[0], read[1].grad
+
+
 def log_count_table() -> np.ndarray:
     """log(count + 1/16) for counts 0..255 as float32: a constant both sides must share exactly,
     so it is computed with Python's decimal module (correctly rounded by specification) rather
@@ -156,8 +214,10 @@ class GPT(nn.Module):
         self.ln_f = portable.LayerNorm(cfg.n_embd)
         self.lm_head = exact.Linear(cfg.n_embd, VOCAB, bias=False)
         self.mixer = CountMixer(cfg) if cfg.n_contexts else None
+        self.hashed = HashedContexts(cfg) if cfg.hashed else None
         self._init_portably(seed)
         self._cache = None
+        self._recent = None           # coding: the tokens before the next one, for its hashed contexts
         self._pos = 0
         self.parts = (None, None)     # (network logits, count evidence) of the last prediction
 
@@ -167,7 +227,7 @@ class GPT(nn.Module):
         rng = np.random.Generator(np.random.PCG64(seed))
         resid_std = 0.02 / math.sqrt(2 * self.cfg.n_layer)
         for name, p in self.named_parameters():  # a fixed order: module definition order
-            if name.endswith("bias"):
+            if name.endswith("bias") or name.startswith("hashed."):
                 p.zero_()
             elif ".ln_" in name or name.startswith("ln_"):
                 p.fill_(1.0)
@@ -192,6 +252,8 @@ class GPT(nn.Module):
         `counts` (B, S, K, 256): the n-gram counts each prediction was coded with."""
         S = idx.shape[1]
         x = portable.add(self.wte(idx), self.wpe.weight[:S])
+        if self.hashed is not None:
+            x = portable.add(x, self.hashed(idx))
         for block in self.blocks:
             x = block(x)
         return self._logits(x, counts)
@@ -205,6 +267,10 @@ class GPT(nn.Module):
         self._cache = [(torch.zeros(B, self.cfg.n_head, self.cfg.block_size, hd),
                         torch.zeros(B, self.cfg.n_head, self.cfg.block_size, hd)) for _ in self.blocks]
         x = self.wte(ctx) + self.wpe.weight[:S]
+        if self.hashed is not None:
+            x = x + self.hashed(ctx)
+            keep = max(self.hashed.orders) - 1
+            self._recent = torch.cat([torch.full((B, keep), PAD, dtype=ctx.dtype), ctx], 1)[:, S:]
         for block, cache in zip(self.blocks, self._cache):
             x = block(x, cache)
         self._pos = S
@@ -217,6 +283,10 @@ class GPT(nn.Module):
         if pos >= self.cfg.block_size:
             raise RuntimeError("KV cache full: prime() again")
         x = (self.wte(tok) + self.wpe.weight[pos]).unsqueeze(1)
+        if self.hashed is not None:
+            seq = torch.cat([self._recent, tok[:, None]], 1)
+            x = x + self.hashed(seq)[:, -1:]
+            self._recent = seq[:, 1:]
         for block, cache in zip(self.blocks, self._cache):
             x = block.step(x, cache, pos)
         self._pos = pos + 1
@@ -235,28 +305,50 @@ class AdamW(torch.optim.Optimizer):
     """torch's AdamW update, step for step, with two changes for portability: every multiply, add,
     divide and square root is its own IEEE operation (portable.adamw_update: no lerp, addcmul or
     addcdiv, which may be fused on one CPU and not another), and the bias corrections are
-    computed by multiplication (libm's pow is not ours to fix)."""
+    computed by multiplication (libm's pow is not ours to fix). A group marked `sparse` holds a
+    table whose gradient `rows()` gives as (table, rows, their gradient): only those rows step."""
 
-    def __init__(self, params, lr, betas, eps, weight_decay):
+    def __init__(self, params, lr, betas, eps, weight_decay, rows=None):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        self.rows = rows
 
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
             lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            if group.get("sparse"):
+                self._step_rows(group)
+                continue
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-                correction1 = 1 - _power(beta1, state["step"])
-                correction2_sqrt = math.sqrt(1 - _power(beta2, state["step"]))
+                state, correction1, correction2_sqrt = self._count_step(p, beta1, beta2)
                 portable.adamw_update(p, p.grad, state["exp_avg"], state["exp_avg_sq"], lr, beta1, beta2,
                                       eps, decay, correction1, correction2_sqrt)
+
+    def _count_step(self, p, beta1: float, beta2: float):
+        """p's state, its step counted, and this step's two bias corrections."""
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        state["step"] += 1
+        return state, 1 - _power(beta1, state["step"]), math.sqrt(1 - _power(beta2, state["step"]))
+
+    @torch.no_grad()
+    def _step_rows(self, group) -> None:
+        """AdamW on the rows the last training pass read, lazily (a row nobody read keeps its
+        value and moments), with the step count and bias corrections of the whole table."""
+        got = self.rows() if self.rows is not None else None
+        if got is None:
+            return
+        p, rows, grad = got
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        state, correction1, correction2_sqrt = self._count_step(p, beta1, beta2)
+        w, m, v = p[rows], state["exp_avg"][rows], state["exp_avg_sq"][rows]    # copies of the rows
+        portable.adamw_update(w, grad, m, v, lr, beta1, beta2, eps, 0.0, correction1, correction2_sqrt)
+        p[rows], state["exp_avg"][rows], state["exp_avg_sq"][rows] = w, m, v
 
 
 def _skip_dynamo(*methods) -> None:
@@ -287,13 +379,19 @@ def _power(x: float, n: int) -> float:
 def make_optimizer(model: GPT, train: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over the GPT, with the CountMixer in a group of its own: a smaller, less smoothed
     step (CountMixer.LR_SCALE, BETA1), since its few weights decide how much every count row
-    is believed. Each group's `scale` times the schedule's lr is its lr (engine.Twin._learn)."""
-    groups = [dict(params=[p for name, p in model.named_parameters() if not name.startswith("mixer.")], scale=1.0)]
+    is believed; and the hashed contexts' table in a sparse group (only the rows read step, in
+    larger steps: HashedContexts.LR_SCALE).
+    Each group's `scale` times the schedule's lr is its lr (engine.Twin._learn)."""
+    groups = [dict(params=[p for name, p in model.named_parameters() if not name.startswith(("mixer.", "hashed."))],
+                   scale=1.0)]
     if model.mixer is not None:
         groups.append(dict(params=list(model.mixer.parameters()), scale=CountMixer.LR_SCALE,
                            lr=train.lr * CountMixer.LR_SCALE, betas=(CountMixer.BETA1, train.beta2)))
-    return AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2),
-                 eps=train.eps, weight_decay=train.weight_decay)
+    if model.hashed is not None:
+        groups.append(dict(params=[model.hashed.weight], scale=HashedContexts.LR_SCALE, lr=train.lr * HashedContexts.LR_SCALE,
+                           sparse=True, weight_decay=0.0))
+    return AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps,
+                 weight_decay=train.weight_decay, rows=model.hashed.take_grad if model.hashed is not None else None)
 
 
 def loss_on(model: GPT, window, targets, counts=None):
