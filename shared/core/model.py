@@ -145,7 +145,8 @@ class HashedContexts(nn.Module):
     still learns everything it knows). The orders share one table. A training pass reads a few
     thousand of its rows, so it reads them as a small leaf of its own and Adam updates only those
     rows (`AdamW`'s sparse group): a dense step over the whole table would cost more than the
-    network and move unread rows by their old momentum.
+    network and move unread rows by their old momentum. Their gradient is not in the clipped
+    norm (Adam's step hardly depends on a gradient's scale).
     """
     LR_SCALE = 16.0         # its learning rate, relative to the GPT's: a row steps only when read
     MUL = 0x2545F491        # odd and below 2**31: a 32-bit hash times MUL stays inside int64
