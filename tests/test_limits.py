@@ -60,6 +60,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
 @pytest.mark.parametrize("shape", [
     dict(n_layer=2, n_head=2, n_embd=512, context=16, chunk=8),                   # weights and Adam state
     dict(n_layer=2, n_head=8, n_embd=32, context=384, chunk=8, orders=(), words=0, match=0),   # attention
+    dict(n_layer=1, n_head=2, n_embd=64, context=16, chunk=8, hashed=(2, 3, 4, 6), hash_bits=18),   # hashed contexts
 ])
 def test_the_memory_estimate_covers_what_a_twin_really_takes(shape):
     config = model(dataclasses.replace(TINY, streams=4), **shape)
