@@ -342,6 +342,14 @@ class TreeMixer:
     def _weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.by_kind, self.by_byte, self.by_shape
 
+    def _updates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """How many updates each row of each weight set has had, in `_weights`' order."""
+        return self.kind_updates, self.byte_updates, self.shape_updates
+
+    def _groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each stream's row group in each weight set, in `_weights`' order (`_context`)."""
+        return self._kind, self._prev, self._shape
+
     def _context(self, counts: np.ndarray | None, prev: np.ndarray) -> None:
         """What picks each stream's weight rows at this position: the kind of the byte before,
         that byte, and the shape. prev (n, 2): the byte before, and the one before it."""
@@ -366,7 +374,7 @@ class TreeMixer:
         # the dot products in float64 on small integers: exact in any summation order, since
         # every partial sum is an integer below 2**53 (|weights| <= W_MAX)
         tables = [t.reshape(-1, NODES, self.n_in)[g].astype(np.float64)   # (n, NODES, n_in): each stream's rows
-                  for t, g in zip(self._weights(), (self._kind, self._prev, self._shape))]
+                  for t, g in zip(self._weights(), self._groups())]
         st = stretch(cdf_split(cdf))                                    # (n, NODES)
         dots = [st * w[:, :, 0] + 256.0 * w[:, :, -1] for w in tables]
         splits = None
@@ -473,7 +481,7 @@ class TreeMixer:
     def _rows(self, nodes: np.ndarray) -> list[np.ndarray]:
         """Rows of `by_kind` (and `final`), `by_byte` and `by_shape` for `nodes` (n, ...), chosen
         by each stream's `_context`."""
-        return [g[:, None] * NODES + nodes for g in (self._kind, self._prev, self._shape)]
+        return [g[:, None] * NODES + nodes for g in self._groups()]
 
     def _mix(self, dots: list[np.ndarray], nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The sets' dot products at `nodes` -> the final mixer's 12-bit probability, and its
@@ -520,8 +528,7 @@ class TreeMixer:
                 n0, n1 = splits
                 x[..., 1:1 + self.K], x[..., 1 + self.K:-1] = _count_inputs(n0[rows, :, nodes], n1[rows, :, nodes])
         rows_of = self._rows(nodes)                                     # (n, 8) each
-        for table, updates, cell, p, lr in zip(self._weights(), (self.kind_updates, self.byte_updates, self.shape_updates),
-                                               rows_of, p_sets, self.LR):
+        for table, updates, cell, p, lr in zip(self._weights(), self._updates(), rows_of, p_sets, self.LR):
             err = ((bits << 12) - p) * lr                               # (n, 8): each set its own error
             early = 16 + (self.EARLY_GAIN * np.maximum(0, self.EARLY - updates[cell])) // self.EARLY
             err = (err * early) >> 4                                    # the count before this position's updates
@@ -558,8 +565,7 @@ class TreeMixer:
     def tables(self) -> list[np.ndarray]:
         """Everything the mixer has learned, whole, for the weight digest: a row that changed
         without learning must show too (the byte and shape sets: 40 MB to hash)."""
-        return [self.by_kind, self.by_byte, self.by_shape, self.final, self.apm_node.table, self.apm_byte.table,
-                self.kind_updates, self.byte_updates, self.shape_updates]
+        return [*self._weights(), self.final, self.apm_node.table, self.apm_byte.table, *self._updates()]
 
     def load(self, state: dict) -> None:
         for name, table, _ in self._sparse():

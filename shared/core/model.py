@@ -158,11 +158,23 @@ class HashedContexts(nn.Module):
         self.weight = nn.Parameter(torch.zeros(1 << cfg.hash_bits, cfg.n_embd))   # zero: unseen adds nothing
         self.read = None          # (rows, their copy that training differentiates) until Adam takes it
 
-    def ids(self, idx):
-        """(B, S) tokens -> (B, S, orders) table rows; tokens before the window count as PAD,
-        so a training window and the coding pass over the same window agree. Integers only."""
-        B, S = idx.shape
-        padded = torch.cat([torch.full((B, max(self.orders) - 1), PAD, dtype=idx.dtype), idx], 1)
+    @property
+    def span(self) -> int:
+        """Tokens before a token that its contexts read."""
+        return max(self.orders) - 1
+
+    def history(self, idx, before=None):
+        """idx (B, S) with the `span` tokens before it in front, (B, span + S): `before`, or PAD
+        where none are known (a window's start: training and `prime` read the same rows that
+        way); `extend` carries the last `span` on, a token at a time."""
+        if before is None:
+            before = torch.full((idx.shape[0], self.span), PAD, dtype=idx.dtype)
+        return torch.cat([before, idx], 1)
+
+    def ids(self, idx, before=None):
+        """(B, S) tokens -> (B, S, orders) table rows, with `before` as in `history`. Integers only."""
+        S = idx.shape[1]
+        padded = self.history(idx, before)
         end = padded.shape[1]
         out = []
         for k in self.orders:
@@ -172,9 +184,10 @@ class HashedContexts(nn.Module):
             out.append(((h * self.MUL) & self.MASK) >> (32 - self.bits))   # the best-mixed bits
         return torch.stack(out, -1)
 
-    def forward(self, idx):
-        """(B, S) tokens -> the sum of their contexts' vectors (B, S, n_embd), orders in order."""
-        ids = self.ids(idx)
+    def forward(self, idx, before=None):
+        """(B, S) tokens -> the sum of their contexts' vectors (B, S, n_embd), orders in order.
+        With autograd on (training) the rows read are kept for Adam; coding just reads them."""
+        ids = self.ids(idx, before)
         if torch.is_grad_enabled():
             rows, inverse = torch.unique(ids, sorted=True, return_inverse=True)
             read = self.weight.detach()[rows].requires_grad_()
@@ -270,8 +283,7 @@ class GPT(nn.Module):
         x = self.wte(ctx) + self.wpe.weight[:S]
         if self.hashed is not None:
             x = x + self.hashed(ctx)
-            keep = max(self.hashed.orders) - 1
-            self._recent = torch.cat([torch.full((B, keep), PAD, dtype=ctx.dtype), ctx], 1)[:, S:]
+            self._recent = self.hashed.history(ctx)[:, S:]
         for block, cache in zip(self.blocks, self._cache):
             x = block(x, cache)
         self._pos = S
@@ -285,9 +297,8 @@ class GPT(nn.Module):
             raise RuntimeError("KV cache full: prime() again")
         x = (self.wte(tok) + self.wpe.weight[pos]).unsqueeze(1)
         if self.hashed is not None:
-            seq = torch.cat([self._recent, tok[:, None]], 1)
-            x = x + self.hashed(seq)[:, -1:]
-            self._recent = seq[:, 1:]
+            x = x + self.hashed(tok[:, None], self._recent)
+            self._recent = self.hashed.history(tok[:, None], self._recent)[:, 1:]
         for block, cache in zip(self.blocks, self._cache):
             x = block.step(x, cache, pos)
         self._pos = pos + 1
