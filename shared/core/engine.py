@@ -57,6 +57,10 @@ class Watcher:
     """Whoever watches a twin code (lectures): attach one as `twin.watcher`. The engine calls it
     and keeps no presentation state of its own; the default methods do nothing."""
 
+    shows_distribution = True   # `position` gets the whole distribution coded with; with the tree
+                                # mixer that costs a pass over all 255 nodes, so a watcher that
+                                # reads only the bytes and counts says False and gets None
+
     def position(self, step: int, t: int, rows: np.ndarray, probs: np.ndarray, symbols: np.ndarray) -> None:
         """Position t of step `step` was coded on `rows` with `probs` (n, VOCAB): `symbols`."""
 
@@ -178,7 +182,8 @@ class Twin:
                 chunk_bits += float(bits.sum())
                 chunk_tokens += len(symbols)
                 if self.watcher is not None:    # what was coded: after the tree mixer, if any
-                    shown = p if self.tree is None else (np.diff(self._shown, axis=1) / float(1 << FREQ_BITS)).astype(np.float32)
+                    shown = (None if not self.watcher.shows_distribution else p if self.tree is None else
+                             (np.diff(self._shown, axis=1) / float(1 << FREQ_BITS)).astype(np.float32))
                     self.watcher.position(self.step, t, rows, shown, symbols)
             if t < T - 1:
                 probs = self.model.extend(torch.from_numpy(win[:, C + t]), self._counts_for(C + t + 1))
@@ -215,7 +220,7 @@ class Twin:
         prev = np.stack([win[rows, pos - 1], before2], axis=1)      # (n, 2): the byte before, the one before it
         prev = np.where(prev == PAD, 0, prev)
         counts = self.count_window[rows, pos] if self.counts is not None else None
-        if self.watcher is not None:                 # the whole tree, to show
+        if self.watcher is not None and self.watcher.shows_distribution:   # the whole tree, to show
             self._shown = self.tree.predict(cdf, counts, prev)
         if self.data is not None or coder.stored:
             symbols = win[rows, pos] if self.data is not None else coder.code(cdf)

@@ -1,0 +1,220 @@
+"""Where the bits go: what each byte of a file cost under a preset, summed by kind of byte.
+
+"Compression = prediction", byte by byte: a model change that moves a file by 0.2% may move
+the first letters of words by 5% and nothing else, and the gap to another compressor is rarely
+spread evenly. This runs Alice's side of file mode (the real engine and coder, no container),
+takes each byte's cost from the engine's step reports (-log2 of the probability the coded byte
+had: the area under the loss curve, byte by byte) and, where the preset has a match model, the
+match model's guess from the count rows each byte was predicted with. It prints:
+
+  by position in its stream   the streams all start cold at once: their first bytes cost most
+  by kind of byte             first letters of words, the rest of words, digits, blanks, ...
+  by the match model's guess  no guess, right, wrong; and by how long the guess had been right
+  the costliest lines         (text only) each byte's cost as one digit: whole bits, 9 for 9 or more
+
+Examples (from the repository root):
+  .venv/bin/python scripts/where_bits.py devset/docutils-states.py
+  .venv/bin/python scripts/where_bits.py shared/texts/mission_log.txt --bytes 40000 --lines 3
+  .venv/bin/python scripts/where_bits.py ../shared/corpora/tinyshakespeare.txt --bytes 100000 --set streams=32
+What it showed for the development set: docs/results.md ("2026-12-05 (night)").
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from scripts.tune import apply_overrides  # noqa: E402
+from shared.core import numeric  # noqa: E402  (torch-free: pins the profile before torch loads)
+from shared.core.config import preset  # noqa: E402
+from shared.core.errors import ConfigMismatch, UsageError  # noqa: E402
+
+BANDS = (0, 64, 256, 1024, 4096)            # positions in a stream where a row of the first table starts
+RUNS = (1, 2, 4, 8, 16, 32, 256)            # the match model's run lengths, in rows of [a, b)
+KINDS = ("first letter of a word", "rest of a word", "digit", "space or tab", "newline",
+         "punctuation", "UTF-8 (not ASCII)", "other bytes")
+
+
+@dataclass
+class Costs:
+    """Per byte of the input, in file order: what it cost (bits), its position in its stream,
+    and the match model's guess for it (-1: none) with the run that guess had been right."""
+    data: np.ndarray       # (n,) uint8
+    bits: np.ndarray       # (n,) float64
+    position: np.ndarray   # (n,) int64
+    guess: np.ndarray      # (n,) int64
+    run: np.ndarray        # (n,) int64
+    ideal_bits: float      # the engine's own total, to check the sum against
+
+
+def measure(data: bytes, config) -> Costs:
+    """Code `data` as Alice does and return what every byte cost. Loads torch: in a script,
+    after numeric.activate."""
+    from shared.coding.coder import ChunkEncoder
+    from shared.core.engine import Twin, Watcher
+
+    class MatchRows(Watcher):
+        """Keeps the match model's row (the last count row) of the counts each chunk was coded with."""
+        shows_distribution = False
+
+        def __init__(self, context: int):
+            self.context, self.rows = context, []
+
+        def chunk(self, step: int, count_window: np.ndarray | None) -> None:
+            self.rows.append(count_window[:, self.context:, -1].copy())      # (streams, chunk, 256)
+
+    twin = Twin(config, len(data), data)
+    m = config.model
+    watch = MatchRows(m.context) if m.match else None
+    twin.watcher = watch
+    encoder = ChunkEncoder()
+    layout = twin.layout
+    bits = np.full(len(data), np.nan)
+    guess = np.full(len(data), -1, dtype=np.int64)
+    run = np.zeros(len(data), dtype=np.int64)
+    position = np.zeros(len(data), dtype=np.int64)
+    stream = np.arange(config.streams)[:, None]
+    while not twin.finished:
+        t0 = twin.step * m.chunk
+        report = twin.advance(encoder)
+        t = t0 + np.arange(m.chunk)[None, :]
+        coded = ~np.isnan(report.bits)                                  # (streams, chunk)
+        where = (stream * layout.row_len + t)[coded]                     # file offsets, row by row
+        bits[where] = report.bits[coded]
+        position[where] = np.broadcast_to(t, coded.shape)[coded]
+        if watch is not None:
+            rows = watch.rows.pop()[coded]                                # (coded, 256)
+            longest = rows.max(axis=1).astype(np.int64)
+            run[where] = longest
+            guess[where] = np.where(longest > 0, rows.argmax(axis=1), -1)
+    encoder.finish()
+    return Costs(np.frombuffer(data, dtype=np.uint8), bits, position, guess, run, twin.ideal_bits)
+
+
+def kinds(data: np.ndarray) -> np.ndarray:
+    """Each byte's index into KINDS. A word is a run of ASCII letters; digits count apart."""
+    letter = ((data >= 65) & (data <= 90)) | ((data >= 97) & (data <= 122))
+    after_letter = np.concatenate([[False], letter[:-1]])
+    out = np.full(len(data), KINDS.index("other bytes"))
+    printable = (data >= 33) & (data <= 126)
+    out[printable] = KINDS.index("punctuation")
+    out[(data >= 48) & (data <= 57)] = KINDS.index("digit")
+    out[letter & after_letter] = KINDS.index("rest of a word")
+    out[letter & ~after_letter] = KINDS.index("first letter of a word")
+    out[(data == 32) | (data == 9)] = KINDS.index("space or tab")
+    out[(data == 10) | (data == 13)] = KINDS.index("newline")
+    out[data >= 128] = KINDS.index("UTF-8 (not ASCII)")
+    return out
+
+
+def _row(name: str, mask: np.ndarray, c: Costs, total: float) -> list[str]:
+    n = int(mask.sum())
+    spent = float(c.bits[mask].sum())
+    return [name, f"{n:,}", f"{100 * n / len(c.bits):.1f}%", f"{spent / 8:,.0f}", f"{100 * spent / total:.1f}%",
+            f"{spent / n:.3f}" if n else "-"]
+
+
+def tables(c: Costs) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, headers, rows) of each table but the lines."""
+    total = float(c.bits.sum())
+    head = ["", "bytes", "of bytes", "cost (B)", "of cost", "bits/byte"]
+    edges = BANDS + (1 << 62,)
+    by_position = [_row(f"{lo:,}-{hi - 1:,}" if hi < 1 << 62 else f"{lo:,} on", (c.position >= lo) & (c.position < hi),
+                        c, total) for lo, hi in zip(edges[:-1], edges[1:]) if lo <= c.position.max()]
+    kind = kinds(c.data)
+    by_kind = [_row(name, kind == i, c, total) for i, name in enumerate(KINDS)]
+    out = [("by position in its stream", head, by_position), ("by kind of byte", head, by_kind)]
+    if (c.run > 0).any() or (c.guess >= 0).any():
+        right = (c.guess >= 0) & (c.guess == c.data)
+        wrong = (c.guess >= 0) & ~right
+        by_guess = [_row("no guess", c.guess < 0, c, total) + [""], _row("guess right", right, c, total) + [""],
+                    _row("guess wrong", wrong, c, total) + [""]]
+        for lo, hi in zip(RUNS[:-1], RUNS[1:]):
+            band = (c.guess >= 0) & (c.run >= lo) & (c.run < hi)
+            n = int(band.sum())
+            label = f"run {lo}" if hi == lo + 1 else (f"run {lo}-{hi - 1}" if hi < 256 else f"run {lo} on")
+            row = _row(label, band, c, total)
+            row.append(f"{(band & right).sum() / n:.1%}" if n else "")
+            by_guess.append(row)
+        out.append(("by the match model's guess", head + ["right"], by_guess))
+    return out
+
+
+def costliest_lines(c: Costs, count: int, width: int = 160) -> list[tuple[float, str, str]]:
+    """The `count` lines (of text) whose bytes cost most in all: (bits, line, a digit per byte)."""
+    if count <= 0 or not len(c.data):
+        return []
+    text = c.data[(c.data != 10) & (c.data != 13)]
+    if ((text >= 32) & (text < 127) | (text >= 128) | (text == 9)).mean() < 0.95:
+        return []                                                        # not text: lines mean nothing
+    ends = np.flatnonzero(c.data == 10)
+    starts = np.concatenate([[0], ends + 1])
+    stops = np.concatenate([ends, [len(c.data)]])
+    spent = np.add.reduceat(np.concatenate([c.bits, [0.0]]), starts)[:len(starts)] if len(starts) else []
+    spent = np.where(stops > starts, spent, 0.0)
+    out = []
+    for i in np.argsort(-spent, kind="stable")[:count]:
+        a, b = int(starts[i]), int(min(stops[i], starts[i] + width))
+        line = c.data[a:b].tobytes().decode("utf-8", "replace").replace("\t", " ")
+        digits = "".join(str(min(9, int(x))) for x in c.bits[a:b])
+        out.append((float(spent[i]), line, digits))
+    return out
+
+
+def _print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows + [headers]) for i in range(len(headers))]
+    print(f"\n{title}")
+    for r in [headers] + rows:
+        print("  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("file")
+    ap.add_argument("--bytes", type=int, default=0, help="first N bytes of the file (0 = all)")
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, as scripts/tune.py takes them")
+    ap.add_argument("--lines", type=int, default=5, help="how many of the costliest lines to show (0: none)")
+    args = ap.parse_args(argv)
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as e:
+        print(f"where_bits: cannot read {args.file}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    if args.bytes < 0:
+        print("where_bits: --bytes must be 0 (all) or more", file=sys.stderr)
+        return 2
+    data = data[:args.bytes] if args.bytes else data
+    if not data:
+        print(f"where_bits: {args.file} is empty: nothing to measure", file=sys.stderr)
+        return 2
+    try:
+        config = apply_overrides(preset(args.preset), args.set)
+    except (ConfigMismatch, UsageError) as e:
+        print(f"where_bits: {e}", file=sys.stderr)
+        return 2
+    except (TypeError, ValueError) as e:            # --set with an unknown key or a malformed value
+        print(f"where_bits: cannot apply --set {' '.join(args.set)}: {e}", file=sys.stderr)
+        return 2
+    numeric.activate("portable")
+    c = measure(data, config)
+    total = float(c.bits.sum())
+    print(f"{args.file}: {len(data):,} bytes, preset {args.preset}{' ' + ' '.join(args.set) if args.set else ''}: "
+          f"{total / 8:,.0f} B of coded bits ({total / len(data):.3f} bits/byte, the container adds its header)")
+    for title, headers, rows in tables(c):
+        _print_table(title, headers, rows)
+    lines = costliest_lines(c, args.lines)
+    if lines:
+        print("\nthe costliest lines (each byte's cost in whole bits, 9 for 9 or more)")
+        for spent, line, digits in lines:
+            print(f"  {spent:,.0f} bits\n    {line}\n    {digits}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
