@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,10 +161,24 @@ def costliest_lines(c: Costs, count: int, width: int = 160) -> list[tuple[float,
     out = []
     for i in np.argsort(-spent, kind="stable")[:count]:
         a, b = int(starts[i]), int(min(stops[i], starts[i] + width))
-        line = c.data[a:b].tobytes().decode("utf-8", "replace").replace("\t", " ")
-        digits = "".join(str(min(9, int(x))) for x in c.bits[a:b])
+        line, digits = _annotate(c.data[a:b].tobytes(), c.bits[a:b])
         out.append((float(spent[i]), line, digits))
     return out
+
+
+def _annotate(raw: bytes, bits: np.ndarray) -> tuple[str, str]:
+    """A line as characters and, under each, one digit: the whole bits its bytes cost together
+    (a UTF-8 character's bytes summed; a wide character gets a digit and a space, so they align)."""
+    chars, digits, at = [], [], 0
+    for ch in raw.decode("utf-8", "replace"):
+        size = len(ch.encode("utf-8")) if ch != "\ufffd" else 1
+        cost = float(bits[at:at + size].sum())
+        at += size
+        ch = " " if ch == "\t" else ch if ch.isprintable() else "?"
+        chars.append(ch)
+        digit = str(min(9, int(cost)))
+        digits.append(digit + " " if unicodedata.east_asian_width(ch) in "WF" else digit)
+    return "".join(chars), "".join(digits)
 
 
 def _print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
@@ -210,7 +225,8 @@ def main(argv=None) -> int:
         _print_table(title, headers, rows)
     lines = costliest_lines(c, args.lines)
     if lines:
-        print("\nthe costliest lines (each byte's cost in whole bits, 9 for 9 or more)")
+        print("\nthe costliest lines (the first 160 bytes of each; under each character its cost in whole bits, "
+              "9 for 9 or more)")
         for spent, line, digits in lines:
             print(f"  {spent:,.0f} bits\n    {line}\n    {digits}")
     return 0

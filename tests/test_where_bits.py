@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from scripts.where_bits import KINDS, costliest_lines, kinds, measure, tables
+from scripts.where_bits import KINDS, Costs, costliest_lines, kinds, measure, tables
 from shared.coding.codec import compress
 from shared.core.config import preset
 from shared.texts import mission_log
@@ -63,7 +63,7 @@ def test_the_costliest_lines_of_a_text_and_none_of_a_binary(log_costs):
     lines = costliest_lines(c, 2)
     assert len(lines) == 2 and lines[0][0] >= lines[1][0]
     spent, line, digits = lines[0]
-    assert line.encode() in data and len(digits) == len(line.encode())
+    assert line.encode() in data and len(digits) == len(line)          # ASCII: a digit per byte
     binary = replace(c, data=np.frombuffer(bytes(range(256)) * 16, dtype=np.uint8)[:len(c.data)])
     assert costliest_lines(binary, 2) == []
 
@@ -82,3 +82,14 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, says):
                        text=True, timeout=120)
     assert r.returncode == 2
     assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_a_line_of_wide_characters_gets_a_digit_per_character_aligned_under_it():
+    """Each character's digit is the whole bits of its bytes together; a wide (CJK) character
+    takes two columns, so its digit gets a space after it."""
+    data = "ok\n中文 x\n".encode()
+    bits = np.array([0.5, 1.5, 0.1] + [1.0, 1.0, 1.5] + [4.0, 4.0, 4.5] + [0.2, 12.0, 0.3])
+    c = Costs(np.frombuffer(data, dtype=np.uint8), bits, np.arange(len(data)), np.full(len(data), -1),
+              np.zeros(len(data), dtype=np.int64), float(bits.sum()))
+    spent, line, digits = costliest_lines(c, 1)[0]
+    assert (spent, line, digits) == (pytest.approx(28.5), "中文 x", "3 9 09")   # its newline counts with it
