@@ -156,8 +156,8 @@ def costliest_lines(c: Costs, count: int, width: int = 160) -> list[tuple[float,
     ends = np.flatnonzero(c.data == 10)
     starts = np.concatenate([[0], ends + 1])
     stops = np.concatenate([ends, [len(c.data)]])
-    spent = np.add.reduceat(np.concatenate([c.bits, [0.0]]), starts)[:len(starts)] if len(starts) else []
-    spent = np.where(stops > starts, spent, 0.0)
+    spent = np.add.reduceat(np.append(c.bits, 0.0), starts)    # the 0.0: a start at the very end
+    spent = np.where(stops > starts, spent, 0.0)                  # reduceat gives an empty line its first element
     out = []
     for i in np.argsort(-spent, kind="stable")[:count]:
         a, b = int(starts[i]), int(min(stops[i], starts[i] + width))

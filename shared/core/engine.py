@@ -62,7 +62,8 @@ class Watcher:
                                 # reads only the bytes and counts says False and gets None
 
     def position(self, step: int, t: int, rows: np.ndarray, probs: np.ndarray, symbols: np.ndarray) -> None:
-        """Position t of step `step` was coded on `rows` with `probs` (n, VOCAB): `symbols`."""
+        """Position t of step `step` was coded on `rows` with `probs` (n, VOCAB), None if this
+        watcher's `shows_distribution` is False: `symbols`."""
 
     def chunk(self, step: int, count_window: np.ndarray | None) -> None:
         """Step `step` was learned; `count_window` holds the counts its positions were predicted with."""
