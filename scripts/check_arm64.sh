@@ -10,6 +10,10 @@
 #                                            ARM_PYTHON=... for the emulated one; CPUS="neon sve256"
 #                                            PRESET=... for the files of steps 2 and 3 (default tiny;
 #                                            PRESET=neural covers its hashed contexts, a 2**18-row table)
+#                                            KERNELS=numpy: the emulated side runs the numpy definitions
+#                                            instead of the compiled loops (shared/core/kernels.py)
+# The compiled loops need numba under emulation too: its aarch64 wheels (the version the native side
+# has) are fetched once into $ARM_LIBS (default ~/.cache/arm64-emu/site-numba), from the package index.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-$root/.venv/bin/python}
@@ -21,15 +25,28 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$root"
 [ -x "$ARM" ] || { echo "check_arm64: no emulated Python at $ARM (run ../shared/tools/arm64/setup.sh as root)"; exit 2; }
+KERNELS=${KERNELS:-numba}
+ARM_LIBS=${ARM_LIBS:-${ARM_DIR:-$HOME/.cache/arm64-emu}/site-numba}
+NUMBA=$("$PY" -c 'import numba; print(numba.__version__)' 2>/dev/null) || { echo "check_arm64: no numba in $PY (run make setup)"; exit 2; }
+if [ "$KERNELS" = numba ] && [ ! -f "$ARM_LIBS/numba-$NUMBA.dist-info/METADATA" ]; then
+  echo "check_arm64: fetching numba $NUMBA for aarch64 into $ARM_LIBS (once)"
+  plat="--platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux_2_28_aarch64
+    --python-version 3.11 --implementation cp --abi cp311 --only-binary=:all:"
+  "$PY" -m pip download -q --no-deps $plat -d "$ARM_LIBS.wheels" "numba==$NUMBA" \
+      "$("$PY" -c 'import llvmlite; print("llvmlite==" + llvmlite.__version__)')" \
+    && "$PY" -m pip install -q --no-deps --no-index --upgrade $plat --target "$ARM_LIBS" "$ARM_LIBS".wheels/*.whl \
+    || { echo "check_arm64: could not fetch numba for aarch64; KERNELS=numpy checks the definitions alone"; exit 2; }
+fi
 
 native() { PYTHONPATH="$root" "$PY" "$@"; }
 arm() {   # $1: neon or sve256, then the arguments; stderr shown only on failure
   cpu=$1; shift
   rc=0
   if [ "$cpu" = sve256 ]; then
-    QEMU_CPU=max,sve-default-vector-length=32 EXTRA_PYTHONPATH="$root" "$ARM" "$@" 2>"$work/err" || rc=$?
+    QEMU_CPU=max,sve-default-vector-length=32 MARSLINK_KERNELS=$KERNELS EXTRA_PYTHONPATH="$root:$ARM_LIBS" \
+      "$ARM" "$@" 2>"$work/err" || rc=$?
   else
-    EXTRA_PYTHONPATH="$root" "$ARM" "$@" 2>"$work/err" || rc=$?
+    MARSLINK_KERNELS=$KERNELS EXTRA_PYTHONPATH="$root:$ARM_LIBS" "$ARM" "$@" 2>"$work/err" || rc=$?
   fi
   [ $rc = 0 ] || grep -v MIDR_EL1 "$work/err" >&2
   return $rc
@@ -53,7 +70,9 @@ got = {"container_sha256": hashlib.sha256(blob).hexdigest(), "final_digest": sta
 want = {k: golden[k] for k in ("container_sha256", "final_digest")}
 want["canary"] = golden["fingerprint"]["canary"]
 n = golden["input_bytes"]
-print(f"  {torch.__version__} on {torch.backends.cpu.get_cpu_capability()}: golden run of {n:,} bytes",
+from shared.core import kernels
+loops = "compiled loops" if kernels.ENABLED else "numpy definitions"
+print(f"  {torch.__version__} on {torch.backends.cpu.get_cpu_capability()}, {loops}: golden run of {n:,} bytes",
       f"in {time.time() - start:.0f} s:", "golden bits" if got == want else f"DIFFERENT {got}")
 sys.exit(got != want)
 '

@@ -83,10 +83,11 @@ class _Payload(ByteSource):
     def __init__(self, payload: bytes, twin: Twin):
         super().__init__(payload)
         self.twin = twin
+        self.past_end_limit = MAX_READ_PAST_END
 
     def next_byte(self) -> int:
         byte = super().next_byte()
-        if self.past_end > MAX_READ_PAST_END:
+        if self.past_end > self.past_end_limit:
             twin = self.twin
             raise FormatError(f"payload ended in step {twin.step + 1} of {twin.n_steps:,}, "
                               f"{twin.layout.length - twin.tokens_done:,} bytes before the end: the file is "

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.config import PROB_BITS, VOCAB
+from . import compiled
 
 
 STATE_BITS = 48
@@ -111,8 +112,17 @@ class ArithmeticEncoder(Interval):
 
     encode = Interval.update              # coding a symbol is narrowing to its slice
 
-    def encode_bits(self, probs: list[int], bits: list[int]) -> None:
-        """Encode each bits[i] with P(bit 1) = probs[i] / 2**PROB_BITS (see Interval)."""
+    def encode_bits(self, probs, bits) -> None:
+        """Encode each bits[i] with P(bit 1) = probs[i] / 2**PROB_BITS (see Interval). With
+        numba, the same loop compiled (compiled.encode_bits)."""
+        if compiled.ENABLED:
+            probs, bits = np.asarray(probs, dtype=np.int64), np.asarray(bits, dtype=np.int64)
+            state = np.array([self.low, self.high, self.pending, self.partial_byte, self.partial_bits, 0], np.int64)
+            out = np.empty(compiled.encode_capacity(len(probs), self.pending), np.uint8)
+            compiled.encode_bits(state, probs, bits, out)
+            self.low, self.high, self.pending, self.partial_byte, self.partial_bits, n = state.tolist()
+            self.out += out[:n].tobytes()
+            return
         low, high = self.low, self.high
         for p, bit in zip(probs, bits):
             mid = low + (((high - low + 1) * p) >> PROB_BITS)
@@ -170,6 +180,9 @@ class ByteSource:
         self.refill = refill
         self.ended = refill is None
         self.past_end = 0                 # bytes of zeros read beyond the real stream
+        # how many such bytes a subclass's next_byte hands out before it raises (None: no limit);
+        # the compiled decoder stops before passing it and lets next_byte raise
+        self.past_end_limit: int | None = None
 
     def feed(self, data: bytes):
         if self.pos > 65536:              # drop what was consumed, keep memory flat
@@ -229,9 +242,12 @@ class ArithmeticDecoder(Interval):
     def underflow(self) -> None:
         self.code_value = (self.code_value & HALF) | ((self.code_value << 1) & (MASK >> 1)) | self._read()
 
-    def decode_bits(self, probs: list[int]) -> list[int]:
+    def decode_bits(self, probs) -> list[int]:
         """Decode one bit per entry, bit i with P(bit 1) = probs[i] / 2**PROB_BITS: the bit is 1
-        where the code lies in the lower part, as `encode_bits` put it."""
+        where the code lies in the lower part, as `encode_bits` put it. With numba, the same
+        loop compiled (compiled.decode_bits)."""
+        if compiled.ENABLED:
+            return self._decode_compiled(np.asarray(probs, dtype=np.int64)).tolist()
         out = []
         low, high, code = self.low, self.high, self.code_value
         for p in probs:
@@ -246,6 +262,32 @@ class ArithmeticDecoder(Interval):
                 low, high = self._settle(low, high)
                 code = self.code_value
         self.low, self.high = low, high
+        return out
+
+    def _decode_compiled(self, probs: np.ndarray) -> np.ndarray:
+        """decode_bits through the compiled loop: it reads the bytes the source holds; where it
+        needs one more, it stops and the source is asked for it, as `_read` would ask."""
+        source = self.source
+        out = np.empty(len(probs), dtype=np.int64)
+        state = np.array([self.low, self.high, self.code_value, self.byte, self.bits_left, 0, 0], np.int64)
+        done = 0
+        while True:
+            state[5] = source.pos             # a refill may have dropped the bytes already read
+            allowance = (1 << 62) if source.past_end_limit is None else source.past_end_limit - source.past_end
+            data = np.frombuffer(source.buf, dtype=np.uint8)
+            done = compiled.decode_bits(state, probs, done, data, source.ended, allowance, out)
+            del data                          # the buffer may grow now
+            source.pos = int(state[5])
+            source.past_end += int(state[6])
+            state[6] = 0
+            if done == len(probs):
+                break
+            if source.ended:                  # stopped at the limit: the source's own read refuses
+                source.next_byte()
+                raise AssertionError("ByteSource.past_end_limit is set but next_byte did not refuse")
+            if not source.refill(source):     # stopped for a byte not yet received
+                source.ended = True
+        self.low, self.high, self.code_value, self.byte, self.bits_left = state[:5].tolist()
         return out
 
     def decode_row(self, cdf_row) -> int:
@@ -289,7 +331,7 @@ class ChunkEncoder:
     def __init__(self):
         self.arith = ArithmeticEncoder()
         self.stored_chunks = 0
-        self._chunk: list[tuple] = []           # ("slices", lo, hi, total) or ("bits", probs, bits): lists
+        self._chunk: list[tuple] = []           # ("slices", lo, hi, total) or ("bits", probs, bits)
         self._symbols: list[int] = []
         self._model_bits = 0.0
 
@@ -311,7 +353,8 @@ class ChunkEncoder:
         """Code symbols[i] as its path's bits[i] (8) with P(bit 1) = p16[i] / 2**16, depth-major;
         `cost` (n,) is what each byte's decisions cost, in bits (the engine's `bit_cost`)."""
         self._model_bits += float(cost.sum())
-        self._chunk.append(("bits", p16.T.ravel().tolist(), bits.T.ravel().tolist()))
+        p16, bits = p16.T.ravel(), bits.T.ravel()
+        self._chunk.append(("bits", p16, bits) if compiled.ENABLED else ("bits", p16.tolist(), bits.tolist()))
         self._symbols.extend(symbols.tolist())
 
     def end_chunk(self):
@@ -357,6 +400,8 @@ class ChunkDecoder:
 
     def decode_bits(self, p16: np.ndarray) -> np.ndarray:
         """One binary decision per stream, (n,) P(bit 1) in 16 bits -> (n,) bits."""
+        if compiled.ENABLED:
+            return self.arith._decode_compiled(np.asarray(p16, dtype=np.int64))
         return np.array(self.arith.decode_bits(p16.tolist()), dtype=np.int64)
 
     def code_bits(self, p16, bits, symbols, cost) -> None:

@@ -264,10 +264,9 @@ class Twin:
         their features."""
         if self.counts is None:
             return None
-        self.count_window[:, pos] = self.counts.lookup()
-        got = self._features_np(self.count_window[:, pos])
-        for kept, new in zip(self.feature_window, got):
-            kept[:, pos] = new
+        counts = self.counts.lookup(out=self.count_window[:, pos])
+        got = features(counts, self._log_count, CountMixer.N_BUCKETS, self._network_rows,
+                       out=tuple(kept[:, pos] for kept in self.feature_window))
         return tuple(torch.from_numpy(a) for a in got)
 
     def features_for_training(self, count_window: np.ndarray):
@@ -275,8 +274,7 @@ class Twin:
         return self._features(count_window[:, 1:])
 
     def _features_np(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rows = self._network_rows
-        return features(counts if rows is None else counts[..., rows, :], self._log_count, CountMixer.N_BUCKETS)
+        return features(counts, self._log_count, CountMixer.N_BUCKETS, self._network_rows)
 
     def _features(self, counts: np.ndarray):
         return tuple(torch.from_numpy(a) for a in self._features_np(counts))
@@ -430,7 +428,7 @@ class Twin:
             return self.model.digest()
         h = hashlib.sha256(bytes.fromhex(self.model.digest()))
         for table in self.tree.tables():
-            h.update(np.ascontiguousarray(table).tobytes())
+            h.update(np.ascontiguousarray(table))     # the array's bytes, without a copy
         return h.hexdigest()
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import portable
+from . import kernels, portable
 from .pinned import torch
 
 _MANTISSA = 53     # float64 holds every integer up to 2**53 exactly
@@ -32,11 +32,33 @@ def _grid(x: np.ndarray, axis: int, bits: int) -> np.ndarray:
     that x = integer * 2**g, |integer| <= 2**bits. Rounding is the float64 "magic number": adding
     1.5 * 2**(52 + g) leaves exactly the multiples of 2**g (round half to even), subtracting
     it again is exact."""
+    if kernels.ENABLED and x.dtype == np.float32 and x.ndim >= 2 and x.size:
+        y = _grid_compiled(x, axis, bits)
+        if y is not None:
+            return y
     _, exponent = np.frexp(np.abs(x).max(axis=axis, keepdims=True))     # max |x| < 2**exponent
     magic = np.ldexp(1.5, 52 + exponent - bits)
     y = np.add(x, magic, dtype=np.float64)      # x widened exactly, then one rounding, one pass
     y -= magic
     return y
+
+
+def _grid_compiled(x: np.ndarray, axis: int, bits: int) -> np.ndarray | None:
+    """_grid as one compiled loop (kernels.grid_last / grid_columns), the same adds; None where
+    x holds a value that is not finite (the definition handles it)."""
+    axis %= x.ndim
+    if axis < x.ndim - 2:
+        return None
+    y = np.empty(x.shape, np.float64)
+    x3, y3 = x.reshape((-1,) + x.shape[-2:]), y.reshape((-1,) + x.shape[-2:])
+    if axis == x.ndim - 2 and x3.strides[-2] < x3.strides[-1]:   # a transposed matrix: its columns are rows
+        x3, y3 = x3.swapaxes(-1, -2), y3.swapaxes(-1, -2)
+        axis = x.ndim - 1
+    if axis == x.ndim - 1:
+        ok = kernels.grid_last(x3, x3.view(np.int32), bits, y3)
+    else:
+        ok = kernels.grid_columns(x3, bits, y3)
+    return y if ok else None
 
 
 def _bits(k: int) -> tuple[int, int]:

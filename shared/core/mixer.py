@@ -30,8 +30,9 @@ once (`path`); Bob walks down, a level of every stream at a time, each step chos
 just decoded (`walk`); a watcher's twin computes the whole tree to show it (`predict`, with
 `split_to_cdf` for the distribution). All three give the same integers at the same nodes.
 
-Everything is integer numpy: the same bits on every CPU (docs/determinism.md). Measurements:
-docs/results.md.
+Everything is integer numpy: the same bits on every CPU (docs/determinism.md); with numba, the
+path's nodes and their learning run as compiled loops of the same integers (kernels.tree_at,
+kernels.tree_update). Measurements: docs/results.md.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import kernels
 from .config import FREQ_BITS, PROB_BITS, VOCAB
 
 # --- the logistic domain: lpaq1's integer squash and its inverse ------------------------------
@@ -322,20 +324,23 @@ class TreeMixer:
     def __init__(self, n_rows: int, match: bool = False):
         self.K, self.match = n_rows, match
         self.n_in = 2 * n_rows + 2                          # model, K rows, K deterministic rows, bias
-        # int32 (|weights| <= W_MAX < 2**31, a position's steps far smaller): half the memory
-        self.by_kind = np.zeros((KINDS * NODES, self.n_in), dtype=np.int32)   # set 0: kind * NODES + node
-        self.by_byte = np.zeros((VOCAB * NODES, self.n_in), dtype=np.int32)   # set 1: byte * NODES + node
-        self.by_shape = np.zeros((SHAPES * NODES, self.n_in), dtype=np.int32)  # set 2: shape * NODES + node
+        # int32 (|weights| <= W_MAX < 2**31, a position's steps far smaller): half the memory.
+        # The three sets are consecutive rows of one array (the compiled loops address them as
+        # one), each set a view: set 0 kind * NODES + node, 1 byte * NODES + node, 2 shape * NODES + node
+        first = np.cumsum([0, KINDS * NODES, VOCAB * NODES, SHAPES * NODES])
+        self._set_first = first[:3]
+        self._all_weights = np.zeros((first[-1], self.n_in), dtype=np.int32)
+        self._all_updates = np.zeros(first[-1], dtype=np.int64)   # updates each row of a set has had
+        self.by_kind, self.by_byte, self.by_shape = (self._all_weights[a:b] for a, b in zip(first, first[1:]))
+        self.kind_updates, self.byte_updates, self.shape_updates = (self._all_updates[a:b]
+                                                                    for a, b in zip(first, first[1:]))
         for table in self._weights():
             self._start(table)
-        self.kind_updates = np.zeros(KINDS * NODES, dtype=np.int64)   # updates each row of a set has had
-        self.byte_updates = np.zeros(VOCAB * NODES, dtype=np.int64)
-        self.shape_updates = np.zeros(SHAPES * NODES, dtype=np.int64)
         sets = len(self._weights())
         self.final = np.full((KINDS * NODES, sets), self.ONE // sets, dtype=np.int64)   # the sets' outputs, by kind and node
         self.apm_node = APM(NODES)
         self.apm_byte = APM(NODES * VOCAB)
-        self._inputs = self._p = self._sets = self._kind = self._prev = self._shape = None
+        self._inputs = self._p = self._sets = self._kind = self._prev = self._shape = self._first = None
         self._on_path = False               # whether the last prediction was the path's only (`_at`)
         self._whole = None                  # `predict`'s 16-bit P(bit 1) at all 255 nodes, until `update`
 
@@ -356,6 +361,7 @@ class TreeMixer:
         run = counts[:, -1].max(axis=1) if self.match else np.zeros(len(prev), dtype=np.int64)
         kind = _KIND[prev]
         self._kind, self._prev = kind[:, 0], prev[:, 0].astype(np.int64)
+        self._first = None
         self._shape = (_RUN[run] * KINDS + kind[:, 1]) * KINDS + kind[:, 0]
 
     def _start(self, table: np.ndarray) -> None:
@@ -441,6 +447,10 @@ class TreeMixer:
         """Cumulative counts (n, K, 257): any node's (n0, n1) are two differences of them."""
         if not self.K:
             return None
+        if kernels.ENABLED:
+            sums = np.empty(counts.shape[:-1] + (VOCAB + 1,), dtype=np.int32)
+            kernels.count_sums(counts, sums)
+            return sums
         sums = np.zeros(counts.shape[:-1] + (VOCAB + 1,), dtype=np.int32)
         np.cumsum(counts, axis=-1, dtype=np.int32, out=sums[..., 1:])
         return sums
@@ -448,7 +458,10 @@ class TreeMixer:
     def _at(self, cdf: np.ndarray, sums: np.ndarray | None, nodes: np.ndarray) -> np.ndarray:
         """16-bit P(bit 1) at `nodes` (n, m) of each stream, computed there alone: every dot
         product the same exact integer as `predict`'s, so every probability the same. Leaves
-        the inputs and outputs of each stage for `update` (`_path_state`)."""
+        the inputs and outputs of each stage for `update` (`_path_state`). With numba, one
+        compiled loop (kernels.tree_at) computes what the numpy below defines."""
+        if kernels.ENABLED:
+            return self._at_compiled(cdf, sums, nodes)
         K = self.K
         n = len(nodes)
         rows = np.arange(n)[:, None]
@@ -472,6 +485,30 @@ class TreeMixer:
                 for table, cell in zip(self._weights(), self._rows(nodes))]
         self._on_path = True
         return self._refine(self._mix(dots, nodes), nodes)
+
+    def _at_compiled(self, cdf: np.ndarray, sums: np.ndarray | None, nodes: np.ndarray) -> np.ndarray:
+        n, m = nodes.shape
+        if sums is None:
+            sums = np.zeros((n, 0, VOCAB + 1), dtype=np.int32)
+        nodes = np.ascontiguousarray(nodes, dtype=np.int64)
+        p16 = np.empty((n, m), dtype=np.int64)
+        x = np.empty((n, m, self.n_in), dtype=np.int64)
+        sets_p, sets_st = np.empty((3, n, m), dtype=np.int64), np.empty((3, n, m), dtype=np.int64)
+        p_mix, cells = np.empty((n, m), dtype=np.int64), np.empty((2, n, m), dtype=np.int64)
+        kernels.tree_at(cdf, sums, nodes, LO, MID, HI, _STRETCH, _SQUASH, _RESTRETCH, self._all_weights,
+                        self._first_rows(), self.final.reshape(-1), self.apm_node.table, self.apm_byte.table,
+                        self._prev * NODES, p16, x, sets_p, sets_st, p_mix, cells)
+        self._inputs, self._sets, self._stretched, self._p = x, sets_p, sets_st, p_mix   # a set per row of (3, n, m)
+        self.apm_node._cell, self.apm_byte._cell = cells
+        self._on_path = True
+        return p16
+
+    def _first_rows(self) -> np.ndarray:
+        """(3, n): each stream's row for node 0 in `_all_weights`, for each set (kept until the
+        next `_context`)."""
+        if self._first is None:
+            self._first = np.stack([first + g * NODES for first, g in zip(self._set_first, self._groups())])
+        return self._first
 
     def _path_state(self, rows: np.ndarray, cols: np.ndarray) -> tuple:
         """What `update` reads after `_at`, at columns `cols` (n, m') of its nodes: a walk's path."""
@@ -527,6 +564,16 @@ class TreeMixer:
             if self.K:                  # the count inputs from the path's splits, (n, 8, K)
                 n0, n1 = splits
                 x[..., 1:1 + self.K], x[..., 1 + self.K:-1] = _count_inputs(n0[rows, :, nodes], n1[rows, :, nodes])
+        if kernels.ENABLED and self._on_path:
+            stack = lambda a: a if isinstance(a, np.ndarray) else np.stack(a)   # noqa: E731  (walk: lists)
+            kernels.tree_update(self._inputs, nodes, bits, stack(p_sets), stack(self._stretched), p_mix,
+                                np.stack(cells), self._all_weights, self._all_updates, self._first_rows(),
+                                np.array(self.LR, dtype=np.int64), self.EARLY, self.EARLY_GAIN, self.SHIFT,
+                                self.W_MAX, self.final.reshape(-1), self.FINAL_LR, self.apm_node.table,
+                                self.apm_byte.table, APM.RATE)
+            np.clip(self.final, -self.W_MAX, self.W_MAX, out=self.final)
+            self._whole = None
+            return float(-np.log2(np.where(bits == 1, p_mix, 4096 - p_mix) / 4096.0).sum())
         rows_of = self._rows(nodes)                                     # (n, 8) each
         for table, updates, cell, p, lr in zip(self._weights(), self._updates(), rows_of, p_sets, self.LR):
             err = ((bits << 12) - p) * lr                               # (n, 8): each set its own error

@@ -11,7 +11,9 @@ the newest bytes, counted by how long that guess has been right (`MatchModel`).
 
 Everything here is integer arithmetic on numpy arrays (no floats, no library-dependent rounding),
 updated at the same point on both sides: after each position's tokens are coded, so the counts
-used to predict a token never include that token.
+used to predict a token never include that token. With numba, the updates and lookups run as
+compiled loops of the same integers (kernels.count_update, count_rows, advance, match_row); the
+numpy here is their definition.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import mmap
 
 import numpy as np
 
+from . import kernels
 from .config import MAX_NGRAM_STREAMS, STRUCTURE_BITS, STRUCTURE_RING, WORD_BITS, WORD_KINDS
 
 PURITY = 4                 # levels of "how much of the context one byte owns": <1/3, <2/3, <1, all
@@ -37,6 +40,8 @@ _TAG_NAME = _LETTER.copy()                 # bytes that continue a markup tag's 
 _TAG_NAME[[ord(c) for c in "/!?-:"]] = True
 _FOLD = np.arange(256)
 _FOLD[ord("A"):ord("Z") + 1] += 32
+# the byte classes above, one row per byte, for the compiled loops (kernels.advance)
+_CLASSES = np.stack([_LETTER, _OPENS, _BRACKET, _TAG_NAME, _FOLD], axis=1).astype(np.int64)
 
 
 def _extend_word(word: np.ndarray, symbols: np.ndarray) -> np.ndarray:
@@ -167,6 +172,7 @@ class Structure:
 
     def __init__(self, mask: int, streams: int):
         self.kinds = [k for i, k in enumerate(STRUCTURE) if mask >> i & 1]
+        self._kind_ids = np.array([STRUCTURE.index(k) for k in self.kinds], dtype=np.int64)   # for kernels.advance
         self._words = bool(mask & (WORD_KINDS | 1 << STRUCTURE.index("near_word")))   # kinds that read the word
         self.n = len(self.kinds)
         self.ring = np.zeros((streams, self.RING), dtype=np.int64)
@@ -386,13 +392,22 @@ class ContextCounts:
         new_prev = np.where(ends, word, prev)
         return new_word, new_prev
 
-    def lookup(self) -> np.ndarray:
+    def lookup(self, out: np.ndarray | None = None) -> np.ndarray:
         """Counts for every stream's current context: (streams, K, 256) uint8 (K: orders, word
-        contexts, then the match model's row)."""
-        got = self._gather(self._find(self._slots, self._checks))
-        if self.match is None:
-            return got
-        return np.concatenate([got, self.match.lookup()[:, None]], axis=1)
+        contexts, then the match model's row), written into `out` if given."""
+        n, K = self._slots.shape
+        got = np.empty((n, K + (self.match is not None), 256), dtype=np.uint8) if out is None else out
+        if kernels.ENABLED:
+            kernels.count_rows(self.table, self.check, self._slots, self._checks, self._pair, got)
+        else:
+            got[:, :K] = self._gather(self._find(self._slots, self._checks))
+        if self.match is not None:
+            if kernels.ENABLED:
+                m = self.match
+                kernels.match_row(m.ring, m.written, m.place, m.run, int(m.STRIDE), got[:, K])
+            else:
+                got[:, K] = self.match.lookup()
+        return got
 
     def lookup_past(self, tokens: np.ndarray) -> np.ndarray:
         """Counts for predicting each token of `tokens` (n, 8 + W) from the 8 before it, as they
@@ -426,6 +441,46 @@ class ContextCounts:
         """Count `symbols` (one per active row) in their contexts, then shift them into history."""
         symbols = np.asarray(symbols, dtype=np.int64)
         slots, checks = self._slots[rows], self._checks[rows]   # (n, K)
+        if kernels.ENABLED:         # the table work and the contexts' state, as compiled loops
+            kernels.count_update(self.table, self.check, self.total, self.top, slots, checks, self._pair,
+                                 symbols, LIMIT)
+            self._advance_compiled(np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, dtype=np.int64),
+                                   symbols)
+            return
+        self._count(slots, checks, symbols)
+        self.history[rows] = (self.history[rows] << np.uint64(8)) | symbols.astype(np.uint64)
+        if self.match is not None:
+            index = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, dtype=np.int64)
+            self.match.update(index, symbols, self.history[index])
+        if self.words:
+            self.word[rows], self.prev[rows] = self._next_words(self.word[rows], self.prev[rows], symbols)
+        if self.shape is not None:
+            self.shape.update(np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, dtype=np.int64),
+                              symbols)
+        self._slots, self._checks = self._compute_slots()
+
+    def _advance_compiled(self, rows: np.ndarray, symbols: np.ndarray) -> None:
+        """The rest of `update` (history, match model, words, structure, slots) as kernels.advance."""
+        m, sh = self.match, self.shape
+        none_u8, none_i, none_u = np.zeros((1, 1), np.uint8), np.zeros(1, np.int64), np.zeros(1, np.uint64)
+        n = len(self.orders)
+        mm = ((True, m.ring, m.where, m.written, m.place, m.run, m.min_len, m._mask, m._shift, int(m.STRIDE), m.RECOVER)
+              if m is not None else (False, none_u8, none_i, none_i, none_i, none_i, 0, np.uint64(0), np.uint64(0), 1, 0))
+        if sh is not None:
+            ss = (sh._kind_ids, self._shape_shift, self._shape_offset, sh.ring, sh.pos, sh.line, sh.above, sh.last,
+                  sh.gap, sh.candidate, sh.seen, sh.record, sh.depth, sh.tag, sh.in_tag, sh.naming, sh.indent,
+                  sh.word, sh._stream, sh.before, sh.marks, sh.after_mark, sh.first, sh.MAX_RECORD, sh.CONFIRM)
+        else:
+            i2, u2 = np.zeros((1, 1), np.int64), np.zeros((1, 2), np.uint64)
+            ss = (none_i[:0], none_u, none_i, i2, none_i, none_i, none_i, i2, i2, none_i, none_i, none_i, none_i,
+                  none_u, none_i, none_i, none_i, none_u, none_u, u2, none_u, none_i, none_u, 0, 0)
+        kernels.advance(rows, symbols, self.history, self.word, self.prev, self._slots, self._checks, _CLASSES,
+                        self._masks, self._hashed, self._byte_shift, self._byte_offset, self.words, self._word_shift,
+                        self._word_offset, *mm, *ss)
+
+    def _count(self, slots: np.ndarray, checks: np.ndarray, symbols: np.ndarray) -> None:
+        """Count each symbol in its contexts' rows (slots, checks (n, K); symbols (n,)), claiming
+        a row for a context that has none: the definition of kernels.count_update."""
         idx = self._find(slots, checks)
         new = idx < 0
         if new.any():                  # a context without a row takes the emptier row of its pair
@@ -450,16 +505,6 @@ class ContextCounts:
         flat[cell] += times.astype(np.uint8)
         np.add.at(self.total, cell >> 8, times.astype(np.uint16))
         np.maximum.at(self.top, cell >> 8, flat[cell])
-        self.history[rows] = (self.history[rows] << np.uint64(8)) | symbols.astype(np.uint64)
-        if self.match is not None:
-            index = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, dtype=np.int64)
-            self.match.update(index, symbols, self.history[index])
-        if self.words:
-            self.word[rows], self.prev[rows] = self._next_words(self.word[rows], self.prev[rows], symbols)
-        if self.shape is not None:
-            self.shape.update(np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, dtype=np.int64),
-                              symbols)
-        self._slots, self._checks = self._compute_slots()
 
     def clear(self) -> None:
         self.table = sparse_zeros(self.table.shape)
@@ -488,9 +533,29 @@ def table_bits_for(table_bits: int, length: int) -> int:
     return min(table_bits, max(10, int(length).bit_length()))
 
 
-def features(counts: np.ndarray, log_count: np.ndarray, n_buckets: int) -> tuple[np.ndarray, np.ndarray]:
-    """What the model's CountMixer reads: evidence log(count + prior) (..., K, 256) float32, and
-    a trust index (..., K) from the context's total (log2 bucket) and the top byte's share."""
+def features(counts: np.ndarray, log_count: np.ndarray, n_buckets: int,
+             rows: tuple | None = None, out: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """What the model's CountMixer reads from count rows `rows` (all if None) of counts (n, K,
+    256): evidence log(count + prior) (n, R, 256) float32, and a trust index (n, R) from the
+    context's total (log2 bucket) and the top byte's share (kernels.features, compiled); into
+    `out` (evidence, index) if given. Other shapes (..., K, 256) give (..., R, 256) and (..., R)."""
+    if kernels.ENABLED:
+        lead, K = counts.shape[:-2], counts.shape[-2]
+        pick = np.arange(K) if rows is None else np.asarray(rows, dtype=np.int64)
+        if out is not None:
+            kernels.features(counts, pick, log_count, n_buckets, PURITY, *out)
+            return out
+        flat = counts.reshape((-1, K, counts.shape[-1]))
+        evidence = np.empty((len(flat), len(pick), counts.shape[-1]), dtype=log_count.dtype)
+        index = np.empty((len(flat), len(pick)), dtype=np.int64)
+        kernels.features(flat, pick, log_count, n_buckets, PURITY, evidence, index)
+        return evidence.reshape(lead + evidence.shape[1:]), index.reshape(lead + index.shape[1:])
+    if out is not None:
+        for kept, new in zip(out, features(counts, log_count, n_buckets, rows)):
+            kept[...] = new
+        return out
+    if rows is not None:
+        counts = counts[..., rows, :]
     evidence = log_count.take(counts)                          # a gather: take is the cheaper call
     total = counts.sum(axis=-1, dtype=np.int64)
     top = counts.max(axis=-1).astype(np.int64)

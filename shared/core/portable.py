@@ -27,6 +27,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from . import kernels
 from .pinned import torch
 
 ARITHMETIC_VERSION = 1
@@ -58,6 +59,8 @@ def tree_sum(x, axis: int = -1, keepdims: bool = False):
             size //= 2
             x = x.narrow(axis, 0, size) + x.narrow(axis, size, size)
         return x if keepdims else x.squeeze(axis)
+    if kernels.ENABLED and n and x.dtype.kind == "f":
+        return _tree_sum_compiled(x, axis, keepdims)
     # numpy: the summed axis first and contiguous, so that every level is one contiguous add
     rest = x.shape[:axis] + x.shape[axis + 1:]
     if axis:
@@ -78,6 +81,25 @@ def tree_sum(x, axis: int = -1, keepdims: bool = False):
     return x.reshape(x.shape[1:axis + 1] + (1,) + x.shape[axis + 1:]) if keepdims else x[0]
 
 
+def _tree_sum_compiled(x: np.ndarray, axis: int, keepdims: bool) -> np.ndarray:
+    """tree_sum's numpy branch as one compiled loop (kernels.tree_sum_last / _first): the same
+    pairs added in the same order."""
+    shape = x.shape
+    n = shape[axis]
+    zero = _ZEROS[x.dtype.char]
+    if axis == x.ndim - 1 and x.flags.c_contiguous:
+        out = np.empty(x.size // n, x.dtype)
+        kernels.tree_sum_last(x.reshape(-1, n), zero, out)
+    else:
+        first = np.ascontiguousarray(np.moveaxis(x, axis, 0)).reshape(n, -1)
+        out = np.empty(first.shape[1], x.dtype)
+        kernels.tree_sum_first(first, zero, out)
+    return out.reshape(shape[:axis] + ((1,) if keepdims else ()) + shape[axis + 1:])
+
+
+_ZEROS = {np.dtype(t).char: np.zeros(1, t) for t in (np.float16, np.float32, np.float64)}
+
+
 # --- exp and log ------------------------------------------------------------------------------
 # float32 exp (Cephes expf): x = k ln2 + r, |r| <= ln2/2, with ln2 split so that k * _LN2_HI is
 # exact; e**r = 1 + r + r**2 P(r), P of degree 5 (minimax coefficients); times 2**k exactly.
@@ -88,11 +110,19 @@ _EXP_P = [F32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.
                            1.6666665459e-1, 5.0000001201e-1)]
 _EXP_LO, _EXP_HI = F32(-104), F32(89)     # e**-104 rounds to 0 (so does -inf), e**89 to inf
 _BLOCK = 1 << 14     # elements per pass: a Horner loop over a block stays in the cache
+# exp's constants in kernels.exp's order, and the powers of two its ldexp multiplies by
+_EXP_CONSTANTS = np.array([_EXP_LO, _EXP_HI, _INV_LN2, _LN2_HI, _LN2_LO, *_EXP_P, 1, 1.5 * 2 ** 23], dtype=F32)
+_POW2 = np.ldexp(1.0, np.arange(-150, 129))
 
 
 def exp(x: np.ndarray) -> np.ndarray:
     """e**x for float32 x, within 1 ulp (tests/test_portable.py); -inf gives 0. Large arrays go
     block by block (same bits, faster)."""
+    if kernels.ENABLED and x.dtype == F32:
+        flat = np.ascontiguousarray(x).reshape(-1)
+        out = np.empty_like(flat)
+        kernels.exp(flat, _EXP_CONSTANTS, _POW2, out)
+        return out.reshape(x.shape)
     if x.size > _BLOCK:
         flat = np.ascontiguousarray(x).reshape(-1)
         out = np.empty_like(flat)
@@ -151,11 +181,17 @@ def softmax_backward_np(p: np.ndarray, g: np.ndarray) -> np.ndarray:
 _GELU_C = F32(0.7978845608028654)     # sqrt(2/pi)
 _GELU_A = F32(0.044715)
 _GELU_3A = F32(3 * 0.044715)
+_GELU_CONSTANTS = np.array([_GELU_C, _GELU_A, _GELU_3A, -2, 88, 1], dtype=F32)   # in kernels.gelu's order
 
 
 def gelu_np(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """tanh-GELU 0.5 x (1 + tanh u), u = c (x + a x**3), in float32, written as x * sigmoid(2u)
     (no cancellation for negative x). Returns (y, dy/dx)."""
+    if kernels.ENABLED and x.dtype == F32:
+        flat = np.ascontiguousarray(x).reshape(-1)
+        y, dy = np.empty_like(flat), np.empty_like(flat)
+        kernels.gelu(flat, _GELU_CONSTANTS, _EXP_CONSTANTS, _POW2, y, dy)
+        return y.reshape(x.shape), dy.reshape(x.shape)
     x2 = x * x
     u = (x + (x2 * x) * _GELU_A) * _GELU_C
     e = exp(np.minimum(u * F32(-2), F32(88)))   # sigmoid(2u) = 1 / (1 + e); e finite, so e * s is
@@ -168,6 +204,12 @@ def gelu_np(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def layer_norm_np(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float):
     """LayerNorm over the last axis, float32, two passes (mean, then the mean square of the
     centred values: no cancellation): (y, xhat, rstd)."""
+    if kernels.ENABLED and x.dtype == F32 and w.dtype == F32 and b.dtype == F32 and x.size and w.ndim == b.ndim == 1:
+        rows = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+        y, xhat = np.empty_like(rows), np.empty_like(rows)
+        rstd = np.empty(len(rows), F32)
+        kernels.layer_norm(rows, w, b, np.array([x.shape[-1], eps, 0, 1], dtype=F32), y, xhat, rstd)
+        return y.reshape(x.shape), xhat.reshape(x.shape), rstd.reshape(x.shape[:-1] + (1,))
     n = F32(x.shape[-1])
     xc = x - tree_sum(x, -1, keepdims=True) / n
     rstd = F32(1) / np.sqrt(tree_sum(xc * xc, -1, keepdims=True) / n + F32(eps))
@@ -380,15 +422,48 @@ def _mix_grad_rows(g, evidence):
     return tree_sum(g.unsqueeze(-2) * evidence, -1)
 
 
+def _four(a: np.ndarray, dims: int) -> np.ndarray:
+    """a with its leading dimensions made two (a view where they are one or two already)."""
+    lead = a.ndim - dims
+    if lead == 2:
+        return a
+    return a.reshape((1,) * (2 - lead) + a.shape) if lead < 2 else a.reshape((-1, a.shape[lead - 1]) + a.shape[lead:])
+
+
+def _mix_compiled(kernel, a: torch.Tensor, evidence: torch.Tensor, width: int) -> torch.Tensor:
+    """_sliced(f, a, evidence, width) for f = _mix_rows (kernel = kernels.mix) or _mix_grad_rows
+    (kernels.mix_grad) as one compiled loop: the same products, added in the same tree."""
+    lead = evidence.shape[:-2]
+    if not evidence.numel():
+        return torch.zeros(lead + (width,))
+    ev = _four(_np(evidence), 2)
+    K, V = ev.shape[-2:]
+    size = ev.itemsize
+    if ev.strides[-2:] != (V * size, size) or min(ev.strides[:2]) < 0:
+        ev = np.ascontiguousarray(ev)
+    # the memory from its first element to its last, as one unit-stride row: the loops over a
+    # position's K x V evidence then run on contiguous memory, with no copy of a view with gaps
+    span = 1 + sum((n - 1) * st // size for n, st in zip(ev.shape, ev.strides))
+    flat = np.lib.stride_tricks.as_strided(ev, shape=(span,), strides=(size,))
+    an = np.broadcast_to(_np(a), lead + a.shape[-1:])
+    out = np.empty(lead + (width,), np.float32)
+    kernel(_four(an, 1), flat, np.array(ev.strides[:2], dtype=np.int64) // size, _ZEROS["f"], _four(out, 1))
+    return torch.from_numpy(out)
+
+
 class _Mix(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w, evidence):
         ctx.save_for_backward(evidence)
+        if kernels.ENABLED:
+            return _mix_compiled(kernels.mix, w, evidence, evidence.shape[-1])
         return _sliced(_mix_rows, w, evidence, evidence.shape[-1])
 
     @staticmethod
     def backward(ctx, g):
         evidence, = ctx.saved_tensors
+        if kernels.ENABLED:
+            return _mix_compiled(kernels.mix_grad, g, evidence, evidence.shape[-2]), None
         return _sliced(_mix_grad_rows, g, evidence, evidence.shape[-2]), None
 
 
@@ -398,6 +473,8 @@ def mix(w: torch.Tensor, evidence: torch.Tensor) -> torch.Tensor:
     here: these are the largest tensors of a step."""
     if _grad_mode(w):
         return _Mix.apply(w, evidence)
+    if kernels.ENABLED:
+        return _mix_compiled(kernels.mix, w, evidence, evidence.shape[-1])
     return _sliced(_mix_rows, w, evidence, evidence.shape[-1])
 
 

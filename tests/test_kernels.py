@@ -1,0 +1,311 @@
+"""The compiled loops (shared/core/kernels.py, shared/coding/compiled.py) against the numpy and
+Python code that defines them: the same integers and the same float bits, on random inputs, on
+the edges (empty rows, evictions, halving, infinities, one-byte rows) and on whole runs, so that a
+twin with numba and a twin without it stay in lockstep."""
+import contextlib
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from shared.coding import compiled
+from shared.coding.codec import compress, decompress
+from shared.coding.coder import ArithmeticDecoder, ArithmeticEncoder, ByteSource
+from shared.coding.container import parse
+from shared.core import exact, kernels, mixer as M, portable
+from shared.core.config import VOCAB, preset
+from shared.core.ngram import ContextCounts, features
+from shared.core.pinned import torch
+from shared.core.quantize import quantize
+from shared.texts import mission_log
+from tests.test_determinism import GOLDEN, golden_input
+
+
+@contextlib.contextmanager
+def definition():
+    """Run the numpy and Python definitions instead of the compiled loops."""
+    saved = kernels.ENABLED, compiled.ENABLED
+    kernels.ENABLED = compiled.ENABLED = False
+    try:
+        yield
+    finally:
+        kernels.ENABLED, compiled.ENABLED = saved
+
+
+def both(f):
+    """f() with the compiled loops, then with the definition."""
+    out = f()
+    with definition():
+        return out, f()
+
+
+def same_bits(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind == "f":
+        a, b = a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}")
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_the_compiled_loops_are_what_runs():
+    """numba is a dependency (pyproject.toml): the suite tests the loops users run."""
+    assert kernels.ENABLED and compiled.ENABLED
+
+
+# --- the byte-tree mixer -----------------------------------------------------------------------
+def _mixer_run(alice: bool, steps=40, n=12, K=5):
+    rng = np.random.default_rng(3)
+    m = M.TreeMixer(K, match=True)
+    seen = []
+    for _ in range(steps):
+        counts = rng.integers(0, 4, (n, K, VOCAB)).astype(np.uint8)
+        counts[:, :, rng.integers(0, VOCAB, 3)] = 0                  # empty nodes
+        counts[rng.integers(0, n), 1] = 0                              # an empty row
+        counts[:, -1] = 0
+        counts[np.arange(n), -1, rng.integers(0, VOCAB, n)] = rng.integers(0, 255, n)   # the match row
+        cdf = quantize(rng.dirichlet(np.full(VOCAB, 0.3), n).astype(np.float32))
+        prev = rng.integers(0, VOCAB, (n, 2))
+        symbols = rng.integers(0, VOCAB, n)
+        symbols[:3] = [0, 255, 97]
+        if alice:
+            p16, bits = m.path(cdf, counts, prev, symbols)
+        else:                      # Bob: the decoder hands back the bits of the same symbols
+            depth = iter(range(8))
+            decide = lambda p: (symbols >> (7 - next(depth))) & 1  # noqa: E731
+            got, p16, bits = m.walk(cdf, counts, prev, decide)
+            assert (got == symbols).all()
+        seen.append((p16, bits, m.update(symbols)))
+    return seen, [t.copy() for t in m.tables()]
+
+
+@pytest.mark.parametrize("alice", [True, False], ids=["path", "walk"])
+def test_the_tree_mixer_gives_the_same_probabilities_and_learns_the_same(alice):
+    (seen, tables), (seen0, tables0) = both(lambda: _mixer_run(alice))
+    for (p, b, cost), (p0, b0, cost0) in zip(seen, seen0):
+        assert same_bits(p, p0) and same_bits(b, b0) and cost == cost0
+    assert all(same_bits(t, t0) for t, t0 in zip(tables, tables0))
+
+
+# --- the count tables --------------------------------------------------------------------------
+def _count_run(data: np.ndarray, table_bits: int):
+    c = ContextCounts((1, 2, 3, 4, 6), table_bits, data.shape[1], 2, 8, 4096, 2047)
+    looked = []
+    for t, row in enumerate(data):
+        rows = np.ones(len(row), dtype=bool)
+        if t % 7 == 3:
+            rows[::3] = False                         # some streams have ended
+        looked.append(c.lookup())
+        c.update(rows if t % 7 == 3 else np.flatnonzero(rows), row[rows])
+    ev, idx = features(np.stack(looked), np.linspace(-3, 5, 256).astype(np.float32), 16, (0, 2, 3, 5, 9, 18))
+    return looked, c.table.copy(), c.check.copy(), c.total.copy(), c.top.copy(), ev, idx
+
+
+def _markup(rng) -> bytes:
+    """HTML-ish lines: tags opened and closed, attributes, brackets, indentation, UTF-8."""
+    out = []
+    for i in range(400):
+        tag = ["p", "div", "a", "li", "td"][rng.integers(5)]
+        out.append(f'{"  " * rng.integers(4)}<{tag} class="c{rng.integers(9)}">({i}) [é 中{i % 7}] {{x}}</{tag}>\n')
+    return "".join(out).encode()
+
+
+@pytest.mark.parametrize("kind", ["text", "markup", "records", "bytes", "one byte"])
+def test_the_count_tables_and_contexts_count_claim_halve_and_look_up_the_same(kind):
+    """Small tables (2**10 rows): contexts push each other out; a repeated byte passes the
+    halving limit; markup moves the nest and word states, records the record length, repeats
+    the match model."""
+    rng = np.random.default_rng(1)
+    if kind in ("text", "markup"):
+        raw = mission_log(16 * 400) if kind == "text" else _markup(rng)[:16 * 400]
+        data = np.frombuffer(raw, dtype=np.uint8).reshape(16, 400).T.astype(np.int64)
+    elif kind == "records":
+        row = rng.integers(0, 256, 12)
+        data = np.stack([np.where(np.arange(12) < 4, rng.integers(0, 256, 12), row) for _ in range(34 * 16)])
+        data = data.reshape(16, -1).T[:400]
+    elif kind == "bytes":
+        data = rng.integers(0, 256, (400, 16))
+    else:
+        data = np.full((400, 16), 7)
+    out, out0 = both(lambda: _count_run(data, 10))
+    for got, want in zip(out, out0):
+        assert all(same_bits(a, b) for a, b in zip(got, want)) if isinstance(got, list) else same_bits(got, want)
+    assert out[4].max() > 100 if kind == "one byte" else True    # the halving limit was reached
+
+
+# --- the network's sums, grids and mixes -------------------------------------------------------
+def _floats(rng, shape, scale=1.0):
+    x = (rng.standard_normal(shape) * scale).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0
+    x.reshape(-1)[1::11] = -0.0
+    return x
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 16, 17, 256, 300])
+def test_tree_sum_is_the_same_tree(n):
+    rng = np.random.default_rng(n)
+    x = _floats(rng, (4, n, 6), 1e3)
+    for axis in (0, 1, 2, -1):
+        for keep in (False, True):
+            for a in (x, x.astype(np.float64), np.swapaxes(x, 0, 2)):
+                got, want = both(lambda: portable.tree_sum(a, axis, keep))
+                assert same_bits(got, want), (n, axis, keep, a.dtype)
+
+
+def test_the_fixed_point_grid_is_the_same():
+    rng = np.random.default_rng(2)
+    for shape in ((1, 1), (5, 33), (3, 4, 7)):
+        x = _floats(rng, shape, 50)
+        for axis in (-1, -2):
+            for a in (x, np.swapaxes(x, -1, -2)):
+                for bits in (10, 26):
+                    got, want = both(lambda: exact._grid(a, axis, bits))
+                    assert same_bits(got, want)
+    x = _floats(rng, (5, 6))
+    x[0] = np.float32(3e-41) * np.arange(6)     # subnormals: the exponent from the bits
+    x[2] = 0.0
+    x[3, :2] = np.finfo(np.float32).max
+    assert same_bits(*both(lambda: exact._grid(x, -1, 20)))
+    x[1, 2] = np.inf                     # not finite: the compiled loop leaves it to the definition
+    assert same_bits(*both(lambda: exact._grid(x, -1, 20)))
+
+
+@pytest.mark.parametrize("K", [1, 3, 16, 19])
+def test_the_count_mix_and_its_gradient_are_the_same(K):
+    rng = np.random.default_rng(K)
+    base = torch.from_numpy(_floats(rng, (6, 9, K, 256), 3))
+    evidence = base[:, 1:]                                   # a view with gaps, as training passes it
+    w = torch.from_numpy(_floats(rng, (6, 8, K))).requires_grad_(True)
+    g = torch.from_numpy(_floats(rng, (6, 8, 256)))
+
+    def run():
+        w.grad = None
+        out = portable.mix(w, evidence)
+        out.backward(g)
+        with torch.no_grad():
+            step = portable.mix(w[:, 0], evidence[:, 0])       # the coding path: one position
+        return out.detach().numpy(), w.grad.numpy().copy(), step.numpy()
+    for got, want in zip(*both(run)):
+        assert same_bits(got, want)
+
+
+def test_exp_softmax_and_gelu_are_the_same():
+    """exp's compiled loop rounds with 1.5 * 2**23 and scales by a table of powers of two; the
+    definition uses np.rint and np.ldexp: the same float32 results, subnormals, infinities,
+    NaN and the clipped ends included."""
+    rng = np.random.default_rng(6)
+    x = np.concatenate([_floats(rng, (40000,), s) for s in (0.1, 1, 10, 40)]
+                       + [rng.uniform(-110, 95, 40000).astype(np.float32),
+                          np.array([-np.inf, np.inf, np.nan, -104, 89, -103.9, 88.7, -87.5, -88, -89,
+                                    -100, -150, 100, 0.5 / 1.442695, 1.5 / 1.442695], np.float32)])
+    with np.errstate(invalid="ignore"):          # the definition casts NaN's exponent to int32
+        assert same_bits(*both(lambda: portable.exp(x)))
+    rows = _floats(rng, (300, 77), 8)
+    rows[4, 9] = -np.inf
+    assert same_bits(*both(lambda: portable.softmax_np(rows)))
+    for got, want in zip(*both(lambda: portable.gelu_np(x[np.isfinite(x)]))):
+        assert same_bits(got, want)
+
+
+@pytest.mark.parametrize("n", [32, 5, 33])
+def test_layer_norm_is_the_same(n):
+    rng = np.random.default_rng(4)
+    x, w, b = _floats(rng, (7, 5, n), 4), _floats(rng, (n,)), _floats(rng, (n,))
+    x[0, 0], b[:3] = -0.0, -0.0                      # a row of -0: its padded sums give +0
+    for got, want in zip(*both(lambda: portable.layer_norm_np(x, w, b, 1e-5))):
+        assert same_bits(got, want)
+
+
+# --- the coder -----------------------------------------------------------------------------------
+def _decisions(rng, n):
+    p = rng.integers(1, 1 << 16, n)
+    p[::13] = 1
+    p[5::17] = (1 << 16) - 1                    # the extremes: 16 bits for the unlikely side
+    bits = (rng.random(n) < p / 65536.0).astype(np.int64)
+    bits[::29] ^= 1                              # and sometimes it happens
+    return p, bits
+
+
+def test_the_binary_loops_write_and_read_the_same_bits():
+    rng = np.random.default_rng(8)
+    p, bits = _decisions(rng, 20000)
+
+    def encode():
+        enc = ArithmeticEncoder()
+        for a in range(0, len(p), 512):
+            enc.encode_bits(p[a:a + 512].tolist(), bits[a:a + 512].tolist())
+            enc.encode(3, 9, 100)                # a symbol between: the definition's own loop
+        return enc.finish()
+    stream, stream0 = both(encode)
+    assert stream == stream0
+
+    def decode(trickle: bool):
+        """With `trickle`, the source holds one byte at a time: every missing byte is asked for."""
+        chunks = iter([stream[i:i + 1] for i in range(len(stream))])
+
+        def refill(src):
+            more = next(chunks, None)
+            if more is None:
+                return False
+            src.feed(more)
+            return True
+        src = ByteSource(b"", refill=refill) if trickle else ByteSource(stream)
+        dec = ArithmeticDecoder(src)
+        got = []
+        for a in range(0, len(p), 512):
+            got += dec.decode_bits(p[a:a + 512].tolist())
+            assert dec.decode_row([0, 3, 9, 100]) == 1
+        return got, src.consumed, src.past_end
+    for trickle in (False, True):
+        got, got0 = both(lambda: decode(trickle))
+        assert got == got0 and got[0] == bits.tolist()
+
+
+class _Limited(ByteSource):
+    """A source that refuses the third byte past its end, as the file decoder's does."""
+    def __init__(self, data):
+        super().__init__(data)
+        self.past_end_limit = 2
+
+    def next_byte(self):
+        byte = super().next_byte()
+        if self.past_end > self.past_end_limit:
+            raise EOFError(f"read {self.past_end} bytes past the end at byte {self.consumed}")
+        return byte
+
+
+def test_the_compiled_decoder_reads_past_the_end_no_further_than_the_source_allows():
+    rng = np.random.default_rng(9)
+    p, _ = _decisions(rng, 4000)
+
+    def decode():
+        dec = ArithmeticDecoder(_Limited(bytes(range(40))))      # far fewer bytes than decisions need
+        with pytest.raises(EOFError) as e:
+            for a in range(0, len(p), 64):
+                dec.decode_bits(p[a:a + 64].tolist())
+        return str(e.value), dec.low, dec.high
+    got, want = both(decode)
+    assert got[0] == want[0] == "read 3 bytes past the end at byte 40"
+
+
+# --- whole runs: a twin with the loops and a twin without them -----------------------------------
+def test_without_the_compiled_loops_the_golden_file_is_the_same(tmp_path, cli):
+    src = tmp_path / "golden.txt"
+    src.write_bytes(golden_input())
+    r = cli("sender", "compress", str(src), str(tmp_path / "g.mrs"), "--preset", GOLDEN["preset"], "-q",
+            env={"MARSLINK_KERNELS": "numpy"})
+    assert r.returncode == 0, r.stderr.decode()
+    assert hashlib.sha256((tmp_path / "g.mrs").read_bytes()).hexdigest() == GOLDEN["container_sha256"]
+
+
+def test_a_file_from_a_twin_with_the_loops_decodes_without_them(tmp_path, cli):
+    data = mission_log(6000)
+    blob, stats = compress(data, preset("default"))
+    (tmp_path / "c.mrs").write_bytes(blob)
+    r = cli("receiver", "decompress", str(tmp_path / "c.mrs"), str(tmp_path / "out"),
+            "--stats-json", str(tmp_path / "d.json"), env={"MARSLINK_KERNELS": "numpy"})
+    assert r.returncode == 0, r.stderr.decode()
+    assert (tmp_path / "out").read_bytes() == data
+    assert json.loads((tmp_path / "d.json").read_text())["final_digest"] == stats["final_digest"]
+    with definition():
+        blob0, _ = compress(data[:3000], preset("default"))
+    assert decompress(parse(blob0))[0] == data[:3000]
