@@ -21,7 +21,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from shared.coding.container import parse  # noqa: E402
 from shared.core import numeric  # noqa: E402  (torch-free: it pins the profile torch will load with)
 from shared.core.config import preset  # noqa: E402
 
@@ -74,7 +73,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     numeric.activate(args.profile)
-    from shared.coding.codec import compress, decompress  # after activate(): the profile is pinned first
+    # after activate(): the profile is pinned first (numpy too reads its BLAS thread count at import)
+    from shared.coding.codec import compress, decompress
+    from shared.coding.container import parse
 
     data = Path(args.file).read_bytes()[args.offset:]
     if args.bytes:
