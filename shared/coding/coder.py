@@ -248,6 +248,16 @@ class ArithmeticDecoder(Interval):
         loop compiled (compiled.decode_bits)."""
         if compiled.ENABLED:
             return self._decode_compiled(np.asarray(probs, dtype=np.int64)).tolist()
+        return self._decode_reference(probs)
+
+    def decode_bit_array(self, probs: np.ndarray) -> np.ndarray:
+        """decode_bits for an array of probabilities, giving an array of bits."""
+        if compiled.ENABLED:
+            return self._decode_compiled(np.asarray(probs, dtype=np.int64))
+        return np.array(self._decode_reference(probs.tolist()), dtype=np.int64)
+
+    def _decode_reference(self, probs: list[int]) -> list[int]:
+        """decode_bits' definition, on Python integers."""
         out = []
         low, high, code = self.low, self.high, self.code_value
         for p in probs:
@@ -400,9 +410,7 @@ class ChunkDecoder:
 
     def decode_bits(self, p16: np.ndarray) -> np.ndarray:
         """One binary decision per stream, (n,) P(bit 1) in 16 bits -> (n,) bits."""
-        if compiled.ENABLED:
-            return self.arith._decode_compiled(np.asarray(p16, dtype=np.int64))
-        return np.array(self.arith.decode_bits(p16.tolist()), dtype=np.int64)
+        return self.arith.decode_bit_array(p16)
 
     def code_bits(self, p16, bits, symbols, cost) -> None:
         """Nothing to do: `decode_bits` already read them."""

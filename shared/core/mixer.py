@@ -547,7 +547,27 @@ class TreeMixer:
     def update(self, symbols: np.ndarray) -> float:
         """Learn from the coded `symbols`; returns what they would have cost before SSE (bits)."""
         nodes, bits = path(symbols)                                     # (n, 8)
-        rows = np.arange(len(symbols))[:, None]
+        if kernels.ENABLED and self._on_path:
+            p_mix = self._update_compiled(nodes, bits)
+        else:
+            p_mix = self._update_numpy(nodes, bits)
+        self._whole = None
+        return float(-np.log2(np.where(bits == 1, p_mix, 4096 - p_mix) / 4096.0).sum())
+
+    def _update_compiled(self, nodes: np.ndarray, bits: np.ndarray) -> np.ndarray:
+        """`update` after `path` or `walk`, as kernels.tree_update; returns the mixture's P(bit 1)."""
+        stack = lambda a: a if isinstance(a, np.ndarray) else np.stack(a)   # noqa: E731  (a walk's are lists)
+        kernels.tree_update(self._inputs, nodes, bits, stack(self._sets), stack(self._stretched), self._p,
+                            np.stack([self.apm_node._cell, self.apm_byte._cell]), self._all_weights,
+                            self._all_updates, self._first_rows(), np.array(self.LR, dtype=np.int64), self.EARLY,
+                            self.EARLY_GAIN, self.SHIFT, self.W_MAX, self.final.reshape(-1), self.FINAL_LR,
+                            self.apm_node.table, self.apm_byte.table, APM.RATE)
+        np.clip(self.final, -self.W_MAX, self.W_MAX, out=self.final)
+        return self._p
+
+    def _update_numpy(self, nodes: np.ndarray, bits: np.ndarray) -> np.ndarray:
+        """`update`'s definition; returns the mixture's P(bit 1) on the path."""
+        rows = np.arange(len(nodes))[:, None]
         if self._on_path:               # already the path's: (n, 8, ...)
             x, p_mix, p_sets = self._inputs, self._p, self._sets
             s = np.stack(self._stretched, axis=-1)
@@ -564,16 +584,6 @@ class TreeMixer:
             if self.K:                  # the count inputs from the path's splits, (n, 8, K)
                 n0, n1 = splits
                 x[..., 1:1 + self.K], x[..., 1 + self.K:-1] = _count_inputs(n0[rows, :, nodes], n1[rows, :, nodes])
-        if kernels.ENABLED and self._on_path:
-            stack = lambda a: a if isinstance(a, np.ndarray) else np.stack(a)   # noqa: E731  (walk: lists)
-            kernels.tree_update(self._inputs, nodes, bits, stack(p_sets), stack(self._stretched), p_mix,
-                                np.stack(cells), self._all_weights, self._all_updates, self._first_rows(),
-                                np.array(self.LR, dtype=np.int64), self.EARLY, self.EARLY_GAIN, self.SHIFT,
-                                self.W_MAX, self.final.reshape(-1), self.FINAL_LR, self.apm_node.table,
-                                self.apm_byte.table, APM.RATE)
-            np.clip(self.final, -self.W_MAX, self.W_MAX, out=self.final)
-            self._whole = None
-            return float(-np.log2(np.where(bits == 1, p_mix, 4096 - p_mix) / 4096.0).sum())
         rows_of = self._rows(nodes)                                     # (n, 8) each
         for table, updates, cell, p, lr in zip(self._weights(), self._updates(), rows_of, p_sets, self.LR):
             err = ((bits << 12) - p) * lr                               # (n, 8): each set its own error
@@ -588,8 +598,7 @@ class TreeMixer:
         np.clip(self.final, -self.W_MAX, self.W_MAX, out=self.final)
         self.apm_node.update(cells[0], bits)
         self.apm_byte.update(cells[1], bits)
-        self._whole = None
-        return float(-np.log2(np.where(bits == 1, p_mix, 4096 - p_mix) / 4096.0).sum())
+        return p_mix
 
     # --- checkpoints --------------------------------------------------------------------------
     def _sparse(self) -> tuple[tuple[str, np.ndarray, np.ndarray], ...]:

@@ -463,7 +463,6 @@ class ContextCounts:
         """The rest of `update` (history, match model, words, structure, slots) as kernels.advance."""
         m, sh = self.match, self.shape
         none_u8, none_i, none_u = np.zeros((1, 1), np.uint8), np.zeros(1, np.int64), np.zeros(1, np.uint64)
-        n = len(self.orders)
         mm = ((True, m.ring, m.where, m.written, m.place, m.run, m.min_len, m._mask, m._shift, int(m.STRIDE), m.RECOVER)
               if m is not None else (False, none_u8, none_i, none_i, none_i, none_i, 0, np.uint64(0), np.uint64(0), 1, 0))
         if sh is not None:

@@ -455,9 +455,7 @@ class _Mix(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w, evidence):
         ctx.save_for_backward(evidence)
-        if kernels.ENABLED:
-            return _mix_compiled(kernels.mix, w, evidence, evidence.shape[-1])
-        return _sliced(_mix_rows, w, evidence, evidence.shape[-1])
+        return _mix_forward(w, evidence)
 
     @staticmethod
     def backward(ctx, g):
@@ -473,6 +471,10 @@ def mix(w: torch.Tensor, evidence: torch.Tensor) -> torch.Tensor:
     here: these are the largest tensors of a step."""
     if _grad_mode(w):
         return _Mix.apply(w, evidence)
+    return _mix_forward(w, evidence)
+
+
+def _mix_forward(w: torch.Tensor, evidence: torch.Tensor) -> torch.Tensor:
     if kernels.ENABLED:
         return _mix_compiled(kernels.mix, w, evidence, evidence.shape[-1])
     return _sliced(_mix_rows, w, evidence, evidence.shape[-1])
