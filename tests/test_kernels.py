@@ -287,6 +287,100 @@ def test_the_compiled_decoder_reads_past_the_end_no_further_than_the_source_allo
     assert got[0] == want[0] == "read 3 bytes past the end at byte 40"
 
 
+# --- Bob's walk and its decoder in one loop (compiled.walk_tree) -------------------------------------
+def _tree_inputs(steps=30, n=12, K=5):
+    """What a twin's tree mixer sees at `steps` positions: (cdf, counts, prev, symbols) each."""
+    rng = np.random.default_rng(4)
+    out = []
+    for _ in range(steps):
+        counts = rng.integers(0, 4, (n, K, VOCAB)).astype(np.uint8)
+        counts[:, :, rng.integers(0, VOCAB, 3)] = 0
+        counts[:, -1] = 0
+        counts[np.arange(n), -1, rng.integers(0, VOCAB, n)] = rng.integers(0, 255, n)
+        cdf = quantize(rng.dirichlet(np.full(VOCAB, 0.3), n).astype(np.float32))
+        out.append((cdf, counts, rng.integers(0, VOCAB, (n, 2)), rng.integers(0, VOCAB, n)))
+    return out
+
+
+def _tree_stream(inputs, K=5) -> bytes:
+    """Alice's coding of `inputs`: each position's 8 decisions per stream, depth by depth."""
+    m, enc = M.TreeMixer(K, match=True), ArithmeticEncoder()
+    for cdf, counts, prev, symbols in inputs:
+        p16, bits = m.path(cdf, counts, prev, symbols)
+        enc.encode_bits(p16.T.ravel().tolist(), bits.T.ravel().tolist())
+        m.update(symbols)
+    return enc.finish()
+
+
+def _tree_decode(inputs, source, K=5):
+    m, dec = M.TreeMixer(K, match=True), ArithmeticDecoder(source)
+    seen = []
+    for cdf, counts, prev, _ in inputs:
+        got, p16, bits = m.walk(cdf, counts, prev, dec.decode_bit_array, dec.decode_tree)
+        seen.append((got, p16, bits, m.update(got)))
+    return seen, [t.copy() for t in m.tables()], source.consumed
+
+
+def _trickle(stream: bytes) -> ByteSource:
+    """A source that holds one byte at a time, as a live link may: every missing byte is asked
+    for, in the middle of a walk."""
+    chunks = iter([stream[i:i + 1] for i in range(len(stream))])
+
+    def refill(src):
+        more = next(chunks, None)
+        if more is not None:
+            src.feed(more)
+        return more is not None
+    return ByteSource(b"", refill=refill)
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["whole", "a byte at a time"])
+def test_bobs_walk_and_decoding_in_one_loop_give_the_bytes_and_state_of_the_definition(trickle):
+    inputs = _tree_inputs()
+    stream = _tree_stream(inputs)
+    source = (lambda: _trickle(stream)) if trickle else (lambda: ByteSource(stream))
+    (seen, tables, used), (seen0, tables0, used0) = both(lambda: _tree_decode(inputs, source()))
+    for (got, p, b, cost), (got0, p0, b0, cost0), (*_, symbols) in zip(seen, seen0, inputs):
+        assert (got == symbols).all() and (got0 == symbols).all()
+        assert same_bits(p, p0) and same_bits(b, b0) and cost == cost0
+    assert all(same_bits(t, t0) for t, t0 in zip(tables, tables0)) and used == used0
+
+
+def test_bobs_one_loop_stops_past_the_end_where_the_definition_does():
+    inputs = _tree_inputs()
+    stream = _tree_stream(inputs)[:60]                            # a payload cut short
+
+    def decode():
+        source = _Limited(stream)
+        with pytest.raises(EOFError) as e:
+            _tree_decode(inputs, source)
+        return str(e.value)
+    got, want = both(decode)
+    assert got == want == "read 3 bytes past the end at byte 60"
+
+
+def test_a_loop_compiled_with_a_helper_from_another_file_is_compiled_again_when_that_file_changes(tmp_path):
+    """numba's cache looks at the loop's own file only; `compiled(..., depends=...)` adds the
+    helper's file, or Bob's loop (compiled.walk_tree) would keep a node_at that changed."""
+    (tmp_path / "helper.py").write_text("from shared.core.kernels import inline\n"
+                                        "@inline\ndef f(x):\n    return x + 1\n")
+    (tmp_path / "loop.py").write_text("import helper\nfrom shared.core.kernels import compiled\n"
+                                      "def _g(x):\n    return helper.f(x)\n"
+                                      "g = compiled(_g, depends=(helper.__file__,))\n")
+    import os
+    import subprocess
+    import sys
+
+    def run():
+        env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{kernels.__file__.rsplit('/shared/', 1)[0]}"}
+        return subprocess.run([sys.executable, "-c", "import loop; print(loop.g(1))"], env=env,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    assert run() == "2" and run() == "2"                        # compiled, then loaded from the cache
+    (tmp_path / "helper.py").write_text("from shared.core.kernels import inline\n"
+                                        "@inline\ndef f(x):\n    return x + 10\n")
+    assert run() == "11"
+
+
 # --- whole runs: a twin with the loops and a twin without them -----------------------------------
 def test_without_the_compiled_loops_the_golden_file_is_the_same(tmp_path, cli):
     src = tmp_path / "golden.txt"

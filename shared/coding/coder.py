@@ -275,30 +275,45 @@ class ArithmeticDecoder(Interval):
         return out
 
     def _decode_compiled(self, probs: np.ndarray) -> np.ndarray:
-        """decode_bits through the compiled loop: it reads the bytes the source holds; where it
-        needs one more, it stops and the source is asked for it, as `_read` would ask."""
-        source = self.source
+        """decode_bits through the compiled loop (compiled.decode_bits)."""
         out = np.empty(len(probs), dtype=np.int64)
+        self._run_compiled(lambda state, done, data, ended, allowance:
+                           compiled.decode_bits(state, probs, done, data, ended, allowance, out), len(probs))
+        return out
+
+    def decode_tree(self, node: np.ndarray, p16: np.ndarray, bits: np.ndarray, tree_args: tuple) -> None:
+        """Bob's walk down the byte tree and its decoding in one compiled loop (compiled.walk_tree):
+        `tree_args` are the tree mixer's node state (TreeMixer.walk); node (n,) steps from the
+        root, p16 and bits (n, 8) are filled depth by depth, as the encoder coded them."""
+        self._run_compiled(lambda state, done, data, ended, allowance:
+                           compiled.walk_tree(state, done, data, ended, allowance, node, p16, bits, *tree_args),
+                           bits.size)
+
+    def _run_compiled(self, call: Callable, total: int) -> None:
+        """Run a compiled decoding loop, `call(state, done, data, ended, allowance)` -> decisions
+        done in all, to `total` decisions: it reads the bytes the source holds; where it needs
+        one more, it stops and the source is asked for it, as `_read` would ask."""
+        source = self.source
         state = np.array([self.low, self.high, self.code_value, self.byte, self.bits_left, 0, 0], np.int64)
         done = 0
         while True:
             state[5] = source.pos             # a refill may have dropped the bytes already read
             allowance = (1 << 62) if source.past_end_limit is None else source.past_end_limit - source.past_end
             data = np.frombuffer(source.buf, dtype=np.uint8)
-            done = compiled.decode_bits(state, probs, done, data, source.ended, allowance, out)
+            done = call(state, done, data, source.ended, allowance)
             del data                          # the buffer may grow now
             source.pos = int(state[5])
             source.past_end += int(state[6])
             state[6] = 0
-            if done == len(probs):
+            if done == total:
                 break
-            if source.ended:                  # stopped at the limit: the source's own read refuses
-                source.next_byte()
+            if source.ended:                  # stopped at the limit (one decision may need several
+                for _ in range(source.past_end_limit - source.past_end + 1):   # bytes): the source's reads refuse
+                    source.next_byte()
                 raise AssertionError("ByteSource.past_end_limit is set but next_byte did not refuse")
             if not source.refill(source):     # stopped for a byte not yet received
                 source.ended = True
         self.low, self.high, self.code_value, self.byte, self.bits_left = state[:5].tolist()
-        return out
 
     def decode_row(self, cdf_row) -> int:
         """Decode one symbol; cdf_row is a list or a numpy array of cumulative counts (searched
@@ -412,8 +427,12 @@ class ChunkDecoder:
         """One binary decision per stream, (n,) P(bit 1) in 16 bits -> (n,) bits."""
         return self.arith.decode_bit_array(p16)
 
+    def decode_tree(self, node: np.ndarray, p16: np.ndarray, bits: np.ndarray, tree_args: tuple) -> None:
+        """Bob's walk and its decisions in one compiled loop (ArithmeticDecoder.decode_tree)."""
+        self.arith.decode_tree(node, p16, bits, tree_args)
+
     def code_bits(self, p16, bits, symbols, cost) -> None:
-        """Nothing to do: `decode_bits` already read them."""
+        """Nothing to do: `decode_bits` or `decode_tree` already read them."""
 
     def end_chunk(self):
         pass

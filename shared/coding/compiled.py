@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.kernels import ENABLED, compiled, inline
+from ..core import kernels
+from ..core.kernels import ENABLED, compiled, inline, node_at
 
 STATE_BITS = 48
 HALF = 1 << (STATE_BITS - 1)
@@ -95,43 +96,78 @@ def _read(state, data, ended, allowance):
     return (state[3] >> state[4]) & 1
 
 
+@inline
+def _decode_one(state, p, data, ended, allowance):
+    """One decision of ArithmeticDecoder.decode_bits with P(bit 1) = p / 2**PROB_BITS: the bit,
+    or -1 with the state as it was where a byte is missing or past the `allowance`."""
+    low, high, code = state[0], state[1], state[2]
+    byte, bits_left, at, past = state[3], state[4], state[5], state[6]
+    mid = low + _part(high - low + 1, p)
+    if code < mid:
+        high = mid - 1
+        out = 1
+    else:
+        low = mid
+        out = 0
+    if high - low < LAZY:
+        while not ((low ^ high) & HALF):
+            bit = _read(state, data, ended, allowance)
+            if bit < 0:
+                state[3], state[4], state[5], state[6] = byte, bits_left, at, past
+                return -1
+            code = ((code << 1) & MASK) | bit
+            low = (low << 1) & MASK
+            high = ((high << 1) & MASK) | 1
+        while low & ~high & QUARTER:
+            bit = _read(state, data, ended, allowance)
+            if bit < 0:
+                state[3], state[4], state[5], state[6] = byte, bits_left, at, past
+                return -1
+            code = (code & HALF) | ((code << 1) & (MASK >> 1)) | bit
+            low = (low << 1) ^ HALF
+            high = ((high ^ HALF) << 1) | HALF | 1
+    state[0], state[1], state[2] = low, high, code
+    return out
+
+
 def _decode_bits(state, probs, start, data, ended, allowance, out):
     """ArithmeticDecoder.decode_bits from decision `start` on. state: [low, high, code, byte,
     bits left, position in data, bytes read past the end]. Returns the number of decisions
     decoded in all: fewer than len(probs) where a byte is missing, or would be read past the
     end beyond `allowance` (that decision undone: the caller asks the source)."""
-    saved = np.empty(7, dtype=np.int64)
     for i in range(start, probs.shape[0]):
-        saved[:] = state
-        low, high, code = state[0], state[1], state[2]
-        mid = low + _part(high - low + 1, probs[i])
-        if code < mid:
-            high = mid - 1
-            out[i] = 1
-        else:
-            low = mid
-            out[i] = 0
-        if high - low < LAZY:
-            while not ((low ^ high) & HALF):
-                bit = _read(state, data, ended, allowance)
-                if bit < 0:
-                    state[:] = saved
-                    return i
-                code = ((code << 1) & MASK) | bit
-                low = (low << 1) & MASK
-                high = ((high << 1) & MASK) | 1
-            while low & ~high & QUARTER:
-                bit = _read(state, data, ended, allowance)
-                if bit < 0:
-                    state[:] = saved
-                    return i
-                code = (code & HALF) | ((code << 1) & (MASK >> 1)) | bit
-                low = (low << 1) ^ HALF
-                high = ((high ^ HALF) << 1) | HALF | 1
-        state[0], state[1], state[2] = low, high, code
+        bit = _decode_one(state, probs[i], data, ended, allowance)
+        if bit < 0:
+            return i
+        out[i] = bit
     return probs.shape[0]
+
+
+def _walk_tree(state, start, data, ended, allowance, node, p16, bits, cdf, sums, lo_of, mid_of, hi_of,
+               stretch12, squash, restretch, weights, groups, final, apm_node, apm_byte, byte_rows,
+               x, sets_p, sets_st, p_mix, cells):
+    """TreeMixer.walk and decode_bits in one loop: Bob's decisions in the encoder's order, depth
+    by depth across the n streams (decision t: depth t // n of stream t % n), each node's
+    P(bit 1) computed (core.kernels.node_at, state written at column `depth`) just before its
+    bit is decoded. node (n,): each stream's node, 0-based, stepped as its bits come. Returns
+    the decisions done in all, as `_decode_bits` does: where a byte is missing, the caller asks
+    for it and calls again from there (that node is computed again, from the same state)."""
+    n = node.shape[0]
+    for t in range(start, 8 * n):
+        depth = t // n
+        i = t - depth * n
+        p = node_at(i, depth, node[i], cdf, sums, lo_of, mid_of, hi_of, stretch12, squash, restretch,
+                    weights, groups, final, apm_node, apm_byte, byte_rows, x, sets_p, sets_st, p_mix, cells)
+        bit = _decode_one(state, p, data, ended, allowance)
+        if bit < 0:
+            return t
+        p16[i, depth] = p
+        bits[i, depth] = bit
+        node[i] = 2 * node[i] + 1 + bit
+    return 8 * n
 
 
 encode_bits = compiled(_encode_bits)
 decode_bits = compiled(_decode_bits)
-__all__ = ["ENABLED", "encode_bits", "decode_bits", "encode_capacity"]
+walk_tree = compiled(_walk_tree, depends=(kernels.__file__,))   # node_at comes from there
+__all__ = ["ENABLED", "encode_bits", "decode_bits", "walk_tree", "encode_capacity"]

@@ -29,16 +29,26 @@ except ImportError:                     # pragma: no cover - exercised with MARS
 ENABLED = njit is not None
 
 
-def compiled(f):
+def compiled(f, depends: tuple = ()):
     """f as a compiled loop, or None where the definition runs instead. Cached on disk; where
     numba finds no folder it may write (the source's __pycache__, then its user cache), each
-    process compiles it again instead."""
+    process compiles it again instead. numba's cache is stale only when f's own file changes:
+    `depends` names the other files whose helpers f compiles in, so that a change to them too
+    compiles f again (their size and time join the cache's stamp)."""
     if not ENABLED:
         return None
     try:
-        return njit(cache=True)(f)
+        loop = njit(cache=True)(f)
     except RuntimeError:                # numba: "cannot cache function ...: no locator available"
         return njit(f)
+    if depends:
+        try:                            # numba 0.68's cache keeps its stamp here
+            cache_file = loop._cache._cache_file
+            cache_file._source_stamp = (cache_file._source_stamp,
+                                        tuple((os.stat(p).st_mtime, os.stat(p).st_size) for p in depends))
+        except AttributeError:          # pragma: no cover - another numba: no cache rather than a stale one
+            return njit(f)
+    return loop
 
 
 def inline(f):
@@ -67,6 +77,50 @@ def _squash_at(d):
     return min(max(d + 2047, 0), 4094)
 
 
+@inline
+def node_at(i, j, node, cdf, sums, lo_of, mid_of, hi_of, stretch12, squash, restretch,
+            weights, groups, final, apm_node, apm_byte, byte_rows, x, sets_p, sets_st, p_mix, cells):
+    """One node of `_tree_at` (stream i, column j): its 16-bit P(bit 1), its stages' state
+    written at [i, j]. Also the body of Bob's walk (coding.compiled.walk_tree)."""
+    K = sums.shape[2]
+    n_in = 2 * K + 2
+    cells_per = 33
+    lo, mid, hi = lo_of[node], mid_of[node], hi_of[node]
+    top = cdf[i, hi]
+    x[i, j, 0] = stretch12[_split12(top - cdf[i, mid], top - cdf[i, lo])]
+    for k in range(K):
+        left, middle = sums[i, lo, k], sums[i, mid, k]
+        n0 = middle - left
+        n1 = sums[i, hi, k] - middle
+        kt = stretch12[_kt12(n0, n1)]
+        x[i, j, 1 + k] = kt
+        x[i, j, 1 + K + k] = kt if (n0 == 0 or n1 == 0) else 0
+    x[i, j, n_in - 1] = 256
+    mixed = 0
+    for s in range(3):
+        row = groups[s, i] + node
+        d = 0
+        for c in range(n_in):
+            d += x[i, j, c] * weights[row, c]
+        at = _squash_at(d >> 16)
+        sets_p[s, i, j] = squash[at]
+        sets_st[s, i, j] = restretch[at]
+        mixed += restretch[at] * final[(groups[0, i] + node) * 3 + s]
+    at = _squash_at(mixed >> 16)
+    pm = squash[at]
+    st = restretch[at]
+    p_mix[i, j] = pm
+    pos = (st + 2048) * 32
+    w = pos & 4095
+    base = node * cells_per + (pos >> 12)
+    cells[0, i, j] = base + (w >> 11)
+    p_node = (np.int64(apm_node[base]) * (4096 - w) + np.int64(apm_node[base + 1]) * w) >> 12
+    base = (byte_rows[i] + node) * cells_per + (pos >> 12)
+    cells[1, i, j] = base + (w >> 11)
+    p_byte = (np.int64(apm_byte[base]) * (4096 - w) + np.int64(apm_byte[base + 1]) * w) >> 12
+    return min(max((pm * 16 + p_node + 2 * p_byte) >> 2, 1), 65535)
+
+
 def _tree_at(cdf, sums, nodes, lo_of, mid_of, hi_of, stretch12, squash, restretch,
              weights, groups, final, apm_node, apm_byte, byte_rows, p16, x, sets_p, sets_st, p_mix, cells):
     """TreeMixer._at: the 16-bit P(bit 1) at `nodes` (n, m) of each stream, and each stage's
@@ -75,46 +129,10 @@ def _tree_at(cdf, sums, nodes, lo_of, mid_of, hi_of, stretch12, squash, restretc
     first; groups (3, n): each stream's row for node 0 in each set (the kind set's is also its
     final mixer's row); byte_rows (n,): the byte APM's context for node 0 (byte before * NODES)."""
     n, m = nodes.shape
-    K = sums.shape[1]
-    n_in = 2 * K + 2
-    cells_per = 33
     for i in range(n):
         for j in range(m):
-            node = nodes[i, j]
-            lo, mid, hi = lo_of[node], mid_of[node], hi_of[node]
-            top = cdf[i, hi]
-            x[i, j, 0] = stretch12[_split12(top - cdf[i, mid], top - cdf[i, lo])]
-            for k in range(K):
-                left, middle = sums[i, k, lo], sums[i, k, mid]
-                n0 = middle - left
-                n1 = sums[i, k, hi] - middle
-                kt = stretch12[_kt12(n0, n1)]
-                x[i, j, 1 + k] = kt
-                x[i, j, 1 + K + k] = kt if (n0 == 0 or n1 == 0) else 0
-            x[i, j, n_in - 1] = 256
-            mixed = 0
-            for s in range(3):
-                row = groups[s, i] + node
-                d = 0
-                for c in range(n_in):
-                    d += x[i, j, c] * weights[row, c]
-                at = _squash_at(d >> 16)
-                sets_p[s, i, j] = squash[at]
-                sets_st[s, i, j] = restretch[at]
-                mixed += restretch[at] * final[(groups[0, i] + node) * 3 + s]
-            at = _squash_at(mixed >> 16)
-            pm = squash[at]
-            st = restretch[at]
-            p_mix[i, j] = pm
-            pos = (st + 2048) * 32
-            w = pos & 4095
-            base = node * cells_per + (pos >> 12)
-            cells[0, i, j] = base + (w >> 11)
-            p_node = (np.int64(apm_node[base]) * (4096 - w) + np.int64(apm_node[base + 1]) * w) >> 12
-            base = (byte_rows[i] + node) * cells_per + (pos >> 12)
-            cells[1, i, j] = base + (w >> 11)
-            p_byte = (np.int64(apm_byte[base]) * (4096 - w) + np.int64(apm_byte[base + 1]) * w) >> 12
-            p16[i, j] = min(max((pm * 16 + p_node + 2 * p_byte) >> 2, 1), 65535)
+            p16[i, j] = node_at(i, j, nodes[i, j], cdf, sums, lo_of, mid_of, hi_of, stretch12, squash, restretch,
+                                weights, groups, final, apm_node, apm_byte, byte_rows, x, sets_p, sets_st, p_mix, cells)
 
 
 @inline
@@ -176,15 +194,15 @@ def _tree_update(x, nodes, bits, sets_p, sets_st, p_mix, cells, weights, updates
 
 
 def _count_sums(counts, out):
-    """TreeMixer._sums: cumulative counts (n, K, 257) int32 of counts (n, K, 256)."""
+    """TreeMixer._sums: cumulative counts of counts (n, K, 256), laid out (n, 257, K) int32: a
+    node's edges are then a few cache lines for all K rows, not one line per row."""
     n, K, V = counts.shape
     for i in range(n):
         for k in range(K):
-            total = 0
-            out[i, k, 0] = 0
-            for b in range(V):
-                total += counts[i, k, b]
-                out[i, k, b + 1] = total
+            out[i, 0, k] = 0
+        for b in range(V):
+            for k in range(K):
+                out[i, b + 1, k] = out[i, b, k] + counts[i, k, b]
 
 
 tree_at = compiled(_tree_at)

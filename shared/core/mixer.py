@@ -405,12 +405,15 @@ class TreeMixer:
         return self._at(cdf, self._sums(counts), nodes), bits
 
     def walk(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray,
-             decide: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             decide: Callable[[np.ndarray], np.ndarray],
+             decode_tree: Callable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Bob, who learns each byte a bit at a time: from the root, the node's P(bit 1) for every
         stream (n,), then `decide` (the decoder) gives the bits, and each stream steps to that
         child. The same nodes and integers as `path` on the bytes found: (symbols, p16, bits).
         The nodes are computed a subtree of WALK levels at a time (one numpy pass costs about
-        what 7 nodes do), and only the path's are kept for `update`."""
+        what 7 nodes do), and only the path's are kept for `update`. With numba and the
+        decoder's `decode_tree`, the walk and the decoding are one compiled loop instead, a node
+        at a time (`_walk_compiled`)."""
         n = len(prev)
         rows = np.arange(n)
         node = np.zeros(n, dtype=np.int64)                              # 0-based: the root
@@ -419,6 +422,8 @@ class TreeMixer:
         if self._whole is None:
             self._context(counts, prev)
             sums = self._sums(counts)
+            if kernels.ENABLED and decode_tree is not None:
+                return self._walk_compiled(cdf, sums, node, p16, bits, decode_tree)
         depth = 0
         while depth < 8:
             levels = min(self.WALK, 8 - depth)
@@ -443,12 +448,31 @@ class TreeMixer:
             self.apm_node._cell, self.apm_byte._cell = cells
         return node - NODES, p16, bits                                  # leaf 256 + byte is node 255 + byte
 
+    def _walk_compiled(self, cdf: np.ndarray, sums: np.ndarray | None, node: np.ndarray, p16: np.ndarray,
+                       bits: np.ndarray, decode_tree: Callable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`walk` as one compiled loop with the decoder (coding.compiled.walk_tree): each node of
+        the path computed as kernels.tree_at computes it, its stages' state kept for `update`."""
+        n = len(node)
+        if sums is None:
+            sums = np.zeros((n, VOCAB + 1, 0), dtype=np.int32)
+        x = np.empty((n, 8, self.n_in), dtype=np.int64)
+        sets_p, sets_st = np.empty((3, n, 8), dtype=np.int64), np.empty((3, n, 8), dtype=np.int64)
+        p_mix, cells = np.empty((n, 8), dtype=np.int64), np.empty((2, n, 8), dtype=np.int64)
+        decode_tree(node, p16, bits, (cdf, sums, LO, MID, HI, _STRETCH, _SQUASH, _RESTRETCH, self._all_weights,
+                                      self._first_rows(), self.final.reshape(-1), self.apm_node.table,
+                                      self.apm_byte.table, self._prev * NODES, x, sets_p, sets_st, p_mix, cells))
+        self._inputs, self._sets, self._stretched, self._p = x, sets_p, sets_st, p_mix
+        self.apm_node._cell, self.apm_byte._cell = cells
+        self._on_path = True
+        return node - NODES, p16, bits
+
     def _sums(self, counts: np.ndarray | None) -> np.ndarray | None:
-        """Cumulative counts (n, K, 257): any node's (n0, n1) are two differences of them."""
+        """Cumulative counts (n, K, 257): any node's (n0, n1) are two differences of them. The
+        compiled loops' are laid out (n, 257, K) (kernels.count_sums)."""
         if not self.K:
             return None
         if kernels.ENABLED:
-            sums = np.empty(counts.shape[:-1] + (VOCAB + 1,), dtype=np.int32)
+            sums = np.empty((counts.shape[0], VOCAB + 1, counts.shape[1]), dtype=np.int32)
             kernels.count_sums(counts, sums)
             return sums
         sums = np.zeros(counts.shape[:-1] + (VOCAB + 1,), dtype=np.int32)
@@ -489,7 +513,7 @@ class TreeMixer:
     def _at_compiled(self, cdf: np.ndarray, sums: np.ndarray | None, nodes: np.ndarray) -> np.ndarray:
         n, m = nodes.shape
         if sums is None:
-            sums = np.zeros((n, 0, VOCAB + 1), dtype=np.int32)
+            sums = np.zeros((n, VOCAB + 1, 0), dtype=np.int32)
         nodes = np.ascontiguousarray(nodes, dtype=np.int64)
         p16 = np.empty((n, m), dtype=np.int64)
         x = np.empty((n, m, self.n_in), dtype=np.int64)
