@@ -199,10 +199,11 @@ def _count_sums(counts, out):
     n, K, V = counts.shape
     for i in range(n):
         for k in range(K):
+            total = 0
             out[i, 0, k] = 0
-        for b in range(V):
-            for k in range(K):
-                out[i, b + 1, k] = out[i, b, k] + counts[i, k, b]
+            for b in range(V):
+                total += counts[i, k, b]
+                out[i, b + 1, k] = total
 
 
 tree_at = compiled(_tree_at)
