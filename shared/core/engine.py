@@ -227,8 +227,7 @@ class Twin:
             symbols = win[rows, pos] if self.data is not None else coder.code(cdf)
             p16, bits = self.tree.path(cdf, counts, prev, symbols)
         else:
-            symbols, p16, bits = self.tree.walk(cdf, counts, prev, coder.decode_bits,
-                                                getattr(coder, "decode_tree", None))
+            symbols, p16, bits = self.tree.walk(cdf, counts, prev, coder.decode_bits, coder.decode_tree)
         cost = bit_cost(p16, bits).sum(axis=1)
         coder.code_bits(p16, bits, symbols, cost)
         return symbols, cost

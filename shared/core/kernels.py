@@ -121,8 +121,8 @@ def node_at(i, j, node, cdf, sums, lo_of, mid_of, hi_of, stretch12, squash, rest
     return min(max((pm * 16 + p_node + 2 * p_byte) >> 2, 1), 65535)
 
 
-def _tree_at(cdf, sums, nodes, lo_of, mid_of, hi_of, stretch12, squash, restretch,
-             weights, groups, final, apm_node, apm_byte, byte_rows, p16, x, sets_p, sets_st, p_mix, cells):
+def _tree_at(nodes, p16, cdf, sums, lo_of, mid_of, hi_of, stretch12, squash, restretch,
+             weights, groups, final, apm_node, apm_byte, byte_rows, x, sets_p, sets_st, p_mix, cells):
     """TreeMixer._at: the 16-bit P(bit 1) at `nodes` (n, m) of each stream, and each stage's
     inputs and outputs for `update`: x (n, m, n_in), sets_p and sets_st (3, n, m), p_mix (n, m),
     cells (2, n, m). weights: the three sets' int32 rows in one (R, n_in) array, the kind set's

@@ -452,18 +452,9 @@ class TreeMixer:
                        bits: np.ndarray, decode_tree: Callable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`walk` as one compiled loop with the decoder (coding.compiled.walk_tree): each node of
         the path computed as kernels.tree_at computes it, its stages' state kept for `update`."""
-        n = len(node)
-        if sums is None:
-            sums = np.zeros((n, VOCAB + 1, 0), dtype=np.int32)
-        x = np.empty((n, 8, self.n_in), dtype=np.int64)
-        sets_p, sets_st = np.empty((3, n, 8), dtype=np.int64), np.empty((3, n, 8), dtype=np.int64)
-        p_mix, cells = np.empty((n, 8), dtype=np.int64), np.empty((2, n, 8), dtype=np.int64)
-        decode_tree(node, p16, bits, (cdf, sums, LO, MID, HI, _STRETCH, _SQUASH, _RESTRETCH, self._all_weights,
-                                      self._first_rows(), self.final.reshape(-1), self.apm_node.table,
-                                      self.apm_byte.table, self._prev * NODES, x, sets_p, sets_st, p_mix, cells))
-        self._inputs, self._sets, self._stretched, self._p = x, sets_p, sets_st, p_mix
-        self.apm_node._cell, self.apm_byte._cell = cells
-        self._on_path = True
+        state, path = self._node_loop_args(cdf, sums, (len(node), 8))
+        decode_tree(node, p16, bits, state + path)
+        self._keep_path(path)
         return node - NODES, p16, bits
 
     def _sums(self, counts: np.ndarray | None) -> np.ndarray | None:
@@ -511,21 +502,31 @@ class TreeMixer:
         return self._refine(self._mix(dots, nodes), nodes)
 
     def _at_compiled(self, cdf: np.ndarray, sums: np.ndarray | None, nodes: np.ndarray) -> np.ndarray:
-        n, m = nodes.shape
+        p16 = np.empty(nodes.shape, dtype=np.int64)
+        state, path = self._node_loop_args(cdf, sums, nodes.shape)
+        kernels.tree_at(np.ascontiguousarray(nodes, dtype=np.int64), p16, *state, *path)
+        self._keep_path(path)
+        return p16
+
+    def _node_loop_args(self, cdf: np.ndarray, sums: np.ndarray | None, shape: tuple) -> tuple[tuple, tuple]:
+        """What the compiled node loops (kernels.node_at) read, and fresh arrays for what they
+        write at `shape` (n, m) nodes: x (n, m, n_in), the sets' p and stretch (3, n, m), p_mix
+        (n, m) and the APM cells (2, n, m)."""
+        n, m = shape
         if sums is None:
             sums = np.zeros((n, VOCAB + 1, 0), dtype=np.int32)
-        nodes = np.ascontiguousarray(nodes, dtype=np.int64)
-        p16 = np.empty((n, m), dtype=np.int64)
-        x = np.empty((n, m, self.n_in), dtype=np.int64)
-        sets_p, sets_st = np.empty((3, n, m), dtype=np.int64), np.empty((3, n, m), dtype=np.int64)
-        p_mix, cells = np.empty((n, m), dtype=np.int64), np.empty((2, n, m), dtype=np.int64)
-        kernels.tree_at(cdf, sums, nodes, LO, MID, HI, _STRETCH, _SQUASH, _RESTRETCH, self._all_weights,
-                        self._first_rows(), self.final.reshape(-1), self.apm_node.table, self.apm_byte.table,
-                        self._prev * NODES, p16, x, sets_p, sets_st, p_mix, cells)
-        self._inputs, self._sets, self._stretched, self._p = x, sets_p, sets_st, p_mix   # a set per row of (3, n, m)
+        state = (cdf, sums, LO, MID, HI, _STRETCH, _SQUASH, _RESTRETCH, self._all_weights, self._first_rows(),
+                 self.final.reshape(-1), self.apm_node.table, self.apm_byte.table, self._prev * NODES)
+        path = (np.empty((n, m, self.n_in), dtype=np.int64), np.empty((3, n, m), dtype=np.int64),
+                np.empty((3, n, m), dtype=np.int64), np.empty((n, m), dtype=np.int64),
+                np.empty((2, n, m), dtype=np.int64))
+        return state, path
+
+    def _keep_path(self, path: tuple) -> None:
+        """Keep what a compiled node loop wrote for `update` (a set per row of (3, n, m))."""
+        self._inputs, self._sets, self._stretched, self._p, cells = path
         self.apm_node._cell, self.apm_byte._cell = cells
         self._on_path = True
-        return p16
 
     def _first_rows(self) -> np.ndarray:
         """(3, n): each stream's row for node 0 in `_all_weights`, for each set (kept until the
