@@ -88,7 +88,7 @@ def test_the_tree_mixer_gives_the_same_probabilities_and_learns_the_same(alice):
 
 # --- the count tables --------------------------------------------------------------------------
 def _count_run(data: np.ndarray, table_bits: int):
-    c = ContextCounts((1, 2, 3, 4, 6), table_bits, data.shape[1], 2, 8, 4096, 2047)
+    c = ContextCounts((1, 2, 3, 4, 6), table_bits, data.shape[1], 2, 8, 4096, 4095)
     looked = []
     for t, row in enumerate(data):
         rows = np.ones(len(row), dtype=bool)

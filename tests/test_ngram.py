@@ -6,10 +6,10 @@ import pytest
 
 from shared.coding.codec import compress, decompress
 from shared.coding.container import parse
-from shared.core.config import ModelConfig, RunConfig, preset
+from shared.core.config import INDIRECT_KIND, ModelConfig, RunConfig, preset
 from shared.core.engine import Twin
 from shared.core.errors import ConfigMismatch, FormatError, UsageError
-from shared.core.ngram import LIMIT, ContextCounts, MatchModel, features
+from shared.core.ngram import LIMIT, STRUCTURE, ContextCounts, MatchModel, Structure, features
 from shared.texts import mission_log
 from tests.helpers import PassThrough, run_twin
 
@@ -461,15 +461,38 @@ def test_word_rows_pair_the_word_with_the_one_two_before_and_the_last_mark_and_t
     assert len(set(contexts(b"to be or"))) == 4                          # the kinds' rows stay apart
 
 
-def test_only_the_tree_mixer_reads_the_mark_and_line_rows():
-    """With the tree mixer, the network's count mixer reads every row but word_mark's, mark_gap's
-    and line_column's: default's network mixes 16 of its 19 rows (one tree of sums); without the
-    tree mixer, the network reads them all."""
+def test_indirect_context_is_the_last_byte_and_what_followed_it_the_last_two_times():
+    """paq8px's indirect context: after "=", what came after "=" the last two times in this
+    stream, so "x=1;y=" and "a=1;b=" predict alike; each stream keeps its own, but streams with
+    the same history share the rows."""
+    s = Structure(INDIRECT_KIND, streams=2)
+    assert s.kinds == ["indirect"] and INDIRECT_KIND == 1 << STRUCTURE.index("indirect")
+
+    def context(text: bytes, stream: int = 0, fresh: bool = True) -> int:
+        if fresh:
+            s.clear()
+        hist = np.zeros(2, dtype=np.uint64)
+        for b in text:
+            s.update(np.array([stream]), np.array([b]))
+            hist[stream] = (hist[stream] << np.uint64(8)) | np.uint64(b)
+        return int(s.contexts(hist)[stream, 0])
+    assert context(b"x=1;y=") == context(b"a=1;b=") != context(b"a=2;b=")
+    assert context(b"x=1;x=2;x=") != context(b"x=2;x=1;x=")            # the newest follower is its own byte
+    assert context(b"x=0;x=1;x=2;x=") == context(b"y=1;y=2;y=")           # only the last two
+    assert context(b"q=1;q=", stream=1) == context(b"a=1;b=")             # another stream, the same row
+    context(b"x=1;y=")
+    assert context(b"a=2;b=", stream=1, fresh=False) == context(b"a=2;b=")  # stream 0's "=1" is not stream 1's
+
+
+def test_only_the_tree_mixer_reads_the_mark_line_and_indirect_rows():
+    """With the tree mixer, the network's count mixer reads every row but word_mark's, mark_gap's,
+    line_column's and indirect's: default's network mixes 16 of its 20 rows (one tree of sums);
+    without the tree mixer, the network reads them all."""
     m = preset("default").model
-    assert m.n_contexts == 19 and m.n_network_rows == 16
-    assert m.network_rows == tuple(range(15)) + (18,)                    # orders, words, 8 structure rows, match
+    assert m.n_contexts == 20 and m.n_network_rows == 16
+    assert m.network_rows == tuple(range(15)) + (19,)                    # orders, words, 8 structure rows, match
     assert replace(m, tree=0).network_rows is None and replace(m, structure=0b1111111).network_rows is None
     data = mission_log(3000)
     twin = Twin(preset("default"), len(data), data)
-    assert twin.model.mixer.K == 16 and twin.tree.K == 19
-    assert twin.feature_window[0].shape[-2:] == (16, 256) and twin.count_window.shape[-2:] == (19, 256)
+    assert twin.model.mixer.K == 16 and twin.tree.K == 20
+    assert twin.feature_window[0].shape[-2:] == (16, 256) and twin.count_window.shape[-2:] == (20, 256)

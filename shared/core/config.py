@@ -24,7 +24,7 @@ MAX_SYNC_EVERY = 64         # steps between weight digests: a crafted file is ca
 INT_RANGES = {"streams": (1, 1024), "seed": (0, 2**63 - 1), "sync_every": (1, MAX_SYNC_EVERY),
               "model.n_layer": (1, 64), "model.n_head": (1, 64), "model.n_embd": (1, 4096),
               "model.context": (1, 8192), "model.chunk": (1, 8192), "model.table_bits": (8, 24), "model.words": (0, 2),
-              "model.match": (0, 8), "model.hash_bits": (8, 22), "model.tree": (0, 1), "model.structure": (0, 2047), "train.steps_per_chunk": (1, 64),
+              "model.match": (0, 8), "model.hash_bits": (8, 22), "model.tree": (0, 1), "model.structure": (0, 4095), "train.steps_per_chunk": (1, 64),
               "train.replay": (0, 16), "train.replay_span": (1, 1 << 16), "train.lr_decay": (0, 1 << 30)}
 FLOAT_RANGES = {"train.lr": (0.0, 1.0), "train.beta1": (0.0, 0.999999), "train.beta2": (0.0, 0.999999),
                 "train.eps": (0.0, 1.0), "train.weight_decay": (0.0, 1.0), "train.grad_clip": (0.0, 1e6)}
@@ -43,9 +43,11 @@ MAX_ORDER = 8               # n-gram contexts live in one 64-bit word per stream
 STRUCTURE_BITS = 16         # rows per structure context (ngram.Structure), at most; the near ones too (docs/results.md)
 WORD_KINDS = 0b1111 << 7    # the structure word rows (skip_word, word_mark, mark_gap, line_column): 2**WORD_BITS
 WORD_BITS = 14              # rows each at most, a quarter of a structure row's (for strong's memory; docs/results.md)
+INDIRECT_KIND = 1 << 11     # the indirect structure row (the last byte and what followed it): 2**INDIRECT_BITS
+INDIRECT_BITS = 15          # rows at most, half a structure row's: its contexts are few (for strong's memory)
 STRUCTURE_RING = 1 << 13    # bytes of history per stream the structure contexts look back into
-TREE_ONLY = 0b111 << 8      # structure rows (word_mark, mark_gap, line_column) that, with the tree mixer, only it reads: so
-                            # default's network mixes 16 rows, one tree of sums (docs/results.md)
+TREE_ONLY = 0b1111 << 8     # structure rows (word_mark, mark_gap, line_column, indirect) that, with the tree mixer, only it
+                            # reads: so default's network mixes 16 rows, one tree of sums (docs/results.md)
 MAX_NGRAM_STREAMS = 128     # counts saturate at 255: a step adds at most `streams` to one row
 
 
@@ -62,7 +64,7 @@ class ModelConfig:
     words: int = 0          # word contexts: 1 = the word so far, 2 = also with the word before
     match: int = 0          # match model (ngram.MatchModel): bytes of context it looks up (0: none)
     structure: int = 0      # structure contexts, a bit each (ngram.STRUCTURE): sparse, column, record, align, nest,
-                            # near, near_word, skip_word, word_mark, mark_gap, line_column
+                            # near, near_word, skip_word, word_mark, mark_gap, line_column, indirect
     tree: int = 0           # 1: a byte-tree mixer and APMs refine each prediction (mixer.py)
     # The network's own memory of contexts (model.HashedContexts): a learned vector per hashed
     # k-byte context, added to each token's embedding; trained by the same Adam step.
@@ -222,7 +224,7 @@ def cost(config: RunConfig) -> tuple[int, int]:
               + table_bytes(m) + 4 * (table_bytes(m) >> 8)        # count tables; per row: check, total, top
               + (B * MATCH_SPAN + MATCH_ROWS * 8 if m.match else 0)
               + B * tc.replay_span * 2 * (tc.replay > 0)
-              + (B * (STRUCTURE_RING * 8 + 2 * 256 * 8 + 16 * 8) if m.structure else 0)   # ngram.Structure's rings, state
+              + (B * (STRUCTURE_RING * 8 + 3 * 256 * 8 + 16 * 8) if m.structure else 0)   # ngram.Structure's rings, state
               # mixer.TreeMixer: its APMs (node, node x previous byte; 33 cells of uint16), its
               # int32 weights and int64 update counts (per node: 9 rows by kind of byte, 256 by
               # byte, 9 * 9 * 9 by shape) and a position's inputs and the sets' products for every
@@ -236,8 +238,9 @@ def cost(config: RunConfig) -> tuple[int, int]:
 def table_bytes(m: ModelConfig) -> int:
     """Memory of the n-gram count tables: order k needs at most 256**k rows."""
     return (sum(min(1 << (8 * k), 1 << m.table_bits) * 256 for k in m.orders) + m.words * (256 << m.table_bits)
-            + bin(m.structure & ~WORD_KINDS).count("1") * (256 << min(m.table_bits, STRUCTURE_BITS))
-            + bin(m.structure & WORD_KINDS).count("1") * (256 << min(m.table_bits, WORD_BITS)))
+            + bin(m.structure & ~(WORD_KINDS | INDIRECT_KIND)).count("1") * (256 << min(m.table_bits, STRUCTURE_BITS))
+            + bin(m.structure & WORD_KINDS).count("1") * (256 << min(m.table_bits, WORD_BITS))
+            + bin(m.structure & INDIRECT_KIND).count("1") * (256 << min(m.table_bits, INDIRECT_BITS)))
 
 
 def diff(ours: RunConfig, theirs: RunConfig) -> list[str]:
@@ -281,13 +284,13 @@ PRESETS: dict[str, RunConfig] = {
     # at every position.
     "default": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=8, chunk=8,
                                            orders=(1, 2, 3, 4, 6), words=2, table_bits=18, match=8,
-                                           structure=2047, tree=1),
+                                           structure=4095, tree=1),
                          train=TrainConfig(lr=4e-3, lr_decay=15), streams=64, preset="default"),
     # strong: ratio first; default's counts, a wider two-layer GPT with a longer context, and
     # one replay step on older history.
     "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=16, chunk=8,
                                           orders=(1, 2, 3, 4, 6), words=2, table_bits=18,
-                                          match=8, structure=2047, tree=1),
+                                          match=8, structure=4095, tree=1),
                         train=TrainConfig(lr=2e-3, replay=1, lr_decay=15), streams=64, preset="strong"),
     # neural: the network alone, no counts and no match model: what the GPT itself learns; on 32
     # streams, so that it takes an optimizer step every 256 bytes (the network alone is
@@ -303,7 +306,7 @@ PRESETS: dict[str, RunConfig] = {
     # contexts and the tree mixer, so the golden digests cover them all.
     "tiny": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=16, chunk=16,
                                         orders=(1, 2, 3), words=2, table_bits=12, match=8,
-                                        structure=2047, tree=1),
+                                        structure=4095, tree=1),
                       train=TrainConfig(lr=3e-3), streams=16, sync_every=4, preset="tiny"),
 }
 

@@ -635,7 +635,7 @@ _U255 = np.uint64(255)
 _U1 = np.uint64(1)
 _U0 = np.uint64(0)
 # the structure kinds, numbered as ngram.STRUCTURE names them
-SPARSE, COLUMN, RECORD, ALIGN, NEST, NEAR, NEAR_WORD, SKIP_WORD, WORD_MARK, MARK_GAP, LINE_COLUMN = range(11)
+SPARSE, COLUMN, RECORD, ALIGN, NEST, NEAR, NEAR_WORD, SKIP_WORD, WORD_MARK, MARK_GAP, LINE_COLUMN, INDIRECT = range(12)
 
 
 @inline
@@ -669,7 +669,7 @@ def _advance(rows, symbols, history, word, prev, slots, checks, classes,
              match_on, m_ring, m_where, m_written, m_place, m_run, m_min, m_mask, m_shift, m_stride, m_recover,
              kinds, shape_shift, shape_offset, s_ring, s_pos, s_line, s_above, s_last, s_gap, s_candidate,
              s_seen, s_record, s_depth, s_tag, s_in_tag, s_naming, s_indent, s_word, s_stream, s_before,
-             s_marks, s_after_mark, s_first, max_record, confirm):
+             s_marks, s_after_mark, s_first, s_follow, max_record, confirm):
     """ContextCounts.update after the counts: history, the match model (MatchModel.update), the
     word hashes, the structure state (Structure.update) and the slots and checks of the streams
     coded (`rows`, in order); in the definition's phases where streams meet (the match model's
@@ -735,7 +735,7 @@ def _advance(rows, symbols, history, word, prev, slots, checks, classes,
         if kinds.shape[0]:
             _structure_step(r, sym, classes, kinds, s_ring, s_pos, s_line, s_above, s_last, s_gap, s_candidate,
                             s_seen, s_record, s_depth, s_tag, s_in_tag, s_naming, s_indent, s_word, s_before,
-                            s_marks, s_after_mark, s_first, max_record, confirm)
+                            s_marks, s_after_mark, s_first, s_follow, max_record, confirm)
         h = history[r]
         for k in range(n_orders):
             ctx = h & masks[k]
@@ -759,7 +759,8 @@ def _advance(rows, symbols, history, word, prev, slots, checks, classes,
         for i in range(kinds.shape[0]):
             v = _structure_context(i, kinds[i], h, s_ring[r], s_pos[r], s_line[r], s_above[r], s_record[r],
                                    s_depth[r], s_tag[r], s_in_tag[r], s_naming[r], s_indent[r], s_word[r],
-                                   s_stream[r], s_before[r, 1], s_marks[r], s_after_mark[r], s_first[r])
+                                   s_stream[r], s_before[r, 1], s_marks[r], s_after_mark[r], s_first[r],
+                                   s_follow[r, np.int64(h & _U255)])
             product = v * _GOLDEN
             slots[r, base + i] = np.int64(product >> shape_shift[i]) + shape_offset[i]
             checks[r, base + i] = np.uint8((product >> (shape_shift[i] - _U8)) & _U255)
@@ -767,7 +768,8 @@ def _advance(rows, symbols, history, word, prev, slots, checks, classes,
 
 @inline
 def _structure_step(r, sym, classes, kinds, ring, pos_of, line, above, last, gap, candidate, seen, record,
-                    depth, tag, in_tag, naming, indent, word, before, marks, after_mark, first, max_record, confirm):
+                    depth, tag, in_tag, naming, indent, word, before, marks, after_mark, first, follow, max_record,
+                    confirm):
     """Structure.update for one stream."""
     nest = False
     words = False
@@ -776,6 +778,8 @@ def _structure_step(r, sym, classes, kinds, ring, pos_of, line, above, last, gap
         words = words or kinds[i] == NEAR_WORD or kinds[i] >= SKIP_WORD
     pos = pos_of[r]
     lead = pos - line[r] == indent[r]                  # before this byte
+    before_sym = ring[r, (pos - 1) & (ring.shape[1] - 1)] if pos > 0 else 0
+    follow[r, before_sym] = ((follow[r, before_sym] << _U8) | np.uint64(sym)) & np.uint64(0xFFFF)
     ring[r, pos & (ring.shape[1] - 1)] = sym
     newline = sym == 10
     if newline:
@@ -828,7 +832,7 @@ def _structure_step(r, sym, classes, kinds, ring, pos_of, line, above, last, gap
 
 @inline
 def _structure_context(i, kind, h, ring, pos, line, above, record, depth, tag, in_tag, naming, indent, word,
-                       stream, before1, marks, after_mark, first):
+                       stream, before1, marks, after_mark, first, follow):
     """Structure.contexts for one stream and kind (the i-th of the configuration's kinds)."""
     if kind == SPARSE:
         v = (h >> _U8) & np.uint64(0xFFFF)
@@ -853,6 +857,8 @@ def _structure_context(i, kind, h, ring, pos, line, above, record, depth, tag, i
         else:
             other, near = first, np.uint64(min(pos - line, 63))
         v = ((other + np.uint64(i)) * _WORD ^ ((near << _U8) | (h & _U255))) & _LOW56
+    elif kind == INDIRECT:
+        v = (follow << _U8) | (h & _U255)
     else:
         key = h & np.uint64(0xFFFF) if kind == NEAR else word
         v = (key * _STREAM_KEY ^ stream) & _LOW56

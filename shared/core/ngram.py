@@ -22,7 +22,8 @@ import mmap
 import numpy as np
 
 from . import kernels
-from .config import MAX_NGRAM_STREAMS, STRUCTURE_BITS, STRUCTURE_RING, WORD_BITS, WORD_KINDS
+from .config import (INDIRECT_BITS, INDIRECT_KIND, MAX_NGRAM_STREAMS, STRUCTURE_BITS, STRUCTURE_RING, WORD_BITS,
+                     WORD_KINDS)
 
 PURITY = 4                 # levels of "how much of the context one byte owns": <1/3, <2/3, <1, all
 LIMIT = 255 - MAX_NGRAM_STREAMS   # a row is halved before one update (a count per stream) could pass 255
@@ -133,7 +134,7 @@ class MatchModel:
 
 # ModelConfig.structure: bit i adds context i
 STRUCTURE = ("sparse", "column", "record", "align", "nest", "near", "near_word", "skip_word", "word_mark",
-             "mark_gap", "line_column")
+             "mark_gap", "line_column", "indirect")
 _STREAM_KEY = np.uint64(0x9E3779B1)       # a near context's key times this, xor the stream's number times _WORD
 
 
@@ -156,7 +157,9 @@ class Structure:
       mark_gap  the last two such bytes, how many bytes the last one is back (up to 15) and the
               last byte (inside a call's parentheses, an attribute's quotes, a string);
       line_column  the line's first word, the column (up to 63) and the last byte (a statement's
-              keyword or a row's key, and where in its line the byte falls).
+              keyword or a row's key, and where in its line the byte falls);
+      indirect  the last byte and the two bytes that followed it the last two times it occurred
+              in this stream (paq8px's indirect context: after "=" came " 0" and " 1", so ...).
 
     The near contexts are what the shared counts lose by coding 64 regions of the input side by
     side: every shared row mixes what all of them said, a near row only what this region said,
@@ -195,6 +198,7 @@ class Structure:
         self.marks = np.zeros(streams, dtype=np.uint64)          # the last two bytes neither letter nor blank
         self.after_mark = np.zeros(streams, dtype=np.int64)      # where the byte after the last one is
         self.first = np.zeros(streams, dtype=np.uint64)          # the line's first word (0: none yet)
+        self.follow = np.zeros((streams, 256), dtype=np.uint64)  # per byte value: the two bytes after it, newest lowest
 
     @property
     def lead(self) -> np.ndarray:
@@ -235,6 +239,9 @@ class Structure:
                 near = np.minimum(self.pos - at, 15 if kind == "mark_gap" else 63).astype(np.uint64)
                 v = (((other + np.uint64(i)) * _WORD ^ (near << np.uint64(8) | (history & np.uint64(255))))
                      & np.uint64((1 << 56) - 1))
+            elif kind == "indirect":
+                last = history & np.uint64(255)
+                v = self.follow[np.arange(len(history)), last.astype(np.int64)] << np.uint64(8) | last
             else:
                 key = history & np.uint64(0xFFFF) if kind == "near" else self.word
                 v = (key * _STREAM_KEY ^ self._stream) & np.uint64((1 << 56) - 1)
@@ -244,6 +251,8 @@ class Structure:
     def update(self, rows: np.ndarray, symbols: np.ndarray) -> None:
         lead = self.lead[rows] == 1 if "nest" in self.kinds else None   # before this byte
         pos = self.pos[rows]
+        before = np.where(pos > 0, self.ring[rows, (pos - 1) & (self.RING - 1)], 0)   # the byte `symbols` follow
+        self.follow[rows, before] = (self.follow[rows, before] << np.uint64(8) | symbols.astype(np.uint64)) & np.uint64(0xFFFF)
         self.ring[rows, pos & (self.RING - 1)] = symbols
         newline = symbols == 10
         self.above[rows] = np.where(newline, self.line[rows], self.above[rows])
@@ -294,9 +303,14 @@ class Structure:
     def clear(self) -> None:
         for a in (self.ring, self.pos, self.line, self.above, self.candidate, self.seen, self.record, self.gap,
                   self.depth, self.tag, self.in_tag, self.naming, self.indent, self.word, self.before, self.marks,
-                  self.after_mark, self.first):
+                  self.after_mark, self.first, self.follow):
             a.fill(0)
         self.last.fill(-1)
+
+
+def _kind_bits(i: int) -> int:
+    """Rows (log2) of structure kind i's table: the word rows and the indirect row are smaller."""
+    return WORD_BITS if WORD_KINDS >> i & 1 else INDIRECT_BITS if INDIRECT_KIND >> i & 1 else STRUCTURE_BITS
 
 
 class ContextCounts:
@@ -314,7 +328,7 @@ class ContextCounts:
         self.shape = Structure(structure, streams) if structure else None
         n_shape = self.shape.n if self.shape else 0
         self.bits = ([min(8 * k, table_bits) for k in self.orders] + [table_bits] * words
-                     + [min(table_bits, WORD_BITS if WORD_KINDS >> STRUCTURE.index(kind) & 1 else STRUCTURE_BITS)
+                     + [min(table_bits, _kind_bits(STRUCTURE.index(kind)))
                         for kind in (self.shape.kinds if self.shape else ())])
         sizes = [1 << b for b in self.bits]
         self.offset = np.cumsum([0] + sizes[:-1]).astype(np.int64)
@@ -468,11 +482,12 @@ class ContextCounts:
         if sh is not None:
             ss = (sh._kind_ids, self._shape_shift, self._shape_offset, sh.ring, sh.pos, sh.line, sh.above, sh.last,
                   sh.gap, sh.candidate, sh.seen, sh.record, sh.depth, sh.tag, sh.in_tag, sh.naming, sh.indent,
-                  sh.word, sh._stream, sh.before, sh.marks, sh.after_mark, sh.first, sh.MAX_RECORD, sh.CONFIRM)
+                  sh.word, sh._stream, sh.before, sh.marks, sh.after_mark, sh.first, sh.follow, sh.MAX_RECORD, sh.CONFIRM)
         else:
             i2, u2 = np.zeros((1, 1), np.int64), np.zeros((1, 2), np.uint64)
             ss = (none_i[:0], none_u, none_i, i2, none_i, none_i, none_i, i2, i2, none_i, none_i, none_i, none_i,
-                  none_u, none_i, none_i, none_i, none_u, none_u, u2, none_u, none_i, none_u, 0, 0)
+                  none_u, none_i, none_i, none_i, none_u, none_u, u2, none_u, none_i, none_u, np.zeros((1, 256), np.uint64),
+                  0, 0)
         kernels.advance(rows, symbols, self.history, self.word, self.prev, self._slots, self._checks, _CLASSES,
                         self._masks, self._hashed, self._byte_shift, self._byte_offset, self.words, self._word_shift,
                         self._word_offset, *mm, *ss)
