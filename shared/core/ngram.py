@@ -158,8 +158,9 @@ class Structure:
               last byte (inside a call's parentheses, an attribute's quotes, a string);
       line_column  the line's first word, the column (up to 63) and the last byte (a statement's
               keyword or a row's key, and where in its line the byte falls);
-      indirect  the last byte and the two bytes that followed it the last two times it occurred
-              in this stream (paq8px's indirect context: after "=" came " 0" and " 1", so ...).
+      indirect  the last byte and the bytes that followed it the last two times it occurred in
+              this stream (paq8px's indirect context: where "=" was last followed by "0" and
+              then "1", what follows "=" now).
 
     The near contexts are what the shared counts lose by coding 64 regions of the input side by
     side: every shared row mixes what all of them said, a near row only what this region said,
