@@ -9,7 +9,7 @@ from shared.coding.container import parse
 from shared.core.config import INDIRECT_KIND, ModelConfig, RunConfig, preset
 from shared.core.engine import Twin
 from shared.core.errors import ConfigMismatch, FormatError, UsageError
-from shared.core.ngram import LIMIT, STRUCTURE, ContextCounts, MatchModel, Structure, features
+from shared.core.ngram import RESCALE, STRUCTURE, ContextCounts, MatchModel, Structure, count_limit, features
 from shared.texts import mission_log
 from tests.helpers import PassThrough, run_twin
 
@@ -43,24 +43,42 @@ def test_streams_share_tables_and_duplicates_in_one_update_all_count():
     assert row[9] == 3 and row[8] == 1 and row.sum() == 4
 
 
-def test_a_full_row_is_halved_before_it_can_overflow():
+def test_a_full_row_is_rescaled_to_three_quarters_before_it_can_overflow():
+    """One stream: a row may carry 254 into an update. The 256th "b" after "a" finds 255, so the
+    row keeps 255 - 255 // 4 = 192 of it first and counts 193; three more "b" make 196."""
     c = ContextCounts((1,), table_bits=8, streams=1)
-    feed(c, b"ab" * (LIMIT + 5))
+    assert c.limit == count_limit(1) == 254 and RESCALE == 2
+    feed(c, b"ab" * 259)
     row = c.table[c.offset[0] + ord("a")]
-    assert 0 < row[ord("b")] <= LIMIT + 1 and row.sum() == row[ord("b")]
-    assert c.table.max() <= 255
+    assert row[ord("b")] == 196 and row.sum() == 196
+    assert c.top[c.offset[0] + ord("a")] == 196 and c.total[c.offset[0] + ord("a")] == 196
+
+
+def test_a_row_that_every_stream_counts_at_once_never_passes_255():
+    """64 streams add up to 64 to one count per update, so a row may carry at most 191 into
+    one. The first update counts in context 0, the next ones in context 7: 64, 128, 192, then
+    192 is rescaled to 144 before 64 more. From 255 one rescale leaves 192, still above the
+    limit, so the row is rescaled again, to 144, and 208 follows."""
+    c = ContextCounts((1,), table_bits=8, streams=64)
+    rows = np.ones(64, bool)
+    seen = []
+    for _ in range(18):
+        c.update(rows, np.full(64, 7))
+        seen.append(int(c.table[c.offset[0] + 7, 7]))
+    assert seen == [0, 64, 128, 192, 208, 220, 229, 236, 241, 245, 248, 250, 252, 253, 254, 255, 208, 220]
+    assert (c.total == c.table.sum(axis=1)).all() and (c.top == c.table.max(axis=1)).all()
 
 
 def test_each_rows_total_and_top_stay_those_of_its_counts():
-    """Eviction and halving read the row sums and maxima kept beside the table; through claims,
-    evictions, halvings and many streams hitting one cell, they stay exactly the table's."""
+    """Eviction and rescaling read the row sums and maxima kept beside the table; through claims,
+    evictions, rescalings and many streams hitting one cell, they stay exactly the table's."""
     c = ContextCounts((1, 3), table_bits=8, streams=64)    # few rows: many claims and evictions
     rng = np.random.default_rng(2)
     rows = np.ones(64, bool)
     halved = False
     for step in range(400):
         symbols = rng.integers(0, 4, 64) if step % 4 else rng.integers(0, 256, 64)
-        halved |= bool((c.top > LIMIT).any())
+        halved |= bool((c.top > c.limit).any())
         c.update(rows, symbols)
     assert halved and (c.total == c.table.sum(axis=1)).all() and (c.top == c.table.max(axis=1)).all()
 

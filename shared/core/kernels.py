@@ -222,13 +222,13 @@ def _row_of(check, slot, other, want):
     return -1
 
 
-def _count_update(table, check, total, top, slots, checks, pair, symbols, limit):
+def _count_update(table, check, total, top, slots, checks, pair, symbols, limit, rescale):
     """ContextCounts.update's table work for one position: slots and checks (n, K) of the
     streams coded, symbols (n,). In the definition's three phases: find every context's row;
     a context without one claims the emptier row of its pair (zeroed; two claims on one row:
     the first in stream order wins) and every context is found again, so one whose row was just
-    taken is not counted now; then every counted row is halved once if its top count passed
-    `limit`, and counts its symbol."""
+    taken is not counted now; then every counted row whose top count passed `limit` is rescaled
+    (each count x to x - (x >> rescale)) until it no longer does, and counts its symbol."""
     n, K = slots.shape
     rows = np.empty((n, K), dtype=np.int64)
     victims = np.empty(n * K, dtype=np.int64)
@@ -262,12 +262,14 @@ def _count_update(table, check, total, top, slots, checks, pair, symbols, limit)
     for i in range(n):
         for k in range(K):
             row = rows[i, k]
-            if row >= 0 and top[row] > limit:      # halved once: its top is then within the limit
+            if row < 0:
+                continue
+            while top[row] > limit:                # then no count can pass 255 in this update
                 s = 0
                 for b in range(table.shape[1]):
-                    table[row, b] >>= 1
+                    table[row, b] -= table[row, b] >> rescale
                     s += table[row, b]
-                top[row] >>= 1
+                top[row] -= top[row] >> rescale
                 total[row] = s
     for i in range(n):
         symbol = symbols[i]

@@ -22,11 +22,19 @@ import mmap
 import numpy as np
 
 from . import kernels
-from .config import (INDIRECT_BITS, INDIRECT_KIND, MAX_NGRAM_STREAMS, STRUCTURE_BITS, STRUCTURE_RING, WORD_BITS,
-                     WORD_KINDS)
+from .config import INDIRECT_BITS, INDIRECT_KIND, STRUCTURE_BITS, STRUCTURE_RING, WORD_BITS, WORD_KINDS
 
 PURITY = 4                 # levels of "how much of the context one byte owns": <1/3, <2/3, <1, all
-LIMIT = 255 - MAX_NGRAM_STREAMS   # a row is halved before one update (a count per stream) could pass 255
+RESCALE = 2                # a full row keeps x - (x >> RESCALE) of each count x: three quarters (docs/results.md)
+
+
+def count_limit(streams: int) -> int:
+    """The largest top count a row may carry into an update: one update adds at most one count
+    per stream to a row, so a row above it is rescaled first and no count passes 255. The higher
+    it is, the more a row remembers; rows are kept as close to full as the streams allow."""
+    return 255 - streams
+
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)   # Fibonacci hashing multiplier
 _WORD = np.uint64(0x100000001B3)          # FNV-style multiplier for word hashes
 _LETTER = np.zeros(256, dtype=bool)       # bytes that continue a word
@@ -335,10 +343,11 @@ class ContextCounts:
         self.offset = np.cumsum([0] + sizes[:-1]).astype(np.int64)
         self.table = sparse_zeros((sum(sizes), 256))
         self.check = np.zeros(sum(sizes), dtype=np.uint8)    # which context owns each hashed row
-        # each row's sum and largest count, kept beside it: eviction and halving read 3 bytes of
-        # a row instead of its 256 (both are exact: counts only grow by whole steps or halve)
+        # each row's sum and largest count, kept beside it: eviction and rescaling read 3 bytes of
+        # a row instead of its 256 (both are exact: counts only grow by whole steps or rescale)
         self.total = np.zeros(sum(sizes), dtype=np.uint16)    # at most 256 * 255
         self.top = np.zeros(sum(sizes), dtype=np.uint8)
+        self.limit = count_limit(streams)
         self.history = np.zeros(streams, dtype=np.uint64)   # last 8 bytes per stream, newest lowest
         self.word = np.zeros(streams, dtype=np.uint64)      # hash of the word being written (0: none)
         self.prev = np.zeros(streams, dtype=np.uint64)      # hash of the word before it
@@ -458,7 +467,7 @@ class ContextCounts:
         slots, checks = self._slots[rows], self._checks[rows]   # (n, K)
         if kernels.ENABLED:         # the table work and the contexts' state, as compiled loops
             kernels.count_update(self.table, self.check, self.total, self.top, slots, checks, self._pair,
-                                 symbols, LIMIT)
+                                 symbols, self.limit, RESCALE)
             self._advance_compiled(np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, dtype=np.int64),
                                    symbols)
             return
@@ -510,11 +519,12 @@ class ContextCounts:
             idx = self._find(slots, checks)          # a context that lost its row is not counted now
         counted = idx >= 0
         idx, counted_symbols = idx[counted], np.broadcast_to(symbols[:, None], counted.shape)[counted]
-        hot = idx[self.top[idx] > LIMIT]
-        if len(hot):
-            self.table[hot] >>= 1      # duplicates halve once: fancy assignment, not accumulation
-            self.top[hot] >>= 1        # the largest of the halves is half the largest, floored
-            self.total[hot] = self.table[hot].sum(axis=1)
+        hot = np.unique(idx[self.top[idx] > self.limit])
+        while len(hot):                # rescaled until the row's top is within the limit
+            self.table[hot] -= self.table[hot] >> RESCALE
+            self.top[hot] -= self.top[hot] >> RESCALE   # x - (x >> r) never decreases as x grows:
+            self.total[hot] = self.table[hot].sum(axis=1)   # the largest stays the largest
+            hot = hot[self.top[hot] > self.limit]
         cell, times = np.unique(idx * 256 + counted_symbols, return_counts=True)
         flat = self.table.reshape(-1)
         flat[cell] += times.astype(np.uint8)
