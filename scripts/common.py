@@ -1,11 +1,13 @@
 """What the scripts (demo, bench, soak) and the tests share: where the checkout is, a free
-loopback endpoint, the environment a child alice/bob process gets, and how a child is stopped."""
+loopback endpoint, the environment a child alice/bob process gets, how a child is stopped, and
+a process's own peak memory."""
 from __future__ import annotations
 
 import os
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,3 +46,20 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes. On Linux from /proc (VmHWM, the peak of this
+    program's own memory), not from getrusage: a child started by a large parent (a pytest
+    worker) inherits the parent's ru_maxrss through vfork and exec, so a 1.3 GB worker made a
+    small child read 1.3 GB, and a growth measured from it read too little."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024     # macOS counts bytes, Linux KiB

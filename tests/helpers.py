@@ -19,7 +19,7 @@ import pytest
 
 from protocol.frames import Data, Hello
 from protocol.link import LinkSettings
-from scripts.common import ROOT, child_env, free_endpoint, free_port  # noqa: F401  (for the tests)
+from scripts.common import ROOT, child_env, free_endpoint, free_port, peak_rss  # noqa: F401  (for the tests)
 from shared.core.engine import Twin
 
 

@@ -20,8 +20,8 @@ TINY = PRESETS["tiny"]
 FUTURE = dataclasses.replace(PRESETS["strong"], streams=32, model=dataclasses.replace(
     PRESETS["strong"].model, n_layer=2, n_head=8, n_embd=256, context=64, chunk=64))
 # the peak memory of the process, printed as its last line on the way out
-MAXRSS = ("import atexit, resource, sys; atexit.register(lambda: print('maxrss', "
-          "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, file=sys.stderr))")
+MAXRSS = ("import atexit, sys; from scripts.common import peak_rss; "
+          "atexit.register(lambda: print('maxrss', peak_rss(), file=sys.stderr))")
 
 
 def model(config, **kw):
@@ -41,19 +41,19 @@ def test_a_bigger_future_preset_stays_inside_the_limits():
 
 
 MEASURE = """
-import json, resource, sys
+import json, sys
 from shared.core import numeric
 numeric.activate("portable")
 from shared.core.config import RunConfig
 from shared.core.engine import Twin
-from tests.helpers import PassThrough
+from tests.helpers import PassThrough, peak_rss
 config = RunConfig.from_dict(json.loads(sys.argv[1]))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+before = peak_rss()
 data = bytes(range(256)) * (config.streams * config.model.chunk * 3 // 256 + 1)
 twin = Twin(config, len(data), data)
 for _ in range(2):
     twin.advance(PassThrough())
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+print(peak_rss() - before)
 """
 
 
