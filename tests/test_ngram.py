@@ -234,6 +234,23 @@ def test_word_contexts_fold_case_and_remember_the_previous_word():
     assert np.array_equal(c.lookup()[0], before)
 
 
+def test_between_words_the_second_word_context_is_the_last_two_words():
+    """After "green cat " the first word context knows only "cat"; the second knows "green cat",
+    so it tells what starts the next word after that pair apart from after "big cat"."""
+    c = ContextCounts((), table_bits=12, streams=3, words=2)
+    feed(c, b"green cat sat. ", stream=0)
+    feed(c, b"big cat ran. ", stream=1)
+    feed(c, b"a green cat ", stream=2)            # between words, after "green" and "cat"
+    got = c.lookup()[2]
+    assert got[0, ord("s")] == 1 and got[0, ord("r")] == 1 and got[0].sum() == 2   # after "cat"
+    assert got[1, ord("s")] == 1 and got[1].sum() == 1                             # after "green cat"
+    feed(c, b"s", stream=2)                       # inside a word: the word so far and the one before
+    assert c.lookup()[2, 1, ord("a")] == 1 and c.lookup()[2, 1].sum() == 1
+    assert c.prev[2] != 0 and c.prev2[2] != 0 and c.prev[2] != c.prev2[2]
+    c.clear()
+    assert c.prev2[2] == 0 and c.lookup()[2].sum() == 0
+
+
 def match_row(c: ContextCounts, stream: int = 0) -> np.ndarray:
     return c.lookup()[stream, -1]
 

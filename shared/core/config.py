@@ -61,7 +61,7 @@ class ModelConfig:
     # Byte n-gram counts mixed into the logits (shared/core/ngram.py): which orders, table size.
     orders: tuple = ()      # e.g. (1, 2, 3, 4, 6): k bytes of context each, at most 8
     table_bits: int = 18    # each order's table holds 2**table_bits contexts x 256 counts
-    words: int = 0          # word contexts: 1 = the word so far, 2 = also with the word before
+    words: int = 0          # word contexts: 1 = the word so far, 2 = also with the word before (between words: the last two)
     match: int = 0          # match model (ngram.MatchModel): bytes of context it looks up (0: none)
     structure: int = 0      # structure contexts, a bit each (ngram.STRUCTURE): sparse, column, record, align, nest,
                             # near, near_word, skip_word, word_mark, mark_gap, line_column, indirect

@@ -635,6 +635,7 @@ _LOW56 = np.uint64((1 << 56) - 1)
 _U8 = np.uint64(8)
 _U255 = np.uint64(255)
 _U1 = np.uint64(1)
+_U2 = np.uint64(2)
 _U0 = np.uint64(0)
 # the structure kinds, numbered as ngram.STRUCTURE names them
 SPARSE, COLUMN, RECORD, ALIGN, NEST, NEAR, NEAR_WORD, SKIP_WORD, WORD_MARK, MARK_GAP, LINE_COLUMN, INDIRECT = range(12)
@@ -666,7 +667,7 @@ def _back(ring, pos, distance):
     return 0
 
 
-def _advance(rows, symbols, history, word, prev, slots, checks, classes,
+def _advance(rows, symbols, history, word, prev, prev2, slots, checks, classes,
              masks, hashed, byte_shift, byte_offset, n_words, word_shift, word_offset,
              match_on, m_ring, m_where, m_written, m_place, m_run, m_min, m_mask, m_shift, m_stride, m_recover,
              kinds, shape_shift, shape_offset, s_ring, s_pos, s_line, s_above, s_last, s_gap, s_candidate,
@@ -729,6 +730,7 @@ def _advance(rows, symbols, history, word, prev, slots, checks, classes,
             letter, opens = classes[sym, 0] == 1, classes[sym, 1] == 1
             w = word[r]
             if not letter and w != _U0:
+                prev2[r] = prev[r]
                 prev[r] = w
             if letter or opens:
                 word[r] = _extend(_U0 if opens else w, sym, classes[:, 4])
@@ -753,7 +755,7 @@ def _advance(rows, symbols, history, word, prev, slots, checks, classes,
             if k == 0:
                 ctx = w if w != _U0 else p * _WORD + _U1
             else:
-                ctx = w * _WORD + p
+                ctx = w * _WORD + p if w != _U0 else (p * _WORD + prev2[r]) * _WORD + _U2
             product = ctx * _GOLDEN
             slots[r, n_orders + k] = np.int64(product >> word_shift[k]) + word_offset[k]
             checks[r, n_orders + k] = np.uint8((product >> (word_shift[k] - _U8)) & _U255)

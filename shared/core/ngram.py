@@ -4,7 +4,8 @@ A small transformer trained online needs many steps before it knows that "Wheref
 by "re"; a table of "what followed these k bytes" knows it after one example. So the twin keeps,
 for each order k in `ModelConfig.orders`, a table of counts indexed by the last k bytes (hashed
 into 2**table_bits rows when 256**k is larger), plus up to two word contexts (`words`: the word
-being written, case folded, and that word with the one before it), and hands the rows for the
+being written, case folded, and that word with the one before it; between words, the last word
+and the last two), and hands the rows for the
 current contexts to the model, which learns how much to trust each (`model.CountMixer`). With
 `ModelConfig.match`, a match model adds one more row: the byte that followed the last repeat of
 the newest bytes, counted by how long that guess has been right (`MatchModel`).
@@ -351,6 +352,7 @@ class ContextCounts:
         self.history = np.zeros(streams, dtype=np.uint64)   # last 8 bytes per stream, newest lowest
         self.word = np.zeros(streams, dtype=np.uint64)      # hash of the word being written (0: none)
         self.prev = np.zeros(streams, dtype=np.uint64)      # hash of the word before it
+        self.prev2 = np.zeros(streams, dtype=np.uint64)     # and of the word before that
         n = len(self.orders)
         self._masks = np.array([(1 << (8 * k)) - 1 for k in self.orders], dtype=np.uint64)
         self._hashed = np.array([b < 8 * k for k, b in zip(self.orders, self.bits)], dtype=bool)
@@ -362,7 +364,7 @@ class ContextCounts:
                               dtype=np.int64)       # hashed rows come in pairs: row ^ 1 is the other
         self._slots, self._checks = self._compute_slots()
 
-    def _compute_slots(self, history=None, word=None, prev=None) -> tuple[np.ndarray, np.ndarray]:
+    def _compute_slots(self, history=None, word=None, prev=None, prev2=None) -> tuple[np.ndarray, np.ndarray]:
         """(..., K) home row of each context (last 8 bytes, newest lowest; word hashes) in each
         order, and its check byte (0 where the order is small enough not to be hashed)."""
         history = self.history if history is None else history
@@ -372,7 +374,7 @@ class ContextCounts:
         checks = np.where(self._hashed, (product >> (self._byte_shift - np.uint64(8))) & np.uint64(255), 0)
         slots, checks = [slots], [checks]
         if self.words:
-            slots, checks = self._word_slots(slots, checks, word, prev)
+            slots, checks = self._word_slots(slots, checks, word, prev, prev2)
         if self.shape is not None:
             ctx = self.shape.contexts(history) if word is None else \
                 np.zeros(history.shape + (self.shape.n,), dtype=np.uint64)   # replay: not known
@@ -381,12 +383,16 @@ class ContextCounts:
             checks.append((product >> (self._shape_shift - np.uint64(8))) & np.uint64(255))
         return np.concatenate(slots, axis=-1), np.concatenate(checks, axis=-1).astype(np.uint8)
 
-    def _word_slots(self, slots, checks, word, prev):
+    def _word_slots(self, slots, checks, word, prev, prev2):
         word = self.word if word is None else word
         prev = self.prev if prev is None else prev
-        # context 1: the word so far (or, between words, the last word); 2: both words
+        prev2 = self.prev2 if prev2 is None else prev2
+        # context 1: the word so far, or between words the last word; 2: the word so far and the
+        # word before it, or between words the last two words (the first letter of a word is the
+        # costliest byte of text, and a word pair predicts it where the last word alone is context 1)
         ctx = np.stack([np.where(word != 0, word, prev * _WORD + np.uint64(1)),
-                        word * _WORD + prev][:self.words], axis=-1)
+                        np.where(word != 0, word * _WORD + prev, (prev * _WORD + prev2) * _WORD + np.uint64(2))
+                        ][:self.words], axis=-1)
         product = ctx * _GOLDEN
         slots.append((product >> self._word_shift).astype(np.int64) + self._word_offset)
         checks.append((product >> (self._word_shift - np.uint64(8))) & np.uint64(255))
@@ -405,16 +411,16 @@ class ContextCounts:
         return got
 
     @staticmethod
-    def _next_words(word, prev, symbols):
-        """Word hashes after one more byte: letters and digits (case folded) and UTF-8
-        continuation bytes extend the word; a 3- or 4-byte UTF-8 lead ends it and starts the
-        next (scripts without spaces: one character, one word); anything else ends it."""
+    def _next_words(word, prev, prev2, symbols):
+        """Word hashes (the word so far, the last two ended) after one more byte: letters and
+        digits (case folded) and UTF-8 continuation bytes extend the word; a 3- or 4-byte UTF-8
+        lead ends it and starts the next (scripts without spaces: one character, one word);
+        anything else ends it."""
         letter, opens = _LETTER[symbols], _OPENS[symbols]
         ends = ~letter & (word != 0)
         start = np.where(opens, np.uint64(0), word)
         new_word = np.where(letter | opens, _extend_word(start, symbols), np.uint64(0))
-        new_prev = np.where(ends, word, prev)
-        return new_word, new_prev
+        return new_word, np.where(ends, word, prev), np.where(ends, prev, prev2)
 
     def lookup(self, out: np.ndarray | None = None) -> np.ndarray:
         """Counts for every stream's current context: (streams, K, 256) uint8 (K: orders, word
@@ -443,13 +449,11 @@ class ContextCounts:
         ctx = np.zeros((n, W), dtype=np.uint64)
         for back in range(1, 9):                       # byte `back` positions before the target
             ctx |= t[:, 8 - back:8 - back + W] << np.uint64(8 * (back - 1))
-        word = prev = np.zeros((n, W), dtype=np.uint64)  # zeros, not None: this is not the live state
+        word = prev = prev2 = np.zeros((n, W), dtype=np.uint64)  # zeros, not None: not the live state
         if self.words:                                 # word state as far as 8 bytes can tell
-            word = np.zeros((n, W), dtype=np.uint64)
-            prev = np.zeros((n, W), dtype=np.uint64)
             for back in range(8, 0, -1):
-                word, prev = self._next_words(word, prev, t[:, 8 - back:8 - back + W].astype(np.int64))
-        got = self._gather(self._find(*self._compute_slots(ctx, word, prev)))   # (n, W, K, 256)
+                word, prev, prev2 = self._next_words(word, prev, prev2, t[:, 8 - back:8 - back + W].astype(np.int64))
+        got = self._gather(self._find(*self._compute_slots(ctx, word, prev, prev2)))   # (n, W, K, 256)
         if self.shape is not None:                     # structure contexts need more than 8 bytes
             first = len(self.orders) + self.words
             got[:, :, first:first + self.shape.n] = 0
@@ -477,7 +481,8 @@ class ContextCounts:
             index = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, dtype=np.int64)
             self.match.update(index, symbols, self.history[index])
         if self.words:
-            self.word[rows], self.prev[rows] = self._next_words(self.word[rows], self.prev[rows], symbols)
+            self.word[rows], self.prev[rows], self.prev2[rows] = self._next_words(
+                self.word[rows], self.prev[rows], self.prev2[rows], symbols)
         if self.shape is not None:
             self.shape.update(np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, dtype=np.int64),
                               symbols)
@@ -498,7 +503,7 @@ class ContextCounts:
             ss = (none_i[:0], none_u, none_i, i2, none_i, none_i, none_i, i2, i2, none_i, none_i, none_i, none_i,
                   none_u, none_i, none_i, none_i, none_u, none_u, u2, none_u, none_i, none_u, np.zeros((1, 256), np.uint64),
                   0, 0)
-        kernels.advance(rows, symbols, self.history, self.word, self.prev, self._slots, self._checks, _CLASSES,
+        kernels.advance(rows, symbols, self.history, self.word, self.prev, self.prev2, self._slots, self._checks, _CLASSES,
                         self._masks, self._hashed, self._byte_shift, self._byte_offset, self.words, self._word_shift,
                         self._word_offset, *mm, *ss)
 
@@ -535,7 +540,7 @@ class ContextCounts:
         self.table = sparse_zeros(self.table.shape)
         for a in (self.check, self.total, self.top):
             a.fill(0)
-        for a in (self.history, self.word, self.prev):
+        for a in (self.history, self.word, self.prev, self.prev2):
             a.fill(0)
         if self.match is not None:
             self.match.clear()
