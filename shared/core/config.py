@@ -286,9 +286,9 @@ PRESETS: dict[str, RunConfig] = {
                                            orders=(1, 2, 3, 4, 6), words=2, table_bits=18, match=8,
                                            structure=4095, tree=1),
                          train=TrainConfig(lr=4e-3, lr_decay=15), streams=64, preset="default"),
-    # strong: ratio first; default's counts, a wider two-layer GPT with a longer context, and
-    # one replay step on older history.
-    "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=16, chunk=8,
+    # strong: ratio first; default's counts, a wider two-layer GPT with a longer context (12
+    # bytes: 16 was 0.04% smaller and 1.2x the time), and one replay step on older history.
+    "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=12, chunk=8,
                                           orders=(1, 2, 3, 4, 6), words=2, table_bits=18,
                                           match=8, structure=4095, tree=1),
                         train=TrainConfig(lr=2e-3, replay=1, lr_decay=15), streams=64, preset="strong"),
