@@ -61,7 +61,8 @@ class ModelConfig:
     # Byte n-gram counts mixed into the logits (shared/core/ngram.py): which orders, table size.
     orders: tuple = ()      # e.g. (1, 2, 3, 4, 6): k bytes of context each, at most 8
     table_bits: int = 18    # each order's table holds 2**table_bits contexts x 256 counts
-    words: int = 0          # word contexts: 1 = the word so far, 2 = also with the word before (between words: the last two)
+    words: int = 0          # word contexts: 1 = the word so far, 2 = also with the word before it
+                            # (between words: the last word, and the last two)
     match: int = 0          # match model (ngram.MatchModel): bytes of context it looks up (0: none)
     structure: int = 0      # structure contexts, a bit each (ngram.STRUCTURE): sparse, column, record, align, nest,
                             # near, near_word, skip_word, word_mark, mark_gap, line_column, indirect
@@ -286,8 +287,8 @@ PRESETS: dict[str, RunConfig] = {
                                            orders=(1, 2, 3, 4, 6), words=2, table_bits=18, match=8,
                                            structure=4095, tree=1),
                          train=TrainConfig(lr=4e-3, lr_decay=15), streams=64, preset="default"),
-    # strong: ratio first; default's counts, a wider two-layer GPT with a longer context (12
-    # bytes: 16 was 0.04% smaller and 1.2x the time), and one replay step on older history.
+    # strong: ratio first; default's counts, a wider two-layer GPT with a longer context, and
+    # one replay step on older history; at least a quarter of default's speed.
     "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=12, chunk=8,
                                           orders=(1, 2, 3, 4, 6), words=2, table_bits=18,
                                           match=8, structure=4095, tree=1),

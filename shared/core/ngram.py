@@ -5,10 +5,10 @@ by "re"; a table of "what followed these k bytes" knows it after one example. So
 for each order k in `ModelConfig.orders`, a table of counts indexed by the last k bytes (hashed
 into 2**table_bits rows when 256**k is larger), plus up to two word contexts (`words`: the word
 being written, case folded, and that word with the one before it; between words, the last word
-and the last two), and hands the rows for the
-current contexts to the model, which learns how much to trust each (`model.CountMixer`). With
-`ModelConfig.match`, a match model adds one more row: the byte that followed the last repeat of
-the newest bytes, counted by how long that guess has been right (`MatchModel`).
+and the last two), and hands the rows for the current contexts to the model, which learns how
+much to trust each (`model.CountMixer`). With `ModelConfig.match`, a match model adds one more
+row: the byte that followed the last repeat of the newest bytes, counted by how long that guess
+has been right (`MatchModel`).
 
 Everything here is integer arithmetic on numpy arrays (no floats, no library-dependent rounding),
 updated at the same point on both sides: after each position's tokens are coded, so the counts
