@@ -39,7 +39,7 @@ Outputs, in --out (default bench-results/, git-ignored):
   frontier.png   speed vs bits/byte, one panel per text file (log-x)
 
 Examples:
-  make bench                                           # every preset, every file: slow (hours)
+  make bench                                           # fast, default, strong on every file: slow (hours)
   make bench ARGS="--presets fast,default --limit 200000"
   .venv/bin/python scripts/bench.py --presets default --files ../shared/corpora/tinyshakespeare.txt
   .venv/bin/python scripts/bench.py --profile native --presets default --limit 100000

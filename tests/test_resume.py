@@ -10,7 +10,7 @@ from shared.texts import mission_log
 from tests.helpers import free_endpoint, spawn
 
 
-@pytest.mark.slow   # random moments; test_kill.py kills each side at steps 1, 2, 3 and later in make test
+@pytest.mark.slow   # random moments; test_kill.py kills each side at step 1 and later in make test, 2 and 3 in test-slow
 def test_sigkill_both_sides_repeatedly_and_still_end_byte_exact(tmp_path):
     # ~18 KB coded (the random tail is stored, not compressed): six kills ~1 KB of progress
     # apart stay well before the end, where a killed Alice could miss Mars's DONE

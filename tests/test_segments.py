@@ -323,6 +323,23 @@ def test_workers_without_marslink_or_with_other_arithmetic_are_one_line(tmp_path
         kill_all(*[p for p in (worker, scheduler) if p is not None])
 
 
+def test_a_scheduler_without_workers_is_one_line_in_time(tmp_path):
+    """A scheduler that answers but has no worker: alice says so after DASK_WORKERS_S and how
+    to start one, instead of waiting for ever; nothing is written."""
+    scheduler, address = dask_scheduler(tmp_path)
+    src = tmp_path / "in.txt"
+    src.write_bytes(DATA)
+    try:
+        before = leftovers(tmp_path)
+        started = time.monotonic()
+        r = run_cli("sender", "compress", str(src), str(tmp_path / "x.mrs"), "--preset", "tiny", "--cluster", address)
+        expect_error(r, f"alice: error: the Dask scheduler at {address} has no workers after 20 s; "
+                        f"start some with 'dask worker {address} --nthreads 1'", tmp_path, before)
+        assert time.monotonic() - started < 90      # 20 s, and the start-up of a loaded machine
+    finally:
+        kill_all(scheduler)
+
+
 def test_an_unreachable_scheduler_is_one_line_in_time(tmp_path):
     src = tmp_path / "in.txt"
     src.write_bytes(DATA)

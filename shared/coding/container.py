@@ -19,7 +19,7 @@ Format version 18:
                    0, k, 2k, ... (k = sync_every) and after the last step; CRC32 in digests_crc32
     ...      P     payload: the arithmetic-coded stream; CRC32 in payload_crc32
 
-Segments (versions 6 to 11): the input is cut into N = ceil(length / segment_size) segments (one if
+Segments (since version 6): the input is cut into N = ceil(length / segment_size) segments (one if
 the input is empty), each coded by its own twin from the same configuration, independently of
 the others. The digest table and the payload are the segments' own, laid end to end in segment
 order; a one-segment file holds exactly the digests and payload one twin makes.
