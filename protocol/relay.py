@@ -61,7 +61,7 @@ class SimulatedLink:
     @classmethod
     def from_light(cls, minutes: float, scale: float, **kw) -> "SimulatedLink":
         if not (math.isfinite(scale) and scale > 0):
-            raise ValueError("--time-scale must be a positive number")
+            raise ValueError(f"--time-scale must be a positive number, not {scale}")
         return cls(delay_s=minutes * 60.0 / scale, light_minutes=minutes, time_scale=scale, **kw)
 
     def __post_init__(self):
@@ -69,6 +69,8 @@ class SimulatedLink:
             v = getattr(self, name)
             if v is not None and not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, not {v}")
+        if self.time_scale is not None and not (math.isfinite(self.time_scale) and self.time_scale > 0):
+            raise ValueError(f"--time-scale must be a positive number, not {self.time_scale}")
         for name in FAULTS:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"--{name} must be in [0, 1), not {getattr(self, name)}")
@@ -116,6 +118,8 @@ class SimulatedLink:
                 values[name] = int(v) if name == "seed" else float(v) * mult
             except ValueError:
                 raise ValueError(f"link info {part!r}: {value!r} is not a number") from None
+            if key == "scale" and not (math.isfinite(values[name]) and values[name] > 0):
+                raise ValueError(f"link info {part!r}: {value!r} is not a time scale (a positive number)")
         return cls(**values)
 
     def to_dict(self) -> dict:
@@ -127,7 +131,8 @@ class SimulatedLink:
 
     def describe(self) -> str:
         """One line for people: 'light delay 1.20 s one-way (12 light-min / 600) | 16 kbit/s | loss 5%'."""
-        light = f" ({self.light_minutes:g} light-min / {self.time_scale:g})" if self.light_minutes is not None else ""
+        scale = f" / {self.time_scale:g}" if self.time_scale is not None else ""    # --link-info may omit it
+        light = f" ({self.light_minutes:g} light-min{scale})" if self.light_minutes is not None else ""
         parts = [f"light delay {self.delay_s:.2f} s one-way{light}"]
         if self.bandwidth_bps:
             parts.append(fmt_bps(self.bandwidth_bps))

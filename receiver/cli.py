@@ -83,6 +83,7 @@ def _listen(args, bind, curve, earth_line) -> int:
     state_dir = args.state_dir or default_state_dir("mars")
     check_folder(state_dir, "Mars's state folder (--state-dir) ")   # receipts: before a stream, not after it
     fingerprint()                       # compute the canary before a sender is waiting
+    dash = dashboard_for(args, "mars", bind, out_path=args.out)   # a display this terminal cannot show: refused now
 
     if earth_line is not None:          # even with -q: without it no Earth can reach us
         print(f"bob: listening on every interface, port {args.port}, encrypted; on Earth, type this line "
@@ -94,7 +95,6 @@ def _listen(args, bind, curve, earth_line) -> int:
             print(f"bob: receiving stream {hello.stream_id!r} ({hello.total_length:,} bytes)",
                   file=sys.stderr, flush=True)
 
-    dash = dashboard_for(args, "mars", bind, out_path=args.out)
     with dash:
         on_hello = _chain(on_hello, dash.on_hello)
         stats = receive_stream(bind, run_config(args), args.out, link_settings(args, curve), on_hello=on_hello,
@@ -126,8 +126,8 @@ def decompress_command(args) -> int:
         with progress("Mars: decompressing", header["length"], not args.quiet, args.progress_every) as update:
             data, stats = decompress_file(container, runner, update)
     stats.update(size_stats(len(blob), stats["payload_bytes"], stats["input_bytes"]))   # as alice compress writes them
+    write_stats(args.stats_json, stats)           # the report first: the output, written last, is never left behind by a failure
     write_atomic(args.output, data, args.force)
-    write_stats(args.stats_json, stats)
     if not args.quiet and args.output != "-":
         print(f"bob: verified {len(data):,} bytes (SHA-256 ok, {stats['steps']} steps in lockstep), "
               f"final digest {stats['final_digest'][:16]}", file=sys.stderr)

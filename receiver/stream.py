@@ -41,6 +41,13 @@ MAX_STREAM_BYTES = MAX_LENGTH     # a declared length beyond this is refused, no
 
 KEEP_RECEIPTS = 100               # the newest receipts kept in the state folder
 
+# what the spool's files must hold to resume from (Spool.open and _Session._checkpoint write them)
+META = {"stream_id": checkpoint.TEXT, "sha256": checkpoint.TEXT, "length": checkpoint.INT, "config": checkpoint.DICT}
+STEP_DIGESTS = checkpoint.Kind("a dict of step digests", lambda v: isinstance(v, dict) and all(
+    type(k) is str and k.isdecimal() and type(d) is str for k, d in v.items()))
+FIELDS = {"twin": checkpoint.TWIN, "decoder": checkpoint.CODER, "stored_chunks": checkpoint.INT,
+          "resent_bytes": checkpoint.optional(checkpoint.INT), "ours": STEP_DIGESTS}
+
 
 ERROR_CODES = {ConfigMismatch: "config-mismatch", ProfileError: "profile-mismatch", StorageError: "write-failed"}
 
@@ -94,7 +101,8 @@ class Spool:
         meta = {"stream_id": hello.stream_id, "sha256": hello.sha256.hex(), "length": hello.total_length,
                 "config": hello.config}
         if os.path.isdir(self.dir):
-            saved = checkpoint.read_json(self.path("meta.json")) if os.path.exists(self.path("meta.json")) else None
+            meta_path = self.path("meta.json")
+            saved = checkpoint.read_json(meta_path, META) if os.path.exists(meta_path) else None
             if saved is not None and saved != meta:
                 if self._bytes_held() == 0:      # a stream that never got a byte: nothing to keep
                     self.remove()
@@ -115,7 +123,8 @@ class Spool:
             # decoded bytes go straight to their place in data.bin: memory stays flat
             self.data = os.open(self.path("data.bin"), os.O_RDWR | os.O_CREAT, NEW_FILE_MODE)   # the output, once verified
             os.ftruncate(self.data, hello.total_length)
-        return checkpoint.load(self.path("checkpoint.pt")) if os.path.exists(self.path("checkpoint.pt")) else None
+        saved = self.path("checkpoint.pt")
+        return checkpoint.load(saved, FIELDS) if os.path.exists(saved) else None
 
     def _bytes_held(self) -> int:
         try:
@@ -298,6 +307,7 @@ class _Session:
             self.source = ByteSource(spool.read_from(0), refill=self._refill)
             self.decoder = ChunkDecoder(self.source)
         else:
+            checkpoint.fits_twin(spool.path("checkpoint.pt"), saved, self.twin)
             self.twin.load_state_dict(saved["twin"], spool.decoded())
             self.ledger.ours = {int(k): v for k, v in saved["ours"].items()}
             consumed = saved["decoder"][-1]

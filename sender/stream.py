@@ -35,6 +35,9 @@ from shared.show.telemetry import Telemetry
 
 MAX_PAYLOAD = 256 * 1024          # split a step's bytes into frames no larger than this
 KEEP_CHECKPOINTS = 4
+# what a checkpoint must hold to resume from (Checkpoints.save writes it)
+FIELDS = {"twin": checkpoint.TWIN, "encoder": checkpoint.CODER, "stored_chunks": checkpoint.INT,
+          "high_water": checkpoint.INT}
 
 
 class Checkpoints:
@@ -54,17 +57,18 @@ class Checkpoints:
         for old in sorted(glob.glob(os.path.join(self.dir, "ckpt-*.pt")))[:-KEEP_CHECKPOINTS]:
             os.unlink(old)
 
-    def latest_within(self, offset: int) -> dict | None:
-        """The newest checkpoint whose coder had emitted no more than `offset` bytes."""
+    def latest_within(self, offset: int, twin: Twin) -> dict | None:
+        """The newest checkpoint whose coder had emitted no more than `offset` bytes (one that
+        `twin` can load: a damaged one is a FormatError naming it)."""
         for path in sorted(glob.glob(os.path.join(self.dir, "ckpt-*.pt")), reverse=True):
-            state = checkpoint.load(path)
+            state = checkpoint.load(path, FIELDS)
             if state["encoder"][-1] <= offset:
-                return state
+                return checkpoint.fits_twin(path, state, twin)
         return None
 
     def high_water(self) -> int:
         paths = sorted(glob.glob(os.path.join(self.dir, "ckpt-*.pt")))
-        return checkpoint.load(paths[-1])["high_water"] if paths else 0
+        return checkpoint.load(paths[-1], FIELDS)["high_water"] if paths else 0
 
     def remove(self):
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -181,7 +185,7 @@ class _Run:
         if self.twin.step == 0 and self.offset == 0:
             return
         self._fresh()
-        state = self.store.latest_within(resume_offset)
+        state = self.store.latest_within(resume_offset, self.twin)
         if state is not None:
             self.twin.load_state_dict(state["twin"], self.data)
             self.encoder.arith.restore(state["encoder"])

@@ -1,6 +1,7 @@
 """The show: dashboards drawn from state, and the demo driven headless under tmux (and without it)."""
 import io
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from rich.console import Console
 
 from protocol.relay import SimulatedLink
 from shared.show.dashboard import Dashboard, plain_line, render
-from tests.helpers import ROOT
+from tests.helpers import ROOT, expect_error, free_endpoint, run_cli
 
 
 def fake_twin(step: int, n_steps: int = 8, chunk: int = 16, streams: int = 4, length: int = 500):
@@ -53,6 +54,43 @@ def test_link_info_parsing():
                      ("speed=3", "unknown key 'speed'")):
         with pytest.raises(ValueError, match=__import__("re").escape(why)):
             SimulatedLink.from_text(bad)
+
+
+def test_link_info_time_scale_is_checked_and_may_be_left_out():
+    """A tester's case: `--link-info light=12` (no scale) crashed describe() formatting None, and
+    scale=nan, -1 or 0 passed unchecked into the line every dashboard shows."""
+    assert SimulatedLink.from_text("light=12").describe() == "light delay 0.00 s one-way (12 light-min)"
+    for value in ("nan", "-1", "0", "inf", "-inf", "1e999"):
+        with pytest.raises(ValueError) as e:
+            SimulatedLink.from_text(f"light=12,scale={value}")
+        assert str(e.value) == f"link info 'scale={value}': '{value}' is not a time scale (a positive number)"
+    for value in (math.nan, -1.0, 0.0, math.inf):     # the JSON states and the relay's own object too
+        with pytest.raises(ValueError, match=f"^--time-scale must be a positive number, not {value}$"):
+            SimulatedLink(light_minutes=12.0, time_scale=value)
+        with pytest.raises(ValueError, match=f"^--time-scale must be a positive number, not {value}$"):
+            SimulatedLink.from_light(12, value)
+
+
+def test_alice_refuses_a_bad_link_info_scale_in_one_line_and_shows_one_left_out(tmp_path):
+    (tmp_path / "in.txt").write_bytes(b"Sol 1. All quiet.\n")
+    common = ["sender", "send", str(tmp_path / "in.txt"), "--connect", free_endpoint(), "--preset", "tiny",
+              "--plain", "--state-dir", str(tmp_path / "state"), "--handshake-timeout", "0.5"]
+    r = run_cli(*common, "--link-info", "light=12,scale=nan", timeout=120)
+    expect_error(r, "alice: error: link info 'scale=nan': 'nan' is not a time scale (a positive number)")
+    r = run_cli(*common, "--link-info", "light=12", timeout=120)     # nobody listens: the handshake times out
+    assert r.returncode == 2 and len(r.stderr.decode().strip().splitlines()) == 1, r.stderr.decode()
+    assert r.stderr.decode().startswith("alice: error: no answer from Mars")
+    assert r.stdout.decode().splitlines()[0].endswith("; link: light delay 0.00 s one-way (12 light-min)")
+
+
+def test_auto_display_on_a_terminal_that_cannot_show_the_dashboard_is_plain():
+    class Terminal(io.TextIOWrapper):
+        def isatty(self):
+            return True
+
+    assert Dashboard("earth", "tcp://127.0.0.1:1", "auto", file=Terminal(io.BytesIO(), encoding="utf-8")).mode == "dashboard"
+    for encoding in ("ascii", "latin-1"):
+        assert Dashboard("earth", "tcp://127.0.0.1:1", "auto", file=Terminal(io.BytesIO(), encoding=encoding)).mode == "plain"
 
 
 def test_plain_and_json_modes_and_dashboard_render():

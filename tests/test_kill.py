@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from shared.core.pinned import torch
 from shared.texts import mission_log
 from tests.helpers import finish, free_endpoint, kill_all, spawn
 
@@ -51,7 +52,10 @@ def test_kill_alice_at_a_step_then_restart_her_once(tmp_path, step):
     kill_and_restart(tmp_path, "alice", step)
 
 
-def test_removing_an_unreadable_checkpoint_as_bob_advises_leads_to_a_working_resume(tmp_path):
+def damage_bobs_spool_then_follow_his_advice(tmp_path, name: str, damage, why: str):
+    """Kill Bob at step 12 (his checkpoint is from step 8), `damage` his spool's file `name` while he
+    is down, restart him: Alice hears the one-line reason (`why`), exit 2; removing the file, as
+    advised, lets the next Alice resume to a byte-exact end with the same Bob."""
     src, out, ep = tmp_path / "in.txt", tmp_path / "out.txt", free_endpoint()
     src.write_bytes(DATA)
     bob_cmd = ["receiver", "listen", "--bind", ep, "--out", str(out), "--checkpoint-every", "8", *COMMON]
@@ -59,16 +63,78 @@ def test_removing_an_unreadable_checkpoint_as_bob_advises_leads_to_a_working_res
     bob, alice = spawn(*bob_cmd, "--fault-kill-step", "12"), spawn(*alice_cmd)
     try:
         assert bob.wait(120) == -9
-        ckpt = tmp_path / "out.txt.partial" / "checkpoint.pt"
-        ckpt.write_bytes(b"not a checkpoint")                     # damaged while Bob was down
+        path = tmp_path / "out.txt.partial" / name
+        assert (tmp_path / "out.txt.partial" / "stream.bin").stat().st_size > 0
+        damage(path)                                              # damaged while Bob was down
         bob = spawn(*bob_cmd)
         rc, lines = finish(alice, 120)
-        assert rc == 2 and lines[-1] == (f"alice: error: Mars stopped the stream (refused): checkpoint {ckpt} is "
-                                         f"unreadable (UnpicklingError); remove it to start over"), lines[-3:]
-        ckpt.unlink()                                             # as advised; Bob is still listening
+        assert rc == 2 and lines[-1] == (f"alice: error: Mars stopped the stream (refused): "
+                                         f"{why.format(path=path)}; remove it to start over"), lines[-3:]
+        path.unlink()                                             # as advised; Bob is still listening
         alice = spawn(*alice_cmd)
         results = {"alice": finish(alice, 240), "bob": finish(bob, 240)}
     finally:
         kill_all(alice, bob)
     assert results["alice"][0] == 0 and results["bob"][0] == 0, results
     assert out.read_bytes() == DATA
+
+
+def test_removing_an_unreadable_checkpoint_as_bob_advises_leads_to_a_working_resume(tmp_path):
+    damage_bobs_spool_then_follow_his_advice(tmp_path, "checkpoint.pt",
+                                             lambda path: path.write_bytes(b"not a checkpoint"),
+                                             "checkpoint {path} is unreadable (UnpicklingError)")
+
+
+def without(key):
+    """Damage: the checkpoint still loads, but lacks `key`."""
+    def damage(path):
+        state = torch.load(path, weights_only=True)
+        del state[key]
+        torch.save(state, path)
+    return damage
+
+
+def retyped(key, value):
+    """Damage: the checkpoint still loads, but its `key` holds `value`."""
+    def damage(path):
+        torch.save({**torch.load(path, weights_only=True), key: value}, path)
+    return damage
+
+
+# a field of the wrong type takes the same path as a missing one: make test-slow
+@pytest.mark.parametrize("name, damage, why", [
+    ("checkpoint.pt", without("twin"), "checkpoint {path} is malformed (no 'twin')"),
+    pytest.param("checkpoint.pt", retyped("decoder", "0"),
+                 "checkpoint {path} is malformed ('decoder' is not a list of 6 integers)", marks=pytest.mark.slow),
+    ("meta.json", lambda p: p.write_text("[1]"), "{path} is malformed (not a JSON object)"),
+], ids=["checkpoint-without-twin", "checkpoint-with-wrong-types", "meta-json-not-an-object"])
+def test_removing_a_malformed_spool_file_as_bob_advises_leads_to_a_working_resume(tmp_path, name, damage, why):
+    damage_bobs_spool_then_follow_his_advice(tmp_path, name, damage, why)
+
+
+@pytest.mark.parametrize("damage, why", [({}, "no 'twin'"), pytest.param([1], "not a dict", marks=pytest.mark.slow)],
+                         ids=["empty-dict", "list"])   # a list: the same path as a dict without the field
+def test_removing_a_malformed_checkpoint_as_alice_advises_leads_to_a_working_resume(tmp_path, damage, why):
+    src, out, ep = tmp_path / "in.txt", tmp_path / "out.txt", free_endpoint()
+    src.write_bytes(DATA)
+    bob_cmd = ["receiver", "listen", "--bind", ep, "--out", str(out), *COMMON]
+    alice_cmd = ["sender", "send", str(src), "--connect", ep, "--state-dir", str(tmp_path / "earth"),
+                 "--checkpoint-every", "8", *COMMON]
+    bob, alice = spawn(*bob_cmd), spawn(*alice_cmd, "--fault-kill-step", "20")
+    try:
+        assert alice.wait(120) == -9
+        *older, ckpt = sorted((tmp_path / "earth").glob("*/ckpt-*.pt"))      # steps 8 and 16
+        assert older, "Alice kept an older checkpoint to resume from"
+        torch.save(damage, ckpt)                                  # damaged while Alice was down
+        alice = spawn(*alice_cmd)
+        rc, lines = finish(alice, 120)
+        assert rc == 2 and lines == [f"alice: error: checkpoint {ckpt} is malformed ({why}); remove it to "
+                                     f"start over"], lines[-3:]
+        ckpt.unlink()                                             # as advised; Bob is still waiting
+        alice = spawn(*alice_cmd)
+        results = {"alice": finish(alice, 240), "bob": finish(bob, 240)}
+    finally:
+        kill_all(alice, bob)
+    assert results["alice"][0] == 0 and results["bob"][0] == 0, results
+    assert out.read_bytes() == DATA
+    assert not any((tmp_path / "earth").iterdir()), "Earth's checkpoints are cleared once Mars verified"

@@ -7,12 +7,13 @@ import sys
 
 import pytest
 
-from shared.coding.codec import compress
+from shared.coding.codec import compress, decompress
 from shared.coding.container import Container, parse
-from shared.core.config import (MATCH_ROWS, MATCH_SPAN, MAX_LENGTH, MAX_MEMORY, MAX_STEP_WORK, MAX_SYNC_EVERY, PRESETS,
-                                RunConfig, cost)
+from shared.core.config import (INDIRECT_KIND, MATCH_ROWS, MATCH_SPAN, MAX_LENGTH, MAX_MEMORY, MAX_STEP_WORK,
+                                MAX_SYNC_EVERY, PRESETS, TREE_ONLY, RunConfig, cost)
 from shared.core.errors import ConfigMismatch, UsageError
 from shared.core.layout import n_steps, sync_steps
+from shared.texts import mission_log
 from tests.helpers import ROOT, child_env
 
 TINY = PRESETS["tiny"]
@@ -44,6 +45,7 @@ MEASURE = """
 import json, sys
 from shared.core import numeric
 numeric.activate("portable")
+from shared.texts import mission_log
 from shared.core.config import RunConfig
 from shared.core.engine import Twin
 from tests.helpers import PassThrough, peak_rss
@@ -141,13 +143,71 @@ def test_a_gib_announced_with_two_bytes_of_payload_stops_in_the_first_step(tmp_p
     assert peak < 1 << 30
 
 
+# Configurations inside every range that the twin could not build (a tester's crafted headers):
+# every structure row the tree mixer's alone and nothing else, so the network's count mixer had
+# no row (a reshape of 0 elements); replay history shorter than the chunk it keeps (a broadcast).
+NO_NETWORK_ROW = model(TINY, orders=(), words=0, match=0, structure=INDIRECT_KIND, tree=1)
+SHORT_REPLAY = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, replay=2, replay_span=1))
+
+
+@pytest.mark.parametrize("config, why", [
+    (NO_NETWORK_ROW, f"model.structure = {INDIRECT_KIND} with model.tree = 1 leaves the network no count row to "
+                     f"read; it needs model.orders, model.words, model.match or a structure bit outside {TREE_ONLY}"),
+    (SHORT_REPLAY, "train.replay_span = 1 is below model.context + model.chunk = 32, the window each train.replay "
+                   "step trains on"),
+], ids=["tree-only-structure", "short-replay-span"])
+def test_a_configuration_the_twin_cannot_build_is_refused_by_name(tmp_path, real, config, why):
+    rc, lines, _ = decompress_process(tmp_path, crafted(real, config, 1000, b"\0\1"))
+    assert rc == 2 and lines == [f"bob: error: run configuration refused: {why}"]
+
+
+def test_every_network_without_a_count_row_is_refused_and_its_neighbours_are_not():
+    for rows in range(1, 16):                       # every non-empty set of the tree-only structure rows
+        structure = sum(1 << (8 + i) for i in range(4) if rows >> i & 1)
+        assert structure & ~TREE_ONLY == 0
+        config = model(NO_NETWORK_ROW, structure=structure)
+        assert "leaves the network no count row" in config.problem()
+        assert model(config, tree=0).problem() is None                  # without the tree mixer, the network reads them
+        for other in (dict(match=8), dict(words=1), dict(orders=(1,)), dict(structure=structure | 1)):
+            assert model(config, **other).problem() is None
+    assert model(NO_NETWORK_ROW, structure=0).problem() is None         # no counts at all: no count mixer either
+
+
+def test_replay_needs_a_window_of_history_and_one_just_long_enough_round_trips():
+    block = TINY.model.block_size
+    for span in (1, TINY.model.chunk - 1, TINY.model.chunk, block - 1):
+        config = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, replay=1, replay_span=span))
+        assert config.problem().startswith(f"train.replay_span = {span} is below model.context + model.chunk")
+        assert dataclasses.replace(config, train=dataclasses.replace(config.train, replay=0)).problem() is None
+    config = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, replay=1, replay_span=block))
+    data = b"Sol 2. Dust on the panels, power at 81%.\n" * 24          # 4 steps: replay runs from the second
+    blob, stats = compress(data, config)
+    out, dstats = decompress(parse(blob))
+    assert out == data and dstats["final_digest"] == stats["final_digest"]
+    _, plain = compress(data, dataclasses.replace(config, train=dataclasses.replace(config.train, replay=0)))
+    assert plain["final_digest"] != stats["final_digest"]             # replay really trained on something
+
+
+def test_a_one_byte_context_with_the_tree_mixer_round_trips_when_streams_end_unevenly():
+    """`model.context = 1` passes the checks; the tree mixer's first position then has no byte two
+    before, and once some streams had ended it built that column for every stream, not the
+    active ones (a ValueError, reached by a crafted header). 16 streams, 100 bytes: uneven rows."""
+    config = model(TINY, context=1)
+    assert config.problem() is None
+    data = mission_log(100)
+    blob, stats = compress(data, config)
+    out, dstats = decompress(parse(blob))
+    assert out == data and dstats["final_digest"] == stats["final_digest"]
+
+
 def test_validate_refuses_everything_from_dict_refuses():
     """Issue 25: config.validate raised only when the problem mentioned orders or n-gram, so a
     configuration the receiver refuses (from_dict) could still be used to compress."""
     refused = [dataclasses.replace(TINY, sync_every=MAX_SYNC_EVERY + 1), dataclasses.replace(TINY, seed=-1),
                dataclasses.replace(TINY, streams=200), model(TINY, n_embd=33),
                model(TINY, n_layer=64, n_head=1, context=8000), model(TINY, table_bits=30),
-               dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, lr=float("nan")))]
+               dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, lr=float("nan"))),
+               NO_NETWORK_ROW, SHORT_REPLAY]
     for config in refused:
         with pytest.raises(ConfigMismatch) as theirs:
             RunConfig.from_dict(config.to_dict())

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from shared.texts import mission_log
-from tests.helpers import (CACHE, ROOT, child_env, finish, free_port, kill_all, listen, run_cli, send, send_to, spawn,
-                           tmpfs, wait_for_line, wait_for_spool)
+from tests.helpers import (CACHE, ROOT, child_env, expect_error, finish, free_port, kill_all, listen, run_cli, send,
+                           send_to, spawn, tmpfs, wait_for_line, wait_for_spool)
 
 
 def test_alice_with_nobody_listening_gives_up_after_the_time_she_states(tmp_path):
@@ -280,3 +280,19 @@ def test_a_receiver_paused_and_resumed_does_not_call_the_real_sender_a_stranger(
     assert out.read_bytes() == data
     dropped = [line for line in bob_lines if line.startswith("bob: dropped a sender")]
     assert all("one that gave up waiting for this receiver" in line for line in dropped), dropped
+
+
+def test_a_terminal_that_cannot_show_the_dashboard_is_one_line_before_any_work(tmp_path):
+    """`--display dashboard` on an ASCII or Latin-1 terminal once failed mid-transfer with a
+    UnicodeEncodeError from the first frame; now both sides refuse it before any work."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"Sol 9.\n")
+    r = run_cli("sender", "send", str(src), "--connect", "tcp://127.0.0.1:1", "--preset", "tiny", "--display",
+                "dashboard", "--state-dir", str(tmp_path / "earth"), env={"PYTHONIOENCODING": "ascii"})
+    expect_error(r, "alice: error: the live dashboard draws characters that this terminal's encoding (ascii) cannot "
+                    "show; run in a UTF-8 locale (e.g. LANG=C.UTF-8) or with --plain")
+    r = run_cli("receiver", "listen", "--bind", "tcp://127.0.0.1:1", "--out", str(tmp_path / "out.txt"), "--preset",
+                "tiny", "--dashboard", "--state-dir", str(tmp_path / "mars"), env={"PYTHONIOENCODING": "latin-1"})
+    expect_error(r, "bob: error: the live dashboard draws characters that this terminal's encoding (iso8859-1) cannot "
+                    "show; run in a UTF-8 locale (e.g. LANG=C.UTF-8) or with --plain")
+    assert not (tmp_path / "out.txt").exists()

@@ -1,6 +1,7 @@
 """Outputs the way gzip and zstd write them: an existing file is refused unless --force, a new
 file gets the umask's mode, and every write the OS refuses (read-only, permissions, /proc) is
 one line naming the path and what to do, with nothing half-written left behind."""
+import json
 import os
 import shutil
 import stat
@@ -218,3 +219,54 @@ def test_devices_and_fifos_are_written_in_place_or_refused_never_replaced(cli, t
         r = cli("receiver", "listen", "--bind", "tcp://127.0.0.1:1", "--out", out, "--preset", "tiny", "--force")
         expect_error(r, f"bob: error: output {out!r} is not a regular file (a device, FIFO or socket); give a file name")
     assert leftovers(tmp_path) == ["pipe"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_an_open_files_name_is_written_through_never_replaced(tmp_path, made):
+    """`bob decompress x.mrs - --stats-json /dev/stdout > out` once replaced the system's
+    /dev/stdout link with a JSON file (an atomic rename onto the link itself). A name for a file
+    already open (/dev/stdout, /dev/fd/N) is now written through, after what the run wrote there;
+    `bob listen` refuses it. A link of our own to /proc/self/fd/1 stands in for /dev/stdout here."""
+    alias = tmp_path / "stdout"
+    alias.symlink_to("/proc/self/fd/1")
+    out = tmp_path / "out"
+    with open(out, "wb") as f:
+        r = run_cli_with("receiver", "decompress", str(made / "c.mrs"), str(tmp_path / "back.txt"), "-q",
+                         "--stats-json", str(alias), stdout=f)
+    assert r.returncode == 0, r.stderr.decode()
+    assert alias.is_symlink() and os.readlink(alias) == "/proc/self/fd/1"
+    assert json.loads(out.read_bytes())["input_bytes"] == len(TEXT) and (tmp_path / "back.txt").read_bytes() == TEXT
+    with open(out, "wb") as f:          # the output on stdout too: the statistics would overwrite it
+        r = run_cli_with("receiver", "decompress", str(made / "c.mrs"), "-", "-q", "--stats-json", str(alias), stdout=f)
+    assert r.returncode == 2 and r.stderr == (b"bob: error: --stats-json would overwrite the output; choose another "
+                                              b"name for the statistics\n") and out.read_bytes() == b""
+    with open(out, "wb") as f:          # an existing file behind the name: no --force needed, as for /dev/null
+        r = run_cli_with("sender", "compress", str(made / "in.txt"), str(alias), "--preset", "tiny", "-q", stdout=f)
+    assert r.returncode == 0, r.stderr.decode()
+    assert out.read_bytes() == (made / "c.mrs").read_bytes() and alias.is_symlink()
+    r = run_cli("receiver", "listen", "--bind", "tcp://127.0.0.1:1", "--out", str(alias), "--preset", "tiny")
+    expect_error(r, f"bob: error: output {str(alias)!r} is an open file's name (standard output?), not a file; "
+                    f"give a file name")
+
+
+def test_an_empty_output_name_or_a_folder_is_refused_before_any_work(cli, tmp_path, made):
+    """`alice compress x ""` once coded the whole input, then failed on the current folder."""
+    before = leftovers(tmp_path)
+    r = cli("sender", "compress", str(made / "in.txt"), "", "--preset", "tiny")
+    expect_error(r, "alice: error: output '' is not a file name; give one", tmp_path, before)
+    folder = str(tmp_path / "new") + os.sep
+    r = cli("receiver", "decompress", str(made / "c.mrs"), folder)
+    expect_error(r, f"bob: error: output {folder!r} is not a file name; give one, not only a folder", tmp_path, before)
+    r = cli("receiver", "listen", "--bind", "tcp://127.0.0.1:1", "--out", "", "--preset", "tiny")
+    expect_error(r, "bob: error: output '' is not a file name; give one", tmp_path, before)
+
+
+def test_statistics_that_cannot_be_written_leave_no_output(cli, tmp_path, made):
+    """The output was once written before the statistics: a failed --stats-json exited 2 while a
+    complete output stood there, and a rerun was then told it already exists. The report is
+    written first now, and the output last."""
+    before = leftovers(tmp_path)
+    for argv, prog in ((("sender", "compress", str(made / "in.txt"), str(tmp_path / "c.mrs"), "--preset", "tiny"), "alice"),
+                       (("receiver", "decompress", str(made / "c.mrs"), str(tmp_path / "back.txt")), "bob")):
+        r = cli(*argv, "-q", "--stats-json", "/dev/full")
+        expect_error(r, f"{prog}: error: cannot write statistics '/dev/full': no space left on device; free some "
+                        f"space or choose another folder, then run again", tmp_path, before)

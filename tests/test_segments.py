@@ -219,6 +219,27 @@ def test_a_flipped_payload_bit_names_the_file_not_a_segment(one_job):
         parse(forged)
 
 
+def test_a_divergence_in_a_worker_is_named_not_called_a_death(tmp_path, one_job):
+    """A payload byte changed in segment 0, every checksum made right again: the twin decoding it
+    diverges. Raised in a --jobs worker, that error once failed to reach the parent (it could
+    not be unpickled), which then said 'a worker process died'. Both ways name the step now."""
+    blob, _ = one_job
+    c = parse(blob)
+    n0 = c.segments[0].payload_bytes
+    payload = bytearray(c.payload)
+    payload[n0 // 2] ^= 0x20
+    c.payload = bytes(payload)
+    c.segments = [dataclasses.replace(c.segments[0], payload_crc32=zlib.crc32(c.payload[:n0])), *c.segments[1:]]
+    bad = tmp_path / "bad.mrs"
+    bad.write_bytes(c.to_bytes())
+    before = leftovers(tmp_path)
+    one = run_cli("receiver", "decompress", str(bad), str(tmp_path / "one.txt"), "--jobs", "1")
+    two = run_cli("receiver", "decompress", str(bad), str(tmp_path / "two.txt"), "--jobs", "2")
+    assert one.returncode == two.returncode == 2 and one.stderr == two.stderr, (one.stderr, two.stderr)
+    assert re.fullmatch(rb"bob: error: weights diverged at step \d+: .*\(nothing was written\)\n", two.stderr), two.stderr
+    assert leftovers(tmp_path) == before
+
+
 BAD_OPTIONS = [
     *[(["--segment", size], f"argument --segment: {size!r} is not a segment size: give 1K to 1G, e.g. 4M "
                             f"(K, M, G: KiB, MiB, GiB)") for size in ("0", "2G", "4X", "1.5M")],

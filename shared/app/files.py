@@ -11,6 +11,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import secrets
 import stat
 import sys
@@ -97,9 +98,29 @@ def _device(path: str) -> bool:
         return False
 
 
+_DESCRIPTORS = re.compile(r"/proc/(self|thread-self|\d+)(/task/\d+)?/fd")   # a process's open files
+
+
+def _descriptor(path: str) -> bool:
+    """`path` names a file this process already has open (/dev/stdout, /dev/fd/1, /proc/self/fd/1),
+    whatever that file is. It is a link in /dev or /proc: replacing it would replace the link,
+    the system's /dev/stdout, not write the file; so it is written through, as a shell writes
+    `> /dev/stdout`."""
+    name = os.path.abspath(path)
+    for _ in range(8):                    # links to links: /dev/stdout -> /proc/self/fd/1
+        if _DESCRIPTORS.fullmatch(os.path.realpath(os.path.dirname(name))):
+            return True
+        if not os.path.islink(name):
+            return False
+        name = os.path.join(os.path.dirname(name), os.readlink(name))
+    return False
+
+
 def _stream_target(path: str) -> bool:
-    """`path` is a character device or a FIFO (/dev/null, a named pipe): written in place, as a
-    shell redirection would, never replaced by a regular file."""
+    """`path` is a character device, a FIFO (/dev/null, a named pipe) or an open file's name
+    (`_descriptor`): written in place, as a shell redirection would, never replaced by a regular file."""
+    if _descriptor(path):
+        return True
     try:
         mode = os.stat(path).st_mode
     except OSError:
@@ -121,6 +142,12 @@ def check_output(path: str, input_path: str | None = None, force: bool = False, 
             raise UsageError("compressed data not written to a terminal; redirect it (> FILE), give an "
                              "output file name, or add --force")
         return
+    if not path or path.endswith(os.sep):
+        raise UsageError(f"output {path!r} is not a file name; give one" + (", not only a folder" if path else ""))
+    if _descriptor(path):
+        if stream_ok:
+            return
+        raise UsageError(f"output {path!r} is an open file's name (standard output?), not a file; give a file name")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"output folder {folder!r} does not exist; create it first")
@@ -170,8 +197,8 @@ def write_atomic(path: str, data: bytes | Callable[[IO[bytes]], None], force: bo
             raise storage_error(what, "<standard output>", e) from None
         return
     if _stream_target(path):
-        try:
-            with open(path, "wb") as f:
+        try:       # an open file's name is appended to, after what this run wrote to it already
+            with open(path, "ab" if _descriptor(path) else "wb") as f:
                 data(f) if callable(data) else f.write(data)
         except OSError as e:
             raise storage_error(what, path, e) from None
@@ -285,9 +312,15 @@ def _exists(path: str) -> UsageError:
 
 
 def same_file(a: str, b: str) -> bool:
-    """`a` and `b` name one file: one path once links are resolved, or one inode ('-' is stdout)."""
+    """`a` and `b` name one file: one path once links are resolved, or one inode ('-' is stdout,
+    and /dev/stdout or a file redirected to it is the same file)."""
     if STDIO in (a, b):
-        return a == b
+        other = b if a == STDIO else a
+        try:
+            mine, out = os.stat(other), os.fstat(sys.stdout.fileno())
+        except (OSError, AttributeError, ValueError):      # no such file, or stdout closed
+            return other == STDIO
+        return other == STDIO or (mine.st_dev, mine.st_ino) == (out.st_dev, out.st_ino)
     if os.path.realpath(a) == os.path.realpath(b):
         return True
     try:

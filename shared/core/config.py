@@ -186,6 +186,12 @@ class RunConfig:
             return f"streams = {self.streams} is above {MAX_NGRAM_STREAMS}, the limit with n-gram counts"
         if m.n_embd % m.n_head:
             return f"model.n_embd ({m.n_embd}) must be a multiple of model.n_head ({m.n_head})"
+        if m.n_contexts and not m.n_network_rows:   # every row is the tree mixer's alone: CountMixer of 0 rows
+            return (f"model.structure = {m.structure} with model.tree = 1 leaves the network no count row to read; "
+                    f"it needs model.orders, model.words, model.match or a structure bit outside {TREE_ONLY}")
+        if self.train.replay and self.train.replay_span < m.block_size:   # engine.Twin._remember, _replay
+            return (f"train.replay_span = {self.train.replay_span} is below model.context + model.chunk = "
+                    f"{m.block_size}, the window each train.replay step trains on")
         memory, work = cost(self)
         for what, size, limit in (("n-gram tables (bytes)", table_bytes(m), MAX_TABLES),
                                   ("memory (bytes)", memory, MAX_MEMORY),

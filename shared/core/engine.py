@@ -217,7 +217,7 @@ class Twin:
         bytes, so the mixer computes their paths; Bob walks down the tree, a bit per stream and
         depth from his decoder. Returns the bytes and what each cost (bits)."""
         win = self.window
-        before2 = win[rows, pos - 2] if pos >= 2 else np.full(len(rows), PAD)
+        before2 = win[rows, pos - 2] if pos >= 2 else np.full(np.count_nonzero(rows), PAD)
         prev = np.stack([win[rows, pos - 1], before2], axis=1)      # (n, 2): the byte before, the one before it
         prev = np.where(prev == PAD, 0, prev)
         counts = self.count_window[rows, pos] if self.counts is not None else None

@@ -8,6 +8,19 @@ class MarslinkError(Exception):
     """Base of every error a user can cause or meet. Exit code 2 unless a subclass says."""
     exit_code = 2
 
+    def __reduce__(self):
+        """Rebuilt from its message and fields, not by calling __init__ again: pickle would pass
+        a subclass's __init__ the message alone, and an error raised in a `--jobs` worker must
+        reach the parent whole."""
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type, args: tuple, fields: dict) -> MarslinkError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(fields)
+    return error
+
 
 class UsageError(MarslinkError):
     """Bad command line, missing input, unwritable output."""

@@ -82,6 +82,20 @@ def transfer_times(state: dict) -> tuple[float, float] | None:
 
 # --- the dashboard object (fed by the stream callbacks) --------------------------------------
 
+GLYPHS = "━┃┏┓┗┛─│╭╮╰╯⏎·▌✔✘■…"     # what the live view draws: its bars, boxes and marks
+
+
+def _can_draw(file) -> bool:
+    """Whether `file`'s encoding shows GLYPHS: a terminal in ASCII or Latin-1 would fail at the
+    live view's first frame, mid-transfer. "auto" then picks plain lines; an explicit
+    --dashboard is refused before any work."""
+    try:
+        GLYPHS.encode(getattr(file, "encoding", None) or "utf-8")
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
+
+
 class Dashboard:
     def __init__(self, role: str, endpoint: str, mode: str = "auto", total_bytes: int | None = None,
                  path: SimulatedLink | None = None, every: int | None = None, file=None, telemetry=None,
@@ -90,7 +104,11 @@ class Dashboard:
             raise ValueError(f"role must be one of {list(ROLES)}")
         self.file = file or sys.stdout
         if mode == "auto":
-            mode = "dashboard" if getattr(self.file, "isatty", lambda: False)() else "plain"
+            mode = "dashboard" if getattr(self.file, "isatty", lambda: False)() and _can_draw(self.file) else "plain"
+        elif mode == "dashboard" and not _can_draw(self.file):
+            raise UsageError(f"the live dashboard draws characters that this terminal's encoding "
+                             f"({self.file.encoding}) cannot show; run in a UTF-8 locale (e.g. LANG=C.UTF-8) "
+                             f"or with --plain")
         if mode not in MODES:
             raise ValueError(f"display mode must be one of {MODES}")
         if telemetry is None:
