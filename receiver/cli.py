@@ -126,8 +126,7 @@ def decompress_command(args) -> int:
         with progress("Mars: decompressing", header["length"], not args.quiet, args.progress_every) as update:
             data, stats = decompress_file(container, runner, update)
     stats.update(size_stats(len(blob), stats["payload_bytes"], stats["input_bytes"]))   # as alice compress writes them
-    write_stats(args.stats_json, stats)           # the report first: the output, written last, is never left behind by a failure
-    write_atomic(args.output, data, args.force)
+    write_atomic(args.output, data, args.force, before=lambda: write_stats(args.stats_json, stats))   # both or neither
     if not args.quiet and args.output != "-":
         print(f"bob: verified {len(data):,} bytes (SHA-256 ok, {stats['steps']} steps in lockstep), "
               f"final digest {stats['final_digest'][:16]}", file=sys.stderr)

@@ -98,8 +98,7 @@ def compress_command(args) -> int:
             if decoded != data:  # decompress checks the SHA-256 already; this cannot differ silently
                 raise AssertionError("verification failed")
             stats["verified"] = True
-    write_stats(args.stats_json, stats)           # the report first: the output, written last, is never left behind by a failure
-    write_atomic(args.output, blob, args.force)
+    write_atomic(args.output, blob, args.force, before=lambda: write_stats(args.stats_json, stats))   # both or neither
     if not args.quiet and args.output != "-":
         print(f"alice: {stats['input_bytes']:,} -> {stats['compressed_bytes']:,} bytes "
               f"({bits_per_byte(stats['compressed_bytes'], stats['input_bytes'])}, {stats['bytes_per_second']:,.0f} B/s), "

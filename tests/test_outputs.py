@@ -262,8 +262,9 @@ def test_an_empty_output_name_or_a_folder_is_refused_before_any_work(cli, tmp_pa
 
 def test_statistics_that_cannot_be_written_leave_no_output(cli, tmp_path, made):
     """The output was once written before the statistics: a failed --stats-json exited 2 while a
-    complete output stood there, and a rerun was then told it already exists. The report is
-    written first now, and the output last."""
+    complete output stood there, and a rerun was then told it already exists. The output now
+    waits, written but unseen, until the report is (and a failed output writes no report:
+    test_full_disk.py)."""
     before = leftovers(tmp_path)
     for argv, prog in ((("sender", "compress", str(made / "in.txt"), str(tmp_path / "c.mrs"), "--preset", "tiny"), "alice"),
                        (("receiver", "decompress", str(made / "c.mrs"), str(tmp_path / "back.txt")), "bob")):

@@ -181,10 +181,16 @@ def _create_temp(path: str, what: str = "", then: str = "run again") -> tuple[in
 
 
 def write_atomic(path: str, data: bytes | Callable[[IO[bytes]], None], force: bool = False, what: str = "",
-                 then: str = "run again") -> None:
+                 then: str = "run again", before: Callable[[], None] | None = None) -> None:
     """Write `data` (or whatever `data(file)` writes) to a temporary file beside `path`, fsync,
     then move it into place: never a half-written output, whatever kills us. Without `force`,
-    an output that appeared meanwhile is not replaced. Outputs and checkpoints both use it."""
+    an output that appeared meanwhile is not replaced. Outputs and checkpoints both use it.
+    `before` (the run's report) runs once the output is safely written and before it appears, so
+    a failed report leaves no output and a failed output no report; a stream, which cannot wait
+    unseen, gets it first."""
+    if before is not None and (path == STDIO or _stream_target(path)):
+        before()
+        before = None
     if path == STDIO:
         if sys.stdout is None:
             raise UsageError("standard output is closed; give an output file name instead of '-'")
@@ -209,6 +215,8 @@ def write_atomic(path: str, data: bytes | Callable[[IO[bytes]], None], force: bo
             data(f) if callable(data) else f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if before is not None:
+            before()
         _move_into_place(tmp, path, force)
     except (OSError, RuntimeError) as e:
         cause = _os_error(e)
