@@ -52,6 +52,16 @@ def test_kill_alice_at_a_step_then_restart_her_once(tmp_path, step):
     kill_and_restart(tmp_path, "alice", step)
 
 
+def resume_as_advised(path, alice_cmd, bob):
+    """Remove the damaged file `path`, as the error said, and start Alice again: she and the same
+    Bob both end with exit 0. Returns the new Alice (for the caller's cleanup)."""
+    path.unlink()
+    alice = spawn(*alice_cmd)
+    results = {"alice": finish(alice, 240), "bob": finish(bob, 240)}
+    assert results["alice"][0] == 0 and results["bob"][0] == 0, results
+    return alice
+
+
 def damage_bobs_spool_then_follow_his_advice(tmp_path, name: str, damage, why: str):
     """Kill Bob at step 12 (his checkpoint is from step 8), `damage` his spool's file `name` while he
     is down, restart him: Alice hears the one-line reason (`why`), exit 2; removing the file, as
@@ -70,12 +80,9 @@ def damage_bobs_spool_then_follow_his_advice(tmp_path, name: str, damage, why: s
         rc, lines = finish(alice, 120)
         assert rc == 2 and lines[-1] == (f"alice: error: Mars stopped the stream (refused): "
                                          f"{why.format(path=path)}; remove it to start over"), lines[-3:]
-        path.unlink()                                             # as advised; Bob is still listening
-        alice = spawn(*alice_cmd)
-        results = {"alice": finish(alice, 240), "bob": finish(bob, 240)}
+        alice = resume_as_advised(path, alice_cmd, bob)          # Bob is still listening
     finally:
         kill_all(alice, bob)
-    assert results["alice"][0] == 0 and results["bob"][0] == 0, results
     assert out.read_bytes() == DATA
 
 
@@ -130,11 +137,8 @@ def test_removing_a_malformed_checkpoint_as_alice_advises_leads_to_a_working_res
         rc, lines = finish(alice, 120)
         assert rc == 2 and lines == [f"alice: error: checkpoint {ckpt} is malformed ({why}); remove it to "
                                      f"start over"], lines[-3:]
-        ckpt.unlink()                                             # as advised; Bob is still waiting
-        alice = spawn(*alice_cmd)
-        results = {"alice": finish(alice, 240), "bob": finish(bob, 240)}
+        alice = resume_as_advised(ckpt, alice_cmd, bob)          # Bob is still waiting
     finally:
         kill_all(alice, bob)
-    assert results["alice"][0] == 0 and results["bob"][0] == 0, results
     assert out.read_bytes() == DATA
     assert not any((tmp_path / "earth").iterdir()), "Earth's checkpoints are cleared once Mars verified"
