@@ -80,6 +80,9 @@ def generate(folder: str, name: str) -> tuple[str, str]:
 
 
 def _read(path: str, what: str) -> tuple[bytes, Optional[bytes]]:
+    if os.path.isdir(path):
+        raise KeyFileError(f"{what} {path!r} is a folder; pass the key file in it that 'keygen' made "
+                           f"(NAME.key_secret for a secret key, NAME.key for a public one)")
     if os.path.exists(path) and not os.path.isfile(path):   # a FIFO would block the open forever
         raise KeyFileError(f"{what} {path!r} is not a regular file (a FIFO or device?); "
                            f"keys are files made by 'keygen'")

@@ -10,7 +10,7 @@ from shared.app.faults import kill_at
 from shared.app.files import check_folder, check_output, check_stats, output_lock, read_input, write_atomic, write_stats
 from shared.app.options import (COUNT, LAN_PORT, Parser, add_force_option, add_keygen_command, add_link_options,
                                 add_model_options, add_numeric_options, add_parallel_options, add_report_options,
-                                link_settings, output_file, run_config)
+                                add_state_option, link_settings, output_file, run_config)
 from shared.app.parallel import decompress_file, plan_jobs
 from shared.core import numeric
 from shared.core.errors import UsageError
@@ -33,8 +33,7 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--bind", metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5555 (or --lan)")
     ls.add_argument("--out", required=True, type=output_file, metavar="FILE", help="where the verified result goes")
     add_force_option(ls)
-    ls.add_argument("--state-dir", default=None, help="where Mars keeps delivery receipts "
-                    "(default: ~/.cache/marslink/mars)")
+    add_state_option(ls, "mars", "delivery receipts")
     add_link_options(ls, "bind")
     ls.add_argument("--fault-perturb-step", type=COUNT, default=None, help=argparse.SUPPRESS)
     add_display_options(ls)

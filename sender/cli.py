@@ -9,8 +9,8 @@ from shared.app.cli import check_endpoint, curve_keys, keygen_command, lan_keys,
 from shared.app.faults import kill_at
 from shared.app.files import check_output, check_stats, read_input, write_atomic, write_stats
 from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_command, add_link_options,
-                                add_model_options, add_parallel_options, add_report_options, fraction,
-                                link_settings, run_config, seconds, stream_id)
+                                add_model_options, add_parallel_options, add_report_options, add_state_option,
+                                fraction, link_settings, run_config, seconds, stream_id)
 from shared.app.parallel import compress_file, decompress_file, plan_jobs
 from shared.core import numeric
 from shared.core.config import MAX_LENGTH
@@ -35,8 +35,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--connect", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:5555")
     s.add_argument("--stream-id", type=stream_id, default=None,
                    help="name of this stream (default: from the input's hash)")
-    s.add_argument("--state-dir", default=None, help="where Earth keeps checkpoints for resume "
-                   "(default: ~/.cache/marslink/earth)")
+    add_state_option(s, "earth", "checkpoints for resume")
     add_link_options(s, "connect")
     s.add_argument("--retransmit", type=seconds, default=link.RETRANSMIT_S, metavar="S",
                    help="seconds without ACK progress before resending (default %(default)g; over a slow link "

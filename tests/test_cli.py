@@ -192,11 +192,21 @@ TOO_BIG = "is larger than 1,073,741,824 bytes, the most marslink takes in one fi
 
 def test_endless_and_huge_inputs_are_refused_after_the_limit(cli, tmp_path):
     """Issue 25 A5: /dev/zero ended in a MemoryError traceback, a 2 GB sparse file reached 2.4 GB
-    of memory before its size was refused. Now at most the limit plus one byte is read."""
+    of memory before its size was refused. Now at most the limit plus one byte is read, and an
+    endless device (by its device number, so also as stdin) is refused before a byte is."""
     r = cli("sender", "compress", "/dev/zero", str(tmp_path / "z.mrs"))
-    expect_error(r, f"alice: error: input '/dev/zero' {TOO_BIG}", tmp_path, [])
-    with open("/dev/zero", "rb") as zero:
-        r = run_cli_with("sender", "compress", "-", str(tmp_path / "z.mrs"), stdin=zero)
+    expect_error(r, "alice: error: input '/dev/zero' never ends; give a file, or pipe a finite part of it in "
+                    "(e.g. head -c 1M /dev/zero | ...)", tmp_path, [])
+    with open("/dev/urandom", "rb") as endless:
+        r = run_cli_with("sender", "compress", "-", str(tmp_path / "z.mrs"), stdin=endless)
+    expect_error(r, "alice: error: input standard input is /dev/urandom, which never ends; give a file, or pipe "
+                    "a finite part of it in (e.g. head -c 1M /dev/urandom | ...)", tmp_path, [])
+    zero = subprocess.Popen(["cat", "/dev/zero"], stdout=subprocess.PIPE)
+    try:
+        r = run_cli_with("sender", "compress", "-", str(tmp_path / "z.mrs"), stdin=zero.stdout)
+    finally:
+        zero.kill()
+        zero.wait()
     expect_error(r, f"alice: error: input standard input {TOO_BIG}", tmp_path, [])
     r = cli("receiver", "decompress", "/dev/zero", str(tmp_path / "z.txt"))
     expect_error(r, "bob: error: '/dev/zero' is not a marslink file (no MRSL signature); was it made by "

@@ -3,6 +3,7 @@
 --fault-kill-step hook), so "step 1" means step 1, not roughly there; Bob's first
 checkpoint comes at step 16, so steps 1-3 are the kills that used to lose the stream."""
 import random
+import time
 
 import pytest
 
@@ -138,6 +139,43 @@ def test_removing_a_malformed_checkpoint_as_alice_advises_leads_to_a_working_res
         assert rc == 2 and lines == [f"alice: error: checkpoint {ckpt} is malformed ({why}); remove it to "
                                      f"start over"], lines[-3:]
         alice = resume_as_advised(ckpt, alice_cmd, bob)          # Bob is still waiting
+    finally:
+        kill_all(alice, bob)
+    assert out.read_bytes() == DATA
+    assert not any((tmp_path / "earth").iterdir()), "Earth's checkpoints are cleared once Mars verified"
+
+
+def test_a_checkpoint_damaged_while_alice_waits_for_bob_is_one_line_and_resumes_as_advised(tmp_path):
+    """Alice's other way back: she stays up while Bob is down, and rewinds to her newest checkpoint
+    when he returns. Damaged in between, it is the same one line as at a restart; Bob hears it and
+    stops too, keeping what he had, and removing the file as advised lets both, started again,
+    resume to a byte-exact end."""
+    src, out, ep = tmp_path / "in.txt", tmp_path / "out.txt", free_endpoint()
+    src.write_bytes(DATA)
+    bob_cmd = ["receiver", "listen", "--bind", ep, "--out", str(out), *COMMON]
+    alice_cmd = ["sender", "send", str(src), "--connect", ep, "--state-dir", str(tmp_path / "earth"),
+                 "--checkpoint-every", "4", *COMMON]
+    bob, alice = spawn(*bob_cmd, "--fault-kill-step", "20"), spawn(*alice_cmd)
+    try:
+        assert bob.wait(120) == -9
+        seen, still = None, 0
+        while still < 5:                          # Alice codes on until she misses Bob, then only knocks
+            time.sleep(1)
+            now = sorted((tmp_path / "earth").glob("*/ckpt-*.pt"))
+            seen, still = now, (still + 1 if now == seen else 0)
+        assert alice.poll() is None and seen
+        ckpt = seen[-1]
+        ckpt.write_bytes(b"not a checkpoint")                     # damaged while Alice waited
+        bob = spawn(*bob_cmd)
+        rc, lines = finish(alice, 120)
+        assert rc == 2 and lines[-1] == (f"alice: error: checkpoint {ckpt} is unreadable (UnpicklingError); "
+                                         f"remove it to start over"), lines[-3:]
+        rc, lines = finish(bob, 60)                                # Mars hears why, and stops too
+        assert rc == 2 and lines[-1] == (f"bob: error: Earth stopped the stream (sender-failed): checkpoint "
+                                         f"{ckpt} is unreadable (UnpicklingError); remove it to start over")
+        assert (tmp_path / "out.txt.partial").exists()              # what Bob had is kept for the resume
+        bob = spawn(*bob_cmd)
+        alice = resume_as_advised(ckpt, alice_cmd, bob)
     finally:
         kill_all(alice, bob)
     assert out.read_bytes() == DATA

@@ -11,7 +11,7 @@ from shared.coding.codec import compress, decompress
 from shared.coding.container import Container, parse
 from shared.core.config import (INDIRECT_KIND, MATCH_ROWS, MATCH_SPAN, MAX_LENGTH, MAX_MEMORY, MAX_STEP_WORK,
                                 MAX_SYNC_EVERY, PRESETS, TREE_ONLY, RunConfig, cost)
-from shared.core.errors import ConfigMismatch, UsageError
+from shared.core.errors import ConfigMismatch, NotANumber, UsageError
 from shared.core.layout import n_steps, sync_steps
 from shared.texts import mission_log
 from tests.helpers import ROOT, child_env
@@ -221,3 +221,17 @@ def test_validate_refuses_everything_from_dict_refuses():
 def test_the_match_model_sizes_the_estimate_counts_are_the_model_s_own():
     from shared.core.ngram import MatchModel
     assert (MATCH_SPAN, MATCH_ROWS) == (MatchModel.SPAN, 1 << MatchModel.BITS)
+
+
+def test_a_training_that_blows_up_is_refused_where_it_is_coded(tmp_path, real):
+    """eps = 0 passes the ranges, and Adam's first step divides 0 by 0: the predictions become NaN,
+    whose cast to integer frequencies differs by CPU (x86-64 and ARM64 disagree). Alice refuses to
+    code it and Bob to decode it, at the same step, in one line (no numpy warnings)."""
+    config = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, eps=0.0))
+    assert config.problem() is None
+    with pytest.raises(NotANumber, match=r"^the model's prediction is not a number at step 2: "):
+        compress(mission_log(3000), config)
+    rc, lines, _ = decompress_process(tmp_path, crafted(real, config, 3000, bytes(range(256)) * 8))
+    assert rc == 2 and lines == ["bob: error: the model's prediction is not a number at step 2: this configuration's "
+                                 "training blew up (its learning rate or eps), and no two machines would code it "
+                                 "alike (nothing was written)"]

@@ -36,6 +36,8 @@ BAD = [
     ("--threads", "two", "'two' is not a thread count (a whole number)"),
     ("--log-every", "0", "'0' is not a step count (a whole number in 1..1073741824)"),     # issue 25
     ("--log-every", "-3", "'-3' is not a step count (a whole number in 1..1073741824)"),
+    ("--state-dir", "", "an empty name is not a folder name; give a path"),   # "$UNSET": never "not given"
+    ("--stats-json", "", "an empty name is not a file name; give a path"),
 ]
 
 
@@ -67,6 +69,8 @@ def test_file_mode_shares_the_checks(sub):
     assert parse_error(parser, [*sub, "--progress-every", "nan"]) == (
         f"{prog}: error: argument --progress-every: 'nan' is not a positive number of seconds (at most 2,592,000); "
         f"see '{prog} --help'")
+    assert parse_error(parser, [*sub, "--stats-json", ""]) == (
+        f"{prog}: error: argument --stats-json: an empty name is not a file name; give a path; see '{prog} --help'")
 
 
 @pytest.mark.parametrize("name", ["x" * 65, "", "tab\there", "bell\x07", "del\x7f"])

@@ -360,6 +360,18 @@ def test_a_fifo_in_the_allow_folder_is_one_line_not_a_hang(keys, tmp_path):
         f"keys are files made by 'keygen'"]
 
 
+def test_a_key_folder_given_as_a_key_file_is_named_a_folder(keys, tmp_path):
+    """The folder 'keygen' wrote, given where its key file belongs (an easy slip): one line that
+    says which file to pass, not "a FIFO or device?"."""
+    (tmp_path / "in.txt").write_bytes(b"Sol 1.\n" * 20)
+    r = run_cli("sender", "send", str(tmp_path / "in.txt"), "--connect", f"tcp://127.0.0.1:{free_port()}",
+                "--preset", "tiny", "--curve-secret", str(keys / "earth"), "--server-key", str(keys / "mars" / "mars.key"),
+                "--handshake-timeout", "3", timeout=60)
+    assert r.returncode == 2 and r.stderr.decode().splitlines() == [
+        f"alice: error: secret key file {str(keys / 'earth')!r} is a folder; pass the key file in it that 'keygen' "
+        f"made (NAME.key_secret for a secret key, NAME.key for a public one)"]
+
+
 def test_a_secret_key_where_a_public_key_belongs_is_refused_as_leaked(keys, tmp_path):
     """Issue 25 A15: a secret key was silently accepted as --server-key, and as a world-readable
     copy inside --allow."""

@@ -52,8 +52,9 @@ READ_BLOCK = 1 << 20             # bytes per read: memory grows only with what r
 
 def read_input(path: str, limit: int, magic: bytes | None = None) -> bytes:
     """The whole input, but never more than `limit` bytes: a bigger regular file is refused by
-    its size, and anything else (stdin, /dev/zero, a pipe) after `limit` + 1 bytes. With `magic`,
-    reading stops after the first block if the input does not start with it (its parser refuses it)."""
+    its size, an endless device (/dev/zero) at once, and anything else (stdin, a pipe) after
+    `limit` + 1 bytes. With `magic`, reading stops after the first block if the input does not
+    start with it (its parser refuses it)."""
     name = "standard input" if path == STDIO else repr(path)
     try:
         f = getattr(sys.stdin, "buffer", None) if path == STDIO else open(path, "rb")
@@ -70,6 +71,11 @@ def read_input(path: str, limit: int, magic: bytes | None = None) -> bytes:
     too_big = UsageError(f"input {name} is larger than {limit:,} bytes, the most marslink takes in one "
                          f"file; split it into smaller files")
     try:
+        endless = _endless_device(f.fileno()) if magic is None else None   # with magic: its first block is refused
+        if endless:
+            what = "never ends" if path == endless else f"is {endless}, which never ends"
+            raise UsageError(f"input {name} {what}; give a file, or pipe a finite part of it in "
+                             f"(e.g. head -c 1M {endless} | ...)")
         if path != STDIO and os.path.isfile(path) and os.fstat(f.fileno()).st_size > limit:
             raise too_big
         blocks, size = [], 0
@@ -89,6 +95,24 @@ def read_input(path: str, limit: int, magic: bytes | None = None) -> bytes:
     finally:
         if path != STDIO:
             f.close()
+
+
+ENDLESS_DEVICES = ("/dev/zero", "/dev/urandom", "/dev/random", "/dev/full")   # read: bytes forever
+
+
+def _endless_device(fd: int) -> str | None:
+    """The name of the endless device `fd` reads (by device number, so /dev/stdin and any alias
+    count too), or None: it would otherwise fill the input limit, a GiB of memory, to be refused."""
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode):
+        return None
+    for name in ENDLESS_DEVICES:
+        try:
+            if os.stat(name).st_rdev == st.st_rdev:
+                return name
+        except OSError:
+            continue
+    return None
 
 
 def _device(path: str) -> bool:

@@ -94,6 +94,17 @@ def stream_id(text: str) -> str:
     return text
 
 
+def path_name(what: str):
+    """argparse type: a file or folder name, never empty. An empty one (an unset shell variable,
+    `--stats-json "$OUT"`) would otherwise read as "not given" and be silently ignored."""
+    def parse(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError(f"an empty name is not {what}; give a path")
+        return text
+    parse.__name__ = what
+    return parse
+
+
 def output_file(text: str) -> str:
     """argparse type for `bob listen --out`: a file, not stdout. Bob keeps the stream beside the
     output while it arrives and publishes it by renaming; stdout would get bytes before the
@@ -166,7 +177,7 @@ def add_numeric_options(p: argparse.ArgumentParser, profile_help: str, threads_h
 
 def add_report_options(p: argparse.ArgumentParser, progress_every: bool = True) -> None:
     """--stats-json, -q, and (file mode) --progress-every."""
-    p.add_argument("--stats-json", metavar="PATH", help="write run statistics as JSON (replaced if it exists)")
+    p.add_argument("--stats-json", type=path_name("a file name"), metavar="PATH", help="write run statistics as JSON (replaced if it exists)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     if progress_every:
         p.add_argument("--progress-every", type=seconds, default=None, metavar="S",
@@ -185,6 +196,12 @@ def add_parallel_options(p: argparse.ArgumentParser, compress: bool) -> None:
                             "as memory allows); the output never depends on N")
     where.add_argument("--cluster", type=cluster_address, default=None, metavar="tcp://HOST:PORT",
                        help="code the segments on a Dask scheduler's workers instead (docs/cluster.md)")
+
+
+def add_state_option(p: argparse.ArgumentParser, planet: str, keeps: str) -> None:
+    """--state-dir: where a side keeps what survives a restart (checkpoint.default_state_dir)."""
+    p.add_argument("--state-dir", type=path_name("a folder name"), default=None, metavar="DIR",
+                   help=f"where {planet.capitalize()} keeps {keeps} (default: ~/.cache/marslink/{planet})")
 
 
 def add_force_option(p: argparse.ArgumentParser) -> None:

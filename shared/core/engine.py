@@ -32,7 +32,7 @@ import numpy as np
 
 from . import portable
 from .config import FREQ_BITS, PAD, RunConfig
-from .errors import DivergenceError, FormatError
+from .errors import DivergenceError, FormatError, NotANumber
 from .layout import n_steps, row_length
 from .mixer import TreeMixer, bit_cost
 from .model import GPT, CountMixer, log_count_table, loss_on, make_optimizer
@@ -168,6 +168,8 @@ class Twin:
             rows = self.layout.active(t0 + t)
             if rows.any():
                 p = probs.numpy()[rows]
+                if not np.isfinite(p).all():        # before quantize: a NaN's cast differs by CPU
+                    raise NotANumber(self.step + 1)
                 cdf = quantize(p)
                 if self.tree is None:
                     symbols = coder.code(cdf, win[rows, C + t])

@@ -48,6 +48,17 @@ class DivergenceError(MarslinkError):
             f"the stream is corrupted or the two machines do not compute identically (nothing was written)")
 
 
+class NotANumber(MarslinkError):
+    """The model's prediction stopped being a number: its training blew up (a crafted learning
+    rate or eps). A NaN has no portable integer frequencies, so no two machines would code it alike."""
+
+    def __init__(self, step: int):
+        self.step = step
+        super().__init__(
+            f"the model's prediction is not a number at step {step}: this configuration's training "
+            f"blew up (its learning rate or eps), and no two machines would code it alike (nothing was written)")
+
+
 class ChecksumError(MarslinkError):
     """Decoded output does not match the original's checksum."""
 

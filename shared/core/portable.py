@@ -533,13 +533,14 @@ def adamw_update(p: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp
     """One AdamW step on float32 tensors, in place, one rounding per basic operation: torch's
     lerp/addcmul/addcdiv may fuse a multiply and an add on one CPU and not on another."""
     w, g, m, v = _np(p).copy(), _np(grad), _np(exp_avg), _np(exp_avg_sq)
-    if decay:
-        w *= F32(1 - lr * decay)
-    m *= F32(beta1)
-    m += g * F32(1 - beta1)
-    v *= F32(beta2)
-    v += (g * g) * F32(1 - beta2)
-    denom = np.sqrt(v) / F32(correction2_sqrt)
-    denom += F32(eps)
-    w -= (m / denom) * F32(lr / correction1)
+    with np.errstate(all="ignore"):    # a blown-up step (0/0) is caught where it is coded (NotANumber), not warned of
+        if decay:
+            w *= F32(1 - lr * decay)
+        m *= F32(beta1)
+        m += g * F32(1 - beta1)
+        v *= F32(beta2)
+        v += (g * g) * F32(1 - beta2)
+        denom = np.sqrt(v) / F32(correction2_sqrt)
+        denom += F32(eps)
+        w -= (m / denom) * F32(lr / correction1)
     p.copy_(torch.from_numpy(w))       # through torch: bumps the version exact.Linear watches
