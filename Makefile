@@ -8,10 +8,18 @@ STAMP  := $(VENV)/.installed-stamp
 
 setup: $(STAMP)
 
-# The venv is built by the Makefile itself; torch is pinned to the CPU build of 2.13.0.
+# The venv is built by the Makefile itself; torch is pinned to 2.13.0, and marslink needs only its
+# CPU build. On Linux, PyPI's torch brings CUDA libraries (several GB); the CPU build is on
+# PyTorch's own index, used when it answers (TORCH_INDEX= to skip it, or another mirror's URL).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	if [ -n "$(TORCH_INDEX)" ] && [ "$$(uname -s)" = Linux ] && $(BIN)/python -c "import sys, urllib.request; \
+	    urllib.request.urlopen(sys.argv[1].rstrip('/') + '/torch/', timeout=15)" "$(TORCH_INDEX)" 2>/dev/null; then \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check --index-url "$(TORCH_INDEX)" torch==2.13.0; \
+	else \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0; \
+	fi
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,report,cluster]'
 	$(BIN)/python scripts/compile_loops.py
 	touch $(STAMP)

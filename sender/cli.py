@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("output")
     c.add_argument("--verify", action="store_true", help="decode the result again before writing it")
     add_force_option(c)
-    add_model_options(c, "the receiver")
+    add_model_options(c, None)
     add_parallel_options(c, compress=True)
     add_report_options(c)
     s = sub.add_parser("send", help="stream INPUT to a listening receiver")

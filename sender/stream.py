@@ -147,7 +147,8 @@ def _send(data, config, endpoint, settings, stream_id, on_step, log, store, chec
     store.remove()
     stats = run_stats(twin, len(data), run.offset, started, run.offset, verified_by_receiver=True,
                       stored_chunks=run.encoder.stored_chunks, **totals, resumes=run.resumes,
-                      bytes_resent_after_resume=run.bytes_resent, endpoint=endpoint, stream_id=stream_id)
+                      bytes_resent_after_resume=run.bytes_resent, resumed_from_step=run.resumed_from_step,
+                      endpoint=endpoint, stream_id=stream_id)
     stats.update(run.telemetry.stats())       # after the clock stopped: the ledger's sizing is no coding time
     return stats
 
@@ -171,6 +172,7 @@ class _Run:
         self.telemetry = None
         self.bytes_resent = 0
         self.high_water = 0               # furthest byte ever sent, across restarts
+        self.resumed_from_step = 0        # the checkpoint's step the last resume coded on from
         self._fresh()
 
     def _fresh(self):
@@ -182,7 +184,10 @@ class _Run:
         return self.encoder.arith.bytes_taken
 
     def rewind(self, resume_offset: int):
-        if self.twin.step == 0 and self.offset == 0:
+        """To the newest checkpoint that Bob's `resume_offset` covers, or to the start. A fresh
+        twin is rewound too when Bob holds bytes: that is Alice restarted, and her checkpoints
+        spare her coding again what he has."""
+        if resume_offset == 0 and self.twin.step == 0 and self.offset == 0:
             return
         self._fresh()
         state = self.store.latest_within(resume_offset, self.twin)
@@ -190,6 +195,7 @@ class _Run:
             self.twin.load_state_dict(state["twin"], self.data)
             self.encoder.arith.restore(state["encoder"])
             self.encoder.stored_chunks = state["stored_chunks"]
+        self.resumed_from_step = self.twin.step
 
     def stream(self, link: AliceLink, resume_offset: int, on_step) -> "object":
         if resume_offset > 0 or self.twin.step > 0:          # picking up an interrupted stream

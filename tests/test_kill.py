@@ -2,6 +2,7 @@
 (issue 19, finding 2). The victim dies by SIGKILL at the end of a chosen step (the hidden
 --fault-kill-step hook), so "step 1" means step 1, not roughly there; Bob's first
 checkpoint comes at step 16, so steps 1-3 are the kills that used to lose the stream."""
+import json
 import random
 import time
 
@@ -180,3 +181,25 @@ def test_a_checkpoint_damaged_while_alice_waits_for_bob_is_one_line_and_resumes_
         kill_all(alice, bob)
     assert out.read_bytes() == DATA
     assert not any((tmp_path / "earth").iterdir()), "Earth's checkpoints are cleared once Mars verified"
+
+
+def test_a_restarted_alice_codes_on_from_her_checkpoint_not_from_the_start(tmp_path):
+    """A new Alice process used to code again from step 0 (a fresh twin was never rewound) and
+    only skipped sending what Bob held: byte-exact, but a kill at 90% cost 90% again. She now
+    loads her newest checkpoint that Bob's resume point covers (steps 8 and 16 are on disk)."""
+    src, out, ep, stats = tmp_path / "in.txt", tmp_path / "out.txt", free_endpoint(), tmp_path / "alice.json"
+    src.write_bytes(DATA)
+    bob = spawn("receiver", "listen", "--bind", ep, "--out", str(out), *COMMON)
+    alice_cmd = ["sender", "send", str(src), "--connect", ep, "--state-dir", str(tmp_path / "earth"),
+                 "--checkpoint-every", "8", *COMMON]
+    alice = spawn(*alice_cmd, "--fault-kill-step", "20")
+    try:
+        assert alice.wait(120) == -9
+        alice = spawn(*alice_cmd, "--stats-json", str(stats))
+        results = {"alice": finish(alice, 240), "bob": finish(bob, 240)}
+        assert results["alice"][0] == 0 and results["bob"][0] == 0, results
+    finally:
+        kill_all(alice, bob)
+    assert out.read_bytes() == DATA
+    report = json.loads(stats.read_text())
+    assert report["resumes"] == 1 and report["resumed_from_step"] == 16, report

@@ -138,6 +138,15 @@ def test_cli(tmp_path, built):
                           str(tmp_path / "b.json"), "--input", str(d / "input.txt"), "--out", str(tmp_path / "r2")],
                          cwd=ROOT, capture_output=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.decode().startswith("report: error:")
+    other = tmp_path / "other.txt"                    # a stale input beside the stats (demo-out/ keeps them)
+    other.write_bytes(mission_log(2000))
+    wrong = subprocess.run([sys.executable, "-m", "shared.show.report", "--alice", str(tmp_path / "a.json"), "--bob",
+                            str(tmp_path / "b.json"), "--input", str(other), "--out", str(tmp_path / "r3")],
+                           cwd=ROOT, capture_output=True, timeout=60)
+    assert wrong.returncode == 2 and wrong.stderr.decode().splitlines() == [
+        f"report: error: input {str(other)!r} has 2,000 bytes, but Alice's statistics are of 6,000; "
+        f"give the input that was sent"]
+    assert not (tmp_path / "r3").exists()
 
 
 # --- the ledger counts what both twins run -----------------------------------------------------

@@ -2,7 +2,10 @@
 import time
 
 import numpy as np
+import pytest
 
+from shared.core.config import PRESETS, diff, require_same
+from shared.core.errors import ConfigMismatch
 from shared.texts import mission_log
 from tests.helpers import assert_verified, finish, free_endpoint, listen, run_pair, send, spawn
 
@@ -52,6 +55,15 @@ def test_mismatched_configuration_is_refused_and_bob_keeps_listening(tmp_path):
     why = ("configuration mismatch in 'seed': Earth has 7, Mars has 1; "
            "start both sides with the same preset and options")
     refused_then_served(tmp_path, ["--seed", "7"], "config-mismatch", why)
+
+
+def test_another_preset_is_named_by_the_preset_not_its_first_field():
+    """Bob on tiny, Earth on default: the refusal leads with what each side typed."""
+    more = len(diff(PRESETS["tiny"], PRESETS["default"])) - 1
+    with pytest.raises(ConfigMismatch) as e:
+        require_same(PRESETS["tiny"], PRESETS["default"], "Earth", "Mars")
+    assert str(e.value) == (f"configuration mismatch in 'preset': Earth has 'default', Mars has 'tiny' (and {more} "
+                            f"more field(s)); start both sides with the same preset and options")
 
 
 def test_other_arithmetic_is_refused_and_bob_keeps_listening(tmp_path):

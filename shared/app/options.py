@@ -160,14 +160,17 @@ LAN_PORT = 5555                  # bob listen --lan, unless --port
 
 # -- option groups --------------------------------------------------------------------------
 
-def add_model_options(p: argparse.ArgumentParser, peer: str) -> None:
-    """--preset --seed: what both sides must agree on; --profile --threads: speed only."""
+def add_model_options(p: argparse.ArgumentParser, peer: str | None) -> None:
+    """--preset --seed: what both sides must agree on (peer None: a file, whose header carries
+    them to `bob decompress`); --profile --threads: speed only."""
+    agree = f"{peer} must match" if peer else "written into the file's header, which bob decompress reads"
+    other = peer or "bob decompress"
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
-                   help=f"speed/ratio trade-off (default: %(default)s); {peer} must match")
-    add_numeric_options(p, f"numeric profile (default: portable; speed only: {peer} may differ)",
-                        f"intra-op threads (speed only: {peer} may differ)")
+                   help=f"speed/ratio trade-off (default: %(default)s); {agree}")
+    add_numeric_options(p, f"numeric profile (default: portable; speed only: {other} may differ)",
+                        f"intra-op threads (speed only: {other} may differ)")
     p.add_argument("--seed", type=SEED, default=None,
-                   help=f"model seed (default: the preset's); {peer} must match")
+                   help=f"model seed (default: the preset's); {agree}")
 
 
 def add_numeric_options(p: argparse.ArgumentParser, profile_help: str, threads_help: str) -> None:

@@ -273,7 +273,7 @@ def require_same(ours: RunConfig, theirs: RunConfig, what: str = "sender", us: s
             for part in dotted.split("."):
                 d = d.get(part, "<missing>") if isinstance(d, dict) else "<missing>"
             return d
-        k = fields[0]
+        k = "preset" if "preset" in fields else fields[0]     # the name a user typed, before its fields
         raise ConfigMismatch(f"configuration mismatch in {k!r}: {what} has {get(b, k)!r}, {us} has {get(a, k)!r}"
                              + (f" (and {len(fields) - 1} more field(s))" if len(fields) > 1 else "")
                              + "; start both sides with the same preset and options")

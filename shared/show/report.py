@@ -40,7 +40,8 @@ from .telemetry import earned
 
 SOURCE_DIRS = ("shared", "sender", "receiver", "protocol")
 STATE_COLOURS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a")
-COMPRESSORS = (("gzip -9", ["gzip", "-9", "-c"]), ("bzip2 -9", ["bzip2", "-9", "-c"]), ("xz -9e", ["xz", "-9e", "-c"]))
+COMPRESSORS = (   # -n: gzip leaves the file name out, so the size is the data's alone
+    ("gzip -9", ["gzip", "-9", "-c", "-n"]), ("bzip2 -9", ["bzip2", "-9", "-c"]), ("xz -9e", ["xz", "-9e", "-c"]))
 
 
 def compressor_sizes(path: str) -> dict[str, int]:
@@ -85,6 +86,10 @@ def segment_bpb(row: dict) -> float | None:
 def summarize(alice: dict, bob: dict, input_path: str, relay: dict | None = None) -> dict:
     data = Path(input_path).read_bytes()
     n = len(data)
+    for who, stats in (("Alice", alice), ("Bob", bob)):       # another file's numbers would be wrong ones
+        if stats.get("input_bytes") not in (None, n):
+            raise ValueError(f"input {input_path!r} has {n:,} bytes, but {who}'s statistics are of "
+                             f"{stats['input_bytes']:,}; give the input that was sent")
     payload = int(alice["payload_bytes"])
     ideal = float(alice["ideal_bits"])
     params = alice.get("parameters") or bob.get("parameters")
@@ -441,8 +446,8 @@ details {{ margin-bottom: 2em; }}
 
 def build(alice: dict, bob: dict, input_path: str, out_dir: str, relay: dict | None = None) -> dict:
     """Write report.png, report.html and report.json into out_dir; return the summary."""
+    s = summarize(alice, bob, input_path, relay)         # a refusal leaves no folder behind
     os.makedirs(out_dir, exist_ok=True)
-    s = summarize(alice, bob, input_path, relay)
     png_path = os.path.join(out_dir, "report.png")
     plot(alice, bob, s, png_path)
     png = Path(png_path).read_bytes()
