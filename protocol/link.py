@@ -68,6 +68,8 @@ from __future__ import annotations
 import math
 import os
 import random
+import socket
+import stat
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -111,6 +113,7 @@ class FaultPlan:
 # The link's tunables, one place: both CLIs, the demo and the docs take their defaults from here.
 WINDOW = 32                  # sequenced frames in flight (Alice) / buffered (Bob)
 HEARTBEAT_S = 1.0            # send HEARTBEAT after this long without sending
+SAY_HELLO = "say-hello"      # ERROR code: Bob has no session with this sender; she handshakes again at once
 TIMEOUT_S = 30.0             # peer silent this long -> PeerLost
 RETRANSMIT_S = 2.0           # no ACK progress this long -> resend unacked (and HELLO)
 SENDER_HANDSHAKE_S = 60.0    # Alice waits this long for a WELCOME
@@ -137,7 +140,7 @@ class LinkError(Exception):
 
 
 class PeerLost(LinkError):
-    """The peer went silent for longer than the timeout."""
+    """The peer went silent for longer than the timeout, or (Mars) said he has lost the session."""
 
 
 class HandshakeTimeout(PeerLost):
@@ -274,6 +277,10 @@ class _Link:
         """bind/connect, turning a ZMQError into a clear LinkError without leaking the context."""
         if "[" in endpoint:  # an IPv6 literal such as tcp://[::1]:5555 needs IPv6 on the socket
             self._sock.setsockopt(zmq.IPV6, 1)
+        problem = ipc_bind_problem(endpoint) if how == self._sock.bind else None
+        if problem:
+            self.close()
+            raise LinkError(f"{what} {endpoint}: {problem}")
         try:
             how(endpoint)
         except zmq.ZMQError as e:
@@ -456,6 +463,8 @@ class AliceLink(_Link):
             self.stats.in_flight = 0
             self._send_raw(encode(Ack(self._next_seq, 0)))  # acknowledges DONE: Bob may stop lingering
         elif isinstance(frame, Error):
+            if frame.code == SAY_HELLO:  # a Mars who lost our session: knock again (the caller's PeerLost path)
+                raise PeerLost(f"Mars lost this stream's session: {frame.message}")
             raise PeerError(frame.code, frame.message, "Mars")
         elif not isinstance(frame, Heartbeat):
             self.stats.unexpected += 1
@@ -503,6 +512,32 @@ class AliceLink(_Link):
                 self._last_progress = now
         if self._live and now - self._last_sent >= self.settings.heartbeat_s:
             self._send_raw(encode(Heartbeat(now)))
+
+
+def ipc_bind_problem(endpoint: str) -> Optional[str]:
+    """Why binding `endpoint` would harm something, or None. libzmq removes whatever is at an
+    ipc:// path before it binds: a user's file would be deleted, and a live listener's socket
+    silently taken over. A socket nobody answers on (left by a process that died) is reused."""
+    if not endpoint.startswith("ipc://"):
+        return None
+    path = endpoint[len("ipc://"):]
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot check {path!r} ({e.strerror}); choose another path"
+    if not stat.S_ISSOCK(mode):
+        return f"{path!r} exists and is not a socket (binding would delete it); choose another path"
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(path)
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return "another process is listening there; stop it, or choose another path"
 
 
 class BobLink(_Link):
@@ -678,8 +713,11 @@ class BobLink(_Link):
         if self._peer is None:  # still waiting for a HELLO
             if isinstance(frame, Hello):
                 self._peer, self._hello = identity, frame
-            else:  # e.g. the late frames of a sender we lost: not worth an answer
-                self.stats.strangers += 1
+            else:  # a sender whose Mars was restarted (or gave her up): tell her to knock again now,
+                self.stats.strangers += 1  # not after her silence timeout; an ERROR is never answered
+                if not isinstance(frame, Error):
+                    self._send_to(identity, encode(Error(SAY_HELLO, "Mars has no stream with this sender "
+                                                                    "(he was restarted, or gave it up); say HELLO")))
             return
         if identity != self._peer:
             self._stranger(identity, frame)

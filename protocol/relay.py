@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, fields
 
 import zmq
 
+from .link import LinkError, ipc_bind_problem
+
 HWM = 100_000
 FAULTS = ("loss", "dup", "reorder")
 
@@ -204,6 +206,9 @@ class Relay:
         self.up = Channel("Earth->Mars", path.delay_s, path.bandwidth_bps, *faults, path.seed, True)
         self.down = Channel("Mars->Earth", path.delay_s, path.back_bps, *faults, path.seed + 1,
                             path.fault_direction == "both")
+        problem = ipc_bind_problem(listen)
+        if problem:
+            raise LinkError(f"the relay cannot listen on {listen}: {problem}")
         self.ctx = zmq.Context()
         self.router = self._socket(zmq.ROUTER)
         self.router.bind(listen)

@@ -77,31 +77,40 @@ def listen_command(args) -> int:
 
 def _listen(args, bind, curve, earth_line) -> int:
     numeric.activate(args.profile, args.threads)
-    from receiver.stream import receive_stream   # start-up: torch loads only once the options are valid
+    from receiver.stream import delivered, receive_stream   # start-up: torch loads only once the options are valid
     from shared.core.fingerprint import fingerprint   # start-up: as above
     state_dir = args.state_dir or default_state_dir("mars")
     check_folder(state_dir, "Mars's state folder (--state-dir) ")   # receipts: before a stream, not after it
     fingerprint()                       # compute the canary before a sender is waiting
     dash = dashboard_for(args, "mars", bind, out_path=args.out)   # a display this terminal cannot show: refused now
 
-    if earth_line is not None:          # even with -q: without it no Earth can reach us
-        print(f"bob: listening on every interface, port {args.port}, encrypted; on Earth, type this line "
-              f"(FILE: the file to send):\n{earth_line}", file=sys.stderr, flush=True)
-    elif not args.quiet:
-        print(f"bob: listening on {bind}", file=sys.stderr, flush=True)
+    def on_listen(endpoint):            # once bound: a port in use is refused before any "listening"
+        if earth_line is not None:      # even with -q: without it no Earth can reach us
+            print(f"bob: listening on every interface, port {args.port}, encrypted; on Earth, type this line "
+                  f"(FILE: the file to send):\n{earth_line}", file=sys.stderr, flush=True)
+        elif not args.quiet:
+            print(f"bob: listening on {endpoint}", file=sys.stderr, flush=True)
+
     def on_hello(hello):
         if not args.quiet:
             print(f"bob: receiving stream {hello.stream_id!r} ({hello.total_length:,} bytes)",
                   file=sys.stderr, flush=True)
 
-    with dash:
-        on_hello = _chain(on_hello, dash.on_hello)
-        stats = receive_stream(bind, run_config(args), args.out, link_settings(args, curve), on_hello=on_hello,
-                               on_step=kill_at(args.fault_kill_step, dash.on_step), telemetry=dash.telemetry, log=_log,
-                               perturb_step=args.fault_perturb_step, checkpoint_every=args.checkpoint_every,
-                               linger_s=args.linger, state_dir=state_dir, force=args.force)
-        dash.finish(stats)
-    write_stats(args.stats_json, stats)
+    stats = None
+    try:
+        with dash:
+            on_hello = _chain(on_hello, dash.on_hello)
+            stats = receive_stream(bind, run_config(args), args.out, link_settings(args, curve), on_hello=on_hello,
+                                   on_step=kill_at(args.fault_kill_step, dash.on_step), telemetry=dash.telemetry,
+                                   log=_log, perturb_step=args.fault_perturb_step,
+                                   checkpoint_every=args.checkpoint_every, linger_s=args.linger,
+                                   state_dir=state_dir, force=args.force, on_listen=on_listen)
+            dash.finish(stats)
+        write_stats(args.stats_json, stats)
+    except KeyboardInterrupt as e:
+        if stats is not None:           # stopped after delivering: the output is there, verified
+            e.written = delivered(args.out, "its statistics")
+        raise
     if not args.quiet and dash.mode != "dashboard":
         print(f"bob: verified {stats['input_bytes']:,} bytes (SHA-256 ok, {stats['syncs_checked']} digests "
               f"matched), final digest {stats['final_digest'][:16]}", file=sys.stderr)

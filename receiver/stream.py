@@ -86,6 +86,14 @@ def check_hello(hello, config: RunConfig) -> RunConfig:
     return theirs
 
 
+def _other_config(then: dict, now: dict) -> str:
+    """How a partial stream's configuration differs from Earth's now, in the words a user typed."""
+    presets = [c.get("preset") if isinstance(c, dict) else None for c in (then, now)]
+    if presets[0] != presets[1]:
+        return f"preset {presets[0]!r} (Earth now has {presets[1]!r})"
+    return f"preset {presets[0]!r} and another seed or option than Earth's now"
+
+
 class Spool:
     """Bob's partial stream on disk, beside the output: <out>.partial/{meta.json,stream.bin,checkpoint.pt}."""
 
@@ -106,6 +114,10 @@ class Spool:
             if saved is not None and saved != meta:
                 if self._bytes_held() == 0:      # a stream that never got a byte: nothing to keep
                     self.remove()
+                elif {**saved, "config": None} == {**meta, "config": None}:
+                    raise FormatError(f"{self.dir} holds this stream, coded with "
+                                      f"{_other_config(saved['config'], meta['config'])}; start both sides as "
+                                      f"they were to resume it, or remove it to start over")
                 else:
                     raise FormatError(f"{self.dir} holds a partial stream {saved.get('stream_id')!r} of another "
                                       f"input; remove it or choose another --out")
@@ -200,19 +212,23 @@ def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSe
                    on_step: Callable | None = None, on_hello: Callable | None = None,
                    log=None, perturb_step: int | None = None, checkpoint_every: int = checkpoint.CHECKPOINT_EVERY,
                    telemetry=None, linger_s: float = RECEIPT_LINGER_S, state_dir: str | None = None,
-                   force: bool = False) -> dict:
+                   force: bool = False, on_listen: Callable | None = None) -> dict:
+    """Listen on `bind` (on_listen(endpoint) once bound: the real address, port 0's too), serve
+    one stream to a verified `out_path`, keep its receipt and linger for a returning sender."""
     state_dir = state_dir or checkpoint.default_state_dir("mars")   # probed by the caller (check_folder)
     try:
         link = BobLink(bind, settings, log=log)
     except LinkError as e:                            # e.g. the port is taken: one clear line
         raise LinkFailure(str(e)) from None
     with link:
+        if on_listen:
+            on_listen(link.endpoint)
         deadline = time.monotonic() + settings.handshake_timeout_s
         while True:
             hello, spool, saved = _admit(link, config, out_path, deadline)
             try:
                 stats = _serve(link, hello, config, spool, saved, out_path, on_hello, on_step, perturb_step,
-                               checkpoint_every, telemetry, force)
+                               checkpoint_every, telemetry, force, log)
             except _Vacated:
                 spool.remove()
                 deadline = time.monotonic() + settings.handshake_timeout_s
@@ -222,6 +238,9 @@ def receive_stream(bind: str, config: RunConfig, out_path: str, settings: LinkSe
             except StorageError as e:         # delivered and verified: a missing receipt only costs a resend
                 if log:
                     log(f"delivered, but no receipt was kept ({e})")
+            except KeyboardInterrupt as e:
+                e.written = delivered(out_path, "its receipt")
+                raise
             try:
                 link.linger(linger_s)
             except KeyboardInterrupt:         # delivered already: being stopped now only ends the wait
@@ -246,13 +265,20 @@ def _admit(link: BobLink, config: RunConfig, out_path: str, deadline: float):
             link.refuse(ERROR_CODES.get(type(e), "refused"), str(e))
 
 
+def delivered(out_path: str, missing: str) -> str:
+    """What a stop after publishing says (run_main): the output is there, verified; `missing` is not."""
+    return f"{out_path} was written and verified before it ({missing} not)"
+
+
 def _serve(link: BobLink, hello, config, spool: "Spool", saved, out_path: str, on_hello, on_step, perturb_step,
-           checkpoint_every: int, telemetry, force: bool) -> dict:
+           checkpoint_every: int, telemetry, force: bool, log=None) -> dict:
     started = time.perf_counter()
+    session = None
     try:
         if on_hello:
             on_hello(hello)
         session = _Session(link, hello, config, spool, saved, perturb_step, checkpoint_every)
+        session.log = log
         session.telemetry = telemetry if telemetry is not None else Telemetry()   # curves for the report
         stats = session.run(out_path, on_step, started, force)
     except PeerError as e:
@@ -267,7 +293,12 @@ def _serve(link: BobLink, hello, config, spool: "Spool", saved, out_path: str, o
         if isinstance(e, (DivergenceError, ChecksumError)):
             spool.remove()                   # its checkpoints cannot be trusted: no resume from them
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if session is not None and session.published:    # Earth has our DONE: nothing left to resume
+            spool.close()
+            spool.remove()
+            e.written = delivered(out_path, "its statistics and receipt")
+            raise
         link.abort("interrupted", "Mars was interrupted; its partial stream is kept for resume")
         raise
     except BrokenPipeError:
@@ -289,6 +320,8 @@ class _Session:
     """One stream on Bob's side, across any number of sender reconnections."""
 
     telemetry = None
+    log = None                            # link events for the operator (receive_stream's log)
+    published = False                     # the verified output is in place, and Earth told (DONE)
 
     def __init__(self, link: BobLink, hello, config, spool: Spool, saved, perturb_step, checkpoint_every):
         self.link, self.hello, self.config, self.spool = link, hello, config, spool
@@ -354,7 +387,13 @@ class _Session:
                     continue
                 self.link.readmit(r)
                 self._welcome_back()
-            except PeerLost:                     # Alice went quiet: wait for her to come back
+            except (PeerLost, PeerError) as e:   # Alice went quiet, or was stopped: wait for her to come back
+                if isinstance(e, PeerError):
+                    if e.code != "interrupted":
+                        raise                    # she failed: her error is ours to report
+                    if self.log:
+                        self.log(f"Earth was interrupted; the partial stream is kept, waiting for her to "
+                                 f"return (up to {self.link.settings.handshake_timeout_s:g} s)")
                 if self.spool.held() == 0 and self.resumed_from is None:
                     raise _Vacated() from None   # not a byte from her: nothing worth waiting for
                 try:
@@ -417,6 +456,7 @@ class _Session:
         self.spool.publish(out_path, force)
         final = twin.digest()
         self.link.done(Done(sha, final))      # repeated while Bob lingers (receive_stream)
+        self.published = True
         link = self.link.stats
         stats = run_stats(twin, self.hello.total_length, self.spool.held(), started, self.spool.held(),
                           syncs_checked=self.ledger.checked, stored_chunks=self.decoder.stored_chunks,

@@ -67,8 +67,8 @@ def send_command(args) -> int:
     with dash:
         on_step = kill_at(args.fault_kill_step, dash.on_step)      # a test hook; None = no kill
         stats = send_stream(data, run_config(args), args.connect, settings, args.stream_id, on_step,
-                            state_dir=args.state_dir, checkpoint_every=args.checkpoint_every,
-                            telemetry=dash.telemetry)
+                            log=_log, state_dir=args.state_dir,
+                            checkpoint_every=args.checkpoint_every, telemetry=dash.telemetry)
         dash.finish(stats)
     write_stats(args.stats_json, stats)
     if stats.get("already_delivered"):
@@ -103,6 +103,11 @@ def compress_command(args) -> int:
               f"({bits_per_byte(stats['compressed_bytes'], stats['input_bytes'])}, {stats['bytes_per_second']:,.0f} B/s), "
               f"final digest {stats['final_digest'][:16]}", file=sys.stderr)
     return 0
+
+
+def _log(message: str) -> None:
+    """Link events worth an operator's eye (Mars interrupted, frames resent): one line each."""
+    print(f"alice: {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,8 @@ and how to pick up again after either side was restarted:
                      rewinds her twin to her latest checkpoint that had emitted at most R bytes
                      (or to the start: the initial state is deterministic), codes forward, and
                      sends only bytes from R on. Re-coding costs time, never bits on the wire.
-  reconnect          if Mars goes silent, Alice keeps her place and handshakes again until
-                     Mars is back or `handshake_timeout_s` has passed.
+  reconnect          if Mars goes silent, or says he was interrupted, Alice keeps her place
+                     and handshakes again until Mars is back or `handshake_timeout_s` has passed.
   receipts           a Mars that already delivered this stream answers HELLO with DONE: Alice
                      says so, clears her checkpoints and succeeds without sending a byte.
 """
@@ -122,7 +122,12 @@ def _send(data, config, endpoint, settings, stream_id, on_step, log, store, chec
             except AuthFailed as e:                  # turned away by Mars's security: final
                 raise LinkFailure(str(e)) from None
             except PeerError as e:
-                raise LinkFailure(f"Mars stopped the stream ({e.code}): {e.message}") from None
+                if e.code != "interrupted":
+                    raise LinkFailure(f"Mars stopped the stream ({e.code}): {e.message}") from None
+                if log:                              # stopped by his operator: he keeps his part, so wait
+                    log(f"Mars was interrupted; waiting for him to return (up to "
+                        f"{settings.handshake_timeout_s:g} s)")
+                lost_since = time.monotonic()
             except FrameError as e:
                 raise LinkFailure(f"Mars sent a malformed message: {e}") from None
             except MarslinkError as e:

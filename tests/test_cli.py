@@ -234,6 +234,11 @@ def test_closed_standard_streams_are_one_line_before_any_work(tmp_path, made):
     expect_error(r, "alice: error: standard output is closed; give an output file name instead of '-'")
     r = shell(f"{py} receiver decompress {made / 'c.mrs'} - >&-")
     expect_error(r, "bob: error: standard output is closed; give an output file name instead of '-'")
+    # stderr closed: nowhere to say anything, so the work is done, silently (it failed silently with exit 1)
+    r = shell(f"{py} sender compress {made / 'in.txt'} {tmp_path / 'q.mrs'} --preset tiny --progress-every 1 2>&-")
+    assert r.returncode == 0 and r.stderr == b"" and (tmp_path / "q.mrs").read_bytes() == (made / "c.mrs").read_bytes()
+    r = shell(f"{py} receiver decompress {tmp_path / 'q.mrs'} {tmp_path / 'q.txt'} 2>&-")
+    assert r.returncode == 0 and (tmp_path / "q.txt").read_bytes() == (made / "in.txt").read_bytes()
 
 
 def test_compressed_data_is_not_written_to_a_terminal(made):

@@ -203,3 +203,54 @@ def test_a_restarted_alice_codes_on_from_her_checkpoint_not_from_the_start(tmp_p
     assert out.read_bytes() == DATA
     report = json.loads(stats.read_text())
     assert report["resumes"] == 1 and report["resumed_from_step"] == 16, report
+
+
+def test_a_partial_stream_met_with_another_seed_is_named_as_such_and_resumes_as_it_was(tmp_path):
+    """Both sides started again on a partial stream, with another seed: Bob's refusal named it
+    "another input" and advised removing it. It is this input, coded otherwise: started as they
+    were, both resume it to a byte-exact end."""
+    src, out, ep = tmp_path / "in.txt", tmp_path / "out.txt", free_endpoint()
+    src.write_bytes(DATA)
+    bob_cmd = ["receiver", "listen", "--bind", ep, "--out", str(out), *COMMON]
+    alice_cmd = ["sender", "send", str(src), "--connect", ep, "--state-dir", str(tmp_path / "earth"), *COMMON]
+    bob, alice = spawn(*bob_cmd, "--fault-kill-step", "20"), spawn(*alice_cmd)
+    try:
+        assert bob.wait(120) == -9
+        alice.kill()
+        alice.wait(60)
+        bob, alice = spawn(*bob_cmd, "--seed", "5"), spawn(*alice_cmd, "--seed", "5")
+        rc, lines = finish(alice, 120)
+        assert rc == 2 and lines[-1] == (
+            f"alice: error: Mars stopped the stream (refused): {out}.partial holds this stream, coded with preset "
+            f"'tiny' and another seed or option than Earth's now; start both sides as they were to resume it, "
+            f"or remove it to start over"), lines[-3:]
+        bob.kill()
+        bob.wait(60)
+        bob, alice = spawn(*bob_cmd), spawn(*alice_cmd)
+        results = {"alice": finish(alice, 240), "bob": finish(bob, 240)}
+        assert results["alice"][0] == 0 and results["bob"][0] == 0, results
+    finally:
+        kill_all(alice, bob)
+    assert out.read_bytes() == DATA
+
+
+def test_a_bob_killed_and_started_again_is_found_at_once_not_after_alices_silence_timeout(tmp_path):
+    """A new Bob dropped the frames of the Alice his predecessor served, so she noticed only after
+    her silence timeout (30 s by default) and a demo stood still. He now answers ERROR say-hello,
+    and she knocks again at once: with a 300 s timeout, she still resumes within the test's 120 s."""
+    src, out, ep, stats = tmp_path / "in.txt", tmp_path / "out.txt", free_endpoint(), tmp_path / "alice.json"
+    src.write_bytes(DATA)
+    slow = ["--preset", "tiny", "--timeout", "300", "--handshake-timeout", "90", "-q"]
+    bob_cmd = ["receiver", "listen", "--bind", ep, "--out", str(out), *slow]
+    alice = spawn("sender", "send", str(src), "--connect", ep, "--state-dir", str(tmp_path / "earth"),
+                  "--stats-json", str(stats), *slow)
+    bob = spawn(*bob_cmd, "--fault-kill-step", "12")
+    try:
+        assert bob.wait(120) == -9
+        bob = spawn(*bob_cmd)
+        results = {"alice": finish(alice, 120), "bob": finish(bob, 120)}
+    finally:
+        kill_all(alice, bob)
+    assert results["alice"][0] == 0 and results["bob"][0] == 0, results
+    assert out.read_bytes() == DATA
+    assert json.loads(stats.read_text())["resumes"] == 1

@@ -28,7 +28,8 @@ def test_alice_with_nobody_listening_gives_up_after_the_time_she_states(tmp_path
 
 
 def sigterm_mid_stream(tmp_path, stop):
-    """Bob is stopped by `stop(bob)` mid-stream: one line on his side, an ERROR frame to Alice."""
+    """Bob is stopped by `stop(bob)` mid-stream: one line on his side, an ERROR frame to Alice, who
+    waits for him (he kept his part); Bob started again with the same command, both end byte-exact."""
     data = mission_log(20_000)
     bob, ep, out = listen(tmp_path)
     src = tmp_path / "in.bin"
@@ -39,13 +40,15 @@ def sigterm_mid_stream(tmp_path, stop):
         wait_for_spool(bob, tmp_path, 400)             # about a quarter of the stream
         stop(bob)
         rc, bob_lines = finish(bob, 60)
-        alice_rc, alice_lines = finish(alice, 120)
+        assert bob_lines[-1] == "bob: stopped (SIGTERM); no output was written", bob_lines[-3:]
+        assert not out.exists()
+        wait_for_line(alice, "alice: Mars was interrupted; waiting for him to return (up to 60 s)")
+        bob = spawn("receiver", "listen", "--bind", ep, "--out", str(out), "--preset", "tiny", "--timeout", "20")
+        results = {"alice": finish(alice, 240), "bob": finish(bob, 240)}
     finally:
         kill_all(alice, bob)
-    assert bob_lines[-1] == "bob: stopped (SIGTERM); no output was written", bob_lines[-3:]
-    assert alice_rc == 2 and alice_lines[-1] == ("alice: error: Mars stopped the stream (interrupted): "
-                                                 "Mars was interrupted; its partial stream is kept for resume")
-    assert not out.exists()
+    assert results["alice"][0] == 0 and results["bob"][0] == 0, results
+    assert out.read_bytes() == data
     return rc
 
 
@@ -197,38 +200,49 @@ def test_a_full_state_folder_on_alices_side_stops_both_sides_with_one_line(tmp_p
 
 def test_a_display_whose_reader_leaves_stops_the_stream_with_one_line_on_both_sides(tmp_path):
     """Issue 25 A9: `bob listen --display json | head -c 10` ended Bob silently with exit 1 and
-    told Alice nothing true. Now Bob sends ERROR and prints one line; the same on Alice's side."""
+    told Alice nothing true. Now Bob sends ERROR and prints one line; the same on Alice's side.
+    The other side waits for the stopped one (it kept its part), and run again, it resumes."""
     data = mission_log(40_000)
     (tmp_path / "in.bin").write_bytes(data)
+    alice_cmd = ["sender", "send", str(tmp_path / "in.bin"), "--connect", None, "--preset", "tiny", "--timeout", "20",
+                 "--state-dir", str(tmp_path / "earth")]
     bob, ep, out = listen(tmp_path, "--display", "json")
-    alice = spawn("sender", "send", str(tmp_path / "in.bin"), "--connect", ep, "--preset", "tiny", "--timeout", "20",
-                  "-q", "--state-dir", str(tmp_path / "earth"))
+    alice_cmd[4] = ep
+    alice = spawn(*alice_cmd, "-q")
     try:
         while b'"phase":"receiving"' not in bob.stdout.readline():    # Bob has a peer to tell: close now
             assert bob.poll() is None
         bob.stdout.close()
-        rc, lines = finish(alice, 300)
         bob_rc, bob_lines = finish(bob, 60)
+        assert bob_rc == 2 and bob_lines[-1] == ("bob: error: standard output was closed by its reader (broken "
+                                                 "pipe); stopped"), bob_lines
+        assert not out.exists()
+        wait_for_line(alice, "alice: Mars was interrupted; waiting for him to return (up to 60 s)")
+        bob = spawn("receiver", "listen", "--bind", ep, "--out", str(out), "--preset", "tiny", "--timeout", "20")
+        results = {"alice": finish(alice, 300), "bob": finish(bob, 120)}
     finally:
         kill_all(alice, bob)
-    assert bob_rc == 2 and bob_lines[-1] == "bob: error: standard output was closed by its reader (broken pipe); stopped"
-    assert rc == 2 and lines[-1] == ("alice: error: Mars stopped the stream (interrupted): Mars's standard output "
-                                     "was closed (broken pipe); its partial stream is kept for resume"), (lines, bob_lines)
-    assert not out.exists()
-    bob, ep, out = listen(tmp_path, "--force", out_name="again.bin")
-    alice = spawn("sender", "send", str(tmp_path / "in.bin"), "--connect", ep, "--preset", "tiny", "--timeout", "20",
-                  "--display", "json", "--state-dir", str(tmp_path / "earth"))
-    while b'"phase":"sending"' not in alice.stdout.readline():      # Alice has a peer to tell: close now
-        assert alice.poll() is None
-    alice.stdout.close()
+    assert results["alice"][0] == 0 and results["bob"][0] == 0, results
+    assert out.read_bytes() == data
+
+    bob, ep, out = listen(tmp_path, out_name="again.bin")
+    alice_cmd[4] = ep
+    alice = spawn(*alice_cmd, "--display", "json")
     try:
+        while b'"phase":"sending"' not in alice.stdout.readline():      # Alice has a peer to tell: close now
+            assert alice.poll() is None
+        alice.stdout.close()
         rc, lines = finish(alice, 300)
-        bob_rc, bob_lines = finish(bob, 60)
+        assert rc == 2 and lines[-1] == ("alice: error: standard output was closed by its reader (broken pipe); "
+                                         "stopped"), lines
+        wait_for_line(bob, "bob: Earth was interrupted; the partial stream is kept, waiting for her to return "
+                           "(up to 600 s)")
+        alice = spawn(*alice_cmd, "-q")
+        results = {"alice": finish(alice, 300), "bob": finish(bob, 120)}
     finally:
         kill_all(alice, bob)
-    assert rc == 2 and lines[-1] == "alice: error: standard output was closed by its reader (broken pipe); stopped", lines
-    assert bob_rc == 2 and bob_lines[-1] == ("bob: error: Earth stopped the stream (interrupted): Earth's standard "
-                                             "output was closed (broken pipe); run it again to resume"), bob_lines
+    assert results["alice"][0] == 0 and results["bob"][0] == 0, results
+    assert out.read_bytes() == data
 
 
 def test_an_empty_stream_and_an_interrupt_read_plainly_on_the_display(tmp_path, monkeypatch):
@@ -296,3 +310,81 @@ def test_a_terminal_that_cannot_show_the_dashboard_is_one_line_before_any_work(t
     expect_error(r, "bob: error: the live dashboard draws characters that this terminal's encoding (iso8859-1) cannot "
                     "show; run in a UTF-8 locale (e.g. LANG=C.UTF-8) or with --plain")
     assert not (tmp_path / "out.txt").exists()
+
+
+def test_bob_stopped_after_delivering_says_the_output_was_written(tmp_path, monkeypatch):
+    """A Ctrl-C between Bob's publishing and his statistics (sizing the trained state takes a
+    moment) printed "no output was written" beside a complete, verified output, left his 8 MB
+    spool behind and told Alice, who had his DONE, that he was interrupted. Here the interrupt
+    comes exactly there, in a real Bob serving a real Alice over loopback."""
+    from receiver import stream
+    from shared.core.config import PRESETS
+    from protocol.link import LinkSettings
+    data = mission_log(3000)
+    (tmp_path / "in.bin").write_bytes(data)
+    ep, out = f"tcp://127.0.0.1:{free_port()}", tmp_path / "out.bin"
+    alice = spawn("sender", "send", str(tmp_path / "in.bin"), "--connect", ep, "--preset", "tiny", "--timeout", "20",
+                  "--state-dir", str(tmp_path / "earth"), "-q")
+
+    def interrupted(*args, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(stream, "run_stats", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt) as stop:
+            stream.receive_stream(ep, PRESETS["tiny"], str(out), LinkSettings(timeout_s=20), linger_s=0,
+                                  state_dir=str(tmp_path / "mars"))
+        rc, lines = finish(alice, 120)
+    finally:
+        kill_all(alice)
+    assert stop.value.written == f"{out} was written and verified before it (its statistics and receipt not)"
+    assert out.read_bytes() == data and not (tmp_path / "out.bin.partial").exists()
+    assert rc == 0, lines
+
+
+def test_an_ipc_path_that_is_a_file_or_a_live_socket_is_refused_and_left_alone(tmp_path):
+    """libzmq removes whatever is at an ipc:// path before binding: `bob listen --bind ipc://notes.txt`
+    deleted the user's file, and a second Bob silently took a live Bob's socket over. Each is one
+    line now, with nothing removed; a socket nobody listens on (a killed Bob's) is reused."""
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"thesis, chapter 1\n")
+    listen_on = ["receiver", "listen", "--out", str(tmp_path / "o.bin"), "--preset", "tiny", "--handshake-timeout", "2"]
+    r = run_cli(*listen_on, "--bind", f"ipc://{notes}", timeout=60)
+    expect_error(r, f"bob: error: Mars cannot listen on ipc://{notes}: {str(notes)!r} exists and is not a socket "
+                    f"(binding would delete it); choose another path")
+    assert notes.read_bytes() == b"thesis, chapter 1\n"
+    sock = tmp_path / "bob.sock"
+    first = spawn(*listen_on[:-1], "30", "--bind", f"ipc://{sock}")
+    try:
+        wait_for_line(first, "bob: listening on")
+        r = run_cli(*listen_on, "--bind", f"ipc://{sock}", "--out", str(tmp_path / "o2.bin"), timeout=60)
+        expect_error(r, f"bob: error: Mars cannot listen on ipc://{sock}: another process is listening there; stop "
+                        f"it, or choose another path")
+        assert first.poll() is None
+    finally:
+        kill_all(first)                                   # SIGKILL: the socket file stays, with nobody on it
+    assert sock.is_socket()
+    r = run_cli(*listen_on, "--bind", f"ipc://{sock}", timeout=60)
+    assert r.stderr.decode().splitlines()[-1] == (f"bob: error: no HELLO from Earth on ipc://{sock} within 2.0 s; "
+                                                  f"is the sender running and pointed here?")
+
+
+def test_bob_says_he_listens_only_once_he_does_and_names_the_port_he_got(tmp_path):
+    """He printed "listening on" before binding, then "Address already in use"; and with port 0
+    the port the system chose appeared only in a timeout."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        port = busy.getsockname()[1]
+        r = run_cli("receiver", "listen", "--bind", f"tcp://127.0.0.1:{port}", "--out", str(tmp_path / "o.bin"),
+                    "--preset", "tiny", timeout=60)
+        expect_error(r, f"bob: error: Mars cannot listen on tcp://127.0.0.1:{port}: Address already in use")
+    finally:
+        busy.close()
+    bob = spawn("receiver", "listen", "--bind", "tcp://127.0.0.1:0", "--out", str(tmp_path / "o.bin"),
+                "--preset", "tiny", "--handshake-timeout", "30")
+    try:
+        line = wait_for_line(bob, "bob: listening on")
+    finally:
+        kill_all(bob)
+    assert re.fullmatch(r"bob: listening on tcp://127\.0\.0\.1:(\d+)", line) and not line.endswith(":0"), line

@@ -332,17 +332,19 @@ def test_sigterm_stops_bob_mid_stream_cleanly(tmp_path):
     (tmp_path / "in.txt").write_bytes(data)
     ep, out = free_endpoint(), tmp_path / "out.txt"
     bob = spawn(tmp_path, "bob", "receiver", "listen", "--bind", ep, "--out", str(out), "--preset", "tiny")
-    alice = spawn(tmp_path, "alice", "sender", "send", str(tmp_path / "in.txt"), "--connect", ep, "--preset", "tiny")
+    alice = spawn(tmp_path, "alice", "sender", "send", str(tmp_path / "in.txt"), "--connect", ep, "--preset", "tiny",
+                  "--handshake-timeout", "3")
     try:
         wait_for_line(bob, "bob: receiving stream")
         time.sleep(1.5)                                  # well into the stream (~150 steps)
         bob.send_signal(signal.SIGTERM)
         assert bob.wait(60) == 143
-        assert alice.wait(120) == 2
+        assert alice.wait(120) == 2                      # after waiting her handshake time for him
     finally:
         stop(alice), stop(bob)
     assert err_lines(bob)[-1] == "bob: stopped (SIGTERM); no output was written"
-    assert err_lines(alice)[-1].startswith("alice: error: Mars stopped the stream (interrupted): Mars was interrupted")
+    assert "alice: Mars was interrupted; waiting for him to return (up to 3 s)" in err_lines(alice)
+    assert err_lines(alice)[-1].startswith(f"alice: error: no answer from Mars ({ep}) within 3.0 s of HELLO")
     assert not out.exists()
 
 

@@ -20,7 +20,7 @@ from typing import Callable
 
 from protocol.security import CurveKeys, KeyFileError, generate, new_code
 from ..core.errors import MarslinkError, UsageError
-from .files import storage_error
+from .files import drop_stdout, storage_error
 
 
 class Terminated(KeyboardInterrupt):
@@ -39,6 +39,8 @@ def run_main(prog: str, body: Callable[[], int | None]) -> int:
 
     SIGINT and SIGTERM stop it cleanly: 130 / 143, one line, nothing half-written."""
     previous = None
+    if sys.stderr is None:                  # started with stderr closed (2>&-): run, silently, as asked
+        sys.stderr = open(os.devnull, "w")
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -46,14 +48,14 @@ def run_main(prog: str, body: Callable[[], int | None]) -> int:
     except MarslinkError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return e.exit_code
-    except Terminated:
-        print(f"{prog}: stopped (SIGTERM); no output was written", file=sys.stderr)
+    except Terminated as e:
+        print(f"{prog}: stopped (SIGTERM); {_left_behind(e)}", file=sys.stderr)
         return 143
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; no output was written", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"{prog}: interrupted; {_left_behind(e)}", file=sys.stderr)
         return 130
     except BrokenPipeError:                 # e.g. `... --display json | head`: the reader left
-        _drop_stdout()
+        drop_stdout()
         print(f"{prog}: error: standard output was closed by its reader (broken pipe); stopped", file=sys.stderr)
         return 2
     except OSError as e:    # a safety net: the file helpers turn the expected ones into StorageError
@@ -66,14 +68,10 @@ def run_main(prog: str, body: Callable[[], int | None]) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _drop_stdout() -> None:
-    """Point stdout at /dev/null, so that Python's final flush does not print a second error."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, AttributeError, ValueError):
-        pass
+def _left_behind(stop: KeyboardInterrupt) -> str:
+    """What a stop left: nothing, unless the command marked the interrupt (`written`) because its
+    output was already written and verified when it came."""
+    return getattr(stop, "written", None) or "no output was written"
 
 
 PROGRESS_LINE = "{label}: {done:,} / {total:,} B ({percent:.1f}%){note}{bpb}, {rate:,.0f} B/s, {left} left"

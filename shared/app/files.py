@@ -71,7 +71,7 @@ def read_input(path: str, limit: int, magic: bytes | None = None) -> bytes:
     too_big = UsageError(f"input {name} is larger than {limit:,} bytes, the most marslink takes in one "
                          f"file; split it into smaller files")
     try:
-        endless = _endless_device(f.fileno()) if magic is None else None   # with magic: its first block is refused
+        endless = endless_device(f.fileno()) if magic is None else None   # with magic: its first block is refused
         if endless:
             what = "never ends" if path == endless else f"is {endless}, which never ends"
             raise UsageError(f"input {name} {what}; give a file, or pipe a finite part of it in "
@@ -97,10 +97,44 @@ def read_input(path: str, limit: int, magic: bytes | None = None) -> bytes:
             f.close()
 
 
+def read_head(path: str, n: int) -> bytes:
+    """The first `n` bytes of `path`, never more: a big file or an endless pipe costs only what
+    is used (the demo's and the lecture's --bytes); an endless device is refused, as read_input
+    refuses it."""
+    try:
+        with open(path, "rb") as f:
+            endless = endless_device(f.fileno())
+            if endless:
+                what = "never ends" if path == endless else f"is {endless}, which never ends"
+                raise UsageError(f"input {path!r} {what}; give a file, or a finite part of it "
+                                 f"(e.g. head -c 1M {endless} > part.bin)")
+            blocks, size = [], 0
+            while size < n:
+                block = f.read(min(n - size, READ_BLOCK))
+                if not block:
+                    break
+                blocks.append(block)
+                size += len(block)
+            return b"".join(blocks)
+    except OSError as e:
+        raise UsageError(f"cannot read {path!r}: {e.strerror or e}") from None
+
+
+def drop_stdout() -> None:
+    """Point stdout at /dev/null once its reader has gone (`| head`), so that the rest of the run
+    and Python's final flush write nowhere instead of raising BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
 ENDLESS_DEVICES = ("/dev/zero", "/dev/urandom", "/dev/random", "/dev/full")   # read: bytes forever
 
 
-def _endless_device(fd: int) -> str | None:
+def endless_device(fd: int) -> str | None:
     """The name of the endless device `fd` reads (by device number, so /dev/stdin and any alias
     count too), or None: it would otherwise fill the input limit, a GiB of memory, to be refused."""
     st = os.fstat(fd)
