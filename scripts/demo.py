@@ -40,65 +40,153 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from protocol import link  # noqa: E402
 from scripts.common import child_env, free_endpoint, stop  # noqa: E402
-from shared.app.options import add_simulated_link_options, simulated_link, simulated_link_argv  # noqa: E402
+from shared.app.files import check_folder, read_head  # noqa: E402
+from shared.app.options import (Parser, add_simulated_link_options, integer, path_name, seconds,  # noqa: E402
+                                simulated_link, simulated_link_argv)
+from shared.core.config import MAX_LENGTH, PRESETS  # noqa: E402
+from shared.core.errors import MarslinkError  # noqa: E402
 from shared.show.dashboard import plain_line, render  # noqa: E402
 from shared.show.report import build  # noqa: E402
 from shared.texts import mission_log  # noqa: E402
 PY = sys.executable
 DEFAULT_BYTES = 40_000
+DEFAULT_OUT = ROOT / "demo-out"
 ALICE_HANDSHAKE_S = 300.0      # Alice starts beside Bob, who may still be importing torch in his pane
+MARKER = ".marslink-demo"      # in --out: the demo made this folder, so it may clear its old results there
+RESULTS = ("alice.json", "bob.json", "relay.json", "alice.rc", "bob.rc", "conductor.json", "conductor.rc",
+           "received.txt", "alice.err", "bob.err", "relay.log", "earth.txt", "mars.txt", "relay.txt",
+           "report.png", "report.html", "report.json", "plan.json", "tmux.conf")
+RESULT_FOLDERS = ("received.txt.partial", "earth-state")
+COLUMNS, ROWS = (80, 1000), (24, 500)     # the smallest window the three panes fit in, and a sane largest
+
+
+class DemoError(Exception):
+    """Bad input the demo refuses in one line (`demo: error: ...`, exit 2) before it writes anything."""
+
+
+class DemoParser(Parser):
+    """One-line option errors under the demo's own name, as its other errors are."""
+
+    def error(self, message: str):
+        self.exit(2, f"demo: error: {message}; see 'python scripts/demo.py --help'\n")
+
+
+def window_size(text: str) -> tuple[int, int]:
+    """argparse type for --size: COLSxROWS, big enough for the three panes."""
+    cols, _, rows = text.lower().partition("x")
+    try:
+        size = int(cols, 10), int(rows, 10)
+    except ValueError:
+        size = None
+    if size is None or not (COLUMNS[0] <= size[0] <= COLUMNS[1] and ROWS[0] <= size[1] <= ROWS[1]):
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not a window size: give COLSxROWS, e.g. 220x56 "
+            f"(columns {COLUMNS[0]}..{COLUMNS[1]}, rows {ROWS[0]}..{ROWS[1]})")
+    return size
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="demo.py", description="marslink demo: Earth and Mars over a simulated link")
-    ap.add_argument("--input", default=None, help="file to send (default: the built-in mission log)")
-    ap.add_argument("--bytes", type=int, default=None,
+    ap = DemoParser(prog="demo.py", description="marslink demo: Earth and Mars over a simulated link")
+    ap.add_argument("--input", type=path_name("a file name"), default=None,
+                    help="file to send (default: the built-in mission log)")
+    ap.add_argument("--bytes", type=integer(1, MAX_LENGTH, "a byte count"), default=None,
                     help=f"send only the first N bytes (default: {DEFAULT_BYTES:,} of the built-in text, all of --input)")
-    ap.add_argument("--preset", default="default", help="model preset for both sides (default %(default)s)")
+    ap.add_argument("--preset", default="default", choices=sorted(PRESETS),
+                    help="model preset for both sides (default %(default)s)")
     add_simulated_link_options(ap)
     ap.set_defaults(bandwidth_bps=16_000.0, seed=1)      # the demo's link: slow enough to watch
-    ap.add_argument("--out", default=str(ROOT / "demo-out"), help="folder for results and the report (default demo-out/)")
+    ap.add_argument("--out", type=path_name("a folder name"), default=None,
+                    help="folder for results and the report, new or empty, or one the demo made before "
+                         "(default demo-out/)")
     ap.add_argument("--no-tmux", action="store_true", help="two columns in this terminal instead of tmux panes")
     ap.add_argument("--headless", action="store_true",
                     help="run the tmux session detached, wait, capture both panes, exit non-zero on failure "
                          "(the default when not run from a terminal)")
-    ap.add_argument("--size", default="220x56", help="headless tmux window size COLSxROWS (default %(default)s)")
-    ap.add_argument("--screenshot", default=None, metavar="PNG", help="headless: also render the captured panes to a PNG")
+    ap.add_argument("--size", type=window_size, default=window_size("220x56"),
+                    help="headless tmux window size COLSxROWS (default 220x56)")
+    ap.add_argument("--screenshot", type=path_name("a file name"), default=None, metavar="PNG",
+                    help="headless: also render the captured panes to a PNG")
     ap.add_argument("--no-report", action="store_true", help="skip the end-of-run report")
-    ap.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds (default %(default)g)")
+    ap.add_argument("--timeout", type=seconds, default=1800.0,
+                    help="give up after this many seconds (default %(default)g)")
     ap.add_argument("--conduct", default=None, help=argparse.SUPPRESS)   # internal: the tmux relay pane
     return ap
 
 
 # --- the plan: every path, endpoint and command line, written once ---------------------------
 
-def make_plan(args) -> dict:
-    out = Path(args.out).resolve()
+def read_input_head(path: str, n: int | None) -> bytes:
+    """The first `n` bytes of `path`, or all of it up to what alice takes: a big file or an
+    endless pipe costs only what is sent, and an endless device is refused, as alice refuses it."""
+    too_big = DemoError(f"input {path!r} is larger than {MAX_LENGTH:,} bytes, the most marslink sends in "
+                        f"one file; send a part of it with --bytes N")
+    if n is None and os.path.isfile(path) and os.path.getsize(path) > MAX_LENGTH:
+        raise too_big
+    try:
+        data = read_head(path, MAX_LENGTH + 1 if n is None else n)
+    except MarslinkError as e:
+        raise DemoError(str(e)) from None
+    if len(data) > MAX_LENGTH:
+        raise too_big
+    return data
+
+
+def read_data(args) -> tuple[bytes, str]:
+    """What the demo sends, and the name it is sent under."""
     if args.input:
-        try:
-            data = Path(args.input).read_bytes()
-        except OSError as e:
-            raise SystemExit(f"demo: error: cannot read {args.input!r}: {e.strerror}")
-        name = os.path.basename(args.input)
+        data, name = read_input_head(args.input, args.bytes), os.path.basename(args.input)
     else:
-        data, name = mission_log(), "mission_log.txt"
-    if args.bytes is not None:
-        data = data[:args.bytes]
-    elif not args.input:
-        data = data[:DEFAULT_BYTES]
+        data, name = mission_log()[:DEFAULT_BYTES if args.bytes is None else args.bytes], "mission_log.txt"
     if not data:
-        raise SystemExit("demo: error: nothing to send (empty input)")
+        raise DemoError("nothing to send (empty input)")
+    return data, name
+
+
+def _a_result(name: str) -> bool:
+    return name in RESULTS or name in RESULT_FOLDERS or name.startswith("input-")
+
+
+def claim_out(out: Path, default: bool) -> None:
+    """Make `out` the demo's folder and clear what an earlier run left there. A folder the demo
+    did not make (no MARKER) is refused unless it is empty, and nothing in it is touched: the
+    demo's names (report.html, received.txt, ...) are common ones. The default folder from before
+    the marker is adopted if it holds nothing but the demo's results."""
+    if out.exists() and not out.is_dir():
+        raise DemoError(f"--out {str(out)!r} is a file, not a folder; choose a new or empty folder")
+    try:
+        names = os.listdir(out) if out.is_dir() else []
+    except OSError as e:
+        raise DemoError(f"cannot read --out folder {str(out)!r}: {e.strerror or e}; "
+                        f"choose another folder") from None
+    if names and MARKER not in names and not (default and all(_a_result(name) for name in names)):
+        raise DemoError(f"--out {str(out)!r} holds files the demo did not write; "
+                        f"choose a new or empty folder, or remove it")
+    try:
+        check_folder(str(out), "--out folder ")
+    except MarslinkError as e:
+        raise DemoError(str(e)) from None
+    try:
+        (out / MARKER).write_text("scripts/demo.py made this folder: each run replaces the results it wrote here.\n")
+        for name in filter(_a_result, names):
+            old = out / name
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    except OSError as e:
+        raise DemoError(f"cannot clear the last run's results in {str(out)!r}: "
+                        f"{e.strerror or e}; remove the folder, or choose another") from None
+
+
+def make_plan(args) -> dict:
+    """Check the input and the link, then claim --out: nothing is written before all of it passes."""
+    out = Path(args.out or DEFAULT_OUT).resolve()
+    data, name = read_data(args)
     path = simulated_link(args)
     delay = path.delay_s
-    out.mkdir(parents=True, exist_ok=True)
-    for old in ("alice.json", "bob.json", "relay.json", "alice.rc", "bob.rc", "conductor.json", "conductor.rc",
-                "received.txt", "alice.err", "bob.err", "relay.log", "earth.txt", "mars.txt", "relay.txt",
-                "report.png", "report.html", "report.json"):
-        (out / old).unlink(missing_ok=True)
-    for old in ("received.txt.partial", "earth-state"):
-        shutil.rmtree(out / old, ignore_errors=True)
+    claim_out(out, default=args.out is None)
     src = out / ("input-" + name)
-    src.write_bytes(data)
+    try:
+        src.write_bytes(data)
+    except OSError as e:
+        raise DemoError(f"cannot write {str(src)!r}: {e.strerror or e}; choose another --out folder") from None
     relay_ep, bob_ep = free_endpoint(), free_endpoint()
     # The link's timers (protocol/link.py's defaults) stretched by the simulated round trip, and
     # twice the window: a long light time keeps more frames in flight.
@@ -234,7 +322,7 @@ def run_tmux(args, plan: dict) -> int:
     if interactive:
         cols, rows = shutil.get_terminal_size((200, 50))
     else:
-        cols, rows = (int(x) for x in args.size.lower().split("x"))
+        cols, rows = args.size
     earth = pane_cmd(plan["alice"], str(out / "alice.rc"))
     mars = pane_cmd(plan["bob"], str(out / "bob.rc"))
     conductor = pane_cmd([PY, str(ROOT / "scripts" / "demo.py"), "--conduct", str(out / "plan.json")],
@@ -398,7 +486,7 @@ def conduct(plan_path: str) -> int:
     res = verify_and_report(plan, rcs.get("alice"), rcs.get("bob"))
     console = Console()
     console.print(summary(plan, res))
-    if not plan["headless"] and sys.stdin.isatty():
+    if not plan["headless"] and _isatty(sys.stdin):
         console.print("[bold]Press Enter to close the demo[/] (Ctrl-b d detaches and leaves it running)")
         try:
             input()
@@ -416,7 +504,7 @@ def conduct(plan_path: str) -> int:
 def run_columns(args, plan: dict) -> int:
     out = Path(plan["out"])
     console = Console()
-    tty = console.is_terminal
+    tty = console.is_terminal and not console.is_dumb_terminal    # TERM=dumb: rich draws no live view there
     env = child_env()
     procs, states, relay_line = {}, {}, {"text": ""}
     lock = threading.Lock()
@@ -487,7 +575,8 @@ def run_columns(args, plan: dict) -> int:
             t.join(timeout=5)
         time.sleep(0.3)
     finally:
-        stop(procs["relay"])
+        for who in ("alice", "bob", "relay"):        # still running only if this run was cut short
+            stop(procs[who])
         if live:
             live.update(view(), refresh=True)
             live.stop()
@@ -508,20 +597,34 @@ def run_columns(args, plan: dict) -> int:
     return 0 if res["ok"] else 1
 
 
+def _isatty(stream) -> bool:
+    return stream is not None and stream.isatty()          # None: Python started with it closed
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.conduct:
         return conduct(args.conduct)
-    plan = make_plan(args)
+    try:
+        if sys.stdout is None:
+            raise DemoError("standard output is closed; run the demo on a terminal, or into a file or a pipe")
+        plan = make_plan(args)
+    except DemoError as e:
+        print(f"demo: error: {e}", file=sys.stderr)
+        return 2
     use_tmux = not args.no_tmux and shutil.which("tmux") is not None
     # Not on a terminal (make demo in CI, tests): nobody can attach or press Enter; run to the end.
-    plan["headless"] = bool(args.headless) or not (sys.stdin.isatty() and sys.stdout.isatty())
+    plan["headless"] = bool(args.headless) or not (_isatty(sys.stdin) and _isatty(sys.stdout))
     if args.headless and not use_tmux:
         if not args.no_tmux:
             print("demo: tmux is not installed; running both sides in this terminal instead", file=sys.stderr)
-    if use_tmux:
-        return run_tmux(args, plan)
-    return run_columns(args, plan)
+    try:
+        return run_tmux(args, plan) if use_tmux else run_columns(args, plan)
+    except BrokenPipeError:          # the reader has seen enough (`| head`): stop quietly, as a pipe's writer does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
 
 
 if __name__ == "__main__":

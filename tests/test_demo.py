@@ -2,10 +2,14 @@
 import io
 import json
 import math
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,6 +18,7 @@ from rich.console import Console
 
 from protocol.relay import SimulatedLink
 from shared.show.dashboard import Dashboard, plain_line, render
+from shared.texts import mission_log
 from tests.helpers import ROOT, expect_error, free_endpoint, run_cli
 
 
@@ -83,14 +88,20 @@ def test_alice_refuses_a_bad_link_info_scale_in_one_line_and_shows_one_left_out(
     assert r.stdout.decode().splitlines()[0].endswith("; link: light delay 0.00 s one-way (12 light-min)")
 
 
-def test_auto_display_on_a_terminal_that_cannot_show_the_dashboard_is_plain():
+def test_auto_display_on_a_terminal_that_cannot_show_the_dashboard_is_plain(monkeypatch):
+    """An ASCII or Latin-1 terminal cannot show its glyphs; on TERM=dumb rich draws no live view,
+    so a dashboard showed nothing until the end (a tester's finding)."""
     class Terminal(io.TextIOWrapper):
         def isatty(self):
             return True
 
+    monkeypatch.setenv("TERM", "xterm-256color")
     assert Dashboard("earth", "tcp://127.0.0.1:1", "auto", file=Terminal(io.BytesIO(), encoding="utf-8")).mode == "dashboard"
     for encoding in ("ascii", "latin-1"):
         assert Dashboard("earth", "tcp://127.0.0.1:1", "auto", file=Terminal(io.BytesIO(), encoding=encoding)).mode == "plain"
+    for term in ("dumb", "unknown"):
+        monkeypatch.setenv("TERM", term)
+        assert Dashboard("earth", "tcp://127.0.0.1:1", "auto", file=Terminal(io.BytesIO(), encoding="utf-8")).mode == "plain"
 
 
 def test_plain_and_json_modes_and_dashboard_render():
@@ -176,3 +187,157 @@ def test_demo_without_tmux_two_columns_plain(tmp_path):
     assert re.search(r"^\[earth\] VERIFIED", text, re.M) and re.search(r"^\[mars\] VERIFIED", text, re.M)
     assert (out / "received.txt").read_bytes() == next(out.glob("input-*")).read_bytes()
     assert "byte-exact" in text
+
+
+# -- the demo's command line and its --out folder: refused in one line, nothing touched -----------
+
+def demo_cli(*args, timeout=120, shell_suffix=""):
+    """`python scripts/demo.py ARGS` as a user runs it (through a shell, for `>&-` and the like)."""
+    cmd = " ".join(map(shlex.quote, [sys.executable, "scripts/demo.py", *map(str, args)])) + shell_suffix
+    return subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, timeout=timeout)
+
+
+def snapshot(folder) -> dict:
+    """Every file under `folder` (relative path -> bytes), to show that nothing was touched."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def user_folder(tmp_path):
+    """A tester's documents folder whose names happen to be the demo's (its finding: all lost)."""
+    docs = tmp_path / "mydocs"
+    (docs / "earth-state").mkdir(parents=True)
+    (docs / "report.html").write_text("precious\n")
+    (docs / "received.txt").write_text("thesis\n")
+    (docs / "earth-state" / "important.txt").write_text("keep\n")
+    return docs
+
+
+HELP = "; see 'python scripts/demo.py --help'"
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--size", "abc", "argument --size: 'abc' is not a window size: give COLSxROWS, e.g. 220x56 "
+                      "(columns 80..1000, rows 24..500)"),
+    ("--size", "10x10", "argument --size: '10x10' is not a window size: give COLSxROWS, e.g. 220x56 "
+                        "(columns 80..1000, rows 24..500)"),
+    ("--timeout", "nan", "argument --timeout: 'nan' is not a positive number of seconds (at most 2,592,000)"),
+    ("--timeout", "-1", "argument --timeout: '-1' is not a positive number of seconds (at most 2,592,000)"),
+    ("--bytes", "-5", "argument --bytes: '-5' is not a byte count (a whole number in 1..1073741824)"),
+    ("--bytes", "0", "argument --bytes: '0' is not a byte count (a whole number in 1..1073741824)"),
+    ("--preset", "nope", "argument --preset: invalid choice: 'nope' (choose from 'bulk', 'default', 'fast', "
+                         "'neural', 'strong', 'tiny')"),
+])
+def test_demo_refuses_a_bad_option_in_one_line_before_touching_its_folder(tmp_path, option, value, message):
+    """A tester's findings: `--size abc` was a ValueError traceback after the folder was cleared, and
+    `--timeout nan` killed both sides at once ("alice exit -9, bob exit -9")."""
+    docs = user_folder(tmp_path)
+    before = snapshot(docs)
+    r = demo_cli("--headless", "--preset", "tiny", "--bytes", "2000", "--out", docs, option, value)
+    assert (r.returncode, r.stdout) == (2, b""), r.stdout.decode()[-2000:] + r.stderr.decode()[-2000:]
+    assert r.stderr.decode() == f"demo: error: {message}{HELP}\n"
+    assert snapshot(docs) == before
+
+
+def test_demo_never_clears_a_folder_it_did_not_make(tmp_path):
+    """A tester's finding: `--out mydocs` deleted report.html, received.txt and earth-state/ there
+    before anything was checked. A folder the demo did not make is refused unless it is empty."""
+    docs = user_folder(tmp_path)
+    before = snapshot(docs)
+    r = demo_cli("--no-tmux", "--preset", "tiny", "--bytes", "2000", "--timeout", "1", "--out", docs)
+    assert (r.returncode, r.stdout) == (2, b""), r.stdout.decode()[-2000:] + r.stderr.decode()[-2000:]
+    assert r.stderr.decode() == (f"demo: error: --out '{docs}' holds files the demo did not write; "
+                                 f"choose a new or empty folder, or remove it\n")
+    assert snapshot(docs) == before
+    r = demo_cli("--no-tmux", "--preset", "tiny", "--bytes", "2000", "--timeout", "1", "--out", docs / "report.html")
+    assert (r.returncode, r.stdout) == (2, b"")
+    assert r.stderr.decode() == (f"demo: error: --out '{docs / 'report.html'}' is a file, not a folder; "
+                                 f"choose a new or empty folder\n")
+    assert snapshot(docs) == before
+
+
+def test_demo_refuses_an_endless_input_and_a_closed_stdout_in_one_line(tmp_path):
+    """A tester's findings: `--input /dev/zero` read without limit; `>&-` was an AttributeError."""
+    out = tmp_path / "demo"
+    r = demo_cli("--no-tmux", "--preset", "tiny", "--bytes", "2000", "--input", "/dev/zero", "--out", out)
+    assert (r.returncode, r.stdout) == (2, b"")
+    assert r.stderr.decode() == ("demo: error: input '/dev/zero' never ends; give a file, or a finite part of it "
+                                 "(e.g. head -c 1M /dev/zero > part.bin)\n")
+    r = demo_cli("--no-tmux", "--preset", "tiny", "--bytes", "2000", "--out", out, shell_suffix=" >&-")
+    assert r.returncode == 2
+    assert r.stderr.decode() == ("demo: error: standard output is closed; run the demo on a terminal, or into "
+                                 "a file or a pipe\n")
+    assert not out.exists()
+
+
+def plan_for(*args):
+    from scripts import demo
+    return demo.make_plan(demo.parser().parse_args(["--preset", "tiny", *map(str, args)]))
+
+
+def test_demo_reuses_its_own_folder_run_after_run_and_takes_an_empty_one(tmp_path, monkeypatch):
+    """The demo marks the folder it writes; the next run clears its own results there and nothing
+    else. An empty folder is taken; the default folder of a run from before the mark is adopted
+    only if it holds nothing but the demo's results."""
+    from scripts import demo
+    out = tmp_path / "empty"
+    out.mkdir()
+    plan = plan_for("--bytes", "100", "--out", out)
+    assert sorted(p.name for p in out.iterdir()) == [".marslink-demo", "input-mission_log.txt"]
+    assert Path(plan["input"]).read_bytes() == mission_log(100)
+    (out / "report.html").write_text("last run's\n")
+    (out / "earth-state").mkdir()
+    (out / "earth-state" / "checkpoint").write_text("last run's\n")
+    (out / "input-old.txt").write_text("last run's\n")
+    (out / "notes.txt").write_text("mine\n")                # not a name the demo writes: kept
+    plan_for("--bytes", "200", "--out", out)
+    assert sorted(p.name for p in out.iterdir()) == [".marslink-demo", "input-mission_log.txt", "notes.txt"]
+    assert (out / "input-mission_log.txt").read_bytes() == mission_log(200)
+
+    legacy = tmp_path / "demo-out"
+    legacy.mkdir()
+    (legacy / "report.html").write_text("an old run's\n")
+    (legacy / "input-mission_log.txt").write_text("an old run's\n")
+    monkeypatch.setattr(demo, "DEFAULT_OUT", legacy)
+    plan_for("--bytes", "100")
+    assert sorted(p.name for p in legacy.iterdir()) == [".marslink-demo", "input-mission_log.txt"]
+    (legacy / ".marslink-demo").unlink()
+    (legacy / "notes.txt").write_text("mine\n")
+    before = snapshot(legacy)
+    with pytest.raises(demo.DemoError, match="holds files the demo did not write"):
+        plan_for("--bytes", "100")
+    assert snapshot(legacy) == before
+
+
+def test_demo_reads_no_more_of_its_input_than_it_sends(tmp_path):
+    """`--input` was read whole (read_bytes) before --bytes cut it: a pipe is read only as far
+    as it is sent, and a file larger than alice takes is refused by its size, unread."""
+    from scripts import demo
+    r, w = os.pipe()
+    accepted = []
+
+    def writer():
+        block = b"x" * 65536
+        try:
+            for _ in range(512):                             # 32 MiB, if the reader took it all
+                accepted.append(os.write(w, block))
+        except BrokenPipeError:
+            pass
+        finally:
+            os.close(w)
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    try:
+        plan = plan_for("--input", f"/dev/fd/{r}", "--bytes", "100", "--out", tmp_path / "demo")
+    finally:
+        os.close(r)
+    t.join(10)
+    assert plan["bytes"] == 100 and sum(accepted) < 4 << 20
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(demo.MAX_LENGTH + 1)                    # sparse: no disk, no time
+    with pytest.raises(demo.DemoError) as e:
+        demo.read_input_head(str(big), None)
+    assert str(e.value) == (f"input '{big}' is larger than 1,073,741,824 bytes, the most marslink sends in one "
+                            f"file; send a part of it with --bytes N")
+    assert demo.read_input_head(str(big), 100) == bytes(100)

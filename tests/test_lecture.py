@@ -1,5 +1,6 @@
 """Lecture mode: the exact-fraction coder and its worked example, and a short run of the script."""
 import math
+import shlex
 import subprocess
 import sys
 from fractions import Fraction as F
@@ -101,3 +102,85 @@ def test_the_lectures_ledger_says_the_reports_numbers():
     assert f"trained state instead would cost {sum(r['gzip_bytes'] for r in state) * 8:,} bits (gzip -9)" in text
     for r in state:
         assert f"{r['name']} {r['gzip_bytes'] * 8:,}" in text
+
+
+# -- bad options and inputs: one line, before torch loads; a reader who leaves ends it quietly ----
+
+def lecture(*args, shell_suffix="", timeout=120, **popen):
+    """`python scripts/lecture.py ARGS` as a user runs it (through a shell, for `>&-` and the like)."""
+    cmd = " ".join(map(shlex.quote, [sys.executable, "scripts/lecture.py", *args])) + shell_suffix
+    return subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, timeout=timeout, **popen)
+
+
+HELP = "; see 'python scripts/lecture.py --help'"
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--top", "0", "argument --top: '0' is not a candidate count (a whole number in 1..256)"),
+    ("--bytes", "-5", "argument --bytes: '-5' is not a byte count (a whole number in 1..10000)"),
+    ("--bytes", "0", "argument --bytes: '0' is not a byte count (a whole number in 1..10000)"),
+    ("--delay", "nan", "argument --delay: 'nan' is not a number of seconds (0 to 2,592,000)"),
+    ("--delay", "-1", "argument --delay: '-1' is not a number of seconds (0 to 2,592,000)"),
+    ("--show-every", "0", "argument --show-every: '0' is not a token count (a whole number in 1..10000)"),
+    ("--width", "0", "argument --width: '0' is not a console width (a whole number in 40..1000)"),
+    ("--streams", "abc", "argument --streams: 'abc' is not a stream count (a whole number in 1..1024)"),
+])
+def test_lecture_refuses_a_bad_option_in_one_line(option, value, message):
+    """A tester's findings: `--top 0` was an IndexError mid-lecture, `--bytes -5` meant "all but 5
+    bytes" (hours), `--delay nan` a ValueError from time.sleep."""
+    r = lecture("--delay", "0", option, value, timeout=60)
+    assert (r.returncode, r.stdout) == (2, b""), r.stdout.decode()[-2000:] + r.stderr.decode()[-2000:]
+    assert r.stderr.decode() == f"lecture: error: {message}{HELP}\n"
+
+
+def test_lecture_refuses_closed_streams_and_an_endless_input_in_one_line():
+    """A tester's findings: stdout closed (`>&-`) was an AttributeError, `--step` with stdin closed
+    a RuntimeError ("input(): lost sys.stdin"), `--input /dev/zero` read until memory ran out."""
+    r = lecture("--bytes", "48", "--delay", "0", shell_suffix=" >&-")
+    assert r.returncode == 2
+    assert r.stderr.decode() == ("lecture: error: standard output is closed; run the lecture on a terminal, or "
+                                 "into a file or a pipe\n")
+    r = lecture("--bytes", "48", "--step", shell_suffix=" <&-")
+    assert (r.returncode, r.stdout) == (2, b"")
+    assert r.stderr.decode() == ("lecture: error: --step waits for Enter, but standard input is closed; run it "
+                                 "from a terminal, or leave out --step\n")
+    r = lecture("--input", "/dev/zero", "--delay", "0", timeout=60)
+    assert (r.returncode, r.stdout) == (2, b"")
+    assert r.stderr.decode() == ("lecture: error: input '/dev/zero' never ends; give a file, or a finite part "
+                                 "of it (e.g. head -c 1M /dev/zero > part.bin)\n")
+
+
+def test_lecture_reads_only_the_bytes_it_shows():
+    """`--input` was read whole before --bytes cut it: a pipe is read only as far as it is shown."""
+    proc = subprocess.Popen([sys.executable, "scripts/lecture.py", "--input", "/dev/stdin", "--bytes", "48",
+                             "--only-example"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    accepted = 0
+    try:
+        for _ in range(512):                                 # 32 MiB, if the lecture took it all
+            proc.stdin.write(b"Sol 1. " * 9362 + b"\n")
+            proc.stdin.flush()
+            accepted += 65535
+    except BrokenPipeError:
+        pass
+    finally:
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+    out, err = proc.stdout.read(), proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err.decode()
+    assert 'the single bit "1"' in out.decode() and accepted < 4 << 20
+
+
+def test_a_reader_who_leaves_ends_the_lecture_quietly():
+    """A tester's finding: `lecture.py | head -c 100` aborted (rc 134, "terminate called without an
+    active exception"): rich turned the broken pipe into SystemExit while Mars's thread was inside
+    torch. Now Mars is stopped first and the lecture exits as a pipe's writer does, 141, silently."""
+    proc = subprocess.Popen([sys.executable, "scripts/lecture.py", "--bytes", "200", "--delay", "0"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = proc.stdout.read(8000)                          # past the worked example: Mars is decoding
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, err.decode()
+    assert b"EARTH codes" in head and err == b""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import sys
 import time
 from collections import deque
@@ -96,6 +97,12 @@ def _can_draw(file) -> bool:
         return False
 
 
+def _animates() -> bool:
+    """Whether the terminal redraws in place: rich draws no live view for TERM=dumb (or unknown),
+    so a dashboard there would show nothing until the end."""
+    return os.environ.get("TERM", "").lower() not in ("dumb", "unknown")
+
+
 class Dashboard:
     def __init__(self, role: str, endpoint: str, mode: str = "auto", total_bytes: int | None = None,
                  path: SimulatedLink | None = None, every: int | None = None, file=None, telemetry=None,
@@ -104,7 +111,8 @@ class Dashboard:
             raise ValueError(f"role must be one of {list(ROLES)}")
         self.file = file or sys.stdout
         if mode == "auto":
-            mode = "dashboard" if getattr(self.file, "isatty", lambda: False)() and _can_draw(self.file) else "plain"
+            tty = getattr(self.file, "isatty", lambda: False)()
+            mode = "dashboard" if tty and _can_draw(self.file) and _animates() else "plain"
         elif mode == "dashboard" and not _can_draw(self.file):
             raise UsageError(f"the live dashboard draws characters that this terminal's encoding "
                              f"({self.file.encoding}) cannot show; run in a UTF-8 locale (e.g. LANG=C.UTF-8) "

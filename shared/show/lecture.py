@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -231,8 +232,15 @@ def _context_text(bs) -> str:
     return "".join("⏎" if b == 10 else chr(b) if 32 <= b < 127 else "·" for b in bs)
 
 
+class _Stopped(Exception):
+    """Mars was told to stop (the lecture ended early) while he waited for bits."""
+
+
 class MarsThread(threading.Thread):
-    """Bob in a thread: decodes from Earth's bytes as they are handed over; waits when short."""
+    """Bob in a thread: decodes from Earth's bytes as they are handed over; waits when short.
+
+    `stop()` ends him between steps: a daemon thread still inside torch when Python exits (the
+    reader of `| head` left, Ctrl-C) aborts the whole process."""
 
     def __init__(self, config, length: int, after_fn):
         super().__init__(daemon=True, name="mars")
@@ -240,6 +248,7 @@ class MarsThread(threading.Thread):
         self.cv = threading.Condition()
         self.inbox: deque = deque()
         self.ended = False
+        self.stopping = False
         self.waiting = False
         self.received = 0
         self.results: queue.Queue = queue.Queue()
@@ -253,17 +262,24 @@ class MarsThread(threading.Thread):
             self.ended = self.ended or end
             self.cv.notify_all()
 
+    def stop(self) -> None:
+        with self.cv:
+            self.stopping = True
+            self.cv.notify_all()
+
     def starved(self) -> bool:
         with self.cv:
             return self.waiting and not self.inbox and not self.ended
 
     def _refill(self, source) -> bool:
         with self.cv:
-            while not self.inbox and not self.ended:
+            while not self.inbox and not self.ended and not self.stopping:
                 self.waiting = True
                 self.cv.notify_all()
                 self.cv.wait()
             self.waiting = False
+            if self.stopping:
+                raise _Stopped
             if self.inbox:
                 source.feed(self.inbox.popleft())
                 return True
@@ -276,10 +292,14 @@ class MarsThread(threading.Thread):
             log = TokenLog(twin)
             decoder = ChunkDecoder(ByteSource(refill=self._refill))
             while not twin.finished:
+                if self.stopping:
+                    return
                 r = twin.advance(decoder)
                 log.record(r)
                 self.results.put(("step", r, log.chunk_text(r.step), self.after_fn(twin, log, r.step), twin.digest()))
             self.results.put(("done", log.output(), twin.digest()))
+        except _Stopped:
+            pass
         except BaseException as e:          # shown by the main thread
             self.error = e
             self.results.put(("error", e))
@@ -346,6 +366,8 @@ def chunk_bits_after(twin, log: TokenLog, step: int) -> float | None:
 class Lecture:
     def __init__(self, console, data: bytes, config, top: int = 5, delay: float = 0.15, step_mode: bool = False,
                  show_every: int = 1):
+        if not 1 <= top <= 256 or show_every < 1 or not delay >= 0:
+            raise ValueError(f"need 1 <= top <= 256, show_every >= 1, delay >= 0; got {top}, {show_every}, {delay}")
         self.console, self.data, self.config = console, data, config
         self.top, self.delay, self.step_mode, self.show_every = top, delay, step_mode, show_every
         self.exact = ExactCoder()
@@ -359,6 +381,8 @@ class Lecture:
     def _pause(self):
         if self.step_mode:
             try:
+                if sys.stdin is None:           # closed: no Enter will ever come
+                    raise EOFError
                 input()
             except EOFError:
                 self.step_mode = False
@@ -424,7 +448,7 @@ class Lecture:
         self._pause()
 
     def run(self) -> dict:
-
+        """Both twins over the text, then the verdict; Mars's thread is stopped however it ends."""
         cfg = self.config
         earth = Twin(cfg, len(self.data), self.data)
         earth.watcher = LectureWatch(self.observe)
@@ -434,6 +458,14 @@ class Lecture:
         start_digest = earth.digest()
         self.earth_digests[0] = start_digest
         mars.start()
+        try:
+            return self._run(earth, earth_log, enc, mars, start_digest)
+        finally:
+            mars.stop()
+            mars.join(timeout=60)
+
+    def _run(self, earth, earth_log, enc, mars, start_digest) -> dict:
+        cfg = self.config
         self.console.print(Panel(Text.assemble(
             f"{len(self.data)} bytes, preset {cfg.preset} with streams={cfg.streams} "
             f"(chunk {cfg.model.chunk}, context {cfg.model.context}), {earth.n_steps} steps. "
@@ -447,10 +479,8 @@ class Lecture:
             digest = earth.digest()
             self.earth_digests[r.step] = digest
             self.earth_text[r.step] = earth_log.chunk_text(r.step)
-            sent = enc.take()
+            sent = enc.take() + (enc.finish() if earth.finished else b"")   # the end comes with the last bytes
             mars.feed(sent, end=earth.finished)
-            if earth.finished:
-                mars.feed(enc.finish(), end=True)
             t = Text()
             t.append(f"EARTH learns (step {r.step}/{earth.n_steps}): ", style="bold bright_blue")
             t.append(f"this chunk cost {r.chunk_bits / max(r.chunk_tokens, 1):.3f} bits/byte to code; after the "
