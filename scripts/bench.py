@@ -71,7 +71,7 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from scripts.common import child_env  # noqa: E402
+from scripts.common import ScriptParser, child_env, count, out_folder, positive_count  # noqa: E402
 from scripts.devset import DEFAULT_OUT as DEVSET, build as build_devset  # noqa: E402
 from shared.core.config import PRESETS  # noqa: E402
 from shared.texts import mission_log  # noqa: E402
@@ -579,10 +579,11 @@ def plot_frontier(path: Path, results: list[dict], inputs: list[dict]):
 
 # --- main -----------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ScriptParser("bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="fast,default,strong", help="comma-separated (default: %(default)s)")
     ap.add_argument("--files", nargs="+", metavar="PATH", help="benchmark these files instead of the default set")
-    ap.add_argument("--limit", type=int, default=0, metavar="BYTES", help="use only the first BYTES of each file")
+    ap.add_argument("--limit", type=positive_count, default=None, metavar="BYTES",
+                    help="use only the first BYTES of each file (default: all of it)")
     ap.add_argument("--profile", default="portable", choices=("portable", "native"),
                     help="marslink numeric profile (default: %(default)s)")
     ap.add_argument("--no-classic", action="store_true", help="skip gzip/bzip2/xz/zstd")
@@ -593,16 +594,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench-results"), help="output folder (default: %(default)s)")
     ap.add_argument("--baseline", metavar="REV", help="also run the presets with the build at git revision REV "
                     "(e.g. a commit before a change), in the same run: the comparison docs/results.md asks for")
-    ap.add_argument("--jobs", type=int, default=0, metavar="N", help="also code each preset and file in "
+    ap.add_argument("--jobs", type=count, default=0, metavar="N", help="also code each preset and file in "
                     "segments with --jobs 1 and --jobs N, and report the speedup (issue 24)")
-    ap.add_argument("--segment", type=int, default=0, metavar="BYTES", help="segment size for --jobs (default: "
+    ap.add_argument("--segment", type=count, default=0, metavar="BYTES", help="segment size for --jobs (default: "
                     "a quarter of each file, rounded up to KiB: 4 segments)")
-    ap.add_argument("--repeat", type=int, default=1, metavar="R", help="with --jobs: run each side R times, "
+    ap.add_argument("--repeat", type=positive_count, default=1, metavar="R", help="with --jobs: run each side R times, "
                     "alternating, and compare the medians (default: %(default)s)")
     args = ap.parse_args(argv)
-    if args.jobs == 1 or args.jobs < 0 or args.segment < 0 or args.repeat < 1:
-        raise SystemExit("bench: --jobs must be 2 or more (it is compared with --jobs 1), --segment positive, "
-                         "--repeat at least 1")
+    if args.jobs == 1:                      # the types refused the negatives
+        raise SystemExit("bench: --jobs must be 2 or more (it is compared with --jobs 1)")
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     unknown = [p for p in presets if p not in PRESETS]
@@ -617,8 +617,7 @@ def main(argv=None) -> int:
     if missing:
         print(f"bench: not installed, skipped: {', '.join(missing)}", file=sys.stderr)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_folder(args.out, "bench")
     results: list[dict] = []
     workers: list[dict] = []        # --jobs: the segmented runs, a table of their own
     with tempfile.TemporaryDirectory(prefix="marslink-bench-") as tmp:

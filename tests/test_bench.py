@@ -170,3 +170,24 @@ def test_bad_paq8px_binary_is_a_one_line_error(tmp_path):
     r = run_bench("--paq8px", str(other), *common)
     assert (r.returncode, r.stderr) == (1, f"bench: {str(other)!r} does not print a paq8px version when run; {hint}\n")
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_an_out_that_is_a_file_is_refused_in_one_line_and_left_alone(tmp_path):
+    """It was a FileExistsError traceback."""
+    out = tmp_path / "results"
+    out.write_text("mine\n")
+    r = run_bench("--presets", "", "--no-classic", "--out", str(out))
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == (f"bench: error: --out {str(out)!r} is a file, not a folder; give a folder "
+                        f"(it is created if missing)\n")
+    assert out.read_text() == "mine\n"
+
+
+def test_a_limit_that_is_not_positive_is_refused(tmp_path):
+    """`--limit -100` meant 'all but the last 100 bytes' of each file, silently."""
+    for limit in ("-100", "0", "1e3"):
+        r = run_bench("--presets", "", "--no-classic", "--limit", limit, "--out", str(tmp_path / "out"))
+        assert (r.returncode, r.stdout) == (2, "")
+        assert r.stderr == (f"bench: error: argument --limit: {limit!r} is not a positive count (a whole number, "
+                            f"1 or more); see 'python scripts/bench.py --help'\n")
+    assert not (tmp_path / "out").exists()

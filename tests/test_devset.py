@@ -2,10 +2,17 @@
 a one-line error that writes nothing. (Only the generated files are rebuilt here: the others
 come from PyPI, and no test needs the network.)"""
 import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
 
 import pytest
 
 from scripts import devset
+from tests.helpers import ROOT, child_env
 
 GENERATED = ("sensor-records.bin", "events.msgpack", "events.pb")
 
@@ -148,3 +155,61 @@ def test_mixed_inputs_generated_parts_are_new_data_not_repeats_of_the_set(tmp_pa
                        ("protocol buffers", "events.pb")):
         data, first = more[kind](tmp_path), entry(name).make(tmp_path)
         assert data[:4096] not in first and len(data) >= 200_000
+
+
+def run_devset(*args, **kw):
+    kw.setdefault("stdout", subprocess.PIPE)
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "devset.py"), *args], cwd=ROOT, env=child_env(),
+                          stderr=subprocess.PIPE, text=True, timeout=60, **kw)
+
+
+def test_an_out_that_takes_no_files_is_a_one_line_error():
+    """`--out /proc/x` was a FileNotFoundError traceback (before any download: nothing is fetched)."""
+    r = run_devset("--out", "/proc/x")
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == "devset: cannot write the set into '/proc/x': no such file or folder; check the path, then run again\n"
+
+
+def truncated(archive: str, data: bytes) -> bytes:
+    """A pinned archive holding `data` at the states.py path, cut in half (an interrupted download)."""
+    buf = io.BytesIO()
+    if archive.endswith(".whl"):
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("docutils/parsers/rst/states.py", data)
+    else:
+        with tarfile.open(fileobj=buf, mode="w:gz") as t:
+            info = tarfile.TarInfo("docutils-0.23/docutils/parsers/rst/states.py")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()[:len(buf.getvalue()) // 2]
+
+
+@pytest.mark.parametrize("archive, why", [
+    ("docutils-0.23.tar.gz", "EOFError: Compressed file ended before the end-of-stream marker was reached"),
+    ("docutils-0.23-py3-none-any.whl", "BadZipFile: File is not a zip file"),
+])
+def test_a_truncated_cached_archive_names_the_file_to_delete(tmp_path, monkeypatch, archive, why):
+    """It was a BadZipFile (or EOFError) traceback with no advice."""
+    data = os.urandom(200_000)                            # random: the cut falls inside the member
+    cache = tmp_path / "set" / ".cache"
+    cache.mkdir(parents=True)
+    (cache / archive).write_bytes(truncated(archive, data))
+    monkeypatch.setattr(devset, "MANIFEST", [devset.Entry("states.py", "test", "test", hashlib.sha256(data).hexdigest(),
+                                                          devset.member("docutils", "docutils/parsers/rst/states.py"))])
+    with pytest.raises(SystemExit) as e:
+        devset.main(["--out", str(tmp_path / "set")])
+    assert str(e.value) == (f"devset: the cached archive {cache / archive} is damaged ({why}); delete it and run "
+                            f"again (it is downloaded again)")
+    assert sorted(p.name for p in (tmp_path / "set").iterdir()) == [".cache"]
+
+
+def test_list_to_a_reader_that_went_away_is_quiet():
+    """`devset.py --list | head -1` was a BrokenPipeError traceback. Here the reader is gone
+    before the first line, every time."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        r = run_devset("--list", stdout=write)
+    finally:
+        os.close(write)
+    assert (r.returncode, r.stderr) == (0, "")

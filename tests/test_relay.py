@@ -1,11 +1,25 @@
 """The simulated deep-space link: delay/bandwidth arithmetic, and a lossy path that still ends exact."""
 import json
+import os
+import subprocess
+import sys
+
+import pytest
 
 from protocol.relay import Channel, SimulatedLink
 from scripts.relay import parser
 from shared.app.options import simulated_link, simulated_link_argv
 from shared.texts import mission_log
-from tests.helpers import free_endpoint, kill_all, spawn
+from tests.helpers import ROOT, child_env, free_endpoint, kill_all, spawn
+
+SEE = "; see 'python -m scripts.relay --help'"
+
+
+def run_relay(*args, **kw):
+    """`python -m scripts.relay ARGS` to its end, as a user runs it (stdout and stderr as text)."""
+    kw.setdefault("stdout", subprocess.PIPE)
+    return subprocess.run([sys.executable, "-m", "scripts.relay", *args], cwd=ROOT, env=child_env(),
+                          stderr=subprocess.PIPE, text=True, timeout=30, **kw)
 
 
 def test_light_delay_and_bandwidth_queue():
@@ -118,3 +132,61 @@ def test_nonsense_settings_are_refused_at_once_with_one_line(tmp_path):
         assert relay.returncode == 2 and err.decode().splitlines() == [f"python -m scripts.relay: error: "
                                                                        f"{message}{see}"], (flag, value, err)
         assert out == b""
+
+
+@pytest.mark.parametrize("listen, forward, says", [
+    ("tcp://127.0.0.1:99999", "FREE", "argument --listen: 'tcp://127.0.0.1:99999' is not an endpoint such as "
+     "tcp://127.0.0.1:5602: it needs a host and a port from 1 to 65535 (or * for any free one)"),
+    ("FREE", "tcp://127.0.0.1", "argument --forward: 'tcp://127.0.0.1' is not an endpoint such as "
+     "tcp://127.0.0.1:5602: it needs a host and a port from 1 to 65535"),
+    ("FREE", "tcp://*:5602", "argument --forward: 'tcp://*:5602' is not an endpoint such as "
+     "tcp://127.0.0.1:5602: it needs a host and a port from 1 to 65535"),
+    ("tcp://127.0.0.1:5610", "tcp://127.0.0.1:5610", "--listen and --forward are the same endpoint "
+     "(tcp://127.0.0.1:5610): the relay would send every message back to itself; give Bob's address to --forward"),
+    ("tcp://*:5610", "tcp://localhost:5610", "--listen and --forward are the same endpoint "
+     "(tcp://localhost:5610): the relay would send every message back to itself; give Bob's address to --forward"),
+])
+def test_a_port_out_of_range_a_missing_port_or_a_relay_to_itself_is_refused(listen, forward, says):
+    """zmq bound tcp://127.0.0.1:99999 as port 34463 (99999 modulo 65536) without a word, and a
+    --forward without a port, or equal to --listen, was accepted."""
+    listen, forward = (free_endpoint() if e == "FREE" else e for e in (listen, forward))
+    r = run_relay("--listen", listen, "--forward", forward, "--max-seconds", "20", "--plain")
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", f"python -m scripts.relay: error: {says}{SEE}\n")
+
+
+def test_an_unwritable_stats_json_is_refused_before_the_run(tmp_path):
+    """It was found only when the run ended (a FileNotFoundError traceback, the counters lost)."""
+    missing = tmp_path / "no" / "relay.json"
+    for path, says in ((missing, f"output folder {str(missing.parent)!r} does not exist; create it first"),
+                       ("/proc/relay.json", "cannot write '/proc/relay.json': its folder takes no new files (a "
+                                            "virtual file system such as /proc?); choose a folder on a disk, then "
+                                            "run again")):
+        r = run_relay("--listen", free_endpoint(), "--forward", free_endpoint(), "--stats-json", str(path),
+                      "--max-seconds", "60", "--plain")          # refused at once: a run would outlast the timeout
+        assert (r.returncode, r.stdout, r.stderr) == (2, "", f"relay: error: {says}\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_closed_stdout_runs_quietly_and_writes_the_stats(tmp_path):
+    """`relay ... >&-` was an AttributeError (sys.stdout is None): the link runs, with nothing to show."""
+    stats = tmp_path / "relay.json"
+    r = run_relay("--listen", free_endpoint(), "--forward", free_endpoint(), "--max-seconds", "0.5",
+                  "--stats-json", str(stats), stdout=None, preexec_fn=lambda: os.close(1))
+    assert (r.returncode, r.stderr) == (0, "")
+    assert json.loads(stats.read_text())["earth_to_mars"]["messages"] == 0
+
+
+def test_a_reader_that_went_away_is_no_traceback_and_the_stats_are_written(tmp_path):
+    """`relay ... | head -1`: a BrokenPipeError traceback, and no stats. The relay goes on quietly
+    (Alice and Bob still need the link) and writes them. Here the reader is gone before the
+    first line, every time."""
+    stats = tmp_path / "relay.json"
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        r = run_relay("--listen", free_endpoint(), "--forward", free_endpoint(), "--plain", "--status-every", "0.1",
+                      "--max-seconds", "0.5", "--stats-json", str(stats), stdout=write)
+    finally:
+        os.close(write)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert json.loads(stats.read_text())["settings"]["delay_s"] == 1.2

@@ -149,6 +149,69 @@ def test_cli(tmp_path, built):
     assert not (tmp_path / "r3").exists()
 
 
+def run_report(*args):
+    return subprocess.run([sys.executable, "-m", "shared.show.report", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+GIVE = "give the --stats-json file {} wrote"
+
+
+@pytest.mark.parametrize("who, content, says", [
+    ("alice", "[1, 2]", " holds a list, not an object of statistics; " + GIVE.format("Alice's run")),
+    ("bob", "[]", " holds a list, not an object of statistics; " + GIVE.format("Bob's run")),
+    ("alice", {"payload_bytes": "12"}, ": 'payload_bytes' is \"12\", not a whole number; " + GIVE.format("Alice's run")),
+    ("bob", {"input_bytes": "6000"}, ": 'input_bytes' is \"6000\", not a whole number; " + GIVE.format("Bob's run")),
+    ("alice", {"curve": [[1, "x"]]}, ": 'curve' is [[1, \"x\"]], not a list of [step, bits/byte] rows; "
+                                     + GIVE.format("Alice's run")),
+    ("bob", {"state": [{"name": 1}]}, ": 'state' is [{\"name\": 1}], not a list of rows with name, raw_bytes, "
+                                      "gzip_bytes, arrays and note; " + GIVE.format("Bob's run")),
+    ("alice", {"payload_bytes": None}, " has no 'payload_bytes'; " + GIVE.format("Alice's run")),   # was "'payload_bytes'"
+    ("bob", "", " is not JSON (Expecting value: line 1 column 1); " + GIVE.format("Bob's run")),
+    ("relay", {"settings": {"delay_s": "slow"}}, ": 'settings' is {\"delay_s\": \"slow\"}, not an object of settings "
+                                                 "(delay_s, bandwidth_bps, loss, dup, reorder: numbers); "
+                                                 + GIVE.format("the relay")),
+    ("relay", {"earth_to_mars": {"messages": None}}, ": 'earth_to_mars' is {\"messages\": null}, not an object of "
+                                                     "counts; " + GIVE.format("the relay")),
+])
+def test_statistics_of_the_wrong_shape_are_one_line_naming_the_file(tmp_path, built, who, content, says):
+    """A JSON list, or a field of the wrong type, was a TypeError traceback; a missing field or
+    a file that is not JSON said `report: error: 'payload_bytes'` or `Expecting value: ...`,
+    naming no file. Now: the option, the file, what is wrong; exit 2, no report folder."""
+    d, _, alice = built
+    files = {w: tmp_path / f"{w}.json" for w in ("alice", "bob", "relay")}
+    for w in ("alice", "bob"):
+        files[w].write_text(json.dumps(alice))
+    files["relay"].write_text("{}")
+    files[who].write_text(content if isinstance(content, str) else
+                          json.dumps({**(alice if who != "relay" else {}), **content}))
+    r = run_report("--alice", files["alice"], "--bob", files["bob"], "--relay", files["relay"],
+                   "--input", d / "input.txt", "--out", tmp_path / "r")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == f"report: error: --{who} {str(files[who])!r}{says}\n"
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_endless_or_missing_input_and_an_out_that_is_a_file_are_one_line(tmp_path, built):
+    d, _, alice = built
+    (tmp_path / "a.json").write_text(json.dumps(alice))
+    out = tmp_path / "r"
+    for args, says in (
+            (["--alice", "/dev/zero"], "--alice: input '/dev/zero' never ends; give a file, or pipe a finite part of "
+                                       "it in (e.g. head -c 1M /dev/zero | ...)"),
+            (["--input", "/dev/zero"], "--input '/dev/zero' is not a regular file; give the input file that was sent"),
+            (["--input", tmp_path / "gone.txt"], f"--input {str(tmp_path / 'gone.txt')!r} is not found; give the "
+                                                 f"input file that was sent"),
+            (["--out", tmp_path / "a.json"], f"--out {str(tmp_path / 'a.json')!r} is a file, not a folder; give a "
+                                             f"folder (it is created if missing)")):
+        given = {"--alice": tmp_path / "a.json", "--bob": tmp_path / "a.json", "--input": d / "input.txt",
+                 "--out": out, **dict([args])}
+        r = run_report(*(x for kv in given.items() for x in kv))
+        assert (r.returncode, r.stdout, r.stderr) == (2, "", f"report: error: {says}\n")
+        assert not out.exists()
+    assert json.loads((tmp_path / "a.json").read_text()) == alice
+
+
 # --- the ledger counts what both twins run -----------------------------------------------------
 
 def test_program_is_every_module_of_the_core_and_the_coder(built):

@@ -1,5 +1,6 @@
 """Where the bits go (scripts/where_bits.py): each byte's cost as the engine coded it, and the
-match model's guess for it, summed by kind."""
+match model's guess for it, summed by kind. Also scripts/tune.py's command line: where_bits
+takes --set through tune.py's apply_overrides."""
 import subprocess
 import sys
 from dataclasses import replace
@@ -7,11 +8,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from scripts.tune import apply_overrides
 from scripts.where_bits import KINDS, Costs, costliest_lines, kinds, measure, tables
 from shared.coding.codec import compress
 from shared.core.config import preset
+from shared.core.errors import UsageError
 from shared.texts import mission_log
-from tests.helpers import ROOT
+from tests.helpers import ROOT, child_env
 
 
 @pytest.fixture(scope="module")
@@ -68,20 +71,103 @@ def test_the_costliest_lines_of_a_text_and_none_of_a_binary(log_costs):
     assert costliest_lines(binary, 2) == []
 
 
+KEYS = ("keys: streams, seed, sync_every, preset, model.n_layer, model.n_head, model.n_embd, model.context, "
+        "model.chunk, model.orders, model.table_bits, model.words, model.match, model.structure, model.tree, "
+        "model.hashed, model.hash_bits, train.lr, train.beta1, train.beta2, train.eps, train.weight_decay, "
+        "train.grad_clip, train.steps_per_chunk, train.loss_on_context, train.replay, train.replay_span, "
+        "train.lr_decay")
+
+
 @pytest.mark.parametrize("args, says", [
-    (["/nonexistent/file.txt"], "cannot read /nonexistent/file.txt"),
-    (["EMPTY"], "is empty: nothing to measure"),
-    (["LOG", "--preset", "nope"], "nope"),
-    (["LOG", "--bytes", "-1"], "--bytes must be 0 (all) or more"),
+    (["/nonexistent/file.txt"], "input file '/nonexistent/file.txt' not found; check the path"),
+    (["EMPTY"], "EMPTY is empty: nothing to measure"),
+    (["LOG", "--preset", "nope"], "unknown preset 'nope'; choose one of fast, default, strong, neural, bulk, tiny"),
+    (["LOG", "--bytes", "-1"], "argument --bytes: '-1' is not a count (a whole number, 0 or more); "
+                               "see 'python scripts/where_bits.py --help'"),
+    (["LOG", "--set", "model=3"], f"--set 'model=3' has an unknown key 'model'; {KEYS}"),      # was an AttributeError
+    (["LOG", "--set", "bogus=1"], f"--set 'bogus=1' has an unknown key 'bogus'; {KEYS}"),
+    (["LOG", "--set", "model.orders=1,x"], "--set 'model.orders=1,x': '1,x' is not a value; give a number, true or "
+                                           "false, or whole numbers with commas (model.orders=1,2,3)"),
+    (["LOG", "--set", "model.n_head=0"], "run configuration refused: model.n_head = 0 is outside 1..64"),
+    (["/dev/zero"], "input '/dev/zero' never ends; give a file, or pipe a finite part of it in "
+                    "(e.g. head -c 1M /dev/zero | ...)"),                                    # was read to memory's end
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, says):
     (tmp_path / "empty").write_bytes(b"")
     (tmp_path / "log").write_bytes(mission_log(200))
-    args = [str(tmp_path / "empty") if a == "EMPTY" else str(tmp_path / "log") if a == "LOG" else a for a in args]
+    names = {"EMPTY": str(tmp_path / "empty"), "LOG": str(tmp_path / "log")}
+    args = [names.get(a, a) for a in args]
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "where_bits.py"), *args], capture_output=True,
                        text=True, timeout=120)
-    assert r.returncode == 2
-    assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == f"where_bits: error: {says.replace('EMPTY', names['EMPTY'])}\n"
+
+
+def test_set_overrides_reach_the_configuration_and_a_section_is_not_a_value():
+    cfg = apply_overrides(preset("tiny"), ["model.n_embd=32", "train.lr=3e-3", "streams=8", "model.orders=1,2"])
+    assert (cfg.model.n_embd, cfg.train.lr, cfg.streams, cfg.model.orders) == (32, 3e-3, 8, (1, 2))
+    with pytest.raises(UsageError, match=r"^--set 'train=x' has an unknown key 'train'; keys: streams, "):
+        apply_overrides(preset("tiny"), ["train=x"])
+
+
+# --- scripts/tune.py: every refusal comes before the run, in one line --------------------------
+
+def run_tune(*args, prelude=""):
+    """`python scripts/tune.py ARGS` (with `prelude`: that code first, in the same process)."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "tune.py"), *args] if not prelude else \
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); {prelude}; import scripts.tune as t; "
+                               f"sys.argv[0] = 'scripts/tune.py'; sys.exit(t.main(sys.argv[1:]))", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--file", "/nonexistent/in.txt"], "input file '/nonexistent/in.txt' not found; check the path"),
+    (["--file", "LOG", "--preset", "nope"], "unknown preset 'nope'; choose one of fast, default, strong, neural, "
+                                            "bulk, tiny"),
+    (["--file", "LOG", "--set", "bogus=1"], f"--set 'bogus=1' has an unknown key 'bogus'; {KEYS}"),
+    (["--file", "LOG", "--offset", "1000"], "nothing to code: LOG has 200 bytes and --offset 1,000 is at or past its "
+                                            "end; give a smaller --offset or another --file"),    # ZeroDivisionError
+    (["--file", "LOG", "--bytes", "-5"], "argument --bytes: '-5' is not a count (a whole number, 0 or more); "
+                                         "see 'python scripts/tune.py --help'"),
+    (["--file", "/dev/zero"], "input '/dev/zero' never ends; give a file, or pipe a finite part of it in "
+                              "(e.g. head -c 1M /dev/zero | ...)"),
+    (["--file", "LOG", "--log", "/proc/tune.log"], "cannot write '/proc/tune.log': its folder takes no new files (a "
+                                                   "virtual file system such as /proc?); choose a folder on a disk, "
+                                                   "then run again"),                   # was found after the run
+    (["--file", "LOG", "--log", "NOFOLDER"], "output folder 'NODIR' does not exist; create it first"),
+])
+def test_tune_refuses_bad_input_in_one_line_before_the_run(tmp_path, args, says):
+    (tmp_path / "log").write_bytes(mission_log(200))
+    names = {"LOG": str(tmp_path / "log"), "NOFOLDER": str(tmp_path / "no" / "tune.log"), "NODIR": str(tmp_path / "no")}
+    r = run_tune(*(names.get(a, a) for a in args))
+    for name, path in names.items():
+        says = says.replace(name, path)
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", f"tune: error: {says}\n")     # no result line: no run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]
+
+
+def test_tune_without_the_workspace_corpus_says_where_it_comes_from(tmp_path):
+    """The default --file is outside the repository: on a fresh clone the docstring's first
+    example was a FileNotFoundError traceback."""
+    missing = tmp_path / "shared" / "corpora" / "tinyshakespeare.txt"
+    r = run_tune("--bytes", "1000", prelude=f"import scripts.tune, pathlib; "
+                                          f"scripts.tune.DEFAULT_FILE = pathlib.Path({str(missing)!r})")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == (f"tune: error: the default --file {missing} is missing: it is tinyshakespeare from the "
+                        f"workspace's shared/corpora/ folder beside the repository, not part of a clone; pass --file "
+                        f"FILE (e.g. --file shared/texts/mission_log.txt)\n")
+
+
+def test_tune_runs_and_appends_its_line_to_an_existing_log(tmp_path):
+    import json
+    (tmp_path / "log").write_bytes(mission_log(2000))
+    (tmp_path / "tune.log").write_text("earlier\n")
+    r = run_tune("--file", str(tmp_path / "log"), "--preset", "tiny", "--offset", "500", "--bytes", "1000",
+                 "--set", "streams=4", "--log", str(tmp_path / "tune.log"))
+    assert r.returncode == 0, r.stderr
+    line = json.loads(r.stdout)
+    assert (line["bytes"], line["preset"], line["set"]) == (1000, "tiny", ["streams=4"])
+    assert (tmp_path / "tune.log").read_text() == "earlier\n" + r.stdout
 
 
 def test_a_line_of_wide_characters_gets_a_digit_per_character_aligned_under_it():

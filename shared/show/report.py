@@ -23,7 +23,6 @@ Torch-free; matplotlib (the `report` extra) draws the PNG.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import gzip
 import html
@@ -458,8 +457,121 @@ def build(alice: dict, bob: dict, input_path: str, out_dir: str, relay: dict | N
     return s
 
 
+# --- reading the statistics: every field the report computes with, checked before anything is drawn ---
+
+STATS_LIMIT = 256 << 20          # bytes in one stats file (the curves keep at most 4096 rows); /dev/zero is refused
+
+
+def _whole(v) -> bool:
+    return type(v) is int
+
+
+def _number(v) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+def _text(v) -> bool:
+    return type(v) is str
+
+
+def _maybe(check):
+    """The field may also be null (the report shows n/a)."""
+    return lambda v: v is None or check(v)
+
+
+def _rows(*columns):
+    """A list of rows, each a list that starts with these columns."""
+    return lambda v: type(v) is list and all(type(r) is list and len(r) >= len(columns)
+                                             and all(ok(x) for ok, x in zip(columns, r)) for r in v)
+
+
+def _objects(**fields):
+    """A list of objects, each with every one of these fields."""
+    return lambda v: type(v) is list and all(type(r) is dict and all(k in r and ok(r[k]) for k, ok in fields.items())
+                                             for r in v)
+
+
+def _object(check):
+    """An object whose fields, where present, each pass `check`."""
+    return lambda v: type(v) is dict and all(check(x) for x in v.values())
+
+
+WHOLE, NUMBER = (_maybe(_whole), "a whole number"), (_maybe(_number), "a number")
+STATS_FIELDS = {     # Alice's and Bob's --stats-json: field -> (check, what it must be)
+    **{k: WHOLE for k in ("input_bytes", "compressed_bytes", "header_bytes", "segment_size", "wire_bytes",
+                          "syncs_checked", "frames_resent", "duplicates", "out_of_order", "parameters")},
+    "payload_bytes": (_whole, "a whole number"), "ideal_bits": (_number, "a number"), "seconds": NUMBER,
+    "final_digest": (_maybe(_text), "a string"),
+    "curve": (_rows(_whole, _maybe(_number)), "a list of [step, bits/byte] rows"),
+    "loss_curve": (_rows(_whole, _maybe(_number)), "a list of [step, loss] rows"),
+    "wire_curve": (_rows(_whole, _whole, _whole), "a list of [step, bytes, coded bytes] rows"),
+    "bits_by_part": (_maybe(_object(_maybe(_number))), "an object of numbers"),
+    "state": (_maybe(_objects(name=_text, raw_bytes=_whole, gzip_bytes=_whole, note=_text,
+                               arrays=lambda v: type(v) is list and all(map(_text, v)))),
+              "a list of rows with name, raw_bytes, gzip_bytes, arrays and note"),
+    "segment_stats": (_maybe(_objects(input_bytes=_whole, payload_bytes=_whole, final_digest=_maybe(_text))),
+                      "a list of rows with input_bytes, payload_bytes and final_digest"),
+}
+RELAY_NUMBERS = ("delay_s", "bandwidth_bps", "loss", "dup", "reorder")      # settings the page computes with
+RELAY_FIELDS = {     # the relay's --stats-json
+    "settings": (lambda v: type(v) is dict and all(_number(v[k]) for k in RELAY_NUMBERS if k in v),
+                 f"an object of settings ({', '.join(RELAY_NUMBERS)}: numbers)"),
+    "earth_to_mars": (_object(_number), "an object of counts"),
+    "mars_to_earth": (_object(_number), "an object of counts"),
+}
+
+
+def _give(whose: str) -> str:
+    return f"give the --stats-json file {whose} wrote"
+
+
+def load_stats(path: str, flag: str, whose: str, fields: dict, required: tuple = ()) -> dict:
+    """One --stats-json file, read (to STATS_LIMIT) and checked field by field: whatever is wrong
+    is one ValueError line that names the option, the file and the field."""
+    from ..app.files import read_input        # only the command line needs it
+    from ..core.errors import MarslinkError
+    try:
+        stats = json.loads(read_input(path, STATS_LIMIT).decode("utf-8"))
+    except MarslinkError as e:
+        raise ValueError(f"{flag}: {e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{flag} {path!r} is not text (UTF-8), so not statistics; {_give(whose)}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{flag} {path!r} is not JSON ({e.msg}: line {e.lineno} column {e.colno}); "
+                         f"{_give(whose)}") from None
+    except RecursionError:
+        raise ValueError(f"{flag} {path!r} is JSON nested too deeply to be statistics; {_give(whose)}") from None
+    if type(stats) is not dict:
+        kind = {list: "a list", str: "a string", bool: "true or false", type(None): "null"}.get(type(stats), "a number")
+        raise ValueError(f"{flag} {path!r} holds {kind}, not an object of statistics; {_give(whose)}")
+    require(stats, required, path, flag, whose)
+    for key, (ok, what) in fields.items():
+        if key in stats and not ok(stats[key]):
+            raise ValueError(f"{flag} {path!r}: {key!r} is {json.dumps(stats[key])[:40]}, not {what}; {_give(whose)}")
+    return stats
+
+
+def require(stats: dict, keys: tuple, path: str, flag: str, whose: str) -> None:
+    for key in keys:
+        if stats.get(key) is None:
+            raise ValueError(f"{flag} {path!r} has no {key!r}; {_give(whose)}")
+
+
+def load(args) -> tuple[dict, dict, dict | None]:
+    """Alice's, Bob's and (if given) the relay's statistics, each checked. Alice's payload and
+    ideal bits make the ledger; file mode's panels add her container's sizes."""
+    alice = load_stats(args.alice, "--alice", "Alice's run", STATS_FIELDS, ("payload_bytes", "ideal_bits"))
+    bob = load_stats(args.bob, "--bob", "Bob's run", STATS_FIELDS)
+    if is_file_mode(alice) and is_file_mode(bob):
+        require(alice, ("compressed_bytes", "header_bytes") + (() if alice.get("segment_stats") else ("input_bytes",)),
+                args.alice, "--alice", "Alice's run")
+    relay = load_stats(args.relay, "--relay", "the relay", RELAY_FIELDS) if args.relay else None
+    return alice, bob, relay
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m shared.show.report", description="marslink end-of-run report")
+    from ..app.options import Parser          # one-line argparse errors, as every marslink command gives
+    ap = Parser(prog="python -m shared.show.report", description="marslink end-of-run report")
     ap.add_argument("--alice", required=True, help="Alice's --stats-json")
     ap.add_argument("--bob", required=True, help="Bob's --stats-json")
     ap.add_argument("--input", required=True, help="the input file that was sent")
@@ -467,11 +579,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--relay", default=None, help="the relay's --stats-json, if a relay was used")
     args = ap.parse_args(argv)
     try:
-        alice, bob = (json.loads(Path(p).read_text()) for p in (args.alice, args.bob))
-        relay = json.loads(Path(args.relay).read_text()) if args.relay else None
+        alice, bob, relay = load(args)
+        if not os.path.isfile(args.input):     # read whole here, and again by gzip, bzip2 and xz: a file
+            why = "not found" if not os.path.exists(args.input) else "not a regular file"
+            raise ValueError(f"--input {args.input!r} is {why}; give the input file that was sent")
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise ValueError(f"--out {args.out!r} is a file, not a folder; give a folder (it is created if missing)")
         s = build(alice, bob, args.input, args.out, relay)
-    except (OSError, ValueError, KeyError) as e:
+    except ValueError as e:
         print(f"report: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        from ..app.files import storage_error
+        reading = e.filename is not None and os.path.abspath(str(e.filename)) == os.path.abspath(args.input)
+        print(f"report: error: cannot read --input {args.input!r}: {e.strerror}" if reading
+              else f"report: error: {storage_error('the report into ', args.out, e)}", file=sys.stderr)
         return 2
     print(f"report: {s['files']['html']} and {s['files']['png']} "
           f"({s['bits_per_byte']:.3f} bits/byte; digests {'equal' if s['digests_equal'] else 'DIFFER'})")
