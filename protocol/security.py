@@ -131,6 +131,9 @@ def load_public(path: str) -> bytes:
 
 def allowed_keys(folder: str, strict: bool = False) -> dict[bytes, str]:
     """Public keys (Z85) in folder/*.key -> file name. strict: a bad file is an error, not skipped."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise KeyFileError(f"allow-list folder {folder!r} is a file; --allow takes a folder of the senders' "
+                           f"public keys (NAME.key)")
     if not os.path.isdir(folder):
         raise KeyFileError(f"allow-list folder {folder!r} does not exist")
     keys = {}
@@ -217,7 +220,11 @@ CODE_GROUPS, CODE_GROUP = 4, 4                      # 16 characters, about 79 bi
 def lan_key_pair(key_dir: str) -> tuple[bytes, bytes]:
     """Mars's (public, secret) key pair in key_dir, created there the first time."""
     secret_file = os.path.join(key_dir, LAN_KEY_NAME + ".key_secret")
+    public_file = os.path.join(key_dir, LAN_KEY_NAME + ".key")
     if not os.path.exists(secret_file):
+        if os.path.exists(public_file):       # half a pair: a new one would need its name
+            raise KeyFileError(f"{public_file} has no secret key beside it ({secret_file} is missing); "
+                               f"remove {public_file}, and a new pair is made")
         generate(key_dir, LAN_KEY_NAME)
     return load_secret(secret_file)
 

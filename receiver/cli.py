@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from shared.app.checkpoint import default_state_dir
 from shared.app.cli import check_endpoint, curve_keys, keygen_command, lan_listen, progress, run_main
 from shared.app.faults import kill_at
-from shared.app.files import check_folder, check_output, check_stats, output_lock, read_input, write_atomic, write_stats
+from shared.app.files import (check_folder, check_output, check_stats, output_lock, read_input, spool_folder,
+                              write_atomic, write_stats)
 from shared.app.options import (COUNT, LAN_PORT, Parser, add_force_option, add_keygen_command, add_link_options,
                                 add_model_options, add_numeric_options, add_parallel_options, add_report_options,
                                 add_state_option, link_settings, output_file, run_config)
@@ -70,6 +72,10 @@ def _endpoint_and_keys(args):
 def listen_command(args) -> int:
     bind, curve, earth_line = _endpoint_and_keys(args)
     check_output(args.out, force=args.force, stream_ok=False)   # published by a link: a file only
+    spool = spool_folder(args.out)
+    if os.path.lexists(spool) and not os.path.isdir(spool):      # found only once a sender came, before
+        raise UsageError(f"{spool!r} is in the way: Bob keeps the stream's partial state there while it "
+                         f"arrives; move it, or choose another --out")
     check_stats(args.stats_json, output_path=args.out)
     with output_lock(args.out):
         return _listen(args, bind, curve, earth_line)

@@ -27,7 +27,7 @@ from typing import Callable
 from protocol.frames import Data, Done, End, FrameError, Sync, Welcome
 from protocol.link import RECEIPT_LINGER_S, BobLink, LinkError, LinkSettings, PeerError, PeerLost, Reconnected
 from shared.app import checkpoint
-from shared.app.files import NEW_FILE_MODE, StorageError, publish, storage_error
+from shared.app.files import NEW_FILE_MODE, StorageError, publish, spool_folder, storage_error
 from shared.coding.codec import run_stats
 from shared.coding.coder import ByteSource, ChunkDecoder
 from shared.core.config import MAX_LENGTH, RunConfig, require_same
@@ -98,7 +98,7 @@ class Spool:
     """Bob's partial stream on disk, beside the output: <out>.partial/{meta.json,stream.bin,checkpoint.pt}."""
 
     def __init__(self, out_path: str):
-        self.dir = os.path.abspath(out_path) + ".partial"
+        self.dir = spool_folder(out_path)
         self.stream = None
 
     def path(self, name: str) -> str:

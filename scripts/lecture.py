@@ -34,6 +34,7 @@ from shared.texts import mission_log  # noqa: E402
 
 MAX_BYTES = 10_000      # a lecture is a short text: its exact fractions grow with every byte (10,000 take minutes)
 MAX_WIDTH = 1000
+DELAY_S = 0.15          # seconds between tokens on a terminal: slow enough to read along
 
 
 class LectureParser(Parser):
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=integer(1, 256, "a candidate count"), default=5,
                     help="candidates shown per token (1 to 256)")
     ap.add_argument("--delay", type=number(0, MAX_SECONDS, f"a number of seconds (0 to {MAX_SECONDS:,})"),
-                    default=0.15, help="seconds between tokens when auto-advancing")
+                    default=None, help=f"seconds between tokens when auto-advancing (default {DELAY_S:g} on a "
+                                       f"terminal, 0 into a file or a pipe: nobody watches the pace there)")
     ap.add_argument("--step", action="store_true", help="wait for Enter between tokens")
     ap.add_argument("--show-every", type=integer(1, MAX_BYTES, "a token count"), default=1,
                     help="show every N-th token (all are coded)")
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         worked_example(console)
         if args.only_example:
             return 0
-        result = Lecture(console, data, config, top=args.top, delay=args.delay, step_mode=args.step,
+        delay = args.delay if args.delay is not None else DELAY_S if sys.stdout.isatty() else 0.0
+        result = Lecture(console, data, config, top=args.top, delay=delay, step_mode=args.step,
                          show_every=args.show_every).run()
     except KeyboardInterrupt:
         return 130

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from scripts.common import ScriptParser, count  # noqa: E402
 from scripts.tune import apply_overrides  # noqa: E402
-from shared.app.files import read_input  # noqa: E402
+from shared.app.files import drop_stdout, read_input  # noqa: E402
 from shared.core import numeric  # noqa: E402  (torch-free: pins the profile before torch loads)
 from shared.core.config import MAX_LENGTH, preset  # noqa: E402
 from shared.core.errors import MarslinkError  # noqa: E402
@@ -225,4 +225,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:             # `| head`: the reader has what it wanted
+        drop_stdout()
+        sys.exit(0)

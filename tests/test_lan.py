@@ -161,6 +161,13 @@ def test_lan_and_line_options_refuse_what_they_cannot_use(tmp_path):
         r = run(*args)
         assert (r.returncode, r.stderr.strip()) == (2, message)
     assert not (tmp_path / "x").exists()
+    keys = tmp_path / "marslink" / "mars" / "keys"               # half a pair: its secret was deleted
+    keys.mkdir(parents=True)
+    (keys / "mars.key").write_text("not read")
+    r = run("receiver", "listen", "--lan", "--out", str(tmp_path / "x"), "--handshake-timeout", "2")
+    assert (r.returncode, r.stderr.strip()) == (2, f"bob: error: {keys / 'mars.key'} has no secret key beside it "
+                                                   f"({keys / 'mars.key_secret'} is missing); remove "
+                                                   f"{keys / 'mars.key'}, and a new pair is made")
 
 
 def test_a_key_that_begins_with_a_dash_is_read_as_the_key(tmp_path, monkeypatch):

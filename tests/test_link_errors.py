@@ -388,3 +388,34 @@ def test_bob_says_he_listens_only_once_he_does_and_names_the_port_he_got(tmp_pat
     finally:
         kill_all(bob)
     assert re.fullmatch(r"bob: listening on tcp://127\.0\.0\.1:(\d+)", line) and not line.endswith(":0"), line
+
+
+def test_a_path_in_the_way_of_a_folder_or_a_port_0_to_connect_to_is_one_line_at_start(tmp_path):
+    """A file where Bob's partial state goes was found only once a sender came ("File exists; run
+    both sides again", which cannot help); a file as --state-dir, --allow or keygen's folder said
+    "File exists" or "does not exist"; Alice took port 0 and waited out her handshake."""
+    (tmp_path / "in.txt").write_bytes(b"Sol 1.\n" * 20)
+    (tmp_path / "o.bin.partial").write_bytes(b"mine")
+    (tmp_path / "afile").write_bytes(b"mine")
+    r = run_cli("receiver", "listen", "--bind", f"tcp://127.0.0.1:{free_port()}", "--out", str(tmp_path / "o.bin"),
+                "--preset", "tiny", timeout=60)
+    expect_error(r, f"bob: error: {str(tmp_path / 'o.bin.partial')!r} is in the way: Bob keeps the stream's partial "
+                    f"state there while it arrives; move it, or choose another --out")
+    r = run_cli("sender", "send", str(tmp_path / "in.txt"), "--connect", "tcp://127.0.0.1:0", timeout=60)
+    expect_error(r, "alice: error: endpoint 'tcp://127.0.0.1:0': port 0 is only for listening (the system picks a "
+                    "port); connect to the port Mars listens on, e.g. tcp://127.0.0.1:5555")
+    in_the_way = "a file of that name is in the way of a folder; choose another path, or move the file, then run again"
+    r = run_cli("sender", "send", str(tmp_path / "in.txt"), "--connect", f"tcp://127.0.0.1:{free_port()}",
+                "--state-dir", str(tmp_path / "afile"), "-q", timeout=60)
+    expect_error(r, f"alice: error: cannot write Earth's state folder (--state-dir) {str(tmp_path / 'afile')!r}: "
+                    f"{in_the_way}")
+    r = run_cli("sender", "keygen", str(tmp_path / "afile"), timeout=60)
+    expect_error(r, f"alice: error: cannot write keys into {str(tmp_path / 'afile')!r}: {in_the_way}")
+    assert run_cli("receiver", "keygen", str(tmp_path / "k"), timeout=60).returncode == 0
+    r = run_cli("receiver", "listen", "--bind", f"tcp://127.0.0.1:{free_port()}", "--out", str(tmp_path / "p.bin"),
+                "--curve-secret", str(tmp_path / "k" / "mars.key_secret"), "--allow", str(tmp_path / "afile"),
+                timeout=60)
+    expect_error(r, f"bob: error: allow-list folder {str(tmp_path / 'afile')!r} is a file; --allow takes a folder "
+                    f"of the senders' public keys (NAME.key)")
+    assert (tmp_path / "afile").read_bytes() == b"mine" and (tmp_path / "o.bin.partial").read_bytes() == b"mine"
+

@@ -179,3 +179,12 @@ def test_a_line_of_wide_characters_gets_a_digit_per_character_aligned_under_it()
               np.zeros(len(data), dtype=np.int64), float(bits.sum()))
     spent, line, digits = costliest_lines(c, 1)[0]
     assert (spent, line, digits) == (pytest.approx(28.5), "中文 x", "3 9 09")   # its newline counts with it
+
+
+def test_a_reader_who_leaves_early_is_no_traceback(tmp_path):
+    """`where_bits.py FILE | head` ended in a BrokenPipeError traceback."""
+    (tmp_path / "log").write_bytes(mission_log(2000))
+    r = subprocess.run(f"{sys.executable} {ROOT / 'scripts' / 'where_bits.py'} {tmp_path / 'log'} --preset tiny "
+                       f"| head -c 50 > /dev/null; exit ${{PIPESTATUS[0]}}", shell=True, executable="/bin/bash",
+                       capture_output=True, timeout=300, env=child_env())
+    assert (r.returncode, r.stderr) == (0, b"")

@@ -151,6 +151,9 @@ def check_endpoint(endpoint: str, insecure: bool, role: str, encrypted: bool = F
     numeric = port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535
     if not host or not (numeric or (port == "*" and role == "bind")):
         raise UsageError(f"endpoint {endpoint!r} needs host:port (port 0-65535), e.g. tcp://127.0.0.1:5555")
+    if role == "connect" and numeric and int(port) == 0:
+        raise UsageError(f"endpoint {endpoint!r}: port 0 is only for listening (the system picks a port); "
+                         f"connect to the port Mars listens on, e.g. tcp://127.0.0.1:5555")
     if not (insecure or encrypted) and not is_loopback(host):
         keys = "--curve-secret and --server-key" if role == "connect" else "--curve-secret and --allow"
         raise UsageError(f"{endpoint} is not a loopback address and this link is unencrypted; "
@@ -230,7 +233,7 @@ def keygen_command(prog: str, folder: str, name: str) -> int:
     except KeyFileError as e:
         raise UsageError(str(e)) from None
     except OSError as e:
-        raise UsageError(f"cannot write keys into {folder!r}: {e.strerror}") from None
+        raise storage_error("keys into ", folder, e) from None
     use = ("Earth passes it as --server-key" if prog == "bob" else "Mars copies it into its --allow folder")
     print(f"{prog}: wrote {public} (public: {use}) and {secret} (secret, mode 0600: "
           f"stays here, for --curve-secret)", file=sys.stderr)

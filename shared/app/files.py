@@ -34,6 +34,7 @@ _WHY = {
     errno.ENOENT: ("no such file or folder", "check the path"),
     errno.ENOTDIR: ("a part of the path is not a folder", "check the path"),
     errno.EIO: ("input/output error", "check the device"),
+    errno.EEXIST: ("a file of that name is in the way of a folder", "choose another path, or move the file"),
 }
 
 
@@ -355,6 +356,11 @@ def output_lock(path: str):
     folder, name = os.path.split(os.path.abspath(path))
     return locked(os.path.join(folder, f".{name}.lock"), f"another bob is receiving into {path!r}; "
                   f"give this one another --out")
+
+
+def spool_folder(out_path: str) -> str:
+    """Where Bob keeps a stream's partial state while it arrives: beside the output, named after it."""
+    return os.path.abspath(out_path) + ".partial"
 
 
 def check_folder(folder: str, what: str) -> None:
