@@ -114,6 +114,7 @@ class FaultPlan:
 WINDOW = 32                  # sequenced frames in flight (Alice) / buffered (Bob)
 HEARTBEAT_S = 1.0            # send HEARTBEAT after this long without sending
 SAY_HELLO = "say-hello"      # ERROR code: Bob has no session with this sender; she handshakes again at once
+INTERRUPTED = "interrupted"  # ERROR code: stopped by its operator (Ctrl-C, SIGTERM), it keeps its part
 TIMEOUT_S = 30.0             # peer silent this long -> PeerLost
 RETRANSMIT_S = 2.0           # no ACK progress this long -> resend unacked (and HELLO)
 SENDER_HANDSHAKE_S = 60.0    # Alice waits this long for a WELCOME
@@ -166,6 +167,20 @@ class PeerError(LinkError):
     def __init__(self, code: str, message: str, who: str = "peer"):
         super().__init__(f"{who} reported {code}: {message}")
         self.code, self.message = code, message
+
+
+class PeerStopped(PeerLost):
+    """The peer was stopped by its operator (ERROR `interrupted`) and kept its part: it will be
+    started again, so it is waited for as a lost peer is, not given up on."""
+
+    def __init__(self, message: str, who: str = "peer"):
+        super().__init__(f"{who} was stopped: {message}")
+        self.message = message
+
+
+def _peer_error(frame: Error, who: str) -> LinkError:
+    """What the peer's ERROR frame raises: the end of the stream, unless it was only stopped."""
+    return PeerStopped(frame.message, who) if frame.code == INTERRUPTED else PeerError(frame.code, frame.message, who)
 
 
 @dataclass
@@ -465,7 +480,7 @@ class AliceLink(_Link):
         elif isinstance(frame, Error):
             if frame.code == SAY_HELLO:  # a Mars who lost our session: knock again (the caller's PeerLost path)
                 raise PeerLost(f"Mars lost this stream's session: {frame.message}")
-            raise PeerError(frame.code, frame.message, "Mars")
+            raise _peer_error(frame, "Mars")
         elif not isinstance(frame, Heartbeat):
             self.stats.unexpected += 1
             self._log(f"ignoring unexpected {frame.KIND.name} from Mars")
@@ -730,7 +745,7 @@ class BobLink(_Link):
                 self._send(encode(self._welcome))
                 self._ack_due = True
         elif isinstance(frame, Error):
-            raise PeerError(frame.code, frame.message, "Earth")
+            raise _peer_error(frame, "Earth")
         elif isinstance(frame, Ack) and self._done is not None:
             self.done_acked = True  # Alice has our DONE
         elif not isinstance(frame, Heartbeat):

@@ -25,7 +25,8 @@ from contextlib import contextmanager
 from typing import Callable
 
 from protocol.frames import Data, Done, End, FrameError, Sync, Welcome
-from protocol.link import RECEIPT_LINGER_S, BobLink, LinkError, LinkSettings, PeerError, PeerLost, Reconnected
+from protocol.link import (INTERRUPTED, RECEIPT_LINGER_S, BobLink, LinkError, LinkSettings, PeerError, PeerLost,
+                           PeerStopped, Reconnected)
 from shared.app import checkpoint
 from shared.app.files import NEW_FILE_MODE, StorageError, publish, spool_folder, storage_error
 from shared.coding.codec import run_stats
@@ -277,8 +278,7 @@ def _serve(link: BobLink, hello, config, spool: "Spool", saved, out_path: str, o
     try:
         if on_hello:
             on_hello(hello)
-        session = _Session(link, hello, config, spool, saved, perturb_step, checkpoint_every)
-        session.log = log
+        session = _Session(link, hello, config, spool, saved, perturb_step, checkpoint_every, log)
         session.telemetry = telemetry if telemetry is not None else Telemetry()   # curves for the report
         stats = session.run(out_path, on_step, started, force)
     except PeerError as e:
@@ -299,10 +299,10 @@ def _serve(link: BobLink, hello, config, spool: "Spool", saved, out_path: str, o
             spool.remove()
             e.written = delivered(out_path, "its statistics and receipt")
             raise
-        link.abort("interrupted", "Mars was interrupted; its partial stream is kept for resume")
+        link.abort(INTERRUPTED, "Mars was interrupted; its partial stream is kept for resume")
         raise
     except BrokenPipeError:
-        link.abort("interrupted", "Mars's standard output was closed (broken pipe); its partial stream is kept "
+        link.abort(INTERRUPTED, "Mars's standard output was closed (broken pipe); its partial stream is kept "
                                   "for resume")
         raise
     except _Vacated:                          # a stranger who left: not a failure, and the link stays open
@@ -320,11 +320,11 @@ class _Session:
     """One stream on Bob's side, across any number of sender reconnections."""
 
     telemetry = None
-    log = None                            # link events for the operator (receive_stream's log)
     published = False                     # the verified output is in place, and Earth told (DONE)
 
-    def __init__(self, link: BobLink, hello, config, spool: Spool, saved, perturb_step, checkpoint_every):
+    def __init__(self, link: BobLink, hello, config, spool: Spool, saved, perturb_step, checkpoint_every, log=None):
         self.link, self.hello, self.config, self.spool = link, hello, config, spool
+        self.log = log                    # link events for the operator (receive_stream's log)
         self.perturb_step, self.checkpoint_every = perturb_step, checkpoint_every
         self.twin = Twin(config, hello.total_length)
         self.twin.sink = lambda t0, chunk: spool.write_chunk(self.twin.layout, t0, chunk)
@@ -387,13 +387,10 @@ class _Session:
                     continue
                 self.link.readmit(r)
                 self._welcome_back()
-            except (PeerLost, PeerError) as e:   # Alice went quiet, or was stopped: wait for her to come back
-                if isinstance(e, PeerError):
-                    if e.code != "interrupted":
-                        raise                    # she failed: her error is ours to report
-                    if self.log:
-                        self.log(f"Earth was interrupted; the partial stream is kept, waiting for her to "
-                                 f"return (up to {self.link.settings.handshake_timeout_s:g} s)")
+            except PeerLost as e:                # Alice went quiet, or was stopped: wait for her to come back
+                if isinstance(e, PeerStopped) and self.log:
+                    self.log(f"Earth was interrupted; the partial stream is kept, waiting for her to "
+                             f"return (up to {self.link.settings.handshake_timeout_s:g} s)")
                 if self.spool.held() == 0 and self.resumed_from is None:
                     raise _Vacated() from None   # not a byte from her: nothing worth waiting for
                 try:

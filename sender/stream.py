@@ -22,7 +22,8 @@ import time
 from typing import Callable
 
 from protocol.frames import Data, Done, End, FrameError, Hello, Sync
-from protocol.link import AliceLink, AuthFailed, HandshakeTimeout, LinkError, LinkSettings, PeerError, PeerLost
+from protocol.link import (INTERRUPTED, AliceLink, AuthFailed, HandshakeTimeout, LinkError, LinkSettings, PeerError,
+                           PeerLost, PeerStopped)
 from shared.app import checkpoint
 from shared.app.files import StorageError, check_folder, locked, storage_error
 from shared.coding.codec import run_stats
@@ -117,27 +118,24 @@ def _send(data, config, endpoint, settings, stream_id, on_step, log, store, chec
                     raise LinkFailure(str(e)) from None
                 raise LinkFailure(f"{e} (contact lost {time.monotonic() - lost_since:.0f} s ago; Earth's "
                                   f"checkpoints are kept in {store.dir}; run the same command again to resume)") from None
-            except PeerLost:                         # Mars vanished mid-stream: keep our place, knock again
+            except PeerLost as e:                    # Mars vanished mid-stream, or was stopped: knock again
+                if isinstance(e, PeerStopped) and log:
+                    log(f"Mars was interrupted; waiting for him to return (up to {settings.handshake_timeout_s:g} s)")
                 lost_since = time.monotonic()
             except AuthFailed as e:                  # turned away by Mars's security: final
                 raise LinkFailure(str(e)) from None
             except PeerError as e:
-                if e.code != "interrupted":
-                    raise LinkFailure(f"Mars stopped the stream ({e.code}): {e.message}") from None
-                if log:                              # stopped by his operator: he keeps his part, so wait
-                    log(f"Mars was interrupted; waiting for him to return (up to "
-                        f"{settings.handshake_timeout_s:g} s)")
-                lost_since = time.monotonic()
+                raise LinkFailure(f"Mars stopped the stream ({e.code}): {e.message}") from None
             except FrameError as e:
                 raise LinkFailure(f"Mars sent a malformed message: {e}") from None
             except MarslinkError as e:
                 link.abort("write-failed" if isinstance(e, StorageError) else "sender-failed", str(e))
                 raise
             except KeyboardInterrupt:
-                link.abort("interrupted", "Earth was interrupted; run it again to resume")
+                link.abort(INTERRUPTED, "Earth was interrupted; run it again to resume")
                 raise
             except BrokenPipeError:
-                link.abort("interrupted", "Earth's standard output was closed (broken pipe); run it again to resume")
+                link.abort(INTERRUPTED, "Earth's standard output was closed (broken pipe); run it again to resume")
                 raise
             except Exception as e:                   # anything else on Earth's side: Mars must hear of it too
                 link.abort("sender-failed", f"Earth failed ({e.__class__.__name__}: {e})")
