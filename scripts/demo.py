@@ -23,6 +23,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -53,9 +54,10 @@ DEFAULT_BYTES = 40_000
 DEFAULT_OUT = ROOT / "demo-out"
 ALICE_HANDSHAKE_S = 300.0      # Alice starts beside Bob, who may still be importing torch in his pane
 MARKER = ".marslink-demo"      # in --out: the demo made this folder, so it may clear its old results there
+RUNNING = ".marslink-demo-running"   # in --out: {"pid", "tmux"} of the demo that uses it now
 RESULTS = ("alice.json", "bob.json", "relay.json", "alice.rc", "bob.rc", "conductor.json", "conductor.rc",
            "received.txt", "alice.err", "bob.err", "relay.log", "earth.txt", "mars.txt", "relay.txt",
-           "report.png", "report.html", "report.json", "plan.json", "tmux.conf")
+           "report.png", "report.html", "report.json", "plan.json", "tmux.conf", "panes.json")
 RESULT_FOLDERS = ("received.txt.partial", "earth-state")
 COLUMNS, ROWS = (80, 1000), (24, 500)     # the smallest window the three panes fit in, and a sane largest
 
@@ -167,12 +169,51 @@ def claim_out(out: Path, default: bool) -> None:
         raise DemoError(str(e)) from None
     try:
         (out / MARKER).write_text("scripts/demo.py made this folder: each run replaces the results it wrote here.\n")
+        take_over(out)
         for name in filter(_a_result, names):
             old = out / name
             shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
     except OSError as e:
         raise DemoError(f"cannot clear the last run's results in {str(out)!r}: "
                         f"{e.strerror or e}; remove the folder, or choose another") from None
+
+
+def tmux_name() -> str:
+    """This demo's tmux server (`tmux -L NAME`): one per demo, so a user's own sessions are never touched."""
+    return f"marslink-demo-{os.getpid()}"
+
+
+def take_over(out: Path) -> None:
+    """Record this demo as the one using `out`, after checking that no other still does: a
+    second `make demo` would clear the first one's state under its feet. The check and the
+    record are one step under a lock, so two demos started at once cannot both pass."""
+    import fcntl
+    with open(out / RUNNING, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        try:
+            info = json.loads(f.read())
+            pid, sock = int(info["pid"]), str(info["tmux"])
+        except (ValueError, KeyError, TypeError):
+            pid, sock = None, None
+        if pid is not None and pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+                alive = True
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+            if alive:
+                raise DemoError(f"another demo (process {pid}) is running in {str(out)!r}; "
+                                f"wait for it to end, or give another --out")
+            if shutil.which("tmux") and subprocess.run(["tmux", "-L", sock, "has-session"],
+                                                       capture_output=True).returncode == 0:
+                raise DemoError(f"another demo is still open in {str(out)!r}: `tmux -L {sock} attach` "
+                                f"to see it (Enter in its bottom pane closes it), or give another --out")
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "tmux": tmux_name()}) + "\n")
 
 
 def make_plan(args) -> dict:
@@ -211,9 +252,11 @@ def make_plan(args) -> dict:
 
 # --- after the run: check, report, summarise ---------------------------------------------------
 
-def verify_and_report(plan: dict, alice_rc, bob_rc) -> dict:
+def verify_and_report(plan: dict, alice_rc, bob_rc, stopped: str | None = None) -> dict:
     out = Path(plan["out"])
     res = {"alice_rc": alice_rc, "bob_rc": bob_rc, "byte_exact": False, "digests_equal": False}
+    if stopped:
+        res["stopped"] = stopped
     received = out / "received.txt"
     if received.exists():
         res["byte_exact"] = received.read_bytes() == Path(plan["input"]).read_bytes()
@@ -252,6 +295,8 @@ def summary(plan: dict, res: dict):
         t.append(" ✘ FAILED ", style="bold white on red")
         t.append(f"  alice exit {res['alice_rc']}, bob exit {res['bob_rc']}, byte-exact {res['byte_exact']}, "
                  f"digests equal {res['digests_equal']}\n")
+        if res.get("stopped"):
+            t.append(res["stopped"] + "\n")
     if "payload_bytes" in res:
         n, c = plan["bytes"], res["payload_bytes"]
         t.append(f"coded {c:,} bytes for {n:,} ({c * 8 / n:.3f} bits/byte)")
@@ -313,7 +358,7 @@ set -g history-limit 5000
 
 def run_tmux(args, plan: dict) -> int:
     out = Path(plan["out"])
-    name = f"marslink-demo-{os.getpid()}"
+    name = tmux_name()
     tmux = Tmux(name)
     conf = out / "tmux.conf"
     conf.write_text(TMUX_CONF)
@@ -334,6 +379,7 @@ def run_tmux(args, plan: dict) -> int:
         side = ["-h", "-b"] if cols >= 150 else ["-v", "-b"]      # Earth left of (or above) Mars
         earth_pane = tmux("split-window", *side, "-t", mars_pane, "-P", "-F", "#{pane_id}", earth).strip()
         tmux("select-pane", "-t", earth_pane, "-T", "EARTH  (Alice, sender)")
+        (out / "panes.json").write_text(json.dumps({"alice": earth_pane, "bob": mars_pane}))   # for the conductor
         relay_pane = tmux("split-window", "-v", "-f", "-l", "14", "-t", mars_pane, "-P", "-F", "#{pane_id}",
                           conductor).strip()
         tmux("select-pane", "-t", relay_pane, "-T", "LINK  (relay: the simulated deep-space link)")
@@ -465,25 +511,55 @@ def _segments(text):
 
 # --- the conductor: runs in the tmux bottom pane ----------------------------------------------
 
+def stop_the_other(rcs: dict, interrupt) -> str | None:
+    """Once one side has ended without success (Ctrl-C in its pane, an error), the other would
+    wait for it to come back (up to its handshake timeout, minutes): in the demo nobody will run
+    it again, so the other gets the same Ctrl-C (`interrupt(who)`). Returns what was done, or None."""
+    for who, other in (("alice", "bob"), ("bob", "alice")):
+        if rcs.get(who) not in (None, 0) and other not in rcs:
+            interrupt(other)
+            name, other_name = ("Earth", "Mars") if who == "alice" else ("Mars", "Earth")
+            rc = rcs[who]
+            how = ("was interrupted" if rc in (130, 143, -signal.SIGINT, -signal.SIGTERM)
+                   else f"was killed (signal {-rc})" if rc < 0 else f"failed (exit {rc})")
+            return f"{name} {how}, so {other_name} was stopped too; `make demo` runs the demo again"
+    return None
+
+
+def _ctrl_c_in_pane(out: Path):
+    """interrupt(who) for the conductor: Ctrl-C typed into that side's tmux pane."""
+    def interrupt(who: str) -> None:
+        sock = os.environ.get("TMUX", "").split(",")[0]
+        try:
+            pane = json.loads((out / "panes.json").read_text())[who]
+        except (OSError, ValueError, KeyError):
+            return
+        if sock:
+            subprocess.run(["tmux", "-S", sock, "send-keys", "-t", pane, "C-c"], capture_output=True)
+    return interrupt
+
+
 def conduct(plan_path: str) -> int:
     plan = json.loads(Path(plan_path).read_text())
     out = Path(plan["out"])
     relay = subprocess.Popen(plan["relay"], cwd=ROOT)
     deadline = time.monotonic() + plan["timeout"]
-    rcs = {}
+    rcs, stopped = {}, None
     try:
         while len(rcs) < 2 and time.monotonic() < deadline:
             for who in ("alice", "bob"):
                 p = out / f"{who}.rc"
                 if who not in rcs and p.exists() and p.read_text().strip():
                     rcs[who] = int(p.read_text().strip())
+            if stopped is None:
+                stopped = stop_the_other(rcs, _ctrl_c_in_pane(out))
             if relay.poll() is not None:
                 break
             time.sleep(0.3)
         time.sleep(0.5)
     finally:
         stop(relay)
-    res = verify_and_report(plan, rcs.get("alice"), rcs.get("bob"))
+    res = verify_and_report(plan, rcs.get("alice"), rcs.get("bob"), stopped)
     console = Console()
     console.print(summary(plan, res))
     if not plan["headless"] and _isatty(sys.stdin):
@@ -552,9 +628,13 @@ def run_columns(args, plan: dict) -> int:
     live = Live(view(), console=console, auto_refresh=False, transient=False) if tty else None
     if live:
         live.start(refresh=True)
+    stopped = None
     try:
         while any(procs[w].poll() is None for w in ("alice", "bob")) and time.monotonic() < deadline:
             time.sleep(0.25)
+            if stopped is None:
+                rcs = {w: procs[w].poll() for w in ("alice", "bob") if procs[w].poll() is not None}
+                stopped = stop_the_other(rcs, lambda who: procs[who].send_signal(signal.SIGINT))
             if live:
                 live.update(view(), refresh=True)
             else:
@@ -587,7 +667,7 @@ def run_columns(args, plan: dict) -> int:
             st = states.get(who)
             if st and (st.get("result") or st.get("error")) and last_plain.get(who) != (st.get("step"), st.get("phase")):
                 print(plain_line(st), flush=True)
-    res = verify_and_report(plan, procs["alice"].returncode, procs["bob"].returncode)
+    res = verify_and_report(plan, procs["alice"].returncode, procs["bob"].returncode, stopped)
     if not res["ok"]:
         for who in ("alice", "bob"):
             tail = (out / f"{who}.err").read_text(errors="replace").strip().splitlines()[-3:]

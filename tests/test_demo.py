@@ -6,9 +6,11 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -189,6 +191,85 @@ def test_demo_without_tmux_two_columns_plain(tmp_path):
     assert "byte-exact" in text
 
 
+def _when_mars_holds_bytes(out, proc, timeout=120):
+    """Wait until Bob has spooled some of Alice's stream (so he would wait for her to return)."""
+    spool = out / "received.txt.partial" / "stream.bin"
+    deadline = time.monotonic() + timeout
+    while not (spool.exists() and spool.stat().st_size > 0):
+        assert proc.poll() is None and time.monotonic() < deadline, "the demo ended before Mars received a byte"
+        time.sleep(0.2)
+
+
+SLOW_LINK = ("--preset", "tiny", "--bytes", "20000", "--delay-s", "0.1", "--bandwidth-bps", "1500", "--no-report",
+             "--timeout", "300")
+STOPPED_TOO = "Earth was interrupted, so Mars was stopped too; `make demo` runs the demo again"
+
+
+def test_demo_without_tmux_ctrl_c_to_earth_stops_mars_too(tmp_path):
+    """Earth stopped mid-stream (Ctrl-C in her process alone): Mars, who would wait minutes for her
+    to come back, is stopped as well, and the demo ends at once saying so."""
+    out = tmp_path / "demo"
+    demo = subprocess.Popen([sys.executable, "scripts/demo.py", "--no-tmux", *SLOW_LINK, "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _when_mars_holds_bytes(out, demo)
+        alice = subprocess.run(["pgrep", "-P", str(demo.pid), "-f", " -m sender send "], capture_output=True, text=True)
+        assert alice.stdout.split(), alice
+        os.kill(int(alice.stdout.split()[0]), signal.SIGINT)
+        stdout, stderr = demo.communicate(timeout=90)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 1, stdout.decode()[-2000:] + stderr.decode()[-2000:]
+    panel = " ".join(stdout.decode().replace("│", " ").split())       # the result panel, unwrapped
+    assert " ".join(STOPPED_TOO.split()) in panel, panel[-1000:]
+    res = json.loads((out / "conductor.json").read_text())
+    assert (res["alice_rc"], res["bob_rc"], res["stopped"]) == (130, 130, STOPPED_TOO)
+    assert not (out / "received.txt").exists()
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed: the two-pane demo needs it (apt install tmux)")
+def test_demo_under_tmux_ctrl_c_in_earths_pane_stops_mars_too(tmp_path):
+    """The same, typed into Earth's tmux pane: the conductor types Ctrl-C into Mars's."""
+    out = tmp_path / "demo"
+    demo = subprocess.Popen([sys.executable, "scripts/demo.py", "--headless", *SLOW_LINK, "--out", str(out),
+                             "--size", "200x50"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _when_mars_holds_bytes(out, demo)
+        earth = json.loads((out / "panes.json").read_text())["alice"]
+        subprocess.run(["tmux", "-L", f"marslink-demo-{demo.pid}", "send-keys", "-t", earth, "C-c"], check=True)
+        stdout, stderr = demo.communicate(timeout=90)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 1, stdout.decode()[-2000:] + stderr.decode()[-2000:]
+    res = json.loads((out / "conductor.json").read_text())
+    assert (res["alice_rc"], res["bob_rc"], res["stopped"]) == (130, 130, STOPPED_TOO)
+    assert "so Mars was stopped too" in " ".join((out / "relay.txt").read_text().replace("│", " ").split())
+
+
+def test_a_second_demo_in_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    """Two `make demo` at once: the second would clear the first one's state under its feet. It
+    is refused in one line, and the first runs on; once the first has ended, the folder is free."""
+    out = tmp_path / "demo"
+    first = subprocess.Popen([sys.executable, "scripts/demo.py", "--no-tmux", *SLOW_LINK, "--out", str(out)],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _when_mars_holds_bytes(out, first)
+        held = (out / "received.txt.partial" / "stream.bin").stat().st_size
+        r = demo_cli("--no-tmux", "--preset", "tiny", "--bytes", "2000", "--out", out)
+        expect_error(r, f"demo: error: another demo (process {first.pid}) is running in {str(out)!r}; "
+                        f"wait for it to end, or give another --out")
+        assert (out / "received.txt.partial" / "stream.bin").stat().st_size >= held     # untouched
+        assert first.poll() is None
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        first.communicate(timeout=60)
+    r = demo_cli("--no-tmux", "--preset", "tiny", "--bytes", "2000", "--delay-s", "0", "--bandwidth-bps", "0",
+                 "--no-report", "--out", out)
+    assert r.returncode == 0, r.stdout.decode()[-2000:] + r.stderr.decode()[-2000:]
+
+
 # -- the demo's command line and its --out folder: refused in one line, nothing touched -----------
 
 def demo_cli(*args, timeout=120, shell_suffix=""):
@@ -282,7 +363,7 @@ def test_demo_reuses_its_own_folder_run_after_run_and_takes_an_empty_one(tmp_pat
     out = tmp_path / "empty"
     out.mkdir()
     plan = plan_for("--bytes", "100", "--out", out)
-    assert sorted(p.name for p in out.iterdir()) == [".marslink-demo", "input-mission_log.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [".marslink-demo", ".marslink-demo-running", "input-mission_log.txt"]
     assert Path(plan["input"]).read_bytes() == mission_log(100)
     (out / "report.html").write_text("last run's\n")
     (out / "earth-state").mkdir()
@@ -290,7 +371,8 @@ def test_demo_reuses_its_own_folder_run_after_run_and_takes_an_empty_one(tmp_pat
     (out / "input-old.txt").write_text("last run's\n")
     (out / "notes.txt").write_text("mine\n")                # not a name the demo writes: kept
     plan_for("--bytes", "200", "--out", out)
-    assert sorted(p.name for p in out.iterdir()) == [".marslink-demo", "input-mission_log.txt", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [".marslink-demo", ".marslink-demo-running", "input-mission_log.txt",
+                                                      "notes.txt"]
     assert (out / "input-mission_log.txt").read_bytes() == mission_log(200)
 
     legacy = tmp_path / "demo-out"
@@ -299,7 +381,7 @@ def test_demo_reuses_its_own_folder_run_after_run_and_takes_an_empty_one(tmp_pat
     (legacy / "input-mission_log.txt").write_text("an old run's\n")
     monkeypatch.setattr(demo, "DEFAULT_OUT", legacy)
     plan_for("--bytes", "100")
-    assert sorted(p.name for p in legacy.iterdir()) == [".marslink-demo", "input-mission_log.txt"]
+    assert sorted(p.name for p in legacy.iterdir()) == [".marslink-demo", ".marslink-demo-running", "input-mission_log.txt"]
     (legacy / ".marslink-demo").unlink()
     (legacy / "notes.txt").write_text("mine\n")
     before = snapshot(legacy)

@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 
+from pathlib import Path
+
 import matplotlib
 import matplotlib.image as mpimg
 import numpy as np
@@ -311,3 +313,28 @@ def test_a_segment_whose_twin_ended_elsewhere_is_reported_as_a_disagreement(file
     page = (tmp_path / "rep" / "report.html").read_text()
     assert "Alice and Bob disagree" in page
     assert page.split('id="segments"')[1].split("</table>")[0].count("<td>NO</td>") == 1
+
+
+def test_a_report_that_fails_halfway_leaves_the_previous_one_whole(file_run, tmp_path, monkeypatch):
+    """The three files are renamed into place only once all three are written: a disk that fills
+    while the last one is written keeps the earlier report (all three files, unchanged) and
+    leaves no hidden parts."""
+    d, alice, bob = file_run
+    out = tmp_path / "rep"
+    build(alice, bob, str(d / "in.txt"), str(out))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["report.html", "report.json", "report.png"]
+
+    write_text = Path.write_text
+
+    def full_at_the_json(self, *args, **kwargs):
+        if self.name.endswith("json"):
+            raise OSError(28, "No space left on device")
+        return write_text(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "write_text", full_at_the_json)
+    other = json.loads(json.dumps(alice))
+    other["compressed_bytes"] += 1
+    other["payload_bytes"] += 1
+    with pytest.raises(OSError):
+        build(other, bob, str(d / "in.txt"), str(out))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -444,16 +444,25 @@ details {{ margin-bottom: 2em; }}
 
 
 def build(alice: dict, bob: dict, input_path: str, out_dir: str, relay: dict | None = None) -> dict:
-    """Write report.png, report.html and report.json into out_dir; return the summary."""
+    """Write report.png, report.html and report.json into out_dir; return the summary. All three
+    are written under hidden names first and renamed only once every one is complete, so a
+    failure (a full disk, Ctrl-C) leaves the previous report, or none, never a mixed one."""
     s = summarize(alice, bob, input_path, relay)         # a refusal leaves no folder behind
     os.makedirs(out_dir, exist_ok=True)
-    png_path = os.path.join(out_dir, "report.png")
-    plot(alice, bob, s, png_path)
-    png = Path(png_path).read_bytes()
-    Path(out_dir, "report.html").write_text(page(alice, bob, s, png), encoding="utf-8")
-    Path(out_dir, "report.json").write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
-    s["files"] = {"png": png_path, "html": os.path.join(out_dir, "report.html"),
-                  "json": os.path.join(out_dir, "report.json")}
+    final = {kind: os.path.join(out_dir, f"report.{kind}") for kind in ("png", "html", "json")}
+    partial = {kind: os.path.join(out_dir, f".report.partial.{kind}") for kind in final}
+    try:
+        plot(alice, bob, s, partial["png"])
+        png = Path(partial["png"]).read_bytes()
+        Path(partial["html"]).write_text(page(alice, bob, s, png), encoding="utf-8")
+        Path(partial["json"]).write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
+        for kind in final:
+            os.replace(partial[kind], final[kind])
+    finally:
+        for path in partial.values():
+            if os.path.lexists(path):
+                os.unlink(path)
+    s["files"] = final
     return s
 
 
