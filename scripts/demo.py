@@ -168,7 +168,9 @@ def claim_out(out: Path, default: bool) -> None:
     except MarslinkError as e:
         raise DemoError(str(e)) from None
     try:
-        (out / MARKER).write_text("scripts/demo.py made this folder: each run replaces the results it wrote here.\n")
+        with _open_own(out / MARKER) as f:
+            f.truncate()
+            f.write("scripts/demo.py made this folder: each run replaces the results it wrote here.\n")
         take_over(out)
         for name in filter(_a_result, names):
             old = out / name
@@ -176,6 +178,12 @@ def claim_out(out: Path, default: bool) -> None:
     except OSError as e:
         raise DemoError(f"cannot clear the last run's results in {str(out)!r}: "
                         f"{e.strerror or e}; remove the folder, or choose another") from None
+
+
+def _open_own(path: Path):
+    """One of the demo's own small files, for reading and writing: never through a symbolic link
+    (one planted there would have the demo write into whatever it points at)."""
+    return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644), "r+")
 
 
 def tmux_name() -> str:
@@ -188,7 +196,7 @@ def take_over(out: Path) -> None:
     second `make demo` would clear the first one's state under its feet. The check and the
     record are one step under a lock, so two demos started at once cannot both pass."""
     import fcntl
-    with open(out / RUNNING, "a+") as f:
+    with _open_own(out / RUNNING) as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         f.seek(0)
         try:

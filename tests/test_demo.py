@@ -390,6 +390,24 @@ def test_demo_reuses_its_own_folder_run_after_run_and_takes_an_empty_one(tmp_pat
     assert snapshot(legacy) == before
 
 
+def test_demo_writes_its_own_small_files_never_through_a_link(tmp_path):
+    """A symbolic link planted where the demo keeps its marker or its running record is refused,
+    and the file it points at is left as it was."""
+    from scripts import demo
+    out = tmp_path / "out"
+    plan_for("--bytes", "100", "--out", out)
+    victim = tmp_path / "victim.txt"
+    for name in (".marslink-demo-running", ".marslink-demo"):
+        victim.write_text("precious\n")
+        (out / name).unlink()
+        (out / name).symlink_to(victim)
+        with pytest.raises(demo.DemoError, match="cannot clear the last run's results in"):
+            plan_for("--bytes", "100", "--out", out)
+        assert victim.read_text() == "precious\n"
+        (out / name).unlink()
+        (out / name).write_text("")
+
+
 def test_demo_reads_no_more_of_its_input_than_it_sends(tmp_path):
     """`--input` was read whole (read_bytes) before --bytes cut it: a pipe is read only as far
     as it is sent, and a file larger than alice takes is refused by its size, unread."""
