@@ -522,7 +522,8 @@ def _segments(text):
 def stop_the_other(rcs: dict, interrupt) -> str | None:
     """Once one side has ended without success (Ctrl-C in its pane, an error), the other would
     wait for it to come back (up to its handshake timeout, minutes): in the demo nobody will run
-    it again, so the other gets the same Ctrl-C (`interrupt(who)`). Returns what was done, or None."""
+    it again, so the other is stopped too (`interrupt(who)`: Ctrl-C typed into its tmux pane, or
+    SIGTERM, which a SIGINT ignored since the demo's start cannot mask). Returns what was done."""
     for who, other in (("alice", "bob"), ("bob", "alice")):
         if rcs.get(who) not in (None, 0) and other not in rcs:
             interrupt(other)
@@ -642,7 +643,7 @@ def run_columns(args, plan: dict) -> int:
             time.sleep(0.25)
             if stopped is None:
                 rcs = {w: procs[w].poll() for w in ("alice", "bob") if procs[w].poll() is not None}
-                stopped = stop_the_other(rcs, lambda who: procs[who].send_signal(signal.SIGINT))
+                stopped = stop_the_other(rcs, lambda who: procs[who].send_signal(signal.SIGTERM))
             if live:
                 live.update(view(), refresh=True)
             else:

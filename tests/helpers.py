@@ -74,16 +74,21 @@ class Background(threading.Thread):
 CACHE = tempfile.mkdtemp(prefix="marslink-test-cache-")
 
 
+def sigint_at_default():
+    """A child's preexec_fn: SIGINT at its default. An ignored SIGINT is inherited (a suite run in
+    the background of a non-interactive shell has it), and then the child's Python never turns
+    Ctrl-C into KeyboardInterrupt (seen under the full suite: a Bob that outlived SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(*args, prelude=None):
     """`python -m args...`; with `prelude`, that Python code runs first in the same process."""
     env = child_env(XDG_CACHE_HOME=CACHE)           # Earth's resume checkpoints stay out of ~/.cache
     cmd = [sys.executable, "-m", *args] if prelude is None else \
         [sys.executable, "-c", f"{prelude}; import runpy; runpy.run_module({args[0]!r}, run_name='__main__', "
                                f"alter_sys=True)", *args[1:]]
-    # SIGINT at its default: an ignored SIGINT is inherited, and then the child's Python never
-    # turns Ctrl-C into KeyboardInterrupt (seen under the full suite: a Bob that outlived SIGINT)
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=sigint_at_default)
 
 
 def run_pair(tmp_path, data: bytes, bob_first=True, alice_args=(), bob_args=(), timeout=300):

@@ -21,7 +21,7 @@ from rich.console import Console
 from protocol.relay import SimulatedLink
 from shared.show.dashboard import Dashboard, plain_line, render
 from shared.texts import mission_log
-from tests.helpers import ROOT, expect_error, free_endpoint, run_cli
+from tests.helpers import ROOT, expect_error, free_endpoint, run_cli, sigint_at_default
 
 
 def fake_twin(step: int, n_steps: int = 8, chunk: int = 16, streams: int = 4, length: int = 500):
@@ -207,10 +207,10 @@ STOPPED_TOO = "Earth was interrupted, so Mars was stopped too; `make demo` runs 
 
 def test_demo_without_tmux_ctrl_c_to_earth_stops_mars_too(tmp_path):
     """Earth stopped mid-stream (Ctrl-C in her process alone): Mars, who would wait minutes for her
-    to come back, is stopped as well, and the demo ends at once saying so."""
+    to come back, is stopped as well (SIGTERM), and the demo ends at once saying so."""
     out = tmp_path / "demo"
     demo = subprocess.Popen([sys.executable, "scripts/demo.py", "--no-tmux", *SLOW_LINK, "--out", str(out)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=sigint_at_default)
     try:
         _when_mars_holds_bytes(out, demo)
         alice = subprocess.run(["pgrep", "-P", str(demo.pid), "-f", " -m sender send "], capture_output=True, text=True)
@@ -224,7 +224,7 @@ def test_demo_without_tmux_ctrl_c_to_earth_stops_mars_too(tmp_path):
     panel = " ".join(stdout.decode().replace("│", " ").split())       # the result panel, unwrapped
     assert " ".join(STOPPED_TOO.split()) in panel, panel[-1000:]
     res = json.loads((out / "conductor.json").read_text())
-    assert (res["alice_rc"], res["bob_rc"], res["stopped"]) == (130, 130, STOPPED_TOO)
+    assert (res["alice_rc"], res["bob_rc"], res["stopped"]) == (130, 143, STOPPED_TOO)     # Mars: SIGTERM
     assert not (out / "received.txt").exists()
 
 
@@ -233,7 +233,8 @@ def test_demo_under_tmux_ctrl_c_in_earths_pane_stops_mars_too(tmp_path):
     """The same, typed into Earth's tmux pane: the conductor types Ctrl-C into Mars's."""
     out = tmp_path / "demo"
     demo = subprocess.Popen([sys.executable, "scripts/demo.py", "--headless", *SLOW_LINK, "--out", str(out),
-                             "--size", "200x50"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--size", "200x50"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=sigint_at_default)
     try:
         _when_mars_holds_bytes(out, demo)
         earth = json.loads((out / "panes.json").read_text())["alice"]
