@@ -12,11 +12,19 @@ match model's guess from the count rows each byte was predicted with. It prints:
   by the match model's guess  no guess, right, wrong; and by how long the guess had been right
   the costliest lines         (text only) each byte's cost as one digit: whole bits, 9 for 9 or more
 
+With --against COSTS, the same bytes as another coder paid for them, side by side: by kind of
+byte, by the match model's guess, and by history (how many bytes each coder had seen: 64
+regions side by side here, one pass there). COSTS holds one record per byte that coder coded, a
+byte and its cost in bits (a little-endian float64), its own bytes first if it codes any:
+scripts/paq8px-costs.patch makes paq8px write one (PAQ8PX_COSTS=FILE paq8px -8 INPUT).
+
 Examples (from the repository root):
   .venv/bin/python scripts/where_bits.py devset/docutils-states.py
   .venv/bin/python scripts/where_bits.py shared/texts/mission_log.txt --bytes 40000 --lines 3
   .venv/bin/python scripts/where_bits.py ../shared/corpora/tinyshakespeare.txt --bytes 100000 --set streams=32
-What it showed for the development set: docs/results.md ("2026-12-05 (night)").
+  .venv/bin/python scripts/where_bits.py ../shared/corpora/tinyshakespeare.txt --against ts.costs --lines 0
+What it showed for the development set: docs/results.md ("2026-12-05 (night)"); against paq8px
+on tinyshakespeare: "2026-12-06 (third session)".
 """
 from __future__ import annotations
 
@@ -97,6 +105,71 @@ def measure(data: bytes, config) -> Costs:
             guess[where] = np.where(longest > 0, rows.argmax(axis=1), -1)
     encoder.finish()
     return Costs(np.frombuffer(data, dtype=np.uint8), bits, position, guess, run, twin.ideal_bits)
+
+
+COSTS_RECORD = np.dtype([("byte", "u1"), ("bits", "<f8")])   # --against: one per byte the other coder coded
+COSTS_LEAD = 64                                               # at most this many bytes of its own before the file's
+HISTORY = (0, 1 << 12, 1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 19, 3 << 18)   # rows of the history table
+
+
+class CostsError(ValueError):
+    """An --against file that is not the other coder's costs for these bytes: one line."""
+
+
+def read_costs(path: str, data: bytes, whole: int) -> np.ndarray:
+    """The other coder's cost of each byte of `data` (bits, float64), from a costs file whose
+    records hold, after at most COSTS_LEAD of the coder's own, the bytes of `data`: the first
+    bytes of a file `whole` bytes long (an online coder's costs of a prefix are its costs in the
+    whole file)."""
+    raw = read_input(path, (whole + COSTS_LEAD) * COSTS_RECORD.itemsize)
+    if len(raw) % COSTS_RECORD.itemsize:
+        raise CostsError(f"--against {path!r} is not a costs file: its size is not a multiple of "
+                         f"{COSTS_RECORD.itemsize} (a byte and a float64 per byte coded); see --help")
+    records = np.frombuffer(raw, dtype=COSTS_RECORD)
+    if len(records) < len(data):
+        raise CostsError(f"--against {path!r} holds the costs of {len(records):,} bytes, fewer than the "
+                         f"{len(data):,} measured here; give the costs of this file")
+    want = np.frombuffer(data, dtype=np.uint8)
+    for lead in range(min(COSTS_LEAD, len(records) - len(data)) + 1):
+        if np.array_equal(records["byte"][lead:lead + len(data)], want):
+            bits = records["bits"][lead:lead + len(data)].astype(np.float64)
+            if not (np.isfinite(bits).all() and (bits >= 0).all()):
+                raise CostsError(f"--against {path!r} has a cost that is negative or not a number; "
+                                 f"give the costs another coder wrote")
+            return bits
+    raise CostsError(f"--against {path!r} holds the costs of other bytes than this file's; "
+                     f"give the costs of this file")
+
+
+def against(c: Costs, theirs: np.ndarray, streams: int) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, headers, rows) of the side-by-side tables: this build's and the other coder's
+    cost of the same bytes, and each coder's bits/byte at the same history."""
+    head = ["", "bytes", "this build (B)", "other (B)", "difference (B)", "ratio"]
+
+    def row(name, mask):
+        ours, other = float(c.bits[mask].sum()) / 8, float(theirs[mask].sum()) / 8
+        return [name, f"{int(mask.sum()):,}", f"{ours:,.0f}", f"{other:,.0f}", f"{ours - other:+,.0f}",
+                f"{ours / other:.3f}" if other else "-"]
+    kind = kinds(c.data)
+    out = [("against the other coder, the same bytes: by kind", head,
+            [row("all", np.ones(len(c.bits), dtype=bool))] + [row(name, kind == i) for i, name in enumerate(KINDS)
+                                                              if (kind == i).any()])]
+    if (c.guess >= 0).any():
+        right = (c.guess >= 0) & (c.guess == c.data)
+        out.append(("against the other coder, the same bytes: by the match model's guess", head,
+                    [row("no guess", c.guess < 0), row("guess right", right), row("guess wrong", (c.guess >= 0) & ~right)]))
+    ours_seen, theirs_seen = c.position * streams, np.arange(len(c.bits))
+    edges = HISTORY + (1 << 62,)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        a, b = (ours_seen >= lo) & (ours_seen < hi), (theirs_seen >= lo) & (theirs_seen < hi)
+        if a.any() or b.any():
+            rows.append([f"{lo:,}-{hi - 1:,}" if hi < 1 << 62 else f"{lo:,} on", f"{int(a.sum()):,}",
+                         f"{c.bits[a].sum() / a.sum():.3f}" if a.any() else "-", f"{int(b.sum()):,}",
+                         f"{theirs[b].sum() / b.sum():.3f}" if b.any() else "-"])
+    out.append(("against the other coder, at the same history (bytes seen before; other bytes in each row)",
+                ["bytes seen", "bytes here", "bits/byte here", "bytes there", "bits/byte there"], rows))
+    return out
 
 
 def kinds(data: np.ndarray) -> np.ndarray:
@@ -197,23 +270,25 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="default")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, as scripts/tune.py takes them")
     ap.add_argument("--lines", type=count, default=5, help="how many of the costliest lines to show (0: none)")
+    ap.add_argument("--against", metavar="COSTS", help="another coder's cost of each byte of this file, to "
+                                                      "compare with (see above)")
     args = ap.parse_args(argv)
     try:
-        data = read_input(args.file, MAX_LENGTH)           # an endless /dev/zero is refused, not read
+        whole = read_input(args.file, MAX_LENGTH)          # an endless /dev/zero is refused, not read
         config = apply_overrides(preset(args.preset), args.set)
-    except MarslinkError as e:
+        data = whole[:args.bytes] if args.bytes else whole
+        if not data:
+            raise CostsError(f"{args.file} is empty: nothing to measure")
+        theirs = read_costs(args.against, data, len(whole)) if args.against else None   # before the run
+    except (MarslinkError, CostsError) as e:
         print(f"where_bits: error: {e}", file=sys.stderr)
-        return 2
-    data = data[:args.bytes] if args.bytes else data
-    if not data:
-        print(f"where_bits: error: {args.file} is empty: nothing to measure", file=sys.stderr)
         return 2
     numeric.activate("portable")
     c = measure(data, config)
     total = float(c.bits.sum())
     print(f"{args.file}: {len(data):,} bytes, preset {args.preset}{' ' + ' '.join(args.set) if args.set else ''}: "
           f"{total / 8:,.0f} B of coded bits ({total / len(data):.3f} bits/byte, the container adds its header)")
-    for title, headers, rows in tables(c):
+    for title, headers, rows in tables(c) + (against(c, theirs, config.streams) if theirs is not None else []):
         _print_table(title, headers, rows)
     lines = costliest_lines(c, args.lines)
     if lines:

@@ -188,3 +188,60 @@ def test_a_reader_who_leaves_early_is_no_traceback(tmp_path):
                        f"| head -c 50 > /dev/null; exit ${{PIPESTATUS[0]}}", shell=True, executable="/bin/bash",
                        capture_output=True, timeout=300, env=child_env())
     assert (r.returncode, r.stderr) == (0, b"")
+
+
+def _costs_file(path, data: bytes, bits, lead: bytes = b""):
+    """A costs file as scripts/paq8px-costs.patch makes paq8px write one: a record (byte,
+    float64 bits) per byte coded, the coder's own `lead` bytes first."""
+    from scripts.where_bits import COSTS_RECORD
+    records = np.zeros(len(lead) + len(data), dtype=COSTS_RECORD)
+    records["byte"] = np.frombuffer(lead + data, dtype=np.uint8)
+    records["bits"][:len(lead)] = 5.0
+    records["bits"][len(lead):] = bits
+    path.write_bytes(records.tobytes())
+    return path
+
+
+def _where_bits(*args):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "where_bits.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_against_another_coders_costs_the_same_bytes_side_by_side(tmp_path):
+    """--against: the other coder's cost of the same bytes beside this build's, by kind and at
+    the same history; its own leading bytes are skipped, and a prefix (--bytes) is matched."""
+    data = mission_log(3000)
+    src = tmp_path / "log.txt"
+    src.write_bytes(data)
+    costs = _costs_file(tmp_path / "other.costs", data, 2.0, lead=b"\x00paq8px\x01")
+    r = _where_bits(src, "--preset", "tiny", "--lines", "0", "--against", costs, "--bytes", "2000")
+    assert r.returncode == 0, r.stderr
+    ours = float(r.stdout.split(" B of coded bits")[0].rsplit(" ", 1)[1].replace(",", ""))
+    table = r.stdout.split("against the other coder, the same bytes: by kind\n")[1]
+    assert table.splitlines()[1].split() == ["all", "2,000", f"{ours:,.0f}", "500", f"{ours - 500:+,.0f}",
+                                             f"{ours / 500:.3f}"]
+    history = r.stdout.split("at the same history (bytes seen before; other bytes in each row)\n")[1].splitlines()
+    assert [row.split()[3:] for row in history[1:]] == [["2,000", "2.000"]]   # all 2,000 seen fewer than 4,096
+    guesses = r.stdout.split("against the other coder, the same bytes: by the match model's guess\n")[1].splitlines()
+    assert [row.split()[0] for row in guesses[1:4]] == ["no", "guess", "guess"]
+    assert sum(int(row.split()[-5].replace(",", "")) for row in guesses[1:4]) == 2000      # every byte once
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda p, d: p.write_bytes(b"\x00" * 100), "is not a costs file: its size is not a multiple of 9 (a byte and "
+                                                "a float64 per byte coded); see --help"),
+    (lambda p, d: _costs_file(p, d[:100], 1.0), "holds the costs of 100 bytes, fewer than the 200 measured here; "
+                                                 "give the costs of this file"),
+    (lambda p, d: _costs_file(p, d.upper(), 1.0), "holds the costs of other bytes than this file's; give the costs "
+                                                   "of this file"),
+    (lambda p, d: _costs_file(p, d, np.nan), "has a cost that is negative or not a number; give the costs another "
+                                              "coder wrote"),
+])
+def test_costs_that_are_not_this_files_are_one_line_before_the_run(tmp_path, make, says):
+    data = mission_log(200)
+    src, costs = tmp_path / "log.txt", tmp_path / "other.costs"
+    src.write_bytes(data)
+    make(costs, data)
+    r = _where_bits(src, "--preset", "tiny", "--against", costs)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == f"where_bits: error: --against {str(costs)!r} {says}\n"
