@@ -65,6 +65,7 @@ Links are context managers. No threads are created by this module.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import random
@@ -118,6 +119,7 @@ INTERRUPTED = "interrupted"  # ERROR code: stopped by its operator (Ctrl-C, SIGT
 TIMEOUT_S = 30.0             # peer silent this long -> PeerLost
 RETRANSMIT_S = 2.0           # no ACK progress this long -> resend unacked (and HELLO)
 SENDER_HANDSHAKE_S = 60.0    # Alice waits this long for a WELCOME
+REPEAT_LOG_S = 10.0          # a log line that may repeat thousands of times a second: once per this, counted
 RECEIVER_HANDSHAKE_S = 600.0  # Bob waits this long for a HELLO: he is usually started first
 LINGER_MS = 500              # how long close() may spend flushing
 DONE_REPEATS = 3             # Bob says DONE this often, retransmit_s/2 apart, unless acknowledged sooner
@@ -245,6 +247,7 @@ class _Link:
         if settings.window < 1:
             raise ValueError("window must be >= 1")
         self.settings, self._log_fn = settings, log
+        self._repeats: dict[str, tuple[int, Optional[float]]] = {}   # _log_repeating's counts
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(socket_type)
         hwm = 4 * settings.window + 64
@@ -300,11 +303,26 @@ class _Link:
             how(endpoint)
         except zmq.ZMQError as e:
             self.close()
+            if e.errno == errno.ENODEV and how == self._sock.bind:   # a host name zmq takes for an interface
+                raise LinkError(f"{what} {endpoint}: no address or interface of this machine has that name; "
+                                f"bind to one of its addresses, e.g. tcp://127.0.0.1:PORT, or tcp://*:PORT for "
+                                f"all") from None
             raise LinkError(f"{what} {endpoint}: {zmq.strerror(e.errno)}") from None
 
     def _log(self, msg: str) -> None:
         if self._log_fn is not None:
             self._log_fn(msg)
+
+    def _log_repeating(self, msg: str) -> None:
+        """Quiet repeats: `msg` once, then at most once per REPEAT_LOG_S with how often it came
+        since (a full send queue drops a message per retransmit, hundreds a second)."""
+        now = time.monotonic()
+        count, since = self._repeats.get(msg, (0, None))
+        count += 1
+        if since is None or now - since >= REPEAT_LOG_S:
+            self._log(msg if since is None else f"{msg} ({count} times in the last {now - since:.0f} s)")
+            count, since = 0, now
+        self._repeats[msg] = (count, since)
 
     def _pump(self, timeout_s: float) -> None:
         """Wait up to timeout_s for traffic, handle everything queued, then run timers."""
@@ -442,9 +460,10 @@ class AliceLink(_Link):
         try:
             self._sock.send(wire, zmq.NOBLOCK)
         except zmq.Again:  # queue full: the message is lost like any other; resends recover
-            self._log("send queue full; message dropped")
+            self._log_repeating("send queue full; message dropped")
+        else:
+            self.stats.bytes_sent += len(wire)
         self._last_sent = time.monotonic()
-        self.stats.bytes_sent += len(wire)
 
     def _send_seq(self, wire: bytes) -> None:
         (self._faults or self._send_raw)(wire)
@@ -681,7 +700,7 @@ class BobLink(_Link):
         try:
             self._sock.send_multipart([identity, wire], zmq.NOBLOCK)
         except zmq.ZMQError as e:  # peer's queue full or gone: lost like any message
-            self._log(f"send failed ({e}); message dropped")
+            self._log_repeating(f"send failed ({e}); message dropped")
         self._last_sent = time.monotonic()
 
     def _send(self, wire: bytes) -> None:
@@ -767,7 +786,11 @@ class BobLink(_Link):
         if isinstance(frame, Error):  # never answer an ERROR with one: two ends could ping-pong
             self._log(f"dropped ERROR {frame.code} from a stranger")
             return
-        if isinstance(frame, Hello):
+        if isinstance(frame, Hello) and frame.stream_id == self._hello.stream_id:   # the name, not the bytes
+            self.turn_away(identity, "busy", f"Mars is receiving a stream {frame.stream_id!r} of another input, "
+                                             f"or coded another way; give this one another --stream-id, or send "
+                                             f"that input as it was to finish it")
+        elif isinstance(frame, Hello):
             self.turn_away(identity, "busy", f"Mars is busy with stream {self._hello.stream_id!r}; "
                                              f"try again once it is delivered")
         else:

@@ -35,7 +35,9 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import stat
+import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -63,19 +65,33 @@ class KeyFileError(ValueError):
 def generate(folder: str, name: str) -> tuple[str, str]:
     """Write NAME.key (public, 0644) and NAME.key_secret (secret, 0600) into folder; never overwrite."""
     if not KEY_NAME.fullmatch(name):
-        raise KeyFileError(f"key name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
+        raise KeyFileError(f"key name {name!r} must begin with a letter or digit, then letters, digits, '.', '_' "
+                           f"or '-' (at most 64 in all)")
     os.makedirs(folder, mode=0o700, exist_ok=True)
     public, secret = (os.path.join(folder, name + ext) for ext in (".key", ".key_secret"))
     for path in (public, secret):
-        if os.path.exists(path):
-            raise KeyFileError(f"{path} already exists; choose another name or remove the old pair first")
-    old = os.umask(0o177)               # the secret file is never readable by others, not even briefly
+        if os.path.lexists(path):        # a link too, even one to nowhere: a key is never written through it
+            what = " (a symbolic link, which keygen never writes through)" if os.path.islink(path) else ""
+            raise KeyFileError(f"{path} already exists{what}; choose another name or remove the old pair first")
+    draft = tempfile.mkdtemp(prefix=".keygen-", dir=folder)     # mode 0700: the secret is never exposed
     try:
-        zmq.auth.create_certificates(folder, name)
+        zmq.auth.create_certificates(draft, name)
+        made = []
+        try:
+            for path, mode in ((public, 0o644), (secret, 0o600)):
+                with open(os.path.join(draft, os.path.basename(path)), "rb") as f:
+                    text = f.read()
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)   # never through a link
+                made.append(path)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(text)
+                os.chmod(path, mode)     # whatever the umask
+        except BaseException:            # both files or neither
+            for path in made:
+                os.unlink(path)
+            raise
     finally:
-        os.umask(old)
-    os.chmod(public, 0o644)
-    os.chmod(secret, 0o600)
+        shutil.rmtree(draft, ignore_errors=True)
     return public, secret
 
 

@@ -9,7 +9,7 @@ from shared.app.checkpoint import default_state_dir
 from shared.app.cli import check_endpoint, curve_keys, keygen_command, lan_listen, progress, run_main
 from shared.app.faults import kill_at
 from shared.app.files import (check_folder, check_output, check_stats, output_lock, read_input, spool_folder,
-                              write_atomic, write_stats)
+                              write_stats, write_with_stats)
 from shared.app.options import (COUNT, LAN_PORT, Parser, add_force_option, add_keygen_command, add_link_options,
                                 add_model_options, add_numeric_options, add_parallel_options, add_report_options,
                                 add_state_option, link_settings, output_file, run_config)
@@ -136,11 +136,11 @@ def decompress_command(args) -> int:
     numeric.activate(args.profile, args.threads)     # no setting changes a bit: the file records none
     header = container.header
     with plan_jobs("bob", container.config, header["length"], header["segment_size"],
-                   args.jobs, args.cluster, args.quiet) as runner:
+                   args.jobs, args.cluster, args.quiet, args.threads is not None) as runner:
         with progress("Mars: decompressing", header["length"], not args.quiet, args.progress_every) as update:
             data, stats = decompress_file(container, runner, update)
     stats.update(size_stats(len(blob), stats["payload_bytes"], stats["input_bytes"]))   # as alice compress writes them
-    write_atomic(args.output, data, args.force, before=lambda: write_stats(args.stats_json, stats))   # both or neither
+    write_with_stats(args.output, data, args.force, args.stats_json, stats)   # both or neither
     if not args.quiet and args.output != "-":
         print(f"bob: verified {len(data):,} bytes (SHA-256 ok, {stats['steps']} steps in lockstep), "
               f"final digest {stats['final_digest'][:16]}", file=sys.stderr)

@@ -16,6 +16,7 @@ receipt (receipts/ in his state folder) and lingers until Alice acknowledges DON
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import os
@@ -307,6 +308,16 @@ def _serve(link: BobLink, hello, config, spool: "Spool", saved, out_path: str, o
         raise
     except _Vacated:                          # a stranger who left: not a failure, and the link stays open
         raise
+    except OSError as e:                      # a spool file removed, its disk gone: which file, what to do
+        path = e.filename or spool.dir
+        if e.errno == errno.ENOENT and os.path.dirname(os.path.abspath(path)) == os.path.abspath(spool.dir):
+            spool.remove()                   # a file of it is gone: what is left cannot be resumed
+            error = StorageError(f"{path!r} was removed while the stream arrived, so its partial stream cannot be "
+                                 f"resumed and was removed too; run both sides again to start over")
+        else:
+            error = storage_error("", path, e, then="run both sides again to resume")
+        link.abort(ERROR_CODES[StorageError], str(error))
+        raise error from None
     except Exception as e:                    # anything else on Mars's side: Earth must hear of it too
         link.abort("receiver-failed", f"Mars failed ({e.__class__.__name__}: {e})")
         raise

@@ -41,11 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from protocol import link  # noqa: E402
 from scripts.common import child_env, free_endpoint, stop  # noqa: E402
-from shared.app.files import check_folder, read_head  # noqa: E402
+from shared.app.files import check_folder, check_output, read_head  # noqa: E402
 from shared.app.options import (Parser, add_simulated_link_options, integer, path_name, seconds,  # noqa: E402
                                 simulated_link, simulated_link_argv)
 from shared.core.config import MAX_LENGTH, PRESETS  # noqa: E402
-from shared.core.errors import MarslinkError  # noqa: E402
+from shared.core.errors import MarslinkError, UsageError  # noqa: E402
 from shared.show.dashboard import plain_line, render  # noqa: E402
 from shared.show.report import build  # noqa: E402
 from shared.texts import mission_log  # noqa: E402
@@ -416,7 +416,7 @@ def wait_and_capture(tmux: Tmux, plan: dict, panes: dict, args) -> int:
             break
         time.sleep(0.5)
     time.sleep(0.5)                  # let the last frames reach the panes
-    captures = {}
+    captures, shot_failed = {}, False
     for who, pane in panes.items():
         text = tmux("capture-pane", "-p", "-t", pane)
         captures[who] = text
@@ -432,13 +432,25 @@ def wait_and_capture(tmux: Tmux, plan: dict, panes: dict, args) -> int:
             print(f"demo: screenshot {args.screenshot}")
         except Exception as e:
             print(f"demo: screenshot failed: {e}", file=sys.stderr)
+            shot_failed = True
     res_path = out / "conductor.json"
     if not res_path.exists():
         print("demo: no result (the run did not finish)", file=sys.stderr)
         return 1
     res = json.loads(res_path.read_text())
     Console(width=120).print(summary(plan, res))
-    return 0 if res["ok"] else 1
+    return 0 if res["ok"] and not shot_failed else 1
+
+
+def check_screenshot(path: str | None, use_tmux: bool) -> None:
+    """--screenshot, before the run rather than after it: it draws the tmux panes, into a PNG."""
+    if path is None:
+        return
+    if not use_tmux:
+        raise UsageError("--screenshot draws the tmux panes, so it needs tmux (installed, and no --no-tmux)")
+    if not path.lower().endswith(".png"):
+        raise UsageError(f"--screenshot {path!r} is a PNG picture; give a name ending in .png")
+    check_output(path, force=True, stream_ok=False, label="--screenshot")
 
 
 def screenshot(captures: dict, path: str) -> None:
@@ -694,14 +706,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.conduct:
         return conduct(args.conduct)
+    use_tmux = not args.no_tmux and shutil.which("tmux") is not None
     try:
         if sys.stdout is None:
             raise DemoError("standard output is closed; run the demo on a terminal, or into a file or a pipe")
+        check_screenshot(args.screenshot, use_tmux)
         plan = make_plan(args)
-    except DemoError as e:
+    except (DemoError, MarslinkError) as e:
         print(f"demo: error: {e}", file=sys.stderr)
         return 2
-    use_tmux = not args.no_tmux and shutil.which("tmux") is not None
     # Not on a terminal (make demo in CI, tests): nobody can attach or press Enter; run to the end.
     plan["headless"] = bool(args.headless) or not (_isatty(sys.stdin) and _isatty(sys.stdout))
     if args.headless and not use_tmux:

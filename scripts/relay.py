@@ -18,6 +18,7 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from protocol.link import LinkError  # noqa: E402
 from protocol.relay import Relay  # noqa: E402
+from shared.app.cli import ipc_problem  # noqa: E402
 from shared.app.files import check_stats, drop_stdout, write_stats  # noqa: E402
 from shared.app.options import (Parser, add_relay_display_options, add_simulated_link_options,  # noqa: E402
                                 endpoint, path_name, seconds, simulated_link)
@@ -57,6 +58,9 @@ def relay_endpoint(bind: bool):
     without a port or to host * fails only when the first message arrives."""
     def parse(text: str) -> str:
         text = endpoint(text)
+        problem = ipc_problem(text, "bind" if bind else "connect") if text.startswith("ipc://") else None
+        if problem:
+            raise argparse.ArgumentTypeError(f"{text[:80]!r}: {problem}")
         if text.startswith("tcp://"):
             host, _, port = text[len("tcp://"):].rpartition(":")
             good_port = (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535) or (bind and port == "*")

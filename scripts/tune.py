@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from scripts.common import ScriptParser, count  # noqa: E402
 from shared.app.files import check_output, read_input, storage_error  # noqa: E402
+from shared.app.options import path_name  # noqa: E402
 from shared.core import numeric  # noqa: E402  (torch-free: it pins the profile torch will load with)
 from shared.core.config import MAX_LENGTH, ModelConfig, RunConfig, TrainConfig, preset  # noqa: E402
 from shared.core.errors import MarslinkError, UsageError  # noqa: E402
@@ -118,7 +119,8 @@ def main(argv=None):
                     help="overrides: model.n_embd=96 train.lr=3e-3 streams=32 ...")
     ap.add_argument("--decode", action="store_true", help="also decompress, check and time it")
     ap.add_argument("--profile", default="portable", choices=("portable", "native"))
-    ap.add_argument("--log", default=None, help="append the JSON result line to this file")
+    ap.add_argument("--log", type=path_name("a file name"), default=None,
+                    help="append the JSON result line to this file")
     ap.add_argument("--tag", default="")
     args = ap.parse_args(argv)
     path = str(DEFAULT_FILE) if args.file is None else args.file

@@ -7,7 +7,7 @@ import sys
 from protocol import link
 from shared.app.cli import check_endpoint, curve_keys, keygen_command, lan_keys, progress, run_main
 from shared.app.faults import kill_at
-from shared.app.files import check_output, check_stats, read_input, write_atomic, write_stats
+from shared.app.files import check_output, check_stats, read_input, write_stats, write_with_stats
 from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_command, add_link_options,
                                 add_model_options, add_parallel_options, add_report_options, add_state_option,
                                 fraction, link_settings, run_config, seconds, stream_id)
@@ -87,7 +87,8 @@ def compress_command(args) -> int:
     check_stats(args.stats_json, args.input, args.output)
     numeric.activate(args.profile, args.threads)
     config = run_config(args)
-    with plan_jobs("alice", config, len(data), args.segment, args.jobs, args.cluster, args.quiet) as runner:
+    with plan_jobs("alice", config, len(data), args.segment, args.jobs, args.cluster, args.quiet,
+                   args.threads is not None) as runner:
         with progress("Earth: compressing", len(data), not args.quiet, args.progress_every) as update:
             blob, stats = compress_file(data, config, args.segment, runner, update)
         if args.verify:
@@ -97,7 +98,7 @@ def compress_command(args) -> int:
             if decoded != data:  # decompress checks the SHA-256 already; this cannot differ silently
                 raise AssertionError("verification failed")
             stats["verified"] = True
-    write_atomic(args.output, blob, args.force, before=lambda: write_stats(args.stats_json, stats))   # both or neither
+    write_with_stats(args.output, blob, args.force, args.stats_json, stats)   # both or neither
     if not args.quiet and args.output != "-":
         print(f"alice: {stats['input_bytes']:,} -> {stats['compressed_bytes']:,} bytes "
               f"({bits_per_byte(stats['compressed_bytes'], stats['input_bytes'])}, {stats['bytes_per_second']:,.0f} B/s), "

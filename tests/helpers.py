@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -150,6 +151,21 @@ def run_cli_with(*args, prefix=(), input_bytes=None, timeout=300, **popen):
     popen.setdefault("stdout", subprocess.PIPE)
     return subprocess.run([*prefix, sys.executable, "-m", *args], cwd=ROOT, env=child_env(), input=input_bytes,
                           stderr=subprocess.PIPE, timeout=timeout, **popen)
+
+
+NO_ROOT_BYPASS = ("setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                  "--inh-caps=-dac_override,-dac_read_search", "--")
+
+
+def run_as_a_user(*args, **kw):
+    """run_cli_with as an ordinary user meets permissions: root ignores them, so setpriv takes
+    that right away. Skipped, with the reason, where setpriv is missing or cannot drop it."""
+    if not shutil.which("setpriv"):
+        pytest.skip("no setpriv here: needed to run without root's right to ignore permissions")
+    r = run_cli_with(*args, prefix=NO_ROOT_BYPASS, **kw)
+    if r.returncode == 1 and b"setpriv" in r.stderr:
+        pytest.skip(f"setpriv cannot drop capabilities here: {r.stderr.decode().strip()}")
+    return r
 
 
 def leftovers(folder) -> list[str]:

@@ -1,7 +1,10 @@
 """The command lines as a user runs them: round trips, stats, and one-line errors with no debris."""
+import importlib
 import json
 import os
 import pty
+import resource
+import socket
 import struct
 import subprocess
 import sys
@@ -280,3 +283,139 @@ def test_an_empty_input_has_no_bits_per_byte(cli, tmp_path):
             str(tmp_path / "d.json"))
     assert r.returncode == 0 and (tmp_path / "e.out").read_bytes() == b""
     assert json.loads((tmp_path / "d.json").read_text())["bits_per_byte"] is None
+
+
+# -- round seven: streams, limits and failures outside the work, each one line ---------------------
+
+def test_compressed_data_is_not_read_from_a_terminal(tmp_path):
+    """Round seven: `bob decompress - out` with standard input a terminal waited for someone to type
+    compressed data; it is refused at once, as gzip -d refuses it."""
+    main, terminal = pty.openpty()
+    try:
+        r = run_cli_with("receiver", "decompress", "-", str(tmp_path / "out.txt"), stdin=terminal, timeout=60)
+    finally:
+        os.close(main)
+        os.close(terminal)
+    expect_error(r, "bob: error: compressed data not read from a terminal; pipe a file in (< FILE) or give its name",
+                 tmp_path, [])
+
+
+def _compress_with_stderr(made, out, stderr, **popen):
+    return subprocess.Popen([sys.executable, "-m", "sender", "compress", str(made / "in.txt"), str(out),
+                             "--preset", "tiny", "--progress-every", "0.01"], cwd=ROOT, env=child_env(),
+                            stdout=subprocess.DEVNULL, stderr=stderr, **popen)
+
+
+def test_the_work_outlives_the_reader_of_stderr(tmp_path, made):
+    """Round seven: `alice ... 2>&1 >out | head -1` exited 1 with no output once the reader of its
+    progress lines went away; the lines now go nowhere and the work completes (as with 2>&-)."""
+    alice = _compress_with_stderr(made, tmp_path / "a.mrs", subprocess.PIPE)
+    try:
+        assert alice.stderr.readline().startswith(b"Earth: compressing: ")
+        alice.stderr.close()                    # the reader goes after the first line
+        assert alice.wait(120) == 0
+    finally:
+        if alice.poll() is None:
+            alice.kill()
+    read_end, write_end = os.pipe()
+    os.close(read_end)                          # gone before the start
+    try:
+        alice = _compress_with_stderr(made, tmp_path / "b.mrs", write_end)
+    finally:
+        os.close(write_end)
+    assert alice.wait(120) == 0
+    for name in ("a.mrs", "b.mrs"):
+        assert (tmp_path / name).read_bytes() == (made / "c.mrs").read_bytes(), name
+    assert leftovers(tmp_path) == ["a.mrs", "b.mrs"]
+
+
+def test_a_file_size_limit_is_named(tmp_path, made):
+    """Round seven: under `ulimit -f` a write failed as "file too large for this file system; choose
+    another folder", which no folder fixes; the shell's limit is now named with it."""
+    out = tmp_path / "c.mrs"
+    r = run_cli_with("sender", "compress", str(made / "in.txt"), str(out), "--preset", "tiny",
+                     preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0)))
+    expect_error(r, f"alice: error: cannot write {str(out)!r}: file too large for this file system, or for the "
+                    f"shell's file-size limit (ulimit -f); choose another folder or raise the limit, then run again",
+                 tmp_path, [])
+
+
+OUT_OF_MEMORY = ("alice: error: out of memory; close other programs, choose a smaller preset or fewer --jobs, or "
+                 "raise the memory limit (ulimit -v), then run again\n")
+
+
+def _raise(e):
+    def body():
+        raise e
+    return body
+
+
+@pytest.mark.parametrize("error,line", [
+    (MemoryError(), OUT_OF_MEMORY),
+    (OSError(12, "Cannot allocate memory"), OUT_OF_MEMORY),
+    (OSError(24, "Too many open files"), "alice: error: too many open files; raise the limit (ulimit -n) or use "
+                                         "fewer --jobs, then run again\n"),
+], ids=["MemoryError", "ENOMEM", "EMFILE"])
+def test_the_safety_net_says_what_to_do_about_memory_and_open_files(capsys, error, line):
+    """Round seven: a MemoryError was a traceback; ENOMEM and EMFILE said "check the path and the
+    device", which neither fixes."""
+    from shared.app.cli import run_main
+    assert run_main("alice", _raise(error)) == 2
+    assert capsys.readouterr().err == line
+
+
+def test_a_current_folder_that_was_removed_is_one_line(tmp_path, made):
+    """Round seven: started in a folder removed meanwhile, alice died while torch loaded ("Intel
+    oneMKL FATAL ERROR: Cannot load .../libtorch_cpu.so"); run_main now says why before any work."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    argv = ["compress", str(made / "in.txt"), str(tmp_path / "c.mrs"), "--preset", "tiny"]
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from sender.cli import main; sys.exit(main({argv!r}))"
+    r = subprocess.run(["bash", "-c", f'cd {str(gone)!r} && rmdir "$PWD" && exec "$0" -c "$1"', sys.executable,
+                        code], env=child_env(), capture_output=True, timeout=120)
+    expect_error(r, "alice: error: the current folder no longer exists; change to a folder that exists and run "
+                    "again", tmp_path, [])
+
+
+def test_a_socket_as_input_is_one_line(tmp_path):
+    """Round seven: a Unix socket given as the input failed as "cannot read ...: No such device or
+    address"; it is now named for what it is."""
+    path = tmp_path / "sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+        r = run_cli("sender", "compress", str(path), str(tmp_path / "out.mrs"))
+    expect_error(r, f"alice: error: input {str(path)!r} is a socket, not a file; give a file, or pipe the data in "
+                    f"('-')", tmp_path, ["sock"])
+
+
+class _Interrupting:
+    """A module whose every attribute is a Ctrl-C: as if one came while it loads."""
+    def __getattribute__(self, name):
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("package,prog", [("sender", "alice"), ("receiver", "bob")])
+def test_ctrl_c_while_the_modules_load_is_one_line(monkeypatch, capsys, tmp_path, package, prog):
+    """Round seven: a Ctrl-C in the first tenths of a second, while the CLI's modules loaded,
+    was a traceback from an import; it is now the one line of any other Ctrl-C."""
+    main = importlib.import_module(package).main
+    monkeypatch.setitem(sys.modules, f"{package}.cli", _Interrupting())
+    command = "compress" if package == "sender" else "decompress"
+    assert main([command, str(tmp_path / "in"), str(tmp_path / "out")]) == 130
+    monkeypatch.undo()
+    assert capsys.readouterr().err == f"{prog}: interrupted; no output was written\n"
+    assert leftovers(tmp_path) == []
+
+
+def test_torch_that_cannot_be_loaded_is_one_line(tmp_path, made):
+    """Round seven: torch whose libraries cannot be mapped (most often under ulimit -v) failed as
+    "check the path and the device"; the line now names torch and what to do."""
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise OSError("libtorch_cpu.so: failed to map segment from shared object")\n')
+    out = tmp_path / "c.mrs"
+    r = run_cli("sender", "compress", str(made / "in.txt"), str(out), "--preset", "tiny",
+                env={"PYTHONPATH": f"{fake.parent}{os.pathsep}{ROOT}"})
+    expect_error(r, "alice: error: cannot load torch (libtorch_cpu.so: failed to map segment from shared object); "
+                    "if a memory limit is set (ulimit -v), raise it, else reinstall with 'make setup'",
+                 tmp_path, ["fake"])

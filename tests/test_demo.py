@@ -337,6 +337,27 @@ def test_demo_never_clears_a_folder_it_did_not_make(tmp_path):
     assert snapshot(docs) == before
 
 
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed: without it --screenshot is refused "
+                                                         "for that alone")
+def test_demo_checks_its_screenshot_before_the_run_and_before_touching_its_folder(tmp_path):
+    """Round seven: --screenshot was first looked at after the whole run: a missing folder or a
+    name such as victim.txt came out as "demo: screenshot failed: ..." and exit 0, and with
+    --no-tmux it was ignored without a word. Each is now one line before the run, --out not made."""
+    out, victim = tmp_path / "demo", tmp_path / "victim.txt"
+    victim.write_text("notes\n")
+    run = ("--headless", "--preset", "tiny", "--bytes", "2000", "--timeout", "1", "--no-report", "--out", out)
+    for shot, says in ((tmp_path / "missing" / "x.png", f"--screenshot folder {str(tmp_path / 'missing')!r} does "
+                                                        f"not exist; create it first"),
+                       (victim, f"--screenshot {str(victim)!r} is a PNG picture; give a name ending in .png")):
+        r = demo_cli(*run, "--screenshot", shot)
+        expect_error(r, f"demo: error: {says}", tmp_path, ["victim.txt"])
+        assert r.stdout == b""
+    r = demo_cli(*run[1:], "--no-tmux", "--screenshot", tmp_path / "x.png")
+    expect_error(r, "demo: error: --screenshot draws the tmux panes, so it needs tmux (installed, and no --no-tmux)",
+                 tmp_path, ["victim.txt"])
+    assert victim.read_text() == "notes\n"
+
+
 def test_demo_refuses_an_endless_input_and_a_closed_stdout_in_one_line(tmp_path):
     """A tester's findings: `--input /dev/zero` read without limit; `>&-` was an AttributeError."""
     out = tmp_path / "demo"

@@ -19,6 +19,7 @@ from shared.core.ngram import ContextCounts, features
 from shared.core.pinned import torch
 from shared.core.quantize import quantize
 from shared.texts import mission_log
+from tests.helpers import run_cli
 from tests.test_determinism import GOLDEN, golden_input
 
 
@@ -403,3 +404,34 @@ def test_a_file_from_a_twin_with_the_loops_decodes_without_them(tmp_path, cli):
     with definition():
         blob0, _ = compress(data[:3000], preset("default"))
     assert decompress(parse(blob0))[0] == data[:3000]
+
+
+# --- numba settings it refuses or cannot parse (round seven) --------------------------------------
+NUMBA_SETTINGS = [
+    ({"NUMBA_DISABLE_JIT": "1"}, []),
+    ({"NUMBA_NUM_THREADS": "0"}, ["marslink: numba refused its settings (Number of threads specified must be > 0.); "
+                                  "running the uncompiled loops (the same bits, slower)"]),
+    ({"NUMBA_OPT": "garbage"}, ["marslink: Environment variable 'NUMBA_OPT' is defined but its associated value "
+                                "'garbage' could not be parsed; numba uses its default"]),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A few KB compressed by a plain `alice compress`: the bytes every setting below must give."""
+    d = tmp_path_factory.mktemp("tiny")
+    (d / "in.txt").write_bytes(mission_log(3000))
+    r = run_cli("sender", "compress", str(d / "in.txt"), str(d / "c.mrs"), "--preset", "tiny", "-q")
+    assert r.returncode == 0, r.stderr.decode()
+    return d
+
+
+@pytest.mark.parametrize("env,lines", NUMBA_SETTINGS, ids=[next(iter(e)) for e, _ in NUMBA_SETTINGS])
+def test_numba_settings_it_refuses_or_cannot_parse_give_the_same_bytes(tmp_path, cli, tiny_run, env, lines):
+    """Round seven: NUMBA_NUM_THREADS=0 was a traceback (numba refuses it on import), NUMBA_OPT=garbage
+    a warning of a dozen lines, and NUMBA_DISABLE_JIT=1 a TypeError traceback (numba's loops run as
+    plain Python). Two are one line now, none stops the run, and all give a plain run's bytes."""
+    r = cli("sender", "compress", str(tiny_run / "in.txt"), str(tmp_path / "c.mrs"), "--preset", "tiny", "-q", env=env)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stderr.decode().splitlines() == lines
+    assert (tmp_path / "c.mrs").read_bytes() == (tiny_run / "c.mrs").read_bytes()

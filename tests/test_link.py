@@ -10,7 +10,8 @@ import time
 import pytest
 import zmq
 
-from protocol.frames import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Done, End, Error, FrameError, Sync, Welcome, decode, encode
+from protocol.frames import (MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Done, End, Error, FrameError, Hello, Sync, Welcome,
+                             decode, encode)
 from protocol.link import AliceLink, BobLink, FaultPlan, HandshakeTimeout, LinkError, PeerError, PeerLost
 from tests.helpers import FAST, SHA, Background, data, free_port, hello, settings
 
@@ -339,6 +340,33 @@ def test_strangers_are_refused_counted_and_never_fatal(closing):
     assert bob.stats.strangers >= 3 and bob.stats.refused >= 1
 
 
+def test_a_second_sender_of_the_same_stream_id_with_another_input_is_told_what_to_do(closing):
+    """Round seven: a second sender that reused the stream id of the one Bob serves, with another
+    input (another sha256), was told "Mars is busy with stream 's1'; try again once it is
+    delivered", which it can never act on: that stream is its own name. Now it is told to give
+    another --stream-id; another id still hears that Mars is busy."""
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
+    side = Background(lambda: bob_receiver(bob))
+    alice = closing(AliceLink(bob.endpoint, settings()))
+    alice.handshake(hello())
+
+    other_input = Hello("s1", {"n_layer": 2}, {"torch": "x"}, 1000, bytes(32))      # hello()'s name, not its bytes
+    twin = closing(AliceLink(bob.endpoint, settings(handshake_timeout_s=3.0)))
+    with pytest.raises(PeerError) as e:
+        twin.handshake(other_input)
+    assert str(e.value) == ("Mars reported busy: Mars is receiving a stream 's1' of another input, or coded another "
+                            "way; give this one another --stream-id, or send that input as it was to finish it")
+    intruder = closing(AliceLink(bob.endpoint, settings(handshake_timeout_s=3.0)))
+    with pytest.raises(PeerError) as e:
+        intruder.handshake(hello("s2"))
+    assert str(e.value) == "Mars reported busy: Mars is busy with stream 's1'; try again once it is delivered"
+
+    sent = stream(alice, 10)                             # the first sender's stream is untouched
+    alice.wait_done()
+    assert side.result() == sent
+    assert bob.stats.refused >= 2
+
+
 def test_a_strangers_error_before_any_hello_is_dropped(closing):
     bob = closing(BobLink("tcp://127.0.0.1:*", settings()))
     rogue = raw_dealer(closing, bob.endpoint)
@@ -406,6 +434,19 @@ def test_bind_conflict_is_a_clear_link_error(closing):
         BobLink(bob.endpoint, settings())
     with pytest.raises(LinkError, match="^Earth cannot connect to nonsense: Invalid argument$"):
         AliceLink("nonsense", settings())
+
+
+def test_a_full_send_queue_is_logged_once_not_per_message(closing):
+    """Round seven: with nobody listening, each resent HELLO that found the send queue full logged
+    "send queue full; message dropped": hundreds of lines in the one second of this test.
+    Now such a line comes once, then at most once per REPEAT_LOG_S with a count."""
+    lines = []
+    alice = closing(AliceLink(f"tcp://127.0.0.1:{free_port()}",
+                              settings(retransmit_s=0.000001, handshake_timeout_s=1.0), log=lines.append))
+    with pytest.raises(HandshakeTimeout):
+        alice.handshake(hello())
+    assert "send queue full; message dropped" in lines                  # the queue did fill...
+    assert sum("send queue full" in line for line in lines) <= 2, lines[:5]      # ... and said so once
 
 
 def test_close_is_idempotent_and_terminates_context():

@@ -1,6 +1,7 @@
 """Every failure on the live link is one line that names what happened and what to do
 (issue 19, findings 4, 7 and 10): a full disk at Bob's, nobody listening, SIGTERM through
 coreutils `timeout`, an IPv6 loopback endpoint, a raw TCP client."""
+import os
 import re
 import signal
 import socket
@@ -9,10 +10,12 @@ import sys
 import time
 
 import pytest
+import zmq
 
 from shared.texts import mission_log
-from tests.helpers import (CACHE, ROOT, child_env, expect_error, finish, free_port, kill_all, listen, run_cli, send,
-                           send_to, spawn, tmpfs, wait_for_line, wait_for_spool)
+from tests.helpers import (CACHE, ROOT, child_env, expect_error, finish, free_port, kill_all, leftovers, listen,
+                           run_as_a_user, run_cli, send, send_to, spawn, tmpfs, wait_for_line, wait_for_spool)
+
 
 
 def test_alice_with_nobody_listening_gives_up_after_the_time_she_states(tmp_path):
@@ -59,6 +62,31 @@ def test_sigterm_twice_at_once_as_coreutils_timeout_sends_it_still_ends_bob_clea
         bob.send_signal(signal.SIGTERM)
     # 143, or killed by the second one once Bob's clean stop was over (a shell shows 143 for both)
     assert sigterm_mid_stream(tmp_path, twice) in (143, -signal.SIGTERM)
+
+
+def test_sighup_and_sigquit_stop_either_side_as_sigterm_does(tmp_path):
+    """Round seven: SIGHUP (the terminal closed) and SIGQUIT killed a side outright: no ERROR frame
+    to the other side, no line, and its lock file left behind. Now they stop it as SIGTERM does:
+    exit 128 + the signal, one line, the peer told, the locks released."""
+    bob, ep, out = listen(tmp_path)
+    src, state = tmp_path / "in.bin", tmp_path / "earth"
+    src.write_bytes(mission_log(20_000))
+    alice = spawn("sender", "send", str(src), "--connect", ep, "--preset", "tiny", "--timeout", "20",
+                  "--state-dir", str(state))
+    try:
+        wait_for_spool(bob, tmp_path, 400)             # about a quarter of the stream
+        bob.send_signal(signal.SIGHUP)
+        bob_rc, bob_lines = finish(bob, 60)
+        wait_for_line(alice, "alice: Mars was interrupted; waiting for him to return (up to 60 s)")
+        assert alice.poll() is None and list(state.glob("*.lock"))     # she holds her lock while she waits
+        alice.send_signal(signal.SIGQUIT)
+        rc, lines = finish(alice, 60)
+    finally:
+        kill_all(alice, bob)
+    assert (bob_rc, bob_lines[-1]) == (129, "bob: stopped (SIGHUP); no output was written"), bob_lines[-3:]
+    assert (rc, lines[-1]) == (131, "alice: stopped (SIGQUIT); no output was written"), lines[-3:]
+    assert not out.exists() and not [name for name in leftovers(tmp_path) if name.endswith(".lock")]
+    assert list(state.glob("*.lock")) == []
 
 
 def test_bob_under_coreutils_timeout_ends_with_one_line(tmp_path):
@@ -182,6 +210,19 @@ def test_unwritable_state_folders_are_one_line_before_any_work(tmp_path):
     assert r.returncode == 2 and r.stderr.decode().splitlines()[-1] == (
         f"alice: error: cannot write Earth's state folder (--state-dir) '/proc/earth': {why}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.bin"]
+
+
+def test_a_state_folder_that_cannot_be_written_is_named_by_its_reason(tmp_path):
+    """Round seven: a --state-dir without write permission was refused as "it takes no new files;
+    choose a folder on a disk", the words for /proc. Now the line gives the reason it has."""
+    state = tmp_path / "mars"
+    state.mkdir()
+    state.chmod(0o500)
+    r = run_as_a_user("receiver", "listen", "--bind", f"tcp://127.0.0.1:{free_port()}", "--out",
+                      str(tmp_path / "out.bin"), "--preset", "tiny", "--state-dir", str(state), timeout=60)
+    expect_error(r, f"bob: error: cannot write Mars's state folder (--state-dir) {str(state)!r}: permission denied; "
+                    f"choose a folder you can write to, then run again", tmp_path, ["mars"])
+    assert leftovers(state) == []
 
 
 def test_a_full_state_folder_on_alices_side_stops_both_sides_with_one_line(tmp_path):
@@ -419,3 +460,78 @@ def test_a_path_in_the_way_of_a_folder_or_a_port_0_to_connect_to_is_one_line_at_
                     f"of the senders' public keys (NAME.key)")
     assert (tmp_path / "afile").read_bytes() == b"mine" and (tmp_path / "o.bin.partial").read_bytes() == b"mine"
 
+
+def test_an_endpoint_that_cannot_work_is_one_line_at_once(tmp_path):
+    """Round seven: a host name that does not resolve made Alice wait out her handshake in silence;
+    `tcp://[::1:PORT` passed as a host; `ipc://`, an ipc path longer than a socket's name may be
+    or in a missing folder were zmq's words ("Invalid argument", "No such file or directory"), and
+    Bob bound to a name that is none of his (zmq took it for an interface) said "No such device"."""
+    (tmp_path / "in.txt").write_bytes(b"Sol 1.\n")
+    host = "no-such-host.invalid"
+    try:
+        socket.getaddrinfo(host, None)
+        pytest.skip(f"this machine resolves {host}, a name reserved to resolve nowhere")
+    except socket.gaierror as e:
+        why = e.strerror                               # the system's words: "Name or service not known"
+    alice = ["sender", "send", str(tmp_path / "in.txt"), "--preset", "tiny", "--state-dir", str(tmp_path / "earth"),
+             "--handshake-timeout", "3"]                 # should a check be missed: a failure, not a long wait
+    bob = ["receiver", "listen", "--out", str(tmp_path / "out.bin"), "--preset", "tiny", "--handshake-timeout", "3"]
+    r = run_cli(*alice, "--connect", f"tcp://{host}:41320", "--insecure", timeout=60)
+    expect_error(r, f"alice: error: endpoint 'tcp://{host}:41320': cannot resolve host {host!r} ({why}); check "
+                    f"the name")
+    r = run_cli(*alice, "--connect", "tcp://[::1:41320", timeout=60)
+    expect_error(r, "alice: error: endpoint 'tcp://[::1:41320' needs host:port (port 0-65535), e.g. "
+                    "tcp://127.0.0.1:5555")
+    r = run_cli(*bob, "--bind", "ipc://", timeout=60)
+    expect_error(r, "bob: error: endpoint 'ipc://': it needs a path after ipc://, e.g. ipc:///tmp/marslink.ipc")
+    long = f"ipc://{tmp_path / ('s' * 200)}"
+    size = len(os.fsencode(long)) - len("ipc://")
+    for who, args in (("alice", [*alice, "--connect", long]), ("bob", [*bob, "--bind", long])):
+        r = run_cli(*args, timeout=60)
+        expect_error(r, f"{who}: error: endpoint {long!r}: its path is {size} bytes, more than the "
+                        f"{zmq.IPC_PATH_MAX_LEN} this system allows a socket's name; choose a shorter path")
+    missing = tmp_path / "missing"
+    r = run_cli(*bob, "--bind", f"ipc://{missing}/b.ipc", timeout=60)
+    expect_error(r, f"bob: error: endpoint 'ipc://{missing}/b.ipc': folder {str(missing)!r} does not exist; "
+                    f"create it first")
+    r = run_cli(*bob, "--insecure", "--bind", f"tcp://{host}:41320", timeout=60)
+    expect_error(r, f"bob: error: Mars cannot listen on tcp://{host}:41320: no address or interface of this "
+                    f"machine has that name; bind to one of its addresses, e.g. tcp://127.0.0.1:PORT, or "
+                    f"tcp://*:PORT for all")
+    assert leftovers(tmp_path) == ["in.txt"]
+
+
+def test_a_spool_file_removed_mid_stream_is_one_line_on_both_sides_and_a_rerun_delivers(tmp_path):
+    """Round seven: Bob's decoded bytes (OUT.partial/data.bin) removed under him mid-stream ended
+    Alice with "Mars failed (FileNotFoundError: [Errno 2] No such file or directory: ...)" and Bob
+    with the safety net's "No such file or directory (...)". Now both sides have one line saying
+    what happened and what to do, Bob removes the partial stream that cannot be resumed, and
+    doing what the line says (both sides again) delivers the stream byte-exact."""
+    bob, ep, out = listen(tmp_path)
+    spool = tmp_path / "out.bin.partial"
+    data = spool / "data.bin"
+    text = mission_log(20_000)
+    src = tmp_path / "in.bin"
+    src.write_bytes(text)
+    alice = spawn("sender", "send", str(src), "--connect", ep, "--preset", "tiny", "--timeout", "20",
+                  "--state-dir", str(tmp_path / "earth"))
+    try:
+        wait_for_spool(bob, tmp_path, 1)               # under way: data.bin is open, END is seconds off
+        data.unlink()                                  # Bob reads it back by its name at END
+        bob_rc, bob_lines = finish(bob, 240)
+        rc, lines = finish(alice, 240)
+    finally:
+        kill_all(alice, bob)
+    why = (f"{str(data)!r} was removed while the stream arrived, so its partial stream cannot be resumed and "
+           f"was removed too; run both sides again to start over")
+    assert (bob_rc, bob_lines[-1]) == (2, f"bob: error: {why}"), bob_lines[-3:]
+    assert (rc, lines[-1]) == (2, f"alice: error: Mars stopped the stream (write-failed): {why}"), lines[-3:]
+    assert not out.exists() and not spool.exists() and not any("Errno" in line for line in bob_lines + lines)
+    bob, ep, out = listen(tmp_path)                    # as the line says: both sides again
+    try:
+        rc, lines = send(tmp_path, ep, text, "--state-dir", str(tmp_path / "earth"))
+        bob_rc, bob_lines = finish(bob, 240)
+    finally:
+        kill_all(bob)
+    assert (rc, bob_rc) == (0, 0), (lines[-3:], bob_lines[-3:])
+    assert out.read_bytes() == text

@@ -12,7 +12,7 @@ from receiver.cli import parser as bob_parser
 from sender.cli import parser as alice_parser
 from shared.app.options import run_config
 from shared.core.config import INT_RANGES, RunConfig
-from tests.helpers import ROOT, assert_verified, child_env, expect_error, run_cli, run_pair
+from tests.helpers import ROOT, assert_verified, child_env, expect_error, leftovers, run_cli, run_pair
 
 EP = "tcp://127.0.0.1:1"          # never contacted: every case below fails while parsing
 ALICE = ["send", "in.txt", "--connect", EP]
@@ -159,3 +159,20 @@ def test_linger_0_means_do_not_linger_and_a_negative_one_is_refused(tmp_path):
     data = b"Sol 3. Nothing to report.\n" * 200
     result = run_pair(tmp_path, data, bob_args=("--linger", "0", "-q"), alice_args=("-q",))
     assert_verified(result, data)
+
+
+def test_a_file_name_that_begins_with_a_dash_is_named_as_such(tmp_path):
+    """Round seven: `alice compress -x.txt out.mrs` (./-x.txt exists) said only that an argument was
+    missing; it now says the name was read as an option and how to give it."""
+    (tmp_path / "-x.txt").write_bytes(b"Sol 9. A file whose name begins with a dash.\n" * 20)
+
+    def alice(*argv):
+        return subprocess.run([sys.executable, "-m", "sender", "compress", *argv], cwd=tmp_path, env=child_env(),
+                              capture_output=True, timeout=120)
+    r = alice("-x.txt", "out.mrs", "--preset", "tiny")
+    expect_error(r, "alice compress: error: '-x.txt' is read as an option; a file name that begins with '-' goes "
+                    "after '--' (e.g. alice compress -- -x.txt ...) or as ./-x.txt; see 'alice compress --help'",
+                 tmp_path, ["-x.txt"])
+    r = alice("--preset", "tiny", "-q", "--", "-x.txt", "out.mrs")
+    assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+    assert leftovers(tmp_path) == ["-x.txt", "out.mrs"]

@@ -3,6 +3,7 @@ file gets the umask's mode, and every write the OS refuses (read-only, permissio
 one line naming the path and what to do, with nothing half-written left behind."""
 import json
 import os
+import pty
 import shutil
 import stat
 import threading
@@ -11,12 +12,10 @@ import pytest
 
 from shared.app.files import write_atomic
 from shared.core.errors import UsageError
-from tests.helpers import (assert_verified, expect_error, finish, leftovers, listen, run_cli, run_cli_with, run_pair,
-                           send_to, tmpfs, wait_for_line)
+from tests.helpers import (assert_verified, expect_error, finish, leftovers, listen, run_as_a_user, run_cli,
+                           run_cli_with, run_pair, send_to, tmpfs, wait_for_line)
 
 TEXT = b"Sol 7. Dust storm on the horizon; the rover waits.\n" * 20
-NO_ROOT_BYPASS = ("setpriv", "--bounding-set=-dac_override,-dac_read_search",
-                  "--inh-caps=-dac_override,-dac_read_search", "--")
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +111,9 @@ def test_read_only_file_system_is_one_line(cli, tmp_path, made):
 
 def test_permission_denied_is_one_line(tmp_path, made):
     """Root ignores permissions; setpriv takes that right away, as for an ordinary user."""
-    if not shutil.which("setpriv"):
-        pytest.skip("no setpriv here: needed to run without root's right to ignore permissions")
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
-    r = run_cli_with("sender", "compress", str(made / "in.txt"), str(locked / "c.mrs"), "--preset", "tiny",
-                     prefix=NO_ROOT_BYPASS)
-    if r.returncode == 1 and b"setpriv" in r.stderr:
-        pytest.skip(f"setpriv cannot drop capabilities here: {r.stderr.decode().strip()}")
+    r = run_as_a_user("sender", "compress", str(made / "in.txt"), str(locked / "c.mrs"), "--preset", "tiny")
     expect_error(r, f"alice: error: cannot write {str(locked / 'c.mrs')!r}: permission denied; "
                     "choose a folder you can write to, then run again", locked, [])
 
@@ -271,3 +265,125 @@ def test_statistics_that_cannot_be_written_leave_no_output(cli, tmp_path, made):
         r = cli(*argv, "-q", "--stats-json", "/dev/full")
         expect_error(r, f"{prog}: error: cannot write statistics '/dev/full': no space left on device; free some "
                         f"space or choose another folder, then run again", tmp_path, before)
+
+
+# -- round seven: outputs checked before any work, reports only for runs that wrote ----------------
+
+STATS_OVER_INPUT = "--stats-json would overwrite the input; choose another name for the statistics"
+
+
+def test_stats_json_naming_the_file_piped_in_is_refused_before_any_work(tmp_path, made):
+    """Round seven: `alice compress - out --stats-json notes.txt < notes.txt` replaced the input with
+    JSON and exited 0: a piped-in input was never compared with the statistics' name."""
+    src, mrs = tmp_path / "notes.txt", tmp_path / "c.mrs"
+    src.write_bytes(TEXT)
+    with open(src, "rb") as stdin:
+        r = run_cli_with("sender", "compress", "-", str(tmp_path / "out.mrs"), "--preset", "tiny",
+                         "--stats-json", str(src), stdin=stdin)
+    expect_error(r, f"alice: error: {STATS_OVER_INPUT}", tmp_path, ["notes.txt"])
+    assert src.read_bytes() == TEXT
+    shutil.copy(made / "c.mrs", mrs)
+    with open(mrs, "rb") as stdin:
+        r = run_cli_with("receiver", "decompress", "-", str(tmp_path / "out.txt"), "--stats-json", str(mrs),
+                         stdin=stdin)
+    expect_error(r, f"bob: error: {STATS_OVER_INPUT}", tmp_path, ["c.mrs", "notes.txt"])
+    assert mrs.read_bytes() == (made / "c.mrs").read_bytes()
+
+
+def test_an_open_files_name_that_cannot_be_written_is_refused_before_any_work(tmp_path, made):
+    """Round seven: a closed /dev/fd/N, a stdout open for reading and /dev/tty without a terminal
+    were all accepted, coded in full and then failed (the statistics written already). Now each
+    is one line before any work, and no statistics appear."""
+    stats_json = str(tmp_path / "s.json")
+    compress = ("sender", "compress", str(made / "in.txt"))
+    r = run_cli_with(*compress, "/dev/fd/5", "--preset", "tiny", "--stats-json", stats_json)
+    expect_error(r, "alice: error: output '/dev/fd/5' names no file this process holds open (was it closed?); "
+                    "give a file name", tmp_path, [])
+    (tmp_path / "held").write_bytes(b"")
+    with open(tmp_path / "held", "rb") as read_only:
+        r = run_cli_with(*compress, "-", "--preset", "tiny", "--stats-json", stats_json, stdout=read_only)
+    expect_error(r, "alice: error: standard output is open for reading only; redirect it to a file (> FILE) or "
+                    "give a file name", tmp_path, ["held"])
+    r = run_cli_with(*compress, "/dev/tty", "--preset", "tiny", "--stats-json", stats_json, start_new_session=True)
+    expect_error(r, "alice: error: cannot write output '/dev/tty': No such device or address; give a file name",
+                 tmp_path, ["held"])
+    assert (tmp_path / "held").read_bytes() == b""
+
+
+def test_a_terminal_named_as_the_output_gets_no_compressed_data(made):
+    """Round seven: `alice compress in -` refused a terminal, but `alice compress in /dev/stdout`
+    wrote the compressed bytes onto it (an open file's name skipped the terminal check)."""
+    main, terminal = pty.openpty()
+    try:
+        r = run_cli_with("sender", "compress", str(made / "in.txt"), "/dev/stdout", "--preset", "tiny",
+                         stdout=terminal)
+        expect_error(r, "alice: error: compressed data not written to a terminal; redirect it (> FILE), give an "
+                        "output file name, or add --force")
+        os.set_blocking(main, False)
+        with pytest.raises(BlockingIOError):
+            os.read(main, 100)                  # not a byte reached the terminal
+    finally:
+        os.close(main)
+        os.close(terminal)
+
+
+def test_stdout_appending_to_the_input_is_refused(tmp_path, made):
+    """Round seven: `bob decompress c.mrs - >> c.mrs` decoded and appended the text to its own input;
+    standard output is now compared with the input file before any work."""
+    mrs = tmp_path / "c.mrs"
+    shutil.copy(made / "c.mrs", mrs)
+    with open(mrs, "ab") as stdout:
+        r = run_cli_with("receiver", "decompress", str(mrs), "-", stdout=stdout)
+    expect_error(r, "bob: error: standard output is the input file; writing it would overwrite the input, so "
+                    "choose another output", tmp_path, ["c.mrs"])
+    assert mrs.read_bytes() == (made / "c.mrs").read_bytes()
+
+
+def test_a_failed_output_stream_leaves_no_statistics(tmp_path, made):
+    """Round seven: for a stream (a device, stdout) the statistics were written first, so a run whose
+    output failed (/dev/full, a reader that had gone) left the report of a run that wrote nothing."""
+    stats_json = tmp_path / "s.json"
+    r = run_cli_with("sender", "compress", str(made / "in.txt"), "/dev/full", "--preset", "tiny", "-q",
+                     "--stats-json", str(stats_json))
+    expect_error(r, "alice: error: cannot write '/dev/full': no space left on device; free some space or choose "
+                    "another folder, then run again", tmp_path, [])
+    read_end, write_end = os.pipe()
+    os.close(read_end)                          # the reader has gone before a byte is written
+    try:
+        r = run_cli_with("sender", "compress", str(made / "in.txt"), "-", "--preset", "tiny", "-q",
+                         "--stats-json", str(stats_json), stdout=write_end)
+    finally:
+        os.close(write_end)
+    expect_error(r, "alice: error: standard output was closed by its reader (broken pipe); stopped", tmp_path, [])
+
+
+@pytest.mark.parametrize("length", [255, 249])
+def test_the_longest_names_the_file_system_takes_are_outputs(tmp_path, made, length):
+    """Round seven: the temporary file beside an output, `.NAME.XXXXXXXX.partial`, is too long for a
+    name near the file system's 255 bytes, so such outputs were refused ("File name too long"). The
+    temporary name now falls back to a hash, and nothing of it is left behind."""
+    mrs, back = tmp_path / ("c" * (length - 4) + ".mrs"), tmp_path / ("b" * (length - 4) + ".txt")
+    r = run_cli("sender", "compress", str(made / "in.txt"), str(mrs), "--preset", "tiny", "-q")
+    assert r.returncode == 0, r.stderr.decode()
+    assert mrs.read_bytes() == (made / "c.mrs").read_bytes()
+    r = run_cli("receiver", "decompress", str(mrs), str(back), "-q")
+    assert r.returncode == 0, r.stderr.decode()
+    assert back.read_bytes() == TEXT
+    assert leftovers(tmp_path) == sorted([back.name, mrs.name])
+
+
+def test_stats_json_problems_name_stats_json_and_a_link_loop_is_named(cli, tmp_path, made):
+    """Round seven: a --stats-json folder, or one in a missing folder, was called the "output", and
+    an output folder in a loop of symbolic links was said not to exist (create it first)."""
+    compress = ("sender", "compress", str(made / "in.txt"), str(tmp_path / "c.mrs"), "--preset", "tiny")
+    (tmp_path / "d").mkdir()
+    r = cli(*compress, "--stats-json", str(tmp_path / "d"))
+    expect_error(r, f"alice: error: --stats-json {str(tmp_path / 'd')!r} is a folder; give a file name",
+                 tmp_path, ["d"])
+    r = cli(*compress, "--stats-json", str(tmp_path / "no" / "s.json"))
+    expect_error(r, f"alice: error: --stats-json folder {str(tmp_path / 'no')!r} does not exist; create it first",
+                 tmp_path, ["d"])
+    (tmp_path / "loopd").symlink_to("loopd")
+    r = cli("sender", "compress", str(made / "in.txt"), str(tmp_path / "loopd" / "out.mrs"), "--preset", "tiny")
+    expect_error(r, f"alice: error: output folder {str(tmp_path / 'loopd')!r} cannot be used: Too many levels of "
+                    f"symbolic links", tmp_path, ["d", "loopd"])

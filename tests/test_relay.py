@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import zmq
 
 from protocol.relay import Channel, SimulatedLink
 from scripts.relay import parser
@@ -154,11 +155,28 @@ def test_a_port_out_of_range_a_missing_port_or_a_relay_to_itself_is_refused(list
     assert (r.returncode, r.stdout, r.stderr) == (2, "", f"python -m scripts.relay: error: {says}{SEE}\n")
 
 
+def test_an_ipc_path_longer_than_a_sockets_name_is_refused_as_an_argument(tmp_path):
+    """Round seven: an ipc:// --listen path over the 107 bytes a socket's name may hold passed the
+    parser and ended the relay with zmq's three-sentence message; it is now refused with the
+    arguments, as Alice and Bob refuse it, in one line (--forward too)."""
+    long = f"ipc://{tmp_path / ('s' * 200)}"
+    size = len(os.fsencode(long)) - len("ipc://")
+    why = (f"{long[:80]!r}: its path is {size} bytes, more than the {zmq.IPC_PATH_MAX_LEN} this system allows a "
+           f"socket's name; choose a shorter path")
+    for flag, args in (("--listen", ["--listen", long, "--forward", free_endpoint()]),
+                       ("--forward", ["--listen", free_endpoint(), "--forward", long])):
+        r = run_relay(*args, "--max-seconds", "2", "--plain")
+        assert (r.returncode, r.stdout, r.stderr) == (2, "", f"python -m scripts.relay: error: argument {flag}: "
+                                                             f"{why}{SEE}\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_unwritable_stats_json_is_refused_before_the_run(tmp_path):
-    """It was found only when the run ended (a FileNotFoundError traceback, the counters lost)."""
+    """It was found only when the run ended (a FileNotFoundError traceback, the counters lost). The
+    line names --stats-json, not an "output" (round seven)."""
     missing = tmp_path / "no" / "relay.json"
-    for path, says in ((missing, f"output folder {str(missing.parent)!r} does not exist; create it first"),
-                       ("/proc/relay.json", "cannot write '/proc/relay.json': its folder takes no new files (a "
+    for path, says in ((missing, f"--stats-json folder {str(missing.parent)!r} does not exist; create it first"),
+                       ("/proc/relay.json", "cannot write --stats-json '/proc/relay.json': its folder takes no new files (a "
                                             "virtual file system such as /proc?); choose a folder on a disk, then "
                                             "run again")):
         r = run_relay("--listen", free_endpoint(), "--forward", free_endpoint(), "--stats-json", str(path),

@@ -19,7 +19,7 @@ from protocol.link import AliceLink, AuthFailed, BobLink, HandshakeTimeout
 from shared.app.cli import check_endpoint, curve_keys, run_main
 from shared.core.errors import UsageError
 from shared.texts import mission_log
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, expect_error, leftovers, run_cli, run_cli_with
 from tests.helpers import SHA, Background, free_port, hello, settings
 
 
@@ -68,6 +68,39 @@ def test_keygen_writes_a_private_secret_and_never_overwrites(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (f"bob: error: {folder}/mars.key already exists; "
                                                f"choose another name or remove the old pair first")
     assert (folder / "mars.key_secret").read_bytes() == before
+
+
+@pytest.mark.parametrize("taken", ["mars.key_secret", "mars.key"])
+def test_keygen_never_writes_through_a_symbolic_link_nor_leaves_half_a_pair(tmp_path, taken):
+    """Round seven: a link to nowhere at either key's name passed the "already exists" check, and
+    keygen wrote the key through it, wherever it pointed (a secret key in someone else's file).
+    Now it is refused in one line, nothing is created on either side of the link, and the
+    pair is written whole (with its modes, whatever the umask) or not at all."""
+    folder, elsewhere = tmp_path / "k", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    (folder / taken).symlink_to(elsewhere / "planted")
+    r = run_cli("receiver", "keygen", str(folder), timeout=60)
+    expect_error(r, f"bob: error: {folder}/{taken} already exists (a symbolic link, which keygen never writes "
+                    f"through); choose another name or remove the old pair first", folder, [taken])
+    assert leftovers(elsewhere) == [] and not (elsewhere / "planted").exists()
+    (folder / taken).unlink()
+    r = run_cli_with("receiver", "keygen", str(folder), umask=0o077, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    assert leftovers(folder) == ["mars.key", "mars.key_secret"]          # no draft folder left behind
+    assert stat.S_IMODE(os.stat(folder / "mars.key").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(folder / "mars.key_secret").st_mode) == 0o600
+    assert leftovers(elsewhere) == []
+
+
+@pytest.mark.parametrize("option", ["--name", "--name=-x"])
+def test_a_key_name_that_does_not_begin_with_a_letter_or_digit_says_so(tmp_path, option):
+    """Round seven: `--name .` and `--name=-x` were refused as "must be letters, digits, '.', '_'
+    or '-'", which both names are; the line now says what the first character must be."""
+    args, name = ([option, "."], ".") if option == "--name" else ([option], "-x")
+    r = run_cli("sender", "keygen", str(tmp_path / "k"), *args, timeout=60)
+    expect_error(r, f"alice: error: key name {name!r} must begin with a letter or digit, then letters, digits, "
+                    f"'.', '_' or '-' (at most 64 in all)", tmp_path, [])
 
 
 def test_key_options_are_checked_before_any_work(keys, tmp_path):

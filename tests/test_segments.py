@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from shared.core.config import preset
 from shared.core.errors import FormatError
 from shared.texts import mission_log
 from tests.helpers import (ROOT, child_env, dask_scheduler, dask_worker, expect_error, free_port, kill_all,
-                           leftovers, run_cli, spawn, tagged_processes)
+                           leftovers, run_cli, sigint_at_default, spawn, tagged_processes)
 
 DATA = mission_log(2200)        # three segments of 1 KiB: 1024, 1024, 152
 SEGMENT = 1024
@@ -373,3 +374,48 @@ def test_an_unreachable_scheduler_is_one_line_in_time(tmp_path):
     assert err.endswith("start it with 'dask scheduler' and check the address")
     assert time.monotonic() - started < 60      # 10 s, and the start-up of a loaded machine
 
+
+
+# -- round seven ----------------------------------------------------------------------------------
+
+SIX = mission_log(6000)         # six segments of 1 KiB (5 x 1,024 + 880)
+
+
+def test_threads_with_worker_processes_is_said_and_reported_as_it_runs(tmp_path):
+    """Round seven: `--jobs 2 --threads 4` ran each worker on one thread, silently, and the stats
+    said "threads": 4. One line now says what --threads does there, and the stats say 1."""
+    src = tmp_path / "six.txt"
+    src.write_bytes(SIX)
+    common = ("sender", "compress", str(src), "--preset", "tiny", "--segment", "1K", "--jobs", "2")
+    r = run_cli(*common, str(tmp_path / "t.mrs"), "--threads", "4", "--stats-json", str(tmp_path / "t.json"))
+    assert r.returncode == 0, r.stderr.decode()
+    lines = r.stderr.decode().splitlines()
+    assert "alice: --threads 4 is for one process; the 2 worker processes use one thread each" in lines, lines
+    assert json.loads((tmp_path / "t.json").read_text())["threads"] == 1
+    r = run_cli(*common, str(tmp_path / "n.mrs"))
+    assert r.returncode == 0, r.stderr.decode()
+    assert not any("--threads" in line for line in r.stderr.decode().splitlines()), r.stderr.decode()
+    assert (tmp_path / "t.mrs").read_bytes() == (tmp_path / "n.mrs").read_bytes()
+
+
+@pytest.mark.parametrize("after", [0.05, 0.1, 0.15, 0.2, 0.4, 0.6])
+def test_ctrl_c_in_the_first_moments_is_one_line(tmp_path, after):
+    """Round seven: a Ctrl-C while alice's modules loaded or her options were read was a
+    traceback, one while her workers started a traceback from each worker, and one just as they
+    started (SIGINT ignored meanwhile) was lost: the run went on. Every moment of it is now the
+    one line. Started as the installed `alice` script starts (`from sender import main`)."""
+    src = tmp_path / "six.txt"
+    src.write_bytes(SIX)
+    alice = subprocess.Popen([sys.executable, "-c", "import sys; from sender import main; sys.exit(main())",
+                              "compress", str(src), str(tmp_path / "h.mrs"),
+                              "--preset", "tiny", "--segment", "1K", "--jobs", "2", "-q"], cwd=ROOT, env=child_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                             preexec_fn=sigint_at_default)
+    try:
+        time.sleep(after)
+        os.killpg(alice.pid, signal.SIGINT)     # a terminal's Ctrl-C goes to the whole group
+        _, err = alice.communicate(timeout=120)
+    finally:
+        kill_all(alice)
+    assert (alice.returncode, err.decode()) == (130, "alice: interrupted; no output was written\n")
+    assert leftovers(tmp_path) == ["six.txt"]

@@ -146,6 +146,16 @@ def test_tune_refuses_bad_input_in_one_line_before_the_run(tmp_path, args, says)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]
 
 
+def test_tune_refuses_an_empty_log_name_before_the_run(tmp_path):
+    """Round seven: `--log ""` was taken for no --log at all: the run went on, and its result line
+    was written nowhere but the screen. An empty name is refused with the arguments."""
+    (tmp_path / "log").write_bytes(mission_log(200))
+    r = run_tune("--file", str(tmp_path / "log"), "--preset", "tiny", "--log", "")
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", "tune: error: argument --log: an empty name is not a file "
+                                                         "name; give a path; see 'python scripts/tune.py --help'\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]
+
+
 def test_tune_without_the_workspace_corpus_says_where_it_comes_from(tmp_path):
     """The default --file is outside the repository: on a fresh clone the docstring's first
     example was a FileNotFoundError traceback."""

@@ -7,6 +7,7 @@ is imported.
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import shlex
@@ -18,39 +19,91 @@ import time
 from contextlib import contextmanager
 from typing import Callable
 
+import zmq
+
 from protocol.security import CurveKeys, KeyFileError, generate, new_code
 from ..core.errors import MarslinkError, UsageError
 from .files import drop_stdout, storage_error
 
 
+class StderrWithoutReader:
+    """stderr that outlives its reader (`alice ... 2>&1 >out | head -1`): once the pipe breaks,
+    what is left to say goes to /dev/null and the run goes on, as it does when started with
+    stderr closed (2>&-). Losing the progress lines is no reason to lose the work."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def _drop(self) -> None:
+        try:                                # the descriptor too: Python's last flush at exit goes there
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, AttributeError, ValueError):
+            pass
+        self._stream = open(os.devnull, "w")
+
+    def __getattr__(self, name):            # isatty, fileno, encoding...: the stream's own
+        return getattr(self._stream, name)
+
+
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so the same clean path runs: ERROR frame to the peer, no output."""
+    """SIGTERM, SIGHUP (the terminal closed) or SIGQUIT, raised like Ctrl-C so the same clean path
+    runs: ERROR frame to the peer, locks released, no output. `signum` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped ({signal.Signals(signum).name})")
+        self.signum = signum
 
 
-def _on_sigterm(signum, frame):
-    # Later SIGTERMs are absorbed: coreutils `timeout` signals its child and then the child's whole
-    # group, so one request often arrives twice, and the clean path is short (SIGKILL still works).
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    raise Terminated("stopped (SIGTERM)")
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name))
+
+
+def _on_stop_signal(signum, frame):
+    # Later stop signals are absorbed: coreutils `timeout` signals its child and then the child's
+    # whole group, so one request often arrives twice, and the clean path is short (SIGKILL still works).
+    for s in STOP_SIGNALS:
+        signal.signal(s, lambda signum, frame: None)
+    raise Terminated(signum)
 
 
 def run_main(prog: str, body: Callable[[], int | None]) -> int:
     """Run a command body; every expected failure becomes one line on stderr and exit code 2.
 
-    SIGINT and SIGTERM stop it cleanly: 130 / 143, one line, nothing half-written."""
-    previous = None
+    SIGINT, SIGTERM, SIGHUP and SIGQUIT stop it cleanly: 128 + the signal's number, one line,
+    nothing half-written."""
+    previous = {}
     if sys.stderr is None:                  # started with stderr closed (2>&-): run, silently, as asked
         sys.stderr = open(os.devnull, "w")
+    elif not isinstance(sys.stderr, StderrWithoutReader):
+        sys.stderr = StderrWithoutReader(sys.stderr)
+    if _cwd_gone():                         # torch would abort loading its libraries, in several lines
+        print(f"{prog}: error: the current folder no longer exists; change to a folder that exists and run again",
+              file=sys.stderr)
+        return 2
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = {s: signal.signal(s, _on_stop_signal) for s in STOP_SIGNALS}
     try:
         return body() or 0
     except MarslinkError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return e.exit_code
     except Terminated as e:
-        print(f"{prog}: stopped (SIGTERM); {_left_behind(e)}", file=sys.stderr)
-        return 143
+        print(f"{prog}: {e}; {_left_behind(e)}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt as e:
         print(f"{prog}: interrupted; {_left_behind(e)}", file=sys.stderr)
         return 130
@@ -58,14 +111,39 @@ def run_main(prog: str, body: Callable[[], int | None]) -> int:
         drop_stdout()
         print(f"{prog}: error: standard output was closed by its reader (broken pipe); stopped", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"{prog}: error: {OUT_OF_MEMORY}", file=sys.stderr)
+        return 2
     except OSError as e:    # a safety net: the file helpers turn the expected ones into StorageError
-        where = f" ({e.filename!r})" if e.filename else ""
-        print(f"{prog}: error: {e.strerror or e}{where}; check the path and the device, then run again",
-              file=sys.stderr)
+        print(f"{prog}: error: {_os_error_line(e)}", file=sys.stderr)
         return 2
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+OUT_OF_MEMORY = ("out of memory; close other programs, choose a smaller preset or fewer --jobs, or raise the "
+                 "memory limit (ulimit -v), then run again")
+
+
+def _os_error_line(e: OSError) -> str:
+    """The safety net's line for an OSError no file helper expected: the reason and what to do."""
+    if e.errno == errno.ENOMEM or "failed to map segment" in str(e):   # the latter: a library under ulimit -v
+        return OUT_OF_MEMORY
+    if e.errno in (errno.EMFILE, errno.ENFILE):
+        return ("too many open files; raise the limit (ulimit -n) or use fewer --jobs, then run again")
+    if _cwd_gone():
+        return "the current folder was removed; nothing was written; change to a folder that exists and run again"
+    where = f" ({e.filename!r})" if e.filename else ""
+    return f"{e.strerror or e}{where}; check the path and the device, then run again"
+
+
+def _cwd_gone() -> bool:
+    try:
+        os.getcwd()
+        return False
+    except OSError:
+        return True
 
 
 def _left_behind(stop: KeyboardInterrupt) -> str:
@@ -144,13 +222,22 @@ def check_endpoint(endpoint: str, insecure: bool, role: str, encrypted: bool = F
         raise UsageError(f"endpoint {endpoint!r} needs a transport, e.g. tcp://127.0.0.1:5555")
     transport, rest = endpoint.split("://", 1)
     if transport == "ipc":
+        problem = ipc_problem(endpoint, role)
+        if problem:
+            raise UsageError(f"endpoint {endpoint!r}: {problem}")
         return endpoint
     if transport != "tcp":
         raise UsageError(f"endpoint {endpoint!r}: only tcp:// and ipc:// are supported")
     host, _, port = rest.rpartition(":")
     numeric = port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535
-    if not host or not (numeric or (port == "*" and role == "bind")):
+    bracketed = host[:1] == "[" or host[-1:] == "]"
+    if (not host or not (numeric or (port == "*" and role == "bind"))
+            or (bracketed and not (host[:1] == "[" and host[-1:] == "]" and _is_ip(host[1:-1])))):
         raise UsageError(f"endpoint {endpoint!r} needs host:port (port 0-65535), e.g. tcp://127.0.0.1:5555")
+    if role == "connect":
+        problem = unresolved(host)
+        if problem:
+            raise UsageError(f"endpoint {endpoint!r}: {problem}")
     if role == "connect" and numeric and int(port) == 0:
         raise UsageError(f"endpoint {endpoint!r}: port 0 is only for listening (the system picks a port); "
                          f"connect to the port Mars listens on, e.g. tcp://127.0.0.1:5555")
@@ -160,6 +247,43 @@ def check_endpoint(endpoint: str, insecure: bool, role: str, encrypted: bool = F
                          f"encrypt it with {keys} (keys from 'keygen'), "
                          f"or add --insecure to send plain text over a network")
     return endpoint
+
+
+def ipc_problem(endpoint: str, role: str) -> str | None:
+    """What is wrong with an ipc:// endpoint before zmq says it in its own words, or None."""
+    path = endpoint[len("ipc://"):]
+    if not path:
+        return "it needs a path after ipc://, e.g. ipc:///tmp/marslink.ipc"
+    size = len(os.fsencode(path))
+    if size > zmq.IPC_PATH_MAX_LEN:
+        return (f"its path is {size} bytes, more than the {zmq.IPC_PATH_MAX_LEN} this system allows a socket's "
+                f"name; choose a shorter path")
+    folder = os.path.dirname(os.path.abspath(path))
+    if role == "bind" and not os.path.isdir(folder):
+        return f"folder {folder!r} does not exist; create it first"
+    return None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def unresolved(host: str) -> str | None:
+    """Why `host` (of an endpoint to connect to) names no machine, or None: said at once, where
+    zmq would retry a name that never resolves in silence until the handshake's timeout."""
+    name = host[1:-1] if host[:1] == "[" and host[-1:] == "]" else host
+    if _is_ip(name):
+        return None
+    try:
+        socket.getaddrinfo(name, None)
+    except (socket.gaierror, UnicodeError) as e:
+        why = e.strerror if isinstance(e, socket.gaierror) else "not a valid host name"
+        return f"cannot resolve host {name!r} ({why}); check the name"
+    return None
 
 
 def curve_keys(role: str, secret: str | None, other: str | None):

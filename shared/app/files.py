@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -21,6 +22,8 @@ from typing import IO, Callable
 from ..core.errors import MarslinkError, UsageError
 
 STDIO = "-"                      # the path that means stdin / stdout
+NOT_TO_A_TERMINAL = ("compressed data not written to a terminal; redirect it (> FILE), give an output file name, "
+                     "or add --force")
 NEW_FILE_MODE = 0o666            # before the umask, as open(2) and gzip create files
 
 # errno -> (what went wrong, what to do about it), for every write a user may hit
@@ -30,7 +33,12 @@ _WHY = {
     errno.EROFS: ("read-only file system", "choose a writable folder"),
     errno.EACCES: ("permission denied", "choose a folder you can write to"),
     errno.EPERM: ("operation not permitted", "choose a folder you can write to"),
-    errno.EFBIG: ("file too large for this file system", "choose another folder"),
+    errno.EFBIG: ("file too large for this file system, or for the shell's file-size limit (ulimit -f)",
+                  "choose another folder or raise the limit"),
+    errno.ENOMEM: ("out of memory", "close other programs or raise the memory limit (ulimit -v)"),
+    errno.EMFILE: ("too many open files", "raise the limit (ulimit -n) or use fewer --jobs"),
+    errno.ENFILE: ("too many open files on this system", "close other programs"),
+    errno.ENAMETOOLONG: ("file name too long for this file system", "choose a shorter name or a shorter path"),
     errno.ENOENT: ("no such file or folder", "check the path"),
     errno.ENOTDIR: ("a part of the path is not a folder", "check the path"),
     errno.EIO: ("input/output error", "check the device"),
@@ -57,6 +65,8 @@ def read_input(path: str, limit: int, magic: bytes | None = None) -> bytes:
     `limit` + 1 bytes. With `magic`, reading stops after the first block if the input does not
     start with it (its parser refuses it)."""
     name = "standard input" if path == STDIO else repr(path)
+    if path != STDIO and _kind(path) == "socket":
+        raise UsageError(f"input {path!r} is a socket, not a file; give a file, or pipe the data in ('-')")
     try:
         f = getattr(sys.stdin, "buffer", None) if path == STDIO else open(path, "rb")
     except FileNotFoundError:
@@ -69,6 +79,8 @@ def read_input(path: str, limit: int, magic: bytes | None = None) -> bytes:
         raise UsageError(f"cannot read {path!r}: {e.strerror}") from None
     if f is None:                                                # python started with stdin closed
         raise UsageError("standard input is closed; give an input file, or pipe data in")
+    if path == STDIO and magic is not None and f.isatty():      # as gzip -d: nobody types compressed data
+        raise UsageError("compressed data not read from a terminal; pipe a file in (< FILE) or give its name")
     too_big = UsageError(f"input {name} is larger than {limit:,} bytes, the most marslink takes in one "
                          f"file; split it into smaller files")
     try:
@@ -175,6 +187,66 @@ def _descriptor(path: str) -> bool:
     return False
 
 
+def _kind(path: str) -> str | None:
+    """'socket' where `path` is one (open(2) cannot read it: ENXIO), else None."""
+    try:
+        return "socket" if stat.S_ISSOCK(os.stat(path).st_mode) else None
+    except OSError:
+        return None
+
+
+def _descriptor_fd(path: str) -> int | None:
+    """The number of this process's open file that `path` names (/dev/stdout: 1), or None."""
+    name = os.path.abspath(path)
+    for _ in range(8):
+        folder = os.path.realpath(os.path.dirname(name))
+        if _DESCRIPTORS.fullmatch(folder):
+            fd = os.path.basename(name)
+            mine = folder.split("/")[2] in ("self", "thread-self", str(os.getpid()))
+            return int(fd) if fd.isdigit() and mine else None
+        if not os.path.islink(name):
+            return None
+        name = os.path.join(os.path.dirname(name), os.readlink(name))
+    return None
+
+
+def _check_open_file(fd: int, subject: str, input_path: str | None, binary: bool, force: bool) -> None:
+    """An output that is a file this process already holds open (stdout, /dev/fd/N): open for
+    writing, not the input, and (binary, without --force) not a terminal. Checked now, not
+    after the work that would fail to land there."""
+    try:
+        writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
+        held = os.fstat(fd)
+    except OSError:
+        raise UsageError(f"{subject} is not open; give a file name") from None
+    if not writable:
+        raise UsageError(f"{subject} is open for reading only; redirect it to a file (> FILE) or give a file name")
+    if input_path not in (None, STDIO) and stat.S_ISREG(held.st_mode):
+        try:
+            mine = os.stat(input_path)
+        except OSError:
+            mine = None
+        if mine is not None and (mine.st_dev, mine.st_ino) == (held.st_dev, held.st_ino):
+            raise UsageError(f"{subject} is the input file; writing it would overwrite the input, so choose "
+                             f"another output")
+    if binary and not force and os.isatty(fd):
+        raise UsageError(NOT_TO_A_TERMINAL)
+
+
+def _check_device(path: str, label: str, binary: bool, force: bool) -> None:
+    """A character device as output (/dev/null, /dev/tty): it must open for writing now, and
+    (binary, without --force) not be a terminal."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as e:
+        raise UsageError(f"cannot write {label} {path!r}: {e.strerror}; give a file name") from None
+    try:
+        if binary and not force and os.isatty(fd):
+            raise UsageError(NOT_TO_A_TERMINAL)
+    finally:
+        os.close(fd)
+
+
 def _stream_target(path: str) -> bool:
     """`path` is a character device, a FIFO (/dev/null, a named pipe) or an open file's name
     (`_descriptor`): written in place, as a shell redirection would, never replaced by a regular file."""
@@ -188,39 +260,59 @@ def _stream_target(path: str) -> bool:
 
 
 def check_output(path: str, input_path: str | None = None, force: bool = False, binary: bool = False,
-                 stream_ok: bool = True) -> None:
+                 stream_ok: bool = True, label: str = "output") -> None:
     """Fail before any work if the output cannot be written, rather than after an hour of it:
     the folder must exist and take a new file (probed for real: /proc, read-only mounts and
     permissions all answer only when asked), and an existing file needs --force. Standard
-    output must be open, and (`binary`, as gzip) not a terminal unless --force. A device or
-    FIFO is written in place (`stream_ok`) or refused, never replaced."""
+    output, or a file this process holds open (/dev/stdout, /dev/fd/N), must be open for
+    writing, not the input, and (`binary`, as gzip) not a terminal unless --force. A device or
+    FIFO is written in place (`stream_ok`) or refused, never replaced. `label` names the
+    output in the messages (--stats-json)."""
     if path == STDIO:
         if sys.stdout is None:                                   # python started with stdout closed
             raise UsageError("standard output is closed; give an output file name instead of '-'")
-        if binary and not force and sys.stdout.isatty():
-            raise UsageError("compressed data not written to a terminal; redirect it (> FILE), give an "
-                             "output file name, or add --force")
+        try:
+            fd = sys.stdout.fileno()
+        except (OSError, ValueError, AttributeError):                # replaced by an object in memory
+            fd = None
+        if fd is not None:
+            _check_open_file(fd, "standard output", input_path, binary, force)
+        elif binary and not force and sys.stdout.isatty():
+            raise UsageError(NOT_TO_A_TERMINAL)
         return
     if not path or path.endswith(os.sep):
-        raise UsageError(f"output {path!r} is not a file name; give one" + (", not only a folder" if path else ""))
+        raise UsageError(f"{label} {path!r} is not a file name; give one" + (", not only a folder" if path else ""))
     if _descriptor(path):
-        if stream_ok:
-            return
-        raise UsageError(f"output {path!r} is an open file's name (standard output?), not a file; give a file name")
+        if not stream_ok:
+            raise UsageError(f"{label} {path!r} is an open file's name (standard output?), not a file; "
+                             f"give a file name")
+        fd = _descriptor_fd(path)
+        if fd is None or not os.path.exists(path):
+            raise UsageError(f"{label} {path!r} names no file this process holds open (was it closed?); "
+                             f"give a file name")
+        _check_open_file(fd, f"{label} {path!r}", input_path, binary, force)
+        return
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise UsageError(f"output folder {folder!r} does not exist; create it first")
+        try:
+            os.stat(folder)
+            why = "is not a folder"
+        except OSError as e:
+            why = "does not exist; create it first" if e.errno == errno.ENOENT else f"cannot be used: {e.strerror}"
+        raise UsageError(f"{label} folder {folder!r} {why}")
     if os.path.isdir(path):
-        raise UsageError(f"output {path!r} is a folder; give a file name")
+        raise UsageError(f"{label} {path!r} is a folder; give a file name")
     if os.path.lexists(path) and os.path.exists(path) and not os.path.isfile(path):
         if stream_ok and _stream_target(path):
+            if _device(path):
+                _check_device(path, label, binary, force)
             return
-        raise UsageError(f"output {path!r} is not a regular file (a device, FIFO or socket); give a file name")
+        raise UsageError(f"{label} {path!r} is not a regular file (a device, FIFO or socket); give a file name")
     if input_path not in (None, STDIO) and os.path.exists(path) and os.path.samefile(path, input_path):
         raise UsageError("output would overwrite the input; choose another output name")
     if os.path.lexists(path) and not force:
         raise _exists(path)
-    fd, tmp = _create_temp(path)
+    fd, tmp = _create_temp(path, f"{label} " if label != "output" else "")
     os.close(fd)
     os.unlink(tmp)
 
@@ -229,7 +321,7 @@ def _create_temp(path: str, what: str = "", then: str = "run again") -> tuple[in
     """A new, exclusive temporary file beside `path` (same file system, so the rename is atomic),
     created with NEW_FILE_MODE so that the umask decides the final mode."""
     folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.partial")
+    tmp = os.path.join(folder, _beside(folder, name, f".{secrets.token_hex(4)}.partial"))
     try:
         return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE), tmp
     except OSError as e:
@@ -239,17 +331,29 @@ def _create_temp(path: str, what: str = "", then: str = "run again") -> tuple[in
         raise storage_error(what, path, e, then) from None
 
 
+def _beside(folder: str, name: str, suffix: str, hidden: bool = True) -> str:
+    """The name of a file beside `name` (a temporary file, a lock, a spool): `.NAME` + suffix, or
+    where that passes the file system's longest name (any name the user may give an output),
+    a hash of NAME in its place, the same for the same name."""
+    try:
+        longest = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255
+    dot = "." if hidden else ""
+    if len(os.fsencode(dot + name + suffix)) <= longest:
+        return dot + name + suffix
+    return f".marslink-{hashlib.sha256(os.fsencode(name)).hexdigest()[:16]}{suffix}"
+
+
 def write_atomic(path: str, data: bytes | Callable[[IO[bytes]], None], force: bool = False, what: str = "",
                  then: str = "run again", before: Callable[[], None] | None = None) -> None:
     """Write `data` (or whatever `data(file)` writes) to a temporary file beside `path`, fsync,
     then move it into place: never a half-written output, whatever kills us. Without `force`,
     an output that appeared meanwhile is not replaced. Outputs and checkpoints both use it.
-    `before` (the run's report) runs once the output is safely written and before it appears, so
-    a failed report leaves no output and a failed output no report; a stream, which cannot wait
-    unseen, gets it first."""
-    if before is not None and (path == STDIO or _stream_target(path)):
-        before()
-        before = None
+    `before` (the run's report) runs once a file is safely written and before it appears: a
+    failed report leaves no output. A stream (`_streamed`) cannot wait unseen: no `before`."""
+    if before is not None and _streamed(path):
+        raise ValueError("a stream cannot wait for its report: write_with_stats orders them")
     if path == STDIO:
         if sys.stdout is None:
             raise UsageError("standard output is closed; give an output file name instead of '-'")
@@ -354,13 +458,14 @@ def locked(path: str, busy: str, what: str = "lock file "):
 def output_lock(path: str):
     """One receiver per output: `with output_lock(out):` around everything that writes it."""
     folder, name = os.path.split(os.path.abspath(path))
-    return locked(os.path.join(folder, f".{name}.lock"), f"another bob is receiving into {path!r}; "
+    return locked(os.path.join(folder, _beside(folder, name, ".lock")), f"another bob is receiving into {path!r}; "
                   f"give this one another --out")
 
 
 def spool_folder(out_path: str) -> str:
     """Where Bob keeps a stream's partial state while it arrives: beside the output, named after it."""
-    return os.path.abspath(out_path) + ".partial"
+    folder, name = os.path.split(os.path.abspath(out_path))
+    return os.path.join(folder, _beside(folder, name, ".partial", hidden=False))
 
 
 def check_folder(folder: str, what: str) -> None:
@@ -370,11 +475,14 @@ def check_folder(folder: str, what: str) -> None:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
         raise storage_error(what, folder, e) from None
+    tmp = os.path.join(folder, f".probe.{secrets.token_hex(4)}.partial")
     try:
-        fd, tmp = _create_temp(os.path.join(folder, "probe"))
-    except StorageError:
-        raise StorageError(f"cannot write {what}{folder!r}: it takes no new files; choose a folder on a disk, "
-                           f"then run again") from None
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        if e.errno == errno.ENOENT:      # /proc, /sys: the folder is there and takes no new file
+            raise StorageError(f"cannot write {what}{folder!r}: it takes no new files; choose a folder on a disk, "
+                               f"then run again") from None
+        raise storage_error(what, folder, e) from None
     os.close(fd)
     os.unlink(tmp)
 
@@ -409,11 +517,67 @@ def check_stats(path: str | None, input_path: str | None = None, output_path: st
     for what, other in (("input", None if input_path == STDIO else input_path), ("output", output_path)):
         if other is not None and same_file(path, other) and not _device(path):   # /dev/null twice is fine
             raise UsageError(f"--stats-json would overwrite the {what}; choose another name for the statistics")
-    check_output(path, force=True)
+    if input_path == STDIO and _same_as_fd(path, 0):                # the file piped in: `< notes.txt`
+        raise UsageError("--stats-json would overwrite the input; choose another name for the statistics")
+    check_output(path, force=True, label="--stats-json")
+
+
+def _same_as_fd(path: str, fd: int) -> bool:
+    """`path` is the regular file open as descriptor `fd` (stdin redirected from it)."""
+    try:
+        mine, held = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return stat.S_ISREG(held.st_mode) and (mine.st_dev, mine.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _stats_bytes(stats: dict) -> bytes:
+    return (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode()
 
 
 def write_stats(path: str | None, stats: dict) -> None:
     """--stats-json: a report of the run, replaced on every run (like a log, not an output)."""
     if path:
-        write_atomic(path, (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode(), force=True,
-                     what="statistics ")
+        write_atomic(path, _stats_bytes(stats), force=True, what="statistics ")
+
+
+def _streamed(path: str) -> bool:
+    """Written as it goes, seen at once: standard output, a device, a FIFO, an open file's name."""
+    return path == STDIO or _stream_target(path)
+
+
+def write_with_stats(path: str, data: bytes, force: bool, stats_path: str | None, stats: dict) -> None:
+    """The output and its report, both or neither, as far as streams allow. An output file
+    waits, written but unseen, until the report is written. An output stream cannot wait: the
+    report is then written in full beside its name first, the stream after it, and the report put
+    in place last, so a failed stream leaves the previous report, not one of a run that failed.
+    Two streams go output first."""
+    if not stats_path:
+        write_atomic(path, data, force)
+    elif not _streamed(path):
+        write_atomic(path, data, force, before=lambda: write_stats(stats_path, stats))
+    elif _streamed(stats_path):
+        write_atomic(path, data, force)
+        write_stats(stats_path, stats)
+    else:
+        _stream_with_staged_stats(path, data, stats_path, stats)
+
+
+def _stream_with_staged_stats(path: str, data: bytes, stats_path: str, stats: dict) -> None:
+    fd, tmp = _create_temp(stats_path, "statistics ")
+    try:
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_stats_bytes(stats))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise storage_error("statistics ", stats_path, e) from None
+        write_atomic(path, data)
+        try:
+            os.replace(tmp, stats_path)
+        except OSError as e:
+            raise storage_error("statistics ", stats_path, e) from None
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)

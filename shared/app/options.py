@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
+import sys
 
 from protocol import link
 from protocol.relay import SimulatedLink
@@ -33,7 +35,25 @@ class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: `prog: error: what; see 'prog --help'`, exit 2."""
 
     def error(self, message: str):
+        named = self._dashed_file()
+        if named:                          # argparse took the file for an option it does not know
+            message = (f"{named!r} is read as an option; a file name that begins with '-' goes after '--' "
+                       f"(e.g. {self.prog} -- {named} ...) or as ./{named}")
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._given = list(sys.argv[1:] if args is None else args)     # a subcommand's parser: its own part
+        return super().parse_known_args(args, namespace)
+
+    def _dashed_file(self) -> str | None:
+        """An argument that begins with '-', is none of this command's options and names a file."""
+        for arg in getattr(self, "_given", ()):
+            if arg == "--":
+                return None
+            if (arg.startswith("-") and len(arg) > 1 and arg.split("=", 1)[0] not in self._option_string_actions
+                    and os.path.lexists(arg)):
+                return arg
+        return None
 
 
 # -- value types: each refuses with a message that says what it wants -------------------------

@@ -88,7 +88,7 @@ def default_jobs(config: RunConfig, segment_length: int, segments: int) -> tuple
 
 @contextmanager
 def plan_jobs(prog: str, config: RunConfig, length: int, segment_size: int, jobs: int | None,
-              cluster: str | None, quiet: bool):
+              cluster: str | None, quiet: bool, threads_asked: bool = False):
     """The runner --jobs / --cluster ask for (default: default_jobs), closed on the way out
     whatever happens, so no worker outlives the command."""
     check_plan(length, segment_size)
@@ -103,6 +103,10 @@ def plan_jobs(prog: str, config: RunConfig, length: int, segment_size: int, jobs
                 print(f"{prog}: {note}", file=sys.stderr, flush=True)
         jobs = min(jobs, segments)
         runner = InProcess(profile) if jobs == 1 else LocalPool(jobs, profile)
+        threads = numeric.active().threads
+        if jobs > 1 and threads != 1 and threads_asked and not quiet:
+            print(f"{prog}: --threads {threads} is for one process; the {jobs} worker processes use one thread "
+                  f"each", file=sys.stderr, flush=True)
     try:
         yield runner
     finally:
@@ -126,6 +130,7 @@ def _pin(profile: str | None) -> None:
 def _init_pool_worker(reports, profile: str | None, parent: int) -> None:
     global _reports
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent handles Ctrl-C and stops us
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})   # blocked while we started: one pending is dropped
     _die_with_parent(parent)
     _reports = reports
     _pin(profile)
@@ -227,7 +232,15 @@ class LocalPool:
                                         initargs=(self.reports, profile, os.getpid()))
 
     def run(self, fn, tasks: list[tuple], progress: Progress) -> list:
-        pending = {self.pool.submit(fn, *task, profile=self.profile) for task in tasks}
+        # The workers start while the tasks are handed out, with SIGINT blocked: they keep the
+        # block across exec, so a Ctrl-C as they import waits, unseen, until their initializer
+        # ignores it (no worker traceback); here it waits until the block is lifted, then stops
+        # the run as any Ctrl-C does (the parent stops the workers).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            pending = {self.pool.submit(fn, *task, profile=self.profile) for task in tasks}
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         out = []
         while pending:
             done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
@@ -408,5 +421,6 @@ def decompress_file(container, runner, update) -> tuple[bytes, dict]:
 
 def _run_fields(config: RunConfig, runner, segment_size: int) -> dict:
     profile = numeric.active()
-    return {"preset": config.preset, "profile": profile.name, "threads": profile.threads,
+    threads = profile.threads if isinstance(runner, InProcess) else 1 if isinstance(runner, LocalPool) else None
+    return {"preset": config.preset, "profile": profile.name, "threads": threads,
             "segment_size": segment_size, "workers": runner.where}

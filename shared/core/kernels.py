@@ -16,16 +16,41 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import warnings
 
 import numpy as np
 
-try:                                    # the definition runs where numba is missing or refused
-    if os.environ.get("MARSLINK_KERNELS", "numba") == "numpy":
-        raise ImportError
-    from numba import njit
-except ImportError:                     # pragma: no cover - exercised with MARSLINK_KERNELS=numpy
-    njit = None
 
+
+def _load_numba():
+    """numba's njit, or None where the definition runs instead: numba missing, not wanted
+    (`MARSLINK_KERNELS=numpy`), told to compile nothing (`NUMBA_DISABLE_JIT=1`: its loops would
+    run as plain Python, which the definition does better), or refusing its own settings (say
+    `NUMBA_NUM_THREADS=0`). numba warns in several lines of traceback about a setting it cannot
+    parse and then uses its default; that becomes one line here."""
+    if os.environ.get("MARSLINK_KERNELS", "numba") == "numpy":
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            import numba
+        except ImportError:             # pragma: no cover - a machine without numba
+            return None
+        except Exception as e:          # numba's own check of its environment variables
+            print(f"marslink: numba refused its settings ({e}); running the uncompiled loops (the same bits, "
+                  f"slower)", file=sys.stderr)
+            return None
+    for w in caught:
+        first = str(w.message).split("\n", 1)[0]
+        if "could not be parsed" in first:
+            print(f"marslink: {first.rstrip('.')}; numba uses its default", file=sys.stderr)
+        else:                           # pragma: no cover - any other warning, as numba gave it
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return None if numba.config.DISABLE_JIT else numba.njit
+
+
+njit = _load_numba()
 ENABLED = njit is not None
 
 
