@@ -1,14 +1,7 @@
 """Alice, on Earth: reads the text, predicts it, codes it, sends the bits."""
-import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The `alice` command. Its modules load and its options are read in a few tenths of a
-    second, before cli.run_main stands guard; a Ctrl-C meanwhile is the same one line as a
-    Ctrl-C later, not a traceback."""
-    try:
-        from .cli import main as run
-        return run(argv)
-    except KeyboardInterrupt:             # run_main turns every later one into its line and 130
-        print("alice: interrupted; no output was written", file=sys.stderr)
-        return 130
+    """The `alice` command (shared.app.entry: a Ctrl-C while it loads is one line too)."""
+    from shared.app.entry import run_command
+    return run_command("alice", "sender.cli", argv)

@@ -244,11 +244,13 @@ def test_closed_standard_streams_are_one_line_before_any_work(tmp_path, made):
     assert r.returncode == 0 and (tmp_path / "q.txt").read_bytes() == (made / "in.txt").read_bytes()
 
 
-def test_compressed_data_is_not_written_to_a_terminal(made):
-    """Issue 25 A13: `alice compress in -` wrote binary to a terminal; gzip refuses this, so does alice."""
+@pytest.mark.parametrize("output", ["-", "/dev/stdout"])
+def test_compressed_data_is_not_written_to_a_terminal(made, output):
+    """Issue 25 A13: `alice compress in -` wrote binary to a terminal; gzip refuses this, so does
+    alice. Round seven: so it does when the terminal is named (`/dev/stdout`), which skipped the check."""
     main, terminal = pty.openpty()
     try:
-        r = run_cli_with("sender", "compress", str(made / "in.txt"), "-", "--preset", "tiny", stdout=terminal)
+        r = run_cli_with("sender", "compress", str(made / "in.txt"), output, "--preset", "tiny", stdout=terminal)
         expect_error(r, "alice: error: compressed data not written to a terminal; redirect it (> FILE), give an "
                         "output file name, or add --force")
         os.set_blocking(main, False)

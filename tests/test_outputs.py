@@ -3,7 +3,6 @@ file gets the umask's mode, and every write the OS refuses (read-only, permissio
 one line naming the path and what to do, with nothing half-written left behind."""
 import json
 import os
-import pty
 import shutil
 import stat
 import threading
@@ -308,23 +307,6 @@ def test_an_open_files_name_that_cannot_be_written_is_refused_before_any_work(tm
     expect_error(r, "alice: error: cannot write output '/dev/tty': No such device or address; give a file name",
                  tmp_path, ["held"])
     assert (tmp_path / "held").read_bytes() == b""
-
-
-def test_a_terminal_named_as_the_output_gets_no_compressed_data(made):
-    """Round seven: `alice compress in -` refused a terminal, but `alice compress in /dev/stdout`
-    wrote the compressed bytes onto it (an open file's name skipped the terminal check)."""
-    main, terminal = pty.openpty()
-    try:
-        r = run_cli_with("sender", "compress", str(made / "in.txt"), "/dev/stdout", "--preset", "tiny",
-                         stdout=terminal)
-        expect_error(r, "alice: error: compressed data not written to a terminal; redirect it (> FILE), give an "
-                        "output file name, or add --force")
-        os.set_blocking(main, False)
-        with pytest.raises(BlockingIOError):
-            os.read(main, 100)                  # not a byte reached the terminal
-    finally:
-        os.close(main)
-        os.close(terminal)
 
 
 def test_stdout_appending_to_the_input_is_refused(tmp_path, made):
