@@ -23,7 +23,7 @@ import zmq
 
 from protocol.security import CurveKeys, KeyFileError, generate, new_code
 from ..core.errors import MarslinkError, UsageError
-from .files import drop_stdout, storage_error
+from .files import WHY, drop_stdout, storage_error
 
 
 class StderrWithoutReader:
@@ -122,20 +122,19 @@ def run_main(prog: str, body: Callable[[], int | None]) -> int:
             signal.signal(s, handler)
 
 
-OUT_OF_MEMORY = ("out of memory; close other programs, choose a smaller preset or fewer --jobs, or raise the "
-                 "memory limit (ulimit -v), then run again")
+OUT_OF_MEMORY = "{}; {}, then run again".format(*WHY[errno.ENOMEM])
 
 
 def _os_error_line(e: OSError) -> str:
-    """The safety net's line for an OSError no file helper expected: the reason and what to do."""
-    if e.errno == errno.ENOMEM or "failed to map segment" in str(e):   # the latter: a library under ulimit -v
+    """The safety net's line for an OSError no file helper expected: the reason and what to do,
+    in files.WHY's words where it has them."""
+    if "failed to map segment" in str(e):     # a shared library under ulimit -v (no errno of its own)
         return OUT_OF_MEMORY
-    if e.errno in (errno.EMFILE, errno.ENFILE):
-        return ("too many open files; raise the limit (ulimit -n) or use fewer --jobs, then run again")
     if _cwd_gone():
         return "the current folder was removed; nothing was written; change to a folder that exists and run again"
     where = f" ({e.filename!r})" if e.filename else ""
-    return f"{e.strerror or e}{where}; check the path and the device, then run again"
+    reason, advice = WHY.get(e.errno, (e.strerror or str(e), "check the path and the device"))
+    return f"{reason}{where}; {advice}, then run again"
 
 
 def _cwd_gone() -> bool:

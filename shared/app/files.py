@@ -26,8 +26,8 @@ NOT_TO_A_TERMINAL = ("compressed data not written to a terminal; redirect it (> 
                      "or add --force")
 NEW_FILE_MODE = 0o666            # before the umask, as open(2) and gzip create files
 
-# errno -> (what went wrong, what to do about it), for every write a user may hit
-_WHY = {
+# errno -> (what went wrong, what to do about it), for every write a user may hit (and cli.run_main's net)
+WHY = {
     errno.ENOSPC: ("no space left on device", "free some space or choose another folder"),
     errno.EDQUOT: ("disk quota exceeded", "free some space or choose another folder"),
     errno.EROFS: ("read-only file system", "choose a writable folder"),
@@ -35,7 +35,8 @@ _WHY = {
     errno.EPERM: ("operation not permitted", "choose a folder you can write to"),
     errno.EFBIG: ("file too large for this file system, or for the shell's file-size limit (ulimit -f)",
                   "choose another folder or raise the limit"),
-    errno.ENOMEM: ("out of memory", "close other programs or raise the memory limit (ulimit -v)"),
+    errno.ENOMEM: ("out of memory", "close other programs, choose a smaller preset or fewer --jobs, or raise the "
+                                    "memory limit (ulimit -v)"),
     errno.EMFILE: ("too many open files", "raise the limit (ulimit -n) or use fewer --jobs"),
     errno.ENFILE: ("too many open files on this system", "close other programs"),
     errno.ENAMETOOLONG: ("file name too long for this file system", "choose a shorter name or a shorter path"),
@@ -52,7 +53,7 @@ class StorageError(MarslinkError):
 
 def storage_error(what: str, path: str, e: OSError, then: str = "run again") -> StorageError:
     """One line: `cannot write <what> '<path>': <reason>; <advice>, then <then>`."""
-    reason, advice = _WHY.get(e.errno, (e.strerror or e.__class__.__name__, "check the path"))
+    reason, advice = WHY.get(e.errno, (e.strerror or e.__class__.__name__, "check the path"))
     return StorageError(f"cannot write {what}{path!r}: {reason}; {advice}, then {then}")
 
 
