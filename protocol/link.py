@@ -548,6 +548,21 @@ class AliceLink(_Link):
             self._send_raw(encode(Heartbeat(now)))
 
 
+def ipc_problem(endpoint: str, role: str) -> Optional[str]:
+    """What is wrong with an ipc:// endpoint before zmq says it in its own words, or None."""
+    path = endpoint[len("ipc://"):]
+    if not path:
+        return "it needs a path after ipc://, e.g. ipc:///tmp/marslink.ipc"
+    size = len(os.fsencode(path))
+    if size > zmq.IPC_PATH_MAX_LEN:
+        return (f"its path is {size} bytes, more than the {zmq.IPC_PATH_MAX_LEN} this system allows a socket's "
+                f"name; choose a shorter path")
+    folder = os.path.dirname(os.path.abspath(path))
+    if role == "bind" and not os.path.isdir(folder):
+        return f"folder {folder!r} does not exist; create it first"
+    return None
+
+
 def ipc_bind_problem(endpoint: str) -> Optional[str]:
     """Why binding `endpoint` would harm something, or None. libzmq removes whatever is at an
     ipc:// path before it binds: a user's file would be deleted, and a live listener's socket

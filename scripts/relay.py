@@ -16,9 +16,8 @@ from pathlib import Path
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from protocol.link import LinkError  # noqa: E402
+from protocol.link import LinkError, ipc_problem  # noqa: E402
 from protocol.relay import Relay  # noqa: E402
-from shared.app.cli import ipc_problem  # noqa: E402
 from shared.app.files import check_stats, drop_stdout, write_stats  # noqa: E402
 from shared.app.options import (Parser, add_relay_display_options, add_simulated_link_options,  # noqa: E402
                                 endpoint, path_name, seconds, simulated_link)

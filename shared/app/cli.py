@@ -19,8 +19,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable
 
-import zmq
-
+from protocol.link import ipc_problem
 from protocol.security import CurveKeys, KeyFileError, generate, new_code
 from ..core.errors import MarslinkError, UsageError
 from .files import WHY, drop_stdout, storage_error
@@ -246,21 +245,6 @@ def check_endpoint(endpoint: str, insecure: bool, role: str, encrypted: bool = F
                          f"encrypt it with {keys} (keys from 'keygen'), "
                          f"or add --insecure to send plain text over a network")
     return endpoint
-
-
-def ipc_problem(endpoint: str, role: str) -> str | None:
-    """What is wrong with an ipc:// endpoint before zmq says it in its own words, or None."""
-    path = endpoint[len("ipc://"):]
-    if not path:
-        return "it needs a path after ipc://, e.g. ipc:///tmp/marslink.ipc"
-    size = len(os.fsencode(path))
-    if size > zmq.IPC_PATH_MAX_LEN:
-        return (f"its path is {size} bytes, more than the {zmq.IPC_PATH_MAX_LEN} this system allows a socket's "
-                f"name; choose a shorter path")
-    folder = os.path.dirname(os.path.abspath(path))
-    if role == "bind" and not os.path.isdir(folder):
-        return f"folder {folder!r} does not exist; create it first"
-    return None
 
 
 def _is_ip(text: str) -> bool:

@@ -66,7 +66,7 @@ def read_input(path: str, limit: int, magic: bytes | None = None) -> bytes:
     `limit` + 1 bytes. With `magic`, reading stops after the first block if the input does not
     start with it (its parser refuses it)."""
     name = "standard input" if path == STDIO else repr(path)
-    if path != STDIO and _kind(path) == "socket":
+    if path != STDIO and _socket(path):
         raise UsageError(f"input {path!r} is a socket, not a file; give a file, or pipe the data in ('-')")
     try:
         f = getattr(sys.stdin, "buffer", None) if path == STDIO else open(path, "rb")
@@ -173,42 +173,43 @@ def _device(path: str) -> bool:
 _DESCRIPTORS = re.compile(r"/proc/(self|thread-self|\d+)(/task/\d+)?/fd")   # a process's open files
 
 
+def _descriptor_entry(path: str) -> tuple[str, str] | None:
+    """(the /proc/PID/fd folder, the entry's name) that `path` leads to, or None."""
+    name = os.path.abspath(path)
+    for _ in range(8):                    # links to links: /dev/stdout -> /proc/self/fd/1
+        folder = os.path.realpath(os.path.dirname(name))
+        if _DESCRIPTORS.fullmatch(folder):
+            return folder, os.path.basename(name)
+        if not os.path.islink(name):
+            return None
+        name = os.path.join(os.path.dirname(name), os.readlink(name))
+    return None
+
+
 def _descriptor(path: str) -> bool:
     """`path` names a file this process already has open (/dev/stdout, /dev/fd/1, /proc/self/fd/1),
     whatever that file is. It is a link in /dev or /proc: replacing it would replace the link,
     the system's /dev/stdout, not write the file; so it is written through, as a shell writes
     `> /dev/stdout`."""
-    name = os.path.abspath(path)
-    for _ in range(8):                    # links to links: /dev/stdout -> /proc/self/fd/1
-        if _DESCRIPTORS.fullmatch(os.path.realpath(os.path.dirname(name))):
-            return True
-        if not os.path.islink(name):
-            return False
-        name = os.path.join(os.path.dirname(name), os.readlink(name))
-    return False
-
-
-def _kind(path: str) -> str | None:
-    """'socket' where `path` is one (open(2) cannot read it: ENXIO), else None."""
-    try:
-        return "socket" if stat.S_ISSOCK(os.stat(path).st_mode) else None
-    except OSError:
-        return None
+    return _descriptor_entry(path) is not None
 
 
 def _descriptor_fd(path: str) -> int | None:
     """The number of this process's open file that `path` names (/dev/stdout: 1), or None."""
-    name = os.path.abspath(path)
-    for _ in range(8):
-        folder = os.path.realpath(os.path.dirname(name))
-        if _DESCRIPTORS.fullmatch(folder):
-            fd = os.path.basename(name)
-            mine = folder.split("/")[2] in ("self", "thread-self", str(os.getpid()))
-            return int(fd) if fd.isdigit() and mine else None
-        if not os.path.islink(name):
-            return None
-        name = os.path.join(os.path.dirname(name), os.readlink(name))
-    return None
+    entry = _descriptor_entry(path)
+    if entry is None:
+        return None
+    folder, fd = entry
+    mine = folder.split("/")[2] in ("self", "thread-self", str(os.getpid()))
+    return int(fd) if fd.isdigit() and mine else None
+
+
+def _socket(path: str) -> bool:
+    """`path` is a Unix socket (open(2) cannot read one: ENXIO)."""
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _check_open_file(fd: int, subject: str, input_path: str | None, binary: bool, force: bool) -> None:
@@ -351,10 +352,11 @@ def write_atomic(path: str, data: bytes | Callable[[IO[bytes]], None], force: bo
     """Write `data` (or whatever `data(file)` writes) to a temporary file beside `path`, fsync,
     then move it into place: never a half-written output, whatever kills us. Without `force`,
     an output that appeared meanwhile is not replaced. Outputs and checkpoints both use it.
-    `before` (the run's report) runs once a file is safely written and before it appears: a
-    failed report leaves no output. A stream (`_streamed`) cannot wait unseen: no `before`."""
+    `before` runs once the file is safely written and before it appears (its failures are its
+    own, and leave no file): the run's report before its output, or an output stream before
+    its report. A stream (`_streamed`) cannot wait unseen: no `before`."""
     if before is not None and _streamed(path):
-        raise ValueError("a stream cannot wait for its report: write_with_stats orders them")
+        raise ValueError("a stream cannot wait for what goes before it: write_with_stats orders them")
     if path == STDIO:
         if sys.stdout is None:
             raise UsageError("standard output is closed; give an output file name instead of '-'")
@@ -375,18 +377,22 @@ def write_atomic(path: str, data: bytes | Callable[[IO[bytes]], None], force: bo
         return
     fd, tmp = _create_temp(path, what, then)
     try:
-        with os.fdopen(fd, "wb") as f:
-            data(f) if callable(data) else f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                data(f) if callable(data) else f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except (OSError, RuntimeError) as e:
+            cause = _os_error(e)
+            if cause is None:
+                raise
+            raise storage_error(what, path, cause, then) from None
         if before is not None:
             before()
-        _move_into_place(tmp, path, force)
-    except (OSError, RuntimeError) as e:
-        cause = _os_error(e)
-        if cause is None:
-            raise
-        raise storage_error(what, path, cause, then) from None
+        try:
+            _move_into_place(tmp, path, force)
+        except OSError as e:
+            raise storage_error(what, path, e, then) from None
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
@@ -532,14 +538,11 @@ def _same_as_fd(path: str, fd: int) -> bool:
     return stat.S_ISREG(held.st_mode) and (mine.st_dev, mine.st_ino) == (held.st_dev, held.st_ino)
 
 
-def _stats_bytes(stats: dict) -> bytes:
-    return (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode()
-
-
-def write_stats(path: str | None, stats: dict) -> None:
+def write_stats(path: str | None, stats: dict, before: Callable[[], None] | None = None) -> None:
     """--stats-json: a report of the run, replaced on every run (like a log, not an output)."""
     if path:
-        write_atomic(path, _stats_bytes(stats), force=True, what="statistics ")
+        write_atomic(path, (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode(), force=True,
+                     what="statistics ", before=before)
 
 
 def _streamed(path: str) -> bool:
@@ -550,35 +553,14 @@ def _streamed(path: str) -> bool:
 def write_with_stats(path: str, data: bytes, force: bool, stats_path: str | None, stats: dict) -> None:
     """The output and its report, both or neither, as far as streams allow. An output file
     waits, written but unseen, until the report is written. An output stream cannot wait: the
-    report is then written in full beside its name first, the stream after it, and the report put
-    in place last, so a failed stream leaves the previous report, not one of a run that failed.
-    Two streams go output first."""
+    report waits for it instead, so a failed stream leaves the previous report, not one of a run
+    that failed. Two streams go output first."""
     if not stats_path:
         write_atomic(path, data, force)
     elif not _streamed(path):
         write_atomic(path, data, force, before=lambda: write_stats(stats_path, stats))
-    elif _streamed(stats_path):
+    elif not _streamed(stats_path):
+        write_stats(stats_path, stats, before=lambda: write_atomic(path, data))
+    else:
         write_atomic(path, data, force)
         write_stats(stats_path, stats)
-    else:
-        _stream_with_staged_stats(path, data, stats_path, stats)
-
-
-def _stream_with_staged_stats(path: str, data: bytes, stats_path: str, stats: dict) -> None:
-    fd, tmp = _create_temp(stats_path, "statistics ")
-    try:
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(_stats_bytes(stats))
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as e:
-            raise storage_error("statistics ", stats_path, e) from None
-        write_atomic(path, data)
-        try:
-            os.replace(tmp, stats_path)
-        except OSError as e:
-            raise storage_error("statistics ", stats_path, e) from None
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
