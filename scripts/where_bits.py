@@ -13,8 +13,9 @@ match model's guess from the count rows each byte was predicted with. It prints:
   the costliest lines         (text only) each byte's cost as one digit: whole bits, 9 for 9 or more
 
 With --against COSTS, the same bytes as another coder paid for them, side by side: by kind of
-byte, by the match model's guess, and by history (how many bytes each coder had seen: 64
-regions side by side here, one pass there). COSTS holds one record per byte that coder coded, a
+byte, by the match model's guess, by history (how many bytes each coder had seen: 64 regions
+side by side here, one pass there), and on the bytes both coded with as much history (the same
+bytes and the same history: the models' gap alone). COSTS holds one record per byte that coder coded, a
 byte and its cost in bits (a little-endian float64), its own bytes first if it codes any:
 scripts/paq8px-costs.patch makes paq8px write one (PAQ8PX_COSTS=FILE paq8px -8 INPUT).
 
@@ -24,11 +25,12 @@ Examples (from the repository root):
   .venv/bin/python scripts/where_bits.py ../shared/corpora/tinyshakespeare.txt --bytes 100000 --set streams=32
   .venv/bin/python scripts/where_bits.py ../shared/corpora/tinyshakespeare.txt --against ts.costs --lines 0
 What it showed for the development set: docs/results.md ("2026-12-05 (night)"); against paq8px
-on tinyshakespeare: "2026-12-06 (third session)".
+on tinyshakespeare: "2026-12-06 (third session)"; on the Python: "2026-12-06 (fifth session)".
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import unicodedata
 from dataclasses import dataclass
@@ -121,7 +123,15 @@ def read_costs(path: str, data: bytes, whole: int) -> np.ndarray:
     records hold, after at most COSTS_LEAD of the coder's own, the bytes of `data`: the first
     bytes of a file `whole` bytes long (an online coder's costs of a prefix are its costs in the
     whole file)."""
-    raw = read_input(path, (whole + COSTS_LEAD) * COSTS_RECORD.itemsize)
+    limit = (whole + COSTS_LEAD) * COSTS_RECORD.itemsize
+    more = CostsError(f"--against {path!r} holds the costs of more than {whole + COSTS_LEAD:,} bytes, this file's "
+                      f"and {COSTS_LEAD} of the coder's own; give the costs of this file (a coder that transforms "
+                      f"a block, as paq8px decodes base64, codes other bytes than the file's)")
+    if os.path.isfile(path) and os.stat(path).st_size > limit:    # read_input would say "split the file"
+        raise more
+    raw = read_input(path, limit + COSTS_RECORD.itemsize)
+    if len(raw) > limit:
+        raise more
     if len(raw) % COSTS_RECORD.itemsize:
         raise CostsError(f"--against {path!r} is not a costs file: its size is not a multiple of "
                          f"{COSTS_RECORD.itemsize} (a byte and a float64 per byte coded); see --help")
@@ -143,7 +153,8 @@ def read_costs(path: str, data: bytes, whole: int) -> np.ndarray:
 
 def against(c: Costs, theirs: np.ndarray, streams: int) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, headers, rows) of the side-by-side tables: this build's and the other coder's
-    cost of the same bytes, and each coder's bits/byte at the same history."""
+    cost of the same bytes, each coder's bits/byte at the same history, and both on the bytes
+    they coded with as much history."""
     head = ["", "bytes", "this build (B)", "other (B)", "difference (B)", "ratio"]
 
     def row(name, mask):
@@ -169,6 +180,17 @@ def against(c: Costs, theirs: np.ndarray, streams: int) -> list[tuple[str, list[
                          f"{theirs[b].sum() / b.sum():.3f}" if b.any() else "-"])
     out.append(("against the other coder, at the same history (bytes seen before; other bytes in each row)",
                 ["bytes seen", "bytes here", "bits/byte here", "bytes there", "bits/byte there"], rows))
+    # the same bytes, where both coders had seen as much: neither the bytes nor the history differ,
+    # so a gap here is the model's, not the order in which the two coders met the file's bytes
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        both = (ours_seen >= lo) & (ours_seen < hi) & (theirs_seen >= lo) & (theirs_seen < hi)
+        if both.any():
+            ours, other = float(c.bits[both].sum()), float(theirs[both].sum())
+            rows.append([f"{lo:,}-{hi - 1:,}" if hi < 1 << 62 else f"{lo:,} on", f"{int(both.sum()):,}",
+                         f"{ours / both.sum():.3f}", f"{other / both.sum():.3f}", f"{ours / other:.3f}" if other else "-"])
+    out.append(("against the other coder, the same bytes where both had seen as much",
+                ["bytes seen", "bytes", "this build", "other", "ratio"], rows))
     return out
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scripts.tune import apply_overrides
-from scripts.where_bits import KINDS, Costs, costliest_lines, kinds, measure, tables
+from scripts.where_bits import KINDS, Costs, against, costliest_lines, kinds, measure, tables
 from shared.coding.codec import compress
 from shared.core.config import preset
 from shared.core.errors import UsageError
@@ -230,8 +230,12 @@ def test_against_another_coders_costs_the_same_bytes_side_by_side(tmp_path):
     table = r.stdout.split("against the other coder, the same bytes: by kind\n")[1]
     assert table.splitlines()[1].split() == ["all", "2,000", f"{ours:,.0f}", "500", f"{ours - 500:+,.0f}",
                                              f"{ours / 500:.3f}"]
-    history = r.stdout.split("at the same history (bytes seen before; other bytes in each row)\n")[1].splitlines()
-    assert [row.split()[3:] for row in history[1:]] == [["2,000", "2.000"]]   # all 2,000 seen fewer than 4,096
+    history = r.stdout.split("at the same history (bytes seen before; other bytes in each row)\n")[1].split("\n\n")[0]
+    [row] = [row.split() for row in history.splitlines()[1:]]
+    assert row[3:] == ["2,000", "2.000"]                                  # all seen fewer than 4,096 there
+    both = r.stdout.split("the same bytes where both had seen as much\n")[1].splitlines()
+    assert both[1].split()[:4] == ["0-4,095", "2,000", row[2], "2.000"]   # and here: all 2,000
+    assert float(both[1].split()[4]) == pytest.approx(float(row[2]) / 2, abs=1e-3)
     guesses = r.stdout.split("against the other coder, the same bytes: by the match model's guess\n")[1].splitlines()
     assert [row.split()[0] for row in guesses[1:4]] == ["no", "guess", "guess"]
     assert sum(int(row.split()[-5].replace(",", "")) for row in guesses[1:4]) == 2000      # every byte once
@@ -246,6 +250,9 @@ def test_against_another_coders_costs_the_same_bytes_side_by_side(tmp_path):
                                                    "of this file"),
     (lambda p, d: _costs_file(p, d, np.nan), "has a cost that is negative or not a number; give the costs another "
                                               "coder wrote"),
+    (lambda p, d: _costs_file(p, d + d, 1.0), "holds the costs of more than 264 bytes, this file's and 64 of the "
+                                               "coder's own; give the costs of this file (a coder that transforms a "
+                                               "block, as paq8px decodes base64, codes other bytes than the file's)"),
 ])
 def test_costs_that_are_not_this_files_are_one_line_before_the_run(tmp_path, make, says):
     data = mission_log(200)
@@ -255,3 +262,17 @@ def test_costs_that_are_not_this_files_are_one_line_before_the_run(tmp_path, mak
     r = _where_bits(src, "--preset", "tiny", "--against", costs)
     assert (r.returncode, r.stdout) == (2, "")
     assert r.stderr == f"where_bits: error: --against {str(costs)!r} {says}\n"
+
+
+def test_the_same_bytes_where_both_coders_had_seen_as_much():
+    """Two streams of 5,000 bytes: byte i had 2 * (i % 5000) bytes seen here, i there. Below
+    4,096 seen on both sides are bytes 0-2,047; from 4,096 to 16,383, bytes 4,096-4,999 and
+    7,048-9,999 (stream 1's first 2,048 bytes were coded here with less history than there)."""
+    n = 10_000
+    data = np.zeros(n, dtype=np.uint8)
+    ours = np.where(np.arange(n) < 2048, 3.0, 1.0)
+    c = Costs(data, ours, np.arange(n) % 5000, np.full(n, -1), np.zeros(n, dtype=np.int64), float(ours.sum()))
+    title, headers, rows = against(c, np.full(n, 2.0), streams=2)[-1]
+    assert title == "against the other coder, the same bytes where both had seen as much"
+    assert rows == [["0-4,095", "2,048", "3.000", "2.000", "1.500"],
+                    ["4,096-16,383", "3,856", "1.000", "2.000", "0.500"]]
