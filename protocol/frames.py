@@ -91,6 +91,15 @@ def _text(kind: Kind, name: str, v: str, max_chars: int, pattern: str | None = N
         raise FrameError(f"{kind.name} {name} is not encodable as UTF-8") from None
 
 
+def _stream_id(kind: Kind, v: str) -> None:
+    """A stream id is drawn on both sides' displays: printable text only. A control, format or
+    line-separator character (U+2028, a right-to-left override) could forge or hide a display
+    line, and a byte that is not text (a surrogate) cannot be sent as UTF-8."""
+    _text(kind, "stream_id", v, MAX_STREAM_ID_CHARS)
+    if not v or not v.isprintable():
+        raise FrameError(f"{kind.name} stream_id {v[:80]!r} must be 1 or more printable characters")
+
+
 def _json_text(kind: Kind, name: str, v: dict) -> bytes:
     """Canonical JSON bytes of a dict; refuses anything that would not survive a round trip."""
     if not isinstance(v, dict):
@@ -217,7 +226,7 @@ class Hello:
             (other.stream_id, other.sha256, other.total_length, other.config)
 
     def __post_init__(self):
-        _text(self.KIND, "stream_id", self.stream_id, MAX_STREAM_ID_CHARS, r"[^\x00-\x1f\x7f]+")
+        _stream_id(self.KIND, self.stream_id)
         for name in ("config", "fingerprint"):
             if not isinstance(getattr(self, name), dict):
                 raise FrameError(f"HELLO {name} must be a dict")
@@ -255,7 +264,7 @@ class Welcome:
     resume_offset: int = 0
 
     def __post_init__(self):
-        _text(self.KIND, "stream_id", self.stream_id, MAX_STREAM_ID_CHARS, r"[^\x00-\x1f\x7f]+")
+        _stream_id(self.KIND, self.stream_id)
         _u64(self.KIND, "next_seq", self.next_seq)
         _u64(self.KIND, "resume_offset", self.resume_offset)
 

@@ -65,8 +65,11 @@ class KeyFileError(ValueError):
 def generate(folder: str, name: str) -> tuple[str, str]:
     """Write NAME.key (public, 0644) and NAME.key_secret (secret, 0600) into folder; never overwrite."""
     if not KEY_NAME.fullmatch(name):
-        raise KeyFileError(f"key name {name!r} must begin with a letter or digit, then letters, digits, '.', '_' "
-                           f"or '-' (at most 64 in all)")
+        bad = next((c for i, c in enumerate(name)
+                    if not (c.isascii() and (c.isalnum() or (i and c in "._-")))), None)
+        what = f"has {bad!r}, which is not allowed there" if bad else "is empty" if not name else "is too long"
+        raise KeyFileError(f"key name {name!r} {what}: a name begins with an ASCII letter or digit, then ASCII "
+                           f"letters, digits, '.', '_' or '-' (at most 64 in all)")
     os.makedirs(folder, mode=0o700, exist_ok=True)
     public, secret = (os.path.join(folder, name + ext) for ext in (".key", ".key_secret"))
     for path in (public, secret):

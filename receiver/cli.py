@@ -12,7 +12,7 @@ from shared.app.files import (check_folder, check_output, check_stats, output_lo
                               write_stats, write_with_stats)
 from shared.app.options import (COUNT, LAN_PORT, Parser, add_force_option, add_keygen_command, add_link_options,
                                 add_model_options, add_numeric_options, add_parallel_options, add_report_options,
-                                add_state_option, link_settings, output_file, run_config)
+                                add_state_option, add_version_option, link_settings, output_file, run_config)
 from shared.app.parallel import decompress_file, plan_jobs
 from shared.core import numeric
 from shared.core.errors import UsageError
@@ -22,6 +22,7 @@ from shared.show.dashboard import add_display_options, dashboard_for
 
 def parser() -> argparse.ArgumentParser:
     ap = Parser(prog="bob", description="Marslink receiver (Mars).")
+    add_version_option(ap)
     sub = ap.add_subparsers(dest="command", required=True)
     d = sub.add_parser("decompress", help="decompress a marslink file INPUT into OUTPUT ('-' = stdin/stdout)")
     d.add_argument("input")

@@ -25,6 +25,7 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from shared.app.cli import escape_what_cannot_be_shown  # noqa: E402
 from shared.app.files import drop_stdout, read_head  # noqa: E402
 from shared.app.options import MAX_SECONDS, Parser, integer, number, path_name  # noqa: E402
 from shared.core import numeric  # noqa: E402  (torch-free: the profile is pinned before torch loads)
@@ -55,6 +56,7 @@ class LectureConsole(Console):
 
 
 def main(argv: list[str] | None = None) -> int:
+    escape_what_cannot_be_shown()
     ap = LectureParser(prog="lecture.py",
                        description="marslink lecture mode: arithmetic coding and the twins, step by step")
     ap.add_argument("--input", type=path_name("a file name"), default=None,

@@ -10,7 +10,7 @@ from shared.app.faults import kill_at
 from shared.app.files import check_output, check_stats, read_input, write_stats, write_with_stats
 from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_command, add_link_options,
                                 add_model_options, add_parallel_options, add_report_options, add_state_option,
-                                fraction, link_settings, run_config, seconds, stream_id)
+                                add_version_option, fraction, link_settings, run_config, seconds, stream_id)
 from shared.app.parallel import compress_file, decompress_file, plan_jobs
 from shared.core import numeric
 from shared.core.config import MAX_LENGTH
@@ -21,6 +21,7 @@ from shared.show.telemetry import bits_per_byte
 
 def parser() -> argparse.ArgumentParser:
     ap = Parser(prog="alice", description="Marslink sender (Earth).")
+    add_version_option(ap)
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compress", help="compress INPUT into a marslink file OUTPUT ('-' = stdin/stdout)")
     c.add_argument("input")

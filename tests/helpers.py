@@ -82,9 +82,10 @@ def sigint_at_default():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def spawn(*args, prelude=None):
-    """`python -m args...`; with `prelude`, that Python code runs first in the same process."""
-    env = child_env(XDG_CACHE_HOME=CACHE)           # Earth's resume checkpoints stay out of ~/.cache
+def spawn(*args, prelude=None, env=None):
+    """`python -m args...`; with `prelude`, that Python code runs first in the same process; `env`
+    adds to the environment."""
+    env = child_env(XDG_CACHE_HOME=CACHE, **(env or {}))   # Earth's resume checkpoints stay out of ~/.cache
     cmd = [sys.executable, "-m", *args] if prelude is None else \
         [sys.executable, "-c", f"{prelude}; import runpy; runpy.run_module({args[0]!r}, run_name='__main__', "
                                f"alter_sys=True)", *args[1:]]
@@ -92,7 +93,7 @@ def spawn(*args, prelude=None):
                             preexec_fn=sigint_at_default)
 
 
-def run_pair(tmp_path, data: bytes, bob_first=True, alice_args=(), bob_args=(), timeout=300):
+def run_pair(tmp_path, data: bytes, bob_first=True, alice_args=(), bob_args=(), timeout=300, env=None):
     src, out = tmp_path / "in.bin", tmp_path / "out.bin"
     src.write_bytes(data)
     ep = free_endpoint()
@@ -101,9 +102,9 @@ def run_pair(tmp_path, data: bytes, bob_first=True, alice_args=(), bob_args=(), 
     alice_cmd = ["sender", "send", str(src), "--connect", ep, "--stats-json", str(tmp_path / "alice.json"),
                  "--preset", "tiny", "--timeout", "20", *alice_args]
     first, second = (bob_cmd, alice_cmd) if bob_first else (alice_cmd, bob_cmd)
-    p1 = spawn(*first)
+    p1 = spawn(*first, env=env)
     time.sleep(1.0)
-    p2 = spawn(*second)
+    p2 = spawn(*second, env=env)
     o2, e2 = p2.communicate(timeout=timeout)
     o1, e1 = p1.communicate(timeout=timeout)
     bob, alice = ((p1, e1), (p2, e2)) if bob_first else ((p2, e2), (p1, e1))
@@ -146,11 +147,12 @@ def run_twin(config, data, steps=None) -> Twin:
 # -- outputs and file systems (issue 19: one-line write errors, full disks, --force) ---------------
 
 def run_cli_with(*args, prefix=(), input_bytes=None, timeout=300, **popen):
-    """run_cli with extra subprocess options: umask=, stdout= (a file: a full disk on stdout), and
-    a command `prefix` (e.g. setpriv, to drop root's right to ignore permissions)."""
+    """run_cli with extra subprocess options: umask=, stdout= and stderr= (a file: a full disk on
+    stdout), and a command `prefix` (e.g. setpriv, to drop root's right to ignore permissions)."""
     popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
     return subprocess.run([*prefix, sys.executable, "-m", *args], cwd=ROOT, env=child_env(), input=input_bytes,
-                          stderr=subprocess.PIPE, timeout=timeout, **popen)
+                          timeout=timeout, **popen)
 
 
 NO_ROOT_BYPASS = ("setpriv", "--bounding-set=-dac_override,-dac_read_search",
@@ -187,18 +189,32 @@ def tmpfs(path, size="1m", read_only=False):
     skipped, with the reason, where this machine does not allow mounting."""
     path.mkdir(exist_ok=True)
     options = f"size={size}" + (",ro" if read_only else "")
-    try:
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                           capture_output=True, text=True, timeout=30)
-    except FileNotFoundError:
-        pytest.skip("no 'mount' command here: the full-disk tests need to mount a small tmpfs")
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or 'not root?'}): the full-disk "
-                    f"tests need root in a machine or container that allows mounts")
-    try:
+    with _mounted(["-t", "tmpfs", "-o", options, "tmpfs", str(path)], "a small tmpfs", "the full-disk tests"):
         yield path
+
+
+@contextmanager
+def bind_mount(source, target):
+    """The file `source` mounted on the file `target` for the test, or the test skipped, as `tmpfs`."""
+    with _mounted(["--bind", str(source), str(target)], "a file on another", "the mount-point tests"):
+        yield target
+
+
+@contextmanager
+def _mounted(arguments, what, tests):
+    """`mount ARGUMENTS` for the test, `umount -l` after it; skipped with the reason where this
+    machine does not allow mounting."""
+    try:
+        r = subprocess.run(["mount", *arguments], capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        pytest.skip(f"no 'mount' command here: {tests} need to mount {what}")
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount {what} here ({r.stderr.strip() or 'not root?'}): {tests} need root in a "
+                    f"machine or container that allows mounts")
+    try:
+        yield
     finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+        subprocess.run(["umount", "-l", arguments[-1]], capture_output=True, timeout=30)
 
 
 def fill(folder, name="filler") -> None:

@@ -421,3 +421,18 @@ def test_torch_that_cannot_be_loaded_is_one_line(tmp_path, made):
     expect_error(r, "alice: error: cannot load torch (libtorch_cpu.so: failed to map segment from shared object); "
                     "if a memory limit is set (ulimit -v), raise it, else reinstall with 'make setup'",
                  tmp_path, ["fake"])
+
+
+def test_a_name_that_is_not_text_is_shown_as_its_bytes(tmp_path, made):
+    """Round eight: a file name that is not valid text (here not UTF-8; under LANG=C, any byte
+    above 127) was shown as Python holds it, 'x\\udcff.mrs', which names no file a user can type or
+    find. Its bytes are shown instead, as \\xff, in errors and in the lines of a run that worked."""
+    src, out = os.fsencode(tmp_path) + b"/\xff\xfe.txt", os.fsencode(tmp_path) + b"/\xff\xfe.mrs"
+    with open(src, "wb") as f:
+        f.write((made / "in.txt").read_bytes())
+    assert run_cli("sender", "compress", src, out, "--preset", "tiny", "-q").returncode == 0
+    r = run_cli("sender", "compress", src, out, "--preset", "tiny")
+    expect_error(r, f"alice: error: output '{tmp_path}/\\xff\\xfe.mrs' already exists; add --force to replace it, "
+                    f"or choose another name")
+    r = run_cli("sender", "keygen", os.fsencode(tmp_path) + b"/k\xff", timeout=60)
+    assert r.returncode == 0 and r.stderr.decode().startswith(f"alice: wrote {tmp_path}/k\\xff/earth.key ")

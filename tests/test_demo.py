@@ -463,3 +463,26 @@ def test_demo_reads_no_more_of_its_input_than_it_sends(tmp_path):
     assert str(e.value) == (f"input '{big}' is larger than 1,073,741,824 bytes, the most marslink sends in one "
                             f"file; send a part of it with --bytes N")
     assert demo.read_input_head(str(big), 100) == bytes(100)
+
+
+def test_a_live_run_on_an_ascii_output_ends_verified_with_its_statistics(tmp_path):
+    """Round eight: on standard output in ASCII (PYTHONIOENCODING=ascii, a C locale), both sides
+    failed with UnicodeEncodeError at their last line, the VERIFIED line's '·', after the data was
+    delivered: exit 1 and no statistics. A sender's stream id in another script killed Bob the
+    same way when he greeted it. What such an output cannot show is written as \\xNN."""
+    from tests.helpers import assert_verified, run_pair
+    data = mission_log(3000)
+    r = run_pair(tmp_path, data, env={"PYTHONIOENCODING": "ascii"}, alice_args=("--plain", "--stream-id", "flux-é"),
+                 bob_args=("--plain", "--linger", "0"))
+    assert_verified(r, data)
+    assert "bob: receiving stream 'flux-\\xe9' (3,000 bytes)" in r["bob_err"]
+
+
+def test_lecture_on_an_ascii_output_draws_and_ends_well(tmp_path):
+    """Round eight: lecture.py stopped with a traceback at its first panel title on an ASCII or
+    Latin-1 output."""
+    for encoding in ("ascii", "latin-1"):
+        r = subprocess.run([sys.executable, str(ROOT / "scripts" / "lecture.py"), "--bytes", "20", "--delay", "0"],
+                           cwd=ROOT, env={**os.environ, "PYTHONIOENCODING": encoding}, capture_output=True, timeout=300)
+        assert (r.returncode, r.stderr) == (0, b""), r.stderr.decode()
+        r.stdout.decode(encoding)                                    # all of it in that encoding

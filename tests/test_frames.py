@@ -137,7 +137,11 @@ MALFORMED = {
     "JSON not canonical": (seal(Kind.HELLO, hello_body(config=b'{"b": 1, "a": 2}')), "HELLO config is not canonical JSON"),
     "JSON duplicate keys": (seal(Kind.HELLO, hello_body(config=b'{"a":1,"a":2}')), "HELLO config is not canonical JSON"),
     "JSON deeply nested": (seal(Kind.HELLO, hello_body(config=b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}")), "HELLO config is not valid JSON: maximum recursion depth exceeded while decoding a JSON array from a unicode string"),
-    "empty stream_id": (seal(Kind.HELLO, hello_body(stream_id=b"")), "HELLO stream_id '' does not match [^\\x00-\\x1f\\x7f]+"),
+    "empty stream_id": (seal(Kind.HELLO, hello_body(stream_id=b"")), "HELLO stream_id '' must be 1 or more printable characters"),
+    "stream_id with a line separator": (seal(Kind.HELLO, hello_body(stream_id="a\u2028b".encode())),
+                                        "HELLO stream_id 'a\\u2028b' must be 1 or more printable characters"),
+    "stream_id with a right-to-left override": (seal(Kind.HELLO, hello_body(stream_id="a\u202eb".encode())),
+                                                "HELLO stream_id 'a\\u202eb' must be 1 or more printable characters"),
     "token range backwards": (seal(Kind.DATA, struct.pack("<QQQQI", 3, 9, 5, 0, 0)), "DATA frame seq 3 has token_end 5 < token_start 9"),
     "digest too long": (seal(Kind.SYNC, struct.pack("<QQB", 1, 1, 33) + b"d" * 33), "SYNC digest must be at most 32 bytes"),
     "heartbeat NaN": (seal(Kind.HEARTBEAT, struct.pack("<d", float("nan"))), "HEARTBEAT sent_at must be a finite number"),
@@ -193,7 +197,8 @@ json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=3) | st.
 json_objects = st.dictionaries(st.text(max_size=6), json_values, max_size=4)
 u64, u32 = st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1)
 sha = st.binary(min_size=32, max_size=32)
-names = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=64)
+names = st.text(st.characters(exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"),   # printable
+                              include_characters=" "), min_size=1, max_size=64)
 
 
 @st.composite

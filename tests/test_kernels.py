@@ -382,6 +382,36 @@ def test_a_loop_compiled_with_a_helper_from_another_file_is_compiled_again_when_
     assert run() == "11"
 
 
+@pytest.mark.parametrize("damage", ["index cut short", "data cut short", "data replaced by other bytes"])
+def test_a_damaged_cache_file_is_compiled_again_not_a_traceback(tmp_path, damage):
+    """Round eight: one numba cache file cut short (a full disk, a copy interrupted) stopped every
+    later run with a 70-110 line traceback (EOFError, UnpicklingError). The loop is compiled
+    again, silently, and the cache written anew, so the run after it loads it."""
+    (tmp_path / "loop.py").write_text("from shared.core.kernels import compiled\n"
+                                      "def _g(x):\n    return x * 3\n"
+                                      "g = compiled(_g)\n")
+    import os
+    import subprocess
+    import sys
+
+    def run():
+        env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{kernels.__file__.rsplit('/shared/', 1)[0]}"}
+        env.pop("NUMBA_CACHE_DIR", None)
+        r = subprocess.run([sys.executable, "-c", "import loop; print(loop.g(2))"], env=env, capture_output=True,
+                           text=True)
+        return r.returncode, r.stdout.strip(), r.stderr
+    assert run() == (0, "6", "")
+    cache = tmp_path / "__pycache__"
+    [index] = cache.glob("loop._g-*.nbi")
+    [data] = cache.glob("loop._g-*.nbc")
+    sound = {index: index.read_bytes(), data: data.read_bytes()}
+    victim = index if damage.startswith("index") else data
+    victim.write_bytes(sound[victim][:len(sound[victim]) // 3] if "short" in damage else bytes(len(sound[victim])))
+    assert run() == (0, "6", "")
+    assert {path: path.read_bytes() for path in sound} == sound      # written anew: the same loop, the same files
+    assert run() == (0, "6", "")
+
+
 # --- whole runs: a twin with the loops and a twin without them -----------------------------------
 def test_without_the_compiled_loops_the_golden_file_is_the_same(tmp_path, cli):
     src = tmp_path / "golden.txt"

@@ -73,11 +73,14 @@ def test_file_mode_shares_the_checks(sub):
         f"{prog}: error: argument --stats-json: an empty name is not a file name; give a path; see '{prog} --help'")
 
 
-@pytest.mark.parametrize("name", ["x" * 65, "", "tab\there", "bell\x07", "del\x7f"])
+@pytest.mark.parametrize("name", ["x" * 65, "", "tab\there", "bell\x07", "del\x7f",
+                                  "evil\u2028bob: verified", "rtl\u202eAB", "byte\udcff"])   # round eight: the last 3
 def test_stream_id_follows_the_wire_rules(name):
+    """Round eight: a line separator or a right-to-left override in a stream id could forge a line
+    of Bob's display, and a byte that is not text (LANG=C) was called a control character."""
     assert parse_error(alice_parser, [*ALICE, "--stream-id", name]) == (
-        f"alice send: error: argument --stream-id: {name[:80]!r} is not a stream id: 1 to 64 characters, "
-        f"no control characters; see 'alice send --help'")
+        f"alice send: error: argument --stream-id: {name[:80]!r} is not a stream id: 1 to 64 printable characters "
+        f"(no control, format or line-separator characters; text, not bytes); see 'alice send --help'")
 
 
 def test_the_extremes_accepted_are_valid_everywhere():
@@ -99,6 +102,32 @@ def test_fault_options_are_checked_too():
     assert parse_error(alice_parser, [*ALICE, "--fault-drop", "1.5"]) == (
         "alice send: error: argument --fault-drop: '1.5' is not a probability (a number from 0 to 1); "
         "see 'alice send --help'")
+
+
+def test_a_prefix_stands_for_a_shown_option_never_for_a_hidden_fault_injector():
+    """Round eight: `--fa 1` listed the hidden fault options as candidates, and a prefix such as
+    `--fault-dr 0.5` reached one and dropped frames. Prefixes of shown options still work."""
+    assert parse_error(alice_parser, [*ALICE, "--fa", "1"]) == (
+        "alice: error: unrecognized arguments: --fa 1; see 'alice --help'")
+    assert parse_error(alice_parser, [*ALICE, "--fault-dr", "0.5"]) == (
+        "alice: error: unrecognized arguments: --fault-dr 0.5; see 'alice --help'")
+    assert parse_error(bob_parser, [*BOB, "--fault-per", "3"]) == (
+        "bob: error: unrecognized arguments: --fault-per 3; see 'bob --help'")
+    assert alice_parser().parse_args([*ALICE, "--fault-drop", "0.5", "--handshake-t", "3"]).fault_drop == 0.5
+    assert alice_parser().parse_args([*ALICE, "--handshake-t", "3"]).handshake_timeout == 3
+
+
+@pytest.mark.parametrize("module, prog", [("sender", "alice"), ("receiver", "bob")])
+def test_version_names_the_release_and_what_a_file_or_a_peer_must_match(module, prog):
+    """Round eight: `alice --version` said "the following arguments are required: command"."""
+    from importlib.metadata import version
+    from protocol.frames import PROTOCOL_VERSION
+    from shared.coding.container import FORMAT_VERSION
+    r = subprocess.run([sys.executable, "-m", module, "--version"], cwd=ROOT, env=child_env(), capture_output=True,
+                       text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == (f"{prog} (marslink {version('marslink')}): container format {FORMAT_VERSION}, wire protocol "
+                        f"{PROTOCOL_VERSION}\n")
 
 
 def test_real_processes_refuse_a_seed_bob_would_refuse(cli, tmp_path):
@@ -137,6 +166,7 @@ print("torch" in sys.modules, "numpy" in sys.modules)
 @pytest.mark.parametrize("module,argv", [
     ("sender", ["--help"]), ("sender", ["send", "--help"]), ("receiver", ["listen", "--help"]),
     ("sender", ["compress", "a", "b", "--seed", "-1"]), ("receiver", ["listen", "--bind", EP, "--out", "-"]),
+    ("sender", ["--version"]), ("receiver", ["--version"]),
 ])
 def test_torch_does_not_load_for_help_or_an_option_error(module, argv):
     """Nor numpy: its BLAS reads its thread count once, when it loads, so it must load only after

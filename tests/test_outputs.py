@@ -5,14 +5,16 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import threading
 
 import pytest
 
 from shared.app.files import write_atomic
 from shared.core.errors import UsageError
-from tests.helpers import (assert_verified, expect_error, finish, leftovers, listen, run_as_a_user, run_cli,
-                           run_cli_with, run_pair, send_to, tmpfs, wait_for_line)
+from tests.helpers import (ROOT, assert_verified, bind_mount, child_env, expect_error, finish, leftovers, listen,
+                           run_as_a_user, run_cli, run_cli_with, run_pair, send_to, tmpfs, wait_for_line)
 
 TEXT = b"Sol 7. Dust storm on the horizon; the rover waits.\n" * 20
 
@@ -321,6 +323,80 @@ def test_stdout_appending_to_the_input_is_refused(tmp_path, made):
     assert mrs.read_bytes() == (made / "c.mrs").read_bytes()
 
 
+@pytest.mark.parametrize("args", [("sender", "compress", "IN", "OUT", "--preset", "tiny"),
+                                  ("receiver", "decompress", "MRS", "OUT")])
+def test_an_output_with_a_file_mounted_on_it_is_refused_before_any_work(tmp_path, made, args):
+    """Round eight: a file bind-mounted on the output (same file system: no stat field shows it)
+    was found only after the work, by rename(2)'s "Device or resource busy"."""
+    out, source = tmp_path / "out", tmp_path / "source"
+    out.write_bytes(b"old")
+    source.write_bytes(b"mounted")
+    names = {"IN": str(made / "in.txt"), "MRS": str(made / "c.mrs"), "OUT": str(out)}
+    prog = "alice" if args[0] == "sender" else "bob"
+    with bind_mount(source, out):
+        for force in ((), ("--force",)):
+            r = run_cli(*[names.get(a, a) for a in args], *force)
+            expect_error(r, f"{prog}: error: output {str(out)!r} is a mount point (a file is mounted on it), so it "
+                            f"cannot be replaced; choose another name", tmp_path, ["out", "source"])
+    assert (out.read_bytes(), source.read_bytes()) == (b"old", b"mounted")
+
+
+STDERR_TOO = ("is also standard error (2>&1, or /dev/stderr), where the messages go, so they would be written "
+              "into it; send the messages elsewhere (2> FILE) or give a file name")
+
+
+@pytest.mark.parametrize("args, subject", [
+    (("sender", "compress", "IN", "/dev/stderr", "--preset", "tiny"), "alice: error: output '/dev/stderr'"),
+    (("receiver", "decompress", "MRS", "/dev/stderr"), "bob: error: output '/dev/stderr'"),
+    (("sender", "compress", "IN", "OUT", "--preset", "tiny", "--stats-json", "/dev/stderr"),
+     "alice: error: --stats-json '/dev/stderr'"),
+    (("sender", "compress", "IN", "-", "--preset", "tiny"), "alice: error: standard output"),      # > log 2>&1
+    (("receiver", "decompress", "MRS", "-"), "bob: error: standard output"),
+])
+def test_an_output_that_is_also_standard_error_is_refused_before_any_work(tmp_path, made, args, subject):
+    """Round eight: `alice compress in /dev/stderr 2> x.mrs` wrote the data through a second open of
+    the file, then her closing line over its first bytes; `bob decompress c.mrs /dev/stderr 2> t.txt`
+    said "verified" of a file that began with that line; --stats-json /dev/stderr was no JSON; and
+    `- > log 2>&1` mixed the messages into the data."""
+    names = {"IN": str(made / "in.txt"), "MRS": str(made / "c.mrs"), "OUT": str(tmp_path / "o.mrs")}
+    log = tmp_path / "log"
+    with open(log, "wb") as err:
+        both = args[3] == "-"
+        r = run_cli_with(*[names.get(a, a) for a in args], stderr=subprocess.STDOUT if both else err,
+                         **({"stdout": err} if both else {}))
+    assert r.returncode == 2
+    assert log.read_text() == f"{subject} {STDERR_TOO}\n"
+    assert leftovers(tmp_path) == ["log"]
+    with open(os.devnull, "wb") as null:        # a device takes both: `> /dev/null 2>&1` still works
+        r = run_cli_with(*[names.get(a, a) for a in args[:4]], stdout=null, stderr=subprocess.STDOUT)
+    assert r.returncode == 0
+
+
+@pytest.mark.parametrize("case", ["append", "append-decompress", "read-write", "named"])
+def test_the_file_piped_in_is_never_the_output(tmp_path, made, case):
+    """Round eight: with the input on standard input, round seven's check did not know the input's
+    file: `alice compress - - < notes.txt >> notes.txt` and `bob decompress - - < x.mrs >> x.mrs`
+    appended to their input, `alice compress - /dev/stdin <> notes.txt` wrote into it, and
+    `alice compress - notes.txt -f < notes.txt` replaced it with the container."""
+    source = made / ("c.mrs" if case == "append-decompress" else "in.txt")
+    victim = tmp_path / source.name
+    shutil.copy(source, victim)
+    side = "receiver" if case == "append-decompress" else "sender"
+    tiny = () if side == "receiver" else ("--preset", "tiny")
+    command = "decompress" if side == "receiver" else "compress"
+    with open(victim, "r+b" if case == "read-write" else "rb") as stdin, open(victim, "ab") as appended:
+        out = {"read-write": "/dev/stdin", "named": str(victim)}.get(case, "-")
+        streams = {"stdout": appended} if case.startswith("append") else {}
+        r = run_cli_with(side, command, "-", out, *tiny, *(("-f",) if case == "named" else ()), stdin=stdin, **streams)
+    subject = {"read-write": "output '/dev/stdin' is the input file", "named": None}.get(case, "standard output is the "
+                                                                                            "input file")
+    prog = "bob" if side == "receiver" else "alice"
+    expect_error(r, f"{prog}: error: {subject}; writing it would overwrite the input, so choose another output"
+                 if subject else f"{prog}: error: output would overwrite the input; choose another output name",
+                 tmp_path, [source.name])
+    assert victim.read_bytes() == source.read_bytes()
+
+
 def test_a_failed_output_stream_leaves_no_statistics(tmp_path, made):
     """Round seven: for a stream (a device, stdout) the statistics were written first, so a run whose
     output failed (/dev/full, a reader that had gone) left the report of a run that wrote nothing."""
@@ -369,3 +445,21 @@ def test_stats_json_problems_name_stats_json_and_a_link_loop_is_named(cli, tmp_p
     r = cli("sender", "compress", str(made / "in.txt"), str(tmp_path / "loopd" / "out.mrs"), "--preset", "tiny")
     expect_error(r, f"alice: error: output folder {str(tmp_path / 'loopd')!r} cannot be used: Too many levels of "
                     f"symbolic links", tmp_path, ["d", "loopd"])
+
+
+def test_a_fifo_nobody_reads_yet_is_named_while_it_waits(tmp_path, made):
+    """Round eight: with a FIFO as the output and no reader yet, the work finished and then the
+    open waited for a reader without a word, which looks like a hang. It still waits (a reader
+    may come, as with `> fifo` in a shell), and says so; the reader then gets the whole file."""
+    fifo = tmp_path / "p"
+    os.mkfifo(fifo)
+    alice = subprocess.Popen([sys.executable, "-m", "sender", "compress", str(made / "in.txt"), str(fifo),
+                              "--preset", "tiny", "-q"], cwd=ROOT, env=child_env(), stderr=subprocess.PIPE)
+    line = alice.stderr.readline().decode()
+    assert line == f"alice: waiting for a reader of output {str(fifo)!r}, a FIFO (Ctrl-C to stop)\n"
+    with open(fifo, "rb") as reader:
+        blob = reader.read()
+    assert alice.wait(timeout=60) == 0 and alice.stderr.read() == b""
+    (tmp_path / "c.mrs").write_bytes(blob)
+    r = run_cli("receiver", "decompress", str(tmp_path / "c.mrs"), str(tmp_path / "back.txt"), "-q")
+    assert r.returncode == 0 and (tmp_path / "back.txt").read_bytes() == TEXT

@@ -4,6 +4,7 @@ import base64
 import gzip
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -43,6 +44,11 @@ def fake_stats(n_bytes: int, steps: int = 12) -> dict:
             "curve": curve, "loss_curve": [[s, round(5.5 - 0.2 * s, 6)] for s in range(1, steps + 1)],
             "wire_curve": wire, "parameters": 30208, "seconds": 3.5, "frames_resent": 2, "wire_bytes": payload + 900,
             "syncs_checked": 4, "duplicates": 1, "out_of_order": 3}
+
+
+def bob_of(alice: dict) -> dict:
+    """Bob's statistics of the run `alice` describes: the same numbers, his own clock."""
+    return {**alice, "seconds": alice["seconds"] + 0.25}
 
 
 def recorded_twin(n_bytes: int = 2000):
@@ -129,7 +135,7 @@ def test_disagreement_is_reported(tmp_path):
 def test_cli(tmp_path, built):
     d, _, alice = built
     (tmp_path / "a.json").write_text(json.dumps(alice))
-    (tmp_path / "b.json").write_text(json.dumps(alice))
+    (tmp_path / "b.json").write_text(json.dumps(bob_of(alice)))
     r = subprocess.run([sys.executable, "-m", "shared.show.report", "--alice", str(tmp_path / "a.json"), "--bob",
                         str(tmp_path / "b.json"), "--input", str(d / "input.txt"), "--out", str(tmp_path / "r")],
                        cwd=ROOT, capture_output=True, timeout=120)
@@ -182,11 +188,11 @@ def test_statistics_of_the_wrong_shape_are_one_line_naming_the_file(tmp_path, bu
     naming no file. Now: the option, the file, what is wrong; exit 2, no report folder."""
     d, _, alice = built
     files = {w: tmp_path / f"{w}.json" for w in ("alice", "bob", "relay")}
-    for w in ("alice", "bob"):
-        files[w].write_text(json.dumps(alice))
+    files["alice"].write_text(json.dumps(alice))
+    files["bob"].write_text(json.dumps(bob_of(alice)))
     files["relay"].write_text("{}")
     files[who].write_text(content if isinstance(content, str) else
-                          json.dumps({**(alice if who != "relay" else {}), **content}))
+                          json.dumps({**({"alice": alice, "bob": bob_of(alice)}.get(who, {})), **content}))
     r = run_report("--alice", files["alice"], "--bob", files["bob"], "--relay", files["relay"],
                    "--input", d / "input.txt", "--out", tmp_path / "r")
     assert (r.returncode, r.stdout) == (2, "")
@@ -197,6 +203,7 @@ def test_statistics_of_the_wrong_shape_are_one_line_naming_the_file(tmp_path, bu
 def test_an_endless_or_missing_input_and_an_out_that_is_a_file_are_one_line(tmp_path, built):
     d, _, alice = built
     (tmp_path / "a.json").write_text(json.dumps(alice))
+    (tmp_path / "b.json").write_text(json.dumps(bob_of(alice)))
     out = tmp_path / "r"
     for args, says in (
             (["--alice", "/dev/zero"], "--alice: input '/dev/zero' never ends; give a file, or pipe a finite part of "
@@ -206,7 +213,7 @@ def test_an_endless_or_missing_input_and_an_out_that_is_a_file_are_one_line(tmp_
                                                  f"input file that was sent"),
             (["--out", tmp_path / "a.json"], f"--out {str(tmp_path / 'a.json')!r} is a file, not a folder; give a "
                                              f"folder (it is created if missing)")):
-        given = {"--alice": tmp_path / "a.json", "--bob": tmp_path / "a.json", "--input": d / "input.txt",
+        given = {"--alice": tmp_path / "a.json", "--bob": tmp_path / "b.json", "--input": d / "input.txt",
                  "--out": out, **dict([args])}
         r = run_report(*(x for kv in given.items() for x in kv))
         assert (r.returncode, r.stdout, r.stderr) == (2, "", f"report: error: {says}\n")
@@ -338,3 +345,52 @@ def test_a_report_that_fails_halfway_leaves_the_previous_one_whole(file_run, tmp
     with pytest.raises(OSError):
         build(other, bob, str(d / "in.txt"), str(out))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_the_two_sides_statistics_each_on_its_side(tmp_path, built):
+    """Round eight: one statistics file given as both sides, or Bob's as Alice's, was compared
+    with itself and certified "lockstep: identical loss curves and final weights"."""
+    d, _, alice = built
+    live = {"alice": {**alice, "frames_sent": 30, "verified_by_receiver": True},
+            "bob": {**bob_of(alice), "frames_received": 30}}
+    files = {}
+    for name, stats in {**live, "file": {k: v for k, v in alice.items() if k != "curve"}}.items():
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(stats))
+    (tmp_path / "copy.json").write_text(json.dumps(live["alice"]))
+    for a, b, says in (
+            ("alice", "alice", "--alice and --bob hold the same statistics ({b!r}); give Bob's to --bob"),
+            ("alice", "copy", "--alice and --bob hold the same statistics ({b!r}); give Bob's to --bob"),
+            ("bob", "bob", "--alice and --bob hold the same statistics ({b!r}); give Bob's to --bob"),
+            ("bob", "alice", "--alice {a!r} holds Bob's (bob listen) statistics; " + GIVE.format("Alice's run")),
+            ("alice", "file", "one of --alice and --bob is a file's statistics (compress, decompress), the other a "
+                              "live stream's; give the two sides of one run")):
+        a_path, b_path = files.get(a, tmp_path / f"{a}.json"), files.get(b, tmp_path / f"{b}.json")
+        r = run_report("--alice", a_path, "--bob", b_path, "--input", d / "input.txt", "--out", tmp_path / "r")
+        assert (r.returncode, r.stdout) == (2, "")
+        assert r.stderr == "report: error: " + says.format(a=str(a_path), b=str(b_path)) + "\n"
+        assert not (tmp_path / "r").exists()
+    r = run_report("--alice", files["alice"], "--bob", files["bob"], "--input", d / "input.txt", "--out", tmp_path / "r")
+    assert r.returncode == 0, r.stderr
+
+
+def test_matplotlib_settings_and_names_that_are_not_text_do_not_stop_the_report(tmp_path, built):
+    """Round eight: MPLBACKEND=bogus stopped the report with matplotlib's own list of backends and
+    left an empty folder; a config folder matplotlib cannot write printed two lines of warning; an
+    input name that is not UTF-8 was a traceback from the figure's title; a non-ASCII --out on an
+    ASCII output was a traceback after the report was written."""
+    d, _, alice = built
+    (tmp_path / "a.json").write_text(json.dumps(alice))
+    (tmp_path / "b.json").write_text(json.dumps(bob_of(alice)))
+    (tmp_path / "file").write_text("")
+    odd = os.fsencode(tmp_path) + b"/input\xff.txt"
+    with open(odd, "wb") as f:
+        f.write((d / "input.txt").read_bytes())
+    out = tmp_path / "rép"
+    r = subprocess.run([sys.executable, "-m", "shared.show.report", "--alice", tmp_path / "a.json", "--bob",
+                        tmp_path / "b.json", "--input", odd, "--out", out], cwd=ROOT, capture_output=True, timeout=120,
+                       env={**os.environ, "MPLBACKEND": "bogus", "MPLCONFIGDIR": str(tmp_path / "file"),
+                            "PYTHONIOENCODING": "ascii"})
+    assert (r.returncode, r.stderr) == (0, b""), r.stderr.decode()
+    assert r.stdout.decode("ascii").startswith(f"report: {tmp_path}/r\\xe9p/report.html and ")
+    assert json.loads((out / "report.json").read_text())["input"] == "input\\xff.txt"

@@ -93,14 +93,20 @@ def test_keygen_never_writes_through_a_symbolic_link_nor_leaves_half_a_pair(tmp_
     assert leftovers(elsewhere) == []
 
 
-@pytest.mark.parametrize("option", ["--name", "--name=-x"])
-def test_a_key_name_that_does_not_begin_with_a_letter_or_digit_says_so(tmp_path, option):
+@pytest.mark.parametrize("args, name, what", [
+    (["--name", "."], ".", "has '.', which is not allowed there"),
+    (["--name=-x"], "-x", "has '-', which is not allowed there"),
+    (["--name", "stéphane"], "stéphane", "has 'é', which is not allowed there"),
+    (["--name", "a" * 65], "a" * 65, "is too long"),
+    (["--name="], "", "is empty"),
+])
+def test_a_key_name_that_is_refused_says_which_character_and_why(tmp_path, args, name, what):
     """Round seven: `--name .` and `--name=-x` were refused as "must be letters, digits, '.', '_'
-    or '-'", which both names are; the line now says what the first character must be."""
-    args, name = ([option, "."], ".") if option == "--name" else ([option], "-x")
+    or '-'", which both names are. Round eight: `stéphane` was refused as "must begin with a
+    letter", which it does; the rule is ASCII, and the line names the character refused."""
     r = run_cli("sender", "keygen", str(tmp_path / "k"), *args, timeout=60)
-    expect_error(r, f"alice: error: key name {name!r} must begin with a letter or digit, then letters, digits, "
-                    f"'.', '_' or '-' (at most 64 in all)", tmp_path, [])
+    expect_error(r, f"alice: error: key name {name!r} {what}: a name begins with an ASCII letter or digit, then "
+                    f"ASCII letters, digits, '.', '_' or '-' (at most 64 in all)", tmp_path, [])
 
 
 def test_key_options_are_checked_before_any_work(keys, tmp_path):

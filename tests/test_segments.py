@@ -244,6 +244,11 @@ def test_a_divergence_in_a_worker_is_named_not_called_a_death(tmp_path, one_job)
 BAD_OPTIONS = [
     *[(["--segment", size], f"argument --segment: {size!r} is not a segment size: give 1K to 1G, e.g. 4M "
                             f"(K, M, G: KiB, MiB, GiB)") for size in ("0", "2G", "4X", "1.5M")],
+    # round eight: past Python's 4,300 digits, int() itself refused, and argparse echoed all of them
+    (["--segment", "9" * 5000 + "K"], f"argument --segment: {'9' * 40!r} is not a segment size: give 1K to 1G, "
+                                      f"e.g. 4M (K, M, G: KiB, MiB, GiB)"),
+    (["--cluster", "tcp://h:" + "9" * 5000], f"argument --cluster: {('tcp://h:' + '9' * 5000)[:80]!r} is not a Dask "
+                                             f"scheduler address: give tcp://HOST:PORT, e.g. tcp://127.0.0.1:8786"),
     (["--jobs", "0"], "argument --jobs: '0' is not a number of worker processes (a whole number in 1..1024)"),
     (["--jobs", "two"], "argument --jobs: 'two' is not a number of worker processes (a whole number in 1..1024)"),
     (["--cluster", "localhost:8786"], "argument --cluster: 'localhost:8786' is not a Dask scheduler address: give "

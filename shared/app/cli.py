@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import re
 import shlex
 import signal
 import socket
@@ -22,18 +23,47 @@ from typing import Callable
 from protocol.link import ipc_problem
 from protocol.security import CurveKeys, KeyFileError, generate, new_code
 from ..core.errors import MarslinkError, UsageError
+from . import files
 from .files import WHY, drop_stdout, storage_error
+
+
+_UNDECODED = re.compile(r"(?<!\\)\\udc([89a-f][0-9a-f])|([\udc80-\udcff])")   # a byte Python could not decode
+
+
+def _as_bytes(match: re.Match) -> str:
+    return "\\x" + (match.group(1) or f"{ord(match.group(2)) - 0xDC00:02x}")
+
+
+def shown(text: str) -> str:
+    """`text` with every byte Python could not decode (a file name that is not text in the
+    locale's encoding: Python holds each such byte as a surrogate, and repr() writes it as
+    '\\udcNN') written as \\xNN: a name a user can find, and text any library can draw."""
+    return _UNDECODED.sub(_as_bytes, text)
+
+
+def escape_what_cannot_be_shown() -> None:
+    """Where standard output's encoding cannot show a character (PYTHONIOENCODING=ascii, a C
+    locale), write it as \\xNN rather than fail with UnicodeEncodeError, say at the last line of
+    a run that worked. Python's stdout is 'strict' by default; its stderr already escapes."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):      # closed, replaced, or not a text stream
+            pass
 
 
 class StderrWithoutReader:
     """stderr that outlives its reader (`alice ... 2>&1 >out | head -1`): once the pipe breaks,
     what is left to say goes to /dev/null and the run goes on, as it does when started with
-    stderr closed (2>&-). Losing the progress lines is no reason to lose the work."""
+    stderr closed (2>&-). Losing the progress lines is no reason to lose the work. A file name
+    that is not text in the locale's encoding (Python holds each such byte as a surrogate) is
+    shown with those bytes as \\xNN, not as '\\udcNN', which names no file a user can find."""
 
     def __init__(self, stream):
         self._stream = stream
 
     def write(self, text: str) -> int:
+        text = shown(text)
         try:
             return self._stream.write(text)
         except BrokenPipeError:
@@ -85,6 +115,8 @@ def run_main(prog: str, body: Callable[[], int | None]) -> int:
     SIGINT, SIGTERM, SIGHUP and SIGQUIT stop it cleanly: 128 + the signal's number, one line,
     nothing half-written."""
     previous = {}
+    files.SPEAKER = prog
+    escape_what_cannot_be_shown()
     if sys.stderr is None:                  # started with stderr closed (2>&-): run, silently, as asked
         sys.stderr = open(os.devnull, "w")
     elif not isinstance(sys.stderr, StderrWithoutReader):

@@ -223,16 +223,35 @@ def _check_open_file(fd: int, subject: str, input_path: str | None, binary: bool
         raise UsageError(f"{subject} is not open; give a file name") from None
     if not writable:
         raise UsageError(f"{subject} is open for reading only; redirect it to a file (> FILE) or give a file name")
-    if input_path not in (None, STDIO) and stat.S_ISREG(held.st_mode):
-        try:
-            mine = os.stat(input_path)
-        except OSError:
-            mine = None
-        if mine is not None and (mine.st_dev, mine.st_ino) == (held.st_dev, held.st_ino):
-            raise UsageError(f"{subject} is the input file; writing it would overwrite the input, so choose "
-                             f"another output")
+    if stat.S_ISREG(held.st_mode) and _is_input(held, input_path):
+        raise UsageError(f"{subject} is the input file; writing it would overwrite the input, so choose "
+                         f"another output")
+    if _same_file_or_pipe(held, 2):
+        raise UsageError(f"{subject} is also standard error (2>&1, or /dev/stderr), where the messages go, so they "
+                         f"would be written into it; send the messages elsewhere (2> FILE) or give a file name")
     if binary and not force and os.isatty(fd):
         raise UsageError(NOT_TO_A_TERMINAL)
+
+
+def _is_input(held: os.stat_result, input_path: str | None) -> bool:
+    """The file `held` is the input: the named input file, or the file standard input reads
+    (`< notes.txt`, `<> notes.txt`)."""
+    try:
+        mine = os.fstat(0) if input_path == STDIO else os.stat(input_path) if input_path is not None else None
+    except OSError:
+        return False
+    return mine is not None and stat.S_ISREG(mine.st_mode) and (mine.st_dev, mine.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _same_file_or_pipe(held: os.stat_result, fd: int) -> bool:
+    """`held` is the regular file or pipe open as descriptor `fd`: what is written to either lands
+    in the other's bytes. (A device such as /dev/null may take both: `> /dev/null 2>&1`.)"""
+    try:
+        other = os.fstat(fd)
+    except OSError:
+        return False
+    return ((stat.S_ISREG(held.st_mode) or stat.S_ISFIFO(held.st_mode))
+            and (other.st_dev, other.st_ino) == (held.st_dev, held.st_ino))
 
 
 def _check_device(path: str, label: str, binary: bool, force: bool) -> None:
@@ -304,19 +323,37 @@ def check_output(path: str, input_path: str | None = None, force: bool = False, 
         raise UsageError(f"{label} folder {folder!r} {why}")
     if os.path.isdir(path):
         raise UsageError(f"{label} {path!r} is a folder; give a file name")
+    if _mount_point(path):                  # a file bind-mounted there: rename(2) over it fails with EBUSY
+        raise UsageError(f"{label} {path!r} is a mount point (a file is mounted on it), so it cannot be replaced; "
+                         f"choose another name")
     if os.path.lexists(path) and os.path.exists(path) and not os.path.isfile(path):
         if stream_ok and _stream_target(path):
             if _device(path):
                 _check_device(path, label, binary, force)
             return
         raise UsageError(f"{label} {path!r} is not a regular file (a device, FIFO or socket); give a file name")
-    if input_path not in (None, STDIO) and os.path.exists(path) and os.path.samefile(path, input_path):
+    if ((input_path not in (None, STDIO) and os.path.exists(path) and os.path.samefile(path, input_path))
+            or (input_path == STDIO and _same_as_fd(path, 0))):          # `- notes.txt < notes.txt`
         raise UsageError("output would overwrite the input; choose another output name")
     if os.path.lexists(path) and not force:
         raise _exists(path)
     fd, tmp = _create_temp(path, f"{label} " if label != "output" else "")
     os.close(fd)
     os.unlink(tmp)
+
+
+def _mount_point(path: str) -> bool:
+    """Something is mounted on `path`: a file bind-mounted from the same file system shows in no
+    stat(2) field, only in the mount table (/proc/self/mountinfo, where there is one)."""
+    if os.path.ismount(path):
+        return True
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as table:
+            points = [line.split()[4] for line in table]
+    except (OSError, IndexError):
+        return False
+    real = os.path.realpath(path)
+    return any(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), p) == real for p in points)
 
 
 def _create_temp(path: str, what: str = "", then: str = "run again") -> tuple[int, str]:
@@ -369,6 +406,7 @@ def write_atomic(path: str, data: bytes | Callable[[IO[bytes]], None], force: bo
             raise storage_error(what, "<standard output>", e) from None
         return
     if _stream_target(path):
+        _say_if_no_reader(path, what)
         try:       # an open file's name is appended to, after what this run wrote to it already
             with open(path, "ab" if _descriptor(path) else "wb") as f:
                 data(f) if callable(data) else f.write(data)
@@ -396,6 +434,22 @@ def write_atomic(path: str, data: bytes | Callable[[IO[bytes]], None], force: bo
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
+
+
+SPEAKER = "marslink"            # who says so on stderr: cli.run_main sets the command's name
+
+
+def _say_if_no_reader(path: str, what: str) -> None:
+    """A FIFO that nobody reads yet: opening it waits for a reader, as `> fifo` does in a shell,
+    but after the work, when a silent wait looks like a hang. Say what it waits for."""
+    try:
+        if not stat.S_ISFIFO(os.stat(path).st_mode):
+            return
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError as e:
+        if e.errno == errno.ENXIO:      # no reader: a blocking open would wait for one
+            print(f"{SPEAKER}: waiting for a reader of {what or 'output '}{path!r}, a FIFO (Ctrl-C to stop)",
+                  file=sys.stderr, flush=True)
 
 
 def _os_error(e: BaseException) -> OSError | None:

@@ -14,6 +14,7 @@ an FMA, so the loops give the same bits on every CPU. The first run on a machine
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -66,6 +67,10 @@ def compiled(f, depends: tuple = ()):
         loop = njit(cache=True)(f)
     except RuntimeError:                # numba: "cannot cache function ...: no locator available"
         return njit(f)
+    try:
+        _mend(loop._cache)
+    except AttributeError:              # pragma: no cover - another numba: no cache rather than a traceback
+        return njit(f)
     if depends:
         try:                            # numba 0.68's cache keeps its stamp here
             cache_file = loop._cache._cache_file
@@ -74,6 +79,28 @@ def compiled(f, depends: tuple = ()):
         except AttributeError:          # pragma: no cover - another numba: no cache rather than a stale one
             return njit(f)
     return loop
+
+
+def _mend(cache) -> None:
+    """numba reads and writes its cache files unguarded: one damaged file (a disk that filled, a
+    copy cut short) stopped every run with a traceback. A file that does not load is dropped and
+    the loop compiled again, so that the save after it writes a sound one; a cache that cannot be
+    written is left as it is (the next run compiles again)."""
+    load, save, index = cache.load_overload, cache.save_overload, cache._cache_file._index_path
+
+    def load_overload(*args, **kwargs):
+        try:
+            return load(*args, **kwargs)
+        except Exception:               # EOFError, UnpicklingError, ...: whatever a damaged file raises
+            with contextlib.suppress(OSError):
+                os.unlink(index)        # its entries name the damaged data; the save starts a new index
+            return None
+
+    def save_overload(*args, **kwargs):
+        with contextlib.suppress(Exception):
+            save(*args, **kwargs)
+
+    cache.load_overload, cache.save_overload = load_overload, save_overload
 
 
 def inline(f):

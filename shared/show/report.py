@@ -27,6 +27,7 @@ import base64
 import gzip
 import html
 import json
+import logging
 import math
 import os
 import shutil
@@ -83,6 +84,7 @@ def segment_bpb(row: dict) -> float | None:
 
 
 def summarize(alice: dict, bob: dict, input_path: str, relay: dict | None = None) -> dict:
+    from ..app.cli import shown              # the app layer's, loaded only for a report (it loads zmq)
     data = Path(input_path).read_bytes()
     n = len(data)
     for who, stats in (("Alice", alice), ("Bob", bob)):       # another file's numbers would be wrong ones
@@ -102,7 +104,7 @@ def summarize(alice: dict, bob: dict, input_path: str, relay: dict | None = None
         "workers": alice.get("workers"),
         "segment_digests_equal": ([a.get("final_digest") for a in segs_a] == [b.get("final_digest") for b in segs_b]
                                   if file_mode else None),
-        "input": os.path.basename(input_path), "input_bytes": n,
+        "input": shown(os.path.basename(input_path)), "input_bytes": n,   # a name not in UTF-8: its bytes as \xNN
         "alice_input_bytes": alice.get("input_bytes"), "bob_output_bytes": bob.get("input_bytes"),
         "payload_bytes": payload, "payload_bits": payload * 8, "ideal_bits": ideal,
         "coder_overhead_bits": payload * 8 - ideal,
@@ -138,6 +140,11 @@ def in_lockstep(s: dict) -> bool:
 # --- the picture ----------------------------------------------------------------------------
 
 def plot(alice: dict, bob: dict, s: dict, path: str) -> None:
+    # The report draws a PNG with Agg whatever the user's matplotlib settings say: MPLBACKEND
+    # names nothing it uses (a bad one stopped the import), and a config folder matplotlib
+    # cannot write (a read-only HOME) is its own business, not two lines of warning here.
+    os.environ.pop("MPLBACKEND", None)
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
     import matplotlib  # optional: the `report` extra
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -571,6 +578,18 @@ def load(args) -> tuple[dict, dict, dict | None]:
     ideal bits make the ledger; file mode's panels add her container's sizes."""
     alice = load_stats(args.alice, "--alice", "Alice's run", STATS_FIELDS, ("payload_bytes", "ideal_bits"))
     bob = load_stats(args.bob, "--bob", "Bob's run", STATS_FIELDS)
+    # the two sides of one run, each on its own side: one file twice, or a side's file given as
+    # the other's, would compare a run with itself and certify a lockstep nobody checked
+    if alice == bob:
+        raise ValueError(f"--alice and --bob hold the same statistics ({args.bob!r}); give Bob's to --bob")
+    for flag, path, stats, whose, other in (("--alice", args.alice, alice, "Alice's run", "frames_received"),
+                                            ("--bob", args.bob, bob, "Bob's run", "frames_sent")):
+        if other in stats:
+            side = "Bob's (bob listen)" if other == "frames_received" else "Alice's (alice send)"
+            raise ValueError(f"{flag} {path!r} holds {side} statistics; {_give(whose)}")
+    if is_file_mode(alice) != is_file_mode(bob):
+        raise ValueError("one of --alice and --bob is a file's statistics (compress, decompress), the other a live "
+                         "stream's; give the two sides of one run")
     if is_file_mode(alice) and is_file_mode(bob):
         require(alice, ("compressed_bytes", "header_bytes") + (() if alice.get("segment_stats") else ("input_bytes",)),
                 args.alice, "--alice", "Alice's run")
@@ -579,7 +598,9 @@ def load(args) -> tuple[dict, dict, dict | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..app.cli import escape_what_cannot_be_shown
     from ..app.options import Parser          # one-line argparse errors, as every marslink command gives
+    escape_what_cannot_be_shown()
     ap = Parser(prog="python -m shared.show.report", description="marslink end-of-run report")
     ap.add_argument("--alice", required=True, help="Alice's --stats-json")
     ap.add_argument("--bob", required=True, help="Bob's --stats-json")
