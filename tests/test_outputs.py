@@ -3,6 +3,7 @@ file gets the umask's mode, and every write the OS refuses (read-only, permissio
 one line naming the path and what to do, with nothing half-written left behind."""
 import json
 import os
+import select
 import shutil
 import stat
 import subprocess
@@ -455,6 +456,11 @@ def test_a_fifo_nobody_reads_yet_is_named_while_it_waits(tmp_path, made):
     os.mkfifo(fifo)
     alice = subprocess.Popen([sys.executable, "-m", "sender", "compress", str(made / "in.txt"), str(fifo),
                               "--preset", "tiny", "-q"], cwd=ROOT, env=child_env(), stderr=subprocess.PIPE)
+    ready, _, _ = select.select([alice.stderr], [], [], 120)     # never wait on a line that does not come
+    if not ready:
+        alice.kill()
+        alice.wait()
+        pytest.fail("alice said nothing while she waited for a reader of the FIFO")
     line = alice.stderr.readline().decode()
     assert line == f"alice: waiting for a reader of output {str(fifo)!r}, a FIFO (Ctrl-C to stop)\n"
     with open(fifo, "rb") as reader:

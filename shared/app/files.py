@@ -406,9 +406,8 @@ def write_atomic(path: str, data: bytes | Callable[[IO[bytes]], None], force: bo
             raise storage_error(what, "<standard output>", e) from None
         return
     if _stream_target(path):
-        _say_if_no_reader(path, what)
         try:       # an open file's name is appended to, after what this run wrote to it already
-            with open(path, "ab" if _descriptor(path) else "wb") as f:
+            with open(path, "ab") if _descriptor(path) else _open_in_place(path, what) as f:
                 data(f) if callable(data) else f.write(data)
         except OSError as e:
             raise storage_error(what, path, e) from None
@@ -439,17 +438,27 @@ def write_atomic(path: str, data: bytes | Callable[[IO[bytes]], None], force: bo
 SPEAKER = "marslink"            # who says so on stderr: cli.run_main sets the command's name
 
 
-def _say_if_no_reader(path: str, what: str) -> None:
-    """A FIFO that nobody reads yet: opening it waits for a reader, as `> fifo` does in a shell,
-    but after the work, when a silent wait looks like a hang. Say what it waits for."""
+def _open_in_place(path: str, what: str) -> IO[bytes]:
+    """A device or FIFO, opened to be written. A FIFO that nobody reads yet waits for a reader,
+    as `> fifo` does in a shell, but after the work, when a silent wait looks like a hang: say
+    what it waits for. One that has a reader keeps the descriptor that found it (closing it would
+    end that reader's input)."""
     try:
-        if not stat.S_ISFIFO(os.stat(path).st_mode):
-            return
-        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-    except OSError as e:
-        if e.errno == errno.ENXIO:      # no reader: a blocking open would wait for one
+        fifo = stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        fifo = False                    # open() names the problem
+    if fifo:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            if e.errno != errno.ENXIO:  # ENXIO: no reader yet, so a blocking open would wait for one
+                raise
             print(f"{SPEAKER}: waiting for a reader of {what or 'output '}{path!r}, a FIFO (Ctrl-C to stop)",
                   file=sys.stderr, flush=True)
+        else:
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "wb")
+    return open(path, "wb")
 
 
 def _os_error(e: BaseException) -> OSError | None:
