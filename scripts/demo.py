@@ -41,8 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from protocol import link  # noqa: E402
 from scripts.common import child_env, free_endpoint, stop  # noqa: E402
-from shared.app.cli import escape_what_cannot_be_shown  # noqa: E402
-from shared.app.files import check_folder, check_output, read_head  # noqa: E402
+from shared.app.files import check_folder, check_output, escape_what_cannot_be_shown, read_head  # noqa: E402
 from shared.app.options import (Parser, add_simulated_link_options, integer, path_name, seconds,  # noqa: E402
                                 simulated_link, simulated_link_argv)
 from shared.core.config import MAX_LENGTH, PRESETS  # noqa: E402

@@ -25,8 +25,7 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shared.app.cli import escape_what_cannot_be_shown  # noqa: E402
-from shared.app.files import drop_stdout, read_head  # noqa: E402
+from shared.app.files import drop_stdout, escape_what_cannot_be_shown, read_head  # noqa: E402
 from shared.app.options import MAX_SECONDS, Parser, integer, number, path_name  # noqa: E402
 from shared.core import numeric  # noqa: E402  (torch-free: the profile is pinned before torch loads)
 from shared.core.config import INT_RANGES, preset  # noqa: E402

@@ -18,8 +18,7 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from protocol.link import LinkError, ipc_problem  # noqa: E402
 from protocol.relay import Relay  # noqa: E402
-from shared.app.cli import escape_what_cannot_be_shown  # noqa: E402
-from shared.app.files import check_stats, drop_stdout, write_stats  # noqa: E402
+from shared.app.files import check_stats, drop_stdout, escape_what_cannot_be_shown, write_stats  # noqa: E402
 from shared.app.options import (Parser, add_relay_display_options, add_simulated_link_options,  # noqa: E402
                                 endpoint, path_name, seconds, simulated_link)
 from shared.core.errors import MarslinkError  # noqa: E402

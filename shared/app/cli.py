@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-import re
 import shlex
 import signal
 import socket
@@ -24,32 +23,7 @@ from protocol.link import ipc_problem
 from protocol.security import CurveKeys, KeyFileError, generate, new_code
 from ..core.errors import MarslinkError, UsageError
 from . import files
-from .files import WHY, drop_stdout, storage_error
-
-
-_UNDECODED = re.compile(r"(?<!\\)\\udc([89a-f][0-9a-f])|([\udc80-\udcff])")   # a byte Python could not decode
-
-
-def _as_bytes(match: re.Match) -> str:
-    return "\\x" + (match.group(1) or f"{ord(match.group(2)) - 0xDC00:02x}")
-
-
-def shown(text: str) -> str:
-    """`text` with every byte Python could not decode (a file name that is not text in the
-    locale's encoding: Python holds each such byte as a surrogate, and repr() writes it as
-    '\\udcNN') written as \\xNN: a name a user can find, and text any library can draw."""
-    return _UNDECODED.sub(_as_bytes, text)
-
-
-def escape_what_cannot_be_shown() -> None:
-    """Where standard output's encoding cannot show a character (PYTHONIOENCODING=ascii, a C
-    locale), write it as \\xNN rather than fail with UnicodeEncodeError, say at the last line of
-    a run that worked. Python's stdout is 'strict' by default; its stderr already escapes."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.reconfigure(errors="backslashreplace")
-        except (AttributeError, ValueError, OSError):      # closed, replaced, or not a text stream
-            pass
+from .files import WHY, drop_stdout, escape_what_cannot_be_shown, shown, storage_error
 
 
 class StderrWithoutReader:

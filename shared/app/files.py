@@ -145,6 +145,31 @@ def drop_stdout() -> None:
         pass
 
 
+_UNDECODED = re.compile(r"(?<!\\)\\udc([89a-f][0-9a-f])|([\udc80-\udcff])")   # a byte Python could not decode
+
+
+def _as_bytes(match: re.Match) -> str:
+    return "\\x" + (match.group(1) or f"{ord(match.group(2)) - 0xDC00:02x}")
+
+
+def shown(text: str) -> str:
+    """`text` with every byte Python could not decode (a file name that is not text in the
+    locale's encoding: Python holds each such byte as a surrogate, and repr() writes it as
+    '\\udcNN') written as \\xNN: a name a user can find, and text any library can draw."""
+    return _UNDECODED.sub(_as_bytes, text)
+
+
+def escape_what_cannot_be_shown() -> None:
+    """Where standard output's encoding cannot show a character (PYTHONIOENCODING=ascii, a C
+    locale), write it as \\xNN rather than fail with UnicodeEncodeError, say at the last line of
+    a run that worked. Python's stdout is 'strict' by default; its stderr already escapes."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):      # closed, replaced, or not a text stream
+            pass
+
+
 ENDLESS_DEVICES = ("/dev/zero", "/dev/urandom", "/dev/random", "/dev/full")   # read: bytes forever
 
 

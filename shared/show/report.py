@@ -84,7 +84,7 @@ def segment_bpb(row: dict) -> float | None:
 
 
 def summarize(alice: dict, bob: dict, input_path: str, relay: dict | None = None) -> dict:
-    from ..app.cli import shown              # the app layer's, loaded only for a report (it loads zmq)
+    from ..app.files import shown            # the app layer's, loaded only for a report
     data = Path(input_path).read_bytes()
     n = len(data)
     for who, stats in (("Alice", alice), ("Bob", bob)):       # another file's numbers would be wrong ones
@@ -598,7 +598,7 @@ def load(args) -> tuple[dict, dict, dict | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..app.cli import escape_what_cannot_be_shown
+    from ..app.files import escape_what_cannot_be_shown
     from ..app.options import Parser          # one-line argparse errors, as every marslink command gives
     escape_what_cannot_be_shown()
     ap = Parser(prog="python -m shared.show.report", description="marslink end-of-run report")
