@@ -582,15 +582,15 @@ def load(args) -> tuple[dict, dict, dict | None]:
     # the other's, would compare a run with itself and certify a lockstep nobody checked
     if alice == bob:
         raise ValueError(f"--alice and --bob hold the same statistics ({args.bob!r}); give Bob's to --bob")
-    for flag, path, stats, whose, other in (("--alice", args.alice, alice, "Alice's run", "frames_received"),
-                                            ("--bob", args.bob, bob, "Bob's run", "frames_sent")):
-        if other in stats:
-            side = "Bob's (bob listen)" if other == "frames_received" else "Alice's (alice send)"
+    for flag, path, stats, whose, mark, side in (
+            ("--alice", args.alice, alice, "Alice's run", "frames_received", "Bob's (bob listen)"),
+            ("--bob", args.bob, bob, "Bob's run", "frames_sent", "Alice's (alice send)")):
+        if mark in stats:                     # only the other side's live statistics carry it
             raise ValueError(f"{flag} {path!r} holds {side} statistics; {_give(whose)}")
     if is_file_mode(alice) != is_file_mode(bob):
         raise ValueError("one of --alice and --bob is a file's statistics (compress, decompress), the other a live "
                          "stream's; give the two sides of one run")
-    if is_file_mode(alice) and is_file_mode(bob):
+    if is_file_mode(alice):
         require(alice, ("compressed_bytes", "header_bytes") + (() if alice.get("segment_stats") else ("input_bytes",)),
                 args.alice, "--alice", "Alice's run")
     relay = load_stats(args.relay, "--relay", "the relay", RELAY_FIELDS) if args.relay else None
