@@ -153,7 +153,7 @@ def _digest_in(text: str) -> str:
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed: the two-pane demo needs it (apt install tmux); the no-tmux fallback is covered by test_demo_without_tmux_two_columns_plain")
 def test_demo_headless_under_tmux(tmp_path):
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "scripts/demo.py", "--headless", "--preset", "tiny", "--bytes", "5000",
+    r = subprocess.run([sys.executable, "scripts/demo.py", "--headless", "--preset", "tiny", "--bytes", "2000",
                         "--delay-s", "0.2", "--bandwidth-bps", "200000", "--out", str(out), "--size", "200x50",
                         "--timeout", "150"], cwd=ROOT, capture_output=True, timeout=200)
     stdout = r.stdout.decode()
@@ -166,7 +166,7 @@ def test_demo_headless_under_tmux(tmp_path):
     assert _digest_in(earth) == _digest_in(mars) == digest[:16]          # the same number on both screens
     assert "SHA-256 ok" in mars
     data = next(out.glob("input-*")).read_bytes()
-    assert len(data) == 5000 and (out / "received.txt").read_bytes() == data   # byte-exact
+    assert len(data) == 2000 and (out / "received.txt").read_bytes() == data   # byte-exact
     assert "===== earth pane =====" in stdout and "===== mars pane =====" in stdout
     assert "Earth -> Mars" in (out / "relay.txt").read_text()
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / "report.html").exists()
@@ -181,7 +181,7 @@ def test_demo_headless_under_tmux(tmp_path):
 def test_demo_without_tmux_two_columns_plain(tmp_path):
     """--no-tmux, not on a terminal: both sides' plain lines, the verified end, the report."""
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "scripts/demo.py", "--no-tmux", "--preset", "tiny", "--bytes", "3000",
+    r = subprocess.run([sys.executable, "scripts/demo.py", "--no-tmux", "--preset", "tiny", "--bytes", "1000",
                         "--delay-s", "0.1", "--bandwidth-bps", "0", "--out", str(out), "--no-report"],
                        cwd=ROOT, capture_output=True, timeout=150)
     text = r.stdout.decode()
@@ -266,7 +266,7 @@ def test_a_second_demo_in_the_same_folder_is_refused_while_the_first_runs(tmp_pa
     finally:
         os.killpg(first.pid, signal.SIGTERM)
         first.communicate(timeout=60)
-    r = demo_cli("--no-tmux", "--preset", "tiny", "--bytes", "2000", "--delay-s", "0", "--bandwidth-bps", "0",
+    r = demo_cli("--no-tmux", "--preset", "tiny", "--bytes", "500", "--delay-s", "0", "--bandwidth-bps", "0",
                  "--no-report", "--out", out)
     assert r.returncode == 0, r.stdout.decode()[-2000:] + r.stderr.decode()[-2000:]
 

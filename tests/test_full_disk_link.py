@@ -12,8 +12,8 @@ from shared.core.pinned import torch
 from shared.texts import mission_log
 from tests.helpers import free_endpoint, leftovers, run_twin, spawn, tmpfs
 
-DATA = mission_log(10_000)
-COMMON = ["--preset", "tiny", "--timeout", "10", "-q"]
+DATA = mission_log(5000)                     # 20 steps on the tiny preset: checkpoints at 8 and 16
+COMMON = ["--preset", "tiny", "--timeout", "10", "--checkpoint-every", "8", "-q"]
 
 
 def checkpoint_bytes() -> int:
@@ -28,7 +28,7 @@ def run_both(tmp_path, out):
     bob = spawn("receiver", "listen", "--bind", ep, "--out", str(out), "--stats-json", str(tmp_path / "bob.json"),
                 *COMMON)
     alice = spawn("sender", "send", str(tmp_path / "in.txt"), "--connect", ep, "--state-dir",
-                  str(tmp_path / "earth"), "--checkpoint-every", "16", *COMMON)
+                  str(tmp_path / "earth"), *COMMON)
     a_err = alice.communicate(timeout=180)[1].decode()
     b_err = bob.communicate(timeout=60)[1].decode()
     return alice.returncode, a_err, bob.returncode, b_err
@@ -53,4 +53,4 @@ def test_full_disk_on_mars_stops_both_with_the_reason_and_resumes(tmp_path):
         assert (a_rc, b_rc) == (0, 0), a_err + b_err
         assert out.read_bytes() == DATA
         assert leftovers(disk) == ["out.txt"]
-        assert json.loads((tmp_path / "bob.json").read_text())["resumed_from_step"] == 16
+        assert json.loads((tmp_path / "bob.json").read_text())["resumed_from_step"] == 8

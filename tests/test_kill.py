@@ -13,6 +13,8 @@ from shared.texts import mission_log
 from tests.helpers import finish, free_endpoint, kill_all, spawn
 
 DATA = mission_log(8000)                     # 32 steps on the tiny preset
+SHORT = mission_log(4000)                    # 16 steps: a kill at step 12 leaves 4 to code
+MID = mission_log(6000)                      # 24 steps: a kill at step 20 leaves 4 to code
 COMMON = ["--preset", "tiny", "--timeout", "3", "--handshake-timeout", "90", "-q"]
 LATER = random.Random(19).randrange(5, 30)   # "a random later step", fixed per run of the suite
 
@@ -69,7 +71,7 @@ def damage_bobs_spool_then_follow_his_advice(tmp_path, name: str, damage, why: s
     is down, restart him: Alice hears the one-line reason (`why`), exit 2; removing the file, as
     advised, lets the next Alice resume to a byte-exact end with the same Bob."""
     src, out, ep = tmp_path / "in.txt", tmp_path / "out.txt", free_endpoint()
-    src.write_bytes(DATA)
+    src.write_bytes(SHORT)
     bob_cmd = ["receiver", "listen", "--bind", ep, "--out", str(out), "--checkpoint-every", "8", *COMMON]
     alice_cmd = ["sender", "send", str(src), "--connect", ep, "--state-dir", str(tmp_path / "earth"), *COMMON]
     bob, alice = spawn(*bob_cmd, "--fault-kill-step", "12"), spawn(*alice_cmd)
@@ -85,7 +87,7 @@ def damage_bobs_spool_then_follow_his_advice(tmp_path, name: str, damage, why: s
         alice = resume_as_advised(path, alice_cmd, bob)          # Bob is still listening
     finally:
         kill_all(alice, bob)
-    assert out.read_bytes() == DATA
+    assert out.read_bytes() == SHORT
 
 
 def test_removing_an_unreadable_checkpoint_as_bob_advises_leads_to_a_working_resume(tmp_path):
@@ -125,7 +127,7 @@ def test_removing_a_malformed_spool_file_as_bob_advises_leads_to_a_working_resum
                          ids=["empty-dict", "list"])   # a list: the same path as a dict without the field
 def test_removing_a_malformed_checkpoint_as_alice_advises_leads_to_a_working_resume(tmp_path, damage, why):
     src, out, ep = tmp_path / "in.txt", tmp_path / "out.txt", free_endpoint()
-    src.write_bytes(DATA)
+    src.write_bytes(MID)
     bob_cmd = ["receiver", "listen", "--bind", ep, "--out", str(out), *COMMON]
     alice_cmd = ["sender", "send", str(src), "--connect", ep, "--state-dir", str(tmp_path / "earth"),
                  "--checkpoint-every", "8", *COMMON]
@@ -142,7 +144,7 @@ def test_removing_a_malformed_checkpoint_as_alice_advises_leads_to_a_working_res
         alice = resume_as_advised(ckpt, alice_cmd, bob)          # Bob is still waiting
     finally:
         kill_all(alice, bob)
-    assert out.read_bytes() == DATA
+    assert out.read_bytes() == MID
     assert not any((tmp_path / "earth").iterdir()), "Earth's checkpoints are cleared once Mars verified"
 
 
@@ -152,18 +154,21 @@ def test_a_checkpoint_damaged_while_alice_waits_for_bob_is_one_line_and_resumes_
     stops too, keeping what he had, and removing the file as advised lets both, started again,
     resume to a byte-exact end."""
     src, out, ep = tmp_path / "in.txt", tmp_path / "out.txt", free_endpoint()
-    src.write_bytes(DATA)
+    src.write_bytes(MID)
     bob_cmd = ["receiver", "listen", "--bind", ep, "--out", str(out), *COMMON]
     alice_cmd = ["sender", "send", str(src), "--connect", ep, "--state-dir", str(tmp_path / "earth"),
                  "--checkpoint-every", "4", *COMMON]
     bob, alice = spawn(*bob_cmd, "--fault-kill-step", "20"), spawn(*alice_cmd)
     try:
         assert bob.wait(120) == -9
-        seen, still = None, 0
-        while still < 5:                          # Alice codes on until she misses Bob, then only knocks
-            time.sleep(1)
-            now = sorted((tmp_path / "earth").glob("*/ckpt-*.pt"))
-            seen, still = now, (still + 1 if now == seen else 0)
+        # Alice codes on without Bob (the 4 steps left fit in her window) until her last step's
+        # checkpoint (step 24) is written; then she only waits for him and knocks: no newer one comes
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "earth").glob(f"*/ckpt-{24:09d}.pt")):
+            assert alice.poll() is None, finish(alice)[1]
+            assert time.monotonic() < deadline, "Alice did not checkpoint her last step within 120 s"
+            time.sleep(0.05)
+        seen = sorted((tmp_path / "earth").glob("*/ckpt-*.pt"))
         assert alice.poll() is None and seen
         ckpt = seen[-1]
         ckpt.write_bytes(b"not a checkpoint")                     # damaged while Alice waited
@@ -179,7 +184,7 @@ def test_a_checkpoint_damaged_while_alice_waits_for_bob_is_one_line_and_resumes_
         alice = resume_as_advised(ckpt, alice_cmd, bob)
     finally:
         kill_all(alice, bob)
-    assert out.read_bytes() == DATA
+    assert out.read_bytes() == MID
     assert not any((tmp_path / "earth").iterdir()), "Earth's checkpoints are cleared once Mars verified"
 
 
@@ -188,7 +193,7 @@ def test_a_restarted_alice_codes_on_from_her_checkpoint_not_from_the_start(tmp_p
     only skipped sending what Bob held: byte-exact, but a kill at 90% cost 90% again. She now
     loads her newest checkpoint that Bob's resume point covers (steps 8 and 16 are on disk)."""
     src, out, ep, stats = tmp_path / "in.txt", tmp_path / "out.txt", free_endpoint(), tmp_path / "alice.json"
-    src.write_bytes(DATA)
+    src.write_bytes(MID)
     bob = spawn("receiver", "listen", "--bind", ep, "--out", str(out), *COMMON)
     alice_cmd = ["sender", "send", str(src), "--connect", ep, "--state-dir", str(tmp_path / "earth"),
                  "--checkpoint-every", "8", *COMMON]
@@ -200,7 +205,7 @@ def test_a_restarted_alice_codes_on_from_her_checkpoint_not_from_the_start(tmp_p
         assert results["alice"][0] == 0 and results["bob"][0] == 0, results
     finally:
         kill_all(alice, bob)
-    assert out.read_bytes() == DATA
+    assert out.read_bytes() == MID
     report = json.loads(stats.read_text())
     assert report["resumes"] == 1 and report["resumed_from_step"] == 16, report
 
@@ -210,7 +215,7 @@ def test_a_partial_stream_met_with_another_seed_is_named_as_such_and_resumes_as_
     "another input" and advised removing it. It is this input, coded otherwise: started as they
     were, both resume it to a byte-exact end."""
     src, out, ep = tmp_path / "in.txt", tmp_path / "out.txt", free_endpoint()
-    src.write_bytes(DATA)
+    src.write_bytes(MID)
     bob_cmd = ["receiver", "listen", "--bind", ep, "--out", str(out), *COMMON]
     alice_cmd = ["sender", "send", str(src), "--connect", ep, "--state-dir", str(tmp_path / "earth"), *COMMON]
     bob, alice = spawn(*bob_cmd, "--fault-kill-step", "20"), spawn(*alice_cmd)
@@ -231,7 +236,7 @@ def test_a_partial_stream_met_with_another_seed_is_named_as_such_and_resumes_as_
         assert results["alice"][0] == 0 and results["bob"][0] == 0, results
     finally:
         kill_all(alice, bob)
-    assert out.read_bytes() == DATA
+    assert out.read_bytes() == MID
 
 
 def test_a_bob_killed_and_started_again_is_found_at_once_not_after_alices_silence_timeout(tmp_path):
@@ -239,7 +244,7 @@ def test_a_bob_killed_and_started_again_is_found_at_once_not_after_alices_silenc
     her silence timeout (30 s by default) and a demo stood still. He now answers ERROR say-hello,
     and she knocks again at once: with a 300 s timeout, she still resumes within the test's 120 s."""
     src, out, ep, stats = tmp_path / "in.txt", tmp_path / "out.txt", free_endpoint(), tmp_path / "alice.json"
-    src.write_bytes(DATA)
+    src.write_bytes(SHORT)
     slow = ["--preset", "tiny", "--timeout", "300", "--handshake-timeout", "90", "-q"]
     bob_cmd = ["receiver", "listen", "--bind", ep, "--out", str(out), *slow]
     alice = spawn("sender", "send", str(src), "--connect", ep, "--state-dir", str(tmp_path / "earth"),
@@ -252,5 +257,5 @@ def test_a_bob_killed_and_started_again_is_found_at_once_not_after_alices_silenc
     finally:
         kill_all(alice, bob)
     assert results["alice"][0] == 0 and results["bob"][0] == 0, results
-    assert out.read_bytes() == DATA
+    assert out.read_bytes() == SHORT
     assert json.loads(stats.read_text())["resumes"] == 1

@@ -195,7 +195,7 @@ def test_orders_survive_the_json_round_trip_and_limit_streams():
 def test_replay_of_older_history_round_trips_and_resumes_identically():
     config = preset("tiny")
     config = replace(config, train=replace(config.train, replay=2, replay_span=64))
-    data = mission_log(8000)
+    data = mission_log(4000)                   # 16 steps: replay from the third, a full span of 64 by the fourth
     blob, stats = compress(data, config)
     out, dstats = decompress(parse(blob))
     assert out == data and dstats["final_digest"] == stats["final_digest"]

@@ -16,12 +16,13 @@ from tests.helpers import CACHE, ROOT, child_env, finish, kill_all, listen, send
 
 
 def test_an_alice_who_missed_done_gets_a_receipt_on_restart(tmp_path):
-    data = mission_log(6000)
+    data = mission_log(2000)                                 # 8 steps on the tiny preset: checkpoints at 4 and 8
     _, expected = compress(data, preset("tiny"))             # the coded length Bob's spool will reach
     bob, ep, out = listen(tmp_path, "--linger", "60")
     src, state = tmp_path / "in.bin", tmp_path / "earth"
     src.write_bytes(data)
-    alice = spawn("sender", "send", str(src), "--connect", ep, "--preset", "tiny", "--state-dir", str(state))
+    alice = spawn("sender", "send", str(src), "--connect", ep, "--preset", "tiny", "--state-dir", str(state),
+                  "--checkpoint-every", "4")
     try:
         wait_for_spool(bob, tmp_path, expected["payload_bytes"])
         alice.send_signal(signal.SIGSTOP)                     # her END is out; Bob's DONE will not be read

@@ -44,11 +44,12 @@ def hello(stream_id: str, **config) -> Hello:
 
 
 def test_a_stranger_cannot_stop_a_live_stream_and_gets_refusals(tmp_path):
-    data_in = mission_log(20_000)
+    data_in = mission_log(12_000)
     bob, ep, out = listen(tmp_path)
     eve = Stranger(ep)
     try:
-        assert eve.ask(Error("x", "stop"), wait_s=1.0) is None   # before any HELLO: dropped, Bob lives
+        # an ERROR is never answered: an answer, however late, would be what the next ask reads
+        assert eve.ask(Error("x", "stop"), wait_s=0.2) is None   # before any HELLO: dropped, Bob lives
         src = tmp_path / "in.bin"
         src.write_bytes(data_in)
         alice = spawn("sender", "send", str(src), "--connect", ep, "--preset", "tiny", "--timeout", "20",
@@ -56,7 +57,7 @@ def test_a_stranger_cannot_stop_a_live_stream_and_gets_refusals(tmp_path):
         wait_for_spool(bob, tmp_path, 1)                         # the stream has started
         busy = Error("busy", f"Mars is busy with stream {hashlib.sha256(data_in).hexdigest()[:16]!r}; "
                              f"try again once it is delivered")
-        assert eve.ask(Error("x", "stop"), wait_s=1.0) is None   # a stranger's ERROR: dropped
+        assert eve.ask(Error("x", "stop"), wait_s=0.2) is None   # a stranger's ERROR: dropped
         assert eve.ask(hello("eve")) == busy                     # the right config: busy
         assert eve.ask(hello("eve", seed=99)) == busy            # the wrong config: busy all the same
         for frame in (data(0), Ack(5, 32)):
