@@ -155,6 +155,19 @@ def run_cli_with(*args, prefix=(), input_bytes=None, timeout=300, **popen):
                           timeout=timeout, **popen)
 
 
+def made_once(tmp_path_factory, text: bytes, *args: str, stats: bool = False) -> Path:
+    """`text` compressed once through the CLI (tiny preset, then `args`) in a folder of its own:
+    in.txt, c.mrs, the command's stderr in stderr.txt and, with `stats`, stats.json. For a
+    module fixture: its tests copy from the folder, never change it."""
+    d = tmp_path_factory.mktemp("made")
+    (d / "in.txt").write_bytes(text)
+    r = run_cli("sender", "compress", str(d / "in.txt"), str(d / "c.mrs"), "--preset", "tiny", *args,
+                *(("--stats-json", str(d / "stats.json")) if stats else ()))
+    assert r.returncode == 0, r.stderr.decode()
+    (d / "stderr.txt").write_bytes(r.stderr)
+    return d
+
+
 NO_ROOT_BYPASS = ("setpriv", "--bounding-set=-dac_override,-dac_read_search",
                   "--inh-caps=-dac_override,-dac_read_search", "--")
 

@@ -12,20 +12,14 @@ import sys
 import pytest
 
 from shared.texts import mission_log
-from tests.helpers import ROOT, child_env, expect_error, leftovers, run_cli, run_cli_with
+from tests.helpers import ROOT, child_env, expect_error, leftovers, made_once, run_cli, run_cli_with
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     """One real compressed file, made once through the CLI (without -q or --progress-every: its
-    stderr is kept in stderr.txt for test_plain_progress_lines_for_logs)."""
-    d = tmp_path_factory.mktemp("made")
-    (d / "in.txt").write_bytes(mission_log(3000))
-    r = run_cli("sender", "compress", str(d / "in.txt"), str(d / "c.mrs"), "--preset", "tiny",
-                "--stats-json", str(d / "stats.json"))
-    assert r.returncode == 0, r.stderr.decode()
-    (d / "stderr.txt").write_bytes(r.stderr)
-    return d
+    stderr, in stderr.txt, is what test_plain_progress_lines_for_logs reads)."""
+    return made_once(tmp_path_factory, mission_log(3000), stats=True)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from shared.app import checkpoint
 from shared.app.files import StorageError
 from shared.core.pinned import torch
-from tests.helpers import expect_error, fill, leftovers, run_cli_with, tmpfs
+from tests.helpers import expect_error, fill, leftovers, made_once, run_cli_with, tmpfs
 
 TEXT = b"Sol 12. Habitat pressure nominal; the greenhouse lights cycle at dusk.\n" * 10   # a full disk refuses any size
 ENOSPC = "no space left on device; free some space or choose another folder"
@@ -17,12 +17,8 @@ ENOSPC = "no space left on device; free some space or choose another folder"
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    """TEXT compressed once on a roomy disk, by the command the tests run (tests copy it, never change it)."""
-    d = tmp_path_factory.mktemp("made")
-    (d / "in.txt").write_bytes(TEXT)
-    r = run_cli_with("sender", "compress", str(d / "in.txt"), str(d / "c.mrs"), "--preset", "tiny", "-q")
-    assert r.returncode == 0, r.stderr.decode()
-    return d
+    """TEXT compressed once on a roomy disk, by the command the tests run."""
+    return made_once(tmp_path_factory, TEXT, "-q")
 
 
 @pytest.fixture

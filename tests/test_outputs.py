@@ -15,18 +15,14 @@ import pytest
 from shared.app.files import write_atomic
 from shared.core.errors import UsageError
 from tests.helpers import (ROOT, assert_verified, bind_mount, child_env, expect_error, finish, leftovers, listen,
-                           run_as_a_user, run_cli, run_cli_with, run_pair, send_to, tmpfs, wait_for_line)
+                           made_once, run_as_a_user, run_cli, run_cli_with, run_pair, send_to, tmpfs, wait_for_line)
 
 TEXT = b"Sol 7. Dust storm on the horizon; the rover waits.\n" * 20
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    d = tmp_path_factory.mktemp("made")
-    (d / "in.txt").write_bytes(TEXT)
-    r = run_cli("sender", "compress", str(d / "in.txt"), str(d / "c.mrs"), "--preset", "tiny", "-q")
-    assert r.returncode == 0, r.stderr.decode()
-    return d
+    return made_once(tmp_path_factory, TEXT, "-q")
 
 
 def exists_message(prog: str, path) -> str:

@@ -12,7 +12,7 @@ from protocol.frames import Ack, Error, Hello, decode, encode
 from shared.core.config import preset
 from shared.core.fingerprint import fingerprint
 from shared.texts import mission_log
-from tests.helpers import data, finish, kill_all, listen, send, spawn, wait_for_spool
+from tests.helpers import data, finish, kill_all, listen, send, spawn, wait_for_line, wait_for_spool
 
 
 class Stranger:
@@ -80,6 +80,7 @@ def test_a_stranger_who_vanishes_after_welcome_blocks_nothing(tmp_path):
     bob, ep, out = listen(tmp_path, "--timeout", "2")
     eve = Stranger(ep)
     try:
+        wait_for_line(bob, "bob: listening on")                  # eve's ask waits 10 s; a loaded start-up, longer
         assert eve.ask(hello("eve")).KIND.name == "WELCOME"
         assert (tmp_path / "out.bin.partial").is_dir()
         bob.send_signal(signal.SIGKILL)                          # Bob dies holding eve's empty spool
@@ -87,6 +88,7 @@ def test_a_stranger_who_vanishes_after_welcome_blocks_nothing(tmp_path):
         bob, ep, out = listen(tmp_path, "--timeout", "2")
         eve.close()
         eve = Stranger(ep)
+        wait_for_line(bob, "bob: listening on")
         assert eve.ask(hello("eve-2")).KIND.name == "WELCOME"    # another stream: the empty spool is replaced
         deadline = time.monotonic() + 60                         # eve goes silent: Bob drops her spool
         while (tmp_path / "out.bin.partial").exists():
