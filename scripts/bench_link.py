@@ -9,8 +9,8 @@ comes after that clock stops). Writes bench-results/link.json.
 """
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,20 +20,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from scripts.common import child_env, free_endpoint  # noqa: E402
+from scripts.common import ScriptParser, child_env, free_endpoint, out_folder  # noqa: E402
+from shared.core.config import PRESETS  # noqa: E402
 
 
 def run(*args, **kw):
     return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=child_env(), **kw)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="default")
+def main(argv: list[str] | None = None):
+    ap = ScriptParser("bench_link", description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="default", choices=PRESETS)
     ap.add_argument("--input", default=str(ROOT / "shared" / "texts" / "mission_log.txt"))
     ap.add_argument("--out", default=str(ROOT / "bench-results"))
-    args = ap.parse_args()
-    Path(args.out).mkdir(exist_ok=True)
+    args = ap.parse_args(argv)
+    if not Path(args.input).is_file() or not os.access(args.input, os.R_OK):
+        ap.error(f"--input {args.input!r} is not a file this user can read")
+    out_folder(args.out, "bench_link")
     tmp = Path(tempfile.mkdtemp(prefix="marslink-bench-link-"))
     try:
         measure(args, tmp)
@@ -41,22 +44,40 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def finish(what: str, *procs) -> None:
+    """Wait for `procs`; the first that fails ends the bench in one line, with its own last line."""
+    for p in procs:
+        err = p.communicate()[1]
+        if p.returncode != 0:
+            last = (err or "").strip().splitlines()[-1:] or [f"exit status {p.returncode}"]
+            raise SystemExit(f"bench_link: error: {what} failed: {last[0]}")
+
+
 def measure(args, tmp: Path):
     size = Path(args.input).stat().st_size
 
     p = run("sender", "compress", args.input, str(tmp / "c.mrs"), "--preset", args.preset, "-q",
-            "--stats-json", str(tmp / "file.json"))
-    assert p.wait() == 0, "file-mode compression failed"
+            "--stats-json", str(tmp / "file.json"), stderr=subprocess.PIPE, text=True)
+    finish("file-mode compression", p)
     file_s = json.loads((tmp / "file.json").read_text())["seconds"]
 
     ep = free_endpoint()
     bob = run("receiver", "listen", "--bind", ep, "--out", str(tmp / "got"), "--preset", args.preset, "-q",
               "--stats-json", str(tmp / "bob.json"), stderr=subprocess.PIPE, text=True)
-    time.sleep(4)                                   # let Bob import torch and bind first
-    alice = run("sender", "send", args.input, "--connect", ep, "--preset", args.preset, "-q",
-                "--state-dir", str(tmp / "state"), "--stats-json", str(tmp / "alice.json"))
-    assert alice.wait() == 0 and bob.wait() == 0, "stream failed"
-    assert (tmp / "got").read_bytes() == Path(args.input).read_bytes()
+    alice = None
+    try:
+        time.sleep(4)                               # let Bob import torch and bind first (Alice retries anyway)
+        alice = run("sender", "send", args.input, "--connect", ep, "--preset", args.preset, "-q",
+                    "--state-dir", str(tmp / "state"), "--stats-json", str(tmp / "alice.json"),
+                    stderr=subprocess.PIPE, text=True)
+        finish("the stream", alice, bob)
+    finally:
+        for proc in (alice, bob):                   # a failed side leaves no process behind
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    if (tmp / "got").read_bytes() != Path(args.input).read_bytes():
+        raise SystemExit("bench_link: error: Bob's output differs from the input; run `make test`")
     alice_stats = json.loads((tmp / "alice.json").read_text())
     link_s = alice_stats["seconds"]
     result = {"input": args.input, "input_bytes": size, "preset": args.preset,

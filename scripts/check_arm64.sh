@@ -4,8 +4,9 @@
 #   1. the golden computation (tests/golden.json) gives the golden bits;
 #   2. a file compressed natively (x86-64) decodes byte-exact under emulation;
 #   3. a file compressed under emulation decodes byte-exact natively, and is the same file.
-# Not part of `make test`: emulation is 20-50x slower (about 10-15 minutes in all; see
-# docs/portability.md for measured times). Needs ../shared/tools/arm64/setup.sh run once.
+# Not part of `make test`: emulation is 20-50x slower (10-30 minutes per emulated CPU on a 2-core
+# machine, more when it is busy; docs/portability.md has measured times). Needs
+# ../shared/tools/arm64/setup.sh run once.
 #   usage: scripts/check_arm64.sh            PYTHON=... for the native Python (default .venv/bin/python)
 #                                            ARM_PYTHON=... for the emulated one; CPUS="neon sve256"
 #                                            PRESET=... for the files of steps 2 and 3 (default tiny;

@@ -18,7 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shared.core import numeric  # noqa: E402  (before torch: it pins the profile)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    from scripts.common import ScriptParser
+    ScriptParser("compile_loops", description="Compile the twins' loops into numba's cache (make setup runs "
+                 "this). It takes no arguments.").parse_args(argv)
     numeric.activate()
     from shared.coding.codec import compress, decompress
     from shared.coding.container import parse

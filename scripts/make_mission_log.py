@@ -3,11 +3,18 @@
 A deterministic, English-like log of a Mars mission, with the mix of repetition and novelty
 that makes online learning visible: names, numbers and phrases recur, sentences vary. It is
 generated once and committed, so golden digests never depend on this script's randomness.
-Run: python scripts/make_mission_log.py [BYTES]
+Run: python scripts/make_mission_log.py (the built-in text again, byte for byte), or
+python scripts/make_mission_log.py --bytes N --out FILE for a text of another length.
 """
 import random
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from scripts.common import ScriptParser, positive_count  # noqa: E402
+
+BUILT_IN = Path(__file__).resolve().parent.parent / "shared" / "texts" / "mission_log.txt"
+BUILT_IN_BYTES = 120_000          # the golden values and the demo depend on these exact bytes
 
 CREW = ["Commander Okafor", "Dr. Lindqvist", "Engineer Tanaka", "Pilot Moreau", "Dr. Haddad", "Specialist Rivera"]
 PLACES = ["Jezero crater", "the northern dune field", "Hab Module 2", "the greenhouse", "the airlock",
@@ -51,9 +58,26 @@ def mission_log(size: int, seed: int = 2026) -> str:
     return "".join(out)[:size]
 
 
+def main(argv: list[str] | None = None) -> int:
+    ap = ScriptParser("make_mission_log", description="Write the built-in demo text, or one of another length.")
+    ap.add_argument("--bytes", type=positive_count, default=BUILT_IN_BYTES, help=f"length (default {BUILT_IN_BYTES:,})")
+    ap.add_argument("--out", help="file to write (default: the built-in text, at its own length only)")
+    args = ap.parse_args(argv)
+    out = Path(args.out) if args.out else BUILT_IN
+    if out.resolve() == BUILT_IN and args.bytes != BUILT_IN_BYTES:
+        ap.error(f"the built-in text is {BUILT_IN_BYTES:,} bytes and the golden values depend on it; "
+                 f"give --out FILE to write {args.bytes:,} bytes elsewhere")
+    if out.is_dir():
+        ap.error(f"--out {str(out)!r} is a folder; give a file name")
+    from shared.app.files import write_atomic           # whole or not at all: the built-in text is golden
+    from shared.core.errors import MarslinkError
+    try:
+        write_atomic(str(out), mission_log(args.bytes).encode("ascii"), force=True)
+    except MarslinkError as e:
+        raise SystemExit(f"make_mission_log: error: {e}") from None
+    print(f"wrote {out} ({args.bytes:,} bytes)")
+    return 0
+
+
 if __name__ == "__main__":
-    size = int(sys.argv[1]) if len(sys.argv) > 1 else 120_000
-    path = Path(__file__).resolve().parent.parent / "shared" / "texts" / "mission_log.txt"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(mission_log(size), encoding="ascii")
-    print(f"wrote {path} ({size} bytes)")
+    sys.exit(main())

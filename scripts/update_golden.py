@@ -13,6 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from shared.core import numeric  # noqa: E402
 
+from scripts.common import ScriptParser  # noqa: E402
+
+ScriptParser("update_golden", description="Regenerate tests/golden.json (only on purpose: say why in the "
+             "commit message). It takes no arguments.").parse_args()
 numeric.activate("portable")
 from shared.coding.codec import compress  # noqa: E402
 from shared.core.config import preset  # noqa: E402

@@ -2,6 +2,7 @@
 in-process tests, a coder that passes tokens through. Test modules import from here only."""
 from __future__ import annotations
 
+import atexit
 import errno
 import json
 import os
@@ -72,7 +73,8 @@ class Background(threading.Thread):
 
 # -- two real processes ----------------------------------------------------------------------------
 
-CACHE = tempfile.mkdtemp(prefix="marslink-test-cache-")
+CACHE = tempfile.mkdtemp(prefix="marslink-test-cache-")   # the children's XDG_CACHE_HOME: their checkpoints and spools
+atexit.register(shutil.rmtree, CACHE, ignore_errors=True)   # each test process made one; none is left in the temp folder
 
 
 def sigint_at_default():

@@ -206,3 +206,36 @@ def test_a_file_name_that_begins_with_a_dash_is_named_as_such(tmp_path):
     r = alice("--preset", "tiny", "-q", "--", "-x.txt", "out.mrs")
     assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
     assert leftovers(tmp_path) == ["-x.txt", "out.mrs"]
+
+
+SCRIPTS = sorted(p.stem for p in (ROOT / "scripts").glob("*.py") if p.stem != "common")
+GOLDEN_FILES = ("tests/golden.json", "shared/texts/mission_log.txt")
+
+
+def run_script(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=child_env(), capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_answers_help_and_refuses_a_stray_option_in_one_line(script):
+    """`--help` is help and a stray option one line, for every script: update_golden.py once
+    took `--help` for "regenerate", and make_mission_log.py died in int('--help')."""
+    before = [(ROOT / f).read_bytes() for f in GOLDEN_FILES]
+    helped = run_script(f"scripts/{script}.py", "--help")
+    assert helped.returncode == 0 and helped.stdout.startswith("usage:"), helped.stderr
+    bad = run_script(f"scripts/{script}.py", "--frobnicate")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert len(bad.stderr.splitlines()) == 1 and ": error: " in bad.stderr and " --help'" in bad.stderr, bad.stderr
+    assert [(ROOT / f).read_bytes() for f in GOLDEN_FILES] == before
+
+
+def test_make_mission_log_never_shortens_the_built_in_text(tmp_path):
+    built_in = (ROOT / GOLDEN_FILES[1]).read_bytes()
+    r = run_script("scripts/make_mission_log.py", "--bytes", "5000")
+    assert (r.returncode, r.stderr) == (2, "make_mission_log: error: the built-in text is 120,000 bytes and the golden "
+                                           "values depend on it; give --out FILE to write 5,000 bytes elsewhere; see "
+                                           "'python scripts/make_mission_log.py --help'\n")
+    assert (ROOT / GOLDEN_FILES[1]).read_bytes() == built_in
+    r = run_script("scripts/make_mission_log.py", "--bytes", "5000", "--out", str(tmp_path / "log.txt"))
+    assert r.returncode == 0 and (tmp_path / "log.txt").read_bytes() == built_in[:5000]
