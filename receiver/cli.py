@@ -8,8 +8,8 @@ import sys
 from shared.app.checkpoint import default_state_dir
 from shared.app.cli import check_endpoint, curve_keys, keygen_command, lan_listen, progress, run_main
 from shared.app.faults import kill_at
-from shared.app.files import (check_folder, check_output, check_stats, output_lock, read_input, spool_folder,
-                              write_stats, write_with_stats)
+from shared.app.files import (check_folder, check_output, check_stats, output_lock, output_mode, read_input,
+                              spool_folder, write_stats, write_with_stats)
 from shared.app.options import (COUNT, LAN_PORT, Parser, add_force_option, add_keygen_command, add_link_options,
                                 add_model_options, add_numeric_options, add_parallel_options, add_report_options,
                                 add_state_option, add_version_option, link_settings, output_file, run_config)
@@ -130,9 +130,9 @@ def _log(message: str) -> None:
 
 
 def decompress_command(args) -> int:
-    blob = read_input(args.input, MAX_CONTAINER_BYTES, MAGIC)
-    check_output(args.output, args.input, args.force)
+    check_output(args.output, args.input, args.force)        # before the input: a pipe is read once
     check_stats(args.stats_json, args.input, args.output)
+    blob = read_input(args.input, MAX_CONTAINER_BYTES, MAGIC)
     container = parse(blob, "input" if args.input == "-" else repr(args.input))
     numeric.activate(args.profile, args.threads)     # no setting changes a bit: the file records none
     header = container.header
@@ -141,7 +141,7 @@ def decompress_command(args) -> int:
         with progress("Mars: decompressing", header["length"], not args.quiet, args.progress_every) as update:
             data, stats = decompress_file(container, runner, update)
     stats.update(size_stats(len(blob), stats["payload_bytes"], stats["input_bytes"]))   # as alice compress writes them
-    write_with_stats(args.output, data, args.force, args.stats_json, stats)   # both or neither
+    write_with_stats(args.output, data, args.force, args.stats_json, stats, output_mode(args.input))
     if not args.quiet and args.output != "-":
         print(f"bob: verified {len(data):,} bytes (SHA-256 ok, {stats['steps']} steps in lockstep), "
               f"final digest {stats['final_digest'][:16]}", file=sys.stderr)

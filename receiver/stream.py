@@ -29,7 +29,7 @@ from protocol.frames import Data, Done, End, FrameError, Sync, Welcome
 from protocol.link import (INTERRUPTED, RECEIPT_LINGER_S, BobLink, LinkError, LinkSettings, PeerError, PeerLost,
                            PeerStopped, Reconnected)
 from shared.app import checkpoint
-from shared.app.files import NEW_FILE_MODE, StorageError, publish, spool_folder, storage_error
+from shared.app.files import NEW_FILE_MODE, StorageError, absolute, publish, spool_folder, storage_error
 from shared.coding.codec import run_stats
 from shared.coding.coder import ByteSource, ChunkDecoder
 from shared.core.config import MAX_LENGTH, RunConfig, require_same
@@ -182,7 +182,7 @@ class Spool:
         hard link), so without --force an --out that appeared meanwhile is never replaced."""
         with writing(out_path):
             os.fsync(self.data)
-            publish(self.path("data.bin"), os.path.abspath(out_path), force)
+            publish(self.path("data.bin"), absolute(out_path), force)
 
     def close(self) -> None:
         if self.stream is not None:

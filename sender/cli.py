@@ -7,7 +7,7 @@ import sys
 from protocol import link
 from shared.app.cli import check_endpoint, curve_keys, keygen_command, lan_keys, progress, run_main
 from shared.app.faults import kill_at
-from shared.app.files import check_output, check_stats, read_input, write_stats, write_with_stats
+from shared.app.files import check_output, check_stats, output_mode, read_input, write_stats, write_with_stats
 from shared.app.options import (COUNT, Parser, add_force_option, add_keygen_command, add_link_options,
                                 add_model_options, add_parallel_options, add_report_options, add_state_option,
                                 add_version_option, fraction, link_settings, run_config, seconds, stream_id)
@@ -83,9 +83,9 @@ def send_command(args) -> int:
 
 
 def compress_command(args) -> int:
-    data = read_input(args.input, MAX_LENGTH)
-    check_output(args.output, args.input, args.force, binary=True)
+    check_output(args.output, args.input, args.force, binary=True)    # before the input: a pipe is read once
     check_stats(args.stats_json, args.input, args.output)
+    data = read_input(args.input, MAX_LENGTH)
     numeric.activate(args.profile, args.threads)
     config = run_config(args)
     with plan_jobs("alice", config, len(data), args.segment, args.jobs, args.cluster, args.quiet,
@@ -99,7 +99,7 @@ def compress_command(args) -> int:
             if decoded != data:  # decompress checks the SHA-256 already; this cannot differ silently
                 raise AssertionError("verification failed")
             stats["verified"] = True
-    write_with_stats(args.output, blob, args.force, args.stats_json, stats)   # both or neither
+    write_with_stats(args.output, blob, args.force, args.stats_json, stats, output_mode(args.input))
     if not args.quiet and args.output != "-":
         print(f"alice: {stats['input_bytes']:,} -> {stats['compressed_bytes']:,} bytes "
               f"({bits_per_byte(stats['compressed_bytes'], stats['input_bytes'])}, {stats['bytes_per_second']:,.0f} B/s), "

@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from shared.coding.container import parse
+from shared.core.errors import FormatError
 from shared.texts import mission_log
 from tests.helpers import ROOT, child_env, expect_error, leftovers, made_once, run_cli, run_cli_with
 
@@ -107,6 +109,28 @@ def test_truncated_file(cli, tmp_path, made):
     assert r.returncode == 2
     assert r.stderr.decode().startswith(f"bob: error: {str(tmp_path / 't.mrs')!r} is truncated: payload has ")
     assert leftovers(tmp_path) == ["t.mrs"]
+
+
+def test_a_file_cut_in_its_first_bytes_or_with_an_impossible_header_length_is_named_as_such(made):
+    """Four to eight bytes that begin with MRSL are a truncated file, not another kind; a header
+    length no header has is damage, not a file whose rest is missing."""
+    blob = (made / "c.mrs").read_bytes()
+    for n in range(1, 9):
+        with pytest.raises(FormatError) as e:
+            parse(blob[:n], "'t.mrs'")
+        assert str(e.value) == f"'t.mrs' is truncated: it has only {n} of a marslink header's first 9 bytes"
+    flipped = bytearray(blob)
+    flipped[8] ^= 0x10
+    with pytest.raises(FormatError) as e:
+        parse(bytes(flipped), "'t.mrs'")
+    assert str(e.value) == (f"'t.mrs' is corrupted: its header length field says {struct.unpack_from('<I', flipped, 5)[0]:,} "
+                            f"bytes, more than any header (bit flip or damaged copy)")
+
+
+def test_a_numeric_profile_the_environment_names_wrongly_is_named_with_its_variable(cli, tmp_path, made):
+    r = cli("sender", "compress", str(made / "in.txt"), str(tmp_path / "c.mrs"), env={"MARSLINK_PROFILE": "fast"})
+    expect_error(r, "alice: error: the environment variable MARSLINK_PROFILE='fast' names no numeric profile; set it "
+                    "to one of portable, native, or unset it", tmp_path, [])
 
 
 def test_flipped_bit_in_payload(cli, tmp_path, made):

@@ -34,6 +34,9 @@ BAD = [
     ("--threads", "0", "'0' is not a thread count: threads must be between 1 and 256 (got 0)"),
     ("--threads", "257", "'257' is not a thread count: threads must be between 1 and 256 (got 257)"),
     ("--threads", "two", "'two' is not a thread count (a whole number)"),
+    ("--threads", "1_6", "'1_6' is not a thread count (a whole number)"),      # int() takes these three:
+    ("--window", "١٢", "'١٢' is not a window (a whole number in 1..4096)"),   # ASCII digits only
+    ("--timeout", "1_0", "'1_0' is not a positive number of seconds (at most 2,592,000)"),
     ("--log-every", "0", "'0' is not a step count (a whole number in 1..1073741824)"),     # issue 25
     ("--log-every", "-3", "'-3' is not a step count (a whole number in 1..1073741824)"),
     ("--state-dir", "", "an empty name is not a folder name; give a path"),   # "$UNSET": never "not given"

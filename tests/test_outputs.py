@@ -1,6 +1,7 @@
 """Outputs the way gzip and zstd write them: an existing file is refused unless --force, a new
 file gets the umask's mode, and every write the OS refuses (read-only, permissions, /proc) is
 one line naming the path and what to do, with nothing half-written left behind."""
+import errno
 import json
 import os
 import select
@@ -12,7 +13,7 @@ import threading
 
 import pytest
 
-from shared.app.files import write_atomic
+from shared.app.files import StorageError, check_output, write_atomic, write_with_stats
 from shared.core.errors import UsageError
 from tests.helpers import (ROOT, assert_verified, bind_mount, child_env, expect_error, finish, leftovers, listen,
                            made_once, run_as_a_user, run_cli, run_cli_with, run_pair, send_to, tmpfs, wait_for_line)
@@ -80,6 +81,98 @@ def test_new_files_get_the_umask_mode(tmp_path, made, umask, mode):
     for name in ("c.mrs", "c.json", "back.txt", "d.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
     assert (tmp_path / "back.txt").read_bytes() == TEXT
+
+
+def test_a_private_input_gives_a_private_output(tmp_path):
+    """As gzip and xz: an output is never more open than its input file, so a 0600 file stays 0600
+    under umask 022 (with --force over a 0644 file too); from a pipe, the umask alone decides."""
+    src, packed, back = tmp_path / "secret.txt", tmp_path / "s.mrs", tmp_path / "back.txt"
+    src.write_bytes(TEXT)
+    src.chmod(0o600)
+    packed.write_bytes(b"old")
+    packed.chmod(0o644)
+    r = run_cli_with("sender", "compress", str(src), str(packed), "--preset", "tiny", "-q", "--force", umask=0o022)
+    assert r.returncode == 0, r.stderr.decode()
+    r = run_cli_with("receiver", "decompress", str(packed), str(back), "-q", umask=0o022)
+    assert r.returncode == 0, r.stderr.decode()
+    assert back.read_bytes() == TEXT
+    r = run_cli_with("receiver", "decompress", "-", str(tmp_path / "piped.txt"), "-q", umask=0o022,
+                     input_bytes=packed.read_bytes())
+    assert r.returncode == 0, r.stderr.decode()
+    modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("s.mrs", "back.txt", "piped.txt")}
+    assert modes == {"s.mrs": 0o600, "back.txt": 0o600, "piped.txt": 0o644}
+
+
+def test_a_report_is_written_only_with_its_output(tmp_path):
+    """An output file and its --stats-json are both written unseen, then the output is put in
+    place, then the report: an output whose name was taken meanwhile, or became a folder, leaves
+    the previous report as it was (a report of success once stayed for an output never written)."""
+    out, report = tmp_path / "o", tmp_path / "r.json"
+    out.write_bytes(b"someone else's")
+    report.write_text("the previous run's\n")
+    with pytest.raises(UsageError) as e:
+        write_with_stats(str(out), b"ours", False, str(report), {"run": "this"})
+    assert str(e.value) == f"output {str(out)!r} already exists; add --force to replace it, or choose another name"
+    out.unlink()
+    out.mkdir()
+    with pytest.raises(StorageError):
+        write_with_stats(str(out), b"ours", True, str(report), {"run": "this"})
+    assert report.read_text() == "the previous run's\n" and leftovers(tmp_path) == ["o", "r.json"]
+    out.rmdir()
+    write_with_stats(str(out), b"ours", False, str(report), {"run": "this"})
+    assert out.read_bytes() == b"ours" and json.loads(report.read_text()) == {"run": "this"}
+    assert leftovers(tmp_path) == ["o", "r.json"]
+
+
+def test_an_output_folder_is_the_one_the_kernel_finds(cli, tmp_path, made):
+    """`missing/..` is no folder and `link/..` is the parent of the link's target, as for a shell's
+    `>`: the textual clean-up of os.path.abspath checked another folder, and the error came only
+    after all the work."""
+    r = cli("sender", "compress", str(made / "in.txt"), str(tmp_path / "missing" / ".." / "o.mrs"), "--preset", "tiny")
+    expect_error(r, f"alice: error: output folder {str(tmp_path / 'missing' / '..')!r} does not exist; create it "
+                    f"first", tmp_path, [])
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "a" / "b")
+    r = cli("receiver", "decompress", str(made / "c.mrs"), str(tmp_path / "link" / ".." / "back.txt"), "-q")
+    assert r.returncode == 0, r.stderr.decode()
+    assert (tmp_path / "a" / "back.txt").read_bytes() == TEXT
+    assert leftovers(tmp_path) == ["a", "link"] and leftovers(tmp_path / "a") == ["b", "back.txt"]
+
+
+@pytest.mark.parametrize("args", [("sender", "compress", "-", "{taken}", "--preset", "tiny"),
+                                  ("receiver", "decompress", "-", "{taken}")], ids=["compress", "decompress"])
+def test_the_output_is_checked_before_a_pipe_is_read(tmp_path, args):
+    """A pipe can be read once: a taken output name is said at once, not after the producer has
+    finished and its data was thrown away (here the producer never finishes)."""
+    taken = tmp_path / "taken"
+    taken.write_bytes(b"precious")
+    p = subprocess.Popen([sys.executable, "-m", *(a.format(taken=taken) for a in args)], cwd=ROOT, env=child_env(),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.wait(timeout=60) == 2
+    finally:
+        p.kill()
+        p.wait()
+        p.stdin.close()
+    prog = "alice" if args[0] == "sender" else "bob"
+    assert p.stderr.read().decode() == exists_message(prog, taken) + "\n"
+    assert taken.read_bytes() == b"precious"
+
+
+def test_a_folder_that_keeps_what_is_made_in_it_is_named_before_any_work(tmp_path, monkeypatch):
+    """An append-only folder (chattr +a, root only) lets the probe be made but not removed, and
+    would refuse the final rename too: one line that says so and names the probe left there."""
+    def kept(path, *args, **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted", path)
+    monkeypatch.setattr(os, "unlink", kept)
+    with pytest.raises(UsageError) as e:
+        check_output(str(tmp_path / "o.mrs"))
+    monkeypatch.undo()
+    [probe] = leftovers(tmp_path)
+    assert probe.startswith(".o.mrs.") and probe.endswith(".partial")
+    assert str(e.value) == (f"folder {str(tmp_path)!r} takes new files but does not let them be removed or renamed "
+                            f"(Operation not permitted: append-only?), so no output can be put in place there; "
+                            f"choose another folder (and remove {probe!r} from it)")
 
 
 def test_stats_json_is_a_report_replaced_on_every_run(cli, tmp_path, made):

@@ -1,8 +1,8 @@
 """Files as gzip and zstd treat them: read whole (to a limit), write all-or-nothing, never clobber.
 
 An output appears under its name only when it is complete (temp file beside it, fsync,
-rename), gets the mode the umask gives a new file, and replaces an existing file only when
-the user said --force. Every OS error becomes one StorageError line that names the path and
+rename), gets the mode the umask gives a new file (never more open than the input file's, so a
+private file stays private), and replaces an existing file only when the user said --force. Every OS error becomes one StorageError line that names the path and
 what to do; a failed write leaves no temporary file behind. Torch-free.
 """
 from __future__ import annotations
@@ -45,6 +45,12 @@ WHY = {
     errno.EIO: ("input/output error", "check the device"),
     errno.EEXIST: ("a file of that name is in the way of a folder", "choose another path, or move the file"),
 }
+
+
+def absolute(path: str) -> str:
+    """`path` from the root, `..` left for the kernel to resolve: os.path.abspath removes
+    `link/..` as text, which names another folder than the kernel's when `link` is a symbolic link."""
+    return path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
 
 
 class StorageError(MarslinkError):
@@ -338,7 +344,7 @@ def check_output(path: str, input_path: str | None = None, force: bool = False, 
                              f"give a file name")
         _check_open_file(fd, f"{label} {path!r}", input_path, binary, force)
         return
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = os.path.dirname(absolute(path))
     if not os.path.isdir(folder):
         try:
             os.stat(folder)
@@ -364,7 +370,18 @@ def check_output(path: str, input_path: str | None = None, force: bool = False, 
         raise _exists(path)
     fd, tmp = _create_temp(path, f"{label} " if label != "output" else "")
     os.close(fd)
-    os.unlink(tmp)
+    _remove_probe(tmp, folder)
+
+
+def _remove_probe(tmp: str, folder: str) -> None:
+    """Remove a probe file; a folder that takes files but never lets them go (append-only,
+    chattr +a) would keep every temporary file and refuse every rename: say so."""
+    try:
+        os.unlink(tmp)
+    except OSError as e:
+        raise UsageError(f"folder {folder!r} takes new files but does not let them be removed or renamed "
+                         f"({e.strerror}: append-only?), so no output can be put in place there; choose another "
+                         f"folder (and remove {os.path.basename(tmp)!r} from it)") from None
 
 
 def _mount_point(path: str) -> bool:
@@ -381,13 +398,14 @@ def _mount_point(path: str) -> bool:
     return any(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), p) == real for p in points)
 
 
-def _create_temp(path: str, what: str = "", then: str = "run again") -> tuple[int, str]:
+def _create_temp(path: str, what: str = "", then: str = "run again",
+                 mode: int = NEW_FILE_MODE) -> tuple[int, str]:
     """A new, exclusive temporary file beside `path` (same file system, so the rename is atomic),
-    created with NEW_FILE_MODE so that the umask decides the final mode."""
-    folder, name = os.path.split(os.path.abspath(path))
+    created with `mode` so that the umask decides the final mode."""
+    folder, name = os.path.split(absolute(path))
     tmp = os.path.join(folder, _beside(folder, name, f".{secrets.token_hex(4)}.partial"))
     try:
-        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE), tmp
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), tmp
     except OSError as e:
         if e.errno == errno.ENOENT and os.path.isdir(folder):     # /proc, /sys: no new files, ever
             raise StorageError(f"cannot write {what}{path!r}: its folder takes no new files (a virtual file system "
@@ -410,13 +428,13 @@ def _beside(folder: str, name: str, suffix: str, hidden: bool = True) -> str:
 
 
 def write_atomic(path: str, data: bytes | Callable[[IO[bytes]], None], force: bool = False, what: str = "",
-                 then: str = "run again", before: Callable[[], None] | None = None) -> None:
+                 then: str = "run again", before: Callable[[], None] | None = None, mode: int = NEW_FILE_MODE) -> None:
     """Write `data` (or whatever `data(file)` writes) to a temporary file beside `path`, fsync,
     then move it into place: never a half-written output, whatever kills us. Without `force`,
     an output that appeared meanwhile is not replaced. Outputs and checkpoints both use it.
     `before` runs once the file is safely written and before it appears (its failures are its
-    own, and leave no file): the run's report before its output, or an output stream before
-    its report. A stream (`_streamed`) cannot wait unseen: no `before`."""
+    own, and leave no file): an output stream before its report. A stream (`_streamed`) cannot
+    wait unseen: no `before`."""
     if before is not None and _streamed(path):
         raise ValueError("a stream cannot wait for what goes before it: write_with_stats orders them")
     if path == STDIO:
@@ -437,7 +455,19 @@ def write_atomic(path: str, data: bytes | Callable[[IO[bytes]], None], force: bo
         except OSError as e:
             raise storage_error(what, path, e) from None
         return
-    fd, tmp = _create_temp(path, what, then)
+    with staged(path, data, what, then, mode) as put:
+        if before is not None:
+            before()
+        put(force)
+
+
+@contextmanager
+def staged(path: str, data: bytes | Callable[[IO[bytes]], None], what: str = "", then: str = "run again",
+           mode: int = NEW_FILE_MODE):
+    """`data` written and fsynced to a temporary file beside `path`, unseen; the block gets
+    `put(force)`, which moves it into place. Not put, it is removed on the way out. Two files
+    that must appear together are both staged before either is put."""
+    fd, tmp = _create_temp(path, what, then, mode)
     try:
         try:
             with os.fdopen(fd, "wb") as f:
@@ -449,12 +479,13 @@ def write_atomic(path: str, data: bytes | Callable[[IO[bytes]], None], force: bo
             if cause is None:
                 raise
             raise storage_error(what, path, cause, then) from None
-        if before is not None:
-            before()
-        try:
-            _move_into_place(tmp, path, force)
-        except OSError as e:
-            raise storage_error(what, path, e, then) from None
+
+        def put(force: bool) -> None:
+            try:
+                _move_into_place(tmp, path, force)
+            except OSError as e:
+                raise storage_error(what, path, e, then) from None
+        yield put
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
@@ -552,14 +583,14 @@ def locked(path: str, busy: str, what: str = "lock file "):
 
 def output_lock(path: str):
     """One receiver per output: `with output_lock(out):` around everything that writes it."""
-    folder, name = os.path.split(os.path.abspath(path))
+    folder, name = os.path.split(absolute(path))
     return locked(os.path.join(folder, _beside(folder, name, ".lock")), f"another bob is receiving into {path!r}; "
                   f"give this one another --out")
 
 
 def spool_folder(out_path: str) -> str:
     """Where Bob keeps a stream's partial state while it arrives: beside the output, named after it."""
-    folder, name = os.path.split(os.path.abspath(out_path))
+    folder, name = os.path.split(absolute(out_path))
     return os.path.join(folder, _beside(folder, name, ".partial", hidden=False))
 
 
@@ -579,7 +610,7 @@ def check_folder(folder: str, what: str) -> None:
                                f"then run again") from None
         raise storage_error(what, folder, e) from None
     os.close(fd)
-    os.unlink(tmp)
+    _remove_probe(tmp, folder)
 
 
 def _exists(path: str) -> UsageError:
@@ -626,11 +657,24 @@ def _same_as_fd(path: str, fd: int) -> bool:
     return stat.S_ISREG(held.st_mode) and (mine.st_dev, mine.st_ino) == (held.st_dev, held.st_ino)
 
 
+def _report(stats: dict) -> bytes:
+    return (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode()
+
+
 def write_stats(path: str | None, stats: dict, before: Callable[[], None] | None = None) -> None:
     """--stats-json: a report of the run, replaced on every run (like a log, not an output)."""
     if path:
-        write_atomic(path, (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode(), force=True,
-                     what="statistics ", before=before)
+        write_atomic(path, _report(stats), force=True, what="statistics ", before=before)
+
+
+def output_mode(input_path: str) -> int:
+    """The mode an output of `input_path` is created with (before the umask): never more open
+    than the input file's, as gzip and xz keep a private file private; stdin's is NEW_FILE_MODE."""
+    try:
+        held = os.stat(input_path) if input_path != STDIO else None
+    except OSError:
+        held = None
+    return NEW_FILE_MODE & held.st_mode if held is not None and stat.S_ISREG(held.st_mode) else NEW_FILE_MODE
 
 
 def _streamed(path: str) -> bool:
@@ -638,15 +682,21 @@ def _streamed(path: str) -> bool:
     return path == STDIO or _stream_target(path)
 
 
-def write_with_stats(path: str, data: bytes, force: bool, stats_path: str | None, stats: dict) -> None:
-    """The output and its report, both or neither, as far as streams allow. An output file
-    waits, written but unseen, until the report is written. An output stream cannot wait: the
-    report waits for it instead, so a failed stream leaves the previous report, not one of a run
-    that failed. Two streams go output first."""
+def write_with_stats(path: str, data: bytes, force: bool, stats_path: str | None, stats: dict,
+                     mode: int = NEW_FILE_MODE) -> None:
+    """The output and its report, both or neither, as far as streams allow. Two files are both
+    written unseen, then the output is put in place (the step that may find its name taken) and
+    the report after it. A report to a stream goes first, while the output file waits unseen. An
+    output stream cannot wait: the report waits for it instead, so a failed stream leaves the
+    previous report, not one of a run that failed. Two streams go output first."""
     if not stats_path:
-        write_atomic(path, data, force)
+        write_atomic(path, data, force, mode=mode)
+    elif not _streamed(path) and not _streamed(stats_path):
+        with staged(stats_path, _report(stats), "statistics ") as put_report:
+            write_atomic(path, data, force, mode=mode)
+            put_report(True)
     elif not _streamed(path):
-        write_atomic(path, data, force, before=lambda: write_stats(stats_path, stats))
+        write_atomic(path, data, force, before=lambda: write_stats(stats_path, stats), mode=mode)
     elif not _streamed(stats_path):
         write_stats(stats_path, stats, before=lambda: write_atomic(path, data))
     else:

@@ -14,6 +14,7 @@ import dataclasses
 import importlib.metadata
 import math
 import os
+import re
 import sys
 
 from protocol import link
@@ -75,13 +76,16 @@ def add_version_option(p: argparse.ArgumentParser) -> None:
 
 # -- value types: each refuses with a message that says what it wants -------------------------
 
+def whole(text: str) -> int | None:
+    """`text` as a whole number written in ASCII digits, or None. int() alone also takes '2_0',
+    ' 2' and other scripts' digits ('١٢'), which no other option nor a peer reads the same way."""
+    return int(text, 10) if re.fullmatch(r"[+-]?[0-9]{1,4000}", text) else None
+
+
 def integer(low: int, high: int, what: str):
     """argparse type: a whole number in low..high."""
     def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            value = None
+        value = whole(text)
         if value is None or not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{text[:40]!r} is not {what} (a whole number in {low}..{high})")
         return value
@@ -93,7 +97,7 @@ def number(low: float, high: float, what: str, above_low: bool = False):
     """argparse type: a finite number in low..high (above low, if `above_low`); NaN never passes."""
     def parse(text: str) -> float:
         try:
-            value = float(text)
+            value = float(text) if text.isascii() and "_" not in text else math.nan   # as whole()
         except ValueError:
             value = math.nan
         if not ((low < value) if above_low else (low <= value)) or not value <= high:
@@ -111,7 +115,9 @@ LINGER = number(0, MAX_SECONDS, f"a number of seconds from 0 (do not linger) to 
 def threads(text: str) -> int:
     """argparse type: a thread count numeric.resolve accepts (its range is the one source)."""
     try:
-        value = int(text, 10)
+        value = whole(text)
+        if value is None:
+            raise ValueError(text)
         numeric.resolve("portable", value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a thread count (a whole number)") from None

@@ -163,13 +163,18 @@ class Container:
 
 
 def parse(blob: bytes, name: str = "input") -> Container:
-    if len(blob) < _FIXED.size or blob[:4] != MAGIC:
+    if blob[:4] != MAGIC[:len(blob)] or not blob:
         raise FormatError(f"{name} is not a marslink file (no MRSL signature); was it made by 'alice compress'?")
+    if len(blob) < _FIXED.size:
+        raise FormatError(f"{name} is truncated: it has only {len(blob)} of a marslink header's first {_FIXED.size} bytes")
     _, version, hlen = _FIXED.unpack_from(blob)
     if version != FORMAT_VERSION:
         raise FormatError(f"{name} is marslink format version {version}; this build reads version {FORMAT_VERSION} "
                           f"(use a matching marslink release)")
     end = _FIXED.size + hlen
+    if hlen > MAX_HEADER_JSON:                      # deflated, it is smaller still: no header is this long
+        raise FormatError(f"{name} is corrupted: its header length field says {hlen:,} bytes, more than any header "
+                          f"(bit flip or damaged copy)")
     if len(blob) < end + 4:
         raise FormatError(f"{name} is truncated: the header needs {end + 4} bytes, the file has {len(blob)}")
     (crc,) = struct.unpack_from("<I", blob, end)

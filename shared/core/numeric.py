@@ -55,9 +55,13 @@ _active: NumericProfile | None = None
 
 def resolve(profile: NumericProfile | str | None = None, threads: int | None = None) -> NumericProfile:
     """A profile by name (default: $MARSLINK_PROFILE or 'portable'), optionally with other threads."""
-    if profile is None:
+    from_env = profile is None
+    if from_env:
         profile = os.environ.get("MARSLINK_PROFILE", DEFAULT_PROFILE)
     if isinstance(profile, str):
+        if profile not in PROFILES and from_env:
+            raise ProfileError(f"the environment variable MARSLINK_PROFILE={profile!r} names no numeric profile; "
+                               f"set it to one of {', '.join(PROFILES)}, or unset it")
         if profile not in PROFILES:
             raise ProfileError(f"unknown numeric profile {profile!r}; choose one of {', '.join(PROFILES)}")
         profile = PROFILES[profile]
