@@ -120,6 +120,7 @@ TIMEOUT_S = 30.0             # peer silent this long -> PeerLost
 RETRANSMIT_S = 2.0           # no ACK progress this long -> resend unacked (and HELLO)
 SENDER_HANDSHAKE_S = 60.0    # Alice waits this long for a WELCOME
 REPEAT_LOG_S = 10.0          # a log line that may repeat thousands of times a second: once per this, counted
+REFUSAL_KINDS = 16           # kinds of refused connection (keys, reasons) Bob names one by one; then counted
 RECEIVER_HANDSHAKE_S = 600.0  # Bob waits this long for a HELLO: he is usually started first
 LINGER_MS = 500              # how long close() may spend flushing
 DONE_REPEATS = 3             # Bob says DONE this often, retransmit_s/2 apart, unless acknowledged sooner
@@ -261,7 +262,7 @@ class _Link:
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
         self._guards: list = []  # security sockets (ZAP handler, handshake monitor), served in _pump
-        self.refusals = Refusals(log)  # connections turned away in the security handshake (Bob)
+        self.refusals = Refusals(log, REFUSAL_KINDS, REPEAT_LOG_S)   # connections turned away in the security handshake (Bob)
         self._slice = max(0.001, min(settings.heartbeat_s, settings.retransmit_s, settings.timeout_s) / 4)
         self._last_heard = self._last_sent = time.monotonic()
         self._live = False  # liveness is judged only once the handshake is done
@@ -313,16 +314,19 @@ class _Link:
         if self._log_fn is not None:
             self._log_fn(msg)
 
-    def _log_repeating(self, msg: str) -> None:
-        """Quiet repeats: `msg` once, then at most once per REPEAT_LOG_S with how often it came
-        since (a full send queue drops a message per retransmit, hundreds a second)."""
+    def _log_repeating(self, msg: str, kind: Optional[str] = None) -> None:
+        """Quiet repeats: `msg` once, then at most once per REPEAT_LOG_S with how often its `kind`
+        (by default the message itself) came since: a full send queue drops a message per
+        retransmit, hundreds a second, and a stranger can send bad messages faster still."""
         now = time.monotonic()
-        count, since = self._repeats.get(msg, (0, None))
+        kind = msg if kind is None else kind
+        count, since = self._repeats.get(kind, (0, None))
         count += 1
         if since is None or now - since >= REPEAT_LOG_S:
-            self._log(msg if since is None else f"{msg} ({count} times in the last {now - since:.0f} s)")
+            what = "times" if kind == msg else f"{kind}s"
+            self._log(msg if since is None else f"{msg} ({count} {what} in the last {now - since:.0f} s)")
             count, since = 0, now
-        self._repeats[msg] = (count, since)
+        self._repeats[kind] = (count, since)
 
     def _pump(self, timeout_s: float) -> None:
         """Wait up to timeout_s for traffic, handle everything queued, then run timers."""
@@ -754,7 +758,7 @@ class BobLink(_Link):
         except FrameError as e:
             self.stats.bad_frames += 1
             self.last_bad_frame = str(e)
-            self._log(f"rejected message: {e}")
+            self._log_repeating(f"rejected message: {e}", "rejected message")
             self._send_to(identity, encode(Error("bad-frame", one_line(e))))
             if self._live and identity == self._peer:
                 raise  # our own sender's stream is damaged: stop now, loudly

@@ -38,6 +38,7 @@ import secrets
 import shutil
 import stat
 import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -281,21 +282,34 @@ def _prefix(key: bytes) -> str:
 
 class Refusals:
     """Bob's record of connections turned away: counted, the latest kept, each kind logged once
-    (a refused client reconnects every ~0.1 s, so saying it every time would flood the log)."""
+    (a refused client reconnects every ~0.1 s, so saying it every time would flood the log).
+    Past `kinds` kinds (a stranger trying a new random key each time), the rest are counted in
+    one line at most every `quiet_s`."""
 
-    def __init__(self, log: LogFn):
+    def __init__(self, log: LogFn, kinds: int, quiet_s: float):
         self._log = log or (lambda msg: None)
         self.count = 0
         self.last: Optional[str] = None
         self._told: set = set()
+        self._kinds, self._quiet_s = kinds, quiet_s
+        self._more, self._more_since = 0, None
 
     def add(self, message: str, kind=None) -> None:
         self.count += 1
         self.last = message
         kind = message if kind is None else kind
-        if kind not in self._told:
+        if kind in self._told:
+            return
+        if len(self._told) < self._kinds:
             self._told.add(kind)
             self._log(message)
+            return
+        self._more += 1
+        now = time.monotonic()
+        if self._more_since is None or now - self._more_since >= self._quiet_s:
+            self._log(f"{message} ({self._more} refusal(s) of new kinds since the first {self._kinds}; "
+                      f"said at most every {self._quiet_s:g} s)")
+            self._more, self._more_since = 0, now
 
     def summary(self) -> str:
         """For a handshake timeout: '' or ' (refused N connection(s); latest: ...)'."""

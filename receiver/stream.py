@@ -20,6 +20,7 @@ import errno
 import hashlib
 import mmap
 import os
+import re
 import shutil
 import time
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from shared.show.telemetry import Telemetry
 MAX_STREAM_BYTES = MAX_LENGTH     # a declared length beyond this is refused, not allocated
 
 KEEP_RECEIPTS = 100               # the newest receipts kept in the state folder
+RECEIPT_NAME = re.compile(r"[0-9a-f]{24}\.json")   # write_receipt's names: the only files it prunes
 
 # what the spool's files must hold to resume from (Spool.open and _Session._checkpoint write them)
 META = {"stream_id": checkpoint.TEXT, "sha256": checkpoint.TEXT, "length": checkpoint.INT, "config": checkpoint.DICT}
@@ -72,8 +74,13 @@ def write_receipt(state_dir: str, hello, final_digest: str, out_path: str) -> st
         checkpoint.write_json(path, {"stream_id": hello.stream_id, "length": hello.total_length,
                                      "sha256": hello.sha256.hex(), "final_digest": final_digest,
                                      "out": os.path.abspath(out_path), "time": time.time()})
-        for old in sorted(os.scandir(folder), key=lambda e: e.stat().st_mtime)[:-KEEP_RECEIPTS]:
-            os.unlink(old.path)
+    try:                  # housekeeping, of receipts only (the rest of the folder is not ours): the receipt is kept
+        mine = [(e.stat(follow_symlinks=False).st_mtime, e.path) for e in os.scandir(folder)
+                if RECEIPT_NAME.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+        for _, old in sorted(mine)[:-KEEP_RECEIPTS]:
+            os.unlink(old)
+    except OSError:
+        pass
     return path
 
 

@@ -6,6 +6,7 @@ socket is only ever touched by the thread that uses it.
 
 import threading
 import time
+from unittest import mock
 
 import pytest
 import zmq
@@ -13,6 +14,7 @@ import zmq
 from protocol.frames import (MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Done, End, Error, FrameError, Hello, Sync, Welcome,
                              decode, encode)
 from protocol.link import AliceLink, BobLink, FaultPlan, HandshakeTimeout, LinkError, PeerError, PeerLost
+from protocol.security import Refusals
 from tests.helpers import FAST, SHA, Background, data, free_port, hello, settings
 
 
@@ -317,6 +319,42 @@ def test_oversized_message_rejected_and_receiver_keeps_working(closing):
     alice.wait_done()
     assert side.result() == sent
     assert bob.stats.bad_frames == 2 and bob.last_bad_frame == "not a marslink message"
+
+
+def test_a_flood_of_bad_messages_is_logged_once_not_per_message(closing):
+    """Round nine: each rejected message was a line of Bob's log (45,000 lines in 10 s from one
+    stranger, whatever their kinds). Now the first, then a count at most once per REPEAT_LOG_S;
+    every one is still counted and answered."""
+    lines = []
+    bob = closing(BobLink("tcp://127.0.0.1:*", settings(handshake_timeout_s=0.5), log=lines.append))
+    rogue = raw_dealer(closing, bob.endpoint)
+    for i in range(300):
+        rogue.send(b"junk" * (1 + i % 7))          # seven kinds of message, all rejected
+    with pytest.raises(HandshakeTimeout):          # Bob reads while he waits for a HELLO
+        bob.accept()
+    assert [recv(rogue).code for _ in range(300)] == ["bad-frame"] * 300
+    assert bob.stats.bad_frames == 300
+    assert [line for line in lines if "rejected message" in line] == [
+        "rejected message: message of 4 bytes is too short to be a marslink message"]
+
+
+def test_refusals_name_the_first_kinds_then_count_the_rest():
+    """A stranger trying a new random key each time was a line per key, without end."""
+    lines, clock = [], [100.0]
+    refusals = Refusals(lines.append, 3, 10.0)
+    with mock.patch("protocol.security.time.monotonic", lambda: clock[0]):
+        for key in range(6):
+            refusals.add(f"refused a sender with unknown key {key}", key)
+        refusals.add("refused a sender with unknown key 0", 0)     # a kind already named: counted only
+        clock[0] += 10.0
+        refusals.add("refused a sender with unknown key 6", 6)
+    assert refusals.count == 8 and refusals.last == "refused a sender with unknown key 6"
+    assert lines == ["refused a sender with unknown key 0", "refused a sender with unknown key 1",
+                     "refused a sender with unknown key 2",
+                     "refused a sender with unknown key 3 (1 refusal(s) of new kinds since the first 3; said at most "
+                     "every 10 s)",
+                     "refused a sender with unknown key 6 (3 refusal(s) of new kinds since the first 3; said at most "
+                     "every 10 s)"]
 
 
 def test_strangers_are_refused_counted_and_never_fatal(closing):

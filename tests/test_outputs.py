@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from shared.app.files import StorageError, check_output, write_atomic, write_with_stats
+from shared.app.files import StorageError, check_output, output_lock, write_atomic, write_with_stats
 from shared.core.errors import UsageError
 from tests.helpers import (ROOT, assert_verified, bind_mount, child_env, expect_error, finish, leftovers, listen,
                            made_once, run_as_a_user, run_cli, run_cli_with, run_pair, send_to, tmpfs, wait_for_line)
@@ -173,6 +173,19 @@ def test_a_folder_that_keeps_what_is_made_in_it_is_named_before_any_work(tmp_pat
     assert str(e.value) == (f"folder {str(tmp_path)!r} takes new files but does not let them be removed or renamed "
                             f"(Operation not permitted: append-only?), so no output can be put in place there; "
                             f"choose another folder (and remove {probe!r} from it)")
+
+
+def test_a_link_planted_as_bobs_lock_file_is_refused_never_followed(tmp_path):
+    """Round nine: Bob's `.OUT.lock` was opened through a planted symbolic link, creating (or
+    locking) a file elsewhere, as keygen and the demo once wrote through one."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / ".out.txt.lock").symlink_to(tmp_path / "elsewhere" / "planted")
+    with pytest.raises(UsageError) as e:
+        with output_lock(str(tmp_path / "out.txt")):
+            pass
+    assert str(e.value) == (f"lock file {str(tmp_path / '.out.txt.lock')!r} is a symbolic link, which marslink never "
+                            f"follows; remove it (nothing else has such a name), then run again")
+    assert leftovers(tmp_path / "elsewhere") == [] and (tmp_path / ".out.txt.lock").is_symlink()
 
 
 def test_stats_json_is_a_report_replaced_on_every_run(cli, tmp_path, made):

@@ -2,6 +2,7 @@
 saw DONE learns on her restart that Mars has the file, exits 0 and clears her checkpoints."""
 import hashlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -11,8 +12,9 @@ from pathlib import Path
 
 from shared.coding.codec import compress
 from shared.core.config import preset
+from receiver.stream import KEEP_RECEIPTS, write_receipt
 from shared.texts import mission_log
-from tests.helpers import CACHE, ROOT, child_env, finish, kill_all, listen, send, spawn, wait_for_spool
+from tests.helpers import CACHE, ROOT, child_env, finish, hello, kill_all, listen, send, spawn, wait_for_spool
 
 
 def test_an_alice_who_missed_done_gets_a_receipt_on_restart(tmp_path):
@@ -66,3 +68,23 @@ def test_demo_with_faults_in_both_directions_ends_verified_on_both_sides(tmp_pat
     assert r.returncode == 0, text[-3000:] + r.stderr.decode()[-2000:]
     assert re.search(r"^\[earth\] VERIFIED", text, re.M) and re.search(r"^\[mars\] VERIFIED", text, re.M)
     assert (out / "received.txt").read_bytes() == next(out.glob("input-*")).read_bytes()
+
+
+def test_pruning_touches_only_receipts_and_never_says_a_kept_receipt_is_missing(tmp_path):
+    """Round nine: the newest KEEP_RECEIPTS entries of receipts/ were kept whatever they were, so
+    the user's own files there were deleted, and a folder among them made every delivery say
+    "delivered, but no receipt was kept (… Is a directory)" of a receipt that was kept."""
+    folder = tmp_path / "receipts"
+    (folder / "a-folder").mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine\n")
+    for i in range(KEEP_RECEIPTS + 5):                     # older receipts, oldest first
+        old = folder / f"{i:024x}.json"
+        old.write_text("{}")
+        os.utime(old, (1_000_000 + i, 1_000_000 + i))
+    os.utime(folder / "a-folder", (1, 1))                   # older than every receipt
+    os.utime(folder / "notes.txt", (2, 2))
+    path = write_receipt(str(tmp_path), hello("s9"), "ab" * 16, str(tmp_path / "out.txt"))
+    assert json.loads(Path(path).read_text())["stream_id"] == "s9"
+    kept = sorted(p.name for p in folder.iterdir())
+    assert kept == sorted(["a-folder", "notes.txt", Path(path).name] +
+                          [f"{i:024x}.json" for i in range(6, KEEP_RECEIPTS + 5)])

@@ -168,8 +168,16 @@ GIVE = "give the --stats-json file {} wrote"
 @pytest.mark.parametrize("who, content, says", [
     ("alice", "[1, 2]", " holds a list, not an object of statistics; " + GIVE.format("Alice's run")),
     ("bob", "[]", " holds a list, not an object of statistics; " + GIVE.format("Bob's run")),
-    ("alice", {"payload_bytes": "12"}, ": 'payload_bytes' is \"12\", not a whole number; " + GIVE.format("Alice's run")),
-    ("bob", {"input_bytes": "6000"}, ": 'input_bytes' is \"6000\", not a whole number; " + GIVE.format("Bob's run")),
+    ("alice", {"payload_bytes": "12"}, ": 'payload_bytes' is \"12\", not a whole number of at most 10^15; "
+                                       + GIVE.format("Alice's run")),
+    ("bob", {"input_bytes": "6000"}, ": 'input_bytes' is \"6000\", not a whole number of at most 10^15; "
+                                     + GIVE.format("Bob's run")),
+    # round nine: numbers a float cannot hold were tracebacks (OverflowError), or broke the plot
+    ("alice", {"ideal_bits": 10 ** 400}, ": 'ideal_bits' is " + str(10 ** 400)[:40] + ", not a number of at most "
+                                         "10^15; " + GIVE.format("Alice's run")),
+    ("alice", {"seconds": -1e308}, ": 'seconds' is -1e+308, not a number of at most 10^15; " + GIVE.format("Alice's run")),
+    ("alice", '{"ideal_bits": ' + "9" * 5000 + "}", " holds a number too long to be statistics; "
+                                                   + GIVE.format("Alice's run")),
     ("alice", {"curve": [[1, "x"]]}, ": 'curve' is [[1, \"x\"]], not a list of [step, bits/byte] rows; "
                                      + GIVE.format("Alice's run")),
     ("bob", {"state": [{"name": 1}]}, ": 'state' is [{\"name\": 1}], not a list of rows with name, raw_bytes, "
@@ -179,6 +187,8 @@ GIVE = "give the --stats-json file {} wrote"
     ("relay", {"settings": {"delay_s": "slow"}}, ": 'settings' is {\"delay_s\": \"slow\"}, not an object of settings "
                                                  "(delay_s, bandwidth_bps, loss, dup, reorder: numbers); "
                                                  + GIVE.format("the relay")),
+    ("relay", {"earth_to_mars": {"messages": 10 ** 400}}, ": 'earth_to_mars' is {\"messages\": " + str(10 ** 400)[:27]
+                                                         + ", not an object of counts; " + GIVE.format("the relay")),
     ("relay", {"earth_to_mars": {"messages": None}}, ": 'earth_to_mars' is {\"messages\": null}, not an object of "
                                                      "counts; " + GIVE.format("the relay")),
 ])
@@ -205,9 +215,12 @@ def test_an_endless_or_missing_input_and_an_out_that_is_a_file_are_one_line(tmp_
     (tmp_path / "a.json").write_text(json.dumps(alice))
     (tmp_path / "b.json").write_text(json.dumps(bob_of(alice)))
     out = tmp_path / "r"
+    os.mkfifo(tmp_path / "fifo")
     for args, says in (
-            (["--alice", "/dev/zero"], "--alice: input '/dev/zero' never ends; give a file, or pipe a finite part of "
-                                       "it in (e.g. head -c 1M /dev/zero | ...)"),
+            (["--alice", "/dev/zero"], "--alice '/dev/zero' is not a regular file; give the --stats-json file "
+                                       "Alice's run wrote"),
+            (["--bob", tmp_path / "fifo"], f"--bob {str(tmp_path / 'fifo')!r} is not a regular file; give the "
+                                           f"--stats-json file Bob's run wrote"),   # it waited for a writer, silently
             (["--input", "/dev/zero"], "--input '/dev/zero' is not a regular file; give the input file that was sent"),
             (["--input", tmp_path / "gone.txt"], f"--input {str(tmp_path / 'gone.txt')!r} is not found; give the "
                                                  f"input file that was sent"),

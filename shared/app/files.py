@@ -554,11 +554,15 @@ def locked(path: str, busy: str, what: str = "lock file "):
     """Hold an exclusive lock on the file `path` (created, and removed on the way out) for the
     block: one process at a time per output or per stream. Another holder means UsageError(busy)
     at once, never a wait. Removing a lock file races with a process that opened it just before:
-    so the lock counts only if `path` still names the file we locked."""
+    so the lock counts only if `path` still names the file we locked. A symbolic link planted
+    there is refused, never followed (it would create or lock a file elsewhere)."""
     while True:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UsageError(f"{what}{path!r} is a symbolic link, which marslink never follows; remove it "
+                                 f"(nothing else has such a name), then run again") from None
             raise storage_error(what, path, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -566,7 +570,7 @@ def locked(path: str, busy: str, what: str = "lock file "):
             os.close(fd)
             raise UsageError(busy) from None
         try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            if os.lstat(path).st_ino == os.fstat(fd).st_ino:
                 break
         except FileNotFoundError:
             pass

@@ -109,6 +109,8 @@ def number(low: float, high: float, what: str, above_low: bool = False):
 
 seconds = number(0, MAX_SECONDS, f"a positive number of seconds (at most {MAX_SECONDS:,})", above_low=True)
 fraction = number(0, 1, "a probability (a number from 0 to 1)")
+SILENCE = number(2 * link.HEARTBEAT_S, MAX_SECONDS, f"a silence timeout from {2 * link.HEARTBEAT_S:g} s, twice the "
+                 f"heartbeat (shorter, a peer who is there seems lost), to {MAX_SECONDS:,} s")
 LINGER = number(0, MAX_SECONDS, f"a number of seconds from 0 (do not linger) to {MAX_SECONDS:,}")
 
 
@@ -260,7 +262,7 @@ def add_link_options(p: argparse.ArgumentParser, role: str) -> None:
     role: 'connect' (Alice) or 'bind' (Bob)."""
     handshake = link.SENDER_HANDSHAKE_S if role == "connect" else link.RECEIVER_HANDSHAKE_S
     waits_for = "the receiver to appear" if role == "connect" else "a sender"
-    p.add_argument("--timeout", type=seconds, default=link.TIMEOUT_S,
+    p.add_argument("--timeout", type=SILENCE, default=link.TIMEOUT_S,
                    help="seconds of peer silence before giving up (default %(default)g)")
     p.add_argument("--handshake-timeout", type=seconds, default=handshake,
                    help=f"seconds to wait for {waits_for} (default %(default)g)")

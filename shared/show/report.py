@@ -478,12 +478,15 @@ def build(alice: dict, bob: dict, input_path: str, out_dir: str, relay: dict | N
 STATS_LIMIT = 256 << 20          # bytes in one stats file (the curves keep at most 4096 rows); /dev/zero is refused
 
 
+LARGEST = 1e15    # no count, size, time or bit total of a run comes near it; past it a plot's axis breaks
+
+
 def _whole(v) -> bool:
-    return type(v) is int
+    return type(v) is int and abs(v) <= LARGEST
 
 
 def _number(v) -> bool:
-    return type(v) in (int, float) and math.isfinite(v)
+    return type(v) in (int, float) and abs(v) <= LARGEST     # False for NaN too; never float() of a huge int
 
 
 def _text(v) -> bool:
@@ -512,11 +515,11 @@ def _object(check):
     return lambda v: type(v) is dict and all(check(x) for x in v.values())
 
 
-WHOLE, NUMBER = (_maybe(_whole), "a whole number"), (_maybe(_number), "a number")
+WHOLE, NUMBER = (_maybe(_whole), "a whole number of at most 10^15"), (_maybe(_number), "a number of at most 10^15")
 STATS_FIELDS = {     # Alice's and Bob's --stats-json: field -> (check, what it must be)
     **{k: WHOLE for k in ("input_bytes", "compressed_bytes", "header_bytes", "segment_size", "wire_bytes",
                           "syncs_checked", "frames_resent", "duplicates", "out_of_order", "parameters")},
-    "payload_bytes": (_whole, "a whole number"), "ideal_bits": (_number, "a number"), "seconds": NUMBER,
+    "payload_bytes": (_whole, WHOLE[1]), "ideal_bits": (_number, NUMBER[1]), "seconds": NUMBER,
     "final_digest": (_maybe(_text), "a string"),
     "curve": (_rows(_whole, _maybe(_number)), "a list of [step, bits/byte] rows"),
     "loss_curve": (_rows(_whole, _maybe(_number)), "a list of [step, loss] rows"),
@@ -546,6 +549,9 @@ def load_stats(path: str, flag: str, whose: str, fields: dict, required: tuple =
     is one ValueError line that names the option, the file and the field."""
     from ..app.files import read_input        # only the command line needs it
     from ..core.errors import MarslinkError
+    if not os.path.isfile(path):              # a FIFO nobody writes would be a silent wait; /dev/zero endless
+        why = "not found" if not os.path.exists(path) else "not a regular file"
+        raise ValueError(f"{flag} {path!r} is {why}; {_give(whose)}")
     try:
         stats = json.loads(read_input(path, STATS_LIMIT).decode("utf-8"))
     except MarslinkError as e:
@@ -555,6 +561,8 @@ def load_stats(path: str, flag: str, whose: str, fields: dict, required: tuple =
     except json.JSONDecodeError as e:
         raise ValueError(f"{flag} {path!r} is not JSON ({e.msg}: line {e.lineno} column {e.colno}); "
                          f"{_give(whose)}") from None
+    except ValueError:                        # a number of more than 4,300 digits
+        raise ValueError(f"{flag} {path!r} holds a number too long to be statistics; {_give(whose)}") from None
     except RecursionError:
         raise ValueError(f"{flag} {path!r} is JSON nested too deeply to be statistics; {_give(whose)}") from None
     if type(stats) is not dict:
