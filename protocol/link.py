@@ -262,7 +262,8 @@ class _Link:
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
         self._guards: list = []  # security sockets (ZAP handler, handshake monitor), served in _pump
-        self.refusals = Refusals(log, REFUSAL_KINDS, REPEAT_LOG_S)   # connections turned away in the security handshake (Bob)
+        # connections turned away in the security handshake (Bob)
+        self.refusals = Refusals(log, REFUSAL_KINDS, REPEAT_LOG_S)
         self._slice = max(0.001, min(settings.heartbeat_s, settings.retransmit_s, settings.timeout_s) / 4)
         self._last_heard = self._last_sent = time.monotonic()
         self._live = False  # liveness is judged only once the handshake is done

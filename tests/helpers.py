@@ -74,7 +74,7 @@ class Background(threading.Thread):
 # -- two real processes ----------------------------------------------------------------------------
 
 CACHE = tempfile.mkdtemp(prefix="marslink-test-cache-")   # the children's XDG_CACHE_HOME: their checkpoints and spools
-atexit.register(shutil.rmtree, CACHE, ignore_errors=True)   # each test process made one; none is left in the temp folder
+atexit.register(shutil.rmtree, CACHE, ignore_errors=True)   # one per test process: none is left in /tmp
 
 
 def sigint_at_default():

@@ -123,8 +123,9 @@ def test_a_file_cut_in_its_first_bytes_or_with_an_impossible_header_length_is_na
     flipped[8] ^= 0x10
     with pytest.raises(FormatError) as e:
         parse(bytes(flipped), "'t.mrs'")
-    assert str(e.value) == (f"'t.mrs' is corrupted: its header length field says {struct.unpack_from('<I', flipped, 5)[0]:,} "
-                            f"bytes, more than any header (bit flip or damaged copy)")
+    (hlen,) = struct.unpack_from("<I", flipped, 5)
+    assert str(e.value) == (f"'t.mrs' is corrupted: its header length field says {hlen:,} bytes, more than any "
+                            f"header (bit flip or damaged copy)")
 
 
 def test_a_numeric_profile_the_environment_names_wrongly_is_named_with_its_variable(cli, tmp_path, made):

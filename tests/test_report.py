@@ -175,7 +175,8 @@ GIVE = "give the --stats-json file {} wrote"
     # round nine: numbers a float cannot hold were tracebacks (OverflowError), or broke the plot
     ("alice", {"ideal_bits": 10 ** 400}, ": 'ideal_bits' is " + str(10 ** 400)[:40] + ", not a number of at most "
                                          "10^15; " + GIVE.format("Alice's run")),
-    ("alice", {"seconds": -1e308}, ": 'seconds' is -1e+308, not a number of at most 10^15; " + GIVE.format("Alice's run")),
+    ("alice", {"seconds": -1e308}, ": 'seconds' is -1e+308, not a number of at most 10^15; "
+                                   + GIVE.format("Alice's run")),
     ("alice", '{"ideal_bits": ' + "9" * 5000 + "}", " holds a number too long to be statistics; "
                                                    + GIVE.format("Alice's run")),
     ("alice", {"curve": [[1, "x"]]}, ": 'curve' is [[1, \"x\"]], not a list of [step, bits/byte] rows; "

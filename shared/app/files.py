@@ -2,8 +2,9 @@
 
 An output appears under its name only when it is complete (temp file beside it, fsync,
 rename), gets the mode the umask gives a new file (never more open than the input file's, so a
-private file stays private), and replaces an existing file only when the user said --force. Every OS error becomes one StorageError line that names the path and
-what to do; a failed write leaves no temporary file behind. Torch-free.
+private file stays private), and replaces an existing file only when the user said --force.
+Every OS error becomes one StorageError line that names the path and what to do; a failed
+write leaves no temporary file behind. Torch-free.
 """
 from __future__ import annotations
 

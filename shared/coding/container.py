@@ -166,7 +166,8 @@ def parse(blob: bytes, name: str = "input") -> Container:
     if blob[:4] != MAGIC[:len(blob)] or not blob:
         raise FormatError(f"{name} is not a marslink file (no MRSL signature); was it made by 'alice compress'?")
     if len(blob) < _FIXED.size:
-        raise FormatError(f"{name} is truncated: it has only {len(blob)} of a marslink header's first {_FIXED.size} bytes")
+        raise FormatError(f"{name} is truncated: it has only {len(blob)} of a marslink header's first "
+                          f"{_FIXED.size} bytes")
     _, version, hlen = _FIXED.unpack_from(blob)
     if version != FORMAT_VERSION:
         raise FormatError(f"{name} is marslink format version {version}; this build reads version {FORMAT_VERSION} "
