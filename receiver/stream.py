@@ -184,6 +184,10 @@ class Spool:
                 h.update(block)
         return h.digest()
 
+    def identity(self) -> tuple[int, int]:
+        """The data file's (device, inode): publishing links that very file in as the output."""
+        return identity(self.path("data.bin"))
+
     def publish(self, out_path: str, force: bool) -> None:
         """Put the verified data in place: same folder, so it is atomic; as file mode does it (a
         hard link), so without --force an --out that appeared meanwhile is never replaced."""
@@ -274,6 +278,11 @@ def _admit(link: BobLink, config: RunConfig, out_path: str, deadline: float):
             link.refuse(ERROR_CODES.get(type(e), "refused"), str(e))
 
 
+def identity(path: str) -> tuple[int, int]:
+    held = os.stat(path)
+    return held.st_dev, held.st_ino
+
+
 def delivered(out_path: str, missing: str) -> str:
     """What a stop after publishing says (run_main): the output is there, verified; `missing` is not."""
     return f"{out_path} was written and verified before it ({missing} not)"
@@ -302,7 +311,12 @@ def _serve(link: BobLink, hello, config, spool: "Spool", saved, out_path: str, o
             spool.remove()                   # its checkpoints cannot be trusted: no resume from them
         raise
     except KeyboardInterrupt as e:
-        if session is not None and session.published:    # Earth has our DONE: nothing left to resume
+        if session is not None and session.in_place(out_path):    # delivered: nothing left to resume
+            if not session.published:        # stopped between the two: Earth is told now, once
+                try:
+                    link.done(session.done)
+                except Exception:            # noqa: BLE001 - a link already closed: the output stands
+                    pass
             spool.close()
             spool.remove()
             e.written = delivered(out_path, "its statistics and receipt")
@@ -339,6 +353,17 @@ class _Session:
 
     telemetry = None
     published = False                     # the verified output is in place, and Earth told (DONE)
+    placed = None                         # (device, inode) the output has once published: Spool.identity
+    done = None                           # what Earth is told once it is
+
+    def in_place(self, out_path: str) -> bool:
+        """The verified output is at `out_path`: published, or stopped right after it was put there."""
+        if self.published:
+            return True
+        try:
+            return self.placed is not None and identity(out_path) == self.placed
+        except OSError:
+            return False
 
     def __init__(self, link: BobLink, hello, config, spool: Spool, saved, perturb_step, checkpoint_every, log=None):
         self.link, self.hello, self.config, self.spool = link, hello, config, spool
@@ -468,9 +493,10 @@ class _Session:
         sha = self.spool.data_sha256()
         if sha != self.end.sha256 or sha != self.hello.sha256:
             raise ChecksumError("decoded data does not match the original's SHA-256; nothing was written")
+        self.done = Done(sha, twin.digest())
+        self.placed = self.spool.identity()   # the output once in place: a stop from here on may find it there
         self.spool.publish(out_path, force)
-        final = twin.digest()
-        self.link.done(Done(sha, final))      # repeated while Bob lingers (receive_stream)
+        self.link.done(self.done)             # repeated while Bob lingers (receive_stream)
         self.published = True
         link = self.link.stats
         stats = run_stats(twin, self.hello.total_length, self.spool.held(), started, self.spool.held(),

@@ -58,7 +58,7 @@ RUNNING = ".marslink-demo-running"   # in --out: {"pid", "tmux"} of the demo tha
 RESULTS = ("alice.json", "bob.json", "relay.json", "alice.rc", "bob.rc", "conductor.json", "conductor.rc",
            "received.txt", "alice.err", "bob.err", "relay.log", "earth.txt", "mars.txt", "relay.txt",
            "report.png", "report.html", "report.json", "plan.json", "tmux.conf", "panes.json")
-RESULT_FOLDERS = ("received.txt.partial", "earth-state")
+RESULT_FOLDERS = ("received.txt.partial", "earth-state", "mars-state")
 COLUMNS, ROWS = (80, 1000), (24, 500)     # the smallest window the three panes fit in, and a sane largest
 
 
@@ -245,7 +245,8 @@ def make_plan(args) -> dict:
     link_info = path.to_text()
     common = ["--preset", args.preset, "--timeout", f"{timeout:g}", "--window", str(window), "--link-info", link_info]
     bob = [PY, "-m", "receiver", "listen", "--bind", bob_ep, "--out", str(out / "received.txt"),
-           "--stats-json", str(out / "bob.json"), "--handshake-timeout", f"{link.RECEIVER_HANDSHAKE_S:g}", *common]
+           "--stats-json", str(out / "bob.json"), "--state-dir", str(out / "mars-state"),   # his receipts: not in ~
+           "--handshake-timeout", f"{link.RECEIVER_HANDSHAKE_S:g}", *common]
     alice = [PY, "-m", "sender", "send", str(src), "--connect", relay_ep, "--stats-json", str(out / "alice.json"),
              "--state-dir", str(out / "earth-state"), "--handshake-timeout", f"{ALICE_HANDSHAKE_S:g}",
              "--retransmit", f"{retransmit:g}", *common]
@@ -718,6 +719,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Not on a terminal (make demo in CI, tests): nobody can attach or press Enter; run to the end.
     plan["headless"] = bool(args.headless) or not (_isatty(sys.stdin) and _isatty(sys.stdout))
+    if plan["headless"] and not args.headless and use_tmux:      # else a silent minute, then the panes
+        print("demo: not on a terminal, so Earth and Mars run in tmux in the background; their panes are "
+              "printed when they finish", file=sys.stderr, flush=True)
     if args.headless and not use_tmux:
         if not args.no_tmux:
             print("demo: tmux is not installed; running both sides in this terminal instead", file=sys.stderr)

@@ -152,8 +152,10 @@ def _digest_in(text: str) -> str:
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed: the two-pane demo needs it (apt install tmux); the no-tmux fallback is covered by test_demo_without_tmux_two_columns_plain")
 def test_demo_headless_under_tmux(tmp_path):
+    """Not on a terminal, as `make demo` in CI: headless without being asked, and it says so
+    (round nine: a silent minute, then the panes). Bob's receipts stay in the demo's folder."""
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "scripts/demo.py", "--headless", "--preset", "tiny", "--bytes", "2000",
+    r = subprocess.run([sys.executable, "scripts/demo.py", "--preset", "tiny", "--bytes", "2000",
                         "--delay-s", "0.2", "--bandwidth-bps", "200000", "--out", str(out), "--size", "200x50",
                         "--timeout", "150"], cwd=ROOT, capture_output=True, timeout=200)
     stdout = r.stdout.decode()
@@ -168,6 +170,9 @@ def test_demo_headless_under_tmux(tmp_path):
     data = next(out.glob("input-*")).read_bytes()
     assert len(data) == 2000 and (out / "received.txt").read_bytes() == data   # byte-exact
     assert "===== earth pane =====" in stdout and "===== mars pane =====" in stdout
+    assert r.stderr.decode().startswith("demo: not on a terminal, so Earth and Mars run in tmux in the background; "
+                                        "their panes are printed when they finish\n")
+    assert len(list((out / "mars-state" / "receipts").glob("*.json"))) == 1     # not in the user's ~/.cache
     assert "Earth -> Mars" in (out / "relay.txt").read_text()
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / "report.html").exists()
     assert json.loads((out / "conductor.json").read_text())["ok"] is True
@@ -189,6 +194,7 @@ def test_demo_without_tmux_two_columns_plain(tmp_path):
     assert re.search(r"^\[earth\] VERIFIED", text, re.M) and re.search(r"^\[mars\] VERIFIED", text, re.M)
     assert (out / "received.txt").read_bytes() == next(out.glob("input-*")).read_bytes()
     assert "byte-exact" in text
+    assert len(list((out / "mars-state" / "receipts").glob("*.json"))) == 1     # not in the user's ~/.cache
 
 
 def _when_mars_holds_bytes(out, proc, timeout=120):
