@@ -86,10 +86,8 @@ class ScriptParser(argparse.ArgumentParser):
 
 def positive_number(text: str) -> float:
     """argparse type: a finite number above 0 (float() alone takes 'nan', 'inf' and '-5')."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    from shared.app.options import decimal          # the CLIs' rule: ASCII, no underscores
+    value = decimal(text)
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a positive number")
     return value
@@ -98,10 +96,8 @@ def positive_number(text: str) -> float:
 def _whole(low: int, what: str):
     """argparse type: a whole number of at least `low` (int() alone takes '-100')."""
     def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            value = None
+        from shared.app.options import whole          # the CLIs' rule: ASCII digits only
+        value = whole(text)
         if value is None or value < low:
             raise argparse.ArgumentTypeError(f"{text[:40]!r} is not {what}")
         return value

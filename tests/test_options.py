@@ -1,6 +1,7 @@
 """Options are checked while the command line is parsed, by one declaration both CLIs use: the
 same bad value gets the same one-line refusal from alice and bob, before torch loads, and
 every value they accept is one the other side accepts too (no file or stream nobody can decode)."""
+import argparse
 import contextlib
 import io
 import subprocess
@@ -245,3 +246,13 @@ def test_make_mission_log_never_shortens_the_built_in_text(tmp_path):
     assert (ROOT / GOLDEN_FILES[1]).read_bytes() == built_in
     r = run_script("scripts/make_mission_log.py", "--bytes", "5000", "--out", str(tmp_path / "log.txt"))
     assert r.returncode == 0 and (tmp_path / "log.txt").read_bytes() == built_in[:5000]
+
+
+@pytest.mark.parametrize("text", ["2_0", "\u0661\u0662", " 2", "1e_3"])
+def test_the_scripts_read_numbers_as_the_clis_do(text):
+    """`scripts/soak.py --mbytes 2_0` ran a 20 MB soak: float() and int() take underscores,
+    spaces and other scripts' digits, which the CLIs refuse (shared.app.options.whole, decimal)."""
+    from scripts.common import count, positive_number
+    for parse in (count, positive_number):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(text)

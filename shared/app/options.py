@@ -82,6 +82,14 @@ def whole(text: str) -> int | None:
     return int(text, 10) if re.fullmatch(r"[+-]?[0-9]{1,4000}", text) else None
 
 
+def decimal(text: str) -> float:
+    """`text` as a number written in ASCII, or NaN (which no range admits): as whole()."""
+    try:
+        return float(text) if text.isascii() and "_" not in text and text == text.strip() else math.nan
+    except ValueError:
+        return math.nan
+
+
 def integer(low: int, high: int, what: str):
     """argparse type: a whole number in low..high."""
     def parse(text: str) -> int:
@@ -96,10 +104,7 @@ def integer(low: int, high: int, what: str):
 def number(low: float, high: float, what: str, above_low: bool = False):
     """argparse type: a finite number in low..high (above low, if `above_low`); NaN never passes."""
     def parse(text: str) -> float:
-        try:
-            value = float(text) if text.isascii() and "_" not in text else math.nan   # as whole()
-        except ValueError:
-            value = math.nan
+        value = decimal(text)
         if not ((low < value) if above_low else (low <= value)) or not value <= high:
             raise argparse.ArgumentTypeError(f"{text[:40]!r} is not {what}")
         return value
