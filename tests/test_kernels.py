@@ -57,6 +57,8 @@ def test_the_compiled_loops_are_what_runs():
 def _mixer_run(alice: bool, steps=40, n=12, K=5):
     rng = np.random.default_rng(3)
     m = M.TreeMixer(K, match=True)
+    T = M.TreeMixer                 # rows early, plain and late in their steps, some at the floor
+    m._all_updates[:] = rng.integers(0, T.EARLY + 70 * T.LATE_DECAY, m._all_updates.shape)
     seen = []
     for _ in range(steps):
         counts = rng.integers(0, 4, (n, K, VOCAB)).astype(np.uint8)

@@ -190,7 +190,8 @@ def _tree_at(nodes, p16, cdf, sums, lo_of, mid_of, hi_of, stretch12, squash, res
 @inline
 def _learn(table, cells, targets, rate):
     """mixer.learn: each cell moves 1/2**rate of the way toward the mean of its targets (floor
-    division of the summed gaps), each distinct cell once, from its value before this call."""
+    division of the summed gaps, then rounded to the nearest step), each distinct cell once, from
+    its value before this call."""
     order = np.argsort(cells, kind="mergesort")
     t = 0
     total = cells.shape[0]
@@ -202,33 +203,42 @@ def _learn(table, cells, targets, rate):
         while u < total and cells[order[u]] == cell:
             gap += targets[order[u]] - before
             u += 1
-        table[cell] = before + ((gap // (u - t)) >> rate)
+        table[cell] = before + (((gap // (u - t)) + (1 << (rate - 1))) >> rate)
         t = u
 
 
-def _tree_update(x, nodes, bits, sets_p, sets_st, p_mix, cells, weights, updates, groups, lr,
-                 early, early_gain, shift, w_max, final, final_lr, apm_node, apm_byte, apm_rate):
+@inline
+def _step_scale(u, early, early_gain, late_decay, floor):
+    """TreeMixer.step_scale for one row that has had `u` updates: its step, in 1/64."""
+    if u < early:
+        return 64 + (early_gain * (early - u)) // early
+    return max(floor, 64 - (u - early) // late_decay)
+
+
+def _tree_update(x, nodes, bits, sets_p, sets_st, p_mix, cells, weights, updates, groups, lr, early, early_gain,
+                 late_decay, late_floor, final_floor, shift, w_max, final, final_lr, apm_node, apm_byte, apm_rate):
     """TreeMixer.update on the path's nodes (n, 8): each weight set from its own error, a row's
-    first updates in larger steps (by its update count before this position), rows clipped to
-    +-w_max; the final mixer from the mixture's error (clipped by the caller, as the
-    definition clips it whole); the APM cells chosen on the path learn their bits."""
+    step scaled by its update count before this position (larger over its first updates, smaller
+    after), rows clipped to +-w_max; the final mixer from the mixture's error, scaled by its kind
+    row's count after them (clipped by the caller, as the definition clips it whole); every
+    step rounded to the nearest; the APM cells chosen on the path learn their bits."""
     n, m = nodes.shape
     n_in = x.shape[2]
+    half = 1 << (shift - 1)
     err = np.empty((n, m), dtype=np.int64)
     for s in range(3):
         for i in range(n):
             for j in range(m):
                 row = groups[s, i] + nodes[i, j]
                 e = ((bits[i, j] << 12) - sets_p[s, i, j]) * lr[s]
-                e = (e * (16 + (early_gain * max(0, early - updates[row])) // early)) >> 4
-                err[i, j] = e
+                err[i, j] = (e * _step_scale(updates[row], early, early_gain, late_decay, late_floor)) >> 6
         for i in range(n):
             for j in range(m):
                 row = groups[s, i] + nodes[i, j]
                 updates[row] += 1
                 e = err[i, j]
                 for c in range(n_in):
-                    weights[row, c] += (x[i, j, c] * e) >> shift
+                    weights[row, c] += (x[i, j, c] * e + half) >> shift
         for i in range(n):
             for j in range(m):
                 row = groups[s, i] + nodes[i, j]
@@ -236,10 +246,12 @@ def _tree_update(x, nodes, bits, sets_p, sets_st, p_mix, cells, weights, updates
                     weights[row, c] = min(max(weights[row, c], -w_max), w_max)
     for i in range(n):
         for j in range(m):
+            row = groups[0, i] + nodes[i, j]
             e = ((bits[i, j] << 12) - p_mix[i, j]) * final_lr
-            at = (groups[0, i] + nodes[i, j]) * 3
+            e = (e * _step_scale(updates[row], early, 0, late_decay, final_floor)) >> 6
+            at = row * 3
             for s in range(3):
-                final[at + s] += (sets_st[s, i, j] * e) >> shift
+                final[at + s] += (sets_st[s, i, j] * e + half) >> shift
     targets = (bits * 65535).reshape(-1)
     _learn(apm_node, cells[0].reshape(-1), targets, apm_rate)
     _learn(apm_byte, cells[1].reshape(-1), targets, apm_rate)

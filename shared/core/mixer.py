@@ -20,9 +20,10 @@ j's children 2j and 2j+1, leaf 256 + byte) and, for every node of every stream:
   4. code      each of the byte's 8 decisions is coded with its node's 16-bit P(bit 1), root
                first (the coder's `encode_bits` / `decode_bits`);
   5. learn     once the byte is known, only the 8 nodes on its path update their weights (each
-               set from its own error, in larger steps over a row's first updates; the final
-               mixer from the mixture's) and APM cells, by integer steps summed with np.add.at
-               (order-free, so exact).
+               set from its own error, in larger steps over a row's first updates and smaller
+               ones once it has learned; the final mixer from the mixture's) and APM cells, by
+               integer steps rounded to the nearest and summed with np.add.at (order-free, so
+               exact).
 
 A node's probability depends only on the node and the position, never on its siblings, so no
 one computes more than the nodes coded: Alice knows the byte and computes its path's 8 nodes at
@@ -201,13 +202,15 @@ def bit_cost(p16: np.ndarray, bits: np.ndarray) -> np.ndarray:
 
 
 def learn(table: np.ndarray, cells: np.ndarray, targets: np.ndarray, rate: int) -> None:
-    """Move each cell 1/2**rate of the way toward the mean of its targets. Several streams may
-    hit one cell at one position: the mean (integer sums, floor division) keeps the step the
-    same size however many did, and the result independent of their order."""
+    """Move each cell 1/2**rate of the way toward the mean of its targets, rounded to the
+    nearest step (floored, a cell stopped 2**rate short of 65535 but went down to 0). Several
+    streams may hit one cell at one position: the mean (integer sums, floor division) keeps the
+    step the same size however many did, and the result independent of their order."""
     uniq, inverse = np.unique(cells, return_inverse=True)
     gap = np.zeros(len(uniq), dtype=np.int64)
     np.add.at(gap, inverse, targets - table[cells])
-    table[uniq] = table[uniq] + ((gap // np.bincount(inverse)) >> rate)   # stays in 0..65535
+    step = (gap // np.bincount(inverse) + (1 << (rate - 1))) >> rate
+    table[uniq] = table[uniq] + step                                    # stays in 0..65535
 
 
 def _count_inputs(n0: np.ndarray, n1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -314,7 +317,10 @@ class TreeMixer:
     FINAL_LR = 1        # the final mixer's step, the same way
     SHIFT = 14
     EARLY = 512         # a weight row's first updates step up to x4, falling to x1 over EARLY
-    EARLY_GAIN = 48     # updates (paq's decaying rate): extra step at the first, in 1/16
+    EARLY_GAIN = 192    # updates (paq's decaying rate): extra step at the first, in 1/64;
+    LATE_DECAY = 512    # then 1/64 less every LATE_DECAY updates, down to LATE_FLOOR / 64:
+    LATE_FLOOR = 8      # a row that has learned takes small steps (paq8px's decaying rate)
+    FINAL_FLOOR = 16    # the final mixer's rows likewise, by their kind row's count, to 1/4
     ONE = 1 << 16       # weight 1.0
     MODEL_START = ONE // 2   # the weights start on half the model and 1/20 of each count row's
     ROW_START = ONE // 20    # inputs, KT and deterministic: the rows are believed from the first
@@ -585,10 +591,21 @@ class TreeMixer:
         kernels.tree_update(self._inputs, nodes, bits, stack(self._sets), stack(self._stretched), self._p,
                             np.stack([self.apm_node._cell, self.apm_byte._cell]), self._all_weights,
                             self._all_updates, self._first_rows(), np.array(self.LR, dtype=np.int64), self.EARLY,
-                            self.EARLY_GAIN, self.SHIFT, self.W_MAX, self.final.reshape(-1), self.FINAL_LR,
+                            self.EARLY_GAIN, self.LATE_DECAY, self.LATE_FLOOR, self.FINAL_FLOOR, self.SHIFT,
+                            self.W_MAX, self.final.reshape(-1), self.FINAL_LR,
                             self.apm_node.table, self.apm_byte.table, APM.RATE)
         np.clip(self.final, -self.W_MAX, self.W_MAX, out=self.final)
         return self._p
+
+    @classmethod
+    def step_scale(cls, updates: np.ndarray, early_gain: int, floor: int) -> np.ndarray:
+        """A weight row's step in 1/64 after `updates` updates: 64 + early_gain at its first,
+        falling to 64 over EARLY updates, then 1/64 less every LATE_DECAY, down to `floor`.
+        Early, a row must learn from few examples; late, small steps average out the noise of
+        the many (whole tinyshakespeare: -0.3% against steps kept at 64, docs/results.md)."""
+        early = 64 + (early_gain * np.maximum(0, cls.EARLY - updates)) // cls.EARLY
+        late = np.maximum(floor, 64 - np.maximum(0, updates - cls.EARLY) // cls.LATE_DECAY)
+        return np.where(updates < cls.EARLY, early, late)
 
     def _update_numpy(self, nodes: np.ndarray, bits: np.ndarray) -> np.ndarray:
         """`update`'s definition; returns the mixture's P(bit 1) on the path."""
@@ -610,16 +627,17 @@ class TreeMixer:
                 n0, n1 = splits
                 x[..., 1:1 + self.K], x[..., 1 + self.K:-1] = _count_inputs(n0[rows, :, nodes], n1[rows, :, nodes])
         rows_of = self._rows(nodes)                                     # (n, 8) each
+        half = 1 << (self.SHIFT - 1)                                    # every step rounded to the nearest
         for table, updates, cell, p, lr in zip(self._weights(), self._updates(), rows_of, p_sets, self.LR):
             err = ((bits << 12) - p) * lr                               # (n, 8): each set its own error
-            early = 16 + (self.EARLY_GAIN * np.maximum(0, self.EARLY - updates[cell])) // self.EARLY
-            err = (err * early) >> 4                                    # the count before this position's updates
-            np.add.at(updates, cell, 1)
-            np.add.at(table, cell, ((x * err[..., None]) >> self.SHIFT).astype(np.int32))
+            err = (err * self.step_scale(updates[cell], self.EARLY_GAIN, self.LATE_FLOOR)) >> 6
+            np.add.at(updates, cell, 1)                                 # (scaled by the count before them)
+            np.add.at(table, cell, ((x * err[..., None] + half) >> self.SHIFT).astype(np.int32))
             touched = np.unique(cell)                                   # the other rows are within bounds already
             table[touched] = np.clip(table[touched], -self.W_MAX, self.W_MAX)
-        err = ((bits << 12) - p_mix) * self.FINAL_LR
-        np.add.at(self.final, rows_of[0], (s * err[..., None]) >> self.SHIFT)
+        err = ((bits << 12) - p_mix) * self.FINAL_LR                   # by the kind row's count after them
+        err = (err * self.step_scale(self.kind_updates[rows_of[0]], 0, self.FINAL_FLOOR)) >> 6
+        np.add.at(self.final, rows_of[0], (s * err[..., None] + half) >> self.SHIFT)
         np.clip(self.final, -self.W_MAX, self.W_MAX, out=self.final)
         self.apm_node.update(cells[0], bits)
         self.apm_byte.update(cells[1], bits)
