@@ -203,7 +203,7 @@ def bit_cost(p16: np.ndarray, bits: np.ndarray) -> np.ndarray:
 
 def learn(table: np.ndarray, cells: np.ndarray, targets: np.ndarray, rate: int) -> None:
     """Move each cell 1/2**rate of the way toward the mean of its targets, rounded to the
-    nearest step (floored, a cell stopped 2**rate short of 65535 but went down to 0). Several
+    nearest step (floored, a cell stopped 2**rate - 1 short of 65535 but went down to 0). Several
     streams may hit one cell at one position: the mean (integer sums, floor division) keeps the
     step the same size however many did, and the result independent of their order."""
     uniq, inverse = np.unique(cells, return_inverse=True)
@@ -602,7 +602,7 @@ class TreeMixer:
         """A weight row's step in 1/64 after `updates` updates: 64 + early_gain at its first,
         falling to 64 over EARLY updates, then 1/64 less every LATE_DECAY, down to `floor`.
         Early, a row must learn from few examples; late, small steps average out the noise of
-        the many (whole tinyshakespeare: -0.3% against steps kept at 64, docs/results.md)."""
+        the many (docs/results.md, format 19)."""
         early = 64 + (early_gain * np.maximum(0, cls.EARLY - updates)) // cls.EARLY
         late = np.maximum(floor, 64 - np.maximum(0, updates - cls.EARLY) // cls.LATE_DECAY)
         return np.where(updates < cls.EARLY, early, late)
