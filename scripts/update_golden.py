@@ -28,7 +28,7 @@ blob, stats = compress(mission_log(INPUT_BYTES), preset(PRESET))
 golden = {"input": "shared/texts/mission_log.txt, first bytes", "input_bytes": INPUT_BYTES, "preset": PRESET,
           "profile": "portable", "container_sha256": hashlib.sha256(blob).hexdigest(),
           "final_digest": stats["final_digest"], "fingerprint": fingerprint()}
-# The shipped presets too (n-gram counts, replay), on a shorter input: in-process check only.
+# The shipped presets too (n-gram counts, hashed contexts), on a shorter input: in-process check only.
 golden["presets_input_bytes"] = PRESETS_INPUT_BYTES
 golden["presets"] = {}
 for name in ("fast", "default", "strong", "neural"):

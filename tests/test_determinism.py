@@ -49,7 +49,8 @@ def test_golden_digests_in_this_process():
 
 @pytest.mark.parametrize("name", sorted(GOLDEN["presets"]))
 def test_golden_digests_of_the_shipped_presets(name):
-    """The presets exercise what tiny does not: bigger count tables, replay of older history."""
+    """The presets exercise what tiny does not: bigger count tables, hashed contexts beside the
+    counts (replay of older history: tests/test_ngram.py)."""
     blob, stats = compress(mission_log(GOLDEN["presets_input_bytes"]), preset(name))
     assert hashlib.sha256(blob).hexdigest() == GOLDEN["presets"][name]["container_sha256"]
     assert stats["final_digest"] == GOLDEN["presets"][name]["final_digest"]

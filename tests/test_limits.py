@@ -17,7 +17,8 @@ from shared.texts import mission_log
 from tests.helpers import ROOT, child_env
 
 TINY = PRESETS["tiny"]
-# a bigger preset someone may well add: 2 layers x 256 wide x 64+64 context on 32 streams
+# a bigger preset someone may well add: 2 layers x 256 wide x 64+64 context on 32 streams, with
+# strong's hashed contexts (2**16 vectors of 256: 200 MB with Adam's moments)
 FUTURE = dataclasses.replace(PRESETS["strong"], streams=32, model=dataclasses.replace(
     PRESETS["strong"].model, n_layer=2, n_head=8, n_embd=256, context=64, chunk=64))
 # the peak memory of the process, printed as its last line on the way out
@@ -38,7 +39,7 @@ def test_every_preset_is_far_inside_the_limits(name):
 def test_a_bigger_future_preset_stays_inside_the_limits():
     memory, work = cost(FUTURE)
     assert FUTURE.problem() is None
-    assert memory <= MAX_MEMORY // 3 and work <= MAX_STEP_WORK // 4
+    assert memory <= MAX_MEMORY // 2 and work <= MAX_STEP_WORK // 4
 
 
 MEASURE = """

@@ -1,6 +1,6 @@
 """The file-mode container. Torch-free, so Bob can read the header before choosing his profile.
 
-Format version 19:
+Format version 20:
 
     offset   size  field
     0        4     magic  b"MRSL"
@@ -59,7 +59,9 @@ refused by number. Version 18 has the same layout; between words, its second wor
 the last two words (it was the last word alone, as the first one is), so a version-17 file is
 refused by number. Version 19 has the same layout; its byte-tree mixer's weight rows take smaller
 steps once they have learned, and every mixer and APM step is rounded to the nearest, so a
-version-18 file is refused by number.
+version-18 file is refused by number. Version 20 has the same layout; `default`'s network has
+`neural`'s learned memory of the contexts of 2, 3, 4 and 6 bytes (2**16 vectors), so a
+version-19 file is refused by number.
 
 Everything that can be checked without a model is checked in `parse`, in the order a user
 would want to hear about it: is this our file at all, can this build read it, is it whole.
@@ -80,7 +82,7 @@ from ..core.errors import FormatError, UsageError
 from ..core.layout import n_steps, sync_count
 
 MAGIC = b"MRSL"
-FORMAT_VERSION = 19         # the twins' computation is part of the format; see the table above
+FORMAT_VERSION = 20         # the twins' computation is part of the format; see the table above
 DIGEST_PREFIX = 4                # bytes of each weight digest kept in the file
 _FIXED = struct.Struct("<4sBI")
 MAX_HEADER_JSON = 1 << 20        # inflated header bytes (a real one is ~1 KB): no zlib bombs

@@ -287,18 +287,20 @@ PRESETS: dict[str, RunConfig] = {
                                         orders=(1, 2, 3, 4), words=1, table_bits=16, match=8),
                       train=TrainConfig(lr=4e-3, lr_decay=15), streams=64, preset="fast"),
     # default: the demo's and everyone's; the counts and the structure contexts (the near ones
-    # too) carry the ratio, a narrow GPT the rest, and the byte-tree mixer with its APMs learns
-    # at every position.
+    # too) carry the ratio, a narrow GPT with its own memory of the contexts of 2, 3, 4 and 6
+    # bytes (2**16 vectors) the rest, and the byte-tree mixer with its APMs learns at every
+    # position.
     "default": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=8, chunk=8,
                                            orders=(1, 2, 3, 4, 6), words=2, table_bits=18, match=8,
-                                           structure=4095, tree=1),
+                                           structure=4095, tree=1, hashed=(2, 3, 4, 6), hash_bits=16),
                          train=TrainConfig(lr=4e-3, lr_decay=15), streams=64, preset="default"),
-    # strong: ratio first; default's counts, a wider two-layer GPT with a longer context, and
-    # one replay step on older history; at least a quarter of default's speed.
-    "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=4, n_embd=64, context=12, chunk=8,
+    # strong: ratio first; default's counts and hashed contexts, a two-layer GPT with a longer
+    # context; at least a quarter of default's speed. With the hashed contexts neither a wider
+    # GPT nor a replay step on older history pays (docs/results.md).
+    "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=2, n_embd=32, context=12, chunk=8,
                                           orders=(1, 2, 3, 4, 6), words=2, table_bits=18,
-                                          match=8, structure=4095, tree=1),
-                        train=TrainConfig(lr=2e-3, replay=1, lr_decay=15), streams=64, preset="strong"),
+                                          match=8, structure=4095, tree=1, hashed=(2, 3, 4, 6), hash_bits=16),
+                        train=TrainConfig(lr=4e-3, lr_decay=15), streams=64, preset="strong"),
     # neural: the network alone, no counts and no match model: what the GPT itself learns; on 32
     # streams, so that it takes an optimizer step every 256 bytes (the network alone is
     # starved of steps, not of batch); with its own learned memory of the contexts of 2, 3, 4
