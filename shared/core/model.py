@@ -172,17 +172,23 @@ class HashedContexts(nn.Module):
         return torch.cat([before, idx], 1)
 
     def ids(self, idx, before=None):
-        """(B, S) tokens -> (B, S, orders) table rows, with `before` as in `history`. Integers only."""
+        """(B, S) tokens -> (B, S, orders) table rows, with `before` as in `history`. Integers only:
+        order k's hash starts at k and takes in the tokens 0, 1, ..., k - 1 places back. All orders
+        step together, in numpy (int64, below 2**63 throughout): it runs at every coded byte."""
         S = idx.shape[1]
-        padded = self.history(idx, before)
+        padded = self.history(idx, before).numpy()
         end = padded.shape[1]
-        out = []
-        for k in self.orders:
-            h = torch.full_like(idx, k)
-            for j in range(k):                         # the token j places back
-                h = (h * self.MUL + padded[:, end - S - j:end - j] + 1) & self.MASK
-            out.append(((h * self.MUL) & self.MASK) >> (32 - self.bits))   # the best-mixed bits
-        return torch.stack(out, -1)
+        orders = np.array(self.orders, dtype=np.int64)               # increasing
+        h = np.repeat(orders, idx.shape[0] * S).reshape((len(orders),) + tuple(idx.shape))   # (orders, B, S)
+        for j in range(int(orders[-1])):                              # the token j places back
+            live = h[int(np.searchsorted(orders, j, side="right")):]  # the orders longer than j
+            live *= self.MUL
+            live += padded[:, end - S - j:end - j] + 1
+            live &= self.MASK
+        h *= self.MUL
+        h &= self.MASK
+        h >>= 32 - self.bits                                          # the best-mixed bits
+        return torch.from_numpy(np.ascontiguousarray(np.moveaxis(h, 0, -1)))
 
     def forward(self, idx, before=None):
         """(B, S) tokens -> the sum of their contexts' vectors (B, S, n_embd), orders in order.
