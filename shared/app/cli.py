@@ -23,6 +23,7 @@ from protocol.link import ipc_problem
 from protocol.security import CurveKeys, KeyFileError, generate, new_code
 from ..core.errors import MarslinkError, UsageError
 from . import files
+from .entry import deferred as _deferred, on_interrupt as _on_interrupt
 from .files import WHY, drop_stdout, escape_what_cannot_be_shown, shown, storage_error
 
 
@@ -75,28 +76,6 @@ class Terminated(KeyboardInterrupt):
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name))
 
 
-DEFER_S = 0.02     # a stop that came where it cannot be raised is delivered again after this
-
-
-def _unsafe_to_raise(frame) -> bool:
-    """An exception raised in `frame` would be printed as ignored and dropped: inside llvmlite's
-    ctypes callbacks (numba loading or compiling a loop) or a __del__."""
-    while frame is not None:
-        code = frame.f_code
-        if code.co_name == "__del__" or f"{os.sep}llvmlite{os.sep}" in code.co_filename:
-            return True
-        frame = frame.f_back
-    return False
-
-
-def _deferred(signum, frame) -> bool:
-    """If the stop cannot be raised where it came, send it again a moment later and say so."""
-    if not _unsafe_to_raise(frame):
-        return False
-    threading.Timer(DEFER_S, os.kill, (os.getpid(), signum)).start()
-    return True
-
-
 def _on_stop_signal(signum, frame):
     # Later stop signals are absorbed: coreutils `timeout` signals its child and then the child's
     # whole group, so one request often arrives twice, and the clean path is short (SIGKILL still works).
@@ -105,12 +84,6 @@ def _on_stop_signal(signum, frame):
     for s in STOP_SIGNALS:
         signal.signal(s, lambda signum, frame: None)
     raise Terminated(signum)
-
-
-def _on_interrupt(signum, frame):
-    """Ctrl-C as Python's own handler raises it, but never where it would be dropped."""
-    if not _deferred(signum, frame):
-        raise KeyboardInterrupt
 
 
 def run_main(prog: str, body: Callable[[], int | None]) -> int:
@@ -131,7 +104,7 @@ def run_main(prog: str, body: Callable[[], int | None]) -> int:
         return 2
     if threading.current_thread() is threading.main_thread():
         previous = {s: signal.signal(s, _on_stop_signal) for s in STOP_SIGNALS}
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:    # not where SIGINT is ignored
+        if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _on_interrupt):   # not where it is ignored
             previous[signal.SIGINT] = signal.signal(signal.SIGINT, _on_interrupt)
     try:
         return body() or 0
