@@ -29,8 +29,8 @@ and decoded with `bob decompress --jobs 1` and `--jobs N`, one after the other i
 bytes and every round trip exact.
 
 Progress: alice and bob run with `--progress-every 2` and the bench follows their lines, so its
-bar moves within a run (`strong` codes about 850 B/s each way, docs/results.md, so a round trip
-of tinyshakespeare's 1.1 MB takes about 45 minutes); when stderr is a log rather than a
+bar moves within a run (`strong` codes about 2-3 kB/s each way, docs/results.md, so a round trip
+of tinyshakespeare's 1.1 MB takes about 15 minutes); when stderr is a log rather than a
 terminal, the bench copies one of those lines a minute.
 
 Outputs, in --out (default bench-results/, git-ignored):
