@@ -141,7 +141,7 @@ class Tree:
                     return self.resolve_in_module(".".join(parts[:cut]), parts[cut:])
             return False
         short = [m for m in self.modules if m.rsplit(".", 1)[-1] == parts[0]]
-        if short:                                   # `ngram.features`, `exact.matmul`
+        if short:                                   # `ngram.trust_index`, `exact.matmul`
             return any(self.resolve_in_module(m, parts[1:]) for m in short)
         if parts[0] in self.members:                # `Twin.advance`, `GPT.prime`
             return len(parts) == 2 and parts[1] in self.members[parts[0]]
@@ -261,7 +261,7 @@ def test_the_checker_catches_stale_names(tmp_path):
     """A synthetic doc with one bogus name of each kind beside real ones: exactly the bogus ones."""
     doc = tmp_path / "selftest.md"
     doc.write_text(
-        "Real: `shared.core.engine.Twin.advance`, `Twin.advance`, `ngram.features`,\n"
+        "Real: `shared.core.engine.Twin.advance`, `Twin.advance`, `ngram.trust_index`,\n"
         "`shared/core/engine.py`, `coder.py`, `--preset`, `test_kill.py::test_kill_bob_at_a_step_then_restart_him_once`,\n"
         "`zlib.crc32`, `PROTOCOL_VERSION`, [arch](architecture.md).\n"
         "Stale: `shared.core.layout.Layout.rows`\n"

@@ -9,7 +9,7 @@ from shared.coding.container import parse
 from shared.core.config import INDIRECT_KIND, ModelConfig, RunConfig, preset
 from shared.core.engine import Twin
 from shared.core.errors import ConfigMismatch, FormatError, UsageError
-from shared.core.ngram import RESCALE, STRUCTURE, ContextCounts, MatchModel, Structure, count_limit, features
+from shared.core.ngram import RESCALE, STRUCTURE, ContextCounts, MatchModel, Structure, count_limit, trust_index
 from shared.texts import mission_log
 from tests.helpers import PassThrough, run_twin
 
@@ -122,13 +122,11 @@ def test_colliding_contexts_keep_their_own_rows_and_an_unseen_one_reads_nothing(
     assert seen(a) == {ord("x"): 2} and seen(third) == {ord("z"): 1} and seen(b) == {}
 
 
-def test_features_are_exact_integers_and_buckets():
+def test_trust_index_is_exact_integers_and_buckets():
     counts = np.zeros((3, 2, 256), np.uint8)
     counts[1, 0, 5] = 4                                    # total 4, one byte owns it
     counts[2, 1, 5], counts[2, 1, 6] = 2, 1                # total 3, two bytes
-    log_count = np.log(np.arange(256) + 1 / 16).astype(np.float32)
-    evidence, which = features(counts, log_count, 16)
-    assert evidence.dtype == np.float32 and evidence[1, 0, 5] == log_count[4]
+    which = trust_index(counts, 16)
     # which = bucket * 4 + share level + order * 64; bucket = 1 + floor(log2 total), 0 when
     # unseen; level 3 when one byte owns the context, else floor(3 * top / total) capped at 2
     assert which.tolist() == [[0, 64], [3 * 4 + 3, 64], [0, 64 + 2 * 4 + 2]]
@@ -530,4 +528,5 @@ def test_only_the_tree_mixer_reads_the_mark_line_and_indirect_rows():
     data = mission_log(3000)
     twin = Twin(preset("default"), len(data), data)
     assert twin.model.mixer.K == 16 and twin.tree.K == 20
-    assert twin.feature_window[0].shape[-2:] == (16, 256) and twin.count_window.shape[-2:] == (20, 256)
+    assert twin.index_window.shape[-1] == 16 and twin.count_window.shape[-2:] == (20, 256)
+    assert twin.model.mixer.rows.tolist() == list(m.network_rows)

@@ -162,6 +162,9 @@ def _grads(f, *xs):
     return out.detach(), [x.grad for x in xs if x.requires_grad]
 
 
+_COUNTS = torch.from_numpy(np.random.default_rng(4).integers(0, 256, (3, 5, 7, 256)).astype(np.uint8))
+_ROWS = np.array([6, 0, 3, 2])                   # the rows the mixer reads, in its order
+_TABLE = (np.log(np.arange(256) + 1 / 16)).astype(np.float32)
 CASES = {  # portable op, torch's own in float64 (the reference)
     "softmax": (portable.softmax, lambda x: torch.softmax(x, -1), [(6, 2, 5, 24)]),
     "gelu": (portable.gelu, lambda x: torch.nn.functional.gelu(x, approximate="tanh"), [(7, 130)]),
@@ -169,7 +172,9 @@ CASES = {  # portable op, torch's own in float64 (the reference)
                    lambda x, w, b: torch.nn.functional.layer_norm(x, (32,), w, b, 1e-5), [(5, 7, 32), (32,), (32,)]),
     "add": (portable.add, torch.add, [(4, 9, 12), (12,)]),
     "sum_dim": (lambda x: portable.sum_dim(x, -2), lambda x: x.sum(-2), [(4, 6, 3)]),
-    "mix": (portable.mix, lambda w, e: (w.unsqueeze(-1) * e).sum(-2), [(3, 5, 4), (3, 5, 4, 256)]),
+    "mix": (lambda w: portable.mix(w, _COUNTS, _ROWS, _TABLE),
+            lambda w: (w.unsqueeze(-1) * torch.from_numpy(_TABLE).double()[_COUNTS[..., _ROWS, :].long()]).sum(-2),
+            [(3, 5, 4)]),
 }
 
 
@@ -180,9 +185,6 @@ def test_forward_and_gradient_match_torch_in_float64(name):
     xs = [torch.from_numpy((rng.standard_normal(s) * 2).astype(np.float32)) for s in shapes]
     y, grads = _grads(ours, *xs)
     y_ref, grads_ref = _grads(reference, *[x.double() for x in xs])
-    if name == "mix":
-        grads_ref = grads_ref[:1]        # the evidence is data, not learned
-        grads = grads[:1]
     torch.testing.assert_close(y, y_ref.float(), rtol=2e-6, atol=2e-6)
     assert len(grads) == len(grads_ref)
     for g, g_ref in zip(grads, grads_ref):
@@ -194,18 +196,20 @@ def test_mix_in_slices_gives_the_bits_of_one_whole_product():
     its forward and its gradient must be the whole product's, bit for bit, also on a view with
     gaps (the engine hands it window positions sliced from a longer window)."""
     rng = np.random.default_rng(8)
-    whole = torch.from_numpy(rng.standard_normal((5, 3 * portable.MIX_ROWS + 7, 6, 256)).astype(np.float32))
-    evidence = whole[:, 1:]                                  # (5, T, 6, 256), not contiguous
-    assert not evidence.is_contiguous()
+    whole = torch.from_numpy(rng.integers(0, 256, (5, 3 * portable.MIX_ROWS + 7, 6, 256)).astype(np.uint8))
+    counts = whole[:, 1:]                                    # (5, T, 6, 256), not contiguous
+    assert not counts.is_contiguous()
+    rows, table = np.array([5, 1, 2, 4]), rng.standard_normal(256).astype(np.float32)
+    evidence = torch.from_numpy(table[counts.numpy()[..., rows, :]])
     w = torch.from_numpy(rng.standard_normal(evidence.shape[:-1]).astype(np.float32))
     g = torch.from_numpy(rng.standard_normal(evidence.shape[:-2] + (256,)).astype(np.float32))
     learned = w.clone().requires_grad_(True)
-    y = portable.mix(learned, evidence)
+    y = portable.mix(learned, counts, rows, table)
     y.backward(g)
     assert torch.equal(y.detach(), portable.tree_sum(w.unsqueeze(-1) * evidence, -2))
     assert torch.equal(learned.grad, portable.tree_sum(g.unsqueeze(-2) * evidence, -1))
     with torch.no_grad():                                   # the coding path: no autograd
-        assert torch.equal(portable.mix(w, evidence), y.detach())
+        assert torch.equal(portable.mix(w, counts, rows, table), y.detach())
 
 
 def test_embedding_gradient_adds_repeated_rows():

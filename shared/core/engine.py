@@ -35,8 +35,8 @@ from .config import FREQ_BITS, PAD, RunConfig
 from .errors import DivergenceError, FormatError, NotANumber
 from .layout import n_steps, row_length
 from .mixer import TreeMixer, bit_cost
-from .model import GPT, CountMixer, log_count_table, loss_on, make_optimizer
-from .ngram import ContextCounts, features, table_bits_for
+from .model import GPT, CountMixer, loss_on, make_optimizer
+from .ngram import ContextCounts, table_bits_for, trust_index
 from .pinned import torch
 from .quantize import quantize
 
@@ -123,13 +123,12 @@ class Twin:
         # token was predicted with: training must see exactly what coding saw
         self.counts = (ContextCounts(m.orders, table_bits_for(m.table_bits, length), config.streams, m.words,
                                      m.match, -(-length // config.streams), m.structure) if m.n_contexts else None)
-        self._log_count = log_count_table()
         self._network_rows = m.network_rows             # the count rows the network's count mixer reads
         self.count_window = (np.zeros((config.streams, m.context + m.chunk, m.n_contexts, 256), np.uint8)
                              if m.n_contexts else None)
-        # their features (evidence, trust index), kept from coding for training: the same
-        # function of the same counts, computed once instead of again for every training pass
-        self.feature_window = self._features_np(self.count_window) if m.n_contexts else None
+        # their trust index, kept from coding for training: the same function of the same
+        # counts, computed once instead of again for every training pass
+        self.index_window = self._index(self.count_window) if m.n_contexts else None
         # the newest `replay_span` coded tokens of every stream, if the config replays history
         tc = config.train
         self.past = np.full((config.streams, tc.replay_span), PAD, dtype=np.int16) if tc.replay else None
@@ -204,8 +203,7 @@ class Twin:
         if self.count_window is not None:
             self.count_window[:, :C] = self.count_window[:, -C:].copy()
             self.count_window[:, C:] = 0
-            for kept in self.feature_window:       # its positions C.. are all written before training
-                kept[:, :C] = kept[:, -C:].copy()
+            self.index_window[:, :C] = self.index_window[:, -C:].copy()   # C.. are all written before training
         self.step += 1
         self.tokens_done += chunk_tokens
         self.ideal_bits += chunk_bits
@@ -263,23 +261,23 @@ class Twin:
 
     def _counts_for(self, pos: int):
         """Look up the n-gram counts for predicting window position `pos`; remember them and
-        their features."""
+        their trust index."""
         if self.counts is None:
             return None
         counts = self.counts.lookup(out=self.count_window[:, pos])
-        got = features(counts, self._log_count, CountMixer.N_BUCKETS, self._network_rows,
-                       out=tuple(kept[:, pos] for kept in self.feature_window))
-        return tuple(torch.from_numpy(a) for a in got)
+        index = trust_index(counts, CountMixer.N_BUCKETS, self._network_rows, out=self.index_window[:, pos])
+        return torch.from_numpy(counts), torch.from_numpy(index)
 
     def features_for_training(self, count_window: np.ndarray):
-        """Features aligned with a training pass over window[:, :-1] (targets window[:, 1:])."""
+        """What the model reads of the counts, aligned with a training pass over window[:, :-1]
+        (targets window[:, 1:])."""
         return self._features(count_window[:, 1:])
 
-    def _features_np(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return features(counts, self._log_count, CountMixer.N_BUCKETS, self._network_rows)
+    def _index(self, counts: np.ndarray) -> np.ndarray:
+        return trust_index(counts, CountMixer.N_BUCKETS, self._network_rows)
 
     def _features(self, counts: np.ndarray):
-        return tuple(torch.from_numpy(a) for a in self._features_np(counts))
+        return torch.from_numpy(counts), torch.from_numpy(self._index(counts))
 
     def _learn(self, t0: int) -> float:
         C, T = self.config.model.context, self.config.model.chunk
@@ -294,7 +292,7 @@ class Twin:
         if not mask.any():
             return math.nan
         x, y = torch.from_numpy(inputs), torch.from_numpy(targets)
-        counts = (tuple(torch.from_numpy(a[:, 1:]) for a in self.feature_window)
+        counts = ((torch.from_numpy(self.count_window[:, 1:]), torch.from_numpy(self.index_window[:, 1:]))
                   if self.counts is not None else None)     # = features_for_training(count_window)
         tc = self.config.train
         if tc.lr_decay:       # a function of the step alone: a resumed twin needs no scheduler state
@@ -385,7 +383,7 @@ class Twin:
                 raise FormatError(f"checkpoint at step {state['step']} does not match the data coded so far "
                                   f"(n-gram history differs); remove it to start over")
             self.count_window[:] = ngram["count_window"].numpy()
-            self.feature_window = self._features_np(self.count_window)
+            self.index_window = self._index(self.count_window)
         if (self.past is not None) != ("past" in state) or (
                 self.past is not None and tuple(state["past"]["tokens"].shape) != self.past.shape):
             raise FormatError("checkpoint does not fit this stream's configuration (replay history); remove it")

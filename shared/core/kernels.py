@@ -275,7 +275,7 @@ count_sums = compiled(_count_sums)
 tree_update = compiled(_tree_update)
 
 
-# --- the count tables (ngram.ContextCounts.update and lookup, ngram.features) -------------------
+# --- the count tables (ngram.ContextCounts.update and lookup, ngram.trust_index) -------------------
 @inline
 def _row_of(check, slot, other, want):
     """ContextCounts._find for one context: its home row, the other row of its pair, or -1."""
@@ -362,10 +362,9 @@ def _count_rows(table, check, slots, checks, pair, out):
                     out[i, k, b] = table[row, b]
 
 
-def _features(counts, rows, log_count, n_buckets, purity, evidence, index):
-    """ngram.features of rows `rows` of counts (m, K, 256): evidence log(count + prior) (m, R,
-    256) and the trust index (m, R) from the row's total (its bit length, capped) and the top
-    count's share."""
+def _trust_index(counts, rows, n_buckets, purity, index):
+    """ngram.trust_index of rows `rows` of counts (m, K, 256): the trust index (m, R) from the
+    row's total (its bit length, capped) and the top count's share."""
     m = counts.shape[0]
     R = rows.shape[0]
     V = counts.shape[2]
@@ -376,7 +375,6 @@ def _features(counts, rows, log_count, n_buckets, purity, evidence, index):
             top = 0
             for b in range(V):
                 c = counts[i, k, b]
-                evidence[i, r, b] = log_count[c]
                 total += c
                 if c > top:
                     top = c
@@ -394,7 +392,7 @@ def _features(counts, rows, log_count, n_buckets, purity, evidence, index):
 
 count_update = compiled(_count_update)
 count_rows = compiled(_count_rows)
-features = compiled(_features)
+trust_index = compiled(_trust_index)
 
 
 # --- the network's fixed-order sums and fixed-point grids (portable.tree_sum, exact._grid) ------
@@ -535,58 +533,59 @@ grid_last = compiled(_grid_last)
 grid_columns = compiled(_grid_columns)
 
 
-def _mix(w, evidence, strides, zero, out):
-    """portable.mix: out[b, s, v] = the tree sum over k of the float32 products w[b, s, k] *
-    evidence[b, s, k, v], each product rounded, then added pairwise as tree_sum adds them.
-    evidence is flat: position (b, s) starts at b * strides[0] + s * strides[1], its K rows of
-    V follow contiguously (so the loops over v are unit-stride)."""
-    B, S, K = w.shape
+def _mix(w, counts, strides, rows, table, zero, out):
+    """portable.mix: out[b, s, v] = the tree sum over r of the float32 products w[b, s, r] *
+    table[counts of row rows[r] at (b, s), byte v], each product rounded, then added pairwise as
+    tree_sum adds them. counts is flat uint8: position (b, s) starts at b * strides[0] + s *
+    strides[1], its rows of V follow contiguously (so the loops over v are unit-stride)."""
+    B, S, R = w.shape
     V = out.shape[2]
-    half = _half(K)
-    buf = np.empty((max(half, 1), V), dtype=evidence.dtype)
+    half = _half(R)
+    buf = np.empty((max(half, 1), V), dtype=table.dtype)
     for b in range(B):
         for s in range(S):
             at = b * strides[0] + s * strides[1]
-            rows = evidence[at:at + K * V]          # a slice: indexed from 0, no wraparound checks
-            if K == 1:
+            if R == 1:
+                ri = counts[at + rows[0] * V:at + (rows[0] + 1) * V]
                 for v in range(V):
-                    out[b, s, v] = w[b, s, 0] * rows[v]
+                    out[b, s, v] = w[b, s, 0] * table[ri[v]]
                 continue
-            for i in range(K - half):
+            for i in range(R - half):
                 wi, wj = w[b, s, i], w[b, s, i + half]
-                ri, rj = rows[i * V:(i + 1) * V], rows[(i + half) * V:(i + half + 1) * V]
+                ri = counts[at + rows[i] * V:at + (rows[i] + 1) * V]   # slices: no wraparound checks
+                rj = counts[at + rows[i + half] * V:at + (rows[i + half] + 1) * V]
                 for v in range(V):
-                    buf[i, v] = wi * ri[v] + wj * rj[v]
-            for i in range(K - half, half):
+                    buf[i, v] = wi * table[ri[v]] + wj * table[rj[v]]
+            for i in range(R - half, half):
                 wi = w[b, s, i]
-                ri = rows[i * V:(i + 1) * V]
+                ri = counts[at + rows[i] * V:at + (rows[i] + 1) * V]
                 for v in range(V):
-                    buf[i, v] = wi * ri[v] + zero[0]
+                    buf[i, v] = wi * table[ri[v]] + zero[0]
             _fold_rows(buf, half)
             for v in range(V):
                 out[b, s, v] = buf[0, v]
 
 
-def _mix_grad(g, evidence, strides, zero, out):
-    """portable.mix's backward in w: out[b, s, k] = the tree sum over v of the float32 products
-    g[b, s, v] * evidence[b, s, k, v] (evidence flat, as in _mix)."""
+def _mix_grad(g, counts, strides, rows, table, zero, out):
+    """portable.mix's backward in w: out[b, s, r] = the tree sum over v of the float32 products
+    g[b, s, v] * table[counts of row rows[r] at (b, s), byte v] (counts flat, as in _mix)."""
     B, S, V = g.shape
-    K = out.shape[2]
+    R = out.shape[2]
     half = _half(V)
-    buf = np.empty(max(half, 1), dtype=evidence.dtype)
+    buf = np.empty(max(half, 1), dtype=table.dtype)
     for b in range(B):
         for s in range(S):
-            for k in range(K):
-                at = b * strides[0] + s * strides[1] + k * V
-                row = evidence[at:at + V]
+            for r in range(R):
+                at = b * strides[0] + s * strides[1] + rows[r] * V
+                row = counts[at:at + V]
                 if V == 1:
-                    out[b, s, k] = g[b, s, 0] * row[0]
+                    out[b, s, r] = g[b, s, 0] * table[row[0]]
                     continue
                 for i in range(V - half):
-                    buf[i] = g[b, s, i] * row[i] + g[b, s, i + half] * row[i + half]
+                    buf[i] = g[b, s, i] * table[row[i]] + g[b, s, i + half] * table[row[i + half]]
                 for i in range(V - half, half):
-                    buf[i] = g[b, s, i] * row[i] + zero[0]
-                out[b, s, k] = _fold(buf, half)
+                    buf[i] = g[b, s, i] * table[row[i]] + zero[0]
+                out[b, s, r] = _fold(buf, half)
 
 
 mix = compiled(_mix)

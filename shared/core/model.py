@@ -118,6 +118,9 @@ class CountMixer(nn.Module):
         # order k may depend on how well every order knows its context (PAQ's selected weights)
         self.trust = portable.Embedding(self.K * self.N_BUCKETS * ngram.PURITY, self.K)
         self.gate = exact.Linear(cfg.n_embd, self.K)
+        rows = cfg.network_rows
+        self.rows = np.arange(self.K, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.log_count = log_count_table()  # constants, not weights: no digest or checkpoint holds them
 
     @torch.no_grad()
     def init_values(self, trust: float = TRUST):
@@ -129,11 +132,11 @@ class CountMixer(nn.Module):
         self.gate.bias.zero_()
 
     def forward(self, h, counts):
-        """h (..., n_embd); counts = (evidence (..., K, 256), trust index (..., K)) from
-        ngram.features -> logit evidence (..., 256)."""
-        evidence, which = counts
+        """h (..., n_embd); counts = (count rows (..., n_contexts, 256) uint8, trust index (...,
+        K) from ngram.trust_index of the rows this mixer reads) -> logit evidence (..., 256)."""
+        rows, which = counts
         w = portable.sum_dim(self.trust(which), -2) + self.gate(h)
-        return portable.mix(w, evidence)
+        return portable.mix(w, rows, self.rows, self.log_count)
 
 
 class HashedContexts(nn.Module):

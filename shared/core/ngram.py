@@ -563,34 +563,30 @@ def table_bits_for(table_bits: int, length: int) -> int:
     return min(table_bits, max(10, int(length).bit_length()))
 
 
-def features(counts: np.ndarray, log_count: np.ndarray, n_buckets: int,
-             rows: tuple | None = None, out: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """What the model's CountMixer reads from count rows `rows` (all if None) of counts (n, K,
-    256): evidence log(count + prior) (n, R, 256) float32, and a trust index (n, R) from the
-    context's total (log2 bucket) and the top byte's share (kernels.features, compiled); into
-    `out` (evidence, index) if given. Other shapes (..., K, 256) give (..., R, 256) and (..., R)."""
+def trust_index(counts: np.ndarray, n_buckets: int, rows: tuple | None = None,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """The trust index the model's CountMixer reads for count rows `rows` (all if None) of
+    counts (..., K, 256): (..., R) int64, from the context's total (log2 bucket) and the top
+    byte's share (kernels.trust_index, compiled); into `out` if given. The evidence itself,
+    log(count + prior), is read from the counts where it is used (portable.mix)."""
     if kernels.ENABLED:
         lead, K = counts.shape[:-2], counts.shape[-2]
         pick = np.arange(K) if rows is None else np.asarray(rows, dtype=np.int64)
         if out is not None:
-            kernels.features(counts, pick, log_count, n_buckets, PURITY, *out)
+            kernels.trust_index(counts, pick, n_buckets, PURITY, out)
             return out
         flat = counts.reshape((-1, K, counts.shape[-1]))
-        evidence = np.empty((len(flat), len(pick), counts.shape[-1]), dtype=log_count.dtype)
         index = np.empty((len(flat), len(pick)), dtype=np.int64)
-        kernels.features(flat, pick, log_count, n_buckets, PURITY, evidence, index)
-        return evidence.reshape(lead + evidence.shape[1:]), index.reshape(lead + index.shape[1:])
+        kernels.trust_index(flat, pick, n_buckets, PURITY, index)
+        return index.reshape(lead + index.shape[1:])
     if out is not None:
-        for kept, new in zip(out, features(counts, log_count, n_buckets, rows)):
-            kept[...] = new
+        out[...] = trust_index(counts, n_buckets, rows)
         return out
     if rows is not None:
         counts = counts[..., rows, :]
-    evidence = log_count.take(counts)                          # a gather: take is the cheaper call
     total = counts.sum(axis=-1, dtype=np.int64)
     top = counts.max(axis=-1).astype(np.int64)
     bucket = np.minimum(np.frexp(total)[1], n_buckets - 1)     # 0 for 0, else 1 + floor(log2): exact
     share = np.minimum((top * (PURITY - 1)) // np.maximum(total, 1), PURITY - 2)
     level = np.where((top == total) & (total > 0), PURITY - 1, share)
-    K = counts.shape[-2]
-    return evidence, (bucket * PURITY + level) + np.arange(K) * n_buckets * PURITY
+    return (bucket * PURITY + level) + np.arange(counts.shape[-2]) * n_buckets * PURITY

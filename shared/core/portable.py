@@ -399,27 +399,32 @@ MIX_ROWS = 64      # positions per slice of `mix`: a slice's products are about 
 
 def _sliced(f, a: torch.Tensor, b: torch.Tensor, width: int) -> torch.Tensor:
     """f(a[i:j], b[i:j]) over slices of the first dimension of about MIX_ROWS positions each,
-    written into one result of `width` per position. f reduces within a position only, so the
-    bits are those of one call; the slices keep a step's 25 MB products from being allocated and
-    freed whole at every step, which lifts glibc's mmap threshold and fragments its heap. Slicing
-    the first dimension needs no copy of b, which is often a view with gaps."""
+    written into one float32 result of `width` per position. f reduces within a position only,
+    so the bits are those of one call; the slices keep a step's 25 MB products from being
+    allocated and freed whole at every step, which lifts glibc's mmap threshold and fragments
+    its heap. Slicing the first dimension needs no copy of b, which is often a view with gaps."""
     lead = b.shape[:-2]
     if not lead:
         return f(a, b)
     a = a.expand(lead + a.shape[-1:])
-    out = b.new_empty(lead + (width,))
+    out = torch.empty(lead + (width,), dtype=torch.float32)
     step = max(1, MIX_ROWS // max(1, math.prod(lead[1:])))
     for i in range(0, lead[0], step):
         out[i:i + step] = f(a[i:i + step], b[i:i + step])
     return out
 
 
-def _mix_rows(w, evidence):
-    return tree_sum(w.unsqueeze(-1) * evidence, -2)
+def _evidence(counts: torch.Tensor, rows: np.ndarray, table: np.ndarray) -> torch.Tensor:
+    """table[counts] of rows `rows`: (..., K, V) uint8 -> (..., R, V) float32."""
+    return torch.from_numpy(table[_np(counts)[..., rows, :]])
 
 
-def _mix_grad_rows(g, evidence):
-    return tree_sum(g.unsqueeze(-2) * evidence, -1)
+def _mix_rows(w, counts, rows, table):
+    return tree_sum(w.unsqueeze(-1) * _evidence(counts, rows, table), -2)
+
+
+def _mix_grad_rows(g, counts, rows, table):
+    return tree_sum(g.unsqueeze(-2) * _evidence(counts, rows, table), -1)
 
 
 def _four(a: np.ndarray, dims: int) -> np.ndarray:
@@ -430,54 +435,59 @@ def _four(a: np.ndarray, dims: int) -> np.ndarray:
     return a.reshape((1,) * (2 - lead) + a.shape) if lead < 2 else a.reshape((-1, a.shape[lead - 1]) + a.shape[lead:])
 
 
-def _mix_compiled(kernel, a: torch.Tensor, evidence: torch.Tensor, width: int) -> torch.Tensor:
-    """_sliced(f, a, evidence, width) for f = _mix_rows (kernel = kernels.mix) or _mix_grad_rows
+def _mix_compiled(kernel, a: torch.Tensor, counts: torch.Tensor, rows: np.ndarray, table: np.ndarray,
+                  width: int) -> torch.Tensor:
+    """_sliced(f, a, counts, width) for f = _mix_rows (kernel = kernels.mix) or _mix_grad_rows
     (kernels.mix_grad) as one compiled loop: the same products, added in the same tree."""
-    lead = evidence.shape[:-2]
-    if not evidence.numel():
+    lead = counts.shape[:-2]
+    if not counts.numel() or not len(rows):
         return torch.zeros(lead + (width,))
-    ev = _four(_np(evidence), 2)
-    K, V = ev.shape[-2:]
-    size = ev.itemsize
-    if ev.strides[-2:] != (V * size, size) or min(ev.strides[:2]) < 0:
-        ev = np.ascontiguousarray(ev)
+    c = _four(_np(counts), 2)
+    V = c.shape[-1]
+    if c.strides[-2:] != (V, 1) or min(c.strides[:2]) < 0:
+        c = np.ascontiguousarray(c)
     # the memory from its first element to its last, as one unit-stride row: the loops over a
-    # position's K x V evidence then run on contiguous memory, with no copy of a view with gaps
-    span = 1 + sum((n - 1) * st // size for n, st in zip(ev.shape, ev.strides))
-    flat = np.lib.stride_tricks.as_strided(ev, shape=(span,), strides=(size,))
+    # position's K x V counts then run on contiguous memory, with no copy of a view with gaps
+    span = 1 + sum((n - 1) * st for n, st in zip(c.shape, c.strides))
+    flat = np.lib.stride_tricks.as_strided(c, shape=(span,), strides=(1,))
     an = np.broadcast_to(_np(a), lead + a.shape[-1:])
     out = np.empty(lead + (width,), np.float32)
-    kernel(_four(an, 1), flat, np.array(ev.strides[:2], dtype=np.int64) // size, _ZEROS["f"], _four(out, 1))
+    kernel(_four(an, 1), flat, np.array(c.strides[:2], dtype=np.int64), rows, table, _ZEROS["f"], _four(out, 1))
     return torch.from_numpy(out)
 
 
 class _Mix(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, w, evidence):
-        ctx.save_for_backward(evidence)
-        return _mix_forward(w, evidence)
+    def forward(ctx, w, counts, rows, table):
+        ctx.save_for_backward(counts)
+        ctx.rows, ctx.table = rows, table
+        return _mix_forward(w, counts, rows, table)
 
     @staticmethod
     def backward(ctx, g):
-        evidence, = ctx.saved_tensors
+        counts, = ctx.saved_tensors
+        rows, table = ctx.rows, ctx.table
         if kernels.ENABLED:
-            return _mix_compiled(kernels.mix_grad, g, evidence, evidence.shape[-2]), None
-        return _sliced(_mix_grad_rows, g, evidence, evidence.shape[-2]), None
+            return _mix_compiled(kernels.mix_grad, g, counts, rows, table, len(rows)), None, None, None
+        grad = _sliced(lambda gi, ci: _mix_grad_rows(gi, ci, rows, table), g, counts, len(rows))
+        return grad, None, None, None
 
 
-def mix(w: torch.Tensor, evidence: torch.Tensor) -> torch.Tensor:
-    """sum over k of w[..., k] * evidence[..., k, :]: w (..., K), evidence (..., K, V) -> (..., V),
-    float32 products added by tree_sum; the backward likewise over V. torch's elementwise kernels
-    here: these are the largest tensors of a step."""
+def mix(w: torch.Tensor, counts: torch.Tensor, rows: np.ndarray, table: np.ndarray) -> torch.Tensor:
+    """sum over r of w[..., r] * table[counts[..., rows[r], :]]: w (..., R), counts (..., K, V)
+    uint8, rows (R,) int64 indices into K, table (256,) float32 -> (..., V), float32 products
+    added by tree_sum; the backward likewise over V. The evidence is read from the counts where
+    it is used, never kept as floats (4x their bytes in a step's window). torch's elementwise
+    kernels here: these are the largest products of a step."""
     if _grad_mode(w):
-        return _Mix.apply(w, evidence)
-    return _mix_forward(w, evidence)
+        return _Mix.apply(w, counts, rows, table)
+    return _mix_forward(w, counts, rows, table)
 
 
-def _mix_forward(w: torch.Tensor, evidence: torch.Tensor) -> torch.Tensor:
+def _mix_forward(w: torch.Tensor, counts: torch.Tensor, rows: np.ndarray, table: np.ndarray) -> torch.Tensor:
     if kernels.ENABLED:
-        return _mix_compiled(kernels.mix, w, evidence, evidence.shape[-1])
-    return _sliced(_mix_rows, w, evidence, evidence.shape[-1])
+        return _mix_compiled(kernels.mix, w, counts, rows, table, counts.shape[-1])
+    return _sliced(lambda wi, ci: _mix_rows(wi, ci, rows, table), w, counts, counts.shape[-1])
 
 
 class _CrossEntropy(torch.autograd.Function):
