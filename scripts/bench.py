@@ -19,7 +19,10 @@ PAQ8PX (build it from github hxim/paq8px with build/build-linux-with-gcc.sh; -8 
 codes ~6 kB/s, so ~3 minutes each way per MB).
 
 Every process runs with one thread (marslink pins it; the classic tools are single-threaded
-at these settings), one at a time, so the speeds are one core's.
+at these settings), one at a time, so the speeds are one core's. Before anything is timed, each
+build (this one, and a --baseline) makes one untimed round trip of a few KB with each preset:
+numba compiles a fresh checkout's loops at its first run, which would otherwise land in its
+timed compress.
 
 With `--jobs N` (issue 24) each preset and file is also coded in segments (`--segment SIZE`,
 default: a quarter of the file, so 4 segments) with `alice compress --jobs 1` and `--jobs N`,
@@ -81,6 +84,7 @@ RANDOM_BYTES, RANDOM_SEED = 200_000, 20240601
 PROGRESS_SECONDS = 2.0    # how often alice/bob report progress to the bench while they run
 TARGET_SPEED = 5000.0     # issue 5: the default preset, compress and decompress, one core
 PLOT_COLUMNS = 4          # frontier panels per row (the development set has ten files)
+WARM_BYTES = 4000         # the untimed round trip that compiles a build's loops before it is timed
 
 CLASSIC = {
     # name: (compress argv, decompress argv); both read stdin and write stdout
@@ -251,6 +255,19 @@ def bench_marslink(src: str, n: int, preset: str, profile: str, work: Path,
     if not rec["verified"]:
         rec["error"] = "decompressed output differs from the input"
     return rec
+
+
+def warm_up(preset: str, profile: str, work: Path, build: Path | None = None) -> str | None:
+    """One untimed round trip of WARM_BYTES of the mission log, so that numba compiles (or
+    finds in its cache) the build's loops before it is timed. A --baseline build is a fresh
+    checkout: its first run would otherwise compile them inside its timed compress (about 30
+    s and 100 MB more). Returns an error, or None."""
+    src = work / "warm.txt"
+    src.write_bytes(mission_log(WARM_BYTES))
+    folder = work / "warm"
+    folder.mkdir(exist_ok=True)
+    rec = bench_marslink(str(src), WARM_BYTES, preset, profile, folder, build=build)
+    return rec.get("error")
 
 
 def _without_progress(stderr: str) -> str:
@@ -639,6 +656,11 @@ def main(argv=None) -> int:
         if baseline:
             meta["baseline"] = {"rev": args.baseline, "commit": baseline.name}
         console = Console(stderr=True)
+        for p in presets:
+            for build in [None] + ([baseline] if baseline else []):
+                error = warm_up(p, args.profile, work, build)
+                if error:
+                    raise SystemExit(f"bench: {p}{' @' + build.name if build else ''} failed its warm-up round trip: {error}")
         # progress is measured in marslink bytes (compress + decompress): they are the slow part
         total = sum(2 * i["bytes"] for i, kind, _ in jobs if kind != "classic") or 1
         with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TextColumn("left"),

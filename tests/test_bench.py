@@ -1,6 +1,10 @@
 """`make bench`'s measuring harness: it follows the children's progress and measures what it says."""
 import importlib.util
+import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from shared.app.cli import PROGRESS_LINE
 from shared.texts import mission_log
@@ -191,3 +195,34 @@ def test_a_limit_that_is_not_positive_is_refused(tmp_path):
         assert r.stderr == (f"bench: error: argument --limit: {limit!r} is not a positive count (a whole number, "
                             f"1 or more); see 'python scripts/bench.py --help'\n")
     assert not (tmp_path / "out").exists()
+
+
+def test_each_build_is_warmed_up_before_it_is_timed(tmp_path, monkeypatch):
+    """A --baseline build is a fresh checkout: its first run compiled numba's loops inside its
+    timed compress (about 30 s and 100 MB more than the build it was compared with). Each build
+    now makes one untimed round trip of each preset first; one that fails it stops the bench."""
+    bench = load_bench()
+    src = tmp_path / "log.txt"
+    src.write_bytes(mission_log(2000))
+    calls = []
+
+    def fake(path, n, preset, profile, work, on_progress=None, build=None):
+        calls.append((Path(path).name, n, preset, build.name if build else "this"))
+        return {} if Path(path).name == "warm.txt" else {"compressor": preset, "kind": "marslink", "error": "not run"}
+    monkeypatch.setattr(bench, "bench_marslink", fake)
+    args = ["--presets", "tiny,fast", "--no-classic", "--files", str(src), "--baseline", "HEAD",
+            "--out", str(tmp_path / "out")]
+    bench.main(args)
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=10", "HEAD"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    warm = [(p, b) for name, n, p, b in calls if name == "warm.txt" and n == bench.WARM_BYTES]
+    assert warm == [("tiny", "this"), ("tiny", head), ("fast", "this"), ("fast", head)]
+    assert calls[:4] == [("warm.txt", bench.WARM_BYTES, p, b) for p, b in warm]     # before any timed run
+    assert sorted(c[2:] for c in calls[4:]) == sorted(warm) and all(c[0] == "log.txt" for c in calls[4:])
+
+    def broken(path, n, preset, profile, work, on_progress=None, build=None):
+        return {"error": "alice exited 1: boom"}
+    monkeypatch.setattr(bench, "bench_marslink", broken)
+    with pytest.raises(SystemExit) as stop:
+        bench.main(args[:-1] + [str(tmp_path / "out2")])
+    assert str(stop.value) == "bench: tiny failed its warm-up round trip: alice exited 1: boom"
