@@ -528,5 +528,5 @@ def test_only_the_tree_mixer_reads_the_mark_line_and_indirect_rows():
     data = mission_log(3000)
     twin = Twin(preset("default"), len(data), data)
     assert twin.model.mixer.K == 16 and twin.tree.K == 20
-    assert twin.index_window.shape[-1] == 16 and twin.count_window.shape[-2:] == (20, 256)
+    assert twin._index_window.shape[-1] == 16 and twin.count_window.shape[-2:] == (20, 256)
     assert twin.model.mixer.rows.tolist() == list(m.network_rows)

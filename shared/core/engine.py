@@ -128,7 +128,7 @@ class Twin:
                              if m.n_contexts else None)
         # their trust index, kept from coding for training: the same function of the same
         # counts, computed once instead of again for every training pass
-        self.index_window = self._index(self.count_window) if m.n_contexts else None
+        self._index_window = self._index(self.count_window) if m.n_contexts else None
         # the newest `replay_span` coded tokens of every stream, if the config replays history
         tc = config.train
         self.past = np.full((config.streams, tc.replay_span), PAD, dtype=np.int16) if tc.replay else None
@@ -203,7 +203,7 @@ class Twin:
         if self.count_window is not None:
             self.count_window[:, :C] = self.count_window[:, -C:].copy()
             self.count_window[:, C:] = 0
-            self.index_window[:, :C] = self.index_window[:, -C:].copy()   # C.. are all written before training
+            self._index_window[:, :C] = self._index_window[:, -C:].copy()   # C.. are all written before training
         self.step += 1
         self.tokens_done += chunk_tokens
         self.ideal_bits += chunk_bits
@@ -265,7 +265,7 @@ class Twin:
         if self.counts is None:
             return None
         counts = self.counts.lookup(out=self.count_window[:, pos])
-        index = trust_index(counts, CountMixer.N_BUCKETS, self._network_rows, out=self.index_window[:, pos])
+        index = trust_index(counts, CountMixer.N_BUCKETS, self._network_rows, out=self._index_window[:, pos])
         return torch.from_numpy(counts), torch.from_numpy(index)
 
     def features_for_training(self, count_window: np.ndarray):
@@ -292,7 +292,7 @@ class Twin:
         if not mask.any():
             return math.nan
         x, y = torch.from_numpy(inputs), torch.from_numpy(targets)
-        counts = ((torch.from_numpy(self.count_window[:, 1:]), torch.from_numpy(self.index_window[:, 1:]))
+        counts = ((torch.from_numpy(self.count_window[:, 1:]), torch.from_numpy(self._index_window[:, 1:]))
                   if self.counts is not None else None)     # = features_for_training(count_window)
         tc = self.config.train
         if tc.lr_decay:       # a function of the step alone: a resumed twin needs no scheduler state
@@ -383,7 +383,7 @@ class Twin:
                 raise FormatError(f"checkpoint at step {state['step']} does not match the data coded so far "
                                   f"(n-gram history differs); remove it to start over")
             self.count_window[:] = ngram["count_window"].numpy()
-            self.index_window = self._index(self.count_window)
+            self._index_window = self._index(self.count_window)
         if (self.past is not None) != ("past" in state) or (
                 self.past is not None and tuple(state["past"]["tokens"].shape) != self.past.shape):
             raise FormatError("checkpoint does not fit this stream's configuration (replay history); remove it")
