@@ -134,9 +134,9 @@ class CountMixer(nn.Module):
     def forward(self, h, counts):
         """h (..., n_embd); counts = (count rows (..., n_contexts, 256) uint8, trust index (...,
         K) from ngram.trust_index of the rows this mixer reads) -> logit evidence (..., 256)."""
-        rows, which = counts
+        count_rows, which = counts
         w = portable.sum_dim(self.trust(which), -2) + self.gate(h)
-        return portable.mix(w, rows, self.rows, self.log_count)
+        return portable.mix(w, count_rows, self.rows, self.log_count)
 
 
 class HashedContexts(nn.Module):
