@@ -154,8 +154,8 @@ SHORT_REPLAY = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, r
 @pytest.mark.parametrize("config, why", [
     (NO_NETWORK_ROW, f"model.structure = {INDIRECT_KIND} with model.tree = 1 leaves the network no count row to "
                      f"read; it needs model.orders, model.words, model.match or a structure bit outside {TREE_ONLY}"),
-    (SHORT_REPLAY, "train.replay_span = 1 is below model.context + model.chunk = 32, the window each train.replay "
-                   "step trains on"),
+    (SHORT_REPLAY, f"train.replay_span = 1 is below model.context + model.chunk = {TINY.model.context + TINY.model.chunk}, "
+                   "the window each train.replay step trains on"),
 ], ids=["tree-only-structure", "short-replay-span"])
 def test_a_configuration_the_twin_cannot_build_is_refused_by_name(tmp_path, real, config, why):
     rc, lines, _ = decompress_process(tmp_path, crafted(real, config, 1000, b"\0\1"))

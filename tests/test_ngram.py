@@ -163,7 +163,7 @@ def test_twin_checkpoint_mid_stream_resumes_bit_identically():
     for name in ("ring", "where", "written", "place", "run"):
         assert np.array_equal(getattr(second.counts.match, name), getattr(whole.counts.match, name)), name
     damaged = bytearray(decoded)
-    damaged[min(first.layout.row_len, first.step * 16) - 1] ^= 1     # stream 0's newest byte
+    damaged[min(first.layout.row_len, first.step * config.model.chunk) - 1] ^= 1   # stream 0's newest byte
     with pytest.raises(FormatError, match="does not match the data coded so far"):
         Twin(config, len(data), None).load_state_dict(state, bytes(damaged))
     plain = Twin(replace(config, model=replace(config.model, orders=(), words=0, match=0, structure=0)), len(data), data)
@@ -443,7 +443,7 @@ def test_near_contexts_are_each_streams_own_rows():
 def test_near_contexts_make_each_regions_own_words_cheaper_and_round_trip():
     rng = np.random.default_rng(9)
     regions = []
-    for _ in range(16):                                                # tiny's 16 streams: a vocabulary each
+    for _ in range(16):                                                # a vocabulary each; tiny's 32 streams take about half a region each
         words = [bytes(rng.integers(97, 123, int(rng.integers(3, 9))).astype(np.uint8)) for _ in range(12)]
         regions.append(b" ".join(words[int(i)] for i in rng.integers(0, 12, 300)))
     data = b"\n".join(regions)
@@ -451,7 +451,7 @@ def test_near_contexts_make_each_regions_own_words_cheaper_and_round_trip():
     shared_only = replace(tiny, model=replace(tiny.model, structure=tiny.model.structure & 0b11111))
     blob_shared, _ = compress(data, shared_only)
     blob, _ = compress(data, tiny)
-    assert len(blob) < 0.9 * len(blob_shared)                          # measured: 0.80
+    assert len(blob) < 0.9 * len(blob_shared)                          # measured: 0.80 (0.79 with 32 streams)
     assert decompress(parse(blob))[0] == data
 
 
