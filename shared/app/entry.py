@@ -19,10 +19,12 @@ DEFER_S = 0.02     # a stop that came where it cannot be raised is delivered aga
 def _unsafe_to_raise(frame) -> bool:
     """An exception raised in `frame` would be printed as ignored and dropped: inside llvmlite's
     ctypes callbacks (numba loading or compiling a loop), a __del__, or the weakref callback with
-    which the import system drops a module's lock."""
+    which the import system drops a module's lock; or it would become another error: in a
+    __set_name__ (a dataclass's fields, as its class is made), Python 3.11 wraps it in a
+    RuntimeError."""
     while frame is not None:
         code = frame.f_code
-        if (code.co_name == "__del__" or f"{os.sep}llvmlite{os.sep}" in code.co_filename
+        if (code.co_name in ("__del__", "__set_name__") or f"{os.sep}llvmlite{os.sep}" in code.co_filename
                 or (code.co_name == "cb" and code.co_filename.startswith("<frozen importlib"))):
             return True
         frame = frame.f_back
