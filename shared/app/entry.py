@@ -11,7 +11,6 @@ import importlib
 import os
 import signal
 import sys
-import threading
 
 DEFER_S = 0.02     # a stop that came where it cannot be raised is delivered again after this
 
@@ -35,6 +34,7 @@ def deferred(signum, frame) -> bool:
     """If the stop cannot be raised where it came, send it again a moment later and say so."""
     if not _unsafe_to_raise(frame):
         return False
+    import threading        # here, not above: the guard stands up a millisecond sooner
     threading.Timer(DEFER_S, os.kill, (os.getpid(), signum)).start()
     return True
 
@@ -47,10 +47,12 @@ def on_interrupt(signum, frame):
 
 def run_command(prog: str, module: str, argv: list[str] | None = None) -> int:
     """`module`'s main(argv), with a Ctrl-C before its run_main as that one line and exit 130."""
-    guard = (threading.current_thread() is threading.main_thread()
-             and signal.getsignal(signal.SIGINT) is signal.default_int_handler)   # not where it is ignored
+    guard = signal.getsignal(signal.SIGINT) is signal.default_int_handler   # not where it is ignored
     if guard:
-        signal.signal(signal.SIGINT, on_interrupt)
+        try:
+            signal.signal(signal.SIGINT, on_interrupt)
+        except ValueError:                  # not the main thread: only it may set a handler
+            guard = False
     try:
         return importlib.import_module(module).main(argv)
     except KeyboardInterrupt:             # run_main turns every later one into its line and 130
