@@ -6,7 +6,7 @@ import pytest
 
 from shared.coding.codec import compress, decompress
 from shared.coding.container import parse
-from shared.core.config import INDIRECT_KIND, ModelConfig, RunConfig, preset
+from shared.core.config import INDIRECT_KIND, ModelConfig, RunConfig, preset, table_bytes
 from shared.core.engine import Twin
 from shared.core.errors import ConfigMismatch, FormatError, UsageError
 from shared.core.ngram import RESCALE, STRUCTURE, ContextCounts, MatchModel, Structure, count_limit, trust_index
@@ -92,6 +92,19 @@ def test_hashed_orders_stay_inside_their_own_rows():
         hi = lo + np.array([1 << b for b in c.bits])[None, :]
         for rows in (c._slots, c._slots ^ c._pair):       # a home row and the other of its pair
             assert ((rows >= lo) & (rows < hi)).all()
+
+
+@pytest.mark.parametrize("name", ["fast", "default", "strong", "tiny"])
+def test_the_tables_a_twin_allocates_are_those_config_counts(name):
+    """The memory estimate (config.table_bytes, which sizes workers and refuses configurations
+    over MAX_TABLES) and the tables a twin allocates on a long input come from one rule,
+    config.order_bits: order 3 at most 2**16 rows, the word rows 2**16 (format 22)."""
+    m = preset(name).model
+    c = ContextCounts(m.orders, m.table_bits, 4, m.words, m.match, 1 << 16, m.structure)
+    assert c.table.nbytes == table_bytes(m)
+    if name in ("default", "strong"):
+        assert c.bits[:len(m.orders)] == [8, 16, 16, 18, 18] and c.bits[len(m.orders):][:m.words] == [18, 18]
+        assert sorted(set(c.bits[len(m.orders) + m.words:])) == [15, 16]     # the indirect row 2**15
 
 
 def test_colliding_contexts_keep_their_own_rows_and_an_unseen_one_reads_nothing():

@@ -1,6 +1,6 @@
 """The file-mode container. Torch-free, so Bob can read the header before choosing his profile.
 
-Format version 21:
+Format version 22:
 
     offset   size  field
     0        4     magic  b"MRSL"
@@ -64,7 +64,10 @@ version-18 file is refused by number. Version 20 has the same layout; `default`'
 version-19 file is refused by number. Version 21 has the same layout; `tiny`, the tests' and
 the lectures' preset, runs 32 streams of 8 bytes a step with a context of 8 (16 of 16 with a
 context of 16 before: 1.3x as fast for the same bytes per step), and the header dictionary
-names it so, so a version-20 file is refused by number.
+names it so, so a version-20 file is refused by number. Version 22 has the same layout; order 3's
+count table holds 2**16 rows at most (2**18 in `default` and `strong` before) and the four word
+rows 2**16 each (2**14 before), the same memory spent where it pays, so a version-21 file is
+refused by number.
 
 Everything that can be checked without a model is checked in `parse`, in the order a user
 would want to hear about it: is this our file at all, can this build read it, is it whole.
@@ -85,7 +88,7 @@ from ..core.errors import FormatError, UsageError
 from ..core.layout import n_steps, sync_count
 
 MAGIC = b"MRSL"
-FORMAT_VERSION = 21         # the twins' computation is part of the format; see the table above
+FORMAT_VERSION = 22         # the twins' computation is part of the format; see the table above
 DIGEST_PREFIX = 4                # bytes of each weight digest kept in the file
 _FIXED = struct.Struct("<4sBI")
 MAX_HEADER_JSON = 1 << 20        # inflated header bytes (a real one is ~1 KB): no zlib bombs

@@ -42,7 +42,8 @@ MATCH_ROWS = 1 << 20        # its table of places (ngram.MatchModel.BITS), 8 byt
 MAX_ORDER = 8               # n-gram contexts live in one 64-bit word per stream
 STRUCTURE_BITS = 16         # rows per structure context (ngram.Structure), at most; the near ones too (docs/results.md)
 WORD_KINDS = 0b1111 << 7    # the structure word rows (skip_word, word_mark, mark_gap, line_column): 2**WORD_BITS
-WORD_BITS = 14              # rows each at most, a quarter of a structure row's (for strong's memory; docs/results.md)
+WORD_BITS = 16              # rows each at most, as a structure row's; order 3's cap below pays for them (docs/results.md)
+ORDER_BITS = {3: 16}        # order k's rows at most, below table_bits: order 3's contexts fit 2**16 (docs/results.md)
 INDIRECT_KIND = 1 << 11     # the indirect structure row (the last byte and what followed it): 2**INDIRECT_BITS
 INDIRECT_BITS = 15          # rows at most, half a structure row's: its contexts are few (for strong's memory)
 STRUCTURE_RING = 1 << 13    # bytes of history per stream the structure contexts look back into
@@ -242,9 +243,15 @@ def cost(config: RunConfig) -> tuple[int, int]:
     return memory, work
 
 
+def order_bits(k: int, table_bits: int) -> int:
+    """Order k's table holds 2**order_bits rows: no more than its 256**k contexts, table_bits,
+    or its cap in ORDER_BITS."""
+    return min(8 * k, table_bits, ORDER_BITS.get(k, table_bits))
+
+
 def table_bytes(m: ModelConfig) -> int:
-    """Memory of the n-gram count tables: order k needs at most 256**k rows."""
-    return (sum(min(1 << (8 * k), 1 << m.table_bits) * 256 for k in m.orders) + m.words * (256 << m.table_bits)
+    """Memory of the n-gram count tables, 256 counts a row (ngram.ContextCounts)."""
+    return (sum(256 << order_bits(k, m.table_bits) for k in m.orders) + m.words * (256 << m.table_bits)
             + bin(m.structure & ~(WORD_KINDS | INDIRECT_KIND)).count("1") * (256 << min(m.table_bits, STRUCTURE_BITS))
             + bin(m.structure & WORD_KINDS).count("1") * (256 << min(m.table_bits, WORD_BITS))
             + bin(m.structure & INDIRECT_KIND).count("1") * (256 << min(m.table_bits, INDIRECT_BITS)))

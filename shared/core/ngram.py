@@ -3,7 +3,7 @@
 A small transformer trained online needs many steps before it knows that "Wherefo" is followed
 by "re"; a table of "what followed these k bytes" knows it after one example. So the twin keeps,
 for each order k in `ModelConfig.orders`, a table of counts indexed by the last k bytes (hashed
-into 2**table_bits rows when 256**k is larger), plus up to two word contexts (`words`: the word
+into 2**config.order_bits rows when 256**k is larger), plus up to two word contexts (`words`: the word
 being written, case folded, and that word with the one before it; between words, the last word
 and the last two), and hands the rows for the current contexts to the model, which learns how
 much to trust each (`model.CountMixer`). With `ModelConfig.match`, a match model adds one more
@@ -23,7 +23,8 @@ import mmap
 import numpy as np
 
 from . import kernels
-from .config import INDIRECT_BITS, INDIRECT_KIND, STRUCTURE_BITS, STRUCTURE_RING, WORD_BITS, WORD_KINDS
+from .config import (INDIRECT_BITS, INDIRECT_KIND, STRUCTURE_BITS, STRUCTURE_RING, WORD_BITS, WORD_KINDS,
+                     order_bits)
 
 PURITY = 4                 # levels of "how much of the context one byte owns": <1/3, <2/3, <1, all
 RESCALE = 2                # a full row keeps x - (x >> RESCALE) of each count x: three quarters (docs/results.md)
@@ -319,7 +320,7 @@ class Structure:
 
 
 def _kind_bits(i: int) -> int:
-    """Rows (log2) of structure kind i's table: the word rows and the indirect row are smaller."""
+    """Rows (log2) of structure kind i's table: the indirect row's is smaller."""
     return WORD_BITS if WORD_KINDS >> i & 1 else INDIRECT_BITS if INDIRECT_KIND >> i & 1 else STRUCTURE_BITS
 
 
@@ -337,7 +338,7 @@ class ContextCounts:
         self.match = MatchModel(match, streams, span) if match else None
         self.shape = Structure(structure, streams) if structure else None
         n_shape = self.shape.n if self.shape else 0
-        self.bits = ([min(8 * k, table_bits) for k in self.orders] + [table_bits] * words
+        self.bits = ([order_bits(k, table_bits) for k in self.orders] + [table_bits] * words
                      + [min(table_bits, _kind_bits(STRUCTURE.index(kind)))
                         for kind in (self.shape.kinds if self.shape else ())])
         sizes = [1 << b for b in self.bits]
