@@ -249,12 +249,17 @@ def order_bits(k: int, table_bits: int) -> int:
     return min(8 * k, table_bits, ORDER_BITS.get(k, table_bits))
 
 
+def kind_bits(i: int, table_bits: int) -> int:
+    """Structure kind i's table (bit i of ModelConfig.structure) holds 2**kind_bits rows: its cap
+    (the indirect row's is smaller), within table_bits."""
+    cap = WORD_BITS if WORD_KINDS >> i & 1 else INDIRECT_BITS if INDIRECT_KIND >> i & 1 else STRUCTURE_BITS
+    return min(table_bits, cap)
+
+
 def table_bytes(m: ModelConfig) -> int:
     """Memory of the n-gram count tables, 256 counts a row (ngram.ContextCounts)."""
     return (sum(256 << order_bits(k, m.table_bits) for k in m.orders) + m.words * (256 << m.table_bits)
-            + bin(m.structure & ~(WORD_KINDS | INDIRECT_KIND)).count("1") * (256 << min(m.table_bits, STRUCTURE_BITS))
-            + bin(m.structure & WORD_KINDS).count("1") * (256 << min(m.table_bits, WORD_BITS))
-            + bin(m.structure & INDIRECT_KIND).count("1") * (256 << min(m.table_bits, INDIRECT_BITS)))
+            + sum(256 << kind_bits(i, m.table_bits) for i in range(m.structure.bit_length()) if m.structure >> i & 1))
 
 
 def diff(ours: RunConfig, theirs: RunConfig) -> list[str]:

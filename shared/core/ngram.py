@@ -23,8 +23,7 @@ import mmap
 import numpy as np
 
 from . import kernels
-from .config import (INDIRECT_BITS, INDIRECT_KIND, STRUCTURE_BITS, STRUCTURE_RING, WORD_BITS, WORD_KINDS,
-                     order_bits)
+from .config import STRUCTURE_RING, WORD_KINDS, kind_bits, order_bits
 
 PURITY = 4                 # levels of "how much of the context one byte owns": <1/3, <2/3, <1, all
 RESCALE = 2                # a full row keeps x - (x >> RESCALE) of each count x: three quarters (docs/results.md)
@@ -319,11 +318,6 @@ class Structure:
         self.last.fill(-1)
 
 
-def _kind_bits(i: int) -> int:
-    """Rows (log2) of structure kind i's table: the indirect row's is smaller."""
-    return WORD_BITS if WORD_KINDS >> i & 1 else INDIRECT_BITS if INDIRECT_KIND >> i & 1 else STRUCTURE_BITS
-
-
 class ContextCounts:
     """Count tables for several context orders over `streams` parallel sub-streams.
 
@@ -339,8 +333,7 @@ class ContextCounts:
         self.shape = Structure(structure, streams) if structure else None
         n_shape = self.shape.n if self.shape else 0
         self.bits = ([order_bits(k, table_bits) for k in self.orders] + [table_bits] * words
-                     + [min(table_bits, _kind_bits(STRUCTURE.index(kind)))
-                        for kind in (self.shape.kinds if self.shape else ())])
+                     + [kind_bits(STRUCTURE.index(kind), table_bits) for kind in (self.shape.kinds if self.shape else ())])
         sizes = [1 << b for b in self.bits]
         self.offset = np.cumsum([0] + sizes[:-1]).astype(np.int64)
         self.table = sparse_zeros((sum(sizes), 256))
