@@ -10,7 +10,7 @@ import pytest
 from shared.coding.codec import compress, decompress
 from shared.coding.container import Container, parse
 from shared.core.config import (INDIRECT_KIND, MATCH_ROWS, MATCH_SPAN, MAX_LENGTH, MAX_MEMORY, MAX_STEP_WORK,
-                                MAX_SYNC_EVERY, PRESETS, TREE_ONLY, RunConfig, cost)
+                                MAX_SYNC_EVERY, PRESETS, TREE_ONLY, TREE_ONLY_ORDERS, RunConfig, cost)
 from shared.core.errors import ConfigMismatch, NotANumber, UsageError
 from shared.core.layout import n_steps, sync_steps
 from shared.texts import mission_log
@@ -153,7 +153,8 @@ SHORT_REPLAY = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, r
 
 @pytest.mark.parametrize("config, why", [
     (NO_NETWORK_ROW, f"model.structure = {INDIRECT_KIND} with model.tree = 1 leaves the network no count row to "
-                     f"read; it needs model.orders, model.words, model.match or a structure bit outside {TREE_ONLY}"),
+                     "read; it needs an order other than 5 in model.orders, model.words, model.match "
+                     f"or a structure bit outside {TREE_ONLY}"),
     (SHORT_REPLAY, f"train.replay_span = 1 is below model.context + model.chunk = {TINY.model.context + TINY.model.chunk}, "
                    "the window each train.replay step trains on"),
 ], ids=["tree-only-structure", "short-replay-span"])
@@ -171,6 +172,8 @@ def test_every_network_without_a_count_row_is_refused_and_its_neighbours_are_not
         assert model(config, tree=0).problem() is None                  # without the tree mixer, the network reads them
         for other in (dict(match=8), dict(words=1), dict(orders=(1,)), dict(structure=structure | 1)):
             assert model(config, **other).problem() is None
+        assert "leaves the network no count row" in model(config, orders=TREE_ONLY_ORDERS).problem()
+        assert model(config, orders=TREE_ONLY_ORDERS, tree=0).problem() is None
     assert model(NO_NETWORK_ROW, structure=0).problem() is None         # no counts at all: no count mixer either
 
 

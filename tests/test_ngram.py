@@ -98,12 +98,13 @@ def test_hashed_orders_stay_inside_their_own_rows():
 def test_the_tables_a_twin_allocates_are_those_config_counts(name):
     """The memory estimate (config.table_bytes, which sizes workers and refuses configurations
     over MAX_TABLES) and the tables a twin allocates on a long input come from one rule,
-    config.order_bits: order 3 at most 2**16 rows, the word rows 2**16 (format 22)."""
+    config.order_bits: order 3 at most 2**16 rows, orders 4 and 5 2**17 (format 23), the word rows
+    2**16 (format 22)."""
     m = preset(name).model
     c = ContextCounts(m.orders, m.table_bits, 4, m.words, m.match, 1 << 16, m.structure)
     assert c.table.nbytes == table_bytes(m)
     if name in ("default", "strong"):
-        assert c.bits[:len(m.orders)] == [8, 16, 16, 18, 18] and c.bits[len(m.orders):][:m.words] == [18, 18]
+        assert c.bits[:len(m.orders)] == [8, 16, 16, 17, 17, 18] and c.bits[len(m.orders):][:m.words] == [18, 18]
         assert sorted(set(c.bits[len(m.orders) + m.words:])) == [15, 16]     # the indirect row 2**15
 
 
@@ -531,15 +532,16 @@ def test_indirect_context_is_the_last_byte_and_what_followed_it_the_last_two_tim
 
 
 def test_only_the_tree_mixer_reads_the_mark_line_and_indirect_rows():
-    """With the tree mixer, the network's count mixer reads every row but word_mark's, mark_gap's,
-    line_column's and indirect's: default's network mixes 16 of its 20 rows (one tree of sums);
-    without the tree mixer, the network reads them all."""
+    """With the tree mixer, the network's count mixer reads every row but order 5's, word_mark's,
+    mark_gap's, line_column's and indirect's: default's network mixes 16 of its 21 rows (one
+    tree of sums); without the tree mixer, the network reads them all."""
     m = preset("default").model
-    assert m.n_contexts == 20 and m.n_network_rows == 16
-    assert m.network_rows == tuple(range(15)) + (19,)                    # orders, words, 8 structure rows, match
-    assert replace(m, tree=0).network_rows is None and replace(m, structure=0b1111111).network_rows is None
+    assert m.n_contexts == 21 and m.n_network_rows == 16
+    assert m.network_rows == (0, 1, 2, 3, 5) + tuple(range(6, 16)) + (20,)   # orders but 5, words, 8 structure rows, match
+    assert replace(m, tree=0).network_rows is None
+    assert replace(m, structure=0b1111111, orders=(1, 2, 3, 4, 6)).network_rows is None
     data = mission_log(3000)
     twin = Twin(preset("default"), len(data), data)
-    assert twin.model.mixer.K == 16 and twin.tree.K == 20
-    assert twin._index_window.shape[-1] == 16 and twin.count_window.shape[-2:] == (20, 256)
+    assert twin.model.mixer.K == 16 and twin.tree.K == 21
+    assert twin._index_window.shape[-1] == 16 and twin.count_window.shape[-2:] == (21, 256)
     assert twin.model.mixer.rows.tolist() == list(m.network_rows)

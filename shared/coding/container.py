@@ -1,6 +1,6 @@
 """The file-mode container. Torch-free, so Bob can read the header before choosing his profile.
 
-Format version 22:
+Format version 23:
 
     offset   size  field
     0        4     magic  b"MRSL"
@@ -67,7 +67,10 @@ context of 16 before: 1.3x as fast for the same bytes per step), and the header 
 names it so, so a version-20 file is refused by number. Version 22 has the same layout; order 3's
 count table holds 2**16 rows at most (2**18 in `default` and `strong` before) and the four word
 rows 2**16 each (2**14 before), the same memory spent where it pays, so a version-21 file is
-refused by number.
+refused by number. Version 23 has the same layout; `default` and `strong` count order 5 too (orders 4
+and 5 at 2**17 rows, in order 4's memory before), step the hashed contexts' table at 4x the GPT's
+rate (`train.hashed_lr`, 16x before) and keep a weight digest every 64 steps (32 before), and the
+header dictionary names them so, so a version-22 file is refused by number.
 
 Everything that can be checked without a model is checked in `parse`, in the order a user
 would want to hear about it: is this our file at all, can this build read it, is it whole.
@@ -88,7 +91,7 @@ from ..core.errors import FormatError, UsageError
 from ..core.layout import n_steps, sync_count
 
 MAGIC = b"MRSL"
-FORMAT_VERSION = 22         # the twins' computation is part of the format; see the table above
+FORMAT_VERSION = 23         # the twins' computation is part of the format; see the table above
 DIGEST_PREFIX = 4                # bytes of each weight digest kept in the file
 _FIXED = struct.Struct("<4sBI")
 MAX_HEADER_JSON = 1 << 20        # inflated header bytes (a real one is ~1 KB): no zlib bombs

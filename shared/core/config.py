@@ -27,7 +27,8 @@ INT_RANGES = {"streams": (1, 1024), "seed": (0, 2**63 - 1), "sync_every": (1, MA
               "model.match": (0, 8), "model.hash_bits": (8, 22), "model.tree": (0, 1), "model.structure": (0, 4095), "train.steps_per_chunk": (1, 64),
               "train.replay": (0, 16), "train.replay_span": (1, 1 << 16), "train.lr_decay": (0, 1 << 30)}
 FLOAT_RANGES = {"train.lr": (0.0, 1.0), "train.beta1": (0.0, 0.999999), "train.beta2": (0.0, 0.999999),
-                "train.eps": (0.0, 1.0), "train.weight_decay": (0.0, 1.0), "train.grad_clip": (0.0, 1e6)}
+                "train.eps": (0.0, 1.0), "train.weight_decay": (0.0, 1.0), "train.grad_clip": (0.0, 1e6),
+                "train.hashed_lr": (0.0, 64.0)}
 # What one twin of a configuration may cost, whatever its header says (`cost` estimates both from
 # every big tensor the twin holds or builds in a step; the presets use at most 1/5 of each):
 MAX_MEMORY = 4 << 30        # bytes: weights + Adam state, masks, KV cache, a step's training graph, tables
@@ -43,12 +44,14 @@ MAX_ORDER = 8               # n-gram contexts live in one 64-bit word per stream
 STRUCTURE_BITS = 16         # rows per structure context (ngram.Structure), at most; the near ones too (docs/results.md)
 WORD_KINDS = 0b1111 << 7    # the structure word rows (skip_word, word_mark, mark_gap, line_column): 2**WORD_BITS
 WORD_BITS = 16              # rows each at most, as a structure row's; order 3's cap below pays for them (docs/results.md)
-ORDER_BITS = {3: 16}        # order k's rows at most, below table_bits: order 3's contexts fit 2**16 (docs/results.md)
+ORDER_BITS = {3: 16, 4: 17, 5: 17}   # order k's rows at most, below table_bits: order 3's contexts fit 2**16,
+                            # orders 4 and 5 share what order 4 alone had (docs/results.md)
 INDIRECT_KIND = 1 << 11     # the indirect structure row (the last byte and what followed it): 2**INDIRECT_BITS
 INDIRECT_BITS = 15          # rows at most, half a structure row's: its contexts are few (for strong's memory)
 STRUCTURE_RING = 1 << 13    # bytes of history per stream the structure contexts look back into
 TREE_ONLY = 0b1111 << 8     # structure rows (word_mark, mark_gap, line_column, indirect) that, with the tree mixer, only it
-                            # reads: so default's network mixes 16 rows, one tree of sums (docs/results.md)
+TREE_ONLY_ORDERS = (5,)     # reads, and the byte orders it alone reads: so default's network mixes 16 of its 21 rows,
+                            # one tree of sums (docs/results.md)
 MAX_NGRAM_STREAMS = 128     # counts saturate at 255: a step adds at most `streams` to one row
 
 
@@ -87,13 +90,15 @@ class ModelConfig:
     def network_rows(self) -> tuple | None:
         """The count rows the network's CountMixer reads (indices into the n_contexts rows: the
         orders, the words, a row per structure bit, the match row), or None for all of them:
-        with the tree mixer, every row but the TREE_ONLY kinds', which only the tree mixer reads."""
+        with the tree mixer, every row but the TREE_ONLY kinds' and TREE_ONLY_ORDERS', which only
+        the tree mixer reads."""
         skip = self.structure & TREE_ONLY if self.tree else 0
-        if not skip:
+        orders = tuple(r for r, k in enumerate(self.orders) if not (self.tree and k in TREE_ONLY_ORDERS))
+        if not skip and len(orders) == len(self.orders):
             return None
         bits = [i for i in range(self.structure.bit_length()) if self.structure >> i & 1]
         base = len(self.orders) + self.words
-        return (tuple(range(base)) + tuple(base + r for r, i in enumerate(bits) if not skip >> i & 1)
+        return (orders + tuple(range(len(self.orders), base)) + tuple(base + r for r, i in enumerate(bits) if not skip >> i & 1)
                 + ((self.n_contexts - 1,) if self.match else ()))
 
     @property
@@ -119,6 +124,7 @@ class TrainConfig:
     replay: int = 0              # extra optimizer steps per chunk on windows drawn from older history
     replay_span: int = 4096      # tokens of history per stream kept for replay (bounded memory)
     lr_decay: int = 0            # lr * 1/sqrt(1 + step/lr_decay) (0: constant lr)
+    hashed_lr: float = 16.0      # the hashed contexts' table's lr, times lr: a row steps only when read
 
 
 @dataclass(frozen=True)
@@ -189,7 +195,8 @@ class RunConfig:
             return f"model.n_embd ({m.n_embd}) must be a multiple of model.n_head ({m.n_head})"
         if m.n_contexts and not m.n_network_rows:   # every row is the tree mixer's alone: CountMixer of 0 rows
             return (f"model.structure = {m.structure} with model.tree = 1 leaves the network no count row to read; "
-                    f"it needs model.orders, model.words, model.match or a structure bit outside {TREE_ONLY}")
+                    f"it needs an order other than {', '.join(map(str, TREE_ONLY_ORDERS))} in model.orders, model.words, model.match "
+                    f"or a structure bit outside {TREE_ONLY}")
         if self.train.replay and self.train.replay_span < m.block_size:   # engine.Twin._remember, _replay
             return (f"train.replay_span = {self.train.replay_span} is below model.context + model.chunk = "
                     f"{m.block_size}, the window each train.replay step trains on")
@@ -301,18 +308,18 @@ PRESETS: dict[str, RunConfig] = {
     # default: the demo's and everyone's; the counts and the structure contexts (the near ones
     # too) carry the ratio, a narrow GPT with its own memory of the contexts of 2, 3, 4 and 6
     # bytes (2**16 vectors) the rest, and the byte-tree mixer with its APMs learns at every
-    # position.
+    # position. Weight digests every 64 steps: every 32 KB of input, as `fast`.
     "default": RunConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, context=8, chunk=8,
-                                           orders=(1, 2, 3, 4, 6), words=2, table_bits=18, match=8,
+                                           orders=(1, 2, 3, 4, 5, 6), words=2, table_bits=18, match=8,
                                            structure=4095, tree=1, hashed=(2, 3, 4, 6), hash_bits=16),
-                         train=TrainConfig(lr=4e-3, lr_decay=15), streams=64, preset="default"),
+                         train=TrainConfig(lr=4e-3, lr_decay=15, hashed_lr=4.0), streams=64, sync_every=64, preset="default"),
     # strong: ratio first; default's counts and hashed contexts, a two-layer GPT with a longer
     # context; at least a quarter of default's speed. With the hashed contexts neither a wider
     # GPT nor a replay step on older history pays (docs/results.md).
     "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=2, n_embd=32, context=12, chunk=8,
-                                          orders=(1, 2, 3, 4, 6), words=2, table_bits=18,
+                                          orders=(1, 2, 3, 4, 5, 6), words=2, table_bits=18,
                                           match=8, structure=4095, tree=1, hashed=(2, 3, 4, 6), hash_bits=16),
-                        train=TrainConfig(lr=4e-3, lr_decay=15), streams=64, preset="strong"),
+                        train=TrainConfig(lr=4e-3, lr_decay=15, hashed_lr=4.0), streams=64, sync_every=64, preset="strong"),
     # neural: the network alone, no counts and no match model: what the GPT itself learns; on 32
     # streams, so that it takes an optimizer step every 256 bytes (the network alone is
     # starved of steps, not of batch); with its own learned memory of the contexts of 2, 3, 4

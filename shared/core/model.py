@@ -151,7 +151,6 @@ class HashedContexts(nn.Module):
     network and move unread rows by their old momentum. Their gradient is not in the clipped
     norm (Adam's step hardly depends on a gradient's scale).
     """
-    LR_SCALE = 16.0         # its learning rate, relative to the GPT's: a row steps only when read
     MUL = 0x2545F491        # odd and below 2**31: a 32-bit hash times MUL stays inside int64
     MASK = (1 << 32) - 1
 
@@ -401,7 +400,7 @@ def make_optimizer(model: GPT, train: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over the GPT, with the CountMixer in a group of its own: a smaller, less smoothed
     step (CountMixer.LR_SCALE, BETA1), since its few weights decide how much every count row
     is believed; and the hashed contexts' table in a sparse group (only the rows read step, in
-    larger steps: HashedContexts.LR_SCALE).
+    larger steps: TrainConfig.hashed_lr, chosen per preset).
     Each group's `scale` times the schedule's lr is its lr (engine.Twin._learn)."""
     groups = [dict(params=[p for name, p in model.named_parameters() if not name.startswith(("mixer.", "hashed."))],
                    scale=1.0)]
@@ -409,7 +408,7 @@ def make_optimizer(model: GPT, train: TrainConfig) -> torch.optim.Optimizer:
         groups.append(dict(params=list(model.mixer.parameters()), scale=CountMixer.LR_SCALE,
                            lr=train.lr * CountMixer.LR_SCALE, betas=(CountMixer.BETA1, train.beta2)))
     if model.hashed is not None:
-        groups.append(dict(params=[model.hashed.weight], scale=HashedContexts.LR_SCALE, lr=train.lr * HashedContexts.LR_SCALE,
+        groups.append(dict(params=[model.hashed.weight], scale=train.hashed_lr, lr=train.lr * train.hashed_lr,
                            sparse=True, weight_decay=0.0))
     return AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps,
                  weight_decay=train.weight_decay, rows=model.hashed.take_grad if model.hashed is not None else None)
