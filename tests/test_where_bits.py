@@ -75,7 +75,7 @@ KEYS = ("keys: streams, seed, sync_every, preset, model.n_layer, model.n_head, m
         "model.chunk, model.orders, model.table_bits, model.words, model.match, model.structure, model.tree, "
         "model.hashed, model.hash_bits, train.lr, train.beta1, train.beta2, train.eps, train.weight_decay, "
         "train.grad_clip, train.steps_per_chunk, train.loss_on_context, train.replay, train.replay_span, "
-        "train.lr_decay")
+        "train.lr_decay, train.hashed_lr")
 
 
 @pytest.mark.parametrize("args, says", [
