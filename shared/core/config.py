@@ -50,8 +50,8 @@ INDIRECT_KIND = 1 << 11     # the indirect structure row (the last byte and what
 INDIRECT_BITS = 15          # rows at most, half a structure row's: its contexts are few (for strong's memory)
 STRUCTURE_RING = 1 << 13    # bytes of history per stream the structure contexts look back into
 TREE_ONLY = 0b1111 << 8     # structure rows (word_mark, mark_gap, line_column, indirect) that, with the tree mixer, only it
-TREE_ONLY_ORDERS = (5,)     # reads, and the byte orders it alone reads: so default's network mixes 16 of its 21 rows,
-                            # one tree of sums (docs/results.md)
+                            # reads: so default's network mixes 16 of its 21 rows, one tree of sums (docs/results.md)
+TREE_ONLY_ORDERS = (5,)     # byte orders that, with the tree mixer, only it reads (order 5: strong's memory estimate)
 MAX_NGRAM_STREAMS = 128     # counts saturate at 255: a step adds at most `streams` to one row
 
 
