@@ -56,7 +56,7 @@ def test_the_compiled_loops_are_what_runs():
 # --- the byte-tree mixer -----------------------------------------------------------------------
 def _mixer_run(alice: bool, steps=40, n=12, K=5):
     rng = np.random.default_rng(3)
-    m = M.TreeMixer(K, match=True)
+    m = M.TreeMixer(K, match=True, orders=2, words=2)
     T = M.TreeMixer                 # rows early, plain and late in their steps, some at the floor
     m._all_updates[:] = rng.integers(0, T.EARLY + 70 * T.LATE_DECAY, m._all_updates.shape)
     seen = []
@@ -67,7 +67,7 @@ def _mixer_run(alice: bool, steps=40, n=12, K=5):
         counts[:, -1] = 0
         counts[np.arange(n), -1, rng.integers(0, VOCAB, n)] = rng.integers(0, 255, n)   # the match row
         cdf = quantize(rng.dirichlet(np.full(VOCAB, 0.3), n).astype(np.float32))
-        prev = rng.integers(0, VOCAB, (n, 2))
+        prev = rng.integers(0, VOCAB, (n, 3))
         symbols = rng.integers(0, VOCAB, n)
         symbols[:3] = [0, 255, 97]
         if alice:
@@ -305,13 +305,13 @@ def _tree_inputs(steps=30, n=12, K=5):
         counts[:, -1] = 0
         counts[np.arange(n), -1, rng.integers(0, VOCAB, n)] = rng.integers(0, 255, n)
         cdf = quantize(rng.dirichlet(np.full(VOCAB, 0.3), n).astype(np.float32))
-        out.append((cdf, counts, rng.integers(0, VOCAB, (n, 2)), rng.integers(0, VOCAB, n)))
+        out.append((cdf, counts, rng.integers(0, VOCAB, (n, 3)), rng.integers(0, VOCAB, n)))
     return out
 
 
 def _tree_stream(inputs, K=5) -> bytes:
     """Alice's coding of `inputs`: each position's 8 decisions per stream, depth by depth."""
-    m, enc = M.TreeMixer(K, match=True), ArithmeticEncoder()
+    m, enc = M.TreeMixer(K, match=True, orders=2, words=2), ArithmeticEncoder()
     for cdf, counts, prev, symbols in inputs:
         p16, bits = m.path(cdf, counts, prev, symbols)
         enc.encode_bits(p16.T.ravel().tolist(), bits.T.ravel().tolist())
@@ -320,7 +320,7 @@ def _tree_stream(inputs, K=5) -> bytes:
 
 
 def _tree_decode(inputs, source, K=5):
-    m, dec = M.TreeMixer(K, match=True), ArithmeticDecoder(source)
+    m, dec = M.TreeMixer(K, match=True, orders=2, words=2), ArithmeticDecoder(source)
     seen = []
     for cdf, counts, prev, _ in inputs:
         got, p16, bits = m.walk(cdf, counts, prev, dec.decode_bit_array, dec.decode_tree)

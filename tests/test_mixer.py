@@ -74,7 +74,7 @@ def test_learns_a_source_the_model_does_not_know_to_near_its_entropy():
     uniform = quantize(np.full((16, VOCAB), 1 / VOCAB, dtype=np.float32))
     cost = []
     for sym in symbols:
-        cdf = mixer.predict(uniform, None, np.zeros((16, 2), dtype=np.int64))
+        cdf = mixer.predict(uniform, None, np.zeros((16, 3), dtype=np.int64))
         cost.append(_cost(cdf, sym) / 16)
         mixer.update(sym)
     late = float(np.mean(cost[-200:]))
@@ -89,7 +89,7 @@ def test_a_model_that_knows_the_source_loses_almost_nothing():
     mixer = M.TreeMixer(0)
     before = after = 0.0
     for sym in symbols:
-        cdf = mixer.predict(true_cdf, None, np.zeros((16, 2), dtype=np.int64))
+        cdf = mixer.predict(true_cdf, None, np.zeros((16, 3), dtype=np.int64))
         before += _cost(true_cdf, sym)
         after += _cost(cdf, sym)
         mixer.update(sym)
@@ -101,7 +101,7 @@ def _run(mixer, order, steps=60):
     counts = rng.integers(0, 5, (steps, 8, 3, VOCAB)).astype(np.uint8)
     probs = rng.dirichlet(np.ones(VOCAB), (steps, 8)).astype(np.float32)
     symbols = rng.integers(0, VOCAB, (steps, 8))
-    prev = rng.integers(0, VOCAB, (steps, 8, 2))
+    prev = rng.integers(0, VOCAB, (steps, 8, 3))
     out = []
     for s in range(steps):
         cdf = mixer.predict(quantize(probs[s][order]), counts[s][order], prev[s][order])
@@ -120,7 +120,7 @@ def _digest(mixer) -> str:
 def test_the_order_of_the_streams_changes_nothing():
     """Learning sums integer steps (np.add.at) and averages per cell: exact in any order, so a
     twin's result cannot depend on how a library orders a scatter."""
-    a, b = M.TreeMixer(3, match=True), M.TreeMixer(3, match=True)
+    a, b = M.TreeMixer(3, match=True, orders=1, words=1), M.TreeMixer(3, match=True, orders=1, words=1)
     out_a = _run(a, np.arange(8))
     out_b = _run(b, np.array([5, 2, 7, 0, 3, 6, 1, 4]))
     assert all((x == y).all() for x, y in zip(out_a, out_b))
@@ -128,9 +128,9 @@ def test_the_order_of_the_streams_changes_nothing():
 
 
 def test_state_round_trips():
-    a = M.TreeMixer(3, match=True)
+    a = M.TreeMixer(3, match=True, orders=1, words=1)
     _run(a, np.arange(8), steps=10)
-    b = M.TreeMixer(3, match=True)
+    b = M.TreeMixer(3, match=True, orders=1, words=1)
     b.by_byte += 5                                     # a stale row that the checkpoint resets
     b.load(a.state())
     assert _digest(a) == _digest(b)
@@ -154,7 +154,8 @@ def test_a_weight_rows_first_updates_step_larger_then_as_before_then_smaller(mon
     def first_step(gain, done):
         monkeypatch.setattr(T, "EARLY_GAIN", gain)
         m = T(3, match=True)
-        m.kind_updates[:], m.byte_updates[:], m.shape_updates[:] = done, done, done
+        for updates in m._updates():
+            updates[:] = done
         before = [t.copy() for t in m._weights()]
         _run(m, np.arange(8), steps=1)
         return np.concatenate([(t - b).ravel() for t, b in zip(m._weights(), before)])
@@ -175,15 +176,56 @@ def test_the_shape_set_is_chosen_by_the_match_run_and_the_kinds_of_the_two_bytes
     counts[0, 3, ord("e")] = 5                       # a guess right 5 times in a row: log2 bucket 3
     counts[1, 3, 7] = 255                            # the longest runs: bucket 8
     counts[2, 2, 9] = 200                            # not the match row: no run
-    prev = np.array([[ord("a"), ord(".")], [ord(" "), ord("Z")], [ord("7"), ord("\n")]])
+    prev = np.array([[ord("a"), ord("."), 1], [ord(" "), ord("Z"), 2], [ord("7"), ord("\n"), 3]])
     kinds = M.KINDS
     for match, runs in ((True, [3, 8, 0]), (False, [0, 0, 0])):
         mixer = M.TreeMixer(4, match=match)
         mixer._context(counts, prev)
         assert mixer._shape.tolist() == [(r * kinds + M._KIND[b]) * kinds + M._KIND[a]
-                                         for r, (a, b) in zip(runs, prev.tolist())]
+                                         for r, (a, b, _) in zip(runs, prev.tolist())]
         assert mixer._prev.tolist() == [ord("a"), ord(" "), ord("7")]
     assert M._KIND[ord(".")] == 6 and M._KIND[ord("a")] == 2 and M.SHAPES == 9 * 9 * 9
+    # the hashed APMs read the two and the three bytes before, newest lowest
+    assert mixer._contexts.tolist() == [[ord("a") | ord(".") << 8, ord(" ") | ord("Z") << 8, ord("7") | 10 << 8],
+                                        [ord("a") | ord(".") << 8 | 1 << 16, ord(" ") | ord("Z") << 8 | 2 << 16,
+                                         ord("7") | 10 << 8 | 3 << 16]]
+    rows = M.hashed_rows(mixer._contexts[1], np.arange(M.NODES)[None, :], 14)
+    assert rows.shape == (3, M.NODES) and 0 <= rows.min() and rows.max() < 1 << 14
+    assert len(np.unique(rows)) > 3 * M.NODES * 0.9                  # the nodes spread over the rows
+
+
+def test_the_reach_set_is_chosen_by_the_longest_order_that_saw_the_node_and_the_word_rows_that_did():
+    """The fourth weight set's row at a node: the longest byte order (of `orders` rows, shortest
+    first) whose counts lie below the node, whether that row saw one side only, and how many of
+    the word rows after them saw it; the same from the numpy definition, Alice's compiled path and
+    the whole tree."""
+    counts = np.zeros((2, 5, VOCAB), dtype=np.uint8)       # orders 1-3, two word rows
+    counts[0, 0, [ord("a"), ord("q")]] = 9                 # order 1 saw "a" and "q"
+    counts[0, 1, ord("a")] = 3                             # order 2 saw "a" only
+    counts[0, 3, ord("a")] = 1                             # the second word row saw "a"
+    counts[1, 4, ord("q")] = 2                             # stream 1: a word row alone
+    n0, n1 = M.count_splits(counts)
+    got, longest = M.reach(n0, n1, 3, 2)                   # (2, NODES) each
+    root, a_leaf_parent = 0, (ord("a") + 256 >> 1) - 1
+    # stream 0 at the root: order 2 is the longest that saw it, one-sided ("a" and nothing right
+    # of the root), the second word row saw it: (2 * 2 + 1) * 3 + 1; at "a"'s last node order 2
+    # saw "a" only on one side as well
+    assert got[0, root] == (2 * 2 + 1) * 3 + 1 and got[0, a_leaf_parent] == (2 * 2 + 1) * 3 + 1
+    assert got[1, root] == 0 * 3 + 1                       # no byte order, one word row
+    # the longest order's KT input: order 2's 3 "a"s left of the root, nothing where none saw it
+    assert longest[0, root] == M.stretch(M.kt_split(np.array(3), np.array(0))) and longest[1, root] == 0
+    assert [a.tolist() for a in M.reach(np.zeros((1, 5, 3)), np.zeros((1, 5, 3)), 3, 2)] == [[[0, 0, 0]]] * 2
+    assert got.max() < M.reaches(3, 2) == 4 * 2 * 3
+    cdf = quantize(np.full((2, VOCAB), 1 / VOCAB, dtype=np.float32))
+    prev = np.zeros((2, 3), dtype=np.int64)
+    symbols = np.array([ord("a"), ord("q")])
+    whole, path = M.TreeMixer(5, orders=3, words=2), M.TreeMixer(5, orders=3, words=2)
+    whole.predict(cdf, counts, prev)
+    assert (whole._reach == got).all() and (whole._longest == longest).all()
+    path.path(cdf, counts, prev, symbols)
+    nodes, _ = M.path(symbols)
+    on_path = np.arange(2)[:, None], nodes
+    assert (path._reach == got[on_path]).all() and (path._inputs[..., -2] == longest[on_path]).all()
 
 
 def test_learn_moves_a_cell_by_the_mean_of_its_targets():
@@ -225,7 +267,7 @@ def _positions(seed, steps=40, n=8, K=3):
     counts = rng.integers(0, 40, (steps, n, K, VOCAB)).astype(np.uint8)
     counts[:, :, 1, 128:] = 0                          # one-sided rows: the deterministic inputs
     probs = rng.dirichlet(np.full(VOCAB, 0.3), (steps, n)).astype(np.float32)
-    return counts, probs, rng.integers(0, VOCAB, (steps, n)), rng.integers(0, VOCAB, (steps, n, 2))
+    return counts, probs, rng.integers(0, VOCAB, (steps, n)), rng.integers(0, VOCAB, (steps, n, 3))
 
 
 def _as_decoder(symbols):
@@ -241,7 +283,7 @@ def test_alices_path_and_bobs_walk_give_the_whole_trees_probabilities_and_learn_
     the same 16-bit P(bit 1) at every node of every coded byte's path, and the same state after
     each update, since a node depends only on its ancestors."""
     counts, probs, symbols, prev = _positions(5)
-    whole, path, walk = M.TreeMixer(3, match=True), M.TreeMixer(3, match=True), M.TreeMixer(3, match=True)
+    whole, path, walk = M.TreeMixer(3, match=True, orders=1, words=1), M.TreeMixer(3, match=True, orders=1, words=1), M.TreeMixer(3, match=True, orders=1, words=1)
     i = np.arange(len(prev[0]))[:, None]
     for s in range(len(symbols)):
         cdf = quantize(probs[s])
@@ -260,7 +302,7 @@ def test_alices_path_and_bobs_walk_give_the_whole_trees_probabilities_and_learn_
 def test_a_walk_after_predict_reads_the_whole_tree():
     """A watched Bob: `predict` first, then `walk` takes its nodes, and learns the same."""
     counts, probs, symbols, prev = _positions(6, steps=12)
-    a, b = M.TreeMixer(3, match=True), M.TreeMixer(3, match=True)
+    a, b = M.TreeMixer(3, match=True, orders=1, words=1), M.TreeMixer(3, match=True, orders=1, words=1)
     for s in range(len(symbols)):
         cdf = quantize(probs[s])
         a.predict(cdf, counts[s], prev[s])
@@ -274,7 +316,7 @@ def test_a_walk_after_predict_reads_the_whole_tree():
 @pytest.mark.parametrize("levels", [1, 2, 4, 8])
 def test_the_walk_gives_the_same_whatever_the_subtree_it_computes_at_once(levels, monkeypatch):
     counts, probs, symbols, prev = _positions(7, steps=6)
-    a, b = M.TreeMixer(3, match=True), M.TreeMixer(3, match=True)
+    a, b = M.TreeMixer(3, match=True, orders=1, words=1), M.TreeMixer(3, match=True, orders=1, words=1)
     monkeypatch.setattr(b, "WALK", levels)
     for s in range(len(symbols)):
         cdf = quantize(probs[s])

@@ -144,8 +144,8 @@ def _decode_bits(state, probs, start, data, ended, allowance, out):
 
 
 def _walk_tree(state, start, data, ended, allowance, node, p16, bits, cdf, sums, lo_of, mid_of, hi_of,
-               stretch12, squash, restretch, weights, groups, final, apm_node, apm_byte, byte_rows,
-               x, sets_p, sets_st, p_mix, cells):
+               stretch12, squash, restretch, weights, groups, final, apm_node, apm_byte, apm_o2, apm_o3, byte_rows,
+               contexts, dims, x, sets_p, sets_st, p_mix, cells, reach):
     """TreeMixer.walk and decode_bits in one loop: Bob's decisions in the encoder's order, depth
     by depth across the n streams (decision t: depth t // n of stream t % n), each node's
     P(bit 1) computed (core.kernels.node_at, state written at column `depth`) just before its
@@ -156,8 +156,9 @@ def _walk_tree(state, start, data, ended, allowance, node, p16, bits, cdf, sums,
     for t in range(start, 8 * n):
         depth = t // n
         i = t - depth * n
-        p = node_at(i, depth, node[i], cdf, sums, lo_of, mid_of, hi_of, stretch12, squash, restretch,
-                    weights, groups, final, apm_node, apm_byte, byte_rows, x, sets_p, sets_st, p_mix, cells)
+        p = node_at(i, depth, node[i], cdf, sums, lo_of, mid_of, hi_of, stretch12, squash, restretch, weights, groups,
+                    final, apm_node, apm_byte, apm_o2, apm_o3, byte_rows, contexts, dims, x, sets_p, sets_st, p_mix,
+                    cells, reach)
         bit = _decode_one(state, p, data, ended, allowance)
         if bit < 0:
             return t

@@ -1,6 +1,6 @@
 """The file-mode container. Torch-free, so Bob can read the header before choosing his profile.
 
-Format version 23:
+Format version 24:
 
     offset   size  field
     0        4     magic  b"MRSL"
@@ -70,7 +70,11 @@ rows 2**16 each (2**14 before), the same memory spent where it pays, so a versio
 refused by number. Version 23 has the same layout; `default` and `strong` count order 5 too (orders 4
 and 5 at 2**17 rows, in order 4's memory before), step the hashed contexts' table at 4x the GPT's
 rate (`train.hashed_lr`, 16x before) and keep a weight digest every 64 steps (32 before), and the
-header dictionary names them so, so a version-22 file is refused by number.
+header dictionary names them so, so a version-22 file is refused by number. Version 24 has the
+same layout; its byte-tree mixer has a fourth weight set, chosen per node by the reach (the
+longest byte order and the word rows that have seen the node), one more input (the longest
+order's), and two more APMs (on hashes of the node with the two and the three bytes before),
+so a version-23 file is refused by number.
 
 Everything that can be checked without a model is checked in `parse`, in the order a user
 would want to hear about it: is this our file at all, can this build read it, is it whole.
@@ -91,7 +95,7 @@ from ..core.errors import FormatError, UsageError
 from ..core.layout import n_steps, sync_count
 
 MAGIC = b"MRSL"
-FORMAT_VERSION = 23         # the twins' computation is part of the format; see the table above
+FORMAT_VERSION = 24         # the twins' computation is part of the format; see the table above
 DIGEST_PREFIX = 4                # bytes of each weight digest kept in the file
 _FIXED = struct.Struct("<4sBI")
 MAX_HEADER_JSON = 1 << 20        # inflated header bytes (a real one is ~1 KB): no zlib bombs

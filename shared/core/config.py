@@ -53,6 +53,7 @@ TREE_ONLY = 0b1111 << 8     # structure rows (word_mark, mark_gap, line_column, 
                             # reads: so default's network mixes 16 of its 21 rows, one tree of sums (docs/results.md)
 TREE_ONLY_ORDERS = (5,)     # byte orders that, with the tree mixer, only it reads (order 5: strong's memory estimate)
 MAX_NGRAM_STREAMS = 128     # counts saturate at 255: a step adds at most `streams` to one row
+HASHED_APM_BITS = 14        # rows of each hashed APM of the tree mixer (the two and three bytes before, with the node)
 
 
 @dataclass(frozen=True)
@@ -240,14 +241,23 @@ def cost(config: RunConfig) -> tuple[int, int]:
               + (B * MATCH_SPAN + MATCH_ROWS * 8 if m.match else 0)
               + B * tc.replay_span * 2 * (tc.replay > 0)
               + (B * (STRUCTURE_RING * 8 + 3 * 256 * 8 + 16 * 8) if m.structure else 0)   # ngram.Structure's rings, state
-              # mixer.TreeMixer: its APMs (node, node x previous byte; 33 cells of uint16), its
-              # int32 weights and int64 update counts (per node: 9 rows by kind of byte, 256 by
-              # byte, 9 * 9 * 9 by shape) and a position's inputs and the sets' products for every
-              # node of every stream
-              + ((VOCAB + 1) * (VOCAB - 1) * 33 * 2 + (9 + VOCAB + 9 * 9 * 9) * (VOCAB - 1) * ((2 * K + 2) * 4 + 8)
-                 + B * (2 * K + 2) * (VOCAB - 1) * 8 * 7 if m.tree else 0))
-    work += 3 * B * T * (VOCAB - 1) * (2 * K + 2) * 8 if m.tree else 0   # three weight sets
+              # mixer.TreeMixer: its APMs (node, node x previous byte, the two hashed ones; 33
+              # cells of uint16), its int32 weights and update counts (per node: 9 rows by kind of
+              # byte, 256 by byte, 9 * 9 * 9 by shape, `reaches` by reach) and a position's inputs
+              # and the sets' products for every node of every stream (`predict` holds one set's
+              # rows at a time)
+              + (((VOCAB + 1) * (VOCAB - 1) + 2 * (1 << HASHED_APM_BITS)) * 33 * 2
+                 + (9 + VOCAB + 9 * 9 * 9 + reaches(len(m.orders), m.words)) * (VOCAB - 1) * ((2 * K + 3) * 4 + 4)
+                 + B * (2 * K + 3) * (VOCAB - 1) * 8 * 7 if m.tree else 0))
+    work += 4 * B * T * (VOCAB - 1) * (2 * K + 3) * 8 if m.tree else 0   # four weight sets
     return memory, work
+
+
+def reaches(orders: int, words: int) -> int:
+    """Rows per node of the tree mixer's reach set (mixer.reach): the longest byte order of
+    `orders` that has seen the node or none, whether it saw one side only, and how many of the
+    `words` word rows saw it."""
+    return (orders + 1) * 2 * (words + 1)
 
 
 def order_bits(k: int, table_bits: int) -> int:
@@ -314,9 +324,10 @@ PRESETS: dict[str, RunConfig] = {
                                            structure=4095, tree=1, hashed=(2, 3, 4, 6), hash_bits=16),
                          train=TrainConfig(lr=4e-3, lr_decay=15, hashed_lr=4.0), streams=64, sync_every=64, preset="default"),
     # strong: ratio first; default's counts and hashed contexts, a two-layer GPT with a longer
-    # context; at least a quarter of default's speed. With the hashed contexts neither a wider
-    # GPT nor a replay step on older history pays (docs/results.md).
-    "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=2, n_embd=32, context=12, chunk=8,
+    # context (10 bytes: 12 coded the same and took strong's memory estimate past a fifth of
+    # MAX_MEMORY); at least a quarter of default's speed. With the hashed contexts neither a
+    # wider GPT nor a replay step on older history pays (docs/results.md).
+    "strong": RunConfig(model=ModelConfig(n_layer=2, n_head=2, n_embd=32, context=10, chunk=8,
                                           orders=(1, 2, 3, 4, 5, 6), words=2, table_bits=18,
                                           match=8, structure=4095, tree=1, hashed=(2, 3, 4, 6), hash_bits=16),
                         train=TrainConfig(lr=4e-3, lr_decay=15, hashed_lr=4.0), streams=64, sync_every=64, preset="strong"),

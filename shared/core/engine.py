@@ -134,7 +134,7 @@ class Twin:
         self.past = np.full((config.streams, tc.replay_span), PAD, dtype=np.int16) if tc.replay else None
         self.past_len = 0
         # with `tree`, a byte-tree mixer and APMs (mixer.py) refine every prediction before coding
-        self.tree = TreeMixer(m.n_contexts, match=bool(m.match)) if m.tree else None
+        self.tree = TreeMixer(m.n_contexts, match=bool(m.match), orders=len(m.orders), words=m.words) if m.tree else None
         self.step = 0
         self.tokens_done = 0
         self.ideal_bits = 0.0
@@ -217,8 +217,9 @@ class Twin:
         bytes, so the mixer computes their paths; Bob walks down the tree, a bit per stream and
         depth from his decoder. Returns the bytes and what each cost (bits)."""
         win = self.window
-        before2 = win[rows, pos - 2] if pos >= 2 else np.full(np.count_nonzero(rows), PAD)
-        prev = np.stack([win[rows, pos - 1], before2], axis=1)      # (n, 2): the byte before, the one before it
+        n = np.count_nonzero(rows)
+        before = [win[rows, pos - d] if pos >= d else np.full(n, PAD) for d in (1, 2, 3)]
+        prev = np.stack(before, axis=1)                             # (n, 3): the byte before, the two before it
         prev = np.where(prev == PAD, 0, prev)
         counts = self.count_window[rows, pos] if self.counts is not None else None
         if self.watcher is not None and self.watcher.shows_distribution:   # the whole tree, to show

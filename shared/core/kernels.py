@@ -130,16 +130,34 @@ def _squash_at(d):
 
 
 @inline
-def node_at(i, j, node, cdf, sums, lo_of, mid_of, hi_of, stretch12, squash, restretch,
-            weights, groups, final, apm_node, apm_byte, byte_rows, x, sets_p, sets_st, p_mix, cells):
+def _hashed_row(context, node, bits):
+    """mixer.hashed_rows for one node: the row of a hashed APM (2**bits rows) for a context and node."""
+    return (((context * 255 + node) * 2654435761) & 0xFFFFFFFF) >> (32 - bits)
+
+
+@inline
+def _apm_at(table, row, pos, cells, c, i, j):
+    """APM.refine at one node: the 16-bit probability between the two cells around `pos`, the
+    nearer cell written to cells[c, i, j] for `update`."""
+    base = row * 33 + (pos >> 12)
+    w = pos & 4095
+    cells[c, i, j] = base + (w >> 11)
+    return (np.int64(table[base]) * (4096 - w) + np.int64(table[base + 1]) * w) >> 12
+
+
+@inline
+def node_at(i, j, node, cdf, sums, lo_of, mid_of, hi_of, stretch12, squash, restretch, weights, groups, final,
+            apm_node, apm_byte, apm_o2, apm_o3, byte_rows, contexts, dims, x, sets_p, sets_st, p_mix, cells, reach):
     """One node of `_tree_at` (stream i, column j): its 16-bit P(bit 1), its stages' state
-    written at [i, j]. Also the body of Bob's walk (coding.compiled.walk_tree)."""
+    written at [i, j]. Also the body of Bob's walk (coding.compiled.walk_tree). dims: the byte
+    orders and word rows among the count rows (the reach), the hashed APMs' bits."""
     K = sums.shape[2]
-    n_in = 2 * K + 2
-    cells_per = 33
+    n_in = 2 * K + 3
+    orders, words = dims[0], dims[1]
     lo, mid, hi = lo_of[node], mid_of[node], hi_of[node]
     top = cdf[i, hi]
     x[i, j, 0] = stretch12[_split12(top - cdf[i, mid], top - cdf[i, lo])]
+    reached, one_side, words_seen = 0, 0, 0
     for k in range(K):
         left, middle = sums[i, lo, k], sums[i, mid, k]
         n0 = middle - left
@@ -147,44 +165,54 @@ def node_at(i, j, node, cdf, sums, lo_of, mid_of, hi_of, stretch12, squash, rest
         kt = stretch12[_kt12(n0, n1)]
         x[i, j, 1 + k] = kt
         x[i, j, 1 + K + k] = kt if (n0 == 0 or n1 == 0) else 0
+        if n0 + n1 > 0:
+            if k < orders:
+                reached = k + 1
+                one_side = 1 if (n0 == 0 or n1 == 0) else 0
+            elif k < orders + words:
+                words_seen += 1
+    x[i, j, n_in - 2] = x[i, j, reached] if reached > 0 else 0     # the longest order's KT input
     x[i, j, n_in - 1] = 256
+    r = (reached * 2 + one_side) * (words + 1) + words_seen
+    reach[i, j] = r
+    sets = sets_p.shape[0]
     mixed = 0
-    for s in range(3):
-        row = groups[s, i] + node
+    for s in range(sets):
+        row = groups[s, i] + node + (r * 255 if s == 3 else 0)
         d = 0
         for c in range(n_in):
             d += x[i, j, c] * weights[row, c]
         at = _squash_at(d >> 16)
         sets_p[s, i, j] = squash[at]
         sets_st[s, i, j] = restretch[at]
-        mixed += restretch[at] * final[(groups[0, i] + node) * 3 + s]
+        mixed += restretch[at] * final[(groups[0, i] + node) * sets + s]
     at = _squash_at(mixed >> 16)
     pm = squash[at]
     st = restretch[at]
     p_mix[i, j] = pm
     pos = (st + 2048) * 32
-    w = pos & 4095
-    base = node * cells_per + (pos >> 12)
-    cells[0, i, j] = base + (w >> 11)
-    p_node = (np.int64(apm_node[base]) * (4096 - w) + np.int64(apm_node[base + 1]) * w) >> 12
-    base = (byte_rows[i] + node) * cells_per + (pos >> 12)
-    cells[1, i, j] = base + (w >> 11)
-    p_byte = (np.int64(apm_byte[base]) * (4096 - w) + np.int64(apm_byte[base + 1]) * w) >> 12
-    return min(max((pm * 16 + p_node + 2 * p_byte) >> 2, 1), 65535)
+    p_node = _apm_at(apm_node, node, pos, cells, 0, i, j)
+    p_byte = _apm_at(apm_byte, byte_rows[i] + node, pos, cells, 1, i, j)
+    p_o2 = _apm_at(apm_o2, _hashed_row(contexts[0, i], node, dims[2]), pos, cells, 2, i, j)
+    p_o3 = _apm_at(apm_o3, _hashed_row(contexts[1, i], node, dims[3]), pos, cells, 3, i, j)
+    return min(max((pm * 32 + p_node + 2 * p_byte + 3 * p_o2 + 2 * p_o3 + 5) // 10, 1), 65535)
 
 
-def _tree_at(nodes, p16, cdf, sums, lo_of, mid_of, hi_of, stretch12, squash, restretch,
-             weights, groups, final, apm_node, apm_byte, byte_rows, x, sets_p, sets_st, p_mix, cells):
+def _tree_at(nodes, p16, cdf, sums, lo_of, mid_of, hi_of, stretch12, squash, restretch, weights, groups, final,
+             apm_node, apm_byte, apm_o2, apm_o3, byte_rows, contexts, dims, x, sets_p, sets_st, p_mix, cells, reach):
     """TreeMixer._at: the 16-bit P(bit 1) at `nodes` (n, m) of each stream, and each stage's
-    inputs and outputs for `update`: x (n, m, n_in), sets_p and sets_st (3, n, m), p_mix (n, m),
-    cells (2, n, m). weights: the three sets' int32 rows in one (R, n_in) array, the kind set's
-    first; groups (3, n): each stream's row for node 0 in each set (the kind set's is also its
-    final mixer's row); byte_rows (n,): the byte APM's context for node 0 (byte before * NODES)."""
+    inputs and outputs for `update`: x (n, m, n_in), sets_p and sets_st (4, n, m), p_mix (n, m),
+    cells (4, n, m), reach (n, m). weights: the four sets' int32 rows in one (R, n_in) array, the
+    kind set's first; groups (4, n): each stream's row for node 0 in each set (the kind set's is
+    also its final mixer's row; the reach set's is its first, reach 0); byte_rows (n,): the byte
+    APM's context for node 0 (byte before * NODES); contexts (2, n): the two and three bytes
+    before, which the hashed APMs read."""
     n, m = nodes.shape
     for i in range(n):
         for j in range(m):
             p16[i, j] = node_at(i, j, nodes[i, j], cdf, sums, lo_of, mid_of, hi_of, stretch12, squash, restretch,
-                                weights, groups, final, apm_node, apm_byte, byte_rows, x, sets_p, sets_st, p_mix, cells)
+                                weights, groups, final, apm_node, apm_byte, apm_o2, apm_o3, byte_rows, contexts, dims,
+                                x, sets_p, sets_st, p_mix, cells, reach)
 
 
 @inline
@@ -215,33 +243,35 @@ def _step_scale(u, early, early_gain, late_decay, floor):
     return max(floor, 64 - (u - early) // late_decay)
 
 
-def _tree_update(x, nodes, bits, sets_p, sets_st, p_mix, cells, weights, updates, groups, lr, early, early_gain,
-                 late_decay, late_floor, final_floor, shift, w_max, final, final_lr, apm_node, apm_byte, apm_rate):
+def _tree_update(x, nodes, bits, sets_p, sets_st, p_mix, cells, reach, weights, updates, groups, lr, early, early_gain,
+                 late_decay, late_floor, final_floor, shift, w_max, final, final_lr, apms, apm_rate):
     """TreeMixer.update on the path's nodes (n, 8): each weight set from its own error, a row's
     step scaled by its update count before this position (larger over its first updates, smaller
     after), rows clipped to +-w_max; the final mixer from the mixture's error, scaled by its kind
     row's count after them (clipped by the caller, as the definition clips it whole); every
-    step rounded to the nearest; the APM cells chosen on the path learn their bits."""
+    step rounded to the nearest; the APM cells chosen on the path learn their bits (apms: the
+    four tables, in the order of `cells`)."""
     n, m = nodes.shape
     n_in = x.shape[2]
+    sets = sets_p.shape[0]
     half = 1 << (shift - 1)
     err = np.empty((n, m), dtype=np.int64)
-    for s in range(3):
+    for s in range(sets):
         for i in range(n):
             for j in range(m):
-                row = groups[s, i] + nodes[i, j]
+                row = groups[s, i] + nodes[i, j] + (reach[i, j] * 255 if s == 3 else 0)
                 e = ((bits[i, j] << 12) - sets_p[s, i, j]) * lr[s]
                 err[i, j] = (e * _step_scale(updates[row], early, early_gain, late_decay, late_floor)) >> 6
         for i in range(n):
             for j in range(m):
-                row = groups[s, i] + nodes[i, j]
+                row = groups[s, i] + nodes[i, j] + (reach[i, j] * 255 if s == 3 else 0)
                 updates[row] += 1
                 e = err[i, j]
                 for c in range(n_in):
                     weights[row, c] += (x[i, j, c] * e + half) >> shift
         for i in range(n):
             for j in range(m):
-                row = groups[s, i] + nodes[i, j]
+                row = groups[s, i] + nodes[i, j] + (reach[i, j] * 255 if s == 3 else 0)
                 for c in range(n_in):
                     weights[row, c] = min(max(weights[row, c], -w_max), w_max)
     for i in range(n):
@@ -249,12 +279,12 @@ def _tree_update(x, nodes, bits, sets_p, sets_st, p_mix, cells, weights, updates
             row = groups[0, i] + nodes[i, j]
             e = ((bits[i, j] << 12) - p_mix[i, j]) * final_lr
             e = (e * _step_scale(updates[row], early, 0, late_decay, final_floor)) >> 6
-            at = row * 3
-            for s in range(3):
+            at = row * sets
+            for s in range(sets):
                 final[at + s] += (sets_st[s, i, j] * e + half) >> shift
     targets = (bits * 65535).reshape(-1)
-    _learn(apm_node, cells[0].reshape(-1), targets, apm_rate)
-    _learn(apm_byte, cells[1].reshape(-1), targets, apm_rate)
+    for a in range(len(apms)):
+        _learn(apms[a], cells[a].reshape(-1), targets, apm_rate)
 
 
 def _count_sums(counts, out):

@@ -9,14 +9,16 @@ j's children 2j and 2j+1, leaf 256 + byte) and, for every node of every stream:
   1. inputs    stretch(p) of the node's split under the model's distribution, under each
                count row (order k's counts of the bytes below each child, KT estimate), the
                same again where that row has seen only one side (a deterministic context),
-               and a bias;
-  2. mix       three dot products with integer weights, one set kept per node and kind of
+               the same again for the longest byte order that has seen the node, and a bias;
+  2. mix       four dot products with integer weights, one set kept per node and kind of
                the byte before (space, letter, digit, ...), one per node and the byte before
                itself, one per node and shape (the match model's run, the kinds of the two
-               bytes before), each squashed back to a probability; a final mixer per node and
-               kind weighs the three (`TreeMixer`);
-  3. refine    two APMs map (context, stretch(p)) to a better probability by interpolating
-               in a learned table: one keyed by the node, one by the node and the byte before;
+               bytes before), one per node and reach (the longest byte order whose row has
+               seen the node, and the word rows that have), each squashed back to a
+               probability; a final mixer per node and kind weighs the four (`TreeMixer`);
+  3. refine    four APMs map (context, stretch(p)) to a better probability by interpolating
+               in a learned table: keyed by the node, by the node and the byte before, and by
+               a hash of the node with the two and with the three bytes before;
   4. code      each of the byte's 8 decisions is coded with its node's 16-bit P(bit 1), root
                first (the coder's `encode_bits` / `decode_bits`);
   5. learn     once the byte is known, only the 8 nodes on its path update their weights (each
@@ -42,7 +44,7 @@ from typing import Callable
 import numpy as np
 
 from . import kernels
-from .config import FREQ_BITS, PROB_BITS, VOCAB
+from .config import FREQ_BITS, HASHED_APM_BITS, PROB_BITS, VOCAB, reaches
 
 # --- the logistic domain: lpaq1's integer squash and its inverse ------------------------------
 _KNOTS = (1, 2, 3, 6, 10, 16, 27, 45, 73, 120, 194, 310, 488, 747, 1101, 1546, 2047, 2549, 2994,
@@ -242,6 +244,33 @@ _RUN = np.array([int(run).bit_length() for run in range(256)], dtype=np.int64)  
 SHAPES = RUNS * KINDS * KINDS
 
 
+def reach(n0: np.ndarray, n1: np.ndarray, orders: int, words: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reach at each node, which picks the fourth weight set: the longest byte order whose
+    row has seen the node's context (1 + its index among the first `orders` rows, 0 for none),
+    whether that row saw one side only, and how many of the `words` word rows after them saw it.
+    Where the long contexts know a node, their evidence deserves different trust than where only
+    the short ones do (paq's mixer selector by order). Also that longest row's KT input (0 where
+    no order saw the node), one more mixer input. n0, n1 (n, K, ...) -> (n, ...) int64 each."""
+    seen = (n0.astype(np.int64) + n1) > 0
+    shape = (1, orders) + (1,) * (seen.ndim - 2)
+    reached = (seen[:, :orders] * np.arange(1, orders + 1).reshape(shape)).max(axis=1, initial=0)
+    words_seen = seen[:, orders:orders + words].sum(axis=1)
+    if not orders:
+        return words_seen, np.zeros(reached.shape, dtype=np.int64)
+    at = np.maximum(reached - 1, 0)[:, None]
+    a, b = (np.take_along_axis(n[:, :orders], at, axis=1)[:, 0] for n in (n0, n1))
+    one_side = np.where(reached > 0, (a == 0) | (b == 0), 0)
+    longest = np.where(reached > 0, stretch(kt_split(a, b)), 0).astype(np.int64)
+    return (reached * 2 + one_side) * (words + 1) + words_seen, longest
+
+
+def hashed_rows(context: np.ndarray, nodes: np.ndarray, bits: int) -> np.ndarray:
+    """A hashed APM's row for each stream's context (n,) and node (n, ...): the context of
+    several bytes and the node hashed together into 2**bits rows (lpaq's order-2 APM)."""
+    c = context.astype(np.int64).reshape((-1,) + (1,) * (np.ndim(nodes) - 1))
+    return (((c * 255 + nodes) * 2654435761) & 0xFFFFFFFF) >> (32 - bits)
+
+
 def _count_dots(n0: np.ndarray, n1: np.ndarray, sets) -> list[np.ndarray]:
     """For each weight set (table, group) of `sets`, table (groups, NODES, n_in) float64 with the
     K count rows' weights in columns 1..K and their deterministic twins in K+1..2K, and group (n,)
@@ -302,18 +331,20 @@ class APM:
 class TreeMixer:
     """Mix the model's distribution with the count rows per binary decision, then refine (APM).
 
-    Three weight sets see the same inputs: one per node and kind of the byte before (`_KIND`),
-    one per node and the byte before itself, one per node and shape (`SHAPES`). The first learns
-    fast, the second knows more once its rows have learned, the third knows when to believe the
-    match model and what follows punctuation; a final mixer per node and kind weighs their three
-    stretched outputs (paq's two-layer mixer). `predict` takes the cdf the model gives, the count
-    rows of this position and the two bytes before it, and returns the cdf to code with;
-    `update` learns from the coded symbols of the same rows. With `match`, the last count row is
-    the match model's (its guessed byte counts the run).
+    Four weight sets see the same inputs: one per node and kind of the byte before (`_KIND`),
+    one per node and the byte before itself, one per node and shape (`SHAPES`), one per node and
+    reach (`reach`). The first learns fast, the second knows more once its rows have learned, the
+    third knows when to believe the match model and what follows punctuation, the fourth how far
+    the counts reach at this node; a final mixer per node and kind weighs their four stretched
+    outputs (paq's two-layer mixer). `predict` takes the cdf the model gives, the count rows of
+    this position and the three bytes before it, and returns the cdf to code with; `update`
+    learns from the coded symbols of the same rows. The first `orders` count rows are the byte
+    orders, shortest first, the `words` after them the word rows; with `match`, the last count row
+    is the match model's (its guessed byte counts the run).
     """
 
     WALK = 3            # tree levels `walk` computes in one pass
-    LR = (4, 5, 4)      # weight step = stretch * error(12-bit) * LR[set] >> SHIFT
+    LR = (4, 5, 4, 4)   # weight step = stretch * error(12-bit) * LR[set] >> SHIFT
     FINAL_LR = 1        # the final mixer's step, the same way
     SHIFT = 14
     EARLY = 512         # a weight row's first updates step up to x4, falling to x1 over EARLY
@@ -327,48 +358,67 @@ class TreeMixer:
                              # byte, not learned into
     W_MAX = 1 << 24     # |weight| bound: every dot product stays an exact integer in float64
 
-    def __init__(self, n_rows: int, match: bool = False):
+    def __init__(self, n_rows: int, match: bool = False, orders: int = 0, words: int = 0):
         self.K, self.match = n_rows, match
-        self.n_in = 2 * n_rows + 2                          # model, K rows, K deterministic rows, bias
+        self.orders, self.words = orders, words
+        self.n_in = 2 * n_rows + 3                          # model, K rows, K deterministic rows, longest, bias
         # int32 (|weights| <= W_MAX < 2**31, a position's steps far smaller): half the memory.
-        # The three sets are consecutive rows of one array (the compiled loops address them as
-        # one), each set a view: set 0 kind * NODES + node, 1 byte * NODES + node, 2 shape * NODES + node
-        first = np.cumsum([0, KINDS * NODES, VOCAB * NODES, SHAPES * NODES])
-        self._set_first = first[:3]
+        # The four sets are consecutive rows of one array (the compiled loops address them as
+        # one), each set a view: set 0 kind * NODES + node, 1 byte * NODES + node, 2 shape * NODES
+        # + node, 3 reach * NODES + node. Update counts in int32 too: a row counts at most one
+        # update per byte coded, and a file has at most MAX_LENGTH < 2**31 bytes.
+        first = np.cumsum([0, KINDS * NODES, VOCAB * NODES, SHAPES * NODES, reaches(orders, words) * NODES])
+        self._set_first = first[:-1]
         self._all_weights = np.zeros((first[-1], self.n_in), dtype=np.int32)
-        self._all_updates = np.zeros(first[-1], dtype=np.int64)   # updates each row of a set has had
-        self.by_kind, self.by_byte, self.by_shape = (self._all_weights[a:b] for a, b in zip(first, first[1:]))
-        self.kind_updates, self.byte_updates, self.shape_updates = (self._all_updates[a:b]
+        self._all_updates = np.zeros(first[-1], dtype=np.int32)   # updates each row of a set has had
+        self.by_kind, self.by_byte, self.by_shape, self.by_reach = (self._all_weights[a:b]
                                                                     for a, b in zip(first, first[1:]))
+        self.kind_updates, self.byte_updates, self.shape_updates, self.reach_updates = (
+            self._all_updates[a:b] for a, b in zip(first, first[1:]))
         for table in self._weights():
             self._start(table)
         sets = len(self._weights())
         self.final = np.full((KINDS * NODES, sets), self.ONE // sets, dtype=np.int64)   # the sets' outputs, by kind and node
         self.apm_node = APM(NODES)
         self.apm_byte = APM(NODES * VOCAB)
+        self.apm_o2 = APM(1 << HASHED_APM_BITS)             # hashed: node x two bytes before
+        self.apm_o3 = APM(1 << HASHED_APM_BITS)             # node x three bytes before
+        self._dims = np.array([orders, words, HASHED_APM_BITS, HASHED_APM_BITS], dtype=np.int64)
         self._inputs = self._p = self._sets = self._kind = self._prev = self._shape = self._first = None
+        self._contexts = self._reach = self._longest = None
         self._on_path = False               # whether the last prediction was the path's only (`_at`)
         self._whole = None                  # `predict`'s 16-bit P(bit 1) at all 255 nodes, until `update`
 
-    def _weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.by_kind, self.by_byte, self.by_shape
+    def _weights(self) -> tuple[np.ndarray, ...]:
+        return self.by_kind, self.by_byte, self.by_shape, self.by_reach
 
-    def _updates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _updates(self) -> tuple[np.ndarray, ...]:
         """How many updates each row of each weight set has had, in `_weights`' order."""
-        return self.kind_updates, self.byte_updates, self.shape_updates
+        return self.kind_updates, self.byte_updates, self.shape_updates, self.reach_updates
 
-    def _groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each stream's row group in each weight set, in `_weights`' order (`_context`)."""
-        return self._kind, self._prev, self._shape
+    APM_NAMES = ("node", "byte", "o2", "o3")
+
+    def _apms(self) -> tuple[APM, ...]:
+        """The four APMs, in APM_NAMES' order (the order of their cells in the compiled loops)."""
+        return self.apm_node, self.apm_byte, self.apm_o2, self.apm_o3
+
+    def _groups(self) -> tuple[np.ndarray, ...]:
+        """Each stream's row group in each weight set, in `_weights`' order (`_context`); the
+        reach set's is chosen per node (`reach`), so its group here is the first, reach 0."""
+        return self._kind, self._prev, self._shape, np.zeros_like(self._kind)
 
     def _context(self, counts: np.ndarray | None, prev: np.ndarray) -> None:
-        """What picks each stream's weight rows at this position: the kind of the byte before,
-        that byte, and the shape. prev (n, 2): the byte before, and the one before it."""
+        """What picks each stream's weight rows and APM rows at this position: the kind of the
+        byte before, that byte, the shape, and the two and three bytes before for the hashed APMs.
+        prev (n, 3): the byte before, the one before it and the one before that."""
         run = counts[:, -1].max(axis=1) if self.match else np.zeros(len(prev), dtype=np.int64)
-        kind = _KIND[prev]
-        self._kind, self._prev = kind[:, 0], prev[:, 0].astype(np.int64)
+        prev = prev.astype(np.int64)
+        kind = _KIND[prev[:, :2]]
+        self._kind, self._prev = kind[:, 0], prev[:, 0]
         self._first = None
         self._shape = (_RUN[run] * KINDS + kind[:, 1]) * KINDS + kind[:, 0]
+        two = prev[:, 0] | prev[:, 1] << 8
+        self._contexts = np.stack([two, two | prev[:, 2] << 16])   # (2, n)
 
     def _start(self, table: np.ndarray) -> None:
         """Weight rows as a fresh mixer has them: the model's input, each count input, no bias."""
@@ -377,27 +427,38 @@ class TreeMixer:
         table[:, -1] = 0
 
     def predict(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray) -> np.ndarray:
-        """cdf (n, 257) from quantize; counts (n, K, 256) uint8 or None; prev (n, 2) the byte
-        before each position and the one before that (0 before a stream's start) -> the whole
+        """cdf (n, 257) from quantize; counts (n, K, 256) uint8 or None; prev (n, 3) the byte
+        before each position and the two before that (0 before a stream's start) -> the whole
         tree's distribution (n, 257), to show. Once called, `path` and `walk` read its nodes
         instead of computing them again."""
         K = self.K
         self._context(counts, prev)
-        # the dot products in float64 on small integers: exact in any summation order, since
-        # every partial sum is an integer below 2**53 (|weights| <= W_MAX)
-        tables = [t.reshape(-1, NODES, self.n_in)[g].astype(np.float64)   # (n, NODES, n_in): each stream's rows
-                  for t, g in zip(self._weights(), self._groups())]
         st = stretch(cdf_split(cdf))                                    # (n, NODES)
-        dots = [st * w[:, :, 0] + 256.0 * w[:, :, -1] for w in tables]
-        splits = None
+        splits = count_splits(counts) if K else None                    # (n, K, NODES) each
+        every = np.arange(NODES)
+        self._reach, self._longest = (reach(*splits, self.orders, self.words) if K
+                                      else (np.zeros(st.shape, dtype=np.int64),) * 2)   # (n, NODES) each
+        groups = [g[:, None] for g in self._groups()[:3]] + [self._reach]
+        dots = []
+
+        def rows():
+            """Each set's rows at every node, (n, NODES, n_in) float64, one set at a time: the
+            dot products in float64 on small integers, exact in any summation order, since every
+            partial sum is an integer below 2**53 (|weights| <= W_MAX)."""
+            for t, g in zip(self._weights(), groups):
+                w = t.reshape(-1, NODES, self.n_in)[g, every].astype(np.float64)
+                dots.append(st * w[:, :, 0] + self._longest * w[:, :, -2] + 256.0 * w[:, :, -1])
+                yield w
         if K:
-            splits = count_splits(counts)                               # (n, K, NODES) each
             own = np.arange(len(prev))                                  # stream i reads row group i of its table
-            fixes = _count_dots(*splits, [(w, own) for w in tables])
+            fixes = _count_dots(*splits, ((w, own) for w in rows()))
             dots = [d + f for d, f in zip(dots, fixes)]
+        else:
+            for _ in rows():
+                pass
         self._inputs = st, splits
         self._on_path = False
-        self._whole = self._refine(self._mix(dots, np.arange(NODES)), np.broadcast_to(np.arange(NODES), st.shape))
+        self._whole = self._refine(self._mix(dots, every), np.broadcast_to(every, st.shape))
         return split_to_cdf(self._whole)
 
     def path(self, cdf: np.ndarray, counts: np.ndarray | None, prev: np.ndarray,
@@ -448,10 +509,11 @@ class TreeMixer:
             if self._whole is None:
                 parts.append(self._path_state(rows[:, None], np.stack(cols, axis=1)))
         if parts:                                                       # as if `path` had run
-            self._inputs, self._sets, self._stretched, self._p, cells = (
+            self._inputs, self._sets, self._stretched, self._p, cells, self._reach = (
                 np.concatenate(part, axis=1) if isinstance(part[0], np.ndarray) else
                 [np.concatenate(column, axis=1) for column in zip(*part)] for part in zip(*parts))
-            self.apm_node._cell, self.apm_byte._cell = cells
+            for apm, cell in zip(self._apms(), cells):
+                apm._cell = cell
         return node - NODES, p16, bits                                  # leaf 256 + byte is node 255 + byte
 
     def _walk_compiled(self, cdf: np.ndarray, sums: np.ndarray | None, node: np.ndarray, p16: np.ndarray,
@@ -499,11 +561,14 @@ class TreeMixer:
             n1 = sums.take(flat + hi[:, None, :]) - middle
             kt, det = _count_inputs(n0, n1)
             x[..., 1:1 + K] = kt.transpose(0, 2, 1)
-            x[..., 1 + K:-1] = det.transpose(0, 2, 1)
+            x[..., 1 + K:-2] = det.transpose(0, 2, 1)
+            self._reach, x[..., -2] = reach(n0, n1, self.orders, self.words)   # (n, m) each
+        else:
+            self._reach, x[..., -2] = np.zeros(nodes.shape, dtype=np.int64), 0
         self._inputs = x
         xf = x.astype(np.float64)
         dots = [np.einsum("ndi,ndi->nd", xf, table[cell].astype(np.float64))
-                for table, cell in zip(self._weights(), self._rows(nodes))]
+                for table, cell in zip(self._weights(), self._rows(nodes, self._reach))]
         self._on_path = True
         return self._refine(self._mix(dots, nodes), nodes)
 
@@ -516,26 +581,29 @@ class TreeMixer:
 
     def _node_loop_args(self, cdf: np.ndarray, sums: np.ndarray | None, shape: tuple) -> tuple[tuple, tuple]:
         """What the compiled node loops (kernels.node_at) read, and fresh arrays for what they
-        write at `shape` (n, m) nodes: x (n, m, n_in), the sets' p and stretch (3, n, m), p_mix
-        (n, m) and the APM cells (2, n, m)."""
+        write at `shape` (n, m) nodes: x (n, m, n_in), the sets' p and stretch (4, n, m), p_mix
+        (n, m), the APM cells (4, n, m) and the reach (n, m)."""
         n, m = shape
         if sums is None:
             sums = np.zeros((n, VOCAB + 1, 0), dtype=np.int32)
+        sets = len(self._weights())
         state = (cdf, sums, LO, MID, HI, _STRETCH, _SQUASH, _RESTRETCH, self._all_weights, self._first_rows(),
-                 self.final.reshape(-1), self.apm_node.table, self.apm_byte.table, self._prev * NODES)
-        path = (np.empty((n, m, self.n_in), dtype=np.int64), np.empty((3, n, m), dtype=np.int64),
-                np.empty((3, n, m), dtype=np.int64), np.empty((n, m), dtype=np.int64),
-                np.empty((2, n, m), dtype=np.int64))
+                 self.final.reshape(-1), *(apm.table for apm in self._apms()), self._prev * NODES, self._contexts,
+                 self._dims)
+        path = (np.empty((n, m, self.n_in), dtype=np.int64), np.empty((sets, n, m), dtype=np.int64),
+                np.empty((sets, n, m), dtype=np.int64), np.empty((n, m), dtype=np.int64),
+                np.empty((len(self._apms()), n, m), dtype=np.int64), np.empty((n, m), dtype=np.int64))
         return state, path
 
     def _keep_path(self, path: tuple) -> None:
-        """Keep what a compiled node loop wrote for `update` (a set per row of (3, n, m))."""
-        self._inputs, self._sets, self._stretched, self._p, cells = path
-        self.apm_node._cell, self.apm_byte._cell = cells
+        """Keep what a compiled node loop wrote for `update` (a set per row of (4, n, m))."""
+        self._inputs, self._sets, self._stretched, self._p, cells, self._reach = path
+        for apm, cell in zip(self._apms(), cells):
+            apm._cell = cell
         self._on_path = True
 
     def _first_rows(self) -> np.ndarray:
-        """(3, n): each stream's row for node 0 in `_all_weights`, for each set (kept until the
+        """(4, n): each stream's row for node 0 in `_all_weights`, for each set (kept until the
         next `_context`)."""
         if self._first is None:
             self._first = np.stack([first + g * NODES for first, g in zip(self._set_first, self._groups())])
@@ -544,12 +612,13 @@ class TreeMixer:
     def _path_state(self, rows: np.ndarray, cols: np.ndarray) -> tuple:
         """What `update` reads after `_at`, at columns `cols` (n, m') of its nodes: a walk's path."""
         return (self._inputs[rows, cols], [a[rows, cols] for a in self._sets], [a[rows, cols] for a in self._stretched],
-                self._p[rows, cols], [self.apm_node._cell[rows, cols], self.apm_byte._cell[rows, cols]])
+                self._p[rows, cols], [apm._cell[rows, cols] for apm in self._apms()], self._reach[rows, cols])
 
-    def _rows(self, nodes: np.ndarray) -> list[np.ndarray]:
-        """Rows of `by_kind` (and `final`), `by_byte` and `by_shape` for `nodes` (n, ...), chosen
-        by each stream's `_context`."""
-        return [g[:, None] * NODES + nodes for g in self._groups()]
+    def _rows(self, nodes: np.ndarray, reached: np.ndarray) -> list[np.ndarray]:
+        """Rows of `by_kind` (and `final`), `by_byte`, `by_shape` and `by_reach` for `nodes`
+        (n, ...), chosen by each stream's `_context` and, for the reach set, the reach at each
+        node (n, ...)."""
+        return [g[:, None] * NODES + nodes for g in self._groups()[:3]] + [reached * NODES + nodes]
 
     def _mix(self, dots: list[np.ndarray], nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The sets' dot products at `nodes` -> the final mixer's 12-bit probability, and its
@@ -572,8 +641,11 @@ class TreeMixer:
         p_mix, st = mixed
         p_node = self.apm_node.refine(st, nodes)
         p_byte = self.apm_byte.refine(st, self._prev[:, None] * NODES + nodes)
+        p_o2 = self.apm_o2.refine(st, hashed_rows(self._contexts[0], nodes, HASHED_APM_BITS))
+        p_o3 = self.apm_o3.refine(st, hashed_rows(self._contexts[1], nodes, HASHED_APM_BITS))
         self._p = p_mix
-        return np.clip((p_mix * 16 + p_node + 2 * p_byte) >> 2, 1, 65535)   # 16-bit
+        # 16-bit: the mixture and the four maps weighed 2 : 1 : 2 : 3 : 2 (docs/results.md, format 24)
+        return np.clip((p_mix * 32 + p_node + 2 * p_byte + 3 * p_o2 + 2 * p_o3 + 5) // 10, 1, 65535)
 
     def update(self, symbols: np.ndarray) -> float:
         """Learn from the coded `symbols`; returns what they would have cost before SSE (bits)."""
@@ -589,11 +661,11 @@ class TreeMixer:
         """`update` after `path` or `walk`, as kernels.tree_update; returns the mixture's P(bit 1)."""
         stack = lambda a: a if isinstance(a, np.ndarray) else np.stack(a)   # noqa: E731  (a walk's are lists)
         kernels.tree_update(self._inputs, nodes, bits, stack(self._sets), stack(self._stretched), self._p,
-                            np.stack([self.apm_node._cell, self.apm_byte._cell]), self._all_weights,
+                            np.stack([apm._cell for apm in self._apms()]), self._reach, self._all_weights,
                             self._all_updates, self._first_rows(), np.array(self.LR, dtype=np.int64), self.EARLY,
                             self.EARLY_GAIN, self.LATE_DECAY, self.LATE_FLOOR, self.FINAL_FLOOR, self.SHIFT,
                             self.W_MAX, self.final.reshape(-1), self.FINAL_LR,
-                            self.apm_node.table, self.apm_byte.table, APM.RATE)
+                            tuple(apm.table for apm in self._apms()), APM.RATE)
         np.clip(self.final, -self.W_MAX, self.W_MAX, out=self.final)
         return self._p
 
@@ -611,22 +683,23 @@ class TreeMixer:
         """`update`'s definition; returns the mixture's P(bit 1) on the path."""
         rows = np.arange(len(nodes))[:, None]
         if self._on_path:               # already the path's: (n, 8, ...)
-            x, p_mix, p_sets = self._inputs, self._p, self._sets
+            x, p_mix, p_sets, reached = self._inputs, self._p, self._sets, self._reach
             s = np.stack(self._stretched, axis=-1)
-            cells = [apm._cell for apm in (self.apm_node, self.apm_byte)]
+            cells = [apm._cell for apm in self._apms()]
         else:                           # all 255 nodes: take the path's
             st, splits = self._inputs
-            p_mix = self._p[rows, nodes]
+            p_mix, reached = self._p[rows, nodes], self._reach[rows, nodes]
             s = np.stack([v[rows, nodes] for v in self._stretched], axis=-1)
             p_sets = [p[rows, nodes] for p in self._sets]
-            cells = [apm._cell[rows, nodes] for apm in (self.apm_node, self.apm_byte)]
+            cells = [apm._cell[rows, nodes] for apm in self._apms()]
             x = np.empty(nodes.shape + (self.n_in,), dtype=np.int64)    # (n, 8, n_in): the path's inputs
             x[..., 0] = st[rows, nodes]
+            x[..., -2] = self._longest[rows, nodes]
             x[..., -1] = 256
             if self.K:                  # the count inputs from the path's splits, (n, 8, K)
                 n0, n1 = splits
-                x[..., 1:1 + self.K], x[..., 1 + self.K:-1] = _count_inputs(n0[rows, :, nodes], n1[rows, :, nodes])
-        rows_of = self._rows(nodes)                                     # (n, 8) each
+                x[..., 1:1 + self.K], x[..., 1 + self.K:-2] = _count_inputs(n0[rows, :, nodes], n1[rows, :, nodes])
+        rows_of = self._rows(nodes, reached)                            # (n, 8) each
         half = 1 << (self.SHIFT - 1)                                    # every step rounded to the nearest
         for table, updates, cell, p, lr in zip(self._weights(), self._updates(), rows_of, p_sets, self.LR):
             err = ((bits << 12) - p) * lr                               # (n, 8): each set its own error
@@ -639,8 +712,8 @@ class TreeMixer:
         err = (err * self.step_scale(self.kind_updates[rows_of[0]], 0, self.FINAL_FLOOR)) >> 6
         np.add.at(self.final, rows_of[0], (s * err[..., None] + half) >> self.SHIFT)
         np.clip(self.final, -self.W_MAX, self.W_MAX, out=self.final)
-        self.apm_node.update(cells[0], bits)
-        self.apm_byte.update(cells[1], bits)
+        for apm, cell in zip(self._apms(), cells):
+            apm.update(cell, bits)
         return p_mix
 
     # --- checkpoints --------------------------------------------------------------------------
@@ -653,9 +726,9 @@ class TreeMixer:
         """What a checkpoint keeps. Of the byte and shape sets only the rows that have learned (the
         others still hold their start), as int32 (|weights| <= W_MAX < 2**31): a checkpoint stays
         near the size of what was learned, not of their 251,175 rows."""
-        out = {"by_kind": self.by_kind.copy(), "final": self.final.copy(),
-               "apm_node": self.apm_node.table.astype(np.uint16), "apm_byte": self.apm_byte.table.astype(np.uint16),
-               "kind_updates": self.kind_updates.copy()}
+        out = {"by_kind": self.by_kind.copy(), "by_reach": self.by_reach.copy(), "final": self.final.copy(),
+               **{f"apm_{name}": apm.table.astype(np.uint16) for name, apm in zip(self.APM_NAMES, self._apms())},
+               "kind_updates": self.kind_updates.copy(), "reach_updates": self.reach_updates.copy()}
         for name, table, updates in self._sparse():
             rows = np.flatnonzero(updates).astype(np.int32)
             out |= {f"{name}_rows": rows, f"by_{name}": table[rows], f"{name}_updates": updates[rows].astype(np.int32)}
@@ -664,7 +737,7 @@ class TreeMixer:
     def tables(self) -> list[np.ndarray]:
         """Everything the mixer has learned, whole, for the weight digest: a row that changed
         without learning must show too (the byte and shape sets: 40 MB to hash)."""
-        return [*self._weights(), self.final, self.apm_node.table, self.apm_byte.table, *self._updates()]
+        return [*self._weights(), self.final, *(apm.table for apm in self._apms()), *self._updates()]
 
     def load(self, state: dict) -> None:
         for name, table, _ in self._sparse():
@@ -673,8 +746,9 @@ class TreeMixer:
             if (rows.ndim != 1 or (n and (rows.min() < 0 or rows.max() >= len(table)))
                     or len(np.unique(rows)) != n):
                 raise ValueError(f"tree mixer state {name}_rows is not a set of the {name} set's rows")
-        dense = (("by_kind", self.by_kind), ("final", self.final), ("apm_node", self.apm_node.table),
-                 ("apm_byte", self.apm_byte.table), ("kind_updates", self.kind_updates))
+        dense = (("by_kind", self.by_kind), ("by_reach", self.by_reach), ("final", self.final),
+                 *((f"apm_{name}", apm.table) for name, apm in zip(self.APM_NAMES, self._apms())),
+                 ("kind_updates", self.kind_updates), ("reach_updates", self.reach_updates))
         shapes = [(key, have.shape) for key, have in dense]
         for name, table, updates in self._sparse():
             n = len(state[f"{name}_rows"])
