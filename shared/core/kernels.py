@@ -132,7 +132,9 @@ def _squash_at(d):
 @inline
 def _hashed_row(context, node, bits):
     """mixer.hashed_rows for one node: the row of a hashed APM (2**bits rows) for a context and node."""
-    return (((context * 255 + node) * 2654435761) & 0xFFFFFFFF) >> (32 - bits)
+    a = context * 255 + node
+    h = ((a & 0xFFFF) * 2654435761 + (((a >> 16) * 2654435761) & 0xFFFF) * 65536) & 0xFFFFFFFF
+    return h >> (32 - bits)
 
 
 @inline

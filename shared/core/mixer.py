@@ -265,10 +265,13 @@ def reach(n0: np.ndarray, n1: np.ndarray, orders: int, words: int) -> tuple[np.n
 
 
 def hashed_rows(context: np.ndarray, nodes: np.ndarray, bits: int) -> np.ndarray:
-    """A hashed APM's row for each stream's context (n,) and node (n, ...): the context of
-    several bytes and the node hashed together into 2**bits rows (lpaq's order-2 APM)."""
-    c = context.astype(np.int64).reshape((-1,) + (1,) * (np.ndim(nodes) - 1))
-    return (((c * 255 + nodes) * 2654435761) & 0xFFFFFFFF) >> (32 - bits)
+    """A hashed APM's row for each stream's context (n,) of at most 3 bytes and node (n, ...):
+    the two hashed together into 2**bits rows (lpaq's order-2 APM), the top bits of (context *
+    255 + node) * 2654435761 mod 2**32. The key a < 2**32 is multiplied in two 16-bit halves,
+    so no int64 product overflows (signed overflow is not defined arithmetic)."""
+    a = context.astype(np.int64).reshape((-1,) + (1,) * (np.ndim(nodes) - 1)) * 255 + nodes
+    h = ((a & 0xFFFF) * 2654435761 + (((a >> 16) * 2654435761) & 0xFFFF) * 65536) & 0xFFFFFFFF
+    return h >> (32 - bits)
 
 
 def _count_dots(n0: np.ndarray, n1: np.ndarray, sets) -> list[np.ndarray]:
