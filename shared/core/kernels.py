@@ -148,6 +148,13 @@ def _apm_at(table, row, pos, cells, c, i, j):
 
 
 @inline
+def _set_row(groups, s, i, node, reach):
+    """Stream i's row of weight set s at `node`: its group's row for node 0 (`groups`) plus the
+    node, and in the reach set (s = 3) the reach's rows (mixer.TreeMixer._rows)."""
+    return groups[s, i] + node + (reach * 255 if s == 3 else 0)
+
+
+@inline
 def node_at(i, j, node, cdf, sums, lo_of, mid_of, hi_of, stretch12, squash, restretch, weights, groups, final,
             apm_node, apm_byte, apm_o2, apm_o3, byte_rows, contexts, dims, x, sets_p, sets_st, p_mix, cells, reach):
     """One node of `_tree_at` (stream i, column j): its 16-bit P(bit 1), its stages' state
@@ -180,7 +187,7 @@ def node_at(i, j, node, cdf, sums, lo_of, mid_of, hi_of, stretch12, squash, rest
     sets = sets_p.shape[0]
     mixed = 0
     for s in range(sets):
-        row = groups[s, i] + node + (r * 255 if s == 3 else 0)
+        row = _set_row(groups, s, i, node, r)
         d = 0
         for c in range(n_in):
             d += x[i, j, c] * weights[row, c]
@@ -261,19 +268,19 @@ def _tree_update(x, nodes, bits, sets_p, sets_st, p_mix, cells, reach, weights, 
     for s in range(sets):
         for i in range(n):
             for j in range(m):
-                row = groups[s, i] + nodes[i, j] + (reach[i, j] * 255 if s == 3 else 0)
+                row = _set_row(groups, s, i, nodes[i, j], reach[i, j])
                 e = ((bits[i, j] << 12) - sets_p[s, i, j]) * lr[s]
                 err[i, j] = (e * _step_scale(updates[row], early, early_gain, late_decay, late_floor)) >> 6
         for i in range(n):
             for j in range(m):
-                row = groups[s, i] + nodes[i, j] + (reach[i, j] * 255 if s == 3 else 0)
+                row = _set_row(groups, s, i, nodes[i, j], reach[i, j])
                 updates[row] += 1
                 e = err[i, j]
                 for c in range(n_in):
                     weights[row, c] += (x[i, j, c] * e + half) >> shift
         for i in range(n):
             for j in range(m):
-                row = groups[s, i] + nodes[i, j] + (reach[i, j] * 255 if s == 3 else 0)
+                row = _set_row(groups, s, i, nodes[i, j], reach[i, j])
                 for c in range(n_in):
                     weights[row, c] = min(max(weights[row, c], -w_max), w_max)
     for i in range(n):
