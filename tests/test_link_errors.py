@@ -71,7 +71,10 @@ def test_sigterm_twice_at_once_as_coreutils_timeout_sends_it_still_ends_bob_clea
 # clone's suite, 2026-12-07, a Ctrl-C 0.2 s into alice)
 DROPPING = {"llvmlite": ("callback", os.path.join(os.sep, "site", "llvmlite", "binding", "executionengine.py")),
             "import lock": ("cb", "<frozen importlib._bootstrap>"),
-            "dataclass field": ("__set_name__", os.path.join(os.sep, "lib", "python3.11", "dataclasses.py"))}
+            "dataclass field": ("__set_name__", os.path.join(os.sep, "lib", "python3.11", "dataclasses.py")),
+            # torch.save's C++ zip writer turns it into its own error: a fresh clone's suite, 2026-12-07,
+            # a Ctrl-C to the demo's Earth while it wrote an 11 MB checkpoint ("enforce fail ...")
+            "torch.save": ("_save", os.path.join(os.sep, "site", "torch", "serialization.py"))}
 
 
 @pytest.mark.parametrize("where", sorted(DROPPING))

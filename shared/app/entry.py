@@ -20,10 +20,13 @@ def _unsafe_to_raise(frame) -> bool:
     ctypes callbacks (numba loading or compiling a loop), a __del__, or the weakref callback with
     which the import system drops a module's lock; or it would become another error: in a
     __set_name__ (a dataclass's fields, as its class is made), Python 3.11 wraps it in a
-    RuntimeError."""
+    RuntimeError; or inside torch.save, whose C++ zip writer calls back into Python to write
+    and turns the exception into its own error ("enforce fail ... unexpected pos"), seen once a
+    checkpoint took long enough to write (11 MB, format 24)."""
     while frame is not None:
         code = frame.f_code
         if (code.co_name in ("__del__", "__set_name__") or f"{os.sep}llvmlite{os.sep}" in code.co_filename
+                or code.co_filename.endswith(f"{os.sep}torch{os.sep}serialization.py")
                 or (code.co_name == "cb" and code.co_filename.startswith("<frozen importlib"))):
             return True
         frame = frame.f_back
