@@ -531,6 +531,33 @@ def test_indirect_context_is_the_last_byte_and_what_followed_it_the_last_two_tim
     assert context(b"a=2;b=", stream=1, fresh=False) == context(b"a=2;b=")  # stream 0's "=1" is not stream 1's
 
 
+def test_shape_context_is_the_runs_of_byte_classes_in_text_and_the_bytes_before_the_last_elsewhere():
+    """In text, the syntax whatever the names: the last byte and the classes of the last six runs
+    of one class within 32 bytes, with the newest run's length up to 7. Where a byte no text has is
+    among the last 16, or one of the last two is above 127 (binaries, UTF-16, CJK), the two bytes
+    before the last one, which skip a changing byte."""
+    s = Structure(1 << STRUCTURE.index("shape"), streams=1)
+    assert s.kinds == ["shape"]
+
+    def context(text: bytes) -> int:
+        s.clear()
+        hist = np.zeros(1, dtype=np.uint64)
+        for b in text:
+            s.update(np.array([0]), np.array([b]))
+            hist[0] = (hist[0] << np.uint64(8)) | np.uint64(b)
+        return int(s.contexts(hist)[0, 0])
+    assert context(b"self.fooo(bar, ") == context(b"x.y[zz, ") != context(b"x.y=zz, ")
+    assert context(b"Q.b.c") != context(b"q.b.c")                      # five runs: Q's class is one
+    assert context(b"Q.b.c.d") == context(b"q.b.c.d")                  # the seventh run is not
+    assert context(b"x =  ") != context(b"x =    ")                    # the newest run's length
+    assert context(b"x =" + b" " * 7) == context(b"y =" + b" " * 9)    # up to 7
+    assert context(b"Q" + b"a b " * 8) == context(b"q" + b"a b " * 8)  # 33 bytes back
+    assert context(b"\x00xyB") == context(b"\x01xyB") != context(b"\x00xzB")   # not text
+    assert context(b"\x00" + b"a" * 14 + b"b") != context(b"\x00" + b"a" * 15 + b"b")   # 16, 17 back
+    assert context(b"\x00" + b"a" * 15 + b"b") == context(b"\x01" + b"c" * 15 + b"b")
+    assert context("中文".encode()) == context("中斈".encode())   # CJK: its last byte skipped
+
+
 def test_only_the_tree_mixer_reads_the_mark_line_and_indirect_rows():
     """With the tree mixer, the network's count mixer reads every row but order 5's, word_mark's,
     mark_gap's, line_column's and indirect's: default's network mixes 16 of its 21 rows (one

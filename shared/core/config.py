@@ -69,7 +69,7 @@ class ModelConfig:
     words: int = 0          # word contexts: 1 = the word so far, 2 = also with the word before it
                             # (between words: the last word, and the last two)
     match: int = 0          # match model (ngram.MatchModel): bytes of context it looks up (0: none)
-    structure: int = 0      # structure contexts, a bit each (ngram.STRUCTURE): sparse, column, record, align, nest,
+    structure: int = 0      # structure contexts, a bit each (ngram.STRUCTURE): shape, column, record, align, nest,
                             # near, near_word, skip_word, word_mark, mark_gap, line_column, indirect
     tree: int = 0           # 1: a byte-tree mixer and APMs refine each prediction (mixer.py)
     # The network's own memory of contexts (model.HashedContexts): a learned vector per hashed

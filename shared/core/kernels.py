@@ -740,7 +740,10 @@ _U1 = np.uint64(1)
 _U2 = np.uint64(2)
 _U0 = np.uint64(0)
 # the structure kinds, numbered as ngram.STRUCTURE names them
-SPARSE, COLUMN, RECORD, ALIGN, NEST, NEAR, NEAR_WORD, SKIP_WORD, WORD_MARK, MARK_GAP, LINE_COLUMN, INDIRECT = range(12)
+SHAPE, COLUMN, RECORD, ALIGN, NEST, NEAR, NEAR_WORD, SKIP_WORD, WORD_MARK, MARK_GAP, LINE_COLUMN, INDIRECT = range(12)
+# the shape context (ngram.Structure "shape"): the last SHAPE_RUNS runs of one byte class within
+# SHAPE_BACK bytes, in text: where no byte of the last SHAPE_TEXT is of class NOT_TEXT
+SHAPE_RUNS, SHAPE_BACK, SHAPE_TEXT, NOT_TEXT = 6, 32, 16, 15
 
 
 @inline
@@ -769,6 +772,37 @@ def _back(ring, pos, distance):
     return 0
 
 
+@inline
+def _shape(ring, pos, h, shape):
+    """ngram.Structure._shape for one stream; `shape` is the byte classes' column of ngram._SHAPE."""
+    text = (h & _U255) < 128 and ((h >> _U8) & _U255) < 128
+    for j in range(1, SHAPE_TEXT + 1):
+        if not text or j > pos:
+            break
+        text = shape[_back(ring, pos, j)] != NOT_TEXT
+    if not text:
+        return (h >> _U8) & np.uint64(0xFFFF)
+    mask = 0
+    runs = 0
+    length = 0
+    for j in range(1, SHAPE_BACK + 1):
+        if j > pos:
+            break
+        c = shape[_back(ring, pos, j)]
+        if runs > 0 and c == mask & 15:
+            if runs == 1:
+                length += 1
+            continue
+        if runs == SHAPE_RUNS:
+            break
+        mask = mask << 4 | c
+        runs += 1
+        if runs == 1:
+            length = 1
+    v = np.uint64(mask << 3 | min(length, 7)) | np.uint64(runs) << np.uint64(40) | np.uint64(1) << np.uint64(44)
+    return v << _U8 | (h & _U255)
+
+
 def _advance(rows, symbols, history, word, prev, prev2, slots, checks, classes,
              masks, hashed, byte_shift, byte_offset, n_words, word_shift, word_offset,
              match_on, m_ring, m_where, m_written, m_place, m_run, m_min, m_mask, m_shift, m_stride, m_recover,
@@ -779,7 +813,7 @@ def _advance(rows, symbols, history, word, prev, prev2, slots, checks, classes,
     word hashes, the structure state (Structure.update) and the slots and checks of the streams
     coded (`rows`, in order); in the definition's phases where streams meet (the match model's
     shared table of places: every stream reads it before any writes, the first stream's write
-    wins). classes (256, 5): letter, opens a word, bracket, continues a tag name, case fold."""
+    wins). classes (256, 6): letter, opens a word, bracket, continues a tag name, case fold, shape class."""
     n = rows.shape[0]
     n_orders = masks.shape[0]
     for t in range(n):
@@ -866,7 +900,7 @@ def _advance(rows, symbols, history, word, prev, prev2, slots, checks, classes,
             v = _structure_context(i, kinds[i], h, s_ring[r], s_pos[r], s_line[r], s_above[r], s_record[r],
                                    s_depth[r], s_tag[r], s_in_tag[r], s_naming[r], s_indent[r], s_word[r],
                                    s_stream[r], s_before[r, 1], s_marks[r], s_after_mark[r], s_first[r],
-                                   s_follow[r, np.int64(h & _U255)])
+                                   s_follow[r, np.int64(h & _U255)], classes[:, 5])
             product = v * _GOLDEN
             slots[r, base + i] = np.int64(product >> shape_shift[i]) + shape_offset[i]
             checks[r, base + i] = np.uint8((product >> (shape_shift[i] - _U8)) & _U255)
@@ -938,10 +972,10 @@ def _structure_step(r, sym, classes, kinds, ring, pos_of, line, above, last, gap
 
 @inline
 def _structure_context(i, kind, h, ring, pos, line, above, record, depth, tag, in_tag, naming, indent, word,
-                       stream, before1, marks, after_mark, first, follow):
+                       stream, before1, marks, after_mark, first, follow, shape):
     """Structure.contexts for one stream and kind (the i-th of the configuration's kinds)."""
-    if kind == SPARSE:
-        v = (h >> _U8) & np.uint64(0xFFFF)
+    if kind == SHAPE:
+        v = _shape(ring, pos, h, shape)
     elif kind == COLUMN:
         col = pos - line
         width = line - above

@@ -23,6 +23,7 @@ import mmap
 import numpy as np
 
 from . import kernels
+from .kernels import NOT_TEXT, SHAPE_BACK, SHAPE_RUNS, SHAPE_TEXT
 from .config import STRUCTURE_RING, WORD_KINDS, kind_bits, order_bits
 
 PURITY = 4                 # levels of "how much of the context one byte owns": <1/3, <2/3, <1, all
@@ -50,8 +51,19 @@ _TAG_NAME = _LETTER.copy()                 # bytes that continue a markup tag's 
 _TAG_NAME[[ord(c) for c in "/!?-:"]] = True
 _FOLD = np.arange(256)
 _FOLD[ord("A"):ord("Z") + 1] += 32
+# A byte's class in the shape context (Structure "shape"): what the syntax of code and markup is
+# made of, whatever the names in it. 15 is "not text": a byte no text has (a control byte but
+# tab, newline and return; 127; a byte no UTF-8 has).
+_SHAPE = np.full(256, 14, dtype=np.int64)  # 14: other punctuation
+_SHAPE[ord("a"):ord("z") + 1] = _SHAPE[0x80:] = 0   # lower case, and UTF-8's letters
+_SHAPE[ord("A"):ord("Z") + 1] = 1
+_SHAPE[ord("0"):ord("9") + 1] = 2
+for _group, _class in ((" \t", 3), ("\n\r", 4), ("([{<", 5), (")]}>", 6), (".", 7), (",", 8), ("=", 9),
+                       ("\"'", 10), (":;", 11), ("_", 12), ("&#", 13)):
+    _SHAPE[[ord(c) for c in _group]] = _class
+_SHAPE[[b for b in range(32) if chr(b) not in "\t\n\r"] + [127, 0xC0, 0xC1] + list(range(0xF5, 0x100))] = NOT_TEXT
 # the byte classes above, one row per byte, for the compiled loops (kernels.advance)
-_CLASSES = np.stack([_LETTER, _OPENS, _BRACKET, _TAG_NAME, _FOLD], axis=1).astype(np.int64)
+_CLASSES = np.stack([_LETTER, _OPENS, _BRACKET, _TAG_NAME, _FOLD, _SHAPE], axis=1).astype(np.int64)
 
 
 def _extend_word(word: np.ndarray, symbols: np.ndarray) -> np.ndarray:
@@ -142,7 +154,7 @@ class MatchModel:
 
 
 # ModelConfig.structure: bit i adds context i
-STRUCTURE = ("sparse", "column", "record", "align", "nest", "near", "near_word", "skip_word", "word_mark",
+STRUCTURE = ("shape", "column", "record", "align", "nest", "near", "near_word", "skip_word", "word_mark",
              "mark_gap", "line_column", "indirect")
 _STREAM_KEY = np.uint64(0x9E3779B1)       # a near context's key times this, xor the stream's number times _WORD
 
@@ -150,7 +162,13 @@ _STREAM_KEY = np.uint64(0x9E3779B1)       # a near context's key times this, xor
 class Structure:
     """Contexts for data with a shape, one per bit of `ModelConfig.structure` (STRUCTURE):
 
-      sparse  the two bytes before the last one (skips a changing byte: counters, UTF-16);
+      shape   in text, the last byte and the runs of byte classes before it (lower case, upper
+              case, digits, blanks, newlines, brackets, quotes and each kind of punctuation:
+              `_SHAPE`): the class of each of the last six runs within 32 bytes and how long
+              the newest is, "a.a(a, a=" whatever the names (code, markup, the shape of prose);
+              elsewhere (a byte no text has among the last 16, or one above 127 among the
+              last two: binaries, UTF-16, CJK) the two bytes before the last one (skips a
+              changing byte: counters, UTF-16);
       column  the column in the line and the byte above it (markup, tables, source code);
       record  the record length and the bytes one and two records above, once a byte has
               recurred at one fixed distance three times (fixed-length binary records);
@@ -225,8 +243,8 @@ class Structure:
         """(streams, n) uint64 context values; the kind's number in the top byte keeps them apart."""
         out = []
         for i, kind in enumerate(self.kinds):
-            if kind == "sparse":
-                v = (history >> np.uint64(8)) & np.uint64(0xFFFF)
+            if kind == "shape":
+                v = self._shape(history)
             elif kind == "column":
                 col = self.pos - self.line
                 width = self.line - self.above
@@ -257,6 +275,35 @@ class Structure:
                 v = (key * _STREAM_KEY ^ self._stream) & np.uint64((1 << 56) - 1)
             out.append(v | np.uint64(i + 1) << np.uint64(56))
         return np.stack(out, axis=-1)
+
+    def _shape(self, history: np.ndarray) -> np.ndarray:
+        """The shape context (STRUCTURE's docstring): a run is extended while the bytes further
+        back have its class; the runs' classes 4 bits each, newest lowest, then the newest run's
+        length (up to 7) in 3 bits, the number of runs at bit 40, a flag for text at bit 44."""
+        n = len(history)
+        back = np.arange(1, SHAPE_BACK + 1)
+        where = self.pos[:, None] - back                            # (streams, SHAPE_BACK)
+        seen = where >= 0
+        cls = np.where(seen, _SHAPE[self.ring[np.arange(n)[:, None], where & (self.RING - 1)]], NOT_TEXT)
+        last2 = (history & np.uint64(0xFFFF)).astype(np.int64)
+        text = (~((cls[:, :SHAPE_TEXT] == NOT_TEXT) & seen[:, :SHAPE_TEXT]).any(axis=1)
+                & (last2 & 0xFF < 128) & (last2 >> 8 < 128))
+        mask = np.zeros(n, dtype=np.int64)
+        runs = np.zeros(n, dtype=np.int64)
+        length = np.zeros(n, dtype=np.int64)
+        live = np.ones(n, dtype=bool)                               # still reading runs
+        for j in range(SHAPE_BACK):
+            live &= seen[:, j]
+            c = cls[:, j]
+            same = live & (runs > 0) & (c == mask & 15)
+            length += same & (runs == 1)
+            live &= same | (runs < SHAPE_RUNS)
+            new = live & ~same
+            mask = np.where(new, mask << 4 | c, mask)
+            runs += new
+            length = np.where(new & (runs == 1), 1, length)
+        shape = ((mask << 3 | np.minimum(length, 7)) | runs << 40 | 1 << 44).astype(np.uint64)
+        return np.where(text, shape << np.uint64(8) | (history & np.uint64(255)), (history >> np.uint64(8)) & np.uint64(0xFFFF))
 
     def update(self, rows: np.ndarray, symbols: np.ndarray) -> None:
         lead = self.lead[rows] == 1 if "nest" in self.kinds else None   # before this byte
