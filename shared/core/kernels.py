@@ -816,6 +816,7 @@ def _advance(rows, symbols, history, word, prev, prev2, slots, checks, classes,
     wins). classes (256, 6): letter, opens a word, bracket, continues a tag name, case fold, shape class."""
     n = rows.shape[0]
     n_orders = masks.shape[0]
+    shape = classes[:, 5]
     for t in range(n):
         r = rows[t]
         history[r] = (history[r] << _U8) | np.uint64(symbols[t])
@@ -900,7 +901,7 @@ def _advance(rows, symbols, history, word, prev, prev2, slots, checks, classes,
             v = _structure_context(i, kinds[i], h, s_ring[r], s_pos[r], s_line[r], s_above[r], s_record[r],
                                    s_depth[r], s_tag[r], s_in_tag[r], s_naming[r], s_indent[r], s_word[r],
                                    s_stream[r], s_before[r, 1], s_marks[r], s_after_mark[r], s_first[r],
-                                   s_follow[r, np.int64(h & _U255)], classes[:, 5])
+                                   s_follow[r, np.int64(h & _U255)], shape)
             product = v * _GOLDEN
             slots[r, base + i] = np.int64(product >> shape_shift[i]) + shape_offset[i]
             checks[r, base + i] = np.uint8((product >> (shape_shift[i] - _U8)) & _U255)

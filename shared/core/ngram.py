@@ -58,9 +58,9 @@ _SHAPE = np.full(256, 14, dtype=np.int64)  # 14: other punctuation
 _SHAPE[ord("a"):ord("z") + 1] = _SHAPE[0x80:] = 0   # lower case, and UTF-8's letters
 _SHAPE[ord("A"):ord("Z") + 1] = 1
 _SHAPE[ord("0"):ord("9") + 1] = 2
-for _group, _class in ((" \t", 3), ("\n\r", 4), ("([{<", 5), (")]}>", 6), (".", 7), (",", 8), ("=", 9),
-                       ("\"'", 10), (":;", 11), ("_", 12), ("&#", 13)):
+for _class, _group in enumerate((" \t", "\n\r", "([{<", ")]}>", ".", ",", "=", "\"'", ":;", "_", "&#"), start=3):
     _SHAPE[[ord(c) for c in _group]] = _class
+del _class, _group
 _SHAPE[[b for b in range(32) if chr(b) not in "\t\n\r"] + [127, 0xC0, 0xC1] + list(range(0xF5, 0x100))] = NOT_TEXT
 # the byte classes above, one row per byte, for the compiled loops (kernels.advance)
 _CLASSES = np.stack([_LETTER, _OPENS, _BRACKET, _TAG_NAME, _FOLD, _SHAPE], axis=1).astype(np.int64)
