@@ -222,6 +222,42 @@ def test_layer_norm_is_the_same(n):
         assert same_bits(got, want)
 
 
+def test_the_embedding_gradient_adds_each_rows_terms_in_the_same_order():
+    """A row read many times (the PAD token, a common context) takes its gradients one add at a
+    time in the order of the indices, in float64, as np.bincount adds them; so do rows read once."""
+    rng = np.random.default_rng(8)
+    for rows, dim, n in ((257, 32, 960), (40, 5, 3000), (1, 3, 7)):
+        idx = torch.from_numpy(rng.integers(0, rows, (n // 3, 3)))
+        idx[0, :] = 0
+        w = torch.from_numpy(_floats(rng, (rows, dim))).requires_grad_(True)
+        g = torch.from_numpy(_floats(rng, (n // 3, 3, dim), 1e4))
+
+        def run():
+            w.grad = None
+            out = portable.embedding(idx, w)
+            out.backward(g)
+            with torch.no_grad():
+                read = portable.embedding(idx, w)                    # the coding path
+            return out.detach().numpy(), w.grad.numpy().copy(), read.numpy()
+        for got, want in zip(*both(run)):
+            assert same_bits(got, want)
+
+
+def test_the_hashed_contexts_rows_are_the_same():
+    """HashedContexts.ids: every order's hash over the tokens before each position, the PAD
+    token (256) among them, over a window (training) and one token with the ones before it
+    carried on (coding)."""
+    from shared.core.model import HashedContexts
+    h = HashedContexts(preset("neural").model)
+    rng = np.random.default_rng(9)
+    idx = torch.from_numpy(rng.integers(0, 257, (6, 11)))
+    before = torch.from_numpy(rng.integers(0, 257, (6, h.span)))
+    for args in ((idx,), (idx, before), (idx[:, :1], before)):
+        got, want = both(lambda: h.ids(*args).numpy())
+        assert same_bits(got, want) and got.shape == args[0].shape + (len(h.orders),)
+        assert got.min() >= 0 and got.max() < 1 << h.bits
+
+
 # --- the coder -----------------------------------------------------------------------------------
 def _decisions(rng, n):
     p = rng.integers(1, 1 << 16, n)

@@ -726,6 +726,19 @@ def _layer_norm(x, w, b, c, y, xhat, rstd):
 layer_norm = compiled(_layer_norm)
 
 
+def _embedding_grad(idx, g, out):
+    """portable._Embedding.backward: row idx[i] of float64 out (zeros) takes g[i] (n, dim),
+    widened, one add at a time in the order of idx, as np.bincount adds its weights."""
+    n, dim = g.shape
+    for i in range(n):
+        row = idx[i]
+        for c in range(dim):
+            out[row, c] += np.float64(g[i, c])
+
+
+embedding_grad = compiled(_embedding_grad)
+
+
 
 # --- the contexts' state after a byte (ngram.ContextCounts.update's rest) -----------------------
 # Hashes are uint64 arithmetic that wraps, as numpy's does; every mixed expression is cast to one
@@ -1019,3 +1032,23 @@ def _match_row(m_ring, m_written, m_place, m_run, m_stride, out):
 
 advance = compiled(_advance)
 match_row = compiled(_match_row)
+
+
+# --- the network's hashed contexts (model.HashedContexts.ids) -------------------------------------
+def _hashed_ids(padded, orders, mul, mask, shift, out):
+    """HashedContexts.ids: out (B, S, R) the table row of order orders[r]'s context at each of
+    the S positions that end padded (B, span + S); each hash starts at its order and takes in
+    the tokens 0, 1, ..., k - 1 places back, int64 throughout as in the definition."""
+    B, S, R = out.shape
+    span = padded.shape[1] - S
+    for b in range(B):
+        for s in range(S):
+            for r in range(R):
+                k = orders[r]
+                h = np.int64(k)
+                for j in range(k):
+                    h = (h * mul + padded[b, span + s - j] + 1) & mask
+                out[b, s, r] = ((h * mul) & mask) >> shift
+
+
+hashed_ids = compiled(_hashed_ids)

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from . import exact, ngram, portable
+from . import exact, kernels, ngram, portable
 from .config import PAD, VOCAB, ModelConfig, TrainConfig
 from .pinned import torch
 
@@ -179,8 +179,13 @@ class HashedContexts(nn.Module):
         step together, in numpy (int64, below 2**63 throughout): it runs at every coded byte."""
         S = idx.shape[1]
         padded = self.history(idx, before).numpy()
-        end = padded.shape[1]
         orders = np.array(self.orders, dtype=np.int64)               # increasing
+        if kernels.ENABLED:                                           # the same integers, one loop
+            out = np.empty(tuple(idx.shape) + (len(orders),), dtype=np.int64)
+            kernels.hashed_ids(np.ascontiguousarray(padded, dtype=np.int64), orders, self.MUL, self.MASK,
+                               32 - self.bits, out)
+            return torch.from_numpy(out)
+        end = padded.shape[1]
         h = np.repeat(orders, idx.shape[0] * S).reshape((len(orders),) + tuple(idx.shape))   # (orders, B, S)
         for j in range(int(orders[-1])):                              # the token j places back
             live = h[int(np.searchsorted(orders, j, side="right")):]  # the orders longer than j
@@ -198,11 +203,11 @@ class HashedContexts(nn.Module):
         ids = self.ids(idx, before)
         if torch.is_grad_enabled():
             rows, inverse = torch.unique(ids, sorted=True, return_inverse=True)
-            read = self.weight.detach()[rows].requires_grad_()
+            read = torch.from_numpy(np.take(self.weight.detach().numpy(), rows.numpy(), axis=0)).requires_grad_()
             self.read = (rows, read)
             got = portable.embedding(inverse, read)
-        else:
-            got = self.weight[ids]
+        else:                       # numpy's take: the same rows, a fraction of torch's indexing cost
+            got = torch.from_numpy(np.take(self.weight.detach().numpy(), ids.numpy(), axis=0))
         x = got[:, :, 0]
         for k in range(1, len(self.orders)):
             x = portable.add(x, got[:, :, k])
@@ -366,9 +371,12 @@ class AdamW(torch.optim.Optimizer):
         p, rows, grad = got
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         state, correction1, correction2_sqrt = self._count_step(p, beta1, beta2)
-        w, m, v = p[rows], state["exp_avg"][rows], state["exp_avg_sq"][rows]    # copies of the rows
+        rows = rows.numpy()         # distinct (torch.unique): numpy's take and put, torch's indexing costs more
+        tables = [t.detach().numpy() for t in (p, state["exp_avg"], state["exp_avg_sq"])]
+        w, m, v = (torch.from_numpy(np.take(t, rows, axis=0)) for t in tables)     # copies of the rows
         portable.adamw_update(w, grad, m, v, lr, beta1, beta2, eps, 0.0, correction1, correction2_sqrt)
-        p[rows], state["exp_avg"][rows], state["exp_avg_sq"][rows] = w, m, v
+        for t, new in zip(tables, (w, m, v)):
+            t[rows] = new.numpy()
 
 
 def _skip_dynamo(*methods) -> None:
