@@ -176,7 +176,8 @@ class HashedContexts(nn.Module):
     def ids(self, idx, before=None):
         """(B, S) tokens -> (B, S, orders) table rows, with `before` as in `history`. Integers only:
         order k's hash starts at k and takes in the tokens 0, 1, ..., k - 1 places back. All orders
-        step together, in numpy (int64, below 2**63 throughout): it runs at every coded byte."""
+        step together, in numpy (int64, below 2**63 throughout), or as one compiled loop of the same
+        integers (kernels.hashed_ids): it runs at every coded byte."""
         S = idx.shape[1]
         padded = self.history(idx, before).numpy()
         orders = np.array(self.orders, dtype=np.int64)               # increasing
