@@ -10,7 +10,7 @@ definition, and a machine without numba runs it too. Both twins may differ in th
 Every operation here is an integer operation or an IEEE basic operation on exact operands, as in
 the definition, and numba compiles without fastmath: nothing is reassociated or contracted into
 an FMA, so the loops give the same bits on every CPU. The first run on a machine compiles them
-(a few seconds) into numba's cache; later runs load them.
+(20-30 seconds on a 2-core machine) into numba's cache; later runs load them.
 """
 from __future__ import annotations
 
