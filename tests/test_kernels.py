@@ -104,11 +104,15 @@ def _count_run(data: np.ndarray, table_bits: int):
 
 
 def _markup(rng) -> bytes:
-    """HTML-ish lines: tags opened and closed, attributes, brackets, indentation, UTF-8."""
+    """HTML-ish lines: tags opened and closed, nested deeper than the stack of open elements
+    (TAG_STACK) and closed out of order, elements never closed ("<br>", "<IMG>"), self-closing
+    tags, comments, attributes, brackets, indentation, UTF-8."""
     out = []
     for i in range(400):
         tag = ["p", "div", "a", "li", "td"][rng.integers(5)]
-        out.append(f'{"  " * rng.integers(4)}<{tag} class="c{rng.integers(9)}">({i}) [é 中{i % 7}] {{x}}</{tag}>\n')
+        inside = ["", "<br>", "<IMG src=x>", "<hr/>", "<!-- c -->", "</li>", "<b>"][rng.integers(7)]
+        line = f'{"  " * rng.integers(4)}<{tag} class="c{rng.integers(9)}">({i}) {inside}[é 中{i % 7}] {{x}}</{tag}>\n'
+        out.append("<ul>" * 20 + line if i % 4 == 0 else line + "</ul>" * 20 if i % 4 == 3 else line)
     return "".join(out).encode()
 
 

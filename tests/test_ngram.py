@@ -6,7 +6,7 @@ import pytest
 
 from shared.coding.codec import compress, decompress
 from shared.coding.container import parse
-from shared.core.config import INDIRECT_KIND, ModelConfig, RunConfig, preset, table_bytes
+from shared.core.config import INDIRECT_KIND, TAG_STACK, ModelConfig, RunConfig, preset, table_bytes
 from shared.core.engine import Twin
 from shared.core.errors import ConfigMismatch, FormatError, UsageError
 from shared.core.ngram import RESCALE, STRUCTURE, ContextCounts, MatchModel, Structure, count_limit, trust_index
@@ -301,15 +301,18 @@ def test_match_model_survives_one_wrong_byte_after_a_long_run_but_not_two():
     assert match_row(short).sum() == 0
 
 
+def nest_state(text: bytes) -> tuple[Structure, int]:
+    """A nest-only Structure (one stream) after `text`, and its nest context."""
+    s = Structure(0b10000, streams=1)
+    hist = np.zeros(1, dtype=np.uint64)
+    for b in text:
+        s.update(np.array([0]), np.array([b]))
+        hist = (hist << np.uint64(8)) | np.uint64(b)
+    return s, int(s.contexts(hist)[0, 0])
+
+
 def test_nest_context_knows_brackets_tags_and_indentation():
-    from shared.core.ngram import Structure
-    def state(text: bytes) -> tuple[Structure, int]:
-        s = Structure(0b10000, streams=1)                            # nest only
-        hist = np.zeros(1, dtype=np.uint64)
-        for b in text:
-            s.update(np.array([0]), np.array([b]))
-            hist = (hist << np.uint64(8)) | np.uint64(b)
-        return s, int(s.contexts(hist)[0, 0])
+    state = nest_state
     s, ctx = state(b'<div class="x">\n  f(a[')
     assert (s.depth[0], s.in_tag[0], s.naming[0], s.indent[0], s.lead[0]) == (2, 0, 0, 2, 0)
     assert state(b'<div id="y">\n  g(b[')[1] == ctx                  # the same tag, depth, indent, last byte
@@ -325,6 +328,25 @@ def test_nest_context_knows_brackets_tags_and_indentation():
     assert (s.depth[0], s.indent[0], s.in_tag[0]) == (0, 2, 1)        # depth never below 0; a tab indents
     s.clear()
     assert (s.depth[0], s.indent[0], s.in_tag[0], s.tag[0], s.lead[0]) == (0, 0, 0, 0, 1)
+
+
+def test_nest_context_knows_the_element_open_and_the_name_that_closes_it():
+    """After "</" the nest context holds the innermost element open (whatever came inside it,
+    elements never closed and self-closing tags included); between tags, the element the text
+    is in; a closing tag pops up to its element, and the stack keeps the innermost TAG_STACK."""
+    ctx = lambda text: nest_state(text)[1]
+    closing_p = ctx(b"<p><em>x</em></")
+    assert ctx(b"<p><b>other words</b></") == closing_p
+    assert ctx(b'<p><br><IMG src="x"><img src="y"/><hr/><!-- c --><em>x</em></') == closing_p
+    assert ctx(b"<div><em>x</em></") != closing_p                     # another element open
+    assert ctx(b"<p><em>x</em></d") != ctx(b"<div><em>x</em></d")       # and while its name is written
+    assert ctx(b"<p>a<em>b</em>c") == ctx(b"<p>c") == ctx(b"<p>a</div>c")   # "</div>" closes nothing open
+    assert ctx(b"<title>c") != ctx(b"<h1>c") and ctx(b"<ul><li>x</li>\n") == ctx(b"<ul>\n")
+    s, _ = nest_state(b"<p><br>")
+    assert s.n_open[0] == 1 and s.stack[0, 0] == nest_state(b"</p")[0].tag[0]   # "p", as "</p" names it
+    assert nest_state(b"<ul>" * 20 + b"</ul>" * 15)[0].n_open[0] == 1         # 16 kept of 20
+    assert nest_state(b"<ul>" * 20 + b"</ul>" * 17)[0].n_open[0] == 0
+    assert TAG_STACK == 16
 
 
 def test_match_model_finds_repeats_across_streams_but_only_of_known_bytes():

@@ -49,6 +49,9 @@ ORDER_BITS = {3: 16, 4: 17, 5: 17}   # order k's rows at most, below table_bits:
 INDIRECT_KIND = 1 << 11     # the indirect structure row (the last byte and what followed it): 2**INDIRECT_BITS
 INDIRECT_BITS = 15          # rows at most, half a structure row's: its contexts are few (for strong's memory)
 STRUCTURE_RING = 1 << 13    # bytes of history per stream the structure contexts look back into
+TAG_STACK = 16              # markup elements open per stream the nest context remembers (the innermost kept)
+VOID_ELEMENTS = ("area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
+                 "track", "wbr")   # HTML elements never closed: "<br>" opens none (ngram.Structure)
 TREE_ONLY = 0b1111 << 8     # structure rows (word_mark, mark_gap, line_column, indirect) that, with the tree mixer, only it
                             # reads: so default's network mixes 16 of its 21 rows, one tree of sums (docs/results.md)
 TREE_ONLY_ORDERS = (5,)     # byte orders that, with the tree mixer, only it reads (order 5: strong's memory estimate)
@@ -240,7 +243,7 @@ def cost(config: RunConfig) -> tuple[int, int]:
               + table_bytes(m) + 4 * (table_bytes(m) >> 8)        # count tables; per row: check, total, top
               + (B * MATCH_SPAN + MATCH_ROWS * 8 if m.match else 0)
               + B * tc.replay_span * 2 * (tc.replay > 0)
-              + (B * (STRUCTURE_RING * 8 + 3 * 256 * 8 + 16 * 8) if m.structure else 0)   # ngram.Structure's rings, state
+              + (B * (STRUCTURE_RING * 8 + 3 * 256 * 8 + (TAG_STACK + 24) * 8) if m.structure else 0)   # ngram.Structure's rings, state
               # mixer.TreeMixer: its APMs (node, node x previous byte, the two hashed ones; 33
               # cells of uint16), its int32 weights and update counts (per node: 9 rows by kind of
               # byte, 256 by byte, 9 * 9 * 9 by shape, `reaches` by reach) and a position's inputs

@@ -746,6 +746,7 @@ embedding_grad = compiled(_embedding_grad)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _WORD = np.uint64(0x100000001B3)
 _STREAM_KEY = np.uint64(0x9E3779B1)
+_SLASH = np.uint64(ord("/") + 1) * _WORD   # ngram._SLASH
 _LOW56 = np.uint64((1 << 56) - 1)
 _U8 = np.uint64(8)
 _U255 = np.uint64(255)
@@ -821,7 +822,7 @@ def _advance(rows, symbols, history, word, prev, prev2, slots, checks, classes,
              match_on, m_ring, m_where, m_written, m_place, m_run, m_min, m_mask, m_shift, m_stride, m_recover,
              kinds, shape_shift, shape_offset, s_ring, s_pos, s_line, s_above, s_last, s_gap, s_candidate,
              s_seen, s_record, s_depth, s_tag, s_in_tag, s_naming, s_indent, s_word, s_stream, s_before,
-             s_marks, s_after_mark, s_first, s_follow, max_record, confirm):
+             s_marks, s_after_mark, s_first, s_follow, s_stack, s_open, s_cname, s_tkind, void, max_record, confirm):
     """ContextCounts.update after the counts: history, the match model (MatchModel.update), the
     word hashes, the structure state (Structure.update) and the slots and checks of the streams
     coded (`rows`, in order); in the definition's phases where streams meet (the match model's
@@ -889,7 +890,8 @@ def _advance(rows, symbols, history, word, prev, prev2, slots, checks, classes,
         if kinds.shape[0]:
             _structure_step(r, sym, classes, kinds, s_ring, s_pos, s_line, s_above, s_last, s_gap, s_candidate,
                             s_seen, s_record, s_depth, s_tag, s_in_tag, s_naming, s_indent, s_word, s_before,
-                            s_marks, s_after_mark, s_first, s_follow, max_record, confirm)
+                            s_marks, s_after_mark, s_first, s_follow, s_stack, s_open, s_cname, s_tkind, void,
+                            (max_record, confirm))   # one argument: a call of over 30 is *args to numba
         h = history[r]
         for k in range(n_orders):
             ctx = h & masks[k]
@@ -914,7 +916,8 @@ def _advance(rows, symbols, history, word, prev, prev2, slots, checks, classes,
             v = _structure_context(i, kinds[i], h, s_ring[r], s_pos[r], s_line[r], s_above[r], s_record[r],
                                    s_depth[r], s_tag[r], s_in_tag[r], s_naming[r], s_indent[r], s_word[r],
                                    s_stream[r], s_before[r, 1], s_marks[r], s_after_mark[r], s_first[r],
-                                   s_follow[r, np.int64(h & _U255)], shape)
+                                   s_follow[r, np.int64(h & _U255)], shape,
+                                   s_stack[r, s_open[r] - 1] if s_open[r] > 0 else _U0, s_tkind[r])
             product = v * _GOLDEN
             slots[r, base + i] = np.int64(product >> shape_shift[i]) + shape_offset[i]
             checks[r, base + i] = np.uint8((product >> (shape_shift[i] - _U8)) & _U255)
@@ -922,9 +925,10 @@ def _advance(rows, symbols, history, word, prev, prev2, slots, checks, classes,
 
 @inline
 def _structure_step(r, sym, classes, kinds, ring, pos_of, line, above, last, gap, candidate, seen, record,
-                    depth, tag, in_tag, naming, indent, word, before, marks, after_mark, first, follow, max_record,
-                    confirm):
+                    depth, tag, in_tag, naming, indent, word, before, marks, after_mark, first, follow, stack, n_open,
+                    cname, tkind, void, record_rule):
     """Structure.update for one stream."""
+    max_record, confirm = record_rule
     nest = False
     words = False
     for i in range(kinds.shape[0]):
@@ -960,13 +964,35 @@ def _structure_step(r, sym, classes, kinds, ring, pos_of, line, above, last, gap
         continues = naming[r] == 1 and classes[sym, 3] == 1
         if opens:
             tag[r] = _U0
+            cname[r] = _SLASH
+            tkind[r] = 0
         elif continues:
+            if tkind[r] == 0:
+                tkind[r] = 2 if sym == 47 else (1 if classes[sym, 0] == 1 else 3)
             tag[r] = (tag[r] + np.uint64(sym) + _U1) * _WORD
+            if tkind[r] == 1:
+                cname[r] = (cname[r] + np.uint64(sym) + _U1) * _WORD
         naming[r] = 1 if (opens or continues) else 0
         if opens:
             in_tag[r] = 1
         elif sym == 62:
+            never_closed = False                           # an HTML element like "<br>"
+            for j in range(void.shape[0]):
+                never_closed = never_closed or void[j] == cname[r]
+            if in_tag[r] == 1 and tkind[r] == 1 and before_sym != 47 and not never_closed:
+                if n_open[r] == stack.shape[1]:               # full: the outermost is forgotten
+                    for j in range(stack.shape[1] - 1):
+                        stack[r, j] = stack[r, j + 1]
+                    n_open[r] -= 1
+                stack[r, n_open[r]] = cname[r]
+                n_open[r] += 1
+            elif in_tag[r] == 1 and tkind[r] == 2:
+                for j in range(n_open[r] - 1, -1, -1):
+                    if stack[r, j] == tag[r]:
+                        n_open[r] = j
+                        break
             in_tag[r] = 0
+            tkind[r] = 0
     if words:
         letter = classes[sym, 0] == 1
         w = word[r]
@@ -986,7 +1012,7 @@ def _structure_step(r, sym, classes, kinds, ring, pos_of, line, above, last, gap
 
 @inline
 def _structure_context(i, kind, h, ring, pos, line, above, record, depth, tag, in_tag, naming, indent, word,
-                       stream, before1, marks, after_mark, first, follow, shape):
+                       stream, before1, marks, after_mark, first, follow, shape, inner, tkind):
     """Structure.contexts for one stream and kind (the i-th of the configuration's kinds)."""
     if kind == SHAPE:
         v = _shape(ring, pos, h, shape)
@@ -1001,7 +1027,8 @@ def _structure_context(i, kind, h, ring, pos, line, above, record, depth, tag, i
         v = np.uint64(((pos & 3) << 8) | _back(ring, pos, 4))
     elif kind == NEST:
         small = np.uint64((min(depth, 15) << 12) | (in_tag << 11) | (naming << 10) | (min(indent, 63) << 4))
-        v = (((tag * _WORD) ^ small) << _U8) | (h & _U255)
+        key = tag + inner * _STREAM_KEY if (naming == 1 and tkind == 2) else (inner if in_tag == 0 else tag)
+        v = (((key * _WORD) ^ small) << _U8) | (h & _U255)
     elif kind == SKIP_WORD or kind == WORD_MARK:
         other = before1 if kind == SKIP_WORD else marks & _U255
         v = ((other + np.uint64(i)) * _WORD ^ word) & _LOW56

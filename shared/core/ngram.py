@@ -24,7 +24,7 @@ import numpy as np
 
 from . import kernels
 from .kernels import NOT_TEXT, SHAPE_BACK, SHAPE_RUNS, SHAPE_TEXT
-from .config import STRUCTURE_RING, WORD_KINDS, kind_bits, order_bits
+from .config import STRUCTURE_RING, TAG_STACK, VOID_ELEMENTS, WORD_KINDS, kind_bits, order_bits
 
 PURITY = 4                 # levels of "how much of the context one byte owns": <1/3, <2/3, <1, all
 RESCALE = 2                # a full row keeps x - (x >> RESCALE) of each count x: three quarters (docs/results.md)
@@ -157,6 +157,18 @@ class MatchModel:
 STRUCTURE = ("shape", "column", "record", "align", "nest", "near", "near_word", "skip_word", "word_mark",
              "mark_gap", "line_column", "indirect")
 _STREAM_KEY = np.uint64(0x9E3779B1)       # a near context's key times this, xor the stream's number times _WORD
+_SLASH = (np.uint64(ord("/")) + np.uint64(1)) * _WORD   # a tag name's hash after "/": where a closing one starts
+
+
+def _closing(name: bytes) -> int:
+    """The hash a closing tag's name "/name" makes in Structure._nest."""
+    h = int(_SLASH)
+    for b in name:
+        h = (h + b + 1) * int(_WORD) % (1 << 64)
+    return h
+
+
+_VOID = np.array([_closing(name.encode()) for n in VOID_ELEMENTS for name in (n, n.upper())], dtype=np.uint64)
 
 
 class Structure:
@@ -173,9 +185,11 @@ class Structure:
       record  the record length and the bytes one and two records above, once a byte has
               recurred at one fixed distance three times (fixed-length binary records);
       align   the position mod 4 and the byte 4 back (arrays of 32-bit numbers);
-      nest    the bracket depth, whether the byte is inside a markup tag "<...>", the name of the
-              last tag opened or closed, the line's indentation, and the last byte (source code,
-              HTML, XML: what paq8px's XML and nesting models know, in one context);
+      nest    the bracket depth, whether the byte is inside a markup tag "<...>", the line's
+              indentation, the last byte, and of markup: inside a tag its name so far; in a
+              closing tag's name also the innermost element open, so "</" is followed by that
+              name; between tags that element ("<p>", "<title>": the element the text is in);
+              what paq8px's XML and nesting models know, in one context (source code, HTML, XML);
       near    the last two bytes, in rows of this stream's own;
       near_word  the letters of the word so far (0 between words), in rows of this stream's own;
       skip_word  the word so far and the word two before it (skips one: "the X of", "self. ... =");
@@ -227,6 +241,10 @@ class Structure:
         self.after_mark = np.zeros(streams, dtype=np.int64)      # where the byte after the last one is
         self.first = np.zeros(streams, dtype=np.uint64)          # the line's first word (0: none yet)
         self.follow = np.zeros((streams, 256), dtype=np.uint64)  # per byte value: the two bytes after it, newest lowest
+        self.stack = np.zeros((streams, TAG_STACK), dtype=np.uint64)   # the markup elements open, innermost last,
+        self.n_open = np.zeros(streams, dtype=np.int64)          # each as the hash its closing tag's "/name" makes
+        self.cname = np.zeros(streams, dtype=np.uint64)          # that hash of the tag being written
+        self.tkind = np.zeros(streams, dtype=np.int64)           # the tag: 0 no name yet, 1 opens, 2 closes, 3 other
 
     @property
     def lead(self) -> np.ndarray:
@@ -258,7 +276,11 @@ class Structure:
             elif kind == "nest":
                 small = (np.minimum(self.depth, 15) << 12 | self.in_tag << 11 | self.naming << 10
                          | np.minimum(self.indent, 63) << 4).astype(np.uint64)
-                v = ((self.tag * _WORD) ^ small) << np.uint64(8) | (history & np.uint64(255))
+                inner = np.where(self.n_open > 0, self.stack[np.arange(len(self.pos)), np.maximum(self.n_open - 1, 0)],
+                                 np.uint64(0))
+                key = np.where((self.naming == 1) & (self.tkind == 2), self.tag + inner * _STREAM_KEY,
+                               np.where(self.in_tag == 0, inner, self.tag))
+                v = ((key * _WORD) ^ small) << np.uint64(8) | (history & np.uint64(255))
             elif kind in ("skip_word", "word_mark"):
                 other = self.before[:, 1] if kind == "skip_word" else self.marks & np.uint64(255)
                 v = ((other + np.uint64(i)) * _WORD ^ self.word) & np.uint64((1 << 56) - 1)
@@ -325,7 +347,7 @@ class Structure:
         self.last[rows, symbols] = pos
         self.pos[rows] = pos + 1
         if "nest" in self.kinds:
-            self._nest(rows, symbols, newline, lead)
+            self._nest(rows, symbols, newline, lead, before)
         if self._words:
             self._word_state(rows, symbols, newline)
 
@@ -344,23 +366,44 @@ class Structure:
         self.first[rows] = np.where(newline, np.uint64(0), np.where(ends & (first == 0), word, first))
         self.word[rows] = np.where(letter, _extend_word(word, symbols), np.uint64(0))
 
-    def _nest(self, rows: np.ndarray, symbols: np.ndarray, newline: np.ndarray, lead: np.ndarray) -> None:
-        """The nest context's state after one more byte. A tag's name is the bytes after "<" up
-        to the first that cannot continue it, so "</p" and "p" are different names."""
+    def _nest(self, rows: np.ndarray, symbols: np.ndarray, newline: np.ndarray, lead: np.ndarray,
+              before: np.ndarray) -> None:
+        """The nest context's state after one more byte (`before`: the byte before it). A tag's
+        name is the bytes after "<" up to the first that cannot continue it, so "</p" and "p" are
+        different names. An opening tag's name is also hashed as "/p" would be, and its ">" (not
+        "/>", nor an HTML element never closed, VOID_ELEMENTS) pushes it on the stream's stack of
+        open elements; a closing tag's ">" pops up to its element, or nothing if it is not open."""
         blank = (symbols == 32) | (symbols == 9)
         self.indent[rows] = np.where(newline, 0, self.indent[rows] + (lead & blank))
         self.depth[rows] = np.maximum(self.depth[rows] + _BRACKET[symbols], 0)
         opens = symbols == 60                                      # "<": a tag's name follows
         naming = (self.naming[rows] == 1) & _TAG_NAME[symbols]
-        name = (self.tag[rows] + symbols.astype(np.uint64) + np.uint64(1)) * _WORD
-        self.tag[rows] = np.where(opens, np.uint64(0), np.where(naming, name, self.tag[rows]))
+        sym = symbols.astype(np.uint64) + np.uint64(1)
+        kind = self.tkind[rows]
+        kind = np.where(naming & (kind == 0), np.where(symbols == 47, 2, np.where(_LETTER[symbols], 1, 3)), kind)
+        cname = np.where(naming & (kind == 1), (self.cname[rows] + sym) * _WORD, self.cname[rows])
+        self.tag[rows] = np.where(opens, np.uint64(0), np.where(naming, (self.tag[rows] + sym) * _WORD, self.tag[rows]))
+        self.cname[rows] = np.where(opens, _SLASH, cname)
         self.naming[rows] = opens | naming
+        ends = (symbols == 62) & (self.in_tag[rows] == 1)          # ">" ends a tag
+        for r, kind_r, self_closing in zip(rows[ends], kind[ends], before[ends] == 47):
+            if kind_r == 1 and not self_closing and self.cname[r] not in _VOID:
+                if self.n_open[r] == TAG_STACK:                    # full: the outermost is forgotten
+                    self.stack[r, :-1] = self.stack[r, 1:].copy()
+                    self.n_open[r] -= 1
+                self.stack[r, self.n_open[r]] = self.cname[r]
+                self.n_open[r] += 1
+            elif kind_r == 2:
+                found = np.flatnonzero(self.stack[r, :self.n_open[r]] == self.tag[r])
+                if len(found):
+                    self.n_open[r] = found[-1]
+        self.tkind[rows] = np.where(opens | (symbols == 62), 0, kind)
         self.in_tag[rows] = np.where(opens, 1, np.where(symbols == 62, 0, self.in_tag[rows]))
 
     def clear(self) -> None:
         for a in (self.ring, self.pos, self.line, self.above, self.candidate, self.seen, self.record, self.gap,
                   self.depth, self.tag, self.in_tag, self.naming, self.indent, self.word, self.before, self.marks,
-                  self.after_mark, self.first, self.follow):
+                  self.after_mark, self.first, self.follow, self.stack, self.n_open, self.cname, self.tkind):
             a.fill(0)
         self.last.fill(-1)
 
@@ -538,12 +581,13 @@ class ContextCounts:
         if sh is not None:
             ss = (sh._kind_ids, self._shape_shift, self._shape_offset, sh.ring, sh.pos, sh.line, sh.above, sh.last,
                   sh.gap, sh.candidate, sh.seen, sh.record, sh.depth, sh.tag, sh.in_tag, sh.naming, sh.indent,
-                  sh.word, sh._stream, sh.before, sh.marks, sh.after_mark, sh.first, sh.follow, sh.MAX_RECORD, sh.CONFIRM)
+                  sh.word, sh._stream, sh.before, sh.marks, sh.after_mark, sh.first, sh.follow, sh.stack, sh.n_open,
+                  sh.cname, sh.tkind, _VOID, sh.MAX_RECORD, sh.CONFIRM)
         else:
             i2, u2 = np.zeros((1, 1), np.int64), np.zeros((1, 2), np.uint64)
             ss = (none_i[:0], none_u, none_i, i2, none_i, none_i, none_i, i2, i2, none_i, none_i, none_i, none_i,
                   none_u, none_i, none_i, none_i, none_u, none_u, u2, none_u, none_i, none_u, np.zeros((1, 256), np.uint64),
-                  0, 0)
+                  u2, none_i, none_u, none_i, none_u, 0, 0)
         kernels.advance(rows, symbols, self.history, self.word, self.prev, self.prev2, self._slots, self._checks, _CLASSES,
                         self._masks, self._hashed, self._byte_shift, self._byte_offset, self.words, self._word_shift,
                         self._word_offset, *mm, *ss)
