@@ -11,6 +11,8 @@
 #                                            ARM_PYTHON=... for the emulated one; CPUS="neon sve256"
 #                                            PRESET=... for the files of steps 2 and 3 (default tiny;
 #                                            PRESET=neural covers its hashed contexts, a 2**18-row table)
+#                                            INPUT=FILE: steps 2 and 3 code its first BYTES bytes instead
+#                                            of the mission log's (markup, code, binaries)
 #                                            KERNELS=numpy: the emulated side runs the numpy definitions
 #                                            instead of the compiled loops (shared/core/kernels.py)
 # The compiled loops need numba under emulation too: its aarch64 wheels (the version the native side
@@ -78,9 +80,14 @@ print(f"  {torch.__version__} on {torch.backends.cpu.get_cpu_capability()}, {loo
 sys.exit(got != want)
 '
 
-native -c 'from shared.texts import mission_log; import sys; sys.stdout.buffer.write(mission_log('"$BYTES"'))' > "$work/in.txt"
+if [ -n "${INPUT:-}" ]; then
+  [ -f "$INPUT" ] || { echo "check_arm64: INPUT=$INPUT is not a file"; exit 2; }
+  head -c "$BYTES" "$INPUT" > "$work/in.txt"
+else
+  native -c 'from shared.texts import mission_log; import sys; sys.stdout.buffer.write(mission_log('"$BYTES"'))' > "$work/in.txt"
+fi
 native -m sender compress "$work/in.txt" "$work/x86.mrs" --preset "$PRESET" -q 2>/dev/null
-echo "native: $(native -c 'import torch; print(torch.__version__, "on", torch.backends.cpu.get_cpu_capability())'), $BYTES bytes -> $(wc -c < "$work/x86.mrs") bytes ($PRESET)"
+echo "native: $(native -c 'import torch; print(torch.__version__, "on", torch.backends.cpu.get_cpu_capability())'), $(wc -c < "$work/in.txt") bytes${INPUT:+ of $INPUT} -> $(wc -c < "$work/x86.mrs") bytes ($PRESET)"
 failed=0
 for cpu in $CPUS; do
   echo "aarch64 $cpu:"
