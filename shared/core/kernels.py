@@ -891,7 +891,7 @@ def _advance(rows, symbols, history, word, prev, prev2, slots, checks, classes,
             _structure_step(r, sym, classes, kinds, s_ring, s_pos, s_line, s_above, s_last, s_gap, s_candidate,
                             s_seen, s_record, s_depth, s_tag, s_in_tag, s_naming, s_indent, s_word, s_before,
                             s_marks, s_after_mark, s_first, s_follow, s_stack, s_open, s_cname, s_tkind, void,
-                            (max_record, confirm))   # one argument: a call of over 30 is *args to numba
+                            (max_record, confirm))   # a tuple: Python passes over 30 as *args, which numba cannot inline
         h = history[r]
         for k in range(n_orders):
             ctx = h & masks[k]
@@ -976,10 +976,11 @@ def _structure_step(r, sym, classes, kinds, ring, pos_of, line, above, last, gap
         if opens:
             in_tag[r] = 1
         elif sym == 62:
-            never_closed = False                           # an HTML element like "<br>"
-            for j in range(void.shape[0]):
-                never_closed = never_closed or void[j] == cname[r]
-            if in_tag[r] == 1 and tkind[r] == 1 and before_sym != 47 and not never_closed:
+            pushes = in_tag[r] == 1 and tkind[r] == 1 and before_sym != 47   # an opening tag, not "/>"
+            if pushes:
+                for j in range(void.shape[0]):                 # nor an HTML element like "<br>"
+                    pushes = pushes and void[j] != cname[r]
+            if pushes:
                 if n_open[r] == stack.shape[1]:               # full: the outermost is forgotten
                     for j in range(stack.shape[1] - 1):
                         stack[r, j] = stack[r, j + 1]
