@@ -26,7 +26,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
-PROTOCOL_VERSION = 26       # as FORMAT_VERSION: a version-1 to -7, -9 to -16, -18 to -25 peer's twin computes differently,
+PROTOCOL_VERSION = 27       # as FORMAT_VERSION: a version-1 to -7, -9 to -16, -18 to -26 peer's twin computes differently,
                             # a version-8 peer codes the same predictions differently (bytes whole, not bit by bit),
                             # a version-17 Alice takes Bob's ERROR say-hello as the end of her stream
 MAGIC = b"ML"

@@ -104,7 +104,7 @@ GOOD_DATA = encode(Data(7, 1, 2, 3, b"payload"))
 GOOD_HELLO = encode(SAMPLES[0])
 
 OLDER = {   # earlier wire protocols, each refused by its number: what its bump brought
-    25: "before the open elements", 24: "before the shape context", 23: "before the reach set", 22: "before order 5", 21: "before order 3's smaller table", 20: "before tiny's new shape", 19: "before default's hashed contexts", 18: "before the mixer's late steps", 17: "before say-hello", 16: "before the word pair between words", 15: "before the fuller count rows",
+    26: "before the line before's indentation", 25: "before the open elements", 24: "before the shape context", 23: "before the reach set", 22: "before order 5", 21: "before order 3's smaller table", 20: "before tiny's new shape", 19: "before default's hashed contexts", 18: "before the mixer's late steps", 17: "before say-hello", 16: "before the word pair between words", 15: "before the fuller count rows",
     14: "before the indirect context", 13: "before neural's hashed contexts", 12: "before the shape weight set",
     11: "before the word rows", 10: "before the tree mixer's early steps", 9: "before the mixers' new start",
     8: "bytes coded whole", 7: "before the near contexts", 4: "before the tree mixer"}
@@ -114,8 +114,8 @@ MALFORMED = {
     "too short": (b"ML\x01\x03\x00\x00\x00", "message of 7 bytes is too short to be a marslink message"),
     "oversized (checked before magic)": (b"X" * (MAX_MESSAGE_BYTES + 1), f"message of {MAX_MESSAGE_BYTES + 1} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit"),
     "wrong magic": (b"GET / HTTP/1.1\r\n\r\n", "not a marslink message"),
-    "newer version": (b"ML\x1b" + GOOD_DATA[3:], "peer speaks protocol version 27; this build speaks 26"),
-    **{f"version {v} ({why})": (b"ML" + bytes([v]) + GOOD_DATA[3:], f"peer speaks protocol version {v}; this build speaks 26")
+    "newer version": (b"ML\x1c" + GOOD_DATA[3:], "peer speaks protocol version 28; this build speaks 27"),
+    **{f"version {v} ({why})": (b"ML" + bytes([v]) + GOOD_DATA[3:], f"peer speaks protocol version {v}; this build speaks 27")
        for v, why in OLDER.items()},
     "unknown kind": (seal(99, b""), "unknown frame kind 99"),
     "crc, DATA": (GOOD_DATA[:-5] + b"?" + GOOD_DATA[-4:], "CRC mismatch in DATA frame seq 7"),

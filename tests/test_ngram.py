@@ -301,20 +301,21 @@ def test_match_model_survives_one_wrong_byte_after_a_long_run_but_not_two():
     assert match_row(short).sum() == 0
 
 
-def nest_state(text: bytes) -> tuple[Structure, int]:
-    """A nest-only Structure (one stream) after `text`, and its nest context."""
-    s = Structure(0b10000, streams=1)
+def nest_state(text: bytes, mask: int = 0b10000) -> tuple[Structure, int]:
+    """A Structure of `mask`'s kinds (nest only by default; one stream) after `text`, and its
+    nest context."""
+    s = Structure(mask, streams=1)
     hist = np.zeros(1, dtype=np.uint64)
     for b in text:
         s.update(np.array([0]), np.array([b]))
         hist = (hist << np.uint64(8)) | np.uint64(b)
-    return s, int(s.contexts(hist)[0, 0])
+    return s, int(s.contexts(hist)[0, s.kinds.index("nest")])
 
 
 def test_nest_context_knows_brackets_tags_and_indentation():
     state = nest_state
     s, ctx = state(b'<div class="x">\n  f(a[')
-    assert (s.depth[0], s.in_tag[0], s.naming[0], s.indent[0], s.lead[0]) == (2, 0, 0, 2, 0)
+    assert (s.depth[0], s.in_tag[0], s.naming[0], s.indent[0, 0], s.lead[0]) == (2, 0, 0, 2, 0)
     assert state(b'<div id="y">\n  g(b[')[1] == ctx                  # the same tag, depth, indent, last byte
     for other in (b'<span class="x">\n  f(a[',            # another tag
                   b'<div class="x">\n f(a[',              # another indentation
@@ -325,9 +326,26 @@ def test_nest_context_knows_brackets_tags_and_indentation():
     s, _ = state(b"<p>a</p")
     assert (s.in_tag[0], s.naming[0]) == (1, 1) and s.tag[0] != state(b"<p")[0].tag[0]   # "/p" is not "p"
     s, _ = state(b"))}\n\t x <")
-    assert (s.depth[0], s.indent[0], s.in_tag[0]) == (0, 2, 1)        # depth never below 0; a tab indents
+    assert (s.depth[0], s.indent[0, 0], s.in_tag[0]) == (0, 2, 1)     # depth never below 0; a tab indents
     s.clear()
-    assert (s.depth[0], s.indent[0], s.in_tag[0], s.tag[0], s.lead[0]) == (0, 0, 0, 0, 1)
+    assert (s.depth[0], s.indent[0, 0], s.indent[0, 1], s.in_tag[0], s.tag[0], s.lead[0]) == (0, 0, 0, 0, 0, 1)
+
+
+def test_nest_context_knows_the_line_before_while_a_line_is_indented():
+    """While a line holds only its indentation (and at its first byte after it) the nest context
+    also knows the line before's indentation and that line's last mark (":" opens a block);
+    past the indentation it forgets them. The mark needs the word kinds' state."""
+    both = 0b10000 | 1 << STRUCTURE.index("word_mark")
+    ctx = lambda text: nest_state(text, both)[1]
+    opened = ctx(b"def f(a):\n    if a:\n    ")
+    s, _ = nest_state(b"def f(a):\n    if a:\n    ", both)
+    assert (s.indent[0, 0], s.indent[0, 1], s.lead[0]) == (4, 4, 1)
+    assert ctx(b"class C(B):\n    while b:\n    ") == opened            # the same indentations and mark
+    assert ctx(b"def f(a):\n    g(a)\n    ") != opened                  # another last mark: ")"
+    assert ctx(b"def f(a):\n  if a:\n    ") != opened                   # the line before less deep
+    assert ctx(b"def f(a):\n    if a:\n    x") == ctx(b"def f(a):\n        y = (a, b)\n    x")   # past it
+    alone = lambda text: nest_state(text)[1]                             # no word kinds: no mark
+    assert alone(b"if a:\n  ") == alone(b"if a\n  ") != alone(b"  if a:\n  ")
 
 
 def test_nest_context_knows_the_element_open_and_the_name_that_closes_it():

@@ -1,6 +1,6 @@
 """The file-mode container. Torch-free, so Bob can read the header before choosing his profile.
 
-Format version 26:
+Format version 27:
 
     offset   size  field
     0        4     magic  b"MRSL"
@@ -79,7 +79,9 @@ context is the shape of the text before (the runs of byte classes; the two bytes
 last one where the bytes are not text, as every earlier version's first structure context),
 so a version-24 file is refused by number. Version 26 has the same layout; the nest context
 knows the markup elements open (after "</" the innermost one, between tags the one the text is
-in), so a version-25 file is refused by number.
+in), so a version-25 file is refused by number. Version 27 has the same layout; in a line's
+indentation the nest context also knows the line before's indentation and last mark, so a
+version-26 file is refused by number.
 
 Everything that can be checked without a model is checked in `parse`, in the order a user
 would want to hear about it: is this our file at all, can this build read it, is it whole.
@@ -100,7 +102,7 @@ from ..core.errors import FormatError, UsageError
 from ..core.layout import n_steps, sync_count
 
 MAGIC = b"MRSL"
-FORMAT_VERSION = 26         # the twins' computation is part of the format; see the table above
+FORMAT_VERSION = 27         # the twins' computation is part of the format; see the table above
 DIGEST_PREFIX = 4                # bytes of each weight digest kept in the file
 _FIXED = struct.Struct("<4sBI")
 MAX_HEADER_JSON = 1 << 20        # inflated header bytes (a real one is ~1 KB): no zlib bombs

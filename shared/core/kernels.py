@@ -914,7 +914,8 @@ def _advance(rows, symbols, history, word, prev, prev2, slots, checks, classes,
         base = n_orders + n_words
         for i in range(kinds.shape[0]):
             v = _structure_context(i, kinds[i], h, s_ring[r], s_pos[r], s_line[r], s_above[r], s_record[r],
-                                   s_depth[r], s_tag[r], s_in_tag[r], s_naming[r], s_indent[r], s_word[r],
+                                   s_depth[r], s_tag[r], s_in_tag[r], s_naming[r], s_indent[r, 0], s_indent[r, 1],
+                                   s_word[r],
                                    s_stream[r], s_before[r, 1], s_marks[r], s_after_mark[r], s_first[r],
                                    s_follow[r, np.int64(h & _U255)], shape,
                                    s_stack[r, s_open[r] - 1] if s_open[r] > 0 else _U0, s_tkind[r])
@@ -935,7 +936,7 @@ def _structure_step(r, sym, classes, kinds, ring, pos_of, line, above, last, gap
         nest = nest or kinds[i] == NEST
         words = words or kinds[i] == NEAR_WORD or kinds[i] >= SKIP_WORD
     pos = pos_of[r]
-    lead = pos - line[r] == indent[r]                  # before this byte
+    lead = pos - line[r] == indent[r, 0]               # before this byte
     before_sym = ring[r, (pos - 1) & (ring.shape[1] - 1)] if pos > 0 else 0
     follow[r, before_sym] = ((follow[r, before_sym] << _U8) | np.uint64(sym)) & np.uint64(0xFFFF)
     ring[r, pos & (ring.shape[1] - 1)] = sym
@@ -958,7 +959,9 @@ def _structure_step(r, sym, classes, kinds, ring, pos_of, line, above, last, gap
     pos_of[r] = pos + 1
     if nest:
         blank = sym == 32 or sym == 9
-        indent[r] = 0 if newline else indent[r] + (1 if (lead and blank) else 0)
+        if newline:
+            indent[r, 1] = indent[r, 0]
+        indent[r, 0] = 0 if newline else indent[r, 0] + (1 if (lead and blank) else 0)
         depth[r] = max(depth[r] + classes[sym, 2], 0)
         opens = sym == 60
         continues = naming[r] == 1 and classes[sym, 3] == 1
@@ -1012,8 +1015,8 @@ def _structure_step(r, sym, classes, kinds, ring, pos_of, line, above, last, gap
 
 
 @inline
-def _structure_context(i, kind, h, ring, pos, line, above, record, depth, tag, in_tag, naming, indent, word,
-                       stream, before1, marks, after_mark, first, follow, shape, inner, tkind):
+def _structure_context(i, kind, h, ring, pos, line, above, record, depth, tag, in_tag, naming, indent, indent_above,
+                       word, stream, before1, marks, after_mark, first, follow, shape, inner, tkind):
     """Structure.contexts for one stream and kind (the i-th of the configuration's kinds)."""
     if kind == SHAPE:
         v = _shape(ring, pos, h, shape)
@@ -1027,7 +1030,8 @@ def _structure_context(i, kind, h, ring, pos, line, above, record, depth, tag, i
     elif kind == ALIGN:
         v = np.uint64(((pos & 3) << 8) | _back(ring, pos, 4))
     elif kind == NEST:
-        small = np.uint64((min(depth, 15) << 12) | (in_tag << 11) | (naming << 10) | (min(indent, 63) << 4))
+        lead = (min(indent_above, 63) << 16 | np.int64(marks & _U255) << 22) if pos - line == indent else 0
+        small = np.uint64((min(depth, 15) << 12) | (in_tag << 11) | (naming << 10) | (min(indent, 63) << 4) | lead)
         key = tag + inner * _STREAM_KEY if (naming == 1 and tkind == 2) else (inner if in_tag == 0 else tag)
         v = (((key * _WORD) ^ small) << _U8) | (h & _U255)
     elif kind == SKIP_WORD or kind == WORD_MARK:

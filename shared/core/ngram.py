@@ -186,7 +186,8 @@ class Structure:
               recurred at one fixed distance three times (fixed-length binary records);
       align   the position mod 4 and the byte 4 back (arrays of 32-bit numbers);
       nest    the bracket depth, whether the byte is inside a markup tag "<...>", the line's
-              indentation, the last byte, and of markup: inside a tag its name so far; in a
+              indentation (while only that is written, also the line before's and its last mark:
+              ":" opens a block), the last byte, and of markup: inside a tag its name so far; in a
               closing tag's name also the innermost element open, so "</" is followed by that
               name; between tags that element ("<p>", "<title>": the element the text is in);
               what paq8px's XML and nesting models know, in one context (source code, HTML, XML);
@@ -233,7 +234,7 @@ class Structure:
         self.tag = np.zeros(streams, dtype=np.uint64)            # hash of the last tag's name
         self.in_tag = np.zeros(streams, dtype=np.int64)          # 1 between "<" and ">"
         self.naming = np.zeros(streams, dtype=np.int64)          # 1 while the tag's name is written
-        self.indent = np.zeros(streams, dtype=np.int64)          # spaces and tabs opening the line
+        self.indent = np.zeros((streams, 2), dtype=np.int64)     # spaces and tabs opening the line, and the line before
         self.word = np.zeros(streams, dtype=np.uint64)           # hash of the word so far (0: none)
         self._stream = (np.arange(streams, dtype=np.uint64) + np.uint64(1)) * _WORD
         self.before = np.zeros((streams, 2), dtype=np.uint64)    # the last two words ended (newest first)
@@ -249,7 +250,7 @@ class Structure:
     @property
     def lead(self) -> np.ndarray:
         """1 where the current line holds only its indentation so far (its column is its indent)."""
-        return (self.pos - self.line == self.indent).astype(np.int64)
+        return (self.pos - self.line == self.indent[:, 0]).astype(np.int64)
 
     def _back(self, distance: np.ndarray) -> np.ndarray:
         """The byte `distance` back in each stream (0 where that is before its start)."""
@@ -274,8 +275,12 @@ class Structure:
             elif kind == "align":
                 v = ((self.pos & 3) << 8 | self._back(np.full_like(self.pos, 4))).astype(np.uint64)
             elif kind == "nest":
+                # in a line's indentation (and at its first byte after it): the line before's
+                # indentation and its last mark (":", ",", "(" ...), which say how deep this one goes
+                lead = np.where(self.lead == 1, np.minimum(self.indent[:, 1], 63) << 16
+                                | (self.marks & np.uint64(255)).astype(np.int64) << 22, 0)
                 small = (np.minimum(self.depth, 15) << 12 | self.in_tag << 11 | self.naming << 10
-                         | np.minimum(self.indent, 63) << 4).astype(np.uint64)
+                         | np.minimum(self.indent[:, 0], 63) << 4 | lead).astype(np.uint64)
                 inner = np.where(self.n_open > 0, self.stack[np.arange(len(self.pos)), np.maximum(self.n_open - 1, 0)],
                                  np.uint64(0))
                 key = np.where((self.naming == 1) & (self.tkind == 2), self.tag + inner * _STREAM_KEY,
@@ -374,7 +379,8 @@ class Structure:
         "/>", nor an HTML element never closed, VOID_ELEMENTS) pushes it on the stream's stack of
         open elements; a closing tag's ">" pops up to its element, or nothing if it is not open."""
         blank = (symbols == 32) | (symbols == 9)
-        self.indent[rows] = np.where(newline, 0, self.indent[rows] + (lead & blank))
+        self.indent[rows, 1] = np.where(newline, self.indent[rows, 0], self.indent[rows, 1])
+        self.indent[rows, 0] = np.where(newline, 0, self.indent[rows, 0] + (lead & blank))
         self.depth[rows] = np.maximum(self.depth[rows] + _BRACKET[symbols], 0)
         opens = symbols == 60                                      # "<": a tag's name follows
         naming = (self.naming[rows] == 1) & _TAG_NAME[symbols]
@@ -586,7 +592,7 @@ class ContextCounts:
         else:
             i2, u2 = np.zeros((1, 1), np.int64), np.zeros((1, 2), np.uint64)
             ss = (none_i[:0], none_u, none_i, i2, none_i, none_i, none_i, i2, i2, none_i, none_i, none_i, none_i,
-                  none_u, none_i, none_i, none_i, none_u, none_u, u2, none_u, none_i, none_u, np.zeros((1, 256), np.uint64),
+                  none_u, none_i, none_i, np.zeros((1, 2), np.int64), none_u, none_u, u2, none_u, none_i, none_u, np.zeros((1, 256), np.uint64),
                   u2, none_i, none_u, none_i, none_u, 0, 0)
         kernels.advance(rows, symbols, self.history, self.word, self.prev, self.prev2, self._slots, self._checks, _CLASSES,
                         self._masks, self._hashed, self._byte_shift, self._byte_offset, self.words, self._word_shift,
