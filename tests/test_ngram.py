@@ -331,6 +331,18 @@ def test_nest_context_knows_brackets_tags_and_indentation():
     assert (s.depth[0], s.indent[0, 0], s.indent[0, 1], s.in_tag[0], s.tag[0], s.lead[0]) == (0, 0, 0, 0, 0, 1)
 
 
+def test_nest_context_knows_the_attribute_a_value_belongs_to():
+    """Inside an opening tag, after an attribute's "=", the nest context keys on that attribute's
+    name as well as the tag's: a class's value and an href's differ; the next tag forgets it."""
+    both = 0b10000 | 1 << STRUCTURE.index("word_mark")
+    ctx = lambda text: nest_state(text, both)[1]
+    value = ctx(b'<a class="')
+    assert ctx(b'<a id="x" class="') == value                           # the last attribute is the one
+    assert ctx(b'<a href="') != value and ctx(b'<p class="') != value
+    assert ctx(b'<a class="x"><a href="') == ctx(b'<a href="')          # a new tag starts without one
+    assert nest_state(b'if y < z == 1', both)[0].attr[0] == 0           # "<" then a blank: not a tag
+
+
 def test_nest_context_knows_the_line_before_while_a_line_is_indented():
     """While a line holds only its indentation (and at its first byte after it) the nest context
     also knows the line before's indentation and that line's last mark (":" opens a block);

@@ -79,9 +79,10 @@ context is the shape of the text before (the runs of byte classes; the two bytes
 last one where the bytes are not text, as every earlier version's first structure context),
 so a version-24 file is refused by number. Version 26 has the same layout; the nest context
 knows the markup elements open (after "</" the innermost one, between tags the one the text is
-in), so a version-25 file is refused by number. Version 27 has the same layout; in a line's
-indentation the nest context also knows the line before's indentation and last mark, so a
-version-26 file is refused by number.
+in), so a version-25 file is refused by number. Version 27 has the same layout; the nest
+context also knows, in a line's indentation, the line before's indentation and last mark, and
+in an opening tag after an attribute's "=", that attribute's name, so a version-26 file is
+refused by number.
 
 Everything that can be checked without a model is checked in `parse`, in the order a user
 would want to hear about it: is this our file at all, can this build read it, is it whole.

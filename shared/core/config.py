@@ -243,7 +243,7 @@ def cost(config: RunConfig) -> tuple[int, int]:
               + table_bytes(m) + 4 * (table_bytes(m) >> 8)        # count tables; per row: check, total, top
               + (B * MATCH_SPAN + MATCH_ROWS * 8 if m.match else 0)
               + B * tc.replay_span * 2 * (tc.replay > 0)
-              + (B * (STRUCTURE_RING * 8 + 3 * 256 * 8 + (TAG_STACK + 25) * 8) if m.structure else 0)   # ngram.Structure's rings, state
+              + (B * (STRUCTURE_RING * 8 + 3 * 256 * 8 + (TAG_STACK + 26) * 8) if m.structure else 0)   # ngram.Structure's rings, state
               # mixer.TreeMixer: its APMs (node, node x previous byte, the two hashed ones; 33
               # cells of uint16), its int32 weights and update counts (per node: 9 rows by kind of
               # byte, 256 by byte, 9 * 9 * 9 by shape, `reaches` by reach) and a position's inputs

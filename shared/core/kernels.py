@@ -822,7 +822,8 @@ def _advance(rows, symbols, history, word, prev, prev2, slots, checks, classes,
              match_on, m_ring, m_where, m_written, m_place, m_run, m_min, m_mask, m_shift, m_stride, m_recover,
              kinds, shape_shift, shape_offset, s_ring, s_pos, s_line, s_above, s_last, s_gap, s_candidate,
              s_seen, s_record, s_depth, s_tag, s_in_tag, s_naming, s_indent, s_word, s_stream, s_before,
-             s_marks, s_after_mark, s_first, s_follow, s_stack, s_open, s_cname, s_tkind, void, max_record, confirm):
+             s_marks, s_after_mark, s_first, s_follow, s_stack, s_open, s_cname, s_tkind, s_attr, void, max_record,
+             confirm):
     """ContextCounts.update after the counts: history, the match model (MatchModel.update), the
     word hashes, the structure state (Structure.update) and the slots and checks of the streams
     coded (`rows`, in order); in the definition's phases where streams meet (the match model's
@@ -890,8 +891,8 @@ def _advance(rows, symbols, history, word, prev, prev2, slots, checks, classes,
         if kinds.shape[0]:
             _structure_step(r, sym, classes, kinds, s_ring, s_pos, s_line, s_above, s_last, s_gap, s_candidate,
                             s_seen, s_record, s_depth, s_tag, s_in_tag, s_naming, s_indent, s_word, s_before,
-                            s_marks, s_after_mark, s_first, s_follow, s_stack, s_open, s_cname, s_tkind, void,
-                            (max_record, confirm))   # a tuple: Python passes over 30 as *args, which numba cannot inline
+                            s_marks, s_after_mark, s_first, s_follow, (s_stack, s_open, s_cname, s_tkind, s_attr, void),
+                            (max_record, confirm))   # tuples: Python passes over 30 as *args, which numba cannot inline
         h = history[r]
         for k in range(n_orders):
             ctx = h & masks[k]
@@ -918,7 +919,7 @@ def _advance(rows, symbols, history, word, prev, prev2, slots, checks, classes,
                                    s_word[r],
                                    s_stream[r], s_before[r, 1], s_marks[r], s_after_mark[r], s_first[r],
                                    s_follow[r, np.int64(h & _U255)], shape,
-                                   s_stack[r, s_open[r] - 1] if s_open[r] > 0 else _U0, s_tkind[r])
+                                   s_stack[r, s_open[r] - 1] if s_open[r] > 0 else _U0, s_tkind[r], s_attr[r])
             product = v * _GOLDEN
             slots[r, base + i] = np.int64(product >> shape_shift[i]) + shape_offset[i]
             checks[r, base + i] = np.uint8((product >> (shape_shift[i] - _U8)) & _U255)
@@ -926,10 +927,11 @@ def _advance(rows, symbols, history, word, prev, prev2, slots, checks, classes,
 
 @inline
 def _structure_step(r, sym, classes, kinds, ring, pos_of, line, above, last, gap, candidate, seen, record,
-                    depth, tag, in_tag, naming, indent, word, before, marks, after_mark, first, follow, stack, n_open,
-                    cname, tkind, void, record_rule):
+                    depth, tag, in_tag, naming, indent, word, before, marks, after_mark, first, follow, markup,
+                    record_rule):
     """Structure.update for one stream."""
     max_record, confirm = record_rule
+    stack, n_open, cname, tkind, attr, void = markup
     nest = False
     words = False
     for i in range(kinds.shape[0]):
@@ -978,6 +980,9 @@ def _structure_step(r, sym, classes, kinds, ring, pos_of, line, above, last, gap
         naming[r] = 1 if (opens or continues) else 0
         if opens:
             in_tag[r] = 1
+            attr[r] = _U0
+        elif sym == 61 and in_tag[r] == 1 and tkind[r] == 1 and word[r] != _U0:   # an attribute's "="
+            attr[r] = word[r]
         elif sym == 62:
             pushes = in_tag[r] == 1 and tkind[r] == 1 and before_sym != 47   # an opening tag, not "/>"
             if pushes:
@@ -1016,7 +1021,7 @@ def _structure_step(r, sym, classes, kinds, ring, pos_of, line, above, last, gap
 
 @inline
 def _structure_context(i, kind, h, ring, pos, line, above, record, depth, tag, in_tag, naming, indent, indent_above,
-                       word, stream, before1, marks, after_mark, first, follow, shape, inner, tkind):
+                       word, stream, before1, marks, after_mark, first, follow, shape, inner, tkind, attr):
     """Structure.contexts for one stream and kind (the i-th of the configuration's kinds)."""
     if kind == SHAPE:
         v = _shape(ring, pos, h, shape)
@@ -1032,7 +1037,7 @@ def _structure_context(i, kind, h, ring, pos, line, above, record, depth, tag, i
     elif kind == NEST:
         lead = (min(indent_above, 63) << 16 | np.int64(marks & _U255) << 22) if pos - line == indent else 0
         small = np.uint64((min(depth, 15) << 12) | (in_tag << 11) | (naming << 10) | (min(indent, 63) << 4) | lead)
-        key = tag + inner * _STREAM_KEY if (naming == 1 and tkind == 2) else (inner if in_tag == 0 else tag)
+        key = tag + inner * _STREAM_KEY if (naming == 1 and tkind == 2) else (inner if in_tag == 0 else tag + attr * _WORD)
         v = (((key * _WORD) ^ small) << _U8) | (h & _U255)
     elif kind == SKIP_WORD or kind == WORD_MARK:
         other = before1 if kind == SKIP_WORD else marks & _U255

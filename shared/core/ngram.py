@@ -187,7 +187,8 @@ class Structure:
       align   the position mod 4 and the byte 4 back (arrays of 32-bit numbers);
       nest    the bracket depth, whether the byte is inside a markup tag "<...>", the line's
               indentation (while only that is written, also the line before's and its last mark:
-              ":" opens a block), the last byte, and of markup: inside a tag its name so far; in a
+              ":" opens a block), the last byte, and of markup: inside a tag its name so far (and
+              after an attribute's "=", that attribute's name: what its value will be); in a
               closing tag's name also the innermost element open, so "</" is followed by that
               name; between tags that element ("<p>", "<title>": the element the text is in);
               what paq8px's XML and nesting models know, in one context (source code, HTML, XML);
@@ -246,6 +247,7 @@ class Structure:
         self.n_open = np.zeros(streams, dtype=np.int64)          # each as the hash its closing tag's "/name" makes
         self.cname = np.zeros(streams, dtype=np.uint64)          # that hash of the tag being written
         self.tkind = np.zeros(streams, dtype=np.int64)           # the tag: 0 no name yet, 1 opens, 2 closes, 3 other
+        self.attr = np.zeros(streams, dtype=np.uint64)           # in an opening tag, its last attribute's name (0: none)
 
     @property
     def lead(self) -> np.ndarray:
@@ -284,7 +286,7 @@ class Structure:
                 inner = np.where(self.n_open > 0, self.stack[np.arange(len(self.pos)), np.maximum(self.n_open - 1, 0)],
                                  np.uint64(0))
                 key = np.where((self.naming == 1) & (self.tkind == 2), self.tag + inner * _STREAM_KEY,
-                               np.where(self.in_tag == 0, inner, self.tag))
+                               np.where(self.in_tag == 0, inner, self.tag + self.attr * _WORD))
                 v = ((key * _WORD) ^ small) << np.uint64(8) | (history & np.uint64(255))
             elif kind in ("skip_word", "word_mark"):
                 other = self.before[:, 1] if kind == "skip_word" else self.marks & np.uint64(255)
@@ -389,6 +391,8 @@ class Structure:
         kind = np.where(naming & (kind == 0), np.where(symbols == 47, 2, np.where(_LETTER[symbols], 1, 3)), kind)
         cname = np.where(naming & (kind == 1), (self.cname[rows] + sym) * _WORD, self.cname[rows])
         self.tag[rows] = np.where(opens, np.uint64(0), np.where(naming, (self.tag[rows] + sym) * _WORD, self.tag[rows]))
+        named = (symbols == 61) & (self.in_tag[rows] == 1) & (kind == 1) & (self.word[rows] != 0)   # an attribute's "="
+        self.attr[rows] = np.where(opens, np.uint64(0), np.where(named, self.word[rows], self.attr[rows]))
         self.cname[rows] = np.where(opens, _SLASH, cname)
         self.naming[rows] = opens | naming
         ends = (symbols == 62) & (self.in_tag[rows] == 1)          # ">" ends a tag
@@ -409,7 +413,7 @@ class Structure:
     def clear(self) -> None:
         for a in (self.ring, self.pos, self.line, self.above, self.candidate, self.seen, self.record, self.gap,
                   self.depth, self.tag, self.in_tag, self.naming, self.indent, self.word, self.before, self.marks,
-                  self.after_mark, self.first, self.follow, self.stack, self.n_open, self.cname, self.tkind):
+                  self.after_mark, self.first, self.follow, self.stack, self.n_open, self.cname, self.tkind, self.attr):
             a.fill(0)
         self.last.fill(-1)
 
@@ -588,12 +592,12 @@ class ContextCounts:
             ss = (sh._kind_ids, self._shape_shift, self._shape_offset, sh.ring, sh.pos, sh.line, sh.above, sh.last,
                   sh.gap, sh.candidate, sh.seen, sh.record, sh.depth, sh.tag, sh.in_tag, sh.naming, sh.indent,
                   sh.word, sh._stream, sh.before, sh.marks, sh.after_mark, sh.first, sh.follow, sh.stack, sh.n_open,
-                  sh.cname, sh.tkind, _VOID, sh.MAX_RECORD, sh.CONFIRM)
+                  sh.cname, sh.tkind, sh.attr, _VOID, sh.MAX_RECORD, sh.CONFIRM)
         else:
             i2, u2 = np.zeros((1, 1), np.int64), np.zeros((1, 2), np.uint64)
             ss = (none_i[:0], none_u, none_i, i2, none_i, none_i, none_i, i2, i2, none_i, none_i, none_i, none_i,
                   none_u, none_i, none_i, np.zeros((1, 2), np.int64), none_u, none_u, u2, none_u, none_i, none_u, np.zeros((1, 256), np.uint64),
-                  u2, none_i, none_u, none_i, none_u, 0, 0)
+                  u2, none_i, none_u, none_i, none_u, none_u, 0, 0)
         kernels.advance(rows, symbols, self.history, self.word, self.prev, self.prev2, self._slots, self._checks, _CLASSES,
                         self._masks, self._hashed, self._byte_shift, self._byte_offset, self.words, self._word_shift,
                         self._word_offset, *mm, *ss)
