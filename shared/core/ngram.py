@@ -596,8 +596,8 @@ class ContextCounts:
         else:
             i2, u2 = np.zeros((1, 1), np.int64), np.zeros((1, 2), np.uint64)
             ss = (none_i[:0], none_u, none_i, i2, none_i, none_i, none_i, i2, i2, none_i, none_i, none_i, none_i,
-                  none_u, none_i, none_i, np.zeros((1, 2), np.int64), none_u, none_u, u2, none_u, none_i, none_u, np.zeros((1, 256), np.uint64),
-                  u2, none_i, none_u, none_i, none_u, none_u, 0, 0)
+                  none_u, none_i, none_i, np.zeros((1, 2), np.int64), none_u, none_u, u2, none_u, none_i, none_u,
+                  np.zeros((1, 256), np.uint64), u2, none_i, none_u, none_i, none_u, none_u, 0, 0)
         kernels.advance(rows, symbols, self.history, self.word, self.prev, self.prev2, self._slots, self._checks, _CLASSES,
                         self._masks, self._hashed, self._byte_shift, self._byte_offset, self.words, self._word_shift,
                         self._word_offset, *mm, *ss)
